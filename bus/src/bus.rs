@@ -1,0 +1,156 @@
+//! The node's connection to Kafka: an external cluster or the embedded one, its topics,
+//! its producer, and the consumers made from it.
+
+use std::{sync::Arc, time::Duration};
+
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, Consumer},
+    error::{KafkaError, RDKafkaErrorCode},
+};
+
+use crate::{
+    config::{BusConfig, ClientRole},
+    consumer::{AtLeastOnceConsumer, ConsumerSettings},
+    dlq::dlq_topic,
+    embedded::EmbeddedBroker,
+    metrics::Metrics,
+    producer::Producer,
+};
+
+/// A Kafka operation of the bus failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The embedded cluster could not start.
+    #[error("the embedded bus could not start: {0}")]
+    Embedded(KafkaError),
+    /// A client could not be created (usually a bad librdkafka property).
+    #[error("kafka client could not be created: {0}")]
+    Client(KafkaError),
+    /// A topic could not be created.
+    #[error("topic {topic} could not be created: {error}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// Why.
+        error: String,
+    },
+    /// The brokers did not answer a metadata request.
+    #[error("brokers {bootstrap} unreachable: {error}")]
+    Unreachable {
+        /// The bootstrap servers.
+        bootstrap: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// The bus one node uses.
+#[derive(Clone)]
+pub struct Bus {
+    config: BusConfig,
+    bootstrap: String,
+    embedded: Option<Arc<EmbeddedBroker>>,
+    producer: Producer,
+}
+
+impl Bus {
+    /// Connects to `config.brokers`, or starts the embedded cluster when there are none.
+    pub fn start(config: &BusConfig, metrics: &Metrics) -> Result<Self, BusError> {
+        let (bootstrap, embedded) = match &config.brokers {
+            Some(brokers) => (brokers.clone(), None),
+            None => {
+                let embedded = EmbeddedBroker::start(config.embedded_brokers).map_err(BusError::Embedded)?;
+                tracing::warn!(
+                    bootstrap = embedded.bootstrap_servers(),
+                    "no brokers configured: running the embedded bus, which keeps messages in memory only and is for trial use; set bus.brokers for production"
+                );
+                (embedded.bootstrap_servers().to_owned(), Some(Arc::new(embedded)))
+            }
+        };
+        Self::with_bootstrap(config, bootstrap, embedded, metrics)
+    }
+
+    /// Uses an already running embedded cluster (tests, `govex demo`).
+    pub fn on_embedded(config: &BusConfig, embedded: Arc<EmbeddedBroker>, metrics: &Metrics) -> Result<Self, BusError> {
+        let bootstrap = embedded.bootstrap_servers().to_owned();
+        Self::with_bootstrap(config, bootstrap, Some(embedded), metrics)
+    }
+
+    fn with_bootstrap(config: &BusConfig, bootstrap: String, embedded: Option<Arc<EmbeddedBroker>>, metrics: &Metrics) -> Result<Self, BusError> {
+        let producer = Producer::new(config, &bootstrap, metrics).map_err(BusError::Client)?;
+        Ok(Self { config: config.clone(), bootstrap, embedded, producer })
+    }
+
+    /// The bootstrap servers clients connect to.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// The embedded cluster, when this bus is one.
+    pub fn embedded(&self) -> Option<&Arc<EmbeddedBroker>> {
+        self.embedded.as_ref()
+    }
+
+    /// The bus configuration.
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    /// The node's no-loss producer.
+    pub fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
+    /// Creates each topic and its dead-letter topic unless they exist.
+    pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
+        let all: Vec<String> = topics.iter().flat_map(|t| [t.clone(), dlq_topic(t)]).collect();
+        let (partitions, replication) = (self.config.partitions, self.config.replication_factor);
+        if let Some(embedded) = &self.embedded {
+            for topic in &all {
+                embedded
+                    .create_topic(topic, partitions, replication)
+                    .map_err(|e| BusError::CreateTopic { topic: topic.clone(), error: e.to_string() })?;
+            }
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> =
+            self.config.client_config(&self.bootstrap, ClientRole::Admin).create().map_err(BusError::Client)?;
+        let new_topics: Vec<NewTopic<'_>> = all.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication))).collect();
+        let results = admin
+            .create_topics(&new_topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+            .await
+            .map_err(|e| BusError::CreateTopic { topic: all.join(","), error: e.to_string() })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(BusError::CreateTopic { topic, error: code.to_string() }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the brokers for metadata; fails when none answers within `timeout`.
+    pub async fn check_reachable(&self, timeout: Duration) -> Result<(), BusError> {
+        let config = self.config.client_config(&self.bootstrap, ClientRole::Admin);
+        let bootstrap = self.bootstrap.clone();
+        let unreachable = move |error: String| BusError::Unreachable { bootstrap: bootstrap.clone(), error };
+        // Metadata requests block; keep them off the async workers.
+        let result = tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = config.create()?;
+            client.fetch_metadata(None, timeout).map(drop)
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(unreachable(e.to_string())),
+            Err(e) => Err(unreachable(e.to_string())),
+        }
+    }
+
+    /// An at-least-once consumer on this bus.
+    pub fn consumer(&self, settings: ConsumerSettings) -> Result<AtLeastOnceConsumer, BusError> {
+        AtLeastOnceConsumer::new(&self.config, &self.bootstrap, settings).map_err(BusError::Client)
+    }
+}

@@ -1,0 +1,272 @@
+//! The Confluent wire format: byte 0 is the magic byte `0`, bytes 1..5 the schema id
+//! (big-endian u32), the rest one Avro binary datum. Any Kafka tool with a Confluent-compatible
+//! registry can read what govex writes.
+//!
+//! Encoding goes through apache-avro's schema-aware serde writer, which writes the datum
+//! straight from the Rust value with no intermediate `Value` tree (the intake's hot path).
+//! Decoding reads with the writer's schema, fetched by id, and resolves to the reader's.
+
+use std::{
+    collections::HashMap,
+    io::Cursor,
+    sync::{Arc, OnceLock},
+};
+
+use apache_avro::{
+    reader::datum::GenericDatumReader, types::Value, writer::datum::GenericDatumWriter, Schema,
+};
+use parking_lot::Mutex;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::registry_client::{RegistryClient, RegistryClientError};
+
+/// The first byte of every Confluent-framed value.
+pub const MAGIC_BYTE: u8 = 0;
+/// Magic byte plus schema id.
+pub const HEADER_LEN: usize = 5;
+
+/// Why a value could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Fewer than five bytes: not even the header is there.
+    #[error("value of {len} bytes is shorter than the 5-byte Confluent wire-format header")]
+    TooShort {
+        /// Bytes found.
+        len: usize,
+    },
+    /// The first byte is not the Confluent magic byte.
+    #[error("wrong magic byte 0x{found:02x}: expected 0x00 (Confluent wire format)")]
+    WrongMagicByte {
+        /// The byte found.
+        found: u8,
+    },
+    /// The registry does not know the schema id in the header.
+    #[error("schema id {0} is not known to the registry")]
+    UnknownSchemaId(u32),
+    /// The datum ends before the writer's schema says it should.
+    #[error("avro datum truncated: the value ends before schema id {schema_id} is fully read ({detail})")]
+    Truncated {
+        /// The writer's schema id.
+        schema_id: u32,
+        /// What the reader was reading.
+        detail: String,
+    },
+    /// Bytes are left over after one complete datum.
+    #[error("{count} unexpected bytes after the avro datum of schema id {schema_id}")]
+    TrailingBytes {
+        /// The writer's schema id.
+        schema_id: u32,
+        /// Bytes left.
+        count: usize,
+    },
+    /// The datum does not read with the writer's schema, or does not resolve to the reader's.
+    #[error("avro datum of schema id {schema_id} is invalid: {detail}")]
+    Invalid {
+        /// The writer's schema id.
+        schema_id: u32,
+        /// What failed.
+        detail: String,
+    },
+    /// The value does not fit the schema it is being encoded with.
+    #[error("value does not match schema id {schema_id}: {detail}")]
+    Encode {
+        /// The schema id.
+        schema_id: u32,
+        /// What failed.
+        detail: String,
+    },
+    /// The registry failed for another reason.
+    #[error(transparent)]
+    Registry(RegistryClientError),
+}
+
+impl CodecError {
+    /// A short, stable class name for metrics labels and dead-letter headers.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::TooShort { .. } => "too_short",
+            Self::WrongMagicByte { .. } => "wrong_magic_byte",
+            Self::UnknownSchemaId(_) => "unknown_schema_id",
+            Self::Truncated { .. } => "truncated",
+            Self::TrailingBytes { .. } => "trailing_bytes",
+            Self::Invalid { .. } => "invalid_datum",
+            Self::Encode { .. } => "encode",
+            Self::Registry(_) => "registry",
+        }
+    }
+}
+
+impl From<RegistryClientError> for CodecError {
+    fn from(error: RegistryClientError) -> Self {
+        match error {
+            RegistryClientError::UnknownSchemaId(id) => Self::UnknownSchemaId(id),
+            other => Self::Registry(other),
+        }
+    }
+}
+
+/// Splits a framed value into its schema id and datum.
+pub fn parse_frame(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
+    if bytes.len() < HEADER_LEN {
+        // An empty or one-byte value with the wrong first byte is more helpfully reported as
+        // not-Confluent than as short.
+        if let Some(&found) = bytes.first().filter(|b| **b != MAGIC_BYTE) {
+            return Err(CodecError::WrongMagicByte { found });
+        }
+        return Err(CodecError::TooShort { len: bytes.len() });
+    }
+    if bytes[0] != MAGIC_BYTE {
+        return Err(CodecError::WrongMagicByte { found: bytes[0] });
+    }
+    let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    Ok((id, &bytes[HEADER_LEN..]))
+}
+
+/// Writes the five header bytes for `schema_id` into `out`.
+pub fn write_header(out: &mut Vec<u8>, schema_id: u32) {
+    out.push(MAGIC_BYTE);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+}
+
+/// Schemas the codec keeps for the life of the process, one per canonical form.
+///
+/// apache-avro's writers and readers borrow their schemas; the schemas of a node are few and
+/// live as long as the node, so each distinct schema is leaked once and shared, which lets
+/// the prepared writers and readers be cached instead of rebuilt for every record.
+fn intern(schema: &Schema) -> &'static Schema {
+    static INTERNED: OnceLock<Mutex<HashMap<String, &'static Schema>>> = OnceLock::new();
+    let canonical = schema.canonical_form();
+    let mut interned = INTERNED.get_or_init(Mutex::default).lock();
+    interned.entry(canonical).or_insert_with(|| Box::leak(Box::new(schema.clone())))
+}
+
+/// Encodes values of one schema, registered under one id, in the wire format.
+pub struct Encoder {
+    schema_id: u32,
+    schema: &'static Schema,
+    writer: GenericDatumWriter<'static>,
+}
+
+impl Encoder {
+    /// An encoder for `schema`, which the registry knows as `schema_id`.
+    pub fn new(schema_id: u32, schema: &Schema) -> Result<Self, CodecError> {
+        let schema = intern(schema);
+        let writer = GenericDatumWriter::builder(schema)
+            .build()
+            .map_err(|e| CodecError::Encode { schema_id, detail: e.to_string() })?;
+        Ok(Self { schema_id, schema, writer })
+    }
+
+    /// Registers `schema_text` under `subject` and returns an encoder for it.
+    pub async fn register(registry: &RegistryClient, subject: &str, schema_text: &str) -> Result<Self, CodecError> {
+        let schema_id = registry.register(subject, schema_text).await?;
+        let schema = registry.schema_by_id(schema_id).await?;
+        Self::new(schema_id, &schema)
+    }
+
+    /// The registry id written into every value.
+    pub fn schema_id(&self) -> u32 {
+        self.schema_id
+    }
+
+    /// The writer's schema.
+    pub fn schema(&self) -> &Schema {
+        self.schema
+    }
+
+    /// Encodes a serde value whose shape matches the schema.
+    pub fn encode<T: Serialize>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::with_capacity(256);
+        self.encode_into(value, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the framed encoding of `value` to `out`.
+    pub fn encode_into<T: Serialize>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let start = out.len();
+        write_header(out, self.schema_id);
+        self.writer.write_ser(out, value).map(drop).map_err(|e| {
+            out.truncate(start);
+            CodecError::Encode { schema_id: self.schema_id, detail: e.to_string() }
+        })
+    }
+
+    /// Encodes an Avro `Value`, validating it against the schema first.
+    pub fn encode_value(&self, value: &Value) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::with_capacity(256);
+        write_header(&mut out, self.schema_id);
+        self.writer
+            .write_value_ref(&mut out, value)
+            .map_err(|e| CodecError::Encode { schema_id: self.schema_id, detail: e.to_string() })?;
+        Ok(out)
+    }
+}
+
+/// Decodes wire-format values into the shape of one reader schema, whatever schema (by id)
+/// they were written with, as long as Avro resolution allows it.
+pub struct Decoder {
+    registry: RegistryClient,
+    reader_schema: &'static Schema,
+    readers: Mutex<HashMap<u32, Arc<GenericDatumReader<'static>>>>,
+}
+
+impl Decoder {
+    /// A decoder that reads into `reader_schema`, resolving writer ids through `registry`.
+    pub fn new(registry: RegistryClient, reader_schema: &Schema) -> Self {
+        Self { registry, reader_schema: intern(reader_schema), readers: Mutex::default() }
+    }
+
+    /// Decodes one framed value into an Avro `Value` of the reader's schema.
+    pub async fn decode(&self, bytes: &[u8]) -> Result<Value, CodecError> {
+        let (schema_id, datum) = parse_frame(bytes)?;
+        let reader = self.reader_for(schema_id).await?;
+        let mut cursor = Cursor::new(datum);
+        match reader.read_value(&mut cursor) {
+            Ok(value) => {
+                let left = datum.len() - cursor.position() as usize;
+                if left > 0 {
+                    return Err(CodecError::TrailingBytes { schema_id, count: left });
+                }
+                Ok(value)
+            }
+            Err(error) if is_unexpected_eof(&error) => {
+                Err(CodecError::Truncated { schema_id, detail: error.to_string() })
+            }
+            Err(error) => Err(CodecError::Invalid { schema_id, detail: error.to_string() }),
+        }
+    }
+
+    /// Decodes one framed value into a Rust type that matches the reader's schema.
+    pub async fn decode_into<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        let value = self.decode(bytes).await?;
+        let schema_id = parse_frame(bytes)?.0;
+        apache_avro::from_value(&value).map_err(|e| CodecError::Invalid { schema_id, detail: e.to_string() })
+    }
+
+    async fn reader_for(&self, schema_id: u32) -> Result<Arc<GenericDatumReader<'static>>, CodecError> {
+        if let Some(reader) = self.readers.lock().get(&schema_id) {
+            return Ok(reader.clone());
+        }
+        let writer_schema = intern(&*self.registry.schema_by_id(schema_id).await?);
+        let reader = GenericDatumReader::builder(writer_schema)
+            .reader_schema(self.reader_schema)
+            .build()
+            .map_err(|e| CodecError::Invalid { schema_id, detail: e.to_string() })?;
+        let reader = Arc::new(reader);
+        self.readers.lock().insert(schema_id, reader.clone());
+        Ok(reader)
+    }
+}
+
+fn is_unexpected_eof(error: &apache_avro::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::UnexpectedEof {
+                return true;
+            }
+        }
+        source = current.source();
+    }
+    false
+}

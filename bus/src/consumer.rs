@@ -1,0 +1,306 @@
+//! The at-least-once consumer: an offset is stored only after the handler says the record's
+//! effect is durable, and librdkafka commits only stored offsets.
+//!
+//! Records are handled in parallel lanes; a record's lane is chosen by its key, so records of
+//! one key are handled one after the other, in partition order. Lanes finish out of order, so
+//! each partition has an [`OffsetTracker`] that stores only the contiguous finished prefix: a
+//! crash can redeliver records finished after a gap, never skip one.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    future::Future,
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
+    time::Duration,
+};
+
+use rdkafka::{
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::{KafkaError, RDKafkaErrorCode},
+    message::{Message, OwnedMessage},
+    ClientContext,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{BusConfig, ClientRole},
+    dlq::{DeadLetter, DeadLetterQueue},
+};
+
+/// What a handler says about a record it could not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// A passing failure (storage busy, a peer down): try the same record again.
+    #[error("retriable: {0}")]
+    Retry(String),
+    /// The record can never be applied: dead-letter it and move on.
+    #[error("{0:?}")]
+    DeadLetter(DeadLetter),
+}
+
+/// Per partition, the offsets handed out and which of them are finished.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    pending: BTreeMap<i64, bool>,
+}
+
+impl OffsetTracker {
+    /// Notes that `offset` was handed to a lane.
+    pub fn begin(&mut self, offset: i64) {
+        self.pending.insert(offset, false);
+    }
+
+    /// Notes that `offset` is durable; returns the last offset of the contiguous finished
+    /// prefix when it advanced.
+    pub fn finish(&mut self, offset: i64) -> Option<i64> {
+        if let Some(done) = self.pending.get_mut(&offset) {
+            *done = true;
+        }
+        let mut last = None;
+        while let Some(entry) = self.pending.first_entry() {
+            if !*entry.get() {
+                break;
+            }
+            last = Some(*entry.key());
+            entry.remove();
+        }
+        last
+    }
+
+    /// Offsets handed out and not yet finished.
+    pub fn unfinished(&self) -> usize {
+        self.pending.values().filter(|done| !**done).count()
+    }
+}
+
+/// Topic-partitions currently assigned to a consumer.
+pub type Assignment = BTreeSet<(String, i32)>;
+
+/// Publishes every assignment change, so tests and readiness can see the group settle.
+pub struct TrackingContext {
+    assignment: watch::Sender<Assignment>,
+}
+
+impl ClientContext for TrackingContext {}
+
+impl ConsumerContext for TrackingContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let assigned: Assignment = list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                tracing::info!(partitions = assigned.len(), "partitions assigned");
+                self.assignment.send_replace(assigned);
+            }
+            Rebalance::Revoke(_) => {
+                self.assignment.send_replace(Assignment::new());
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+        }
+    }
+}
+
+/// How a consumer runs.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topics to subscribe to.
+    pub topics: Vec<String>,
+    /// Number of parallel lanes.
+    pub lanes: usize,
+    /// Records queued per lane before the consumer stops fetching.
+    pub lane_capacity: usize,
+}
+
+/// Totals of one run, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Records handed to lanes.
+    pub received: u64,
+    /// Records finished (applied or dead-lettered) whose offsets could be stored.
+    pub finished: u64,
+    /// Records dead-lettered.
+    pub dead_lettered: u64,
+}
+
+/// An at-least-once consumer, subscribed and ready to [`run`](Self::run).
+pub struct AtLeastOnceConsumer {
+    consumer: Arc<StreamConsumer<TrackingContext>>,
+    assignment: watch::Receiver<Assignment>,
+    settings: ConsumerSettings,
+}
+
+impl AtLeastOnceConsumer {
+    /// Creates the consumer and subscribes it.
+    pub fn new(config: &BusConfig, bootstrap: &str, settings: ConsumerSettings) -> Result<Self, KafkaError> {
+        let (sender, assignment) = watch::channel(Assignment::new());
+        let client_config = config.client_config(bootstrap, ClientRole::Consumer { group_id: &settings.group_id });
+        let consumer: StreamConsumer<TrackingContext> = client_config.create_with_context(TrackingContext { assignment: sender })?;
+        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        Ok(Self { consumer: Arc::new(consumer), assignment, settings })
+    }
+
+    /// Watches the partitions assigned to this consumer.
+    pub fn assignment(&self) -> watch::Receiver<Assignment> {
+        self.assignment.clone()
+    }
+
+    /// Consumes until `shutdown`, handing each record to `handler`; then stops fetching,
+    /// lets the lanes finish what they hold, stores and commits the finished offsets.
+    ///
+    /// `handler` returns `Ok` only once the record's effect is durable. Records it
+    /// dead-letters go to `dlq`; a failed dead-letter write is retried like a failed handler.
+    pub async fn run<H, F>(self, handler: H, dlq: Option<DeadLetterQueue>, shutdown: CancellationToken) -> RunStats
+    where
+        H: Fn(OwnedMessage) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, i32, i64, bool)>();
+        let lanes_count = self.settings.lanes.max(1);
+        let mut lanes = Vec::with_capacity(lanes_count);
+        let mut workers = Vec::with_capacity(lanes_count);
+        for _ in 0..lanes_count {
+            let (lane_tx, lane_rx) = mpsc::channel::<OwnedMessage>(self.settings.lane_capacity.max(1));
+            lanes.push(lane_tx);
+            workers.push(tokio::spawn(lane(lane_rx, handler.clone(), dlq.clone(), done_tx.clone(), shutdown.clone())));
+        }
+        drop(done_tx);
+
+        let mut trackers: HashMap<(String, i32), OffsetTracker> = HashMap::new();
+        let mut stats = RunStats::default();
+        let mut assignment = self.assignment.clone();
+        loop {
+            tokio::select! {
+                biased;
+                Some(done) = done_rx.recv() => self.finish(&mut trackers, done, &mut stats),
+                _ = shutdown.cancelled() => break,
+                Ok(()) = assignment.changed() => {
+                    // Forget partitions no longer ours: their in-flight records may still
+                    // finish, but storing their offsets is the new owner's business.
+                    let current = assignment.borrow_and_update().clone();
+                    trackers.retain(|tp, _| current.contains(tp));
+                }
+                received = self.consumer.recv() => match received {
+                    Ok(message) => {
+                        let message = message.detach();
+                        let tp = (message.topic().to_owned(), message.partition());
+                        trackers.entry(tp).or_default().begin(message.offset());
+                        stats.received += 1;
+                        let lane_index = lane_for(&message, lanes_count);
+                        tokio::select! {
+                            sent = lanes[lane_index].send(message) => if sent.is_err() { break },
+                            _ = shutdown.cancelled() => break,
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %error, "consumer error; librdkafka retries by itself");
+                    }
+                },
+            }
+        }
+
+        // Drain: no new records; lanes finish what they hold (a lane blocked on a retriable
+        // failure gives up at shutdown without finishing, so that record is redelivered).
+        drop(lanes);
+        while let Some(done) = done_rx.recv().await {
+            self.finish(&mut trackers, done, &mut stats);
+        }
+        for worker in workers {
+            let _ = worker.await;
+        }
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => tracing::warn!(error = %error, "final offset commit failed; stored offsets are committed on the next start"),
+        }
+        self.consumer.unsubscribe();
+        stats
+    }
+
+    fn finish(&self, trackers: &mut HashMap<(String, i32), OffsetTracker>, (topic, partition, offset, dead): (String, i32, i64, bool), stats: &mut RunStats) {
+        stats.finished += 1;
+        stats.dead_lettered += u64::from(dead);
+        let Some(tracker) = trackers.get_mut(&(topic.clone(), partition)) else { return };
+        if let Some(last) = tracker.finish(offset) {
+            // `store_offset` stores `last + 1`, the next offset to read.
+            if let Err(error) = self.consumer.store_offset(&topic, partition, last) {
+                tracing::debug!(error = %error, topic, partition, "offset not stored (partition revoked)");
+            }
+        }
+    }
+}
+
+fn lane_for(message: &OwnedMessage, lanes: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    message.topic().hash(&mut hasher);
+    match message.key() {
+        Some(key) => key.hash(&mut hasher),
+        None => message.partition().hash(&mut hasher),
+    }
+    (hasher.finish() % lanes as u64) as usize
+}
+
+async fn lane<H, F>(
+    mut inbox: mpsc::Receiver<OwnedMessage>,
+    handler: Arc<H>,
+    dlq: Option<DeadLetterQueue>,
+    done: mpsc::UnboundedSender<(String, i32, i64, bool)>,
+    shutdown: CancellationToken,
+) where
+    H: Fn(OwnedMessage) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    while let Some(message) = inbox.recv().await {
+        let mut backoff = Duration::from_millis(50);
+        let dead = loop {
+            let outcome = match handler(message.clone()).await {
+                Ok(()) => Ok(false),
+                Err(HandlerError::DeadLetter(letter)) => match &dlq {
+                    Some(dlq) => dlq.send(&message, &letter).await.map(|_| true).map_err(|e| e.to_string()),
+                    None => Err(format!("no dead-letter queue for a record that needs one: {}", letter.message)),
+                },
+                Err(HandlerError::Retry(reason)) => Err(reason),
+            };
+            match outcome {
+                Ok(dead) => break Some(dead),
+                Err(reason) => {
+                    tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), reason, "record not applied; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => break None,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        match dead {
+            Some(dead) => {
+                let _ = done.send((message.topic().to_owned(), message.partition(), message.offset(), dead));
+            }
+            None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_contiguous_finished_prefix_is_stored() {
+        let mut tracker = OffsetTracker::default();
+        for offset in 10..15 {
+            tracker.begin(offset);
+        }
+        assert_eq!(tracker.finish(12), None, "10 and 11 are not finished");
+        assert_eq!(tracker.finish(11), None);
+        assert_eq!(tracker.finish(10), Some(12), "10, 11, 12 are now contiguous");
+        assert_eq!(tracker.finish(14), None);
+        assert_eq!(tracker.unfinished(), 1);
+        assert_eq!(tracker.finish(13), Some(14));
+        assert_eq!(tracker.unfinished(), 0);
+        assert_eq!(tracker.finish(99), None, "an offset never begun changes nothing");
+    }
+}

@@ -1,0 +1,114 @@
+//! Dead letters: a record a sink cannot apply goes, unchanged, to `<topic>.dlq`, with headers
+//! that say where it came from and why, named as Kafka Connect names them so the same
+//! tooling reads both.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+
+use crate::{
+    metrics::Metrics,
+    producer::{Delivered, Outgoing, ProduceError, Producer},
+};
+
+/// Kafka Connect's dead-letter header names (`errors.deadletterqueue.context.headers.enable`).
+pub mod header {
+    /// Topic the record was read from.
+    pub const TOPIC: &str = "__connect.errors.topic";
+    /// Partition it was read from.
+    pub const PARTITION: &str = "__connect.errors.partition";
+    /// Offset it was read at.
+    pub const OFFSET: &str = "__connect.errors.offset";
+    /// The component that gave up on it.
+    pub const CONNECTOR: &str = "__connect.errors.connector.name";
+    /// Processing stage that failed (`decode`, `validate`, `apply`, ...).
+    pub const STAGE: &str = "__connect.errors.stage";
+    /// The error's class.
+    pub const CLASS: &str = "__connect.errors.exception.class.name";
+    /// The error's message.
+    pub const MESSAGE: &str = "__connect.errors.exception.message";
+}
+
+/// Why a record is dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The stage that failed: `decode`, `validate`, `apply`, ...
+    pub stage: String,
+    /// A short, stable error class, e.g. `unknown_schema_id`.
+    pub error_class: String,
+    /// The error's message. Must not contain a personal identifier in full.
+    pub message: String,
+}
+
+/// The dead-letter topic of `topic`.
+pub fn dlq_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeadLetterLabels {
+    topic: String,
+    stage: String,
+}
+
+/// Writes dead letters for one component.
+#[derive(Clone)]
+pub struct DeadLetterQueue {
+    producer: Producer,
+    component: String,
+    dead_letters: Family<DeadLetterLabels, Counter>,
+}
+
+impl DeadLetterQueue {
+    /// A dead-letter writer for `component` (named in every dead letter's headers).
+    pub fn new(producer: Producer, component: impl Into<String>, metrics: &Metrics) -> Self {
+        let dead_letters = Family::<DeadLetterLabels, Counter>::default();
+        metrics.register(|r| r.register("bus_dead_letters", "Records sent to a dead-letter topic", dead_letters.clone()));
+        Self { producer, component: component.into(), dead_letters }
+    }
+
+    /// Sends `original` to its topic's dead-letter topic and waits for the broker.
+    pub async fn send(&self, original: &OwnedMessage, letter: &DeadLetter) -> Result<Delivered, ProduceError> {
+        let partition = original.partition().to_string();
+        let offset = original.offset().to_string();
+        let mut headers = OwnedHeaders::new();
+        if let Some(existing) = original.headers() {
+            for h in existing.iter() {
+                headers = headers.insert(Header { key: h.key, value: h.value });
+            }
+        }
+        let context: [(&str, &str); 7] = [
+            (header::TOPIC, original.topic()),
+            (header::PARTITION, &partition),
+            (header::OFFSET, &offset),
+            (header::CONNECTOR, &self.component),
+            (header::STAGE, &letter.stage),
+            (header::CLASS, &letter.error_class),
+            (header::MESSAGE, &letter.message),
+        ];
+        for (key, value) in context {
+            headers = headers.insert(Header { key, value: Some(value.as_bytes()) });
+        }
+        let record = Outgoing {
+            topic: dlq_topic(original.topic()),
+            key: original.key().unwrap_or_default().to_vec(),
+            payload: original.payload().unwrap_or_default().to_vec(),
+            headers,
+        };
+        let delivered = self.producer.publish(record).await?;
+        self.dead_letters
+            .get_or_create(&DeadLetterLabels { topic: original.topic().to_owned(), stage: letter.stage.clone() })
+            .inc();
+        tracing::warn!(
+            topic = original.topic(),
+            partition = original.partition(),
+            offset = original.offset(),
+            stage = %letter.stage,
+            class = %letter.error_class,
+            "record sent to the dead-letter topic"
+        );
+        Ok(delivered)
+    }
+}

@@ -1,0 +1,40 @@
+//! The bus: everything of a govex node that touches Kafka, and the plumbing every component
+//! shares.
+//!
+//! Read in this order: [`config`] (what a node is told), [`division`] (where it is),
+//! [`envelope`] (the headers every record carries), [`codec`] and [`registry_client`] (the
+//! Confluent wire format and the schemas behind it), [`producer`] and [`consumer`] (the
+//! no-loss and at-least-once profiles), [`dlq`] (dead letters), [`embedded`] (the in-memory
+//! cluster for trial use), [`bus`] (a node's connection tying these together), then
+//! [`metrics`], [`ops`], [`telemetry`] and [`shutdown`].
+//!
+//! Only this crate talks to rdkafka; the rest of the workspace goes through these types.
+
+pub mod config;
+pub mod division;
+pub mod envelope;
+pub mod codec;
+pub mod registry_client;
+pub mod producer;
+pub mod consumer;
+pub mod dlq;
+pub mod embedded;
+pub mod bus;
+pub mod metrics;
+pub mod ops;
+pub mod telemetry;
+pub mod shutdown;
+
+pub use bus::{Bus, BusError};
+pub use codec::{CodecError, Decoder, Encoder};
+pub use config::{ConfigError, NodeConfig};
+pub use consumer::{AtLeastOnceConsumer, ConsumerSettings, HandlerError};
+pub use division::Division;
+pub use envelope::{Department, Envelope};
+pub use metrics::Metrics;
+pub use producer::{Delivered, Outgoing, Producer};
+pub use registry_client::RegistryClient;
+
+/// Re-exported so that tests and benchmarks elsewhere in the workspace can inject faults and
+/// read messages without depending on rdkafka themselves.
+pub use rdkafka;

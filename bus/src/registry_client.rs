@@ -1,0 +1,194 @@
+//! The codec's view of the schema registry: the node's own store in process, or any
+//! Confluent-compatible registry over its REST API. Schemas by id are immutable, so they are
+//! cached for the life of the process.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use apache_avro::Schema;
+use parking_lot::RwLock;
+use serde::Deserialize;
+
+use govex_schemas::{Registry, RegistryError, VersionSelector};
+
+/// A failed registry call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryClientError {
+    /// The registry has no schema with this id.
+    #[error("schema id {0} is not known to the registry")]
+    UnknownSchemaId(u32),
+    /// The registry has no such subject.
+    #[error("subject '{0}' is not known to the registry")]
+    UnknownSubject(String),
+    /// The registry rejected the schema.
+    #[error("the registry rejected the schema: {0}")]
+    Rejected(String),
+    /// The registry could not be reached or answered with something unexpected.
+    #[error("schema registry at {url} failed: {reason}")]
+    Unavailable {
+        /// The registry's base URL, or `in-process`.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The registry returned a schema that does not parse.
+    #[error("schema id {id} from the registry does not parse: {reason}")]
+    BadSchema {
+        /// The id.
+        id: u32,
+        /// The parse error.
+        reason: String,
+    },
+}
+
+enum Source {
+    Local(Registry),
+    Http { base_url: String, client: reqwest::Client },
+}
+
+/// A cached registry client. Cheap to clone.
+#[derive(Clone)]
+pub struct RegistryClient {
+    source: Arc<Source>,
+    by_id: Arc<RwLock<HashMap<u32, Arc<Schema>>>>,
+}
+
+/// The `error_code` body Confluent registries answer errors with.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error_code: u32,
+    #[serde(default)]
+    message: String,
+}
+
+impl RegistryClient {
+    /// A client of the node's own in-process registry.
+    pub fn local(registry: Registry) -> Self {
+        Self { source: Arc::new(Source::Local(registry)), by_id: Arc::default() }
+    }
+
+    /// A client of a Confluent-compatible registry at `base_url` (e.g. `http://registry:8081`).
+    pub fn http(base_url: &str) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self {
+            source: Arc::new(Source::Http { base_url: base_url.trim_end_matches('/').to_owned(), client }),
+            by_id: Arc::default(),
+        }
+    }
+
+    /// Where this client looks schemas up, for messages.
+    pub fn describe(&self) -> String {
+        match &*self.source {
+            Source::Local(_) => "in-process registry".into(),
+            Source::Http { base_url, .. } => base_url.clone(),
+        }
+    }
+
+    /// The schema with this id, from the cache or the registry.
+    pub async fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, RegistryClientError> {
+        if let Some(schema) = self.by_id.read().get(&id) {
+            return Ok(schema.clone());
+        }
+        let text = match &*self.source {
+            Source::Local(registry) => registry.schema_by_id(id).map_err(|e| self.local_error(e))?,
+            Source::Http { .. } => {
+                #[derive(Deserialize)]
+                struct Body {
+                    schema: String,
+                }
+                match self.get::<Body>(&format!("/schemas/ids/{id}")).await {
+                    Ok(body) => body.schema,
+                    Err(RegistryClientError::UnknownSchemaId(_)) => return Err(RegistryClientError::UnknownSchemaId(id)),
+                    Err(other) => return Err(other),
+                }
+            }
+        };
+        let schema = Arc::new(Schema::parse_str(&text).map_err(|e| RegistryClientError::BadSchema { id, reason: e.to_string() })?);
+        self.by_id.write().insert(id, schema.clone());
+        Ok(schema)
+    }
+
+    /// Registers `schema` under `subject` and returns its id (the existing id when the
+    /// subject already has it).
+    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryClientError> {
+        match &*self.source {
+            Source::Local(registry) => registry.register(subject, schema).map_err(|e| self.local_error(e)),
+            Source::Http { base_url, client } => {
+                #[derive(Deserialize)]
+                struct Body {
+                    id: u32,
+                }
+                let response = client
+                    .post(format!("{base_url}/subjects/{subject}/versions"))
+                    .header("content-type", govex_schemas::http::CONTENT_TYPE)
+                    .body(serde_json::json!({ "schema": schema }).to_string())
+                    .send()
+                    .await
+                    .map_err(|e| self.unavailable(e))?;
+                Ok(self.read::<Body>(response).await?.id)
+            }
+        }
+    }
+
+    /// The id and schema of the latest version of `subject`.
+    pub async fn latest(&self, subject: &str) -> Result<(u32, Arc<Schema>), RegistryClientError> {
+        let id = match &*self.source {
+            Source::Local(registry) => registry.version(subject, VersionSelector::Latest).map_err(|e| self.local_error(e))?.id,
+            Source::Http { .. } => {
+                #[derive(Deserialize)]
+                struct Body {
+                    id: u32,
+                }
+                self.get::<Body>(&format!("/subjects/{subject}/versions/latest")).await?.id
+            }
+        };
+        Ok((id, self.schema_by_id(id).await?))
+    }
+
+    /// Succeeds when the registry answers; for readiness probes.
+    pub async fn check_reachable(&self) -> Result<(), RegistryClientError> {
+        match &*self.source {
+            Source::Local(registry) => registry.subjects().map(drop).map_err(|e| self.local_error(e)),
+            Source::Http { .. } => self.get::<serde_json::Value>("/subjects").await.map(drop),
+        }
+    }
+
+    async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, RegistryClientError> {
+        let Source::Http { base_url, client } = &*self.source else {
+            unreachable!("get is only called for HTTP registries")
+        };
+        let response = client.get(format!("{base_url}{path}")).send().await.map_err(|e| self.unavailable(e))?;
+        self.read(response).await
+    }
+
+    async fn read<T: for<'de> Deserialize<'de>>(&self, response: reqwest::Response) -> Result<T, RegistryClientError> {
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.unavailable(e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| self.unavailable(format!("unexpected answer: {e}")));
+        }
+        let error: ErrorBody = serde_json::from_slice(&body).map_err(|_| self.unavailable(format!("HTTP {status}")))?;
+        Err(match error.error_code {
+            // The caller knows which id it asked for and puts it in.
+            40403 => RegistryClientError::UnknownSchemaId(0),
+            40401 => RegistryClientError::UnknownSubject(error.message),
+            42201 | 409 | 40901 => RegistryClientError::Rejected(error.message),
+            _ => self.unavailable(format!("HTTP {status}, error code {}: {}", error.error_code, error.message)),
+        })
+    }
+
+    fn unavailable(&self, reason: impl ToString) -> RegistryClientError {
+        RegistryClientError::Unavailable { url: self.describe(), reason: reason.to_string() }
+    }
+
+    fn local_error(&self, error: RegistryError) -> RegistryClientError {
+        match error {
+            RegistryError::SchemaNotFound(id) => RegistryClientError::UnknownSchemaId(id),
+            RegistryError::SubjectNotFound(subject) => RegistryClientError::UnknownSubject(subject),
+            RegistryError::InvalidSchema(reason) => RegistryClientError::Rejected(reason),
+            other => self.unavailable(other),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! One node: its registry, its bus, its HTTP servers, and their start-up and shutdown order.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use axum::{routing::get, Json, Router};
+use govex_bus::{
+    ops::{self, Readiness},
+    Bus, Encoder, Metrics, NodeConfig, RegistryClient,
+};
+use govex_schemas::{bundled_schemas, Registry};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// How long shutdown waits for the producer to deliver what it still holds.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A started node.
+pub struct RunningNode {
+    /// The configuration it runs with.
+    pub config: NodeConfig,
+    /// Where the department-facing API listens.
+    pub api_addr: SocketAddr,
+    /// Where the in-process schema registry listens (none when an external one is used).
+    pub registry_addr: Option<SocketAddr>,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen.
+    pub ops_addr: SocketAddr,
+    /// The node's bus.
+    pub bus: Bus,
+    /// The node's registry client.
+    pub registry: RegistryClient,
+    /// The node's metrics.
+    pub metrics: Metrics,
+    /// Topics the node registered schemas for and created.
+    pub topics: Vec<String>,
+    intake: CancellationToken,
+    intake_tasks: TaskTracker,
+    background: CancellationToken,
+    background_tasks: TaskTracker,
+}
+
+/// Makes sure `dir` exists and can be written, before anything is started.
+fn check_data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("data directory {} cannot be created", dir.display()))?;
+    let probe = dir.join(".govex-write-probe");
+    std::fs::write(&probe, b"ok").with_context(|| format!("data directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+fn open_registry(dir: PathBuf) -> Result<Registry> {
+    Registry::open(&dir).with_context(|| {
+        format!("schema registry store {} cannot be opened (is another govex node using this data directory?)", dir.display())
+    })
+}
+
+/// Starts a node. Fails fast, naming the cause, when a port is taken or the data directory
+/// is unusable; nothing is left running on failure.
+pub async fn start(config: NodeConfig) -> Result<RunningNode> {
+    check_data_dir(&config.data_dir)?;
+    let api_listener = ops::bind("API", config.listen.api).await?;
+    let ops_listener = ops::bind("ops endpoints", config.listen.ops).await?;
+    let (registry, registry_listener) = match &config.registry.url {
+        Some(url) => (RegistryClient::http(url), None),
+        None => {
+            let listener = ops::bind("schema registry", config.listen.registry).await?;
+            let store = open_registry(config.data_dir.join("registry"))?;
+            (RegistryClient::local(store.clone()), Some((listener, store)))
+        }
+    };
+
+    let metrics = Metrics::new();
+    let bus = Bus::start(&config.bus, &metrics)?;
+
+    // Register the bundled schemas (TopicNameStrategy) and prove each encodes with its id.
+    let mut topics = Vec::new();
+    for schema in bundled_schemas() {
+        Encoder::register(&registry, &schema.subject(), schema.text)
+            .await
+            .with_context(|| format!("schema for topic {} cannot be registered with {}", schema.topic, registry.describe()))?;
+        topics.push(schema.topic.to_owned());
+    }
+    bus.ensure_topics(&topics).await?;
+
+    let intake = CancellationToken::new();
+    let intake_tasks = TaskTracker::new();
+    let background = CancellationToken::new();
+    let background_tasks = TaskTracker::new();
+
+    let api_addr = api_listener.local_addr()?;
+    let ops_addr = ops_listener.local_addr()?;
+    let info = NodeInfo { division: config.division.to_string(), topics: topics.clone() };
+    let api_router = Router::new().route("/", get(move || async move { Json(info) }));
+    intake_tasks.spawn(serve("API", api_listener, api_router, intake.clone()));
+    let readiness = Readiness { bus: bus.clone(), registry: registry.clone() };
+    background_tasks.spawn(serve("ops", ops_listener, ops::router(metrics.clone(), readiness), background.clone()));
+    let registry_addr = match registry_listener {
+        Some((listener, store)) => {
+            let addr = listener.local_addr()?;
+            background_tasks.spawn(serve("schema registry", listener, govex_schemas::http::router(store), background.clone()));
+            Some(addr)
+        }
+        None => None,
+    };
+    tracing::info!(division = %config.division, %api_addr, %ops_addr, topics = topics.len(), "node started");
+    Ok(RunningNode { config, api_addr, registry_addr, ops_addr, bus, registry, metrics, topics, intake, intake_tasks, background, background_tasks })
+}
+
+/// The body of `GET /` on the API port: what a node says about itself.
+#[derive(Clone, serde::Serialize)]
+struct NodeInfo {
+    division: String,
+    topics: Vec<String>,
+}
+
+async fn serve(name: &'static str, listener: tokio::net::TcpListener, router: Router, stop: CancellationToken) {
+    if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await {
+        tracing::error!(server = name, error = %error, "HTTP server failed");
+    }
+}
+
+impl RunningNode {
+    /// Prints where the node's endpoints listen, for the person who started it.
+    pub fn print_endpoints(&self) {
+        println!("govex node for division {} is running", self.config.division);
+        println!("  API               http://{}/", self.api_addr);
+        match self.registry_addr {
+            Some(addr) => println!("  schema registry   http://{addr}/subjects"),
+            None => println!("  schema registry   {} (external)", self.registry.describe()),
+        }
+        println!("  metrics           http://{}/metrics", self.ops_addr);
+        println!("  health            http://{0}/healthz  http://{0}/readyz", self.ops_addr);
+        match self.bus.embedded() {
+            Some(_) => println!("  bus               embedded, in memory only, at {}", self.bus.bootstrap_servers()),
+            None => println!("  bus               {}", self.bus.bootstrap_servers()),
+        }
+        println!("  data              {}", self.config.data_dir.display());
+        println!("Stop with Ctrl-C.");
+    }
+
+    /// Token that background components (consumers) stop on; they must be spawned on
+    /// [`RunningNode::spawn_background`] so shutdown waits for them to drain.
+    pub fn background_token(&self) -> CancellationToken {
+        self.background.clone()
+    }
+
+    /// Runs a background component (a sink's consumer) under the node's shutdown.
+    pub fn spawn_background<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.background_tasks.spawn(task);
+    }
+
+    /// Shuts down in order: stop intake, drain the sinks, flush the producer; the sinks'
+    /// consumers store and commit their offsets as they drain.
+    pub async fn shutdown(self) -> Result<()> {
+        tracing::info!("stopping intake");
+        self.intake.cancel();
+        self.intake_tasks.close();
+        self.intake_tasks.wait().await;
+
+        tracing::info!("draining consumers");
+        self.background.cancel();
+        self.background_tasks.close();
+        self.background_tasks.wait().await;
+
+        tracing::info!(in_flight = self.bus.producer().in_flight(), "flushing the producer");
+        self.bus.producer().flush(FLUSH_TIMEOUT).context("the producer could not deliver every queued record before shutdown")?;
+        tracing::info!("node stopped");
+        Ok(())
+    }
+}
+
+/// Runs a node until `shutdown` resolves, then stops it in order.
+pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    let node = start(config).await?;
+    node.print_endpoints();
+    shutdown.await;
+    node.shutdown().await
+}
