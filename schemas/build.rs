@@ -18,5 +18,6 @@ fn main() {
         out.push_str(&format!("    ({stem:?}, include_str!({:?})),\n", path.display().to_string()));
     }
     out.push_str("];\n");
-    fs::write(Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("bundled.rs"), out).expect("write bundled.rs");
+    fs::write(Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("bundled.rs"), out)
+        .expect("write bundled.rs");
 }

@@ -53,7 +53,10 @@ fn check_data_dir(dir: &Path) -> Result<()> {
 
 fn open_registry(dir: PathBuf) -> Result<Registry> {
     Registry::open(&dir).with_context(|| {
-        format!("schema registry store {} cannot be opened (is another govex node using this data directory?)", dir.display())
+        format!(
+            "schema registry store {} cannot be opened (is another govex node using this data directory?)",
+            dir.display()
+        )
     })
 }
 
@@ -78,9 +81,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     // Register the bundled schemas (TopicNameStrategy) and prove each encodes with its id.
     let mut topics = Vec::new();
     for schema in bundled_schemas() {
-        Encoder::register(&registry, &schema.subject(), schema.text)
-            .await
-            .with_context(|| format!("schema for topic {} cannot be registered with {}", schema.topic, registry.describe()))?;
+        Encoder::register(&registry, &schema.subject(), schema.text).await.with_context(|| {
+            format!("schema for topic {} cannot be registered with {}", schema.topic, registry.describe())
+        })?;
         topics.push(schema.topic.to_owned());
     }
     bus.ensure_topics(&topics).await?;
@@ -100,13 +103,31 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let registry_addr = match registry_listener {
         Some((listener, store)) => {
             let addr = listener.local_addr()?;
-            background_tasks.spawn(serve("schema registry", listener, govex_schemas::http::router(store), background.clone()));
+            background_tasks.spawn(serve(
+                "schema registry",
+                listener,
+                govex_schemas::http::router(store),
+                background.clone(),
+            ));
             Some(addr)
         }
         None => None,
     };
     tracing::info!(division = %config.division, %api_addr, %ops_addr, topics = topics.len(), "node started");
-    Ok(RunningNode { config, api_addr, registry_addr, ops_addr, bus, registry, metrics, topics, intake, intake_tasks, background, background_tasks })
+    Ok(RunningNode {
+        config,
+        api_addr,
+        registry_addr,
+        ops_addr,
+        bus,
+        registry,
+        metrics,
+        topics,
+        intake,
+        intake_tasks,
+        background,
+        background_tasks,
+    })
 }
 
 /// The body of `GET /` on the API port: what a node says about itself.
@@ -169,7 +190,10 @@ impl RunningNode {
         self.background_tasks.wait().await;
 
         tracing::info!(in_flight = self.bus.producer().in_flight(), "flushing the producer");
-        self.bus.producer().flush(FLUSH_TIMEOUT).context("the producer could not deliver every queued record before shutdown")?;
+        self.bus
+            .producer()
+            .flush(FLUSH_TIMEOUT)
+            .context("the producer could not deliver every queued record before shutdown")?;
         tracing::info!("node stopped");
         Ok(())
     }

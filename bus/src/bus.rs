@@ -78,7 +78,12 @@ impl Bus {
         Self::with_bootstrap(config, bootstrap, Some(embedded), metrics)
     }
 
-    fn with_bootstrap(config: &BusConfig, bootstrap: String, embedded: Option<Arc<EmbeddedBroker>>, metrics: &Metrics) -> Result<Self, BusError> {
+    fn with_bootstrap(
+        config: &BusConfig,
+        bootstrap: String,
+        embedded: Option<Arc<EmbeddedBroker>>,
+        metrics: &Metrics,
+    ) -> Result<Self, BusError> {
         let producer = Producer::new(config, &bootstrap, metrics).map_err(BusError::Client)?;
         Ok(Self { config: config.clone(), bootstrap, embedded, producer })
     }
@@ -115,9 +120,17 @@ impl Bus {
             }
             return Ok(());
         }
+        // Ask for what exists first: a production cluster often has its topics made by its
+        // operators, and this node's credentials may not allow CreateTopics at all.
+        let existing = self.existing_topics().await?;
+        let missing: Vec<&String> = all.iter().filter(|t| !existing.contains(*t)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
         let admin: AdminClient<DefaultClientContext> =
             self.config.client_config(&self.bootstrap, ClientRole::Admin).create().map_err(BusError::Client)?;
-        let new_topics: Vec<NewTopic<'_>> = all.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication))).collect();
+        let new_topics: Vec<NewTopic<'_>> =
+            missing.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication))).collect();
         let results = admin
             .create_topics(&new_topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
             .await
@@ -129,6 +142,19 @@ impl Bus {
             }
         }
         Ok(())
+    }
+
+    async fn existing_topics(&self) -> Result<std::collections::HashSet<String>, BusError> {
+        let config = self.config.client_config(&self.bootstrap, ClientRole::Admin);
+        let unreachable = |error: String| BusError::Unreachable { bootstrap: self.bootstrap.clone(), error };
+        let metadata = tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = config.create()?;
+            let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
+            Ok::<_, KafkaError>(metadata.topics().iter().map(|t| t.name().to_owned()).collect())
+        })
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+        metadata.map_err(|e| unreachable(e.to_string()))
     }
 
     /// Asks the brokers for metadata; fails when none answers within `timeout`.

@@ -12,9 +12,7 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use apache_avro::{
-    reader::datum::GenericDatumReader, types::Value, writer::datum::GenericDatumWriter, Schema,
-};
+use apache_avro::{reader::datum::GenericDatumReader, types::Value, writer::datum::GenericDatumWriter, Schema};
 use parking_lot::Mutex;
 use serde::{de::DeserializeOwned, Serialize};
 

@@ -265,7 +265,9 @@ impl NodeConfig {
             let key = if key == "." { String::new() } else { key };
             let origin = from_env
                 .iter()
-                .find(|(path, _)| key == *path || key.starts_with(&format!("{path}.")) || path.starts_with(&format!("{key}.")))
+                .find(|(path, _)| {
+                    key == *path || key.starts_with(&format!("{path}.")) || path.starts_with(&format!("{key}."))
+                })
                 .map_or(file_origin.clone(), |(_, name)| format!("environment variable {name}"));
             ConfigError { origin, key, message: e.into_inner().to_string() }
         })
@@ -283,13 +285,18 @@ fn to_table(config: &NodeConfig) -> toml::Table {
 /// `BUS__PROPERTIES__SASL_MECHANISM` → `["bus", "properties", "sasl.mechanism"]`.
 fn env_key_path(rest: &str) -> Vec<String> {
     let parts: Vec<&str> = rest.split("__").collect();
-    let in_properties = parts.len() == 3 && parts[0].eq_ignore_ascii_case("bus") && parts[1].eq_ignore_ascii_case("properties");
+    let in_properties =
+        parts.len() == 3 && parts[0].eq_ignore_ascii_case("bus") && parts[1].eq_ignore_ascii_case("properties");
     parts
         .iter()
         .enumerate()
         .map(|(i, part)| {
             let lower = part.to_ascii_lowercase();
-            if in_properties && i == 2 { lower.replace('_', ".") } else { lower }
+            if in_properties && i == 2 {
+                lower.replace('_', ".")
+            } else {
+                lower
+            }
         })
         .collect()
 }

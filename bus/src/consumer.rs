@@ -88,7 +88,8 @@ impl ConsumerContext for TrackingContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
-                let assigned: Assignment = list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                let assigned: Assignment =
+                    list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
                 tracing::info!(partitions = assigned.len(), "partitions assigned");
                 self.assignment.send_replace(assigned);
             }
@@ -136,7 +137,8 @@ impl AtLeastOnceConsumer {
     pub fn new(config: &BusConfig, bootstrap: &str, settings: ConsumerSettings) -> Result<Self, KafkaError> {
         let (sender, assignment) = watch::channel(Assignment::new());
         let client_config = config.client_config(bootstrap, ClientRole::Consumer { group_id: &settings.group_id });
-        let consumer: StreamConsumer<TrackingContext> = client_config.create_with_context(TrackingContext { assignment: sender })?;
+        let consumer: StreamConsumer<TrackingContext> =
+            client_config.create_with_context(TrackingContext { assignment: sender })?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(Self { consumer: Arc::new(consumer), assignment, settings })
@@ -213,13 +215,20 @@ impl AtLeastOnceConsumer {
         }
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(error) => tracing::warn!(error = %error, "final offset commit failed; stored offsets are committed on the next start"),
+            Err(error) => {
+                tracing::warn!(error = %error, "final offset commit failed; stored offsets are committed on the next start")
+            }
         }
         self.consumer.unsubscribe();
         stats
     }
 
-    fn finish(&self, trackers: &mut HashMap<(String, i32), OffsetTracker>, (topic, partition, offset, dead): (String, i32, i64, bool), stats: &mut RunStats) {
+    fn finish(
+        &self,
+        trackers: &mut HashMap<(String, i32), OffsetTracker>,
+        (topic, partition, offset, dead): (String, i32, i64, bool),
+        stats: &mut RunStats,
+    ) {
         stats.finished += 1;
         stats.dead_lettered += u64::from(dead);
         let Some(tracker) = trackers.get_mut(&(topic.clone(), partition)) else { return };
@@ -266,7 +275,13 @@ async fn lane<H, F>(
             match outcome {
                 Ok(dead) => break Some(dead),
                 Err(reason) => {
-                    tracing::warn!(topic = message.topic(), partition = message.partition(), offset = message.offset(), reason, "record not applied; retrying");
+                    tracing::warn!(
+                        topic = message.topic(),
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        reason,
+                        "record not applied; retrying"
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.cancelled() => break None,

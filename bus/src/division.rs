@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 /// The two-digit province-level prefixes GB/T 2260 assigns (including Taiwan, Hong Kong, Macao).
 const PROVINCES: &[u8] = &[
-    11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52,
-    53, 54, 61, 62, 63, 64, 65, 71, 81, 82,
+    11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52, 53, 54, 61, 62, 63,
+    64, 65, 71, 81, 82,
 ];
 
 /// A six-digit GB/T 2260 division code, checked for shape and for a real province prefix.

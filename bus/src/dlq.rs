@@ -65,7 +65,8 @@ impl DeadLetterQueue {
     /// A dead-letter writer for `component` (named in every dead letter's headers).
     pub fn new(producer: Producer, component: impl Into<String>, metrics: &Metrics) -> Self {
         let dead_letters = Family::<DeadLetterLabels, Counter>::default();
-        metrics.register(|r| r.register("bus_dead_letters", "Records sent to a dead-letter topic", dead_letters.clone()));
+        metrics
+            .register(|r| r.register("bus_dead_letters", "Records sent to a dead-letter topic", dead_letters.clone()));
         Self { producer, component: component.into(), dead_letters }
     }
 

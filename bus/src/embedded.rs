@@ -90,7 +90,12 @@ impl EmbeddedBroker {
 
     /// Creates a topic (the mock cluster does not implement the CreateTopics admin API).
     pub fn create_topic(&self, topic: &str, partitions: i32, replication_factor: i32) -> Result<(), KafkaError> {
-        self.call(|reply| Command::CreateTopic { topic: topic.to_owned(), partitions, replication_factor: replication_factor.min(self.broker_count), reply })
+        self.call(|reply| Command::CreateTopic {
+            topic: topic.to_owned(),
+            partitions,
+            replication_factor: replication_factor.min(self.broker_count),
+            reply,
+        })
     }
 
     /// Takes a broker down: its connections are closed and new ones refused.

@@ -44,7 +44,8 @@ pub enum Department {
 
 impl Department {
     /// Every department, in declaration order.
-    pub const ALL: [Department; 5] = [Self::LandRegistry, Self::Housing, Self::Tax, Self::ProvidentFund, Self::Platform];
+    pub const ALL: [Department; 5] =
+        [Self::LandRegistry, Self::Housing, Self::Tax, Self::ProvidentFund, Self::Platform];
 
     /// The name used in topics, headers and URLs.
     pub fn as_str(self) -> &'static str {
@@ -68,10 +69,10 @@ impl FromStr for Department {
     type Err = EnvelopeError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|d| d.as_str() == s)
-            .ok_or_else(|| EnvelopeError::Invalid { header: header::SOURCE_DEPARTMENT, reason: format!("unknown department '{s}'") })
+        Self::ALL.into_iter().find(|d| d.as_str() == s).ok_or_else(|| EnvelopeError::Invalid {
+            header: header::SOURCE_DEPARTMENT,
+            reason: format!("unknown department '{s}'"),
+        })
     }
 }
 
@@ -135,7 +136,10 @@ impl FromStr for TraceParent {
     type Err = EnvelopeError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = || EnvelopeError::Invalid { header: header::TRACEPARENT, reason: "expected 00-<32 hex>-<16 hex>-<2 hex>".into() };
+        let invalid = || EnvelopeError::Invalid {
+            header: header::TRACEPARENT,
+            reason: "expected 00-<32 hex>-<16 hex>-<2 hex>".into(),
+        };
         let parts: Vec<&str> = s.split('-').collect();
         let [version, trace, parent, flags] = parts.as_slice() else { return Err(invalid()) };
         if *version != "00" {
@@ -236,7 +240,8 @@ impl Envelope {
         };
         let required = |name: &'static str| text(name)?.ok_or(EnvelopeError::Missing(name));
         let division = |name: &'static str, value: &str| {
-            Division::parse(value).map_err(|e: DivisionError| EnvelopeError::Invalid { header: name, reason: e.to_string() })
+            Division::parse(value)
+                .map_err(|e: DivisionError| EnvelopeError::Invalid { header: name, reason: e.to_string() })
         };
         let event_id = Uuid::parse_str(required(header::EVENT_ID)?)
             .map_err(|e| EnvelopeError::Invalid { header: header::EVENT_ID, reason: e.to_string() })?;
@@ -285,14 +290,20 @@ mod tests {
         let child = parsed.child();
         assert_eq!(child.trace_id, parsed.trace_id);
         assert_ne!(child.parent_id, parsed.parent_id);
-        for bad in ["", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"] {
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        ] {
             assert!(bad.parse::<TraceParent>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn a_missing_header_is_named() {
-        let headers = OwnedHeaders::new().insert(Header { key: header::EVENT_ID, value: Some(Uuid::now_v7().to_string().as_bytes()) });
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: header::EVENT_ID, value: Some(Uuid::now_v7().to_string().as_bytes()) });
         assert_eq!(Envelope::from_headers(&headers).unwrap_err(), EnvelopeError::Missing(header::SOURCE_DEPARTMENT));
     }
 }

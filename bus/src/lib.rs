@@ -10,20 +10,20 @@
 //!
 //! Only this crate talks to rdkafka; the rest of the workspace goes through these types.
 
-pub mod config;
-pub mod division;
-pub mod envelope;
+pub mod bus;
 pub mod codec;
-pub mod registry_client;
-pub mod producer;
+pub mod config;
 pub mod consumer;
+pub mod division;
 pub mod dlq;
 pub mod embedded;
-pub mod bus;
+pub mod envelope;
 pub mod metrics;
 pub mod ops;
-pub mod telemetry;
+pub mod producer;
+pub mod registry_client;
 pub mod shutdown;
+pub mod telemetry;
 
 pub use bus::{Bus, BusError};
 pub use codec::{CodecError, Decoder, Encoder};

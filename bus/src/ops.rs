@@ -39,10 +39,7 @@ pub fn router(metrics: Metrics, readiness: Readiness) -> Router {
 }
 
 async fn metrics_handler(State(state): State<OpsState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
         .into_response()
 }
 
@@ -79,7 +76,9 @@ pub struct BindError {
 
 fn hint(error: &std::io::Error) -> &'static str {
     match error.kind() {
-        std::io::ErrorKind::AddrInUse => " (another process holds this port: stop it or choose another port in [listen])",
+        std::io::ErrorKind::AddrInUse => {
+            " (another process holds this port: stop it or choose another port in [listen])"
+        }
         std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges: choose a higher port in [listen])",
         _ => "",
     }

@@ -89,15 +89,26 @@ impl Producer {
         let producer_metrics = ProducerMetrics::default();
         metrics.register(|r| {
             r.register("bus_produced_records", "Records the broker acknowledged", producer_metrics.delivered.clone());
-            r.register("bus_produce_failures", "Records the broker did not take after every retry", producer_metrics.failed.clone());
-            r.register("bus_producer_in_flight_records", "Records enqueued and not yet acknowledged", producer_metrics.in_flight.clone());
+            r.register(
+                "bus_produce_failures",
+                "Records the broker did not take after every retry",
+                producer_metrics.failed.clone(),
+            );
+            r.register(
+                "bus_producer_in_flight_records",
+                "Records enqueued and not yet acknowledged",
+                producer_metrics.in_flight.clone(),
+            );
         });
         Ok(Self { inner, metrics: producer_metrics })
     }
 
     /// Enqueues one record and returns the future of its delivery report, without waiting for
     /// it. Waits only while librdkafka's local queue is full.
-    pub async fn enqueue(&self, record: Outgoing) -> impl Future<Output = Result<Delivered, ProduceError>> + Send + 'static {
+    pub async fn enqueue(
+        &self,
+        record: Outgoing,
+    ) -> impl Future<Output = Result<Delivered, ProduceError>> + Send + 'static {
         let Outgoing { topic, key, payload, headers } = record;
         let mut queue_full_waits = 0u32;
         let enqueued = loop {
@@ -147,7 +158,10 @@ impl Producer {
     }
 
     /// Publishes every record, all in flight together, and returns each one's report in order.
-    pub async fn publish_all(&self, records: impl IntoIterator<Item = Outgoing>) -> Vec<Result<Delivered, ProduceError>> {
+    pub async fn publish_all(
+        &self,
+        records: impl IntoIterator<Item = Outgoing>,
+    ) -> Vec<Result<Delivered, ProduceError>> {
         let mut pending = Vec::new();
         for record in records {
             pending.push(self.enqueue(record).await);

@@ -100,12 +100,16 @@ impl RegistryClient {
                 }
                 match self.get::<Body>(&format!("/schemas/ids/{id}")).await {
                     Ok(body) => body.schema,
-                    Err(RegistryClientError::UnknownSchemaId(_)) => return Err(RegistryClientError::UnknownSchemaId(id)),
+                    Err(RegistryClientError::UnknownSchemaId(_)) => {
+                        return Err(RegistryClientError::UnknownSchemaId(id))
+                    }
                     Err(other) => return Err(other),
                 }
             }
         };
-        let schema = Arc::new(Schema::parse_str(&text).map_err(|e| RegistryClientError::BadSchema { id, reason: e.to_string() })?);
+        let schema = Arc::new(
+            Schema::parse_str(&text).map_err(|e| RegistryClientError::BadSchema { id, reason: e.to_string() })?,
+        );
         self.by_id.write().insert(id, schema.clone());
         Ok(schema)
     }
@@ -135,7 +139,9 @@ impl RegistryClient {
     /// The id and schema of the latest version of `subject`.
     pub async fn latest(&self, subject: &str) -> Result<(u32, Arc<Schema>), RegistryClientError> {
         let id = match &*self.source {
-            Source::Local(registry) => registry.version(subject, VersionSelector::Latest).map_err(|e| self.local_error(e))?.id,
+            Source::Local(registry) => {
+                registry.version(subject, VersionSelector::Latest).map_err(|e| self.local_error(e))?.id
+            }
             Source::Http { .. } => {
                 #[derive(Deserialize)]
                 struct Body {

@@ -25,9 +25,7 @@ pub fn value_subject(topic: &str) -> String {
 
 /// Every bundled schema, in file-name order.
 pub fn bundled_schemas() -> impl Iterator<Item = BundledSchema> {
-    BUNDLED_AVRO
-        .iter()
-        .map(|(topic, text)| BundledSchema { topic, text })
+    BUNDLED_AVRO.iter().map(|(topic, text)| BundledSchema { topic, text })
 }
 
 #[cfg(test)]

@@ -79,11 +79,17 @@ struct SchemaRequest {
 }
 
 fn parse_request(body: &[u8]) -> Result<SchemaRequest, ApiError> {
-    let request: SchemaRequest = serde_json::from_slice(body)
-        .map_err(|e| ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: 422, message: format!("unrecognized request body: {e}") })?;
+    let request: SchemaRequest = serde_json::from_slice(body).map_err(|e| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: 422,
+        message: format!("unrecognized request body: {e}"),
+    })?;
     match request.schema_type.as_deref() {
         None | Some("AVRO") => Ok(request),
-        Some(other) => Err(ApiError::unprocessable(42201, format!("schema type {other} is not supported: this registry holds AVRO schemas"))),
+        Some(other) => Err(ApiError::unprocessable(
+            42201,
+            format!("schema type {other} is not supported: this registry holds AVRO schemas"),
+        )),
     }
 }
 
@@ -99,14 +105,22 @@ async fn list_versions(State(registry): State<Registry>, Path(subject): Path<Str
     Ok(reply(StatusCode::OK, json!(registry.versions(&subject)?)))
 }
 
-async fn register(State(registry): State<Registry>, Path(subject): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn register(
+    State(registry): State<Registry>,
+    Path(subject): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request = parse_request(&body)?;
     let id = registry.register(&subject, &request.schema)?;
     Ok(reply(StatusCode::OK, json!({ "id": id })))
 }
 
 /// `POST /subjects/{subject}`: is this schema registered under the subject, and as what?
-async fn lookup_schema(State(registry): State<Registry>, Path(subject): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn lookup_schema(
+    State(registry): State<Registry>,
+    Path(subject): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request = parse_request(&body)?;
     let wanted = apache_avro::Schema::parse_str(&request.schema)
         .map_err(|e| ApiError::unprocessable(42201, format!("invalid avro schema: {e}")))?
@@ -121,12 +135,18 @@ async fn lookup_schema(State(registry): State<Registry>, Path(subject): Path<Str
     Err(ApiError { status: StatusCode::NOT_FOUND, code: 40403, message: "schema not found".into() })
 }
 
-async fn get_version(State(registry): State<Registry>, Path((subject, version)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn get_version(
+    State(registry): State<Registry>,
+    Path((subject, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let found = registry.version(&subject, parse_version(&version)?)?;
     Ok(reply(StatusCode::OK, json!(found)))
 }
 
-async fn get_version_schema(State(registry): State<Registry>, Path((subject, version)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn get_version_schema(
+    State(registry): State<Registry>,
+    Path((subject, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let found = registry.version(&subject, parse_version(&version)?)?;
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], found.schema).into_response())
 }

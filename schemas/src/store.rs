@@ -62,9 +62,7 @@ impl std::str::FromStr for VersionSelector {
             "latest" | "-1" => Ok(Self::Latest),
             other => match other.parse::<u32>() {
                 Ok(n) if n >= 1 => Ok(Self::Number(n)),
-                _ => Err(format!(
-                    "'{other}' is not a version: expected 'latest', -1 or a number from 1"
-                )),
+                _ => Err(format!("'{other}' is not a version: expected 'latest', -1 or a number from 1")),
             },
         }
     }
@@ -105,11 +103,7 @@ impl Registry {
     /// Uses the `registry` tree of an already open sled database.
     pub fn with_db(db: sled::Db) -> Result<Self, RegistryError> {
         let tree = db.open_tree("registry")?;
-        Ok(Self {
-            tree,
-            db,
-            write_lock: Arc::new(Mutex::new(())),
-        })
+        Ok(Self { tree, db, write_lock: Arc::new(Mutex::new(())) })
     }
 
     /// Registers `schema_text` under `subject` and returns its id.
@@ -118,8 +112,7 @@ impl Registry {
     /// the existing id and adds no version; a schema known under another subject keeps its
     /// id. Compatibility rules are not checked here.
     pub fn register(&self, subject: &str, schema_text: &str) -> Result<u32, RegistryError> {
-        let schema = Schema::parse_str(schema_text)
-            .map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
+        let schema = Schema::parse_str(schema_text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
         let canonical = schema.canonical_form();
         let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
 
@@ -163,7 +156,10 @@ impl Registry {
         for entry in self.tree.scan_prefix(b"ver/") {
             let (key, _) = entry?;
             let rest = &key[4..];
-            let end = rest.iter().position(|b| *b == 0).ok_or_else(|| RegistryError::Corrupt("version key without separator".into()))?;
+            let end = rest
+                .iter()
+                .position(|b| *b == 0)
+                .ok_or_else(|| RegistryError::Corrupt("version key without separator".into()))?;
             let subject = String::from_utf8(rest[..end].to_vec()).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
             if subjects.last() != Some(&subject) {
                 subjects.push(subject);
@@ -227,7 +223,8 @@ fn version_key(subject: &str, version: u32) -> Vec<u8> {
 }
 
 fn read_u32(bytes: &[u8]) -> Result<u32, RegistryError> {
-    let array: [u8; 4] = bytes.try_into().map_err(|_| RegistryError::Corrupt(format!("expected 4 bytes, found {}", bytes.len())))?;
+    let array: [u8; 4] =
+        bytes.try_into().map_err(|_| RegistryError::Corrupt(format!("expected 4 bytes, found {}", bytes.len())))?;
     Ok(u32::from_be_bytes(array))
 }
 
@@ -267,7 +264,10 @@ mod tests {
         assert!(matches!(registry.schema_by_id(7), Err(RegistryError::SchemaNotFound(7))));
         assert!(matches!(registry.version("nope", VersionSelector::Latest), Err(RegistryError::SubjectNotFound(_))));
         registry.register("s", V1).unwrap();
-        assert!(matches!(registry.version("s", VersionSelector::Number(3)), Err(RegistryError::VersionNotFound { .. })));
+        assert!(matches!(
+            registry.version("s", VersionSelector::Number(3)),
+            Err(RegistryError::VersionNotFound { .. })
+        ));
         assert!(matches!(registry.register("s", "{not json"), Err(RegistryError::InvalidSchema(_))));
     }
 

@@ -1,1 +1,8 @@
-//! stub
+//! Integration tests of the whole node, on the embedded broker. One binary, so the workspace
+//! links once.
+
+mod codec;
+mod config;
+mod delivery;
+mod node;
+mod support;

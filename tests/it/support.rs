@@ -1,0 +1,106 @@
+//! Shared set-up: an embedded cluster, a registry on disk, and the record the tests send.
+
+use std::{sync::Arc, time::Duration};
+
+use govex_bus::{
+    config::BusConfig,
+    embedded::EmbeddedBroker,
+    rdkafka::{
+        consumer::{BaseConsumer, Consumer},
+        ClientConfig,
+    },
+    Bus, Metrics, RegistryClient,
+};
+use govex_schemas::Registry;
+use serde::{Deserialize, Serialize};
+
+/// A bus config for tests: short session timeout so groups settle quickly.
+pub fn bus_config() -> BusConfig {
+    BusConfig { session_timeout_ms: 6_000, linger_ms: 5, ..BusConfig::default() }
+}
+
+/// A running embedded cluster and a bus on it.
+pub struct TestBus {
+    pub broker: Arc<EmbeddedBroker>,
+    pub bus: Bus,
+}
+
+pub fn test_bus(config: BusConfig) -> TestBus {
+    let broker = Arc::new(EmbeddedBroker::start(3).expect("embedded cluster starts"));
+    let metrics = Metrics::new();
+    let bus = Bus::on_embedded(&config, broker.clone(), &metrics).expect("bus connects");
+    TestBus { broker, bus }
+}
+
+/// A registry store in a temporary directory, and a client of it.
+pub fn local_registry() -> (tempfile::TempDir, Registry, RegistryClient) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry = Registry::open(&dir.path().join("registry")).expect("registry opens");
+    let client = RegistryClient::local(registry.clone());
+    (dir, registry, client)
+}
+
+/// Sum over partitions of (high watermark − low watermark): records actually in the log.
+pub fn records_in_topic(bootstrap: &str, topic: &str, partitions: i32) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("client");
+    (0..partitions)
+        .map(|p| {
+            let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks");
+            high - low
+        })
+        .sum()
+}
+
+/// The record most tests publish: several Avro types, a natural key and a sequence number.
+pub const PERMIT_SCHEMA: &str = r#"{
+  "type": "record", "name": "TestPermit", "namespace": "cn.gov.exchange.test",
+  "fields": [
+    {"name": "key", "type": "string"},
+    {"name": "seq", "type": "long"},
+    {"name": "holder_count", "type": "int"},
+    {"name": "area", "type": "double"},
+    {"name": "active", "type": "boolean"},
+    {"name": "stage", "type": {"type": "enum", "name": "Stage", "symbols": ["ACCEPTED", "APPROVED", "REJECTED"]}},
+    {"name": "note", "type": ["null", "string"], "default": null},
+    {"name": "tags", "type": {"type": "array", "items": "string"}},
+    {"name": "surface", "type": {"type": "map", "values": "string"}},
+    {"name": "issued_at", "type": {"type": "long", "logicalType": "timestamp-millis"}}
+  ]
+}"#;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Stage {
+    Accepted,
+    Approved,
+    Rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestPermit {
+    pub key: String,
+    pub seq: i64,
+    pub holder_count: i32,
+    pub area: f64,
+    pub active: bool,
+    pub stage: Stage,
+    pub note: Option<String>,
+    pub tags: Vec<String>,
+    pub surface: std::collections::BTreeMap<String, String>,
+    pub issued_at: i64,
+}
+
+pub fn permit(key: &str, seq: i64) -> TestPermit {
+    TestPermit {
+        key: key.to_owned(),
+        seq,
+        holder_count: 2,
+        area: 89.5 + seq as f64,
+        active: seq % 2 == 0,
+        stage: if seq % 3 == 0 { Stage::Approved } else { Stage::Accepted },
+        note: (seq % 5 == 0).then(|| format!("第{seq}号 note")),
+        tags: vec!["住房".into(), format!("t{seq}")],
+        surface: [("坐落".to_owned(), "汉阴县城关镇".to_owned()), ("seq".to_owned(), seq.to_string())].into(),
+        issued_at: 1_790_000_000_000 + seq,
+    }
+}
