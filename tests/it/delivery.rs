@@ -232,3 +232,95 @@ async fn records_still_queued_at_shutdown_are_delivered_by_the_flush() {
     }
     assert_eq!(support::records_in_topic(test.bus.bootstrap_servers(), topic, 3), 2_000);
 }
+
+#[tokio::test]
+async fn a_record_the_handler_cannot_apply_goes_to_the_dlq_with_connect_headers() {
+    use govex_bus::dlq::{header, DeadLetter, DeadLetterQueue};
+    use govex_bus::rdkafka::message::Headers;
+
+    let test = support::test_bus(support::bus_config());
+    let topic = "gov.test.dlq.v1";
+    test.broker.create_topic(topic, 1, 3).unwrap();
+    test.broker.create_topic(&format!("{topic}.dlq"), 1, 3).unwrap();
+    let records = (0..10).map(|seq| record(topic, &format!("k{seq}"), seq)).collect::<Vec<_>>();
+    for result in test.bus.producer().publish_all(records).await {
+        result.unwrap();
+    }
+    let dlq = DeadLetterQueue::new(test.bus.producer().clone(), "test-sink", &govex_bus::Metrics::new());
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let log = applied.clone();
+    let consumer = test
+        .bus
+        .consumer(ConsumerSettings { group_id: "dlq".into(), topics: vec![topic.into()], lanes: 2, lane_capacity: 8 })
+        .unwrap();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(consumer.run(
+        move |message| {
+            let log = log.clone();
+            async move {
+                let seq = seq_of(message.payload());
+                if seq == 4 {
+                    return Err(HandlerError::DeadLetter(DeadLetter {
+                        stage: "apply".into(),
+                        error_class: "lifecycle".into(),
+                        message: "a revoked licence cannot be renewed".into(),
+                    }));
+                }
+                log.lock().unwrap().push(seq);
+                Ok(())
+            }
+        },
+        Some(dlq),
+        stop.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while applied.lock().unwrap().len() < 9 {
+        assert!(tokio::time::Instant::now() < deadline, "records did not arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    let stats = run.await.unwrap();
+    assert_eq!(stats.dead_lettered, 1);
+    assert_eq!((stats.finished, stats.received), (10, 10));
+
+    // Read the dead letter back.
+    let reader = test
+        .bus
+        .consumer(ConsumerSettings {
+            group_id: "dlq-reader".into(),
+            topics: vec![format!("{topic}.dlq")],
+            lanes: 1,
+            lane_capacity: 8,
+        })
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(reader.run(
+        move |message| {
+            let tx = tx.clone();
+            async move {
+                tx.send(message).unwrap();
+                Ok(())
+            }
+        },
+        None,
+        stop.clone(),
+    ));
+    let letter = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("dead letter arrives").unwrap();
+    stop.cancel();
+    run.await.unwrap();
+    assert_eq!(seq_of(letter.payload()), 4, "the value is kept unchanged");
+    assert_eq!(letter.key(), Some(b"k4".as_slice()));
+    let headers = letter.headers().unwrap();
+    let get = |name: &str| {
+        headers.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8(v.to_vec()).unwrap())
+    };
+    assert_eq!(get(header::TOPIC).as_deref(), Some(topic));
+    assert_eq!(get(header::PARTITION).as_deref(), Some("0"));
+    assert_eq!(get(header::OFFSET).as_deref(), Some("4"));
+    assert_eq!(get(header::STAGE).as_deref(), Some("apply"));
+    assert_eq!(get(header::CLASS).as_deref(), Some("lifecycle"));
+    assert_eq!(get(header::MESSAGE).as_deref(), Some("a revoked licence cannot be renewed"));
+    assert_eq!(get(header::CONNECTOR).as_deref(), Some("test-sink"));
+    assert!(Envelope::from_headers(headers).is_ok(), "the original envelope travels with the dead letter");
+}
