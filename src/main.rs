@@ -52,6 +52,16 @@ async fn main() -> Result<()> {
             telemetry::init(if cli.log_json { LogFormat::Json } else { LogFormat::Text });
             let broker = EmbeddedBroker::start(brokers).context("the embedded broker could not start")?;
             tracing::warn!("the embedded broker keeps messages in memory only and is for trial use");
+            // The mock cluster has no CreateTopics API, so the nodes sharing it could not make
+            // their topics: make every bundled topic and its dead-letter topic here.
+            let defaults = govex_bus::config::BusConfig::default();
+            for schema in govex_schemas::bundled_schemas() {
+                for topic in [schema.topic.to_owned(), govex_bus::dlq::dlq_topic(schema.topic)] {
+                    broker
+                        .create_topic(&topic, defaults.partitions, defaults.replication_factor)
+                        .with_context(|| format!("topic {topic} could not be created"))?;
+                }
+            }
             println!("embedded broker running; bootstrap servers: {}", broker.bootstrap_servers());
             println!("point nodes at it with GOVEX_BUS__BROKERS={}", broker.bootstrap_servers());
             govex_bus::shutdown::signal().await;

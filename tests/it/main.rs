@@ -5,4 +5,5 @@ mod codec;
 mod config;
 mod delivery;
 mod node;
+mod process;
 mod support;

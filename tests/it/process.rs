@@ -1,0 +1,81 @@
+//! The `govex` binary itself: a standalone broker shared by a node in another process, and a
+//! node that stops cleanly on SIGTERM.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+/// Starts `govex` with `args` and `env`, and returns it with a channel of its stdout lines.
+fn spawn(args: &[&str], env: &[(&str, String)]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_govex"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("govex starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for a stdout line containing `needle` and returns it.
+fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        let line = lines.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no line with '{needle}'"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_node_process_shares_a_standalone_broker_and_stops_cleanly_on_sigterm() {
+    let (mut broker, broker_lines) = spawn(&["broker"], &[]);
+    let line = wait_for_line(&broker_lines, "bootstrap servers:");
+    let bootstrap = line.rsplit(' ').next().unwrap().to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    let any = "127.0.0.1:0".to_owned();
+    let (mut node, node_lines) = spawn(
+        &["node"],
+        &[
+            ("GOVEX_DIVISION", "610921".into()),
+            ("GOVEX_BUS__BROKERS", bootstrap.clone()),
+            ("GOVEX_DATA_DIR", dir.path().display().to_string()),
+            ("GOVEX_LISTEN__API", any.clone()),
+            ("GOVEX_LISTEN__REGISTRY", any.clone()),
+            ("GOVEX_LISTEN__OPS", any),
+        ],
+    );
+    wait_for_line(&node_lines, "govex node for division 610921 is running");
+    let health = wait_for_line(&node_lines, "/readyz");
+    let readyz = health.split_whitespace().find(|w| w.ends_with("/readyz")).unwrap().to_owned();
+    let bus = wait_for_line(&node_lines, "  bus ");
+    assert!(bus.contains(&bootstrap), "the node uses the shared broker: {bus}");
+    let ready = reqwest::get(&readyz).await.unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+
+    terminate(&node);
+    let status = tokio::task::spawn_blocking(move || node.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "the node exits cleanly on SIGTERM: {status}");
+    terminate(&broker);
+    let status = tokio::task::spawn_blocking(move || broker.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "the broker exits cleanly on SIGTERM: {status}");
+}
