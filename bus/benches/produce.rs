@@ -2,8 +2,9 @@
 //!
 //! The wire-format publish path (envelope, Avro encode through the schema-aware serde writer,
 //! Confluent framing, no-loss producer, every delivery report awaited) against raw rdkafka
-//! produce of the same pre-encoded bytes, with the same producer profile, to the same
-//! embedded broker, in the same run. Prints records per second of both and their ratio.
+//! produce of the same pre-encoded records (key, framed value and envelope headers, built
+//! before the clock starts), with the same producer profile, to the same embedded broker, in
+//! the same run. Prints records per second of both and their ratio.
 //! Rounds alternate so that drift of the machine hits both sides alike.
 
 use std::{
@@ -15,13 +16,16 @@ use govex_bus::{
     config::{BusConfig, ClientRole},
     embedded::EmbeddedBroker,
     envelope::Envelope,
-    rdkafka::producer::{FutureProducer, FutureRecord, Producer as _},
+    rdkafka::{
+        message::OwnedHeaders,
+        producer::{FutureProducer, FutureRecord, Producer as _},
+    },
     Bus, Department, Division, Encoder, Metrics, Outgoing, RegistryClient,
 };
 use serde::Serialize;
 
-const RECORDS: usize = 100_000;
-const ROUNDS: usize = 3;
+const RECORDS: usize = 200_000;
+const ROUNDS: usize = 5;
 
 /// A 14-field record shaped like a contract filing (the brief's cost reference).
 const SCHEMA: &str = r#"{"type": "record", "name": "BenchFiling", "namespace": "cn.gov.exchange.bench", "fields": [
@@ -93,11 +97,20 @@ async fn wire_path(bus: &Bus, encoder: &Encoder, topic: &str, records: &[BenchFi
     start.elapsed()
 }
 
-async fn raw_path(producer: &FutureProducer, topic: &str, keys: &[Vec<u8>], payloads: &[Vec<u8>]) -> Duration {
+/// The same Kafka records the wire path sends (key, framed value, envelope headers), built
+/// before the clock starts.
+struct Prebuilt {
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    headers: OwnedHeaders,
+}
+
+async fn raw_path(producer: &FutureProducer, topic: &str, records: Vec<Prebuilt>) -> Duration {
     let start = Instant::now();
-    let mut pending = Vec::with_capacity(payloads.len());
-    for (key, payload) in keys.iter().zip(payloads) {
-        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+    let mut pending = Vec::with_capacity(records.len());
+    for prebuilt in records {
+        let mut record =
+            FutureRecord::to(topic).key(&prebuilt.key).payload(&prebuilt.payload).headers(prebuilt.headers);
         loop {
             match producer.send_result(record) {
                 Ok(delivery) => {
@@ -139,18 +152,27 @@ fn main() {
             config.client_config(broker.bootstrap_servers(), ClientRole::Producer).create().expect("raw producer");
 
         let records: Vec<BenchFiling> = (0..RECORDS).map(filing).collect();
-        let payloads: Vec<Vec<u8>> = records.iter().map(|r| encoder.encode(r).expect("encodes")).collect();
-        let keys: Vec<Vec<u8>> = records.iter().map(|r| r.property_unit_number.as_bytes().to_vec()).collect();
-        let bytes = payloads.iter().map(Vec::len).sum::<usize>() / RECORDS;
+        let division = Division::parse("610921").expect("valid division");
+        let prebuild = |records: &[BenchFiling]| -> Vec<Prebuilt> {
+            records
+                .iter()
+                .map(|r| Prebuilt {
+                    key: r.property_unit_number.as_bytes().to_vec(),
+                    payload: encoder.encode(r).expect("encodes"),
+                    headers: Envelope::new(Department::Housing, division, "contract-filing").to_headers(),
+                })
+                .collect()
+        };
+        let bytes = prebuild(&records[..1000]).iter().map(|p| p.payload.len()).sum::<usize>() / 1000;
         println!("produce benchmark: {RECORDS} records of {bytes} bytes per round, {ROUNDS} rounds, embedded broker (3 brokers), acks=all, idempotent, lz4");
 
         // Warm both paths (connections, metadata, producer ids).
         wire_path(&bus, &encoder, "bench.wire", &records[..5_000]).await;
-        raw_path(&raw, "bench.raw", &keys[..5_000], &payloads[..5_000]).await;
+        raw_path(&raw, "bench.raw", prebuild(&records[..5_000])).await;
 
         let (mut wire_rates, mut raw_rates) = (Vec::new(), Vec::new());
         for round in 1..=ROUNDS {
-            let raw_rate = rate(RECORDS, raw_path(&raw, "bench.raw", &keys, &payloads).await);
+            let raw_rate = rate(RECORDS, raw_path(&raw, "bench.raw", prebuild(&records)).await);
             let wire_rate = rate(RECORDS, wire_path(&bus, &encoder, "bench.wire", &records).await);
             println!("  round {round}: raw produce {raw_rate:>10.0} rec/s   wire-format publish {wire_rate:>10.0} rec/s   ratio {:.2}", wire_rate / raw_rate);
             raw_rates.push(raw_rate);
@@ -177,6 +199,11 @@ fn main() {
             std::hint::black_box(encoder.encode_value(&value).expect("encodes"));
         }
         let value_rate = rate(RECORDS, start.elapsed());
+        let start = Instant::now();
+        for _ in &records {
+            std::hint::black_box(Envelope::new(Department::Housing, division, "contract-filing").to_headers());
+        }
+        println!("envelope and headers only: {:.0}/s", rate(RECORDS, start.elapsed()));
         println!("encode only: serde writer {serde_rate:.0}/s, apache-avro Value path {value_rate:.0}/s, ratio {:.2}", serde_rate / value_rate);
         let _ = raw.flush(Duration::from_secs(30));
         let _ = bus.producer().flush(Duration::from_secs(30));

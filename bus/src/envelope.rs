@@ -90,11 +90,12 @@ pub struct TraceParent {
 impl TraceParent {
     /// Starts a new trace.
     pub fn new_root() -> Self {
-        let random = Uuid::new_v4().into_bytes();
+        // One 128-bit draw for the trace id; the span id takes the random tail of a second.
+        let trace_id = Uuid::new_v4().into_bytes();
         let mut parent_id = [0u8; 8];
-        parent_id.copy_from_slice(&Uuid::new_v4().into_bytes()[..8]);
-        parent_id[0] |= 1; // never all zero
-        Self { trace_id: random, parent_id, flags: 1 }
+        parent_id.copy_from_slice(&Uuid::new_v4().into_bytes()[8..]);
+        parent_id[7] |= 1; // never all zero
+        Self { trace_id, parent_id, flags: 1 }
     }
 
     /// The same trace, continued by a new span (a bridge hop, a sink's write).
@@ -112,7 +113,18 @@ impl TraceParent {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+/// Lower-case hex without a `format!` per byte: envelopes are made once per record.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
 }
 
 fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
@@ -128,7 +140,14 @@ fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{}-{}-{:02x}", hex(&self.trace_id), hex(&self.parent_id), self.flags)
+        let mut text = String::with_capacity(55);
+        text.push_str("00-");
+        push_hex(&mut text, &self.trace_id);
+        text.push('-');
+        push_hex(&mut text, &self.parent_id);
+        text.push('-');
+        push_hex(&mut text, &[self.flags]);
+        f.write_str(&text)
     }
 }
 

@@ -111,12 +111,13 @@ impl Producer {
     ) -> impl Future<Output = Result<Delivered, ProduceError>> + Send + 'static {
         let Outgoing { topic, key, payload, headers } = record;
         let mut queue_full_waits = 0u32;
+        let mut future_record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
         let enqueued = loop {
-            let future_record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers.clone());
             match self.inner.send_result(future_record) {
                 Ok(delivery) => break Ok(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // Back-pressure: the local queue drains as the broker acknowledges.
+                    future_record = back;
                     queue_full_waits += 1;
                     tokio::time::sleep(Duration::from_millis(u64::from(queue_full_waits.min(20)))).await;
                 }
