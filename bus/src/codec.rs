@@ -245,7 +245,10 @@ impl Decoder {
         if let Some(reader) = self.readers.lock().get(&schema_id) {
             return Ok(reader.clone());
         }
-        let writer_schema = intern(&*self.registry.schema_by_id(schema_id).await?);
+        // Field aliases of the reader rename the writer's fields first, as the Avro
+        // specification defines them; apache-avro itself matches fields by name only.
+        let writer_schema = self.registry.schema_by_id(schema_id).await?;
+        let writer_schema = intern(&govex_schemas::compat::apply_reader_aliases(self.reader_schema, &writer_schema));
         let reader = GenericDatumReader::builder(writer_schema)
             .reader_schema(self.reader_schema)
             .build()

@@ -9,8 +9,10 @@
 //! This crate knows nothing of Kafka; `bus` builds on it.
 
 pub mod bundled;
+pub mod compat;
 pub mod http;
 pub mod store;
 
 pub use bundled::{bundled_schemas, BundledSchema};
+pub use compat::{can_read, Compatibility, Incompatibility};
 pub use store::{Registry, RegistryError, SubjectVersion, VersionSelector};

@@ -96,7 +96,18 @@ const NEXT_ID: &[u8] = b"meta/next_id";
 impl Registry {
     /// Opens (or creates) the registry under `dir`.
     pub fn open(dir: &Path) -> Result<Self, RegistryError> {
-        let db = sled::open(dir)?;
+        // sled releases its file lock from a background thread after the last handle is
+        // dropped; a restart within one process (tests, `govex demo`) may briefly find it held.
+        let mut attempts = 0;
+        let db = loop {
+            match sled::open(dir) {
+                Err(sled::Error::Io(e)) if attempts < 100 && e.to_string().contains("could not acquire lock") => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         Self::with_db(db)
     }
 
