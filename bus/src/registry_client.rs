@@ -140,7 +140,7 @@ impl RegistryClient {
     pub async fn latest(&self, subject: &str) -> Result<(u32, Arc<Schema>), RegistryClientError> {
         let id = match &*self.source {
             Source::Local(registry) => {
-                registry.version(subject, VersionSelector::Latest).map_err(|e| self.local_error(e))?.id
+                registry.version(subject, VersionSelector::Latest, false).map_err(|e| self.local_error(e))?.id
             }
             Source::Http { .. } => {
                 #[derive(Deserialize)]
@@ -156,7 +156,7 @@ impl RegistryClient {
     /// Succeeds when the registry answers; for readiness probes.
     pub async fn check_reachable(&self) -> Result<(), RegistryClientError> {
         match &*self.source {
-            Source::Local(registry) => registry.subjects().map(drop).map_err(|e| self.local_error(e)),
+            Source::Local(registry) => registry.subjects(false).map(drop).map_err(|e| self.local_error(e)),
             Source::Http { .. } => self.get::<serde_json::Value>("/subjects").await.map(drop),
         }
     }
@@ -180,7 +180,7 @@ impl RegistryClient {
             // The caller knows which id it asked for and puts it in.
             40403 => RegistryClientError::UnknownSchemaId(0),
             40401 => RegistryClientError::UnknownSubject(error.message),
-            42201 | 409 | 40901 => RegistryClientError::Rejected(error.message),
+            42201 | 409 | 42205 => RegistryClientError::Rejected(error.message),
             _ => self.unavailable(format!("HTTP {status}, error code {}: {}", error.error_code, error.message)),
         })
     }
@@ -193,7 +193,9 @@ impl RegistryClient {
         match error {
             RegistryError::SchemaNotFound(id) => RegistryClientError::UnknownSchemaId(id),
             RegistryError::SubjectNotFound(subject) => RegistryClientError::UnknownSubject(subject),
-            RegistryError::InvalidSchema(reason) => RegistryClientError::Rejected(reason),
+            rejected @ (RegistryError::InvalidSchema(_)
+            | RegistryError::Incompatible { .. }
+            | RegistryError::ReadOnly(_)) => RegistryClientError::Rejected(rejected.to_string()),
             other => self.unavailable(other),
         }
     }

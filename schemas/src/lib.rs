@@ -15,4 +15,4 @@ pub mod store;
 
 pub use bundled::{bundled_schemas, BundledSchema};
 pub use compat::{can_read, Compatibility, Incompatibility};
-pub use store::{Registry, RegistryError, SubjectVersion, VersionSelector};
+pub use store::{Mode, Registry, RegistryError, SubjectVersion, VersionSelector};

@@ -1,33 +1,43 @@
-//! The registry's storage: subjects, versions and schema ids in one sled tree.
+//! The registry's storage and rules: subjects, versions, schema ids, compatibility levels and
+//! modes, in one sled tree, with Confluent Schema Registry's semantics.
 //!
-//! Keys are prefixed so that every registration is one atomic sled batch:
+//! Keys are prefixed so that every change is one atomic sled batch:
 //!
-//! | key                                   | value                  |
-//! |---------------------------------------|------------------------|
-//! | `id/` + id (u32 BE)                   | schema text            |
-//! | `canon/` + Parsing Canonical Form     | id (u32 BE)            |
-//! | `ver/` + subject + `\0` + version (BE)| id (u32 BE)            |
-//! | `meta/next_id`                        | next free id (u32 BE)  |
+//! | key                                    | value                                   |
+//! |----------------------------------------|-----------------------------------------|
+//! | `id/` + id (u32 BE)                    | schema text                             |
+//! | `canon/` + Parsing Canonical Form      | id (u32 BE)                             |
+//! | `ver/` + subject + `\0` + version (BE) | id (u32 BE), then 1 if soft-deleted     |
+//! | `cfg/` + subject (empty = global)      | compatibility level name                |
+//! | `mode/` + subject (empty = global)     | mode name                               |
+//! | `meta/next_id`                         | next free id (u32 BE)                   |
 //!
-//! Invariants: an id never changes meaning (a schema with the same canonical form always
-//! gets the same id, in every subject), and a version number is never reused in a subject.
+//! Invariants: an id never changes meaning (a schema with the same canonical form always has
+//! the same id, in every subject, even after deletes); a subject's version numbers only grow;
+//! nothing is stored when a request is refused.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use apache_avro::Schema;
-use std::sync::Mutex;
+use serde::{Deserialize, Serialize};
 
-/// Errors of the registry store. Each maps to one Confluent error code in [`crate::http`].
+use crate::compat::{self, Compatibility};
+
+/// Errors of the registry. Each maps to one Confluent status and error code in
+/// [`crate::http`]; the messages follow Confluent's.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The schema text is not a valid Avro schema.
-    #[error("invalid avro schema: {0}")]
+    #[error("Invalid schema: {0}")]
     InvalidSchema(String),
-    /// No subject of that name has any version.
-    #[error("subject '{0}' not found")]
+    /// No subject of that name has a (live) version.
+    #[error("Subject '{0}' not found.")]
     SubjectNotFound(String),
     /// The subject exists but not at that version.
-    #[error("version {version} of subject '{subject}' not found")]
+    #[error("Version {version} not found.")]
     VersionNotFound {
         /// The subject asked for.
         subject: String,
@@ -35,41 +45,128 @@ pub enum RegistryError {
         version: String,
     },
     /// No schema has that id.
-    #[error("schema {0} not found")]
+    #[error("Schema {0} not found")]
     SchemaNotFound(u32),
+    /// The schema is not registered under the subject.
+    #[error("Schema not found")]
+    SchemaNotInSubject,
+    /// A soft delete of a subject already soft-deleted.
+    #[error("Subject '{0}' was soft deleted. Set permanent=true to delete permanently")]
+    SubjectSoftDeleted(String),
+    /// A permanent delete of a subject not soft-deleted first.
+    #[error("Subject '{0}' was not deleted first before being permanently deleted")]
+    SubjectNotSoftDeleted(String),
+    /// A soft delete of a version already soft-deleted.
+    #[error("Subject '{subject}' Version {version} was soft deleted. Set permanent=true to delete permanently")]
+    VersionSoftDeleted {
+        /// The subject.
+        subject: String,
+        /// The version.
+        version: u32,
+    },
+    /// A permanent delete of a version not soft-deleted first.
+    #[error("Subject '{subject}' Version {version} was not deleted first before being permanently deleted")]
+    VersionNotSoftDeleted {
+        /// The subject.
+        subject: String,
+        /// The version.
+        version: u32,
+    },
+    /// The subject has no compatibility level of its own.
+    #[error("Subject '{0}' does not have subject-level compatibility configured")]
+    SubjectCompatibilityNotConfigured(String),
+    /// The subject has no mode of its own.
+    #[error("Subject '{0}' does not have subject-level mode configured")]
+    SubjectModeNotConfigured(String),
+    /// The schema breaks the subject's compatibility level.
+    #[error("Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{}]", reasons.join(", "))]
+    Incompatible {
+        /// The subject.
+        subject: String,
+        /// Every reason, with its version and location.
+        reasons: Vec<String>,
+    },
+    /// A version that is neither a positive number nor `latest`/`-1`.
+    #[error("The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\"")]
+    InvalidVersion(String),
+    /// An unknown compatibility level.
+    #[error("Invalid compatibility level. Valid values are none, backward, forward, full, backward_transitive, forward_transitive, and full_transitive")]
+    InvalidCompatibilityLevel(String),
+    /// An unknown mode.
+    #[error("Invalid mode. Valid values are READWRITE, READONLY and IMPORT")]
+    InvalidMode(String),
+    /// A write while the subject (or the registry) is read-only.
+    #[error("Subject {0} is in read-only mode")]
+    ReadOnly(String),
     /// The sled store failed.
-    #[error("registry storage failed: {0}")]
+    #[error("Error in the backend data store: {0}")]
     Storage(#[from] sled::Error),
     /// The stored bytes are not what this code wrote.
-    #[error("registry storage is corrupt: {0}")]
+    #[error("Error in the backend data store: corrupt entry: {0}")]
     Corrupt(String),
 }
 
 /// Which version of a subject to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersionSelector {
-    /// The highest version (`latest` or `-1` in the REST API).
+    /// The highest live version (`latest` or `-1` in the REST API).
     Latest,
     /// One version number, starting at 1.
     Number(u32),
 }
 
 impl std::str::FromStr for VersionSelector {
-    type Err = String;
+    type Err = RegistryError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "latest" | "-1" => Ok(Self::Latest),
             other => match other.parse::<u32>() {
-                Ok(n) if n >= 1 => Ok(Self::Number(n)),
-                _ => Err(format!("'{other}' is not a version: expected 'latest', -1 or a number from 1")),
+                Ok(n) if (1..=i32::MAX as u32).contains(&n) => Ok(Self::Number(n)),
+                _ => Err(RegistryError::InvalidVersion(other.to_owned())),
             },
         }
     }
 }
 
+/// A registry mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Mode {
+    /// Reads and writes.
+    Readwrite,
+    /// Reads only: registrations and deletes are refused.
+    Readonly,
+    /// Accepted for compatibility with Confluent's API; behaves like READWRITE.
+    Import,
+}
+
+impl Mode {
+    /// The name in Confluent's API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Readwrite => "READWRITE",
+            Self::Readonly => "READONLY",
+            Self::Import => "IMPORT",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = RegistryError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "READWRITE" => Ok(Self::Readwrite),
+            "READONLY" => Ok(Self::Readonly),
+            "IMPORT" => Ok(Self::Import),
+            other => Err(RegistryError::InvalidMode(other.to_owned())),
+        }
+    }
+}
+
 /// One registered version of a subject.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SubjectVersion {
     /// The subject.
     pub subject: String,
@@ -81,13 +178,24 @@ pub struct SubjectVersion {
     pub schema: String,
 }
 
-/// The schema registry store. Cheap to clone; clones share the same sled database.
+/// A version entry: its number, schema id and whether it is soft-deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct VersionEntry {
+    version: u32,
+    id: u32,
+    deleted: bool,
+}
+
+/// The registry's default compatibility level, as Confluent's.
+pub const DEFAULT_COMPATIBILITY: Compatibility = Compatibility::Backward;
+
+/// The schema registry. Cheap to clone; clones share the same sled database.
 #[derive(Clone)]
 pub struct Registry {
     tree: sled::Tree,
     db: sled::Db,
-    /// Registrations read, then write, several keys; one writer at a time keeps ids dense
-    /// and versions gap-free.
+    /// Changes read, then write, several keys; one writer at a time keeps ids dense and
+    /// versions gap-free.
     write_lock: Arc<Mutex<()>>,
 }
 
@@ -117,22 +225,45 @@ impl Registry {
         Ok(Self { tree, db, write_lock: Arc::new(Mutex::new(())) })
     }
 
+    fn commit(&self, batch: sled::Batch) -> Result<(), RegistryError> {
+        self.tree.apply_batch(batch)?;
+        // Every change is acknowledged to a caller; it must survive a crash.
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Registers `schema_text` under `subject` and returns its id.
     ///
-    /// Registering a schema the subject already has (same Parsing Canonical Form) returns
-    /// the existing id and adds no version; a schema known under another subject keeps its
-    /// id. Compatibility rules are not checked here.
+    /// A schema the subject already has live (same Parsing Canonical Form) returns the
+    /// existing id and adds no version; a schema known elsewhere keeps its id. A new version
+    /// must satisfy the subject's compatibility level against its live versions.
     pub fn register(&self, subject: &str, schema_text: &str) -> Result<u32, RegistryError> {
-        let schema = Schema::parse_str(schema_text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
+        let schema = parse(schema_text)?;
         let canonical = schema.canonical_form();
-        let _guard = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-
+        let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let known_id = self.tree.get(canon_key(&canonical))?.map(|v| read_u32(&v)).transpose()?;
-        let versions = self.versions_with_ids(subject)?;
+        let entries = self.entries(subject)?;
         if let Some(id) = known_id {
-            if versions.iter().any(|(_, existing)| *existing == id) {
+            if entries.iter().any(|e| !e.deleted && e.id == id) {
                 return Ok(id);
             }
+        }
+        if self.effective_mode(subject)? == Mode::Readonly {
+            return Err(RegistryError::ReadOnly(subject.to_owned()));
+        }
+        let level = self.effective_compatibility(subject)?;
+        let existing = self.live_schemas(&entries)?;
+        let problems = compat::check(level, &schema, &existing);
+        if !problems.is_empty() {
+            return Err(RegistryError::Incompatible {
+                subject: subject.to_owned(),
+                reasons: problems
+                    .iter()
+                    .map(|(version, i)| {
+                        format!("{{oldSchemaVersion: {version}, {i}, compatibility: '{}'}}", level.as_str())
+                    })
+                    .collect(),
+            });
         }
 
         let mut batch = sled::Batch::default();
@@ -146,33 +277,89 @@ impl Registry {
                 next
             }
         };
-        let version = versions.last().map_or(1, |(v, _)| v + 1);
+        let version = entries.last().map_or(1, |e| e.version + 1);
         batch.insert(version_key(subject, version), &id.to_be_bytes());
-        self.tree.apply_batch(batch)?;
-        // A registration is acknowledged to the caller; it must survive a crash.
-        self.db.flush()?;
+        self.commit(batch)?;
         tracing::info!(subject, id, version, "schema registered");
         Ok(id)
     }
 
-    /// The schema text with this id.
+    /// Every reason `schema_text` could not be registered under `subject` next to `selector`
+    /// (or, with `None`, next to every live version its level covers); empty when it could.
+    pub fn test_compatibility(
+        &self,
+        subject: &str,
+        selector: Option<VersionSelector>,
+        schema_text: &str,
+    ) -> Result<Vec<String>, RegistryError> {
+        let schema = parse(schema_text)?;
+        let level = self.effective_compatibility(subject)?;
+        let existing = match selector {
+            None => {
+                let entries = self.entries(subject)?;
+                self.live_schemas(&entries)?
+            }
+            Some(selector) => {
+                let found = self.version(subject, selector, false)?;
+                vec![(found.version, parse(&found.schema)?)]
+            }
+        };
+        Ok(compat::check(level, &schema, &existing)
+            .iter()
+            .map(|(version, i)| format!("version {version}: {i}"))
+            .collect())
+    }
+
+    /// The version and text of `schema_text` if the subject has it live.
+    pub fn lookup(&self, subject: &str, schema_text: &str, deleted: bool) -> Result<SubjectVersion, RegistryError> {
+        let canonical = parse(schema_text)?.canonical_form();
+        let entries = self.entries(subject)?;
+        if !entries.iter().any(|e| deleted || !e.deleted) {
+            return Err(RegistryError::SubjectNotFound(subject.to_owned()));
+        }
+        let id = self.tree.get(canon_key(&canonical))?.map(|v| read_u32(&v)).transpose()?;
+        let entry = entries
+            .iter()
+            .rev()
+            .find(|e| Some(e.id) == id && (deleted || !e.deleted))
+            .ok_or(RegistryError::SchemaNotInSubject)?;
+        Ok(SubjectVersion {
+            subject: subject.to_owned(),
+            id: entry.id,
+            version: entry.version,
+            schema: self.schema_by_id(entry.id)?,
+        })
+    }
+
+    /// The schema text with this id (soft-deleted versions keep their schemas readable).
     pub fn schema_by_id(&self, id: u32) -> Result<String, RegistryError> {
         let bytes = self.tree.get(id_key(id))?.ok_or(RegistryError::SchemaNotFound(id))?;
         String::from_utf8(bytes.to_vec()).map_err(|e| RegistryError::Corrupt(e.to_string()))
     }
 
-    /// Every subject with at least one version, sorted.
-    pub fn subjects(&self) -> Result<Vec<String>, RegistryError> {
+    /// The (subject, version) pairs that use schema `id`.
+    pub fn subject_versions_of(&self, id: u32, deleted: bool) -> Result<Vec<(String, u32)>, RegistryError> {
+        self.schema_by_id(id)?;
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(b"ver/") {
+            let (key, value) = entry?;
+            let (subject, version) = split_version_key(&key)?;
+            let (entry_id, is_deleted) = read_version_value(&value)?;
+            if entry_id == id && (deleted || !is_deleted) {
+                out.push((subject, version));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every subject with at least one live version (or any version, with `deleted`), sorted.
+    pub fn subjects(&self, deleted: bool) -> Result<Vec<String>, RegistryError> {
         let mut subjects: Vec<String> = Vec::new();
         for entry in self.tree.scan_prefix(b"ver/") {
-            let (key, _) = entry?;
-            let rest = &key[4..];
-            let end = rest
-                .iter()
-                .position(|b| *b == 0)
-                .ok_or_else(|| RegistryError::Corrupt("version key without separator".into()))?;
-            let subject = String::from_utf8(rest[..end].to_vec()).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
-            if subjects.last() != Some(&subject) {
+            let (key, value) = entry?;
+            let (subject, _) = split_version_key(&key)?;
+            let (_, is_deleted) = read_version_value(&value)?;
+            if (deleted || !is_deleted) && subjects.last() != Some(&subject) {
                 subjects.push(subject);
             }
         }
@@ -180,45 +367,230 @@ impl Registry {
     }
 
     /// The version numbers of `subject`, ascending.
-    pub fn versions(&self, subject: &str) -> Result<Vec<u32>, RegistryError> {
-        let versions = self.versions_with_ids(subject)?;
+    pub fn versions(&self, subject: &str, deleted: bool) -> Result<Vec<u32>, RegistryError> {
+        let versions: Vec<u32> =
+            self.entries(subject)?.into_iter().filter(|e| deleted || !e.deleted).map(|e| e.version).collect();
         if versions.is_empty() {
             return Err(RegistryError::SubjectNotFound(subject.to_owned()));
         }
-        Ok(versions.into_iter().map(|(v, _)| v).collect())
+        Ok(versions)
     }
 
-    /// One version of `subject`.
-    pub fn version(&self, subject: &str, selector: VersionSelector) -> Result<SubjectVersion, RegistryError> {
-        let versions = self.versions_with_ids(subject)?;
-        if versions.is_empty() {
+    /// One version of `subject`; soft-deleted versions only with `deleted`.
+    pub fn version(
+        &self,
+        subject: &str,
+        selector: VersionSelector,
+        deleted: bool,
+    ) -> Result<SubjectVersion, RegistryError> {
+        let entries: Vec<VersionEntry> = self.entries(subject)?.into_iter().filter(|e| deleted || !e.deleted).collect();
+        if entries.is_empty() {
             return Err(RegistryError::SubjectNotFound(subject.to_owned()));
         }
         let found = match selector {
-            VersionSelector::Latest => versions.last().copied(),
-            VersionSelector::Number(n) => versions.iter().find(|(v, _)| *v == n).copied(),
+            VersionSelector::Latest => entries.last(),
+            VersionSelector::Number(n) => entries.iter().find(|e| e.version == n),
         };
-        let (version, id) = found.ok_or_else(|| RegistryError::VersionNotFound {
+        let entry = found.ok_or_else(|| RegistryError::VersionNotFound {
             subject: subject.to_owned(),
             version: match selector {
                 VersionSelector::Latest => "latest".into(),
                 VersionSelector::Number(n) => n.to_string(),
             },
         })?;
-        Ok(SubjectVersion { subject: subject.to_owned(), id, version, schema: self.schema_by_id(id)? })
+        Ok(SubjectVersion {
+            subject: subject.to_owned(),
+            id: entry.id,
+            version: entry.version,
+            schema: self.schema_by_id(entry.id)?,
+        })
     }
 
-    fn versions_with_ids(&self, subject: &str) -> Result<Vec<(u32, u32)>, RegistryError> {
+    /// Deletes every version of `subject`: soft first, then, with `permanent`, for good.
+    /// Returns the versions deleted.
+    pub fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<u32>, RegistryError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries = self.entries(subject)?;
+        if entries.is_empty() {
+            return Err(RegistryError::SubjectNotFound(subject.to_owned()));
+        }
+        if self.effective_mode(subject)? == Mode::Readonly {
+            return Err(RegistryError::ReadOnly(subject.to_owned()));
+        }
+        let all_deleted = entries.iter().all(|e| e.deleted);
+        let mut batch = sled::Batch::default();
+        let versions: Vec<u32> = entries.iter().map(|e| e.version).collect();
+        if permanent {
+            if !all_deleted {
+                return Err(RegistryError::SubjectNotSoftDeleted(subject.to_owned()));
+            }
+            for e in &entries {
+                batch.remove(version_key(subject, e.version));
+            }
+            batch.remove(subject_key("cfg/", subject));
+            batch.remove(subject_key("mode/", subject));
+        } else {
+            if all_deleted {
+                return Err(RegistryError::SubjectSoftDeleted(subject.to_owned()));
+            }
+            for e in entries.iter().filter(|e| !e.deleted) {
+                batch.insert(version_key(subject, e.version), version_value(e.id, true).as_slice());
+            }
+        }
+        self.commit(batch)?;
+        tracing::info!(subject, permanent, "subject deleted");
+        Ok(if permanent { versions } else { entries.iter().filter(|e| !e.deleted).map(|e| e.version).collect() })
+    }
+
+    /// Deletes one version: soft first, then, with `permanent`, for good.
+    pub fn delete_version(
+        &self,
+        subject: &str,
+        selector: VersionSelector,
+        permanent: bool,
+    ) -> Result<u32, RegistryError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries = self.entries(subject)?;
+        if entries.is_empty() || (!permanent && entries.iter().all(|e| e.deleted)) {
+            return Err(RegistryError::SubjectNotFound(subject.to_owned()));
+        }
+        if self.effective_mode(subject)? == Mode::Readonly {
+            return Err(RegistryError::ReadOnly(subject.to_owned()));
+        }
+        let entry = match selector {
+            VersionSelector::Latest if permanent => entries.last(),
+            VersionSelector::Latest => entries.iter().rev().find(|e| !e.deleted),
+            VersionSelector::Number(n) => entries.iter().find(|e| e.version == n),
+        }
+        .copied()
+        .ok_or_else(|| RegistryError::VersionNotFound {
+            subject: subject.to_owned(),
+            version: format!("{selector:?}"),
+        })?;
+        let mut batch = sled::Batch::default();
+        match (permanent, entry.deleted) {
+            (false, true) => {
+                return Err(RegistryError::VersionSoftDeleted { subject: subject.to_owned(), version: entry.version })
+            }
+            (true, false) => {
+                return Err(RegistryError::VersionNotSoftDeleted {
+                    subject: subject.to_owned(),
+                    version: entry.version,
+                })
+            }
+            (false, false) => {
+                batch.insert(version_key(subject, entry.version), version_value(entry.id, true).as_slice())
+            }
+            (true, true) => batch.remove(version_key(subject, entry.version)),
+        }
+        self.commit(batch)?;
+        Ok(entry.version)
+    }
+
+    /// The subject's own compatibility level (`None`: the global one applies).
+    pub fn subject_compatibility(&self, subject: &str) -> Result<Option<Compatibility>, RegistryError> {
+        self.read_setting("cfg/", subject)
+    }
+
+    /// The global compatibility level.
+    pub fn global_compatibility(&self) -> Result<Compatibility, RegistryError> {
+        Ok(self.read_setting("cfg/", "")?.unwrap_or(DEFAULT_COMPATIBILITY))
+    }
+
+    /// The level that applies to `subject`.
+    pub fn effective_compatibility(&self, subject: &str) -> Result<Compatibility, RegistryError> {
+        match self.subject_compatibility(subject)? {
+            Some(level) => Ok(level),
+            None => self.global_compatibility(),
+        }
+    }
+
+    /// Sets the level of `subject`, or the global level when `subject` is `None`.
+    pub fn set_compatibility(&self, subject: Option<&str>, level: Compatibility) -> Result<(), RegistryError> {
+        self.write_setting("cfg/", subject.unwrap_or(""), Some(level.as_str()))
+    }
+
+    /// Removes the subject's own level; returns the level it had.
+    pub fn delete_compatibility(&self, subject: &str) -> Result<Compatibility, RegistryError> {
+        let previous = self
+            .subject_compatibility(subject)?
+            .ok_or_else(|| RegistryError::SubjectCompatibilityNotConfigured(subject.to_owned()))?;
+        self.write_setting("cfg/", subject, None)?;
+        Ok(previous)
+    }
+
+    /// The subject's own mode (`None`: the global one applies).
+    pub fn subject_mode(&self, subject: &str) -> Result<Option<Mode>, RegistryError> {
+        self.read_setting("mode/", subject)
+    }
+
+    /// The global mode.
+    pub fn global_mode(&self) -> Result<Mode, RegistryError> {
+        Ok(self.read_setting("mode/", "")?.unwrap_or(Mode::Readwrite))
+    }
+
+    /// The mode that applies to `subject`.
+    pub fn effective_mode(&self, subject: &str) -> Result<Mode, RegistryError> {
+        match self.subject_mode(subject)? {
+            Some(mode) => Ok(mode),
+            None => self.global_mode(),
+        }
+    }
+
+    /// Sets the mode of `subject`, or the global mode when `subject` is `None`.
+    pub fn set_mode(&self, subject: Option<&str>, mode: Mode) -> Result<(), RegistryError> {
+        self.write_setting("mode/", subject.unwrap_or(""), Some(mode.as_str()))
+    }
+
+    /// Removes the subject's own mode; returns the mode it had.
+    pub fn delete_mode(&self, subject: &str) -> Result<Mode, RegistryError> {
+        let previous =
+            self.subject_mode(subject)?.ok_or_else(|| RegistryError::SubjectModeNotConfigured(subject.to_owned()))?;
+        self.write_setting("mode/", subject, None)?;
+        Ok(previous)
+    }
+
+    fn read_setting<T: std::str::FromStr>(&self, prefix: &str, subject: &str) -> Result<Option<T>, RegistryError> {
+        match self.tree.get(subject_key(prefix, subject))? {
+            None => Ok(None),
+            Some(bytes) => {
+                let text = std::str::from_utf8(&bytes).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+                text.parse()
+                    .map(Some)
+                    .map_err(|_| RegistryError::Corrupt(format!("setting {prefix}{subject} = {text}")))
+            }
+        }
+    }
+
+    fn write_setting(&self, prefix: &str, subject: &str, value: Option<&str>) -> Result<(), RegistryError> {
+        let mut batch = sled::Batch::default();
+        match value {
+            Some(value) => batch.insert(subject_key(prefix, subject), value.as_bytes()),
+            None => batch.remove(subject_key(prefix, subject)),
+        }
+        self.commit(batch)
+    }
+
+    fn entries(&self, subject: &str) -> Result<Vec<VersionEntry>, RegistryError> {
         let mut prefix = b"ver/".to_vec();
         prefix.extend_from_slice(subject.as_bytes());
         prefix.push(0);
         let mut out = Vec::new();
         for entry in self.tree.scan_prefix(&prefix) {
             let (key, value) = entry?;
-            out.push((read_u32(&key[prefix.len()..])?, read_u32(&value)?));
+            let (id, deleted) = read_version_value(&value)?;
+            out.push(VersionEntry { version: read_u32(&key[prefix.len()..])?, id, deleted });
         }
         Ok(out)
     }
+
+    fn live_schemas(&self, entries: &[VersionEntry]) -> Result<Vec<(u32, Schema)>, RegistryError> {
+        entries.iter().filter(|e| !e.deleted).map(|e| Ok((e.version, parse(&self.schema_by_id(e.id)?)?))).collect()
+    }
+}
+
+fn parse(text: &str) -> Result<Schema, RegistryError> {
+    Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))
 }
 
 fn id_key(id: u32) -> Vec<u8> {
@@ -229,8 +601,38 @@ fn canon_key(canonical: &str) -> Vec<u8> {
     [b"canon/".as_slice(), canonical.as_bytes()].concat()
 }
 
+fn subject_key(prefix: &str, subject: &str) -> Vec<u8> {
+    [prefix.as_bytes(), subject.as_bytes()].concat()
+}
+
 fn version_key(subject: &str, version: u32) -> Vec<u8> {
     [b"ver/".as_slice(), subject.as_bytes(), &[0], &version.to_be_bytes()].concat()
+}
+
+fn version_value(id: u32, deleted: bool) -> Vec<u8> {
+    let mut value = id.to_be_bytes().to_vec();
+    if deleted {
+        value.push(1);
+    }
+    value
+}
+
+fn read_version_value(bytes: &[u8]) -> Result<(u32, bool), RegistryError> {
+    match bytes.len() {
+        4 => Ok((read_u32(bytes)?, false)),
+        5 => Ok((read_u32(&bytes[..4])?, bytes[4] == 1)),
+        n => Err(RegistryError::Corrupt(format!("version entry of {n} bytes"))),
+    }
+}
+
+fn split_version_key(key: &[u8]) -> Result<(String, u32), RegistryError> {
+    let rest = &key[4..];
+    let end = rest
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or_else(|| RegistryError::Corrupt("version key without separator".into()))?;
+    let subject = String::from_utf8(rest[..end].to_vec()).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+    Ok((subject, read_u32(&rest[end + 1..])?))
 }
 
 fn read_u32(bytes: &[u8]) -> Result<u32, RegistryError> {
@@ -246,6 +648,14 @@ mod tests {
     const V1: &str = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"}]}"#;
     const V1_SPACED: &str = r#"{ "type": "record", "name": "R", "doc": "same canonical form", "fields": [ {"name": "a", "type": "int"} ] }"#;
     const V2: &str = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"},{"name":"b","type":"string","default":""}]}"#;
+    const V3_BREAKS: &str =
+        r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"},{"name":"c","type":"string"}]}"#;
+
+    fn open() -> (tempfile::TempDir, Registry) {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        (dir, registry)
+    }
 
     #[test]
     fn ids_are_stable_across_subjects_and_restarts() {
@@ -260,34 +670,91 @@ mod tests {
         assert_eq!(a, again, "same canonical form must give the same id");
         assert_ne!(a, b);
         let registry = Registry::open(dir.path()).unwrap();
-        assert_eq!(registry.versions("t-value").unwrap(), vec![1, 2]);
+        assert_eq!(registry.versions("t-value", false).unwrap(), vec![1, 2]);
         assert_eq!(registry.register("other-value", V1).unwrap(), a);
-        assert_eq!(registry.version("other-value", VersionSelector::Latest).unwrap().version, 1);
-        let latest = registry.version("t-value", VersionSelector::Latest).unwrap();
+        assert_eq!(registry.version("other-value", VersionSelector::Latest, false).unwrap().version, 1);
+        let latest = registry.version("t-value", VersionSelector::Latest, false).unwrap();
         assert_eq!((latest.id, latest.version), (b, 2));
-        assert_eq!(registry.subjects().unwrap(), vec!["other-value", "t-value"]);
+        assert_eq!(registry.subjects(false).unwrap(), vec!["other-value", "t-value"]);
+        assert_eq!(
+            registry.subject_versions_of(a, false).unwrap(),
+            vec![("other-value".into(), 1), ("t-value".into(), 1)]
+        );
     }
 
     #[test]
     fn lookups_of_missing_things_say_what_is_missing() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open(dir.path()).unwrap();
+        let (_dir, registry) = open();
         assert!(matches!(registry.schema_by_id(7), Err(RegistryError::SchemaNotFound(7))));
-        assert!(matches!(registry.version("nope", VersionSelector::Latest), Err(RegistryError::SubjectNotFound(_))));
+        assert!(matches!(
+            registry.version("nope", VersionSelector::Latest, false),
+            Err(RegistryError::SubjectNotFound(_))
+        ));
         registry.register("s", V1).unwrap();
         assert!(matches!(
-            registry.version("s", VersionSelector::Number(3)),
+            registry.version("s", VersionSelector::Number(3), false),
             Err(RegistryError::VersionNotFound { .. })
         ));
         assert!(matches!(registry.register("s", "{not json"), Err(RegistryError::InvalidSchema(_))));
+        assert!(matches!(registry.lookup("s", V2, false), Err(RegistryError::SchemaNotInSubject)));
+        assert_eq!(registry.lookup("s", V1_SPACED, false).unwrap().version, 1);
+    }
+
+    #[test]
+    fn incompatible_and_read_only_registrations_store_nothing() {
+        let (_dir, registry) = open();
+        registry.register("s", V1).unwrap();
+        registry.register("s", V2).unwrap();
+        let error = registry.register("s", V3_BREAKS).unwrap_err();
+        let RegistryError::Incompatible { reasons, .. } = &error else { panic!("{error:?}") };
+        assert!(reasons[0].contains("READER_FIELD_MISSING_DEFAULT_VALUE at /fields/1"), "{reasons:?}");
+        assert_eq!(registry.versions("s", false).unwrap(), vec![1, 2]);
+        assert!(registry.schema_by_id(3).is_err(), "no id was taken");
+
+        registry.set_compatibility(Some("s"), Compatibility::None).unwrap();
+        registry.set_mode(Some("s"), Mode::Readonly).unwrap();
+        assert!(matches!(registry.register("s", V3_BREAKS), Err(RegistryError::ReadOnly(_))));
+        assert_eq!(registry.delete_mode("s").unwrap(), Mode::Readonly);
+        assert_eq!(registry.register("s", V3_BREAKS).unwrap(), 3);
+        assert_eq!(registry.delete_compatibility("s").unwrap(), Compatibility::None);
+        assert!(matches!(registry.delete_compatibility("s"), Err(RegistryError::SubjectCompatibilityNotConfigured(_))));
+    }
+
+    #[test]
+    fn deletes_follow_confluents_soft_then_permanent_rules() {
+        let (_dir, registry) = open();
+        registry.register("s", V1).unwrap();
+        let v2 = registry.register("s", V2).unwrap();
+        assert!(matches!(
+            registry.delete_version("s", VersionSelector::Number(2), true),
+            Err(RegistryError::VersionNotSoftDeleted { .. })
+        ));
+        assert_eq!(registry.delete_version("s", VersionSelector::Number(2), false).unwrap(), 2);
+        assert!(matches!(
+            registry.delete_version("s", VersionSelector::Number(2), false),
+            Err(RegistryError::VersionSoftDeleted { .. })
+        ));
+        assert_eq!(registry.versions("s", false).unwrap(), vec![1]);
+        assert_eq!(registry.versions("s", true).unwrap(), vec![1, 2]);
+        assert_eq!(registry.schema_by_id(v2).unwrap(), V2, "a soft-deleted version's schema stays readable by id");
+        assert!(matches!(registry.delete_subject("s", true), Err(RegistryError::SubjectNotSoftDeleted(_))));
+        assert_eq!(registry.delete_subject("s", false).unwrap(), vec![1]);
+        assert!(matches!(registry.delete_subject("s", false), Err(RegistryError::SubjectSoftDeleted(_))));
+        assert!(registry.subjects(false).unwrap().is_empty());
+        assert_eq!(registry.subjects(true).unwrap(), vec!["s"]);
+        assert_eq!(registry.delete_subject("s", true).unwrap(), vec![1, 2]);
+        assert!(registry.subjects(true).unwrap().is_empty());
+        // Registering again reuses the id and starts the subject afresh.
+        assert_eq!(registry.register("s", V2).unwrap(), v2);
+        assert_eq!(registry.versions("s", false).unwrap(), vec![1]);
     }
 
     #[test]
     fn version_selectors_parse_like_confluent() {
-        assert_eq!("latest".parse(), Ok(VersionSelector::Latest));
-        assert_eq!("-1".parse(), Ok(VersionSelector::Latest));
-        assert_eq!("4".parse(), Ok(VersionSelector::Number(4)));
-        assert!("0".parse::<VersionSelector>().is_err());
-        assert!("x".parse::<VersionSelector>().is_err());
+        assert!(matches!("latest".parse(), Ok(VersionSelector::Latest)));
+        assert!(matches!("-1".parse(), Ok(VersionSelector::Latest)));
+        assert!(matches!("4".parse(), Ok(VersionSelector::Number(4))));
+        assert!(matches!("0".parse::<VersionSelector>(), Err(RegistryError::InvalidVersion(_))));
+        assert!(matches!("x".parse::<VersionSelector>(), Err(RegistryError::InvalidVersion(_))));
     }
 }

@@ -6,4 +6,5 @@ mod config;
 mod delivery;
 mod node;
 mod process;
+mod registry;
 mod support;
