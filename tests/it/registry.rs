@@ -88,7 +88,7 @@ async fn the_registry_answers_like_confluents() {
 
     // Compatibility: every level, verbose reasons.
     assert_eq!(api.call(Method::GET, "/config", None).await.1, json!({"compatibilityLevel": "BACKWARD"}));
-    assert_eq!(api.error_code(Method::GET, &format!("/config/gov.test.filing.v1-value"), None).await, (404, 40408));
+    assert_eq!(api.error_code(Method::GET, "/config/gov.test.filing.v1-value", None).await, (404, 40408));
     assert_eq!(
         api.call(Method::GET, "/config/gov.test.filing.v1-value?defaultToGlobal=true", None).await.1
             ["compatibilityLevel"],
