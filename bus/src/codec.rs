@@ -205,13 +205,28 @@ impl Encoder {
 pub struct Decoder {
     registry: RegistryClient,
     reader_schema: &'static Schema,
-    readers: Mutex<HashMap<u32, Arc<GenericDatumReader<'static>>>>,
+    reader_canonical: String,
+    readers: Mutex<HashMap<u32, Arc<WriterReader>>>,
+}
+
+/// How the datums of one writer schema id are read.
+struct WriterReader {
+    /// Reads with the writer's schema (aliases of the reader applied).
+    reader: GenericDatumReader<'static>,
+    /// Whether the writer's schema differs from the reader's, so that values must be
+    /// resolved to the reader's shape.
+    resolve: bool,
 }
 
 impl Decoder {
     /// A decoder that reads into `reader_schema`, resolving writer ids through `registry`.
     pub fn new(registry: RegistryClient, reader_schema: &Schema) -> Self {
-        Self { registry, reader_schema: intern(reader_schema), readers: Mutex::default() }
+        Self {
+            registry,
+            reader_schema: intern(reader_schema),
+            reader_canonical: reader_schema.canonical_form(),
+            readers: Mutex::default(),
+        }
     }
 
     /// Decodes one framed value into an Avro `Value` of the reader's schema.
@@ -219,13 +234,21 @@ impl Decoder {
         let (schema_id, datum) = parse_frame(bytes)?;
         let reader = self.reader_for(schema_id).await?;
         let mut cursor = Cursor::new(datum);
-        match reader.read_value(&mut cursor) {
+        match reader.reader.read_value(&mut cursor) {
             Ok(value) => {
                 let left = datum.len() - cursor.position() as usize;
                 if left > 0 {
                     return Err(CodecError::TrailingBytes { schema_id, count: left });
                 }
-                Ok(value)
+                if !reader.resolve {
+                    return Ok(value);
+                }
+                // apache-avro 0.22 refuses to resolve a bytes decimal encoded in fewer bytes
+                // than its precision could need, although the specification (and every other
+                // writer) uses the shortest two's-complement form; widen them first.
+                widen_decimals(value)
+                    .resolve(self.reader_schema)
+                    .map_err(|e| CodecError::Invalid { schema_id, detail: e.to_string() })
             }
             Err(error) if is_unexpected_eof(&error) => {
                 Err(CodecError::Truncated { schema_id, detail: error.to_string() })
@@ -241,7 +264,7 @@ impl Decoder {
         apache_avro::from_value(&value).map_err(|e| CodecError::Invalid { schema_id, detail: e.to_string() })
     }
 
-    async fn reader_for(&self, schema_id: u32) -> Result<Arc<GenericDatumReader<'static>>, CodecError> {
+    async fn reader_for(&self, schema_id: u32) -> Result<Arc<WriterReader>, CodecError> {
         if let Some(reader) = self.readers.lock().get(&schema_id) {
             return Ok(reader.clone());
         }
@@ -249,13 +272,33 @@ impl Decoder {
         // specification defines them; apache-avro itself matches fields by name only.
         let writer_schema = self.registry.schema_by_id(schema_id).await?;
         let writer_schema = intern(&govex_schemas::compat::apply_reader_aliases(self.reader_schema, &writer_schema));
+        let resolve = writer_schema.canonical_form() != self.reader_canonical;
         let reader = GenericDatumReader::builder(writer_schema)
-            .reader_schema(self.reader_schema)
             .build()
             .map_err(|e| CodecError::Invalid { schema_id, detail: e.to_string() })?;
-        let reader = Arc::new(reader);
+        let reader = Arc::new(WriterReader { reader, resolve });
         self.readers.lock().insert(schema_id, reader.clone());
         Ok(reader)
+    }
+}
+
+/// Sign-extends every decimal to 16 bytes, enough for the largest precision (38) Avro allows.
+fn widen_decimals(value: Value) -> Value {
+    match value {
+        Value::Decimal(decimal) => match Vec::<u8>::try_from(&decimal) {
+            Ok(bytes) if bytes.len() < 16 => {
+                let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) { 0xff } else { 0x00 };
+                let mut wide = vec![fill; 16 - bytes.len()];
+                wide.extend_from_slice(&bytes);
+                Value::Decimal(apache_avro::Decimal::from(wide))
+            }
+            _ => Value::Decimal(decimal),
+        },
+        Value::Record(fields) => Value::Record(fields.into_iter().map(|(name, v)| (name, widen_decimals(v))).collect()),
+        Value::Union(index, inner) => Value::Union(index, Box::new(widen_decimals(*inner))),
+        Value::Array(items) => Value::Array(items.into_iter().map(widen_decimals).collect()),
+        Value::Map(entries) => Value::Map(entries.into_iter().map(|(k, v)| (k, widen_decimals(v))).collect()),
+        other => other,
     }
 }
 

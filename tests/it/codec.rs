@@ -139,3 +139,38 @@ async fn a_reader_schema_with_a_new_defaulted_field_reads_old_records() {
     let apache_avro::types::Value::Record(fields) = value else { panic!("a record") };
     assert!(fields.contains(&("channel".to_owned(), apache_avro::types::Value::String("window".into()))));
 }
+
+#[tokio::test]
+async fn short_decimals_from_other_writers_resolve_to_a_newer_reader() {
+    // Other writers (Confluent's, fastavro) encode decimals in the fewest bytes; apache-avro
+    // alone would refuse to resolve those against decimal(18, 2).
+    let (_dir, _registry, client) = support::local_registry();
+    let writer_schema = r#"{"type":"record","name":"Payment","namespace":"cn.gov.exchange.tax","fields":[
+        {"name":"amount","type":{"type":"bytes","logicalType":"decimal","precision":18,"scale":2}}]}"#;
+    let reader_schema = r#"{"type":"record","name":"Payment","namespace":"cn.gov.exchange.tax","fields":[
+        {"name":"amount","type":{"type":"bytes","logicalType":"decimal","precision":18,"scale":2}},
+        {"name":"note","type":["null","string"],"default":null}]}"#;
+    let encoder = Encoder::register(&client, "pay-value", writer_schema).await.unwrap();
+    let short = apache_avro::types::Value::Record(vec![(
+        "amount".into(),
+        apache_avro::types::Value::Decimal(apache_avro::Decimal::from(vec![0x30, 0x39])),
+    )]);
+    let negative = apache_avro::types::Value::Record(vec![(
+        "amount".into(),
+        apache_avro::types::Value::Decimal(apache_avro::Decimal::from(vec![0xcf, 0xc7])),
+    )]);
+    let decoder = Decoder::new(client, &Schema::parse_str(reader_schema).unwrap());
+    for (value, expected) in [(short, 12345i64), (negative, -12345)] {
+        let decoded = decoder.decode(&encoder.encode_value(&value).unwrap()).await.unwrap();
+        let apache_avro::types::Value::Record(fields) = decoded else { panic!("a record") };
+        let apache_avro::types::Value::Decimal(amount) = &fields[0].1 else { panic!("a decimal: {fields:?}") };
+        let bytes = Vec::<u8>::try_from(amount).unwrap();
+        let mut wide = [if bytes[0] & 0x80 != 0 { 0xff } else { 0 }; 16];
+        wide[16 - bytes.len()..].copy_from_slice(&bytes);
+        assert_eq!(i128::from_be_bytes(wide), i128::from(expected));
+        assert_eq!(
+            fields[1],
+            ("note".to_owned(), apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)))
+        );
+    }
+}
