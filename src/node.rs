@@ -12,7 +12,7 @@ use govex_bus::{
     ops::{self, Readiness},
     Bus, Encoder, Metrics, NodeConfig, RegistryClient,
 };
-use govex_schemas::{bundled_schemas, Registry};
+use govex_schemas::{bundled_schemas, Catalog, Registry};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// How long shutdown waits for the producer to deliver what it still holds.
@@ -75,6 +75,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         }
     };
 
+    let catalog = Catalog::bundled().context("the bundled resource catalogue is invalid")?;
     let metrics = Metrics::new();
     let bus = Bus::start(&config.bus, &metrics)?;
 
@@ -96,7 +97,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let api_addr = api_listener.local_addr()?;
     let ops_addr = ops_listener.local_addr()?;
     let info = NodeInfo { division: config.division.to_string(), topics: topics.clone() };
-    let api_router = Router::new().route("/", get(move || async move { Json(info) }));
+    let api_router = Router::new()
+        .route("/", get(move || async move { Json(info) }))
+        .route("/catalog", get(move || async move { Json(catalog) }));
     intake_tasks.spawn(serve("API", api_listener, api_router, intake.clone()));
     let readiness = Readiness { bus: bus.clone(), registry: registry.clone() };
     background_tasks.spawn(serve("ops", ops_listener, ops::router(metrics.clone(), readiness), background.clone()));

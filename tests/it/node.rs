@@ -96,3 +96,25 @@ async fn start_up_fails_fast_on_a_taken_port_or_an_unwritable_data_directory() {
         "{error:#}"
     );
 }
+
+#[tokio::test]
+async fn the_catalogue_is_served_and_its_owners_are_departments() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = govex::node::start(test_node_config(dir.path())).await.unwrap();
+    let catalog: serde_json::Value =
+        reqwest::get(format!("http://{}/catalog", node.api_addr)).await.unwrap().json().await.unwrap();
+    let resources = catalog["resource"].as_array().unwrap();
+    assert_eq!(resources.len(), govex_schemas::bundled_schemas().count());
+    for resource in resources {
+        let owner = resource["owner"].as_str().unwrap();
+        assert!(owner.parse::<govex_bus::Department>().is_ok(), "owner {owner} is a department");
+        for subscriber in resource["subscribers"].as_array().unwrap() {
+            assert!(subscriber.as_str().unwrap().parse::<govex_bus::Department>().is_ok(), "{subscriber}");
+        }
+        assert!(node.topics.contains(&resource["topic"].as_str().unwrap().to_owned()));
+    }
+    let tax = resources.iter().find(|r| r["id"] == "tax.deed-tax-payment").unwrap();
+    assert_eq!(tax["sharing"], "conditional");
+    assert_eq!(tax["personal_fields"], serde_json::json!(["taxpayer_identifier_number", "taxpayer_name"]));
+    node.shutdown().await.unwrap();
+}

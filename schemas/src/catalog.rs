@@ -1,0 +1,219 @@
+//! The resource catalogue (政务信息资源目录): per shared resource its topic, owner, sharing
+//! class, update cycle and personal fields. Shipped as `catalog.toml` next to this crate and
+//! embedded at build time; checked against the bundled schemas.
+
+use apache_avro::Schema;
+use serde::{Deserialize, Serialize};
+
+use crate::bundled::bundled_schemas;
+
+/// The catalogue text compiled into the binary.
+pub const CATALOG_TOML: &str = include_str!("../catalog.toml");
+
+/// How a resource is shared (政务信息资源共享).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sharing {
+    /// 无条件共享: any authenticated department may read.
+    Unconditional,
+    /// 有条件共享: the owner and the subscribed departments may read.
+    Conditional,
+    /// 不予共享: only the owner.
+    NotShared,
+}
+
+/// How often a resource changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateCycle {
+    /// As records happen.
+    Realtime,
+    /// Once a day.
+    Daily,
+    /// Once a week.
+    Weekly,
+    /// Once a month.
+    Monthly,
+}
+
+/// One catalogued resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resource {
+    /// Stable id, `<department>.<record>`.
+    pub id: String,
+    /// Chinese name.
+    pub name_zh: String,
+    /// English name.
+    pub name_en: String,
+    /// The topic the resource's records travel on.
+    pub topic: String,
+    /// The owning department.
+    pub owner: String,
+    /// The sharing class.
+    pub sharing: Sharing,
+    /// Departments with an approved subscription (conditional sharing).
+    #[serde(default)]
+    pub subscribers: Vec<String>,
+    /// How often the resource changes.
+    pub update_cycle: UpdateCycle,
+    /// Paths of personal fields (`[]` steps into array items).
+    #[serde(default)]
+    pub personal_fields: Vec<String>,
+}
+
+impl Resource {
+    /// Whether `department` may read this resource's records at all.
+    pub fn may_read(&self, department: &str) -> bool {
+        department == self.owner
+            || match self.sharing {
+                Sharing::Unconditional => true,
+                Sharing::Conditional => self.subscribers.iter().any(|d| d == department),
+                Sharing::NotShared => false,
+            }
+    }
+
+    /// Whether `department` may see this resource's personal fields unmasked: the owner, and
+    /// departments entitled by a conditional subscription. Unconditional sharing never
+    /// extends to personal data.
+    pub fn may_see_personal_data(&self, department: &str) -> bool {
+        department == self.owner
+            || (self.sharing == Sharing::Conditional && self.subscribers.iter().any(|d| d == department))
+    }
+}
+
+/// The whole catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    /// Every resource.
+    #[serde(rename = "resource")]
+    pub resources: Vec<Resource>,
+}
+
+/// A catalogue that does not parse or does not match the schemas.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The TOML is malformed or has unknown keys.
+    #[error("catalog.toml: {0}")]
+    Parse(String),
+    /// A resource names a topic no bundled schema describes.
+    #[error("catalog.toml: resource {resource}: topic {topic} has no schema in schemas/avro")]
+    UnknownTopic {
+        /// The resource id.
+        resource: String,
+        /// The topic.
+        topic: String,
+    },
+    /// A personal field path does not exist in the topic's schema.
+    #[error("catalog.toml: resource {resource}: personal field {path} is not a field of the schema")]
+    UnknownField {
+        /// The resource id.
+        resource: String,
+        /// The path.
+        path: String,
+    },
+}
+
+impl Catalog {
+    /// The bundled catalogue, checked against the bundled schemas.
+    pub fn bundled() -> Result<Self, CatalogError> {
+        Self::parse(CATALOG_TOML)
+    }
+
+    /// Parses a catalogue and checks it against the bundled schemas.
+    pub fn parse(text: &str) -> Result<Self, CatalogError> {
+        let catalog: Catalog = toml::from_str(text).map_err(|e| CatalogError::Parse(e.to_string()))?;
+        for resource in &catalog.resources {
+            let bundled = bundled_schemas().find(|s| s.topic == resource.topic).ok_or_else(|| {
+                CatalogError::UnknownTopic { resource: resource.id.clone(), topic: resource.topic.clone() }
+            })?;
+            let schema = Schema::parse_str(bundled.text).map_err(|e| CatalogError::Parse(e.to_string()))?;
+            for path in &resource.personal_fields {
+                if !has_field(&schema, path) {
+                    return Err(CatalogError::UnknownField { resource: resource.id.clone(), path: path.clone() });
+                }
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// The resource whose records travel on `topic`.
+    pub fn by_topic(&self, topic: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.topic == topic)
+    }
+}
+
+/// Whether `path` (`a.b`, `list[].c`) names a field of `schema`.
+pub fn has_field(schema: &Schema, path: &str) -> bool {
+    let mut current = schema;
+    for step in path.split('.') {
+        let (name, into_array) = match step.strip_suffix("[]") {
+            Some(name) => (name, true),
+            None => (step, false),
+        };
+        let Some(field) = record_of(current).and_then(|r| r.fields.iter().find(|f| f.name == name)) else {
+            return false;
+        };
+        current = &field.schema;
+        if into_array {
+            match non_null(current) {
+                Schema::Array(array) => current = &array.items,
+                _ => return false,
+            }
+        }
+    }
+    true
+}
+
+fn non_null(schema: &Schema) -> &Schema {
+    match schema {
+        Schema::Union(union) => union.variants().iter().find(|v| !matches!(v, Schema::Null)).unwrap_or(schema),
+        other => other,
+    }
+}
+
+fn record_of(schema: &Schema) -> Option<&apache_avro::schema::RecordSchema> {
+    match non_null(schema) {
+        Schema::Record(record) => Some(record),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundled_catalogue_matches_the_schemas_and_covers_every_topic() {
+        let catalog = Catalog::bundled().unwrap();
+        for schema in bundled_schemas() {
+            assert!(catalog.by_topic(schema.topic).is_some(), "{} is not catalogued", schema.topic);
+        }
+    }
+
+    #[test]
+    fn sharing_classes_decide_who_reads_and_who_sees_personal_data() {
+        let catalog = Catalog::bundled().unwrap();
+        let tax = catalog.by_topic("gov.tax.deed-tax-payment.v1").unwrap();
+        assert!(tax.may_read("tax") && tax.may_read("land-registry"));
+        assert!(!tax.may_read("housing"), "conditional: no subscription, no read");
+        let fund = catalog.by_topic("gov.provident-fund.event.v1").unwrap();
+        assert!(fund.may_read("provident-fund") && !fund.may_read("land-registry"), "not shared");
+        let cases = catalog.by_topic("gov.case.event.v1").unwrap();
+        assert!(cases.may_read("tax") && !cases.may_see_personal_data("tax"), "unconditional, but no personal data");
+    }
+
+    #[test]
+    fn mistakes_in_the_catalogue_are_named() {
+        let wrong_field = CATALOG_TOML.replace("\"taxpayer_name\"", "\"taxpayer_nam\"");
+        let error = Catalog::parse(&wrong_field).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "catalog.toml: resource tax.deed-tax-payment: personal field taxpayer_nam is not a field of the schema"
+        );
+        let wrong_topic = CATALOG_TOML.replace("topic = \"gov.case.event.v1\"", "topic = \"gov.case.events.v1\"");
+        assert!(Catalog::parse(&wrong_topic).unwrap_err().to_string().contains("gov.case.events.v1 has no schema"));
+        assert!(Catalog::parse("[[resource]]\nid = 1").unwrap_err().to_string().starts_with("catalog.toml: "));
+    }
+}
