@@ -14,6 +14,8 @@
 pub mod bundled;
 pub mod catalog;
 pub mod compat;
+pub mod diff;
+pub mod lint;
 pub mod http;
 pub mod store;
 
