@@ -6,3 +6,4 @@
 //! takes it down in the order the brief prescribes. `main.rs` only parses the command line.
 
 pub mod node;
+pub mod schema_cmd;

@@ -29,6 +29,14 @@ enum Command {
         #[arg(long, short, env = "GOVEX_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Data stewards' tools: lint, check, push, list and diff schemas.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+        /// Print JSON for machines instead of tables for people.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Run a standalone embedded broker and print its bootstrap address, so several govex
     /// processes on one machine can share one bus (in memory, for trial use).
     Broker {
@@ -36,6 +44,76 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         brokers: i32,
     },
+}
+
+/// Where a steward's tools look by default.
+const DEFAULT_REGISTRY: &str = "http://127.0.0.1:8081";
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Check the working tree's schemas against the house rules (names, docs in Chinese and
+    /// English, logical types for money and dates, personal fields catalogued).
+    Lint {
+        /// The schemas folder (with avro/ and catalog.toml).
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+    },
+    /// Check the working tree's schemas for compatibility against a registry or a git ref.
+    Check {
+        /// A registry URL (http://...) or a git ref (main, v1.2.0, HEAD~1).
+        #[arg(long)]
+        against: String,
+        /// The schemas folder.
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+        /// Compatibility level; default: the subject's level in the registry, or BACKWARD
+        /// against a git ref.
+        #[arg(long)]
+        level: Option<String>,
+    },
+    /// Register every working-tree schema under `<topic>-value`.
+    Push {
+        /// The schemas folder.
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+        /// The registry's URL.
+        #[arg(long, default_value = DEFAULT_REGISTRY, env = "GOVEX_REGISTRY_URL")]
+        registry: String,
+    },
+    /// List the registry's subjects with their latest versions and levels.
+    List {
+        /// The registry's URL.
+        #[arg(long, default_value = DEFAULT_REGISTRY, env = "GOVEX_REGISTRY_URL")]
+        registry: String,
+    },
+    /// Show what changed between two versions of a subject.
+    Diff {
+        /// The subject, e.g. gov.tax.deed-tax-payment.v1-value.
+        subject: String,
+        /// The older version (a number or latest).
+        from: String,
+        /// The newer version.
+        to: String,
+        /// The registry's URL.
+        #[arg(long, default_value = DEFAULT_REGISTRY, env = "GOVEX_REGISTRY_URL")]
+        registry: String,
+    },
+}
+
+async fn schema(command: SchemaCommand, json: bool) -> Result<bool> {
+    use govex::schema_cmd as cmd;
+    match command {
+        SchemaCommand::Lint { dir } => cmd::lint_command(&dir, json),
+        SchemaCommand::Check { against, dir, level } => {
+            let level = level.map(|l| l.to_uppercase().parse()).transpose().map_err(anyhow::Error::msg)?;
+            cmd::check_command(&dir, &against, level, json).await
+        }
+        SchemaCommand::Push { dir, registry } => cmd::push_command(&dir, &registry, json).await,
+        SchemaCommand::List { registry } => cmd::list_command(&registry, json).await,
+        SchemaCommand::Diff { subject, from, to, registry } => {
+            cmd::diff_command(&registry, &subject, &from, &to, json).await
+        }
+    }
 }
 
 #[tokio::main]
@@ -47,6 +125,13 @@ async fn main() -> Result<()> {
             let format = if cli.log_json { LogFormat::Json } else { config.log.format };
             telemetry::init(format);
             govex::node::run(config, govex_bus::shutdown::signal()).await
+        }
+        Command::Schema { command, json } => {
+            telemetry::init(if cli.log_json { LogFormat::Json } else { LogFormat::Text });
+            if !schema(command, json).await? {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Broker { brokers } => {
             telemetry::init(if cli.log_json { LogFormat::Json } else { LogFormat::Text });

@@ -45,6 +45,19 @@ enum Source {
     Http { base_url: String, client: reqwest::Client },
 }
 
+/// One version of a subject, as the registry reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SubjectVersion {
+    /// The subject.
+    pub subject: String,
+    /// The global schema id.
+    pub id: u32,
+    /// The version within the subject.
+    pub version: u32,
+    /// The schema text.
+    pub schema: String,
+}
+
 /// A cached registry client. Cheap to clone.
 #[derive(Clone)]
 pub struct RegistryClient {
@@ -153,6 +166,57 @@ impl RegistryClient {
         Ok((id, self.schema_by_id(id).await?))
     }
 
+    /// Every live subject.
+    pub async fn subjects(&self) -> Result<Vec<String>, RegistryClientError> {
+        match &*self.source {
+            Source::Local(registry) => registry.subjects(false).map_err(|e| self.local_error(e)),
+            Source::Http { .. } => self.get("/subjects").await,
+        }
+    }
+
+    /// The live version numbers of `subject`.
+    pub async fn versions(&self, subject: &str) -> Result<Vec<u32>, RegistryClientError> {
+        match &*self.source {
+            Source::Local(registry) => registry.versions(subject, false).map_err(|e| self.local_error(e)),
+            Source::Http { .. } => self.get(&format!("/subjects/{subject}/versions")).await,
+        }
+    }
+
+    /// One version of `subject` (`latest`, `-1` or a number).
+    pub async fn version(&self, subject: &str, version: &str) -> Result<SubjectVersion, RegistryClientError> {
+        match &*self.source {
+            Source::Local(registry) => {
+                let selector = version.parse().map_err(|e: RegistryError| self.local_error(e))?;
+                let found = registry.version(subject, selector, false).map_err(|e| self.local_error(e))?;
+                Ok(SubjectVersion {
+                    subject: found.subject,
+                    id: found.id,
+                    version: found.version,
+                    schema: found.schema,
+                })
+            }
+            Source::Http { .. } => self.get(&format!("/subjects/{subject}/versions/{version}")).await,
+        }
+    }
+
+    /// The compatibility level that applies to `subject` (its own, or the global one).
+    pub async fn compatibility_level(&self, subject: &str) -> Result<String, RegistryClientError> {
+        match &*self.source {
+            Source::Local(registry) => registry
+                .effective_compatibility(subject)
+                .map(|l| l.as_str().to_owned())
+                .map_err(|e| self.local_error(e)),
+            Source::Http { .. } => {
+                #[derive(Deserialize)]
+                struct Body {
+                    #[serde(rename = "compatibilityLevel")]
+                    level: String,
+                }
+                Ok(self.get::<Body>(&format!("/config/{subject}?defaultToGlobal=true")).await?.level)
+            }
+        }
+    }
+
     /// Succeeds when the registry answers; for readiness probes.
     pub async fn check_reachable(&self) -> Result<(), RegistryClientError> {
         match &*self.source {
@@ -179,7 +243,7 @@ impl RegistryClient {
         Err(match error.error_code {
             // The caller knows which id it asked for and puts it in.
             40403 => RegistryClientError::UnknownSchemaId(0),
-            40401 => RegistryClientError::UnknownSubject(error.message),
+            40401 | 40402 => RegistryClientError::UnknownSubject(error.message),
             42201 | 409 | 42205 => RegistryClientError::Rejected(error.message),
             _ => self.unavailable(format!("HTTP {status}, error code {}: {}", error.error_code, error.message)),
         })
@@ -193,6 +257,9 @@ impl RegistryClient {
         match error {
             RegistryError::SchemaNotFound(id) => RegistryClientError::UnknownSchemaId(id),
             RegistryError::SubjectNotFound(subject) => RegistryClientError::UnknownSubject(subject),
+            not_found @ RegistryError::VersionNotFound { .. } => {
+                RegistryClientError::UnknownSubject(not_found.to_string())
+            }
             rejected @ (RegistryError::InvalidSchema(_)
             | RegistryError::Incompatible { .. }
             | RegistryError::ReadOnly(_)) => RegistryClientError::Rejected(rejected.to_string()),

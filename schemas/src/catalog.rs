@@ -123,12 +123,20 @@ impl Catalog {
 
     /// Parses a catalogue and checks it against the bundled schemas.
     pub fn parse(text: &str) -> Result<Self, CatalogError> {
+        let schemas: Vec<(String, String)> =
+            bundled_schemas().map(|s| (s.topic.to_owned(), s.text.to_owned())).collect();
+        Self::parse_against(text, &schemas)
+    }
+
+    /// Parses a catalogue and checks it against `schemas`, given as (topic, schema text):
+    /// a steward's working tree rather than what this binary was built with.
+    pub fn parse_against(text: &str, schemas: &[(String, String)]) -> Result<Self, CatalogError> {
         let catalog: Catalog = toml::from_str(text).map_err(|e| CatalogError::Parse(e.to_string()))?;
         for resource in &catalog.resources {
-            let bundled = bundled_schemas().find(|s| s.topic == resource.topic).ok_or_else(|| {
+            let (_, schema_text) = schemas.iter().find(|(topic, _)| *topic == resource.topic).ok_or_else(|| {
                 CatalogError::UnknownTopic { resource: resource.id.clone(), topic: resource.topic.clone() }
             })?;
-            let schema = Schema::parse_str(bundled.text).map_err(|e| CatalogError::Parse(e.to_string()))?;
+            let schema = Schema::parse_str(schema_text).map_err(|e| CatalogError::Parse(e.to_string()))?;
             for path in &resource.personal_fields {
                 if !has_field(&schema, path) {
                     return Err(CatalogError::UnknownField { resource: resource.id.clone(), path: path.clone() });

@@ -54,7 +54,9 @@ fn inner(schema: &Schema) -> (&Schema, &'static str) {
     match schema {
         Schema::Array(a) => (&a.items, "[]"),
         Schema::Map(m) => (&m.types, "{}"),
-        Schema::Union(u) if u.variants().len() == 2 && matches!(u.variants()[0], Schema::Null) => (&u.variants()[1], ""),
+        Schema::Union(u) if u.variants().len() == 2 && matches!(u.variants()[0], Schema::Null) => {
+            (&u.variants()[1], "")
+        }
         other => (other, ""),
     }
 }
@@ -64,14 +66,24 @@ fn walk(old: &Schema, new: &Schema, prefix: &str, changes: &mut Vec<Change>) {
     let join = |name: &str| if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") };
     for (name, field) in &old_fields {
         if !new_fields.contains_key(name) {
-            changes.push(Change { kind: "removed", path: join(name), old: type_name(&field.schema), new: String::new() });
+            changes.push(Change {
+                kind: "removed",
+                path: join(name),
+                old: type_name(&field.schema),
+                new: String::new(),
+            });
         }
     }
     for (name, field) in &new_fields {
         let path = join(name);
         let Some(before) = old_fields.get(name) else {
             let default = field.default.as_ref().map(|d| format!(" (default {d})")).unwrap_or_default();
-            changes.push(Change { kind: "added", path, old: String::new(), new: format!("{}{default}", type_name(&field.schema)) });
+            changes.push(Change {
+                kind: "added",
+                path,
+                old: String::new(),
+                new: format!("{}{default}", type_name(&field.schema)),
+            });
             continue;
         };
         let (old_type, new_type) = (type_name(&before.schema), type_name(&field.schema));
@@ -80,7 +92,12 @@ fn walk(old: &Schema, new: &Schema, prefix: &str, changes: &mut Vec<Change>) {
         }
         if before.default != field.default {
             let show = |d: &Option<serde_json::Value>| d.as_ref().map_or("none".to_owned(), ToString::to_string);
-            changes.push(Change { kind: "default-changed", path: path.clone(), old: show(&before.default), new: show(&field.default) });
+            changes.push(Change {
+                kind: "default-changed",
+                path: path.clone(),
+                old: show(&before.default),
+                new: show(&field.default),
+            });
         }
         let (old_inner, suffix) = inner(&before.schema);
         let (new_inner, _) = inner(&field.schema);
@@ -88,10 +105,20 @@ fn walk(old: &Schema, new: &Schema, prefix: &str, changes: &mut Vec<Change>) {
             let added: Vec<&str> = b.symbols.iter().filter(|s| !a.symbols.contains(s)).map(String::as_str).collect();
             let removed: Vec<&str> = a.symbols.iter().filter(|s| !b.symbols.contains(s)).map(String::as_str).collect();
             if !added.is_empty() {
-                changes.push(Change { kind: "symbols-added", path: path.clone(), old: String::new(), new: added.join(", ") });
+                changes.push(Change {
+                    kind: "symbols-added",
+                    path: path.clone(),
+                    old: String::new(),
+                    new: added.join(", "),
+                });
             }
             if !removed.is_empty() {
-                changes.push(Change { kind: "symbols-removed", path: path.clone(), old: removed.join(", "), new: String::new() });
+                changes.push(Change {
+                    kind: "symbols-removed",
+                    path: path.clone(),
+                    old: removed.join(", "),
+                    new: String::new(),
+                });
             }
         }
         walk(old_inner, new_inner, &format!("{path}{suffix}"), changes);

@@ -15,8 +15,8 @@ pub mod bundled;
 pub mod catalog;
 pub mod compat;
 pub mod diff;
-pub mod lint;
 pub mod http;
+pub mod lint;
 pub mod store;
 
 pub use bundled::{bundled_json_schemas, bundled_schemas, BundledJsonSchema, BundledSchema};

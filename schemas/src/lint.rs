@@ -34,7 +34,9 @@ pub fn lint(topic: &str, text: &str, catalog: Option<&Catalog>) -> Vec<Finding> 
     let parts: Vec<&str> = topic.split('.').collect();
     let department = match parts.as_slice() {
         ["gov", department, record, version]
-            if is_kebab(department) && is_kebab(record) && version.strip_prefix('v').is_some_and(|n| n.parse::<u32>().is_ok()) =>
+            if is_kebab(department)
+                && is_kebab(record)
+                && version.strip_prefix('v').is_some_and(|n| n.parse::<u32>().is_ok()) =>
         {
             Some(department.replace('-', "_"))
         }
@@ -58,14 +60,23 @@ pub fn lint(topic: &str, text: &str, catalog: Option<&Catalog>) -> Vec<Finding> 
         let expected = format!("cn.gov.exchange.{department}");
         let namespace = record.name.namespace().map(str::to_owned).unwrap_or_default();
         if namespace != expected {
-            push(record.name.name().to_owned(), "namespace", format!("namespace is '{namespace}', expected '{expected}'"));
+            push(
+                record.name.name().to_owned(),
+                "namespace",
+                format!("namespace is '{namespace}', expected '{expected}'"),
+            );
         }
     }
     let personal = catalog.and_then(|c| c.by_topic(topic)).map(|r| r.personal_fields.clone());
     if catalog.is_some() && personal.is_none() {
         push(String::new(), "catalogued", format!("topic {topic} has no [[resource]] in catalog.toml"));
     }
-    let mut walker = Walker { findings: Vec::new(), personal: personal.unwrap_or_default(), checked_personal: catalog.is_some(), schema: &schema };
+    let mut walker = Walker {
+        findings: Vec::new(),
+        personal: personal.unwrap_or_default(),
+        checked_personal: catalog.is_some(),
+        schema: &schema,
+    };
     walker.record(record, "");
     for (location, rule, message) in walker.findings {
         push(location, rule, message);
@@ -85,7 +96,9 @@ fn is_kebab(s: &str) -> bool {
 }
 
 fn is_snake(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') && !s.starts_with(|c: char| c.is_ascii_digit())
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
 fn is_pascal(s: &str) -> bool {
@@ -98,7 +111,10 @@ fn is_upper_snake(s: &str) -> bool {
 
 /// Whether a doc says something in Chinese and in English.
 fn bilingual(doc: Option<&String>) -> bool {
-    doc.is_some_and(|d| d.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)) && d.chars().filter(|c| c.is_ascii_alphabetic()).count() >= 3)
+    doc.is_some_and(|d| {
+        d.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
+            && d.chars().filter(|c| c.is_ascii_alphabetic()).count() >= 3
+    })
 }
 
 fn non_null(schema: &Schema) -> &Schema {
@@ -124,16 +140,30 @@ impl Walker<'_> {
                 self.findings.push((location.clone(), "field-name", format!("field {} is not snake_case", field.name)));
             }
             if !bilingual(field.doc.as_ref()) {
-                self.findings.push((location.clone(), "doc", format!("field {} needs a doc in Chinese and English", field.name)));
+                self.findings.push((
+                    location.clone(),
+                    "doc",
+                    format!("field {} needs a doc in Chinese and English", field.name),
+                ));
             }
             self.types(&field.name, &location, non_null(&field.schema));
-            let personal_name = ["identifier_number", "citizen_id", "account_number", "holder_name", "taxpayer_name"].iter().any(|p| field.name.ends_with(p))
+            let personal_name = ["identifier_number", "citizen_id", "account_number", "holder_name", "taxpayer_name"]
+                .iter()
+                .any(|p| field.name.ends_with(p))
                 || (field.name == "name" && record.fields.iter().any(|f| f.name == "identifier_number"));
             if self.checked_personal && personal_name && !self.personal.contains(&path) {
-                self.findings.push((location.clone(), "personal-data", format!("field {path} holds personal data: list it in catalog.toml personal_fields")));
+                self.findings.push((
+                    location.clone(),
+                    "personal-data",
+                    format!("field {path} holds personal data: list it in catalog.toml personal_fields"),
+                ));
             }
             if self.checked_personal && self.personal.contains(&path) && !has_field(self.schema, &path) {
-                self.findings.push((location.clone(), "personal-data", format!("catalogued personal field {path} does not exist")));
+                self.findings.push((
+                    location.clone(),
+                    "personal-data",
+                    format!("catalogued personal field {path} does not exist"),
+                ));
             }
             match non_null(&field.schema) {
                 Schema::Record(inner) => self.record(inner, &path),
@@ -144,10 +174,18 @@ impl Walker<'_> {
                 }
                 Schema::Enum(e) => {
                     if !bilingual(e.doc.as_ref()) {
-                        self.findings.push((location.clone(), "doc", format!("enum {} needs a doc in Chinese and English", e.name.name())));
+                        self.findings.push((
+                            location.clone(),
+                            "doc",
+                            format!("enum {} needs a doc in Chinese and English", e.name.name()),
+                        ));
                     }
                     for symbol in e.symbols.iter().filter(|s| !is_upper_snake(s)) {
-                        self.findings.push((location.clone(), "enum-symbol", format!("enum symbol {symbol} is not UPPER_SNAKE")));
+                        self.findings.push((
+                            location.clone(),
+                            "enum-symbol",
+                            format!("enum symbol {symbol} is not UPPER_SNAKE"),
+                        ));
                     }
                 }
                 _ => {}
@@ -160,14 +198,26 @@ impl Walker<'_> {
         if money {
             match schema {
                 Schema::Decimal(d) if d.precision == 18 && d.scale == 2 => {}
-                _ => self.findings.push((location.to_owned(), "money", format!("money field {field} must be decimal bytes with precision 18 and scale 2"))),
+                _ => self.findings.push((
+                    location.to_owned(),
+                    "money",
+                    format!("money field {field} must be decimal bytes with precision 18 and scale 2"),
+                )),
             }
         }
         if field.ends_with("_at") && !matches!(schema, Schema::TimestampMillis) {
-            self.findings.push((location.to_owned(), "instant", format!("instant field {field} must be long with logicalType timestamp-millis")));
+            self.findings.push((
+                location.to_owned(),
+                "instant",
+                format!("instant field {field} must be long with logicalType timestamp-millis"),
+            ));
         }
         if (field.starts_with("valid_") || field.ends_with("_date")) && !matches!(schema, Schema::Date) {
-            self.findings.push((location.to_owned(), "date", format!("date field {field} must be int with logicalType date")));
+            self.findings.push((
+                location.to_owned(),
+                "date",
+                format!("date field {field} must be int with logicalType date"),
+            ));
         }
     }
 }
@@ -196,8 +246,19 @@ mod tests {
             {"name":"holder_citizen_id","type":"string"},
             {"name":"kind","type":{"type":"enum","name":"Kind","symbols":["ok","FINE"],"doc":"种类 kind"},"doc":"种类 kind"}]}"#;
         let catalog = Catalog::bundled().unwrap();
-        let rules: Vec<&str> = lint("gov.tax.deed-tax-payment.v1", text, Some(&catalog)).iter().map(|f| f.rule).collect();
-        for rule in ["namespace", "record-name", "doc", "field-name", "money", "instant", "date", "personal-data", "enum-symbol"] {
+        let rules: Vec<&str> =
+            lint("gov.tax.deed-tax-payment.v1", text, Some(&catalog)).iter().map(|f| f.rule).collect();
+        for rule in [
+            "namespace",
+            "record-name",
+            "doc",
+            "field-name",
+            "money",
+            "instant",
+            "date",
+            "personal-data",
+            "enum-symbol",
+        ] {
             assert!(rules.contains(&rule), "{rule} not reported: {rules:?}");
         }
         assert_eq!(lint("gov.Tax.x", text, None)[0].rule, "topic-name");

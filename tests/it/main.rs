@@ -7,4 +7,5 @@ mod delivery;
 mod node;
 mod process;
 mod registry;
+mod steward;
 mod support;
