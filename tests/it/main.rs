@@ -6,6 +6,7 @@ mod config;
 mod delivery;
 mod node;
 mod process;
+mod python_client;
 mod registry;
 mod steward;
 mod support;

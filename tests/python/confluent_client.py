@@ -1,0 +1,96 @@
+"""A real Confluent client against a running govex node.
+
+Consumes the first record of --topic with confluent-kafka's AvroDeserializer (schemas
+fetched from govex's registry by id) and prints it as one JSON line, then publishes one
+deed-tax payment with AvroSerializer (schema registered with govex's registry) under the key
+given by --key. Exits non-zero on any failure.
+"""
+
+import argparse
+import datetime
+import decimal
+import json
+import sys
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+
+def to_json(value):
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, datetime.datetime):
+        return int(value.timestamp() * 1000)
+    raise TypeError(f"cannot show {type(value)}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--registry", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--schema-file", required=True)
+    parser.add_argument("--key", required=True)
+    args = parser.parse_args()
+
+    registry = SchemaRegistryClient({"url": args.registry})
+    context = SerializationContext(args.topic, MessageField.VALUE)
+
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap,
+        "group.id": "python-confluent-client",
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+    })
+    consumer.subscribe([args.topic])
+    deserializer = AvroDeserializer(registry)
+    deadline = datetime.datetime.now() + datetime.timedelta(seconds=60)
+    message = None
+    while message is None and datetime.datetime.now() < deadline:
+        candidate = consumer.poll(1.0)
+        if candidate is None:
+            continue
+        if candidate.error():
+            print(f"consumer error: {candidate.error()}", file=sys.stderr)
+            continue
+        message = candidate
+    consumer.close()
+    if message is None:
+        print("no record arrived from govex", file=sys.stderr)
+        return 1
+    record = deserializer(message.value(), context)
+    headers = {k: v.decode() for k, v in (message.headers() or [])}
+    print("GOT " + json.dumps({"key": message.key().decode(), "value": record, "headers": headers}, default=to_json, ensure_ascii=False), flush=True)
+
+    with open(args.schema_file, encoding="utf-8") as f:
+        schema_text = f.read()
+    serializer = AvroSerializer(registry, schema_text, conf={"auto.register.schemas": True})
+    payment = {
+        "voucher_number": "PY-0001",
+        "taxpayer_identifier_type": "CREDIT_CODE",
+        "taxpayer_identifier_number": "91110000600037341L",
+        "taxpayer_name": "汉阴县示范置业有限公司",
+        "property_unit_number": "610921001001GB00002F00020002",
+        "taxable_base": decimal.Decimal("850000.00"),
+        "tax_rate": decimal.Decimal("0.0300"),
+        "tax_amount": decimal.Decimal("25500.00"),
+        "paid_at": datetime.datetime(2026, 11, 20, 2, 0, 0, tzinfo=datetime.timezone.utc),
+        "tax_authority": "11100000000013338W",
+        "division": "610921",
+    }
+    producer = Producer({"bootstrap.servers": args.bootstrap, "enable.idempotence": True, "acks": "all"})
+    errors = []
+    producer.produce(args.topic, key=args.key.encode(), value=serializer(payment, context),
+                     on_delivery=lambda err, msg: errors.append(err) if err else None)
+    remaining = producer.flush(30)
+    if remaining or errors:
+        print(f"delivery failed: {errors or remaining}", file=sys.stderr)
+        return 1
+    print("SENT", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
