@@ -37,12 +37,30 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Department tokens: `govex token new <department>` prints a new token (give it to the
+    /// department's system) and the config entry holding only its hash.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Run a standalone embedded broker and print its bootstrap address, so several govex
     /// processes on one machine can share one bus (in memory, for trial use).
     Broker {
         /// Number of brokers in the embedded cluster.
         #[arg(long, default_value_t = 3)]
         brokers: i32,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a new random token for a department.
+    New {
+        /// land-registry, housing, tax, provident-fund or platform.
+        department: String,
+        /// A label for logs (the calling system).
+        #[arg(long)]
+        label: Option<String>,
     },
 }
 
@@ -130,6 +148,16 @@ async fn main() -> Result<()> {
             telemetry::init(if cli.log_json { LogFormat::Json } else { LogFormat::Text });
             if !schema(command, json).await? {
                 std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Token { command: TokenCommand::New { department, label } } => {
+            let department: govex_bus::Department = department.parse().map_err(|_| anyhow::anyhow!("'{department}' is not a department: expected land-registry, housing, tax, provident-fund or platform"))?;
+            let token = govex_adapters::intake::auth::new_token();
+            println!("token (give it to the {department} system; it is not stored anywhere):\n  {token}\n");
+            println!("config entry (only the hash is kept):\n[[intake.tokens]]\ndepartment = \"{department}\"\nsha256 = \"{}\"", govex_adapters::intake::auth::hash_token(&token));
+            if let Some(label) = label {
+                println!("label = \"{label}\"");
             }
             Ok(())
         }

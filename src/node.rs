@@ -3,11 +3,18 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
 use anyhow::{Context, Result};
 use axum::{routing::get, Json, Router};
+use govex_adapters::intake::{
+    auth::Tokens,
+    http::{router as intake_router, IntakeServer},
+    idempotency::IdempotencyStore,
+    Intake,
+};
 use govex_bus::{
     ops::{self, Readiness},
     Bus, Encoder, Metrics, NodeConfig, RegistryClient,
@@ -36,7 +43,9 @@ pub struct RunningNode {
     pub metrics: Metrics,
     /// Topics the node registered schemas for and created.
     pub topics: Vec<String>,
-    intake: CancellationToken,
+    /// The department intake.
+    pub intake: Arc<Intake>,
+    intake_stop: CancellationToken,
     intake_tasks: TaskTracker,
     background: CancellationToken,
     background_tasks: TaskTracker,
@@ -76,6 +85,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     };
 
     let catalog = Catalog::bundled().context("the bundled resource catalogue is invalid")?;
+    let tokens =
+        Tokens::from_config(&config.intake.tokens).map_err(anyhow::Error::msg).context("invalid configuration")?;
+    if tokens.is_empty() {
+        tracing::warn!("no department tokens configured: intake refuses every request; add [[intake.tokens]] (govex token new <department>)");
+    }
+    let idempotency_dir = config.data_dir.join("intake");
+    let idempotency =
+        IdempotencyStore::open(&idempotency_dir, Duration::from_secs(config.intake.idempotency_window_secs))
+            .with_context(|| format!("intake store {} cannot be opened", idempotency_dir.display()))?;
     let metrics = Metrics::new();
     let bus = Bus::start(&config.bus, &metrics)?;
 
@@ -88,8 +106,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         topics.push(schema.topic.to_owned());
     }
     bus.ensure_topics(&topics).await?;
+    let intake =
+        Intake::new(govex_adapters::all_records(), &registry, bus.producer().clone(), config.division, &metrics)
+            .await?;
+    let intake_server =
+        Arc::new(IntakeServer { intake: Arc::new(intake), tokens, idempotency, limits: config.intake.clone() });
 
-    let intake = CancellationToken::new();
+    let intake_stop = CancellationToken::new();
     let intake_tasks = TaskTracker::new();
     let background = CancellationToken::new();
     let background_tasks = TaskTracker::new();
@@ -99,8 +122,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let info = NodeInfo { division: config.division.to_string(), topics: topics.clone() };
     let api_router = Router::new()
         .route("/", get(move || async move { Json(info) }))
-        .route("/catalog", get(move || async move { Json(catalog) }));
-    intake_tasks.spawn(serve("API", api_listener, api_router, intake.clone()));
+        .route("/catalog", get(move || async move { Json(catalog) }))
+        .merge(intake_router(intake_server.clone()));
+    intake_tasks.spawn(serve("API", api_listener, api_router, intake_stop.clone()));
     let readiness = Readiness { bus: bus.clone(), registry: registry.clone() };
     background_tasks.spawn(serve("ops", ops_listener, ops::router(metrics.clone(), readiness), background.clone()));
     let registry_addr = match registry_listener {
@@ -126,7 +150,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         registry,
         metrics,
         topics,
-        intake,
+        intake: intake_server.intake.clone(),
+        intake_stop,
         intake_tasks,
         background,
         background_tasks,
@@ -183,7 +208,7 @@ impl RunningNode {
     /// consumers store and commit their offsets as they drain.
     pub async fn shutdown(self) -> Result<()> {
         tracing::info!("stopping intake");
-        self.intake.cancel();
+        self.intake_stop.cancel();
         self.intake_tasks.close();
         self.intake_tasks.wait().await;
 

@@ -1,9 +1,29 @@
 //! Department adapters: where department systems hand records to the exchange.
 //!
-//! One folder per department (land registry, housing, tax, provident fund) will hold its
-//! input schema binding, domain checks, mapping to Avro, topic and key; beside them the HTTP
-//! intake server and the batch file importer. The foundation issue leaves this crate empty:
-//! it exists so the dependency direction (`adapters` → `bus`, never → `sinks`) is fixed
-//! from the start.
+//! One folder per department ([`land_registry`], [`housing`], [`tax`], [`provident_fund`])
+//! holds its input binding, domain checks, mapping to the Avro record, topic and key; each
+//! exposes `records()`, a list of [`record::RecordSpec`]. Around them: [`identifiers`] (check
+//! characters of citizen ids, credit codes, licence ids; division codes), [`validation`]
+//! (JSON Schema violations with pointers and rules), [`common`] (money, instants, parties),
+//! [`intake`] (the pipeline every input goes through, and its HTTP server) and [`import`]
+//! (NDJSON and CSV files, resumable).
+//!
+//! Adapters depend on `bus` and `schemas`, never on sinks or on each other.
 
-pub use govex_bus as bus;
+pub mod common;
+pub mod housing;
+pub mod identifiers;
+pub mod intake;
+pub mod land_registry;
+pub mod provident_fund;
+pub mod record;
+pub mod samples;
+pub mod tax;
+pub mod validation;
+
+use record::RecordSpec;
+
+/// Every record type of every department. A new department is one folder and one line here.
+pub fn all_records() -> Vec<RecordSpec> {
+    [land_registry::records(), housing::records(), tax::records(), provident_fund::records()].concat()
+}

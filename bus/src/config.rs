@@ -43,6 +43,70 @@ pub struct NodeConfig {
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
+    /// Department intake over HTTP.
+    #[serde(default)]
+    pub intake: IntakeConfig,
+}
+
+/// Department intake: limits, idempotency, and the departments' tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// Largest body of a single-record request.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Largest body of a batch (NDJSON) request.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// Most lines in one batch.
+    #[serde(default = "default_max_batch_lines")]
+    pub max_batch_lines: usize,
+    /// How long an `Idempotency-Key` and its first answer are remembered.
+    #[serde(default = "default_idempotency_window_secs")]
+    pub idempotency_window_secs: u64,
+    /// Department tokens, stored only as SHA-256 hashes (`govex token new <department>`
+    /// makes one).
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One department's bearer token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The department the token authenticates (`land-registry`, `housing`, `tax`,
+    /// `provident-fund`, `platform`).
+    pub department: String,
+    /// Lower-case hex SHA-256 of the token.
+    pub sha256: String,
+    /// A label for logs (the calling system), never the token.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_batch_bytes() -> usize {
+    32 * 1024 * 1024
+}
+fn default_max_batch_lines() -> usize {
+    10_000
+}
+fn default_idempotency_window_secs() -> u64 {
+    24 * 60 * 60
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body_bytes(),
+            max_batch_bytes: default_max_batch_bytes(),
+            max_batch_lines: default_max_batch_lines(),
+            idempotency_window_secs: default_idempotency_window_secs(),
+            tokens: Vec::new(),
+        }
+    }
 }
 
 /// Kafka settings shared by every producer and consumer of the node.
@@ -222,6 +286,7 @@ impl NodeConfig {
             registry: RegistryConfig::default(),
             listen: ListenConfig::default(),
             log: LogConfig::default(),
+            intake: IntakeConfig::default(),
         }
     }
 

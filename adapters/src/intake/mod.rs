@@ -1,0 +1,319 @@
+//! The intake pipeline every department input goes through, whatever carried it (HTTP, a
+//! file): parse, JSON Schema, domain checks, map, encode, publish, and only then answer.
+//!
+//! [`Intake::check`] is the CPU part and runs anywhere; [`Intake::accept`] and
+//! [`Intake::accept_batch`] publish through the no-loss producer and return only once the
+//! broker has acknowledged. [`http`] serves it to department systems.
+
+pub mod auth;
+pub mod http;
+pub mod idempotency;
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use govex_bus::{
+    producer::{Delivered, Outgoing, Producer},
+    Department, Division, Encoder, Envelope, Metrics, RegistryClient,
+};
+use govex_schemas::{bundled::value_subject, bundled_json_schemas, bundled_schemas};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::{
+    common::CheckContext,
+    record::RecordSpec,
+    validation::{JsonValidator, Violation},
+};
+
+/// A record the broker acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Accepted {
+    /// The event id (UUIDv7) in the record's headers.
+    pub event_id: Uuid,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+}
+
+/// Why a record was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not JSON at all.
+    Malformed(String),
+    /// Schema or domain violations.
+    Invalid(Vec<Violation>),
+    /// The broker did not take it; nothing was acknowledged, the caller may retry.
+    Unavailable(String),
+}
+
+impl Rejection {
+    /// A short reason for metrics labels.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::Invalid(violations) => violations.first().map_or("invalid", |v| v.rule.as_str()),
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// A record that passed every check, encoded and ready to publish.
+pub struct Checked {
+    /// Its envelope.
+    pub envelope: Envelope,
+    /// The record to publish.
+    pub outgoing: Outgoing,
+}
+
+struct Prepared {
+    spec: RecordSpec,
+    validator: JsonValidator,
+    encoder: Encoder,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecordLabels {
+    department: String,
+    record: String,
+    outcome: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DepartmentLabels {
+    department: String,
+}
+
+#[derive(Clone)]
+struct IntakeMetrics {
+    records: Family<RecordLabels, Counter>,
+    latency: Family<DepartmentLabels, Histogram>,
+    in_flight: Gauge,
+}
+
+/// The intake of one node.
+pub struct Intake {
+    records: HashMap<(Department, &'static str), Prepared>,
+    producer: Producer,
+    origin: Division,
+    metrics: IntakeMetrics,
+}
+
+/// A record type the node does not take.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// A record type without a bundled JSON Schema or Avro schema.
+    #[error("record {0} has no bundled JSON Schema or Avro schema")]
+    MissingSchema(String),
+    /// A schema that does not compile or register.
+    #[error("schema of {record} cannot be used: {reason}")]
+    Schema {
+        /// The record.
+        record: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Intake {
+    /// Prepares every record type in `records`: compiles its JSON Schema, registers its Avro
+    /// schema and keeps an encoder for it.
+    pub async fn new(
+        records: Vec<RecordSpec>,
+        registry: &RegistryClient,
+        producer: Producer,
+        origin: Division,
+        metrics: &Metrics,
+    ) -> Result<Self, IntakeError> {
+        let mut prepared = HashMap::new();
+        for spec in records {
+            let name = format!("{}/{}", spec.department, spec.record);
+            let json = bundled_json_schemas()
+                .find(|s| s.department == spec.department.as_str() && s.record == spec.json_schema_name())
+                .ok_or_else(|| IntakeError::MissingSchema(name.clone()))?;
+            let avro = bundled_schemas()
+                .find(|s| s.topic == spec.topic)
+                .ok_or_else(|| IntakeError::MissingSchema(name.clone()))?;
+            let validator =
+                JsonValidator::new(json.text).map_err(|reason| IntakeError::Schema { record: name.clone(), reason })?;
+            let encoder = Encoder::register(registry, &value_subject(spec.topic), avro.text)
+                .await
+                .map_err(|e| IntakeError::Schema { record: name.clone(), reason: e.to_string() })?;
+            prepared.insert((spec.department, spec.record), Prepared { spec, validator, encoder });
+        }
+        let intake_metrics = IntakeMetrics {
+            records: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+            }),
+            in_flight: Gauge::default(),
+        };
+        metrics.register(|r| {
+            r.register(
+                "intake_records",
+                "Department records accepted or rejected, by reason",
+                intake_metrics.records.clone(),
+            );
+            r.register(
+                "intake_latency_seconds",
+                "Time from request to broker acknowledgement",
+                intake_metrics.latency.clone(),
+            );
+            r.register("intake_in_flight_requests", "Intake requests being handled", intake_metrics.in_flight.clone());
+        });
+        Ok(Self { records: prepared, producer, origin, metrics: intake_metrics })
+    }
+
+    /// Whether the node takes `record` from `department`.
+    pub fn knows(&self, department: Department, record: &str) -> bool {
+        self.records.keys().any(|(d, r)| *d == department && *r == record)
+    }
+
+    /// The record types taken, as (department, record, topic).
+    pub fn record_types(&self) -> Vec<(Department, &'static str, &'static str)> {
+        let mut all: Vec<_> = self.records.values().map(|p| (p.spec.department, p.spec.record, p.spec.topic)).collect();
+        all.sort_by_key(|(d, r, _)| (d.as_str(), *r));
+        all
+    }
+
+    /// Parses and checks one input and encodes it: everything but publishing.
+    pub fn check(
+        &self,
+        department: Department,
+        record: &str,
+        body: &[u8],
+        context: &CheckContext,
+    ) -> Result<Checked, Rejection> {
+        let prepared = self.prepared(department, record)?;
+        let input: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+            // serde_json's message names the position and the kind of error, not the input.
+            Rejection::Malformed(format!("the body is not valid JSON: {e}"))
+        })?;
+        if !input.is_object() {
+            return Err(Rejection::Invalid(vec![Violation::new("", "type", "the body must be a JSON object")]));
+        }
+        let violations = prepared.validator.check(&input);
+        if !violations.is_empty() {
+            return Err(Rejection::Invalid(violations));
+        }
+        let mapped = (prepared.spec.map)(&input, context, &prepared.encoder).map_err(Rejection::Invalid)?;
+        let envelope = Envelope::new(department, self.origin, prepared.spec.record);
+        let outgoing = Outgoing::new(prepared.spec.topic, mapped.key.into_bytes(), mapped.payload, &envelope);
+        Ok(Checked { envelope, outgoing })
+    }
+
+    fn prepared(&self, department: Department, record: &str) -> Result<&Prepared, Rejection> {
+        self.records.iter().find(|((d, r), _)| *d == department && *r == record).map(|(_, p)| p).ok_or_else(|| {
+            Rejection::Invalid(vec![Violation::new(
+                "",
+                "record-type",
+                format!("{department} does not send '{record}' records to this exchange"),
+            )])
+        })
+    }
+
+    /// Checks, publishes and waits for the broker: one record.
+    pub async fn accept(&self, department: Department, record: &str, body: &[u8]) -> Result<Accepted, Rejection> {
+        let started = Instant::now();
+        self.metrics.in_flight.inc();
+        let outcome = match self.check(department, record, body, &CheckContext::now()) {
+            Ok(checked) => self.publish(checked).await,
+            Err(rejection) => Err(rejection),
+        };
+        self.metrics.in_flight.dec();
+        self.count(department, record, std::slice::from_ref(&outcome));
+        self.metrics
+            .latency
+            .get_or_create(&DepartmentLabels { department: department.to_string() })
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// Checks every line, publishes the valid ones together (all in flight at once) and
+    /// answers line by line, in order. CPU work runs off the async workers.
+    pub async fn accept_batch(
+        self: &Arc<Self>,
+        department: Department,
+        record: &str,
+        lines: Vec<Vec<u8>>,
+    ) -> Vec<Result<Accepted, Rejection>> {
+        let started = Instant::now();
+        self.metrics.in_flight.inc();
+        let intake = Arc::clone(self);
+        let record_name = record.to_owned();
+        let checked = tokio::task::spawn_blocking(move || {
+            let context = CheckContext::now();
+            lines.iter().map(|line| intake.check(department, &record_name, line, &context)).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_else(|e| vec![Err(Rejection::Unavailable(format!("checking the batch failed: {e}")))]);
+        let mut pending = Vec::with_capacity(checked.len());
+        for item in checked {
+            pending.push(match item {
+                Ok(Checked { envelope, outgoing }) => Ok((envelope.event_id, self.producer.enqueue(outgoing).await)),
+                Err(rejection) => Err(rejection),
+            });
+        }
+        let mut outcomes = Vec::with_capacity(pending.len());
+        for item in pending {
+            outcomes.push(match item {
+                Ok((event_id, delivery)) => {
+                    delivery.await.map(|d| accepted(event_id, d, "")).map_err(|e| Rejection::Unavailable(e.to_string()))
+                }
+                Err(rejection) => Err(rejection),
+            });
+        }
+        // The topic is known per record type; fill it in once.
+        let topic = self.prepared(department, record).map(|p| p.spec.topic).unwrap_or_default();
+        for outcome in outcomes.iter_mut().flatten() {
+            outcome.topic = topic.to_owned();
+        }
+        self.metrics.in_flight.dec();
+        self.count(department, record, &outcomes);
+        self.metrics
+            .latency
+            .get_or_create(&DepartmentLabels { department: department.to_string() })
+            .observe(started.elapsed().as_secs_f64());
+        outcomes
+    }
+
+    /// Publishes a checked record and waits for the broker.
+    pub async fn publish(&self, checked: Checked) -> Result<Accepted, Rejection> {
+        let topic = checked.outgoing.topic.clone();
+        let delivered =
+            self.producer.publish(checked.outgoing).await.map_err(|e| Rejection::Unavailable(e.to_string()))?;
+        Ok(accepted(checked.envelope.event_id, delivered, &topic))
+    }
+
+    fn count(&self, department: Department, record: &str, outcomes: &[Result<Accepted, Rejection>]) {
+        // Counted per batch: one label lookup per distinct outcome, not per record.
+        let mut tally: HashMap<(&str, &str), u64> = HashMap::new();
+        for outcome in outcomes {
+            let key = match outcome {
+                Ok(_) => ("accepted", ""),
+                Err(rejection) => ("rejected", rejection.reason()),
+            };
+            *tally.entry(key).or_default() += 1;
+        }
+        for ((outcome, reason), n) in tally {
+            let labels = RecordLabels {
+                department: department.to_string(),
+                record: record.to_owned(),
+                outcome: outcome.into(),
+                reason: reason.into(),
+            };
+            self.metrics.records.get_or_create(&labels).inc_by(n);
+        }
+    }
+}
+
+fn accepted(event_id: Uuid, delivered: Delivered, topic: &str) -> Accepted {
+    Accepted { event_id, topic: topic.to_owned(), partition: delivered.partition, offset: delivered.offset }
+}
