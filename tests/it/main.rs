@@ -4,6 +4,7 @@
 mod codec;
 mod config;
 mod delivery;
+mod intake;
 mod node;
 mod process;
 mod python_client;
