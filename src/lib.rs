@@ -5,5 +5,6 @@
 //! [`node::RunningNode`] that knows its bound addresses; [`node::RunningNode::shutdown`]
 //! takes it down in the order the brief prescribes. `main.rs` only parses the command line.
 
+pub mod import_cmd;
 pub mod node;
 pub mod schema_cmd;

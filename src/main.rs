@@ -37,6 +37,24 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Import a department's file (NDJSON or CSV) through the intake checks, resumably.
+    Import {
+        /// land-registry, housing, tax or provident-fund.
+        department: String,
+        /// The record type, e.g. deed-tax-payment.
+        record: String,
+        /// The file: .csv is CSV (header row of field paths), anything else NDJSON.
+        file: PathBuf,
+        /// The node's TOML config (for bus.brokers and the registry).
+        #[arg(long, short, env = "GOVEX_CONFIG")]
+        config: Option<PathBuf>,
+        /// The file is GBK-encoded.
+        #[arg(long)]
+        gbk: bool,
+        /// Records sent and checkpointed together.
+        #[arg(long, default_value_t = 500)]
+        batch_lines: usize,
+    },
     /// Department tokens: `govex token new <department>` prints a new token (give it to the
     /// department's system) and the config entry holding only its hash.
     Token {
@@ -148,6 +166,15 @@ async fn main() -> Result<()> {
             telemetry::init(if cli.log_json { LogFormat::Json } else { LogFormat::Text });
             if !schema(command, json).await? {
                 std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Import { department, record, file, config, gbk, batch_lines } => {
+            let config = NodeConfig::load(config.as_deref(), std::env::vars())?;
+            telemetry::init(if cli.log_json { LogFormat::Json } else { config.log.format });
+            let args = govex::import_cmd::ImportArgs { config, department, record, file, gbk, batch_lines };
+            if !govex::import_cmd::import(args).await? {
+                std::process::exit(3);
             }
             Ok(())
         }

@@ -13,6 +13,7 @@
 pub mod common;
 pub mod housing;
 pub mod identifiers;
+pub mod import;
 pub mod intake;
 pub mod land_registry;
 pub mod provident_fund;

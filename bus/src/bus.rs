@@ -175,6 +175,82 @@ impl Bus {
         }
     }
 
+    /// The high watermark (next offset to be written) of every partition of `topic`.
+    pub async fn high_watermarks(&self, topic: &str) -> Result<std::collections::BTreeMap<i32, i64>, BusError> {
+        let config = self.config.client_config(&self.bootstrap, ClientRole::Admin);
+        let topic = topic.to_owned();
+        let bootstrap = self.bootstrap.clone();
+        let unreachable = move |error: String| BusError::Unreachable { bootstrap: bootstrap.clone(), error };
+        tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = config.create()?;
+            let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+            let partitions: Vec<i32> =
+                metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+            partitions
+                .into_iter()
+                .map(|p| client.fetch_watermarks(&topic, p, Duration::from_secs(10)).map(|(_, high)| (p, high)))
+                .collect::<Result<_, KafkaError>>()
+        })
+        .await
+        .map_err(|e| unreachable(e.to_string()))?
+        .map_err(|e| unreachable(e.to_string()))
+    }
+
+    /// The values of header `name` on every record of `topic` from `from` (per partition)
+    /// up to the high watermarks at the time of the call. Reads without a consumer group.
+    pub async fn scan_header(
+        &self,
+        topic: &str,
+        from: &std::collections::BTreeMap<i32, i64>,
+        name: &str,
+    ) -> Result<Vec<String>, BusError> {
+        use rdkafka::message::{Headers, Message};
+        let until = self.high_watermarks(topic).await?;
+        let mut config = self.config.client_config(&self.bootstrap, ClientRole::Admin);
+        config.set("group.id", "govex-scan").set("enable.auto.commit", "false").set("enable.partition.eof", "false");
+        let (topic, name, from) = (topic.to_owned(), name.to_owned(), from.clone());
+        let bootstrap = self.bootstrap.clone();
+        let unreachable = move |error: String| BusError::Unreachable { bootstrap: bootstrap.clone(), error };
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = config.create()?;
+            let mut assignment = rdkafka::TopicPartitionList::new();
+            let mut remaining = 0i64;
+            for (partition, high) in &until {
+                let start = from.get(partition).copied().unwrap_or(0);
+                if start < *high {
+                    assignment.add_partition_offset(&topic, *partition, rdkafka::Offset::Offset(start))?;
+                    remaining += high - start;
+                }
+            }
+            let mut values = Vec::new();
+            if remaining == 0 {
+                return Ok(values);
+            }
+            consumer.assign(&assignment)?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while remaining > 0 && std::time::Instant::now() < deadline {
+                let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+                let message = message?;
+                if message.offset() >= until.get(&message.partition()).copied().unwrap_or(0) {
+                    continue;
+                }
+                remaining -= 1;
+                if let Some(headers) = message.headers() {
+                    for header in headers.iter().filter(|h| h.key == name) {
+                        values.push(String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned());
+                    }
+                }
+            }
+            if remaining > 0 {
+                return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut));
+            }
+            Ok(values)
+        })
+        .await
+        .map_err(|e| unreachable(e.to_string()))?
+        .map_err(|e| unreachable(e.to_string()))
+    }
+
     /// An at-least-once consumer on this bus.
     pub fn consumer(&self, settings: ConsumerSettings) -> Result<AtLeastOnceConsumer, BusError> {
         AtLeastOnceConsumer::new(&self.config, &self.bootstrap, settings).map_err(BusError::Client)

@@ -61,6 +61,12 @@ impl Outgoing {
     pub fn new(topic: impl Into<String>, key: impl Into<Vec<u8>>, payload: Vec<u8>, envelope: &Envelope) -> Self {
         Self { topic: topic.into(), key: key.into(), payload, headers: envelope.to_headers() }
     }
+
+    /// Adds one more header.
+    pub fn with_header(mut self, key: &str, value: &str) -> Self {
+        self.headers = self.headers.insert(rdkafka::message::Header { key, value: Some(value.as_bytes()) });
+        self
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
