@@ -12,7 +12,8 @@
 
 pub mod common;
 pub mod housing;
-pub mod identifiers;
+/// The identifier rules live in `bus`, where sinks reach them too.
+pub use govex_bus::identifiers;
 pub mod import;
 pub mod intake;
 pub mod land_registry;

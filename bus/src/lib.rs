@@ -2,6 +2,7 @@
 //! shares.
 //!
 //! Read in this order: [`config`] (what a node is told), [`division`] (where it is),
+//! [`identifiers`] (the check characters of the identifiers records carry),
 //! [`envelope`] (the headers every record carries), [`codec`] and [`registry_client`] (the
 //! Confluent wire format and the schemas behind it), [`producer`] and [`consumer`] (the
 //! no-loss and at-least-once profiles), [`dlq`] (dead letters), [`embedded`] (the in-memory
@@ -10,6 +11,7 @@
 //!
 //! Only this crate talks to rdkafka; the rest of the workspace goes through these types.
 
+pub mod auth;
 pub mod bus;
 pub mod codec;
 pub mod config;
@@ -18,6 +20,7 @@ pub mod division;
 pub mod dlq;
 pub mod embedded;
 pub mod envelope;
+pub mod identifiers;
 pub mod metrics;
 pub mod ops;
 pub mod producer;

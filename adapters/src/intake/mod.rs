@@ -5,7 +5,8 @@
 //! [`Intake::accept_batch`] publish through the no-loss producer and return only once the
 //! broker has acknowledged. [`http`] serves it to department systems.
 
-pub mod auth;
+/// Department tokens live in `bus`, shared with the sinks' APIs.
+pub use govex_bus::auth;
 pub mod http;
 pub mod idempotency;
 
@@ -237,43 +238,60 @@ impl Intake {
     }
 
     /// Checks every line, publishes the valid ones together (all in flight at once) and
-    /// answers line by line, in order. CPU work runs off the async workers.
+    /// answers line by line, in order.
+    ///
+    /// The CPU work runs off the async workers, in chunks checked on as many threads as the
+    /// machine has cores, and each chunk is enqueued as soon as it is checked, so checking
+    /// the next chunk overlaps with the broker taking this one.
     pub async fn accept_batch(
         self: &Arc<Self>,
         department: Department,
         record: &str,
         lines: Vec<Vec<u8>>,
     ) -> Vec<Result<Accepted, Rejection>> {
+        use futures::StreamExt;
+        const CHUNK_LINES: usize = 256;
         let started = Instant::now();
         self.metrics.in_flight.inc();
-        let intake = Arc::clone(self);
-        let record_name = record.to_owned();
-        let checked = tokio::task::spawn_blocking(move || {
-            let context = CheckContext::now();
-            lines.iter().map(|line| intake.check(department, &record_name, line, &context)).collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_else(|e| vec![Err(Rejection::Unavailable(format!("checking the batch failed: {e}")))]);
-        let mut pending = Vec::with_capacity(checked.len());
-        for item in checked {
-            pending.push(match item {
-                Ok(Checked { envelope, outgoing }) => Ok((envelope.event_id, self.producer.enqueue(outgoing).await)),
-                Err(rejection) => Err(rejection),
-            });
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let context = CheckContext::now();
+        let mut chunks = Vec::with_capacity(lines.len() / CHUNK_LINES + 1);
+        let mut lines = lines.into_iter().peekable();
+        while lines.peek().is_some() {
+            chunks.push(lines.by_ref().take(CHUNK_LINES).collect::<Vec<_>>());
         }
+        let mut checked_chunks = futures::stream::iter(chunks)
+            .map(|chunk| {
+                let intake = Arc::clone(self);
+                let record = record.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    chunk.iter().map(|line| intake.check(department, &record, line, &context)).collect::<Vec<_>>()
+                })
+            })
+            .buffered(workers);
+        let mut pending = Vec::new();
+        while let Some(checked) = checked_chunks.next().await {
+            let checked = checked
+                .unwrap_or_else(|e| vec![Err(Rejection::Unavailable(format!("checking the batch failed: {e}")))]);
+            for item in checked {
+                pending.push(match item {
+                    Ok(Checked { envelope, outgoing }) => {
+                        Ok((envelope.event_id, self.producer.enqueue(outgoing).await))
+                    }
+                    Err(rejection) => Err(rejection),
+                });
+            }
+        }
+        let topic = self.prepared(department, record).map(|p| p.spec.topic).unwrap_or_default();
         let mut outcomes = Vec::with_capacity(pending.len());
         for item in pending {
             outcomes.push(match item {
-                Ok((event_id, delivery)) => {
-                    delivery.await.map(|d| accepted(event_id, d, "")).map_err(|e| Rejection::Unavailable(e.to_string()))
-                }
+                Ok((event_id, delivery)) => delivery
+                    .await
+                    .map(|d| accepted(event_id, d, topic))
+                    .map_err(|e| Rejection::Unavailable(e.to_string())),
                 Err(rejection) => Err(rejection),
             });
-        }
-        // The topic is known per record type; fill it in once.
-        let topic = self.prepared(department, record).map(|p| p.spec.topic).unwrap_or_default();
-        for outcome in outcomes.iter_mut().flatten() {
-            outcome.topic = topic.to_owned();
         }
         self.metrics.in_flight.dec();
         self.count(department, record, &outcomes);

@@ -45,10 +45,10 @@ fn shaanxi() -> &'static HashMap<&'static str, KnownDivision> {
 /// Checks a division code: shape and province (GB/T 2260), and for Shaanxi (61) that the
 /// code exists. Returns the current code (a retired code maps to its successor).
 pub fn division(code: &str) -> Result<String, &'static str> {
-    let parsed = govex_bus::Division::parse(code).map_err(|e| match e {
-        govex_bus::division::DivisionError::Shape { .. } => "division-shape",
-        govex_bus::division::DivisionError::UnknownProvince(_) => "division-province",
-        govex_bus::division::DivisionError::CountyWithoutPrefecture(_) => "division-shape",
+    let parsed = crate::Division::parse(code).map_err(|e| match e {
+        crate::division::DivisionError::Shape { .. } => "division-shape",
+        crate::division::DivisionError::UnknownProvince(_) => "division-province",
+        crate::division::DivisionError::CountyWithoutPrefecture(_) => "division-shape",
     })?;
     if !code.starts_with("61") {
         return Ok(parsed.to_string());

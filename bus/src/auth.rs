@@ -1,8 +1,9 @@
 //! Department authentication: bearer tokens, kept in configuration only as SHA-256 hashes.
+//! Shared by every HTTP API a department calls (intake, e-licence store, dossiers).
 
 use std::collections::HashMap;
 
-use govex_bus::{config::TokenConfig, Department};
+use crate::{config::TokenConfig, Department};
 use sha2::{Digest, Sha256};
 
 /// Lower-case hex SHA-256 of a token, as configuration stores it.
