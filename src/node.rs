@@ -20,6 +20,15 @@ use govex_bus::{
     Bus, Encoder, Metrics, NodeConfig, RegistryClient,
 };
 use govex_schemas::{bundled_schemas, Catalog, Registry};
+use govex_sinks::{
+    dossier::{self, api::DossierApi, DossierSink, DossierStore},
+    elicense::{
+        self,
+        api::{ApiMetrics, LicenceApi},
+        sink::{LicenceSink, SinkMetrics},
+        LicenceStore,
+    },
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// How long shutdown waits for the producer to deliver what it still holds.
@@ -106,9 +115,25 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         topics.push(schema.topic.to_owned());
     }
     bus.ensure_topics(&topics).await?;
+    let elicense_dir = config.data_dir.join("elicense");
+    let licences = LicenceStore::open(&elicense_dir)
+        .with_context(|| format!("e-licence store {} cannot be opened", elicense_dir.display()))?;
+    let dossier_dir = config.data_dir.join("dossier");
+    let dossiers = DossierStore::open(&dossier_dir)
+        .with_context(|| format!("dossier store {} cannot be opened", dossier_dir.display()))?;
+    let licence_resource =
+        catalog.by_topic(elicense::TOPIC).cloned().context("the catalogue has no entry for e-licences")?;
     let intake =
         Intake::new(govex_adapters::all_records(), &registry, bus.producer().clone(), config.division, &metrics)
             .await?;
+    let licence_api = Arc::new(LicenceApi {
+        store: licences.clone(),
+        tokens: tokens.clone(),
+        resource: licence_resource,
+        metrics: ApiMetrics::register(&metrics),
+    });
+    let dossier_api =
+        Arc::new(DossierApi { store: dossiers.clone(), tokens: tokens.clone(), catalog: catalog.clone() });
     let intake_server =
         Arc::new(IntakeServer { intake: Arc::new(intake), tokens, idempotency, limits: config.intake.clone() });
 
@@ -123,10 +148,32 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let api_router = Router::new()
         .route("/", get(move || async move { Json(info) }))
         .route("/catalog", get(move || async move { Json(catalog) }))
-        .merge(intake_router(intake_server.clone()));
+        .merge(intake_router(intake_server.clone()))
+        .merge(elicense::api::router(licence_api))
+        .merge(dossier::api::router(dossier_api));
     intake_tasks.spawn(serve("API", api_listener, api_router, intake_stop.clone()));
     let readiness = Readiness { bus: bus.clone(), registry: registry.clone() };
     background_tasks.spawn(serve("ops", ops_listener, ops::router(metrics.clone(), readiness), background.clone()));
+    // The sinks: each consumes its topics until the background token is cancelled.
+    let licence_sink = Arc::new(LicenceSink::new(licences, registry.clone(), SinkMetrics::register(&metrics)));
+    let dossier_sink = Arc::new(DossierSink::new(dossiers, registry.clone()));
+    let group = |sink: &str| format!("{}-{}-{sink}", config.bus.group_prefix, config.division);
+    {
+        let (bus, metrics, stop, group_id) = (bus.clone(), metrics.clone(), background.clone(), group("elicense"));
+        background_tasks.spawn(async move {
+            if let Err(e) = elicense::sink::run(licence_sink, &bus, group_id, &metrics, stop).await {
+                tracing::error!(error = %e, "the e-licence sink could not start");
+            }
+        });
+    }
+    {
+        let (bus, metrics, stop, group_id) = (bus.clone(), metrics.clone(), background.clone(), group("dossier"));
+        background_tasks.spawn(async move {
+            if let Err(e) = dossier::run(dossier_sink, &bus, group_id, &metrics, stop).await {
+                tracing::error!(error = %e, "the dossier sink could not start");
+            }
+        });
+    }
     let registry_addr = match registry_listener {
         Some((listener, store)) => {
             let addr = listener.local_addr()?;

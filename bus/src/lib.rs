@@ -23,6 +23,7 @@ pub mod envelope;
 pub mod identifiers;
 pub mod metrics;
 pub mod ops;
+pub mod problem;
 pub mod producer;
 pub mod registry_client;
 pub mod shutdown;

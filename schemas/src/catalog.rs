@@ -60,6 +60,9 @@ pub struct Resource {
     /// Paths of personal fields (`[]` steps into array items).
     #[serde(default)]
     pub personal_fields: Vec<String>,
+    /// Departments entitled to personal fields unmasked (besides the owner).
+    #[serde(default)]
+    pub personal_data_readers: Vec<String>,
 }
 
 impl Resource {
@@ -74,11 +77,10 @@ impl Resource {
     }
 
     /// Whether `department` may see this resource's personal fields unmasked: the owner, and
-    /// departments entitled by a conditional subscription. Unconditional sharing never
-    /// extends to personal data.
+    /// the departments the catalogue names in `personal_data_readers`. Being allowed to read
+    /// a resource never entitles to its personal data by itself.
     pub fn may_see_personal_data(&self, department: &str) -> bool {
-        department == self.owner
-            || (self.sharing == Sharing::Conditional && self.subscribers.iter().any(|d| d == department))
+        department == self.owner || self.personal_data_readers.iter().any(|d| d == department)
     }
 }
 

@@ -1,8 +1,11 @@
 //! Sinks: components that consume the exchange's topics.
 //!
-//! One folder per sink (e-licence store, shared views, level bridge) will live here, each
-//! built on `bus`'s at-least-once consumer. The foundation issue leaves this crate empty: it
-//! exists so the dependency direction (`sinks` → `bus`, never → `adapters`) is fixed from
-//! the start.
+//! One folder per sink: [`elicense`] (the shared e-licence store, its verify API and use
+//! log) and [`dossier`] (per property unit, what every department holds, for parallel
+//! review). Each is built on `bus`'s at-least-once consumer and stores in sled only after
+//! which it lets its offsets be stored.
+//!
+//! Sinks depend on `bus` and `schemas`, never on adapters.
 
-pub use govex_bus as bus;
+pub mod dossier;
+pub mod elicense;

@@ -323,7 +323,16 @@ impl LicenceStore {
 
     /// Every licence, in identifier order (for rebuild comparisons and exports).
     pub fn all(&self) -> Result<Vec<StoredLicence>, sled::Error> {
-        self.licences.iter().values().map(|v| v.map(|bytes| serde_json::from_slice(&bytes).unwrap_or_else(|_| unreachable!("the store writes only StoredLicence JSON")))).collect()
+        self.licences
+            .iter()
+            .values()
+            .map(|v| {
+                v.map(|bytes| {
+                    serde_json::from_slice(&bytes)
+                        .unwrap_or_else(|_| unreachable!("the store writes only StoredLicence JSON"))
+                })
+            })
+            .collect()
     }
 
     /// Applies one licence record carried by event `event_id` at `event_ms`.
@@ -331,7 +340,7 @@ impl LicenceStore {
         if self.events.contains_key(event_id.as_bytes())? {
             return Ok(Ok(Applied::Duplicate));
         }
-        if let Err(rule) = govex_adapters_free::check_licence_id(&incoming.licence_id) {
+        if let Err(rule) = govex_bus::identifiers::licence_id(&incoming.licence_id) {
             return Ok(Err(ApplyError::InvalidIdentifier(rule)));
         }
         let existing = self.get(&incoming.licence_id)?;
@@ -374,7 +383,8 @@ impl LicenceStore {
                 if let Some(previous) = &previous {
                     let mut previous = previous.clone();
                     previous.superseded_by = Some(to_store.licence_id.clone());
-                    licences.insert(previous.licence_id.as_bytes(), serde_json::to_vec(&previous).unwrap_or_default())?;
+                    licences
+                        .insert(previous.licence_id.as_bytes(), serde_json::to_vec(&previous).unwrap_or_default())?;
                 }
                 Ok(())
             })
@@ -383,16 +393,27 @@ impl LicenceStore {
     }
 
     /// Appends one use to the chain and returns it.
-    pub fn record_use(&self, caller: &str, purpose: &str, action: &str, subject: &str, result: &str) -> Result<AuditEntry, sled::Error> {
+    pub fn record_use(
+        &self,
+        caller: &str,
+        purpose: &str,
+        action: &str,
+        subject: &str,
+        result: &str,
+    ) -> Result<AuditEntry, sled::Error> {
         let _guard = self.audit_lock.lock();
         let (seq, prev_hash) = match self.audit.last()? {
             Some((_, bytes)) => {
-                let last: AuditEntry = serde_json::from_slice(&bytes).map_err(|e| sled::Error::Unsupported(e.to_string()))?;
+                let last: AuditEntry =
+                    serde_json::from_slice(&bytes).map_err(|e| sled::Error::Unsupported(e.to_string()))?;
                 (last.seq + 1, last.hash)
             }
             None => (1, "0".repeat(64)),
         };
-        let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let mut entry = AuditEntry {
             seq,
             prev_hash,
@@ -445,7 +466,9 @@ impl LicenceStore {
             };
             let broken = |reason: String| Ok((expected_seq - 1, Some(BrokenLink { seq, reason })));
             if seq != expected_seq || entry.seq != seq {
-                return broken(format!("expected entry {expected_seq}, found {seq} (an entry was removed or inserted)"));
+                return broken(format!(
+                    "expected entry {expected_seq}, found {seq} (an entry was removed or inserted)"
+                ));
             }
             if entry.prev_hash != previous_hash {
                 return broken("its link to the entry before does not match".into());

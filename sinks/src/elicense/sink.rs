@@ -1,0 +1,220 @@
+//! Applies `gov.elicense.licence.v1` to the store, at least once and idempotently. An
+//! offset is stored only after the sled write is flushed; a redelivery after a crash finds
+//! the event id applied and changes nothing.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use apache_avro::Schema;
+use govex_bus::{
+    consumer::{ConsumerSettings, HandlerError, RunStats},
+    dlq::{DeadLetter, DeadLetterQueue},
+    envelope::Envelope,
+    rdkafka::message::{Message, OwnedMessage},
+    Bus, CodecError, Decoder, Metrics, RegistryClient,
+};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    store::{Applied, LicenceStore, Status, StoredLicence},
+    TOPIC,
+};
+
+/// `cn.gov.exchange.elicense.Licence` as it is read.
+#[derive(Debug, Deserialize)]
+struct LicenceRecord {
+    licence_id: String,
+    type_code: String,
+    type_name: String,
+    licence_number: String,
+    issuer_code: String,
+    issuer_name: String,
+    holder_identifier_type: String,
+    holder_identifier_number: String,
+    holder_name: String,
+    issued_at: i64,
+    valid_from: i32,
+    valid_until: Option<i32>,
+    status: Status,
+    surface: BTreeMap<String, String>,
+    previous_licence_id: Option<String>,
+    content_hash: String,
+    division: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+    reason: String,
+}
+
+/// The sink's metrics.
+#[derive(Clone, Default)]
+pub struct SinkMetrics {
+    records: Family<OutcomeLabels, Counter>,
+    licences: Gauge,
+}
+
+impl SinkMetrics {
+    /// Registers the sink's metrics.
+    pub fn register(metrics: &Metrics) -> Self {
+        let sink = Self::default();
+        metrics.register(|r| {
+            r.register("elicense_records", "Licence records applied, skipped or rejected", sink.records.clone());
+            r.register("elicense_store_licences", "Licences in the store", sink.licences.clone());
+        });
+        sink
+    }
+
+    fn count(&self, outcome: &str, reason: &str) {
+        self.records.get_or_create(&OutcomeLabels { outcome: outcome.into(), reason: reason.into() }).inc();
+    }
+}
+
+/// Applies licence records.
+pub struct LicenceSink {
+    store: LicenceStore,
+    decoder: Decoder,
+    metrics: SinkMetrics,
+}
+
+fn dead_letter(stage: &str, class: &str, message: String) -> HandlerError {
+    HandlerError::DeadLetter(DeadLetter { stage: stage.into(), error_class: class.into(), message })
+}
+
+impl LicenceSink {
+    /// A sink writing to `store`, reading values with the bundled licence schema.
+    pub fn new(store: LicenceStore, registry: RegistryClient, metrics: SinkMetrics) -> Self {
+        let text = govex_schemas::bundled_schemas().find(|s| s.topic == TOPIC).map(|s| s.text).unwrap_or_default();
+        let schema =
+            Schema::parse_str(text).unwrap_or_else(|e| unreachable!("the bundled licence schema parses (tested): {e}"));
+        metrics.licences.set(store.len() as i64);
+        Self { store, decoder: Decoder::new(registry, &schema), metrics }
+    }
+
+    /// Applies one record; `Ok` only once the store has it durably.
+    pub async fn handle(&self, message: &OwnedMessage) -> Result<(), HandlerError> {
+        let envelope = message
+            .headers()
+            .ok_or_else(|| govex_bus::envelope::EnvelopeError::Missing(govex_bus::envelope::header::EVENT_ID))
+            .and_then(Envelope::from_headers)
+            .map_err(|e| dead_letter("envelope", "envelope", e.to_string()))?;
+        let record: LicenceRecord = match self.decoder.decode_into(message.payload().unwrap_or_default()).await {
+            Ok(record) => record,
+            Err(CodecError::Registry(e)) => return Err(HandlerError::Retry(e.to_string())),
+            Err(e) => {
+                self.metrics.count("rejected", e.class());
+                return Err(dead_letter("decode", e.class(), e.to_string()));
+            }
+        };
+        let version = govex_bus::identifiers::licence_id(&record.licence_id).map(|id| id.version).unwrap_or(0);
+        let incoming = StoredLicence {
+            version,
+            licence_id: record.licence_id,
+            type_code: record.type_code,
+            type_name: record.type_name,
+            licence_number: record.licence_number,
+            issuer_code: record.issuer_code,
+            issuer_name: record.issuer_name,
+            holder_identifier_type: record.holder_identifier_type,
+            holder_identifier_number: record.holder_identifier_number,
+            holder_name: record.holder_name,
+            issued_at: record.issued_at,
+            valid_from: record.valid_from,
+            valid_until: record.valid_until,
+            status: record.status,
+            surface: record.surface,
+            previous_licence_id: record.previous_licence_id,
+            superseded_by: None,
+            content_hash: record.content_hash,
+            division: record.division,
+            last_event_id: envelope.event_id,
+            last_event_ms: envelope.event_time_millis().unwrap_or(0),
+        };
+        let applied = self.store.apply(incoming, envelope.event_id).map_err(|e| HandlerError::Retry(e.to_string()))?;
+        match applied {
+            Ok(Applied::Stored) => self.metrics.count("applied", ""),
+            Ok(Applied::Duplicate) => self.metrics.count("skipped", "duplicate"),
+            Ok(Applied::Stale) => self.metrics.count("skipped", "stale"),
+            Err(e) => {
+                self.metrics.count("rejected", e.class());
+                return Err(dead_letter("apply", e.class(), e.to_string()));
+            }
+        }
+        self.store.flush().await.map_err(|e| HandlerError::Retry(e.to_string()))?;
+        self.metrics.licences.set(self.store.len() as i64);
+        Ok(())
+    }
+}
+
+/// Rebuilds a store from the whole topic: reads every record from the beginning up to the
+/// end the topic has when the rebuild starts, into `store` (normally empty). Returns how many
+/// records were read.
+pub async fn rebuild(store: LicenceStore, bus: &Bus, registry: RegistryClient) -> Result<u64, govex_bus::BusError> {
+    let end = bus.high_watermarks(TOPIC).await?;
+    let total: i64 = end.values().sum();
+    let sink = Arc::new(LicenceSink::new(store, registry, SinkMetrics::default()));
+    // A group of its own, so the live sink's offsets are untouched.
+    let group_id = format!("govex-elicense-rebuild-{}", uuid::Uuid::now_v7());
+    let consumer =
+        bus.consumer(ConsumerSettings { group_id, topics: vec![TOPIC.into()], lanes: 1, lane_capacity: 256 })?;
+    let stop = CancellationToken::new();
+    let seen = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let end = Arc::new(end);
+    let (seen_in_handler, stop_in_handler, end_in_handler) = (seen.clone(), stop.clone(), end.clone());
+    let run = consumer.run(
+        move |message| {
+            let (sink, seen, stop, end) =
+                (sink.clone(), seen_in_handler.clone(), stop_in_handler.clone(), end_in_handler.clone());
+            async move {
+                if message.offset() >= end.get(&message.partition()).copied().unwrap_or(0) {
+                    return Ok(()); // written after the rebuild began: the live sink's business
+                }
+                // A record the live sink dead-lettered is skipped here: it is in the dead-letter
+                // topic already, and the store ends the same without it.
+                let result = match sink.handle(&message).await {
+                    Err(HandlerError::DeadLetter(_)) => Ok(()),
+                    other => other,
+                };
+                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= total {
+                    stop.cancel();
+                }
+                result
+            }
+        },
+        None,
+        stop.clone(),
+    );
+    if total == 0 {
+        stop.cancel();
+    }
+    run.await;
+    Ok(seen.load(std::sync::atomic::Ordering::SeqCst) as u64)
+}
+
+/// Consumes the licence topic into `store` until `shutdown`.
+pub async fn run(
+    sink: Arc<LicenceSink>,
+    bus: &Bus,
+    group_id: String,
+    metrics: &Metrics,
+    shutdown: CancellationToken,
+) -> Result<RunStats, govex_bus::BusError> {
+    let consumer =
+        bus.consumer(ConsumerSettings { group_id, topics: vec![TOPIC.into()], lanes: 4, lane_capacity: 256 })?;
+    let dlq = DeadLetterQueue::new(bus.producer().clone(), "elicense-store", metrics);
+    Ok(consumer
+        .run(
+            move |message| {
+                let sink = sink.clone();
+                async move { sink.handle(&message).await }
+            },
+            Some(dlq),
+            shutdown,
+        )
+        .await)
+}
