@@ -185,7 +185,7 @@ impl DossierSink {
         };
         let envelope = message
             .headers()
-            .ok_or_else(|| govex_bus::envelope::EnvelopeError::Missing(govex_bus::envelope::header::EVENT_ID))
+            .ok_or(govex_bus::envelope::EnvelopeError::Missing(govex_bus::envelope::header::EVENT_ID))
             .and_then(Envelope::from_headers)
             .map_err(|e| dead("envelope", "envelope", e.to_string()))?;
         let value = match decoder.decode(message.payload().unwrap_or_default()).await {

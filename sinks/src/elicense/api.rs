@@ -75,7 +75,7 @@ pub fn router(api: Arc<LicenceApi>) -> Router {
 const MAX_PURPOSE_CHARS: usize = 200;
 
 /// The caller's department and stated purpose, or the problem to answer.
-fn caller(api: &LicenceApi, headers: &HeaderMap, purpose: Option<&str>) -> Result<(Department, String), Response> {
+fn caller(api: &LicenceApi, headers: &HeaderMap, purpose: Option<&str>) -> Result<(Department, String), Box<Response>> {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let (department, _) = api.tokens.authenticate(authorization).map_err(|_| {
         problem(
@@ -89,17 +89,23 @@ fn caller(api: &LicenceApi, headers: &HeaderMap, purpose: Option<&str>) -> Resul
     let purpose = purpose.map(str::trim).unwrap_or_default();
     if purpose.is_empty() {
         let errors = json!([{ "pointer": "/purpose", "rule": "purpose-required", "message": "state the purpose of the use (用证事由)" }]);
-        return Err(problem(
+        return Err(Box::new(problem(
             StatusCode::BAD_REQUEST,
             "purpose",
             "Purpose required",
             "every use of a licence states its purpose",
             errors,
-        ));
+        )));
     }
     if purpose.chars().count() > MAX_PURPOSE_CHARS {
         let errors = json!([{ "pointer": "/purpose", "rule": "purpose-too-long", "message": format!("at most {MAX_PURPOSE_CHARS} characters") }]);
-        return Err(problem(StatusCode::BAD_REQUEST, "purpose", "Purpose too long", "shorten the purpose", errors));
+        return Err(Box::new(problem(
+            StatusCode::BAD_REQUEST,
+            "purpose",
+            "Purpose too long",
+            "shorten the purpose",
+            errors,
+        )));
     }
     Ok((department, purpose.to_owned()))
 }
@@ -165,7 +171,7 @@ async fn get_licence(
 ) -> Response {
     let (department, purpose) = match caller(&api, &headers, query.purpose.as_deref()) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let found = match api.store.get(&id) {
         Ok(found) => found,
@@ -195,7 +201,7 @@ async fn by_holder(
 ) -> Response {
     let (department, purpose) = match caller(&api, &headers, query.purpose.as_deref()) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let licences = match api.store.by_holder(&holder, query.type_code.as_deref()) {
         Ok(licences) => licences,
@@ -296,7 +302,7 @@ async fn verify(
     let started = Instant::now();
     let (department, purpose) = match caller(&api, &headers, request.purpose.as_deref()) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let stored = match api.store.get(&id) {
         Ok(stored) => stored,
@@ -320,7 +326,7 @@ async fn uses(
 ) -> Response {
     let (department, purpose) = match caller(&api, &headers, query.purpose.as_deref()) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let uses = match api.store.uses_of(&id) {
         Ok(uses) => uses,

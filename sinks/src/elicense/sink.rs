@@ -100,7 +100,7 @@ impl LicenceSink {
     pub async fn handle(&self, message: &OwnedMessage) -> Result<(), HandlerError> {
         let envelope = message
             .headers()
-            .ok_or_else(|| govex_bus::envelope::EnvelopeError::Missing(govex_bus::envelope::header::EVENT_ID))
+            .ok_or(govex_bus::envelope::EnvelopeError::Missing(govex_bus::envelope::header::EVENT_ID))
             .and_then(Envelope::from_headers)
             .map_err(|e| dead_letter("envelope", "envelope", e.to_string()))?;
         let record: LicenceRecord = match self.decoder.decode_into(message.payload().unwrap_or_default()).await {

@@ -67,12 +67,12 @@ impl Status {
     /// transition.
     pub fn may_become(self, next: Status) -> bool {
         use Status::*;
-        match (self, next) {
-            (Valid, Suspended | Withdrawn | Cancelled | Expired | Transferred | Revoked | Other) => true,
-            (Suspended, Valid | Withdrawn | Cancelled | Expired | Transferred | Revoked | Other) => true,
-            (Other, Valid | Suspended | Withdrawn | Cancelled | Expired | Transferred | Revoked) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Valid, Suspended | Withdrawn | Cancelled | Expired | Transferred | Revoked | Other)
+                | (Suspended, Valid | Withdrawn | Cancelled | Expired | Transferred | Revoked | Other)
+                | (Other, Valid | Suspended | Withdrawn | Cancelled | Expired | Transferred | Revoked)
+        )
     }
 }
 
@@ -485,5 +485,130 @@ impl LicenceStore {
     /// The raw audit tree, for tools that must show or (in tests) tamper with entries.
     pub fn audit_tree(&self) -> &sled::Tree {
         &self.audit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn licence_id(serial: &str, version: u16) -> String {
+        let body = format!("11100000000013338W011{}{serial}{version:03}", "11430000006122244L");
+        let check = govex_bus::identifiers::mod37_36_check(&body).unwrap();
+        format!("1.2.156.3005.2.11100000000013338W011.11430000006122244L.{serial}.{version:03}.{check}")
+    }
+
+    fn licence(id: &str, status: Status, event_ms: u64) -> StoredLicence {
+        StoredLicence {
+            licence_id: id.to_owned(),
+            version: 1,
+            type_code: "11100000000013338W011".into(),
+            type_name: "不动产权证书".into(),
+            licence_number: "陕(2026)汉阴县不动产权第0000001号".into(),
+            issuer_code: "11430000006122244L".into(),
+            issuer_name: "汉阴县不动产登记中心".into(),
+            holder_identifier_type: "CITIZEN_ID".into(),
+            holder_identifier_number: "11010519491231002X".into(),
+            holder_name: "王小明".into(),
+            issued_at: 1_790_000_000_000,
+            valid_from: 20_000,
+            valid_until: None,
+            status,
+            surface: Default::default(),
+            previous_licence_id: None,
+            superseded_by: None,
+            content_hash: "ab".repeat(32),
+            division: "610921".into(),
+            last_event_id: Uuid::now_v7(),
+            last_event_ms: event_ms,
+        }
+    }
+
+    #[test]
+    fn the_lifecycle_allows_and_refuses_transitions() {
+        use Status::*;
+        for (from, to, allowed) in [
+            (Valid, Suspended, true),
+            (Valid, Revoked, true),
+            (Valid, Expired, true),
+            (Valid, Transferred, true),
+            (Suspended, Valid, true),
+            (Suspended, Cancelled, true),
+            (Revoked, Valid, false),
+            (Cancelled, Suspended, false),
+            (Expired, Valid, false),
+            (Withdrawn, Valid, false),
+            (Transferred, Valid, false),
+        ] {
+            assert_eq!(from.may_become(to), allowed, "{from:?} -> {to:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = LicenceStore::open(dir.path()).unwrap();
+        let id = licence_id("SN0001", 1);
+        assert_eq!(store.apply(licence(&id, Suspended, 1), Uuid::now_v7()).unwrap(), Err(ApplyError::NotIssued(Suspended)));
+        assert_eq!(store.apply(licence(&id, Valid, 10), Uuid::now_v7()).unwrap(), Ok(Applied::Stored));
+        assert_eq!(store.apply(licence(&id, Revoked, 20), Uuid::now_v7()).unwrap(), Ok(Applied::Stored));
+        assert_eq!(store.apply(licence(&id, Valid, 30), Uuid::now_v7()).unwrap(), Err(ApplyError::Lifecycle { from: Revoked, to: Valid }));
+        let mut changed = licence(&id, Revoked, 40);
+        changed.content_hash = "cd".repeat(32);
+        assert_eq!(store.apply(changed, Uuid::now_v7()).unwrap(), Err(ApplyError::ContentChanged));
+        let bad = licence(&id.replace("SN0001", "SN0002"), Valid, 1);
+        assert_eq!(store.apply(bad, Uuid::now_v7()).unwrap(), Err(ApplyError::InvalidIdentifier("licence-id-check")));
+        assert_eq!(store.get(&id).unwrap().unwrap().status, Revoked);
+    }
+
+    #[test]
+    fn older_records_and_duplicates_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LicenceStore::open(dir.path()).unwrap();
+        let id = licence_id("SN0003", 1);
+        let issued = Uuid::now_v7();
+        assert_eq!(store.apply(licence(&id, Status::Valid, 10), issued).unwrap(), Ok(Applied::Stored));
+        assert_eq!(store.apply(licence(&id, Status::Suspended, 30), Uuid::now_v7()).unwrap(), Ok(Applied::Stored));
+        // The reinstatement happened before the suspension but arrives after it.
+        assert_eq!(store.apply(licence(&id, Status::Valid, 20), Uuid::now_v7()).unwrap(), Ok(Applied::Stale));
+        assert_eq!(store.get(&id).unwrap().unwrap().status, Status::Suspended);
+        assert_eq!(store.apply(licence(&id, Status::Valid, 10), issued).unwrap(), Ok(Applied::Duplicate));
+        assert_eq!(store.get(&id).unwrap().unwrap().status, Status::Suspended);
+    }
+
+    #[test]
+    fn a_renewal_links_to_the_previous_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LicenceStore::open(dir.path()).unwrap();
+        let first = licence_id("SN0004", 1);
+        let second = licence_id("SN0004", 2);
+        store.apply(licence(&first, Status::Valid, 10), Uuid::now_v7()).unwrap().unwrap();
+        let mut renewal = licence(&second, Status::Valid, 20);
+        renewal.previous_licence_id = Some(first.clone());
+        store.apply(renewal, Uuid::now_v7()).unwrap().unwrap();
+        assert_eq!(store.get(&first).unwrap().unwrap().superseded_by.as_deref(), Some(second.as_str()));
+        assert_eq!(store.by_holder("11010519491231002X", None).unwrap().len(), 2);
+        assert_eq!(store.by_type_and_issuer("11100000000013338W011", "11430000006122244L").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn tampering_with_the_use_log_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LicenceStore::open(dir.path()).unwrap();
+        for n in 0..5 {
+            store.record_use("provident-fund", "购房提取核验", "verify", &format!("L{n}"), "valid").unwrap();
+        }
+        assert_eq!(store.verify_chain().unwrap(), (5, None));
+        // Change the purpose of entry 3 without fixing its hash.
+        let key = 3u64.to_be_bytes();
+        let mut entry: AuditEntry = serde_json::from_slice(&store.audit_tree().get(key).unwrap().unwrap()).unwrap();
+        entry.purpose = "另有用途".into();
+        store.audit_tree().insert(key, serde_json::to_vec(&entry).unwrap()).unwrap();
+        let (intact, broken) = store.verify_chain().unwrap();
+        assert_eq!(intact, 2);
+        assert_eq!(broken.unwrap().seq, 3);
+        // Recomputing its hash moves the break to the next link.
+        entry.hash = entry.compute_hash();
+        store.audit_tree().insert(key, serde_json::to_vec(&entry).unwrap()).unwrap();
+        assert_eq!(store.verify_chain().unwrap().1.unwrap().seq, 4);
+        // Removing an entry is found too.
+        store.audit_tree().remove(2u64.to_be_bytes()).unwrap();
+        assert_eq!(store.verify_chain().unwrap().1.unwrap().seq, 3);
     }
 }
