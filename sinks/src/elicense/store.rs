@@ -545,10 +545,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LicenceStore::open(dir.path()).unwrap();
         let id = licence_id("SN0001", 1);
-        assert_eq!(store.apply(licence(&id, Suspended, 1), Uuid::now_v7()).unwrap(), Err(ApplyError::NotIssued(Suspended)));
+        assert_eq!(
+            store.apply(licence(&id, Suspended, 1), Uuid::now_v7()).unwrap(),
+            Err(ApplyError::NotIssued(Suspended))
+        );
         assert_eq!(store.apply(licence(&id, Valid, 10), Uuid::now_v7()).unwrap(), Ok(Applied::Stored));
         assert_eq!(store.apply(licence(&id, Revoked, 20), Uuid::now_v7()).unwrap(), Ok(Applied::Stored));
-        assert_eq!(store.apply(licence(&id, Valid, 30), Uuid::now_v7()).unwrap(), Err(ApplyError::Lifecycle { from: Revoked, to: Valid }));
+        assert_eq!(
+            store.apply(licence(&id, Valid, 30), Uuid::now_v7()).unwrap(),
+            Err(ApplyError::Lifecycle { from: Revoked, to: Valid })
+        );
         let mut changed = licence(&id, Revoked, 40);
         changed.content_hash = "cd".repeat(32);
         assert_eq!(store.apply(changed, Uuid::now_v7()).unwrap(), Err(ApplyError::ContentChanged));

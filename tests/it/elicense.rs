@@ -1,0 +1,299 @@
+//! The e-licence store end to end: licences published on the topic become readable and
+//! verifiable over HTTP; uses are logged; personal data is masked by the catalogue; a
+//! rebuild from the topic equals the live store; a sink killed mid-stream and restarted
+//! neither loses nor duplicates anything.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use govex_bus::{
+    envelope::Envelope, identifiers::mod37_36_check, Department, Division, Encoder, Metrics, Outgoing, RegistryClient,
+};
+use govex_sinks::elicense::{
+    sink::{self, LicenceSink, SinkMetrics},
+    LicenceStore, Status, TOPIC,
+};
+use reqwest::StatusCode;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::{intake::intake_config, support};
+
+/// A valid licence identifier for `serial` and `version`.
+pub fn licence_id(serial: &str, version: u16) -> String {
+    let body = format!("11100000000013338W011{}{serial}{version:03}", "11430000006122244L");
+    format!(
+        "1.2.156.3005.2.11100000000013338W011.11430000006122244L.{serial}.{version:03}.{}",
+        mod37_36_check(&body).unwrap()
+    )
+}
+
+#[derive(Serialize, Clone)]
+pub struct LicenceOut {
+    pub licence_id: String,
+    pub type_code: String,
+    pub type_name: String,
+    pub licence_number: String,
+    pub issuer_code: String,
+    pub issuer_name: String,
+    pub holder_identifier_type: govex_adapters::common::IdentifierType,
+    pub holder_identifier_number: String,
+    pub holder_name: String,
+    pub issued_at: i64,
+    pub valid_from: i32,
+    pub valid_until: Option<i32>,
+    pub status: Status,
+    pub surface: BTreeMap<String, String>,
+    pub previous_licence_id: Option<String>,
+    pub content_hash: String,
+    pub division: String,
+}
+
+pub fn licence(serial: &str, status: Status, holder: &str) -> LicenceOut {
+    LicenceOut {
+        licence_id: licence_id(serial, 1),
+        type_code: "11100000000013338W011".into(),
+        type_name: "不动产权证书".into(),
+        licence_number: format!("陕(2026)汉阴县不动产权第{serial}号"),
+        issuer_code: "11430000006122244L".into(),
+        issuer_name: "汉阴县不动产登记中心".into(),
+        holder_identifier_type: govex_adapters::common::IdentifierType::CitizenId,
+        holder_identifier_number: holder.into(),
+        holder_name: "王小明".into(),
+        issued_at: 1_790_000_000_000,
+        valid_from: 20_000,
+        valid_until: None,
+        status,
+        surface: [("坐落".to_owned(), "汉阴县城关镇".to_owned())].into(),
+        previous_licence_id: None,
+        content_hash: "ab".repeat(32),
+        division: "610921".into(),
+    }
+}
+
+/// Publishes licence records in order, as the platform would.
+pub async fn publish(bus: &govex_bus::Bus, registry: &RegistryClient, records: &[LicenceOut]) {
+    let text = govex_schemas::bundled_schemas().find(|s| s.topic == TOPIC).unwrap().text;
+    let encoder = Encoder::register(registry, &format!("{TOPIC}-value"), text).await.unwrap();
+    for record in records {
+        let envelope = Envelope::new(Department::Platform, Division::parse("610921").unwrap(), "licence");
+        let outgoing = Outgoing::new(TOPIC, record.licence_id.clone(), encoder.encode(record).unwrap(), &envelope);
+        bus.producer().publish(outgoing).await.unwrap();
+    }
+}
+
+fn token(department: &str) -> String {
+    format!("test-token-of-{department}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn licences_are_served_verified_masked_and_every_use_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let holder = "11010519491231002X";
+    let mut expired = licence("SN0005", Status::Valid, holder);
+    expired.valid_until = Some(20_100); // 2025-01-13: long past
+    let mut changed_then_suspended = licence("SN0003", Status::Valid, holder);
+    let records = vec![
+        licence("SN0001", Status::Valid, holder),
+        licence("SN0002", Status::Valid, holder),
+        licence("SN0002", Status::Revoked, holder),
+        changed_then_suspended.clone(),
+        {
+            changed_then_suspended.status = Status::Suspended;
+            changed_then_suspended
+        },
+        licence("SN0004", Status::Valid, holder),
+        licence("SN0004", Status::Expired, holder),
+        expired,
+        // Cannot be applied: a revoked licence does not become valid again.
+        licence("SN0002", Status::Valid, holder),
+    ];
+    publish(&node.bus, &node.registry, &records).await;
+
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", node.api_addr);
+    let get = |id: String, department: &str, purpose: &str| {
+        http.get(format!("{base}/v1/licences/{id}"))
+            .query(&[("purpose", purpose)])
+            .bearer_auth(token(department))
+            .send()
+    };
+    // Wait until the sink has applied everything (the last valid licence is SN0005).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = get(licence_id("SN0005", 1), "land-registry", "等待").await.unwrap();
+        if response.status() == StatusCode::OK {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the sink did not apply the licences");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Masking: land registry is entitled to personal data, housing is not.
+    let full: Value =
+        get(licence_id("SN0001", 1), "land-registry", "办理转移登记").await.unwrap().json().await.unwrap();
+    assert_eq!(full["holder"]["identifier_number"], holder);
+    assert_eq!(full["status_code"], "01");
+    let masked: Value = get(licence_id("SN0001", 1), "housing", "网签核验").await.unwrap().json().await.unwrap();
+    assert_eq!(masked["holder"]["identifier_number"], "110105********002X");
+    assert_eq!(masked["holder"]["name"], "王**");
+    assert!(!masked.to_string().contains(holder));
+    // Purpose is required, and at most 200 characters.
+    let response = http
+        .get(format!("{base}/v1/licences/{}", licence_id("SN0001", 1)))
+        .bearer_auth(token("tax"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(get(licence_id("SN0001", 1), "tax", &"长".repeat(201)).await.unwrap().status(), 400);
+    assert_eq!(http.get(format!("{base}/v1/licences/x?purpose=p")).send().await.unwrap().status(), 401);
+
+    // Every verification outcome.
+    let verify = |id: String, body: Value| {
+        http.post(format!("{base}/v1/licences/{id}/verify")).bearer_auth(token("provident-fund")).json(&body).send()
+    };
+    let purpose = "购房提取：核验不动产权证书";
+    let cases = [
+        (licence_id("SN0001", 1), json!({"purpose": purpose, "content_hash": "ab".repeat(32)}), "valid"),
+        (licence_id("SN0009", 1), json!({"purpose": purpose}), "not_found"),
+        (licence_id("SN0001", 1), json!({"purpose": purpose, "content_hash": "cd".repeat(32)}), "mismatch"),
+        (
+            licence_id("SN0001", 1),
+            json!({"purpose": purpose, "fields": {"holder_identifier_number": "61090219800101123X"}}),
+            "mismatch",
+        ),
+        (
+            licence_id("SN0001", 1),
+            json!({"purpose": purpose, "fields": {"holder_identifier_number": holder, "坐落": "汉阴县城关镇"}}),
+            "valid",
+        ),
+        (licence_id("SN0003", 1), json!({"purpose": purpose}), "suspended"),
+        (licence_id("SN0002", 1), json!({"purpose": purpose}), "revoked"),
+        (licence_id("SN0004", 1), json!({"purpose": purpose}), "expired"),
+        (licence_id("SN0005", 1), json!({"purpose": purpose}), "expired"),
+    ];
+    for (id, body, expected) in cases {
+        let answer: Value = verify(id.clone(), body.clone()).await.unwrap().json().await.unwrap();
+        assert_eq!(answer["result"], expected, "{id} {body}: {answer}");
+        assert!(!answer.to_string().contains("61090219800101123X"), "a presented identifier is echoed: {answer}");
+    }
+
+    // The use log of SN0001: the gets and verifications above, with their purposes.
+    let uses: Value = http
+        .get(format!("{base}/v1/licences/{}/uses", licence_id("SN0001", 1)))
+        .query(&[("purpose", "审计")])
+        .bearer_auth(token("platform-less"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or(Value::Null);
+    assert!(uses.get("uses").is_none(), "an unknown token reads nothing");
+    let uses: Value = http
+        .get(format!("{base}/v1/licences/{}/uses", licence_id("SN0001", 1)))
+        .query(&[("purpose", "审计")])
+        .bearer_auth(token("land-registry"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = uses["uses"].as_array().unwrap();
+    let actions: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| (e["caller"].as_str().unwrap(), e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    assert!(actions.contains(&("housing", "get", "found")), "{actions:?}");
+    assert!(actions.contains(&("provident-fund", "verify", "mismatch")), "{actions:?}");
+    assert_eq!(actions.iter().filter(|a| a.1 == "verify").count(), 4);
+    assert!(entries.iter().any(|e| e["purpose"] == purpose));
+
+    // A holder's licences.
+    let listed: Value = http
+        .get(format!("{base}/v1/holders/{holder}/licences"))
+        .query(&[("purpose", "查询名下证照"), ("type", "11100000000013338W011")])
+        .bearer_auth(token("land-registry"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["licences"].as_array().unwrap().len(), 5);
+
+    // The record the store could not apply went to the dead-letter topic.
+    assert_eq!(support::records_in_topic(node.bus.bootstrap_servers(), &format!("{TOPIC}.dlq"), 3), 1);
+    let metrics = reqwest::get(format!("http://{}/metrics", node.ops_addr)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"govex_elicense_verifications_total{result="mismatch"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"govex_elicense_records_total{outcome="rejected",reason="lifecycle"} 1"#), "{metrics}");
+
+    // A rebuild from the topic ends with the same content as the live store.
+    let rebuilt_dir = tempfile::tempdir().unwrap();
+    let rebuilt = LicenceStore::open(rebuilt_dir.path()).unwrap();
+    let read = sink::rebuild(rebuilt.clone(), &node.bus, node.registry.clone()).await.unwrap();
+    assert_eq!(read, records.len() as u64);
+    let live_dir = dir.path().join("elicense");
+    node.shutdown().await.unwrap();
+    let live = LicenceStore::open(&live_dir).unwrap();
+    assert_eq!(rebuilt.all().unwrap(), live.all().unwrap());
+    assert_eq!(live.verify_chain().unwrap().1, None, "the use log is intact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_killed_mid_stream_and_restarted_neither_loses_nor_duplicates() {
+    let test = support::test_bus(support::bus_config());
+    test.broker.create_topic(TOPIC, 3, 3).unwrap();
+    test.broker.create_topic(&format!("{TOPIC}.dlq"), 3, 3).unwrap();
+    let (_registry_dir, _registry, registry) = support::local_registry();
+    let records: Vec<LicenceOut> =
+        (0..600).map(|n| licence(&format!("K{n:05}"), Status::Valid, "11010519491231002X")).collect();
+    publish(&test.bus, &registry, &records).await;
+
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = LicenceStore::open(store_dir.path()).unwrap();
+    let metrics = Metrics::new();
+    let sink_metrics = SinkMetrics::register(&metrics);
+    let sink = Arc::new(LicenceSink::new(store.clone(), registry.clone(), sink_metrics));
+    let first = tokio::spawn({
+        let (sink, bus, metrics) = (sink.clone(), test.bus.clone(), metrics.clone());
+        async move { sink::run(sink, &bus, "killed".into(), &metrics, CancellationToken::new()).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while store.len() < 200 {
+        assert!(tokio::time::Instant::now() < deadline, "the first run applied only {}", store.len());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    first.abort(); // no drain, no final commit: as if the process died
+    let _ = first.await;
+    let applied_before = store.len();
+    assert!(applied_before < 600, "killed before the end ({applied_before})");
+
+    let stop = CancellationToken::new();
+    let second = tokio::spawn({
+        let (sink, bus, metrics, stop) = (sink.clone(), test.bus.clone(), metrics.clone(), stop.clone());
+        async move { sink::run(sink, &bus, "killed".into(), &metrics, stop).await }
+    });
+    while store.len() < 600 {
+        assert!(tokio::time::Instant::now() < deadline, "the restarted run applied only {}", store.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    second.await.unwrap().unwrap();
+    let text = metrics.encode();
+    let counter = |needle: &str| {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    assert_eq!(
+        counter(r#"govex_elicense_records_total{outcome="applied",reason=""}"#),
+        600,
+        "each record applied exactly once:\n{text}"
+    );
+    assert_eq!(store.len(), 600);
+}
