@@ -6,5 +6,6 @@
 //! takes it down in the order the brief prescribes. `main.rs` only parses the command line.
 
 pub mod import_cmd;
+pub mod maintenance;
 pub mod node;
 pub mod schema_cmd;

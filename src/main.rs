@@ -55,6 +55,27 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         batch_lines: usize,
     },
+    /// The e-licence use log: `govex audit verify` checks its hash chain (run it with the
+    /// node stopped) and names the first broken link.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+        /// The node's TOML config (for data_dir).
+        #[arg(long, short, env = "GOVEX_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Sink maintenance: `govex sink elicense --rebuild` rebuilds the e-licence store from its
+    /// topic (run it with the node stopped; the old store is kept beside the new one).
+    Sink {
+        /// The sink: elicense.
+        name: String,
+        /// Rebuild the store from the topic.
+        #[arg(long)]
+        rebuild: bool,
+        /// The node's TOML config (for bus.brokers, the registry and data_dir).
+        #[arg(long, short, env = "GOVEX_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Department tokens: `govex token new <department>` prints a new token (give it to the
     /// department's system) and the config entry holding only its hash.
     Token {
@@ -68,6 +89,12 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         brokers: i32,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the use log's hash chain.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -177,6 +204,22 @@ async fn main() -> Result<()> {
                 std::process::exit(3);
             }
             Ok(())
+        }
+        Command::Audit { command: AuditCommand::Verify, config } => {
+            let config = NodeConfig::load(config.as_deref(), std::env::vars())?;
+            telemetry::init(if cli.log_json { LogFormat::Json } else { config.log.format });
+            if !govex::maintenance::audit_verify(&config)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Sink { name, rebuild, config } => {
+            let config = NodeConfig::load(config.as_deref(), std::env::vars())?;
+            telemetry::init(if cli.log_json { LogFormat::Json } else { config.log.format });
+            if name != "elicense" || !rebuild {
+                anyhow::bail!("only `govex sink elicense --rebuild` is available");
+            }
+            govex::maintenance::rebuild_elicense(&config).await
         }
         Command::Token { command: TokenCommand::New { department, label } } => {
             let department: govex_bus::Department = department.parse().map_err(|_| anyhow::anyhow!("'{department}' is not a department: expected land-registry, housing, tax, provident-fund or platform"))?;

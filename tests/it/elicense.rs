@@ -297,3 +297,38 @@ async fn a_sink_killed_mid_stream_and_restarted_neither_loses_nor_duplicates() {
     );
     assert_eq!(store.len(), 600);
 }
+
+#[test]
+fn govex_audit_verify_names_the_first_broken_link() {
+    let data = tempfile::tempdir().unwrap();
+    {
+        let store = LicenceStore::open(&data.path().join("elicense")).unwrap();
+        for n in 0..4 {
+            store.record_use("tax", "契税征收核验", "verify", &format!("L{n}"), "valid").unwrap();
+        }
+    }
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_govex"))
+            .args(["audit", "verify"])
+            .env("GOVEX_DATA_DIR", data.path())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let output = run();
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "use log: 4 entries, hash chain intact");
+    {
+        let store = LicenceStore::open(&data.path().join("elicense")).unwrap();
+        let key = 2u64.to_be_bytes();
+        let mut entry: serde_json::Value =
+            serde_json::from_slice(&store.audit_tree().get(key).unwrap().unwrap()).unwrap();
+        entry["caller"] = json!("housing");
+        store.audit_tree().insert(key, serde_json::to_vec(&entry).unwrap()).unwrap();
+        store.audit_tree().flush().unwrap();
+    }
+    let output = run();
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with("use log BROKEN at entry 2: its content does not match its hash"), "{stdout}");
+}

@@ -4,6 +4,7 @@
 mod codec;
 mod config;
 mod delivery;
+mod dossier;
 mod elicense;
 mod import;
 mod intake;

@@ -482,6 +482,23 @@ impl LicenceStore {
         Ok((expected_seq - 1, None))
     }
 
+    /// Copies the use log of `other` into this store (a rebuilt store keeps the log: it is
+    /// not in the topic, so it cannot be rebuilt).
+    pub fn copy_use_log_from(&self, other: &LicenceStore) -> Result<u64, sled::Error> {
+        let mut copied = 0;
+        for entry in other.audit.iter() {
+            let (key, value) = entry?;
+            self.audit.insert(key, value)?;
+            copied += 1;
+        }
+        for entry in other.uses.iter() {
+            let (key, value) = entry?;
+            self.uses.insert(key, value)?;
+        }
+        self.db.flush()?;
+        Ok(copied)
+    }
+
     /// The raw audit tree, for tools that must show or (in tests) tamper with entries.
     pub fn audit_tree(&self) -> &sled::Tree {
         &self.audit

@@ -1,0 +1,83 @@
+//! The parallel-review dossier: what housing and tax sent about a property unit is there for
+//! the land registry clerk, as far as the catalogue lets each department see it.
+
+use std::time::Duration;
+
+use govex_adapters::samples::{property_unit_number, sample};
+use serde_json::Value;
+
+use crate::intake::intake_config;
+
+fn token(department: &str) -> String {
+    format!("test-token-of-{department}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dossier_gathers_every_department_and_honours_sharing_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", node.api_addr);
+    for (department, record) in
+        [("housing", "contract-filing"), ("tax", "deed-tax-payment"), ("land-registry", "registration")]
+    {
+        let response = http
+            .post(format!("{base}/v1/{department}/{record}"))
+            .bearer_auth(token(department))
+            .json(&sample(department, record, 42).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+    }
+    let unit = property_unit_number(42);
+    let dossier = |department: &'static str| {
+        let (http, url) = (http.clone(), format!("{base}/v1/dossiers/{unit}"));
+        async move { http.get(url).bearer_auth(token(department)).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let clerk = loop {
+        let view = dossier("land-registry").await;
+        if view["parts"].as_object().is_some_and(|p| p.len() == 3) {
+            break view;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the dossier did not fill: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let parts = &clerk["parts"];
+    assert_eq!(parts["contract_filing"]["source_department"], "housing");
+    assert_eq!(parts["contract_filing"]["record"]["total_price"], "568000.00");
+    assert_eq!(parts["contract_filing"]["record"]["filed_at"], "2026-11-18T01:30:00+00:00");
+    assert_eq!(parts["contract_filing"]["personal_data_masked"], false, "land registry may see the buyers");
+    assert_eq!(
+        parts["contract_filing"]["record"]["buyers"][0]["identifier_number"],
+        govex_adapters::samples::citizen_id(42)
+    );
+    assert_eq!(parts["deed_tax_payment"]["record"]["tax_amount"], "8520.00");
+    assert_eq!(parts["deed_tax_payment"]["record"]["tax_rate"], "0.0150");
+    assert_eq!(parts["registration"]["record"]["registration_type"], "TRANSFER");
+
+    // Housing: the tax payment is not shared with it; the registration is, without personal data.
+    let housing = dossier("housing").await;
+    assert!(
+        housing["parts"]["deed_tax_payment"]["withheld"].as_str().unwrap().contains("not shared with housing"),
+        "{housing}"
+    );
+    assert_eq!(housing["parts"]["registration"]["personal_data_masked"], true);
+    let holder = housing["parts"]["registration"]["record"]["right_holders"][0]["identifier_number"].as_str().unwrap();
+    assert!(holder.contains("****"), "{holder}");
+    assert!(
+        !housing["parts"]["registration"].to_string().contains(&govex_adapters::samples::citizen_id(42)),
+        "{housing}"
+    );
+    assert_eq!(housing["parts"]["contract_filing"]["personal_data_masked"], false, "housing owns its filings");
+
+    let missing = http
+        .get(format!("{base}/v1/dossiers/610921001001GB99999F99999999"))
+        .bearer_auth(token("tax"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    node.shutdown().await.unwrap();
+}
