@@ -9,3 +9,4 @@
 
 pub mod dossier;
 pub mod elicense;
+pub mod flush;

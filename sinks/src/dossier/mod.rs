@@ -49,15 +49,15 @@ pub struct Part {
 /// The dossier store: key `unit \0 kind`, value [`Part`] (JSON).
 #[derive(Clone)]
 pub struct DossierStore {
-    db: sled::Db,
     parts: sled::Tree,
+    group_flush: Arc<crate::flush::GroupFlush>,
 }
 
 impl DossierStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, sled::Error> {
         let db = sled::open(dir)?;
-        Ok(Self { parts: db.open_tree("parts")?, db })
+        Ok(Self { parts: db.open_tree("parts")?, group_flush: Arc::new(crate::flush::GroupFlush::new(db)) })
     }
 
     /// Keeps `part` as the `kind` of `unit` unless a newer one is there; whether it changed
@@ -70,7 +70,7 @@ impl DossierStore {
             }
         }
         self.parts.insert(key, serde_json::to_vec(part).unwrap_or_default())?;
-        self.db.flush_async().await?;
+        self.group_flush.flush().await?;
         Ok(true)
     }
 
@@ -220,7 +220,7 @@ pub async fn run(
     let consumer = bus.consumer(ConsumerSettings {
         group_id,
         topics: PARTS.iter().map(|(t, _)| (*t).to_owned()).collect(),
-        lanes: 4,
+        lanes: 16,
         lane_capacity: 256,
     })?;
     let dlq = DeadLetterQueue::new(bus.producer().clone(), "dossier", metrics);

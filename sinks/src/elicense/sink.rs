@@ -205,7 +205,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<RunStats, govex_bus::BusError> {
     let consumer =
-        bus.consumer(ConsumerSettings { group_id, topics: vec![TOPIC.into()], lanes: 4, lane_capacity: 256 })?;
+        bus.consumer(ConsumerSettings { group_id, topics: vec![TOPIC.into()], lanes: 16, lane_capacity: 64 })?;
     let dlq = DeadLetterQueue::new(bus.producer().clone(), "elicense-store", metrics);
     Ok(consumer
         .run(

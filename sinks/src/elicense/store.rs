@@ -234,6 +234,8 @@ pub struct LicenceStore {
     uses: sled::Tree,
     /// Appends to the chain are serialised: each needs the hash of the one before.
     audit_lock: std::sync::Arc<parking_lot::Mutex<()>>,
+    /// Concurrent lanes share fsyncs.
+    group_flush: std::sync::Arc<crate::flush::GroupFlush>,
 }
 
 fn sled_error(e: sled::transaction::TransactionError<()>) -> sled::Error {
@@ -265,6 +267,7 @@ impl LicenceStore {
             events: db.open_tree("events")?,
             audit: db.open_tree("audit")?,
             uses: db.open_tree("uses")?,
+            group_flush: std::sync::Arc::new(crate::flush::GroupFlush::new(db.clone())),
             db,
             audit_lock: Default::default(),
         })
@@ -272,7 +275,7 @@ impl LicenceStore {
 
     /// Makes every write so far durable.
     pub async fn flush(&self) -> Result<(), sled::Error> {
-        self.db.flush_async().await.map(drop)
+        self.group_flush.flush().await
     }
 
     /// A licence by identifier.

@@ -1,0 +1,313 @@
+//! `cargo bench --bench elicense`
+//!
+//! 1. Verify and get over HTTP at fixed request rates, from an open-loop load generator (this
+//!    process) against a `govex node` process on loopback: p50 and p99 at each rate,
+//!    latency measured from the moment each request was due (so a slow server cannot hide
+//!    its queue), and the highest rate whose p99 stays under 5 ms.
+//! 2. Sink apply rate (decode, apply, group-committed sled flush, offset stored) against raw
+//!    consumption of the same topic (offsets stored, nothing applied), same broker, same run.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use govex_bus::{
+    config::BusConfig, consumer::ConsumerSettings, embedded::EmbeddedBroker, envelope::Envelope,
+    identifiers::mod37_36_check, Bus, Department, Division, Encoder, Metrics, Outgoing, RegistryClient,
+};
+use govex_sinks::elicense::{
+    sink::{LicenceSink, SinkMetrics},
+    LicenceStore, TOPIC,
+};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+const LICENCES: usize = 2_000;
+const SECONDS_PER_RATE: u64 = 4;
+const RATES: [u64; 8] = [500, 1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 8_000];
+const SINK_RECORDS: usize = 20_000;
+
+#[derive(Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum Kind {
+    CitizenId,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum LicenceStatus {
+    Valid,
+}
+
+#[derive(Serialize)]
+struct Licence {
+    licence_id: String,
+    type_code: &'static str,
+    type_name: &'static str,
+    licence_number: String,
+    issuer_code: &'static str,
+    issuer_name: &'static str,
+    holder_identifier_type: Kind,
+    holder_identifier_number: &'static str,
+    holder_name: &'static str,
+    issued_at: i64,
+    valid_from: i32,
+    valid_until: Option<i32>,
+    status: LicenceStatus,
+    surface: std::collections::BTreeMap<String, String>,
+    previous_licence_id: Option<String>,
+    content_hash: String,
+    division: &'static str,
+}
+
+fn licence_id(n: usize) -> String {
+    let serial = format!("B{n:07}");
+    let body = format!("11100000000013338W011{}{serial}001", "11430000006122244L");
+    format!(
+        "1.2.156.3005.2.11100000000013338W011.11430000006122244L.{serial}.001.{}",
+        mod37_36_check(&body).expect("valid characters")
+    )
+}
+
+fn licence(n: usize) -> Licence {
+    Licence {
+        licence_id: licence_id(n),
+        type_code: "11100000000013338W011",
+        type_name: "不动产权证书",
+        licence_number: format!("陕(2026)汉阴县不动产权第{n:07}号"),
+        issuer_code: "11430000006122244L",
+        issuer_name: "汉阴县不动产登记中心",
+        holder_identifier_type: Kind::CitizenId,
+        holder_identifier_number: "11010519491231002X",
+        holder_name: "王小明",
+        issued_at: 1_790_000_000_000,
+        valid_from: 20_000,
+        valid_until: None,
+        status: LicenceStatus::Valid,
+        surface: [("坐落".to_owned(), "汉阴县城关镇".to_owned())].into(),
+        previous_licence_id: None,
+        content_hash: "ab".repeat(32),
+        division: "610921",
+    }
+}
+
+async fn publish(bus: &Bus, registry: &RegistryClient, count: usize) {
+    let text = govex_schemas::bundled_schemas().find(|s| s.topic == TOPIC).expect("bundled").text;
+    let encoder = Encoder::register(registry, &format!("{TOPIC}-value"), text).await.expect("register");
+    let division = Division::parse("610921").expect("division");
+    let records = (0..count).map(|n| {
+        let record = licence(n);
+        let envelope = Envelope::new(Department::Platform, division, "licence");
+        Outgoing::new(TOPIC, record.licence_id.clone(), encoder.encode(&record).expect("encode"), &envelope)
+    });
+    for result in bus.producer().publish_all(records).await {
+        result.expect("delivered");
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+async fn run_rate(client: &reqwest::Client, base: &str, token: &str, rate: u64) -> (Duration, Duration, u64, usize) {
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let total = rate * SECONDS_PER_RATE;
+    let errors = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(parking_lot::Mutex::new(Vec::with_capacity(total as usize)));
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + interval * i as u32;
+        tokio::time::sleep_until(due).await;
+        let (client, errors, latencies) = (client.clone(), errors.clone(), latencies.clone());
+        let id = licence_id(i as usize % LICENCES);
+        let (url, verify) = if i % 2 == 0 {
+            (format!("{base}/v1/licences/{id}/verify"), true)
+        } else {
+            (format!("{base}/v1/licences/{id}?purpose=%E6%A0%B8%E9%AA%8C"), false)
+        };
+        let token = token.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let request = if verify {
+                client
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&serde_json::json!({"purpose": "购房提取核验", "content_hash": "ab".repeat(32)}))
+            } else {
+                client.get(url).bearer_auth(token)
+            };
+            match request.send().await {
+                Ok(response) if response.status().is_success() => {
+                    let _ = response.bytes().await;
+                    latencies.lock().push(due.elapsed());
+                }
+                _ => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let mut latencies = std::mem::take(&mut *latencies.lock());
+    latencies.sort();
+    let achieved = latencies.len();
+    (percentile(&latencies, 0.50), percentile(&latencies, 0.99), errors.load(Ordering::Relaxed), achieved)
+}
+
+async fn http_benchmark() {
+    let binary = env!("CARGO_BIN_EXE_govex");
+    let mut broker = Command::new(binary)
+        .arg("broker")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("govex broker");
+    let line = BufReader::new(broker.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("bootstrap servers:"))
+        .expect("bootstrap line");
+    let _broker = Killed(broker);
+    let bootstrap = line.rsplit(' ').next().expect("address").to_owned();
+    let data = tempfile::tempdir().expect("temp dir");
+    let token = "bench-token-of-provident-fund";
+    let (api, registry, ops) = (free_port(), free_port(), free_port());
+    let config = format!(
+        "division = \"610921\"\ndata_dir = \"{}\"\n[bus]\nbrokers = \"{bootstrap}\"\n[listen]\napi = \"127.0.0.1:{api}\"\nregistry = \"127.0.0.1:{registry}\"\nops = \"127.0.0.1:{ops}\"\n[[intake.tokens]]\ndepartment = \"provident-fund\"\nsha256 = \"{}\"\n",
+        data.path().display(),
+        govex_bus::auth::hash_token(token)
+    );
+    let config_path = data.path().join("node.toml");
+    std::fs::write(&config_path, config).expect("config");
+    let node = Command::new(binary)
+        .args(["node", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("govex node");
+    let _node = Killed(node);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client");
+    let base = format!("http://127.0.0.1:{api}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client.get(format!("http://127.0.0.1:{ops}/readyz")).send().await.map_or(true, |r| !r.status().is_success()) {
+        assert!(Instant::now() < deadline, "the node did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bus = Bus::start(&BusConfig { brokers: Some(bootstrap.clone()), ..BusConfig::default() }, &Metrics::new())
+        .expect("bus");
+    publish(&bus, &RegistryClient::http(&format!("http://127.0.0.1:{registry}")), LICENCES).await;
+    let last = format!("{base}/v1/licences/{}?purpose=wait", licence_id(LICENCES - 1));
+    while !client.get(&last).bearer_auth(token).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(Instant::now() < deadline + Duration::from_secs(60), "the store did not fill");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    run_rate(&client, &base, token, 500).await; // warm-up
+    println!(
+        "verify + get over HTTP, 50/50, open loop, {SECONDS_PER_RATE} s per rate, node in its own process on loopback:"
+    );
+    println!("{:>10} {:>10} {:>10} {:>10} {:>8}", "rate/s", "p50 ms", "p99 ms", "served/s", "errors");
+    let mut best = 0;
+    for rate in RATES {
+        let (p50, p99, errors, served) = run_rate(&client, &base, token, rate).await;
+        println!(
+            "{rate:>10} {:>10.2} {:>10.2} {:>10.0} {errors:>8}",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            served as f64 / SECONDS_PER_RATE as f64
+        );
+        if p99 < Duration::from_millis(5) && errors == 0 {
+            best = rate;
+        } else {
+            break;
+        }
+    }
+    println!("highest rate tried with p99 under 5 ms: {best}/s");
+}
+
+async fn sink_benchmark() {
+    let broker = Arc::new(EmbeddedBroker::start(3).expect("embedded broker"));
+    broker.create_topic(TOPIC, 3, 3).expect("topic");
+    broker.create_topic(&format!("{TOPIC}.dlq"), 3, 3).expect("topic");
+    let bus = Bus::on_embedded(&BusConfig::default(), broker, &Metrics::new()).expect("bus");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry =
+        RegistryClient::local(govex_schemas::Registry::open(&dir.path().join("registry")).expect("registry"));
+    publish(&bus, &registry, SINK_RECORDS).await;
+
+    let consume = |group: &str, handler: Option<Arc<LicenceSink>>| {
+        let bus = bus.clone();
+        let group = group.to_owned();
+        async move {
+            let consumer = bus
+                .consumer(ConsumerSettings {
+                    group_id: group,
+                    topics: vec![TOPIC.into()],
+                    lanes: 16,
+                    lane_capacity: 64,
+                })
+                .expect("consumer");
+            let done = Arc::new(AtomicU64::new(0));
+            let stop = CancellationToken::new();
+            let started = Instant::now();
+            let (done_in, stop_in) = (done.clone(), stop.clone());
+            let run = tokio::spawn(consumer.run(
+                move |message| {
+                    let (handler, done, stop) = (handler.clone(), done_in.clone(), stop_in.clone());
+                    async move {
+                        if let Some(sink) = handler {
+                            sink.handle(&message).await?;
+                        }
+                        if done.fetch_add(1, Ordering::SeqCst) + 1 == SINK_RECORDS as u64 {
+                            stop.cancel();
+                        }
+                        Ok(())
+                    }
+                },
+                None,
+                stop.clone(),
+            ));
+            let _ = run.await;
+            SINK_RECORDS as f64 / started.elapsed().as_secs_f64()
+        }
+    };
+    let raw = consume("bench-raw", None).await;
+    let store = LicenceStore::open(&dir.path().join("elicense")).expect("store");
+    let sink = Arc::new(LicenceSink::new(store.clone(), registry.clone(), SinkMetrics::default()));
+    let applied = consume("bench-sink", Some(sink)).await;
+    assert_eq!(store.len(), SINK_RECORDS);
+    println!("\nsink apply against raw consumption, {SINK_RECORDS} licence records, 16 lanes, embedded broker:");
+    println!("raw consumption (offsets stored):         {raw:>10.0} records/s");
+    println!("e-licence sink (decode, apply, flush):    {applied:>10.0} records/s");
+    println!("ratio sink/raw:                           {:>10.2}", applied / raw);
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        http_benchmark().await;
+        sink_benchmark().await;
+    });
+}
