@@ -53,6 +53,7 @@ pub struct Bus {
     bootstrap: String,
     embedded: Option<Arc<EmbeddedBroker>>,
     producer: Producer,
+    lag: crate::consumer::LagGauges,
 }
 
 impl Bus {
@@ -85,7 +86,15 @@ impl Bus {
         metrics: &Metrics,
     ) -> Result<Self, BusError> {
         let producer = Producer::new(config, &bootstrap, metrics).map_err(BusError::Client)?;
-        Ok(Self { config: config.clone(), bootstrap, embedded, producer })
+        let lag = crate::consumer::LagGauges::default();
+        metrics.register(|r| {
+            r.register(
+                "bus_consumer_lag_records",
+                "Records behind the high watermark, per consumer group and partition",
+                lag.clone(),
+            )
+        });
+        Ok(Self { config: config.clone(), bootstrap, embedded, producer, lag })
     }
 
     /// The bootstrap servers clients connect to.
@@ -253,6 +262,8 @@ impl Bus {
 
     /// An at-least-once consumer on this bus.
     pub fn consumer(&self, settings: ConsumerSettings) -> Result<AtLeastOnceConsumer, BusError> {
-        AtLeastOnceConsumer::new(&self.config, &self.bootstrap, settings).map_err(BusError::Client)
+        Ok(AtLeastOnceConsumer::new(&self.config, &self.bootstrap, settings)
+            .map_err(BusError::Client)?
+            .with_lag_gauges(self.lag.clone()))
     }
 }

@@ -130,7 +130,25 @@ pub struct AtLeastOnceConsumer {
     consumer: Arc<StreamConsumer<TrackingContext>>,
     assignment: watch::Receiver<Assignment>,
     settings: ConsumerSettings,
+    lag: Option<LagGauges>,
 }
+
+/// Labels of the consumer lag gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct LagLabels {
+    /// Consumer group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: String,
+}
+
+/// Records behind the high watermark, per group and partition.
+pub type LagGauges = prometheus_client::metrics::family::Family<LagLabels, prometheus_client::metrics::gauge::Gauge>;
+
+/// How often consumer lag is measured.
+const LAG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl AtLeastOnceConsumer {
     /// Creates the consumer and subscribes it.
@@ -141,7 +159,36 @@ impl AtLeastOnceConsumer {
             client_config.create_with_context(TrackingContext { assignment: sender })?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        Ok(Self { consumer: Arc::new(consumer), assignment, settings })
+        Ok(Self { consumer: Arc::new(consumer), assignment, settings, lag: None })
+    }
+
+    /// Reports this consumer's lag per partition into `gauges` while it runs.
+    pub fn with_lag_gauges(mut self, gauges: LagGauges) -> Self {
+        self.lag = Some(gauges);
+        self
+    }
+
+    fn measure_lag(&self) {
+        let Some(gauges) = self.lag.clone() else { return };
+        let consumer = self.consumer.clone();
+        let group = self.settings.group_id.clone();
+        // Watermark queries block on the network: keep them off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let Ok(positions) = consumer.position() else { return };
+            for element in positions.elements() {
+                let rdkafka::Offset::Offset(position) = element.offset() else { continue };
+                if let Ok((_, high)) =
+                    consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(2))
+                {
+                    let labels = LagLabels {
+                        group: group.clone(),
+                        topic: element.topic().to_owned(),
+                        partition: element.partition().to_string(),
+                    };
+                    gauges.get_or_create(&labels).set((high - position).max(0));
+                }
+            }
+        });
     }
 
     /// Watches the partitions assigned to this consumer.
@@ -174,11 +221,13 @@ impl AtLeastOnceConsumer {
         let mut trackers: HashMap<(String, i32), OffsetTracker> = HashMap::new();
         let mut stats = RunStats::default();
         let mut assignment = self.assignment.clone();
+        let mut lag_timer = tokio::time::interval(LAG_INTERVAL);
         loop {
             tokio::select! {
                 biased;
                 Some(done) = done_rx.recv() => self.finish(&mut trackers, done, &mut stats),
                 _ = shutdown.cancelled() => break,
+                _ = lag_timer.tick() => self.measure_lag(),
                 Ok(()) = assignment.changed() => {
                     // Forget partitions no longer ours: their in-flight records may still
                     // finish, but storing their offsets is the new owner's business.
