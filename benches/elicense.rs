@@ -271,12 +271,15 @@ async fn sink_benchmark() {
                 .expect("consumer");
             let done = Arc::new(AtomicU64::new(0));
             let stop = CancellationToken::new();
-            let started = Instant::now();
-            let (done_in, stop_in) = (done.clone(), stop.clone());
+            // The clock starts at the first record: the group's join is not the sink's work.
+            let started = Arc::new(std::sync::OnceLock::new());
+            let (done_in, stop_in, started_in) = (done.clone(), stop.clone(), started.clone());
             let run = tokio::spawn(consumer.run(
                 move |message| {
-                    let (handler, done, stop) = (handler.clone(), done_in.clone(), stop_in.clone());
+                    let (handler, done, stop, started) =
+                        (handler.clone(), done_in.clone(), stop_in.clone(), started_in.clone());
                     async move {
+                        started.get_or_init(Instant::now);
                         if let Some(sink) = handler {
                             sink.handle(&message).await?;
                         }
@@ -290,7 +293,7 @@ async fn sink_benchmark() {
                 stop.clone(),
             ));
             let _ = run.await;
-            SINK_RECORDS as f64 / started.elapsed().as_secs_f64()
+            SINK_RECORDS as f64 / started.get().expect("records arrived").elapsed().as_secs_f64()
         }
     };
     let raw = consume("bench-raw", None).await;

@@ -137,7 +137,11 @@ impl LicenceSink {
         };
         let applied = self.store.apply(incoming, envelope.event_id).map_err(|e| HandlerError::Retry(e.to_string()))?;
         match applied {
-            Ok(Applied::Stored) => self.metrics.count("applied", ""),
+            Ok(Applied::Inserted) => {
+                self.metrics.count("applied", "");
+                self.metrics.licences.inc();
+            }
+            Ok(Applied::Updated) => self.metrics.count("applied", ""),
             Ok(Applied::Duplicate) => self.metrics.count("skipped", "duplicate"),
             Ok(Applied::Stale) => self.metrics.count("skipped", "stale"),
             Err(e) => {
@@ -146,7 +150,6 @@ impl LicenceSink {
             }
         }
         self.store.flush().await.map_err(|e| HandlerError::Retry(e.to_string()))?;
-        self.metrics.licences.set(self.store.len() as i64);
         Ok(())
     }
 }

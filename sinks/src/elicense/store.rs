@@ -171,8 +171,10 @@ impl AuditEntry {
 /// What applying a record did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
-    /// Stored.
-    Stored,
+    /// Stored as a new licence.
+    Inserted,
+    /// Stored over the licence's earlier state.
+    Updated,
     /// Already applied (same event id).
     Duplicate,
     /// Older than what the store holds.
@@ -392,7 +394,7 @@ impl LicenceStore {
                 Ok(())
             })
             .map_err(sled_error)?;
-        Ok(Ok(Applied::Stored))
+        Ok(Ok(if existing.is_some() { Applied::Updated } else { Applied::Inserted }))
     }
 
     /// Appends one use to the chain and returns it.
@@ -569,8 +571,8 @@ mod tests {
             store.apply(licence(&id, Suspended, 1), Uuid::now_v7()).unwrap(),
             Err(ApplyError::NotIssued(Suspended))
         );
-        assert_eq!(store.apply(licence(&id, Valid, 10), Uuid::now_v7()).unwrap(), Ok(Applied::Stored));
-        assert_eq!(store.apply(licence(&id, Revoked, 20), Uuid::now_v7()).unwrap(), Ok(Applied::Stored));
+        assert_eq!(store.apply(licence(&id, Valid, 10), Uuid::now_v7()).unwrap(), Ok(Applied::Inserted));
+        assert_eq!(store.apply(licence(&id, Revoked, 20), Uuid::now_v7()).unwrap(), Ok(Applied::Updated));
         assert_eq!(
             store.apply(licence(&id, Valid, 30), Uuid::now_v7()).unwrap(),
             Err(ApplyError::Lifecycle { from: Revoked, to: Valid })
@@ -589,8 +591,8 @@ mod tests {
         let store = LicenceStore::open(dir.path()).unwrap();
         let id = licence_id("SN0003", 1);
         let issued = Uuid::now_v7();
-        assert_eq!(store.apply(licence(&id, Status::Valid, 10), issued).unwrap(), Ok(Applied::Stored));
-        assert_eq!(store.apply(licence(&id, Status::Suspended, 30), Uuid::now_v7()).unwrap(), Ok(Applied::Stored));
+        assert_eq!(store.apply(licence(&id, Status::Valid, 10), issued).unwrap(), Ok(Applied::Inserted));
+        assert_eq!(store.apply(licence(&id, Status::Suspended, 30), Uuid::now_v7()).unwrap(), Ok(Applied::Updated));
         // The reinstatement happened before the suspension but arrives after it.
         assert_eq!(store.apply(licence(&id, Status::Valid, 20), Uuid::now_v7()).unwrap(), Ok(Applied::Stale));
         assert_eq!(store.get(&id).unwrap().unwrap().status, Status::Suspended);
