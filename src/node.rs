@@ -151,7 +151,22 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         .merge(intake_router(intake_server.clone()))
         .merge(elicense::api::router(licence_api))
         .merge(dossier::api::router(dossier_api));
-    intake_tasks.spawn(serve("API", api_listener, api_router, intake_stop.clone()));
+    match &config.listen.tls {
+        Some(tls) => {
+            let acceptor = govex_bus::tls::acceptor(tls)?;
+            let connections = intake_tasks.clone();
+            intake_tasks.spawn(govex_bus::tls::serve(
+                api_listener,
+                acceptor,
+                api_router,
+                intake_stop.clone(),
+                connections,
+            ));
+        }
+        None => {
+            intake_tasks.spawn(serve("API", api_listener, api_router, intake_stop.clone()));
+        }
+    }
     let readiness = Readiness { bus: bus.clone(), registry: registry.clone() };
     background_tasks.spawn(serve("ops", ops_listener, ops::router(metrics.clone(), readiness), background.clone()));
     // The sinks: each consumes its topics until the background token is cancelled.
@@ -222,7 +237,8 @@ impl RunningNode {
     /// Prints where the node's endpoints listen, for the person who started it.
     pub fn print_endpoints(&self) {
         println!("govex node for division {} is running", self.config.division);
-        println!("  API               http://{}/", self.api_addr);
+        let scheme = if self.config.listen.tls.is_some() { "https" } else { "http" };
+        println!("  API               {scheme}://{}/", self.api_addr);
         match self.registry_addr {
             Some(addr) => println!("  schema registry   http://{addr}/subjects"),
             None => println!("  schema registry   {} (external)", self.registry.describe()),

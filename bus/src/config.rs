@@ -170,6 +170,24 @@ pub struct ListenConfig {
     /// Operations: `/metrics`, `/healthz`, `/readyz`.
     #[serde(default = "default_ops_listen")]
     pub ops: SocketAddr,
+    /// TLS for the API listener; with `client_ca_path`, mutual TLS.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS of the department-facing API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the server's certificate chain.
+    pub cert_path: PathBuf,
+    /// PEM file with the server's private key.
+    pub key_path: PathBuf,
+    /// PEM file with the CA certificates department systems' client certificates must chain
+    /// to. When set, a client without such a certificate cannot connect (mutual TLS); the
+    /// bearer token is still required.
+    #[serde(default)]
+    pub client_ca_path: Option<PathBuf>,
 }
 
 /// Log output format.
@@ -248,7 +266,7 @@ impl Default for BusConfig {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { api: default_api_listen(), registry: default_registry_listen(), ops: default_ops_listen() }
+        Self { api: default_api_listen(), registry: default_registry_listen(), ops: default_ops_listen(), tls: None }
     }
 }
 

@@ -28,6 +28,7 @@ pub mod producer;
 pub mod registry_client;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use bus::{Bus, BusError};
 pub use codec::{CodecError, Decoder, Encoder};

@@ -14,3 +14,4 @@ mod python_client;
 mod registry;
 mod steward;
 mod support;
+mod tls;

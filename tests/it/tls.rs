@@ -1,0 +1,105 @@
+//! Mutual TLS on the API: a department system with a certificate from the configured CA is
+//! served; one without a certificate, or with a certificate from another CA, is refused at
+//! the handshake.
+
+use std::{path::Path, sync::Arc};
+
+use govex_bus::config::TlsConfig;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::{
+    rustls::{
+        self,
+        pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
+        ClientConfig, RootCertStore,
+    },
+    TlsConnector,
+};
+
+use crate::intake::intake_config;
+
+struct Pki {
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        Self { ca: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap() }
+    }
+
+    /// A leaf certificate and its key, as PEM.
+    fn leaf(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn request(addr: std::net::SocketAddr, ca: &Pki, client: Option<(String, String)>) -> Result<String, String> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.ca.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => {
+            let certs = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = govex_adapters::samples::sample("tax", "deed-tax-payment", 5).unwrap().to_string();
+    let request = format!(
+        "POST /v1/tax/deed-tax-payment HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer test-token-of-tax\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.map_err(|e| e.to_string())?;
+    Ok(answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_serves_known_clients_and_refuses_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("govex test CA");
+    let (server_cert, server_key) = pki.leaf(&["localhost"]);
+    let mut config = intake_config(dir.path());
+    config.listen.tls = Some(TlsConfig {
+        cert_path: write(dir.path(), "server.pem", &server_cert),
+        key_path: write(dir.path(), "server.key", &server_key),
+        client_ca_path: Some(write(dir.path(), "ca.pem", &pki.ca.pem())),
+    });
+    let node = govex::node::start(config).await.unwrap();
+
+    let answer = request(node.api_addr, &pki, Some(pki.leaf(&["tax-core"]))).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+
+    let refused = request(node.api_addr, &pki, None).await;
+    assert!(refused.is_err() || refused.as_ref().is_ok_and(|a| a.is_empty()), "no client certificate: {refused:?}");
+    let rogue = Pki::new("another CA");
+    let refused = request(node.api_addr, &pki, Some(rogue.leaf(&["intruder"]))).await;
+    assert!(
+        refused.is_err() || refused.as_ref().is_ok_and(|a| a.is_empty()),
+        "a certificate from another CA: {refused:?}"
+    );
+    node.shutdown().await.unwrap();
+}
