@@ -189,6 +189,26 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             }
         });
     }
+    // Level bridges: pull up-routes from the children's clusters, down-routes from the parent's.
+    let bridge_links = govex_sinks::level_bridge::links(config.division, &config.bus, &config.bridge)?;
+    if !bridge_links.is_empty() {
+        let bridge = Arc::new(govex_sinks::level_bridge::Bridge::new(
+            config.division,
+            bus.clone(),
+            config.bridge.clone(),
+            govex_sinks::level_bridge::BridgeMetrics::register(&metrics),
+        ));
+        for link in bridge_links {
+            let (bridge, stop, prefix) = (bridge.clone(), background.clone(), config.bus.group_prefix.clone());
+            tracing::info!(link = %link.name, remote = %link.bootstrap, topics = ?link.topics, "bridge link starting");
+            background_tasks.spawn(async move {
+                let name = link.name.clone();
+                if let Err(e) = bridge.run_link(link, &prefix, stop).await {
+                    tracing::error!(link = %name, error = %e, "a bridge link could not start");
+                }
+            });
+        }
+    }
     let registry_addr = match registry_listener {
         Some((listener, store)) => {
             let addr = listener.local_addr()?;

@@ -46,6 +46,38 @@ pub enum BusError {
     },
 }
 
+/// Checks that a cluster answers, without keeping a client: readiness probes and bridge
+/// heartbeats.
+pub struct Reachability {
+    config: BusConfig,
+    bootstrap: String,
+}
+
+impl Reachability {
+    /// A probe of the cluster at `bootstrap`.
+    pub fn new(config: BusConfig, bootstrap: String) -> Self {
+        Self { config, bootstrap }
+    }
+
+    /// Asks the brokers for metadata; fails when none answers within `timeout`.
+    pub async fn check(&self, timeout: Duration) -> Result<(), BusError> {
+        let config = self.config.client_config(&self.bootstrap, ClientRole::Admin);
+        let bootstrap = self.bootstrap.clone();
+        let unreachable = move |error: String| BusError::Unreachable { bootstrap: bootstrap.clone(), error };
+        // Metadata requests block; keep them off the async workers.
+        let result = tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = config.create()?;
+            client.fetch_metadata(None, timeout).map(drop)
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(unreachable(e.to_string())),
+            Err(e) => Err(unreachable(e.to_string())),
+        }
+    }
+}
+
 /// The bus one node uses.
 #[derive(Clone)]
 pub struct Bus {
@@ -168,20 +200,7 @@ impl Bus {
 
     /// Asks the brokers for metadata; fails when none answers within `timeout`.
     pub async fn check_reachable(&self, timeout: Duration) -> Result<(), BusError> {
-        let config = self.config.client_config(&self.bootstrap, ClientRole::Admin);
-        let bootstrap = self.bootstrap.clone();
-        let unreachable = move |error: String| BusError::Unreachable { bootstrap: bootstrap.clone(), error };
-        // Metadata requests block; keep them off the async workers.
-        let result = tokio::task::spawn_blocking(move || {
-            let client: BaseConsumer = config.create()?;
-            client.fetch_metadata(None, timeout).map(drop)
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(unreachable(e.to_string())),
-            Err(e) => Err(unreachable(e.to_string())),
-        }
+        Reachability::new(self.config.clone(), self.bootstrap.clone()).check(timeout).await
     }
 
     /// The high watermark (next offset to be written) of every partition of `topic`.
@@ -258,6 +277,12 @@ impl Bus {
         .await
         .map_err(|e| unreachable(e.to_string()))?
         .map_err(|e| unreachable(e.to_string()))
+    }
+
+    /// The consumer-lag gauges every consumer of this node reports into (bridges report the
+    /// lag of their remote source partitions here too).
+    pub fn lag_gauges(&self) -> crate::consumer::LagGauges {
+        self.lag.clone()
     }
 
     /// An at-least-once consumer on this bus.

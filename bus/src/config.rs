@@ -46,6 +46,70 @@ pub struct NodeConfig {
     /// Department intake over HTTP.
     #[serde(default)]
     pub intake: IntakeConfig,
+    /// Level bridges to the parent and child nodes' clusters.
+    #[serde(default)]
+    pub bridge: BridgeConfig,
+}
+
+/// Level bridges: this node pulls down-routes from its parent's cluster and up-routes from
+/// each child's cluster into its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// The parent node's cluster; its division is derived from this node's unless given.
+    #[serde(default)]
+    pub parent: Option<LinkConfig>,
+    /// Child nodes' clusters.
+    #[serde(default)]
+    pub children: Vec<LinkConfig>,
+    /// Topics that travel up, child to parent (case events, statistics). Default:
+    /// `gov.case.event.v1`.
+    #[serde(default = "default_up_topics")]
+    pub up_topics: Vec<String>,
+    /// Topics that travel down, parent to child (licences and their revocations, catalogue
+    /// changes). Default: `gov.elicense.licence.v1`.
+    #[serde(default = "default_down_topics")]
+    pub down_topics: Vec<String>,
+    /// Forward only records whose origin division starts with one of these; empty: all.
+    #[serde(default)]
+    pub origin_prefixes: Vec<String>,
+    /// Forward only these record types; empty: all.
+    #[serde(default)]
+    pub record_types: Vec<String>,
+}
+
+/// One neighbour's cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// The neighbour's division (required for children; derived for the parent when absent).
+    #[serde(default)]
+    pub division: Option<Division>,
+    /// The neighbour cluster's bootstrap servers.
+    pub brokers: String,
+    /// librdkafka properties for this cluster (SASL/TLS).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            parent: None,
+            children: Vec::new(),
+            up_topics: default_up_topics(),
+            down_topics: default_down_topics(),
+            origin_prefixes: Vec::new(),
+            record_types: Vec::new(),
+        }
+    }
+}
+
+fn default_up_topics() -> Vec<String> {
+    vec!["gov.case.event.v1".into()]
+}
+fn default_down_topics() -> Vec<String> {
+    vec!["gov.elicense.licence.v1".into()]
 }
 
 /// Department intake: limits, idempotency, and the departments' tokens.
@@ -305,6 +369,7 @@ impl NodeConfig {
             listen: ListenConfig::default(),
             log: LogConfig::default(),
             intake: IntakeConfig::default(),
+            bridge: BridgeConfig::default(),
         }
     }
 

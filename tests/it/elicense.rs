@@ -73,10 +73,15 @@ pub fn licence(serial: &str, status: Status, holder: &str) -> LicenceOut {
 
 /// Publishes licence records in order, as the platform would.
 pub async fn publish(bus: &govex_bus::Bus, registry: &RegistryClient, records: &[LicenceOut]) {
+    publish_from(bus, registry, records, "610921").await;
+}
+
+/// Publishes licence records in order, as the platform of `origin` would.
+pub async fn publish_from(bus: &govex_bus::Bus, registry: &RegistryClient, records: &[LicenceOut], origin: &str) {
     let text = govex_schemas::bundled_schemas().find(|s| s.topic == TOPIC).unwrap().text;
     let encoder = Encoder::register(registry, &format!("{TOPIC}-value"), text).await.unwrap();
     for record in records {
-        let envelope = Envelope::new(Department::Platform, Division::parse("610921").unwrap(), "licence");
+        let envelope = Envelope::new(Department::Platform, Division::parse(origin).unwrap(), "licence");
         let outgoing = Outgoing::new(TOPIC, record.licence_id.clone(), encoder.encode(record).unwrap(), &envelope);
         bus.producer().publish(outgoing).await.unwrap();
     }

@@ -1,6 +1,7 @@
 //! Integration tests of the whole node, on the embedded broker. One binary, so the workspace
 //! links once.
 
+mod bridge;
 mod codec;
 mod config;
 mod delivery;

@@ -1,0 +1,361 @@
+//! Level bridges: county ▸ city ▸ province. Each node pulls the up-routes (case events) of its
+//! children's clusters and the down-routes (licences and their revocations) of its parent's
+//! cluster into its own cluster.
+//!
+//! A forwarded record keeps its key, value, event id and trace (continued by a child span);
+//! the bridge appends its division to the hop trail and never forwards a record to a node
+//! already in its trail (its origin counts as visited), so a two-way link cannot loop. The
+//! producer is the node's idempotent one, and a source offset is stored only after the
+//! local produce is acknowledged; duplicates after a restart are absorbed downstream by
+//! event id.
+
+use std::{sync::Arc, time::Duration};
+
+use govex_bus::{
+    config::{BridgeConfig, BusConfig, LinkConfig},
+    consumer::{AtLeastOnceConsumer, ConsumerSettings, HandlerError, RunStats},
+    envelope::Envelope,
+    rdkafka::message::{Message, OwnedMessage},
+    Bus, Division, Metrics, Outgoing,
+};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+};
+use tokio_util::sync::CancellationToken;
+
+/// Which way a link carries records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From a child to this node.
+    Up,
+    /// From the parent to this node.
+    Down,
+}
+
+/// One link: a neighbour's cluster and the topics pulled from it.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// `up-from-610921`, `down-from-610000`.
+    pub name: String,
+    /// The neighbour's division.
+    pub remote: Division,
+    /// Its cluster.
+    pub config: BusConfig,
+    /// Its bootstrap servers.
+    pub bootstrap: String,
+    /// The topics pulled.
+    pub topics: Vec<String>,
+    /// Which way.
+    pub direction: Direction,
+}
+
+/// A bridge setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("bridge: {0}")]
+pub struct BridgeError(String);
+
+/// The links a node's configuration describes.
+pub fn links(local: Division, bus: &BusConfig, bridge: &BridgeConfig) -> Result<Vec<Link>, BridgeError> {
+    let link = |neighbour: &LinkConfig, remote: Division, direction: Direction| {
+        let mut config = bus.clone();
+        config.brokers = Some(neighbour.brokers.clone());
+        config.properties.extend(neighbour.properties.clone());
+        let (prefix, topics) = match direction {
+            Direction::Up => ("up-from", bridge.up_topics.clone()),
+            Direction::Down => ("down-from", bridge.down_topics.clone()),
+        };
+        Link {
+            name: format!("{prefix}-{remote}"),
+            remote,
+            config,
+            bootstrap: neighbour.brokers.clone(),
+            topics,
+            direction,
+        }
+    };
+    let mut out = Vec::new();
+    if let Some(parent) = &bridge.parent {
+        let remote = parent
+            .division
+            .or_else(|| local.parent())
+            .ok_or_else(|| BridgeError(format!("{local} is a province: name the parent's division")))?;
+        out.push(link(parent, remote, Direction::Down));
+    }
+    for (i, child) in bridge.children.iter().enumerate() {
+        let remote = child.division.ok_or_else(|| BridgeError(format!("bridge.children[{i}].division is required")))?;
+        out.push(link(child, remote, Direction::Up));
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LinkLabels {
+    link: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabels {
+    link: String,
+    topic: String,
+}
+
+/// The bridges' metrics.
+#[derive(Clone)]
+pub struct BridgeMetrics {
+    forwarded: Family<TopicLabels, Counter>,
+    dropped_loops: Family<LinkLabels, Counter>,
+    filtered: Family<LinkLabels, Counter>,
+    hop_latency: Histogram,
+    link_up: Family<LinkLabels, Gauge>,
+    heartbeat: Family<LinkLabels, Gauge>,
+}
+
+impl BridgeMetrics {
+    /// Registers the bridges' metrics.
+    pub fn register(metrics: &Metrics) -> Self {
+        let bridge = Self {
+            forwarded: Family::default(),
+            dropped_loops: Family::default(),
+            filtered: Family::default(),
+            hop_latency: Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            link_up: Family::default(),
+            heartbeat: Family::default(),
+        };
+        metrics.register(|r| {
+            r.register("bridge_forwarded_records", "Records a bridge forwarded", bridge.forwarded.clone());
+            r.register(
+                "bridge_dropped_loop_records",
+                "Records dropped because this node is already in their hop trail",
+                bridge.dropped_loops.clone(),
+            );
+            r.register(
+                "bridge_filtered_records",
+                "Records not forwarded by the origin or record-type filters",
+                bridge.filtered.clone(),
+            );
+            r.register(
+                "bridge_hop_latency_seconds",
+                "From a record's origin event time to its arrival here",
+                bridge.hop_latency.clone(),
+            );
+            r.register(
+                "bridge_link_up",
+                "1 when the link's remote cluster answered the last heartbeat",
+                bridge.link_up.clone(),
+            );
+            r.register(
+                "bridge_heartbeat_timestamp_seconds",
+                "When the link's remote cluster last answered",
+                bridge.heartbeat.clone(),
+            );
+        });
+        bridge
+    }
+}
+
+/// What to do with one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward with this envelope.
+    Forward(Envelope),
+    /// This node is already in the record's trail.
+    Loop,
+    /// A filter excludes it.
+    Filtered,
+}
+
+/// The forwarding rule, apart from Kafka.
+pub fn decide(local: Division, envelope: &Envelope, bridge: &BridgeConfig) -> Decision {
+    let visited = envelope.hop_trail.contains(&local) || envelope.origin_division == local;
+    if visited {
+        return Decision::Loop;
+    }
+    let origin = envelope.origin_division.as_str();
+    if !bridge.origin_prefixes.is_empty() && !bridge.origin_prefixes.iter().any(|p| origin.starts_with(p.as_str())) {
+        return Decision::Filtered;
+    }
+    if !bridge.record_types.is_empty() && !bridge.record_types.contains(&envelope.record_type) {
+        return Decision::Filtered;
+    }
+    let mut forwarded = envelope.clone();
+    if forwarded.hop_trail.is_empty() {
+        forwarded.hop_trail.push(envelope.origin_division);
+    }
+    forwarded.hop_trail.push(local);
+    forwarded.traceparent = envelope.traceparent.child();
+    Decision::Forward(forwarded)
+}
+
+/// One node's bridges.
+pub struct Bridge {
+    local: Division,
+    bus: Bus,
+    config: BridgeConfig,
+    metrics: BridgeMetrics,
+}
+
+impl Bridge {
+    /// Bridges into `bus` for the node at `local`.
+    pub fn new(local: Division, bus: Bus, config: BridgeConfig, metrics: BridgeMetrics) -> Self {
+        Self { local, bus, config, metrics }
+    }
+
+    async fn forward(&self, link: &str, message: &OwnedMessage) -> Result<(), HandlerError> {
+        let Some(envelope) = message.headers().and_then(|h| Envelope::from_headers(h).ok()) else {
+            // Not a govex record (no envelope): nothing to route by.
+            self.metrics.filtered.get_or_create(&LinkLabels { link: link.to_owned() }).inc();
+            return Ok(());
+        };
+        match decide(self.local, &envelope, &self.config) {
+            Decision::Loop => {
+                self.metrics.dropped_loops.get_or_create(&LinkLabels { link: link.to_owned() }).inc();
+                Ok(())
+            }
+            Decision::Filtered => {
+                self.metrics.filtered.get_or_create(&LinkLabels { link: link.to_owned() }).inc();
+                Ok(())
+            }
+            Decision::Forward(forwarded) => {
+                let outgoing = Outgoing::new(
+                    message.topic(),
+                    message.key().unwrap_or_default().to_vec(),
+                    message.payload().unwrap_or_default().to_vec(),
+                    &forwarded,
+                );
+                self.bus.producer().publish(outgoing).await.map_err(|e| HandlerError::Retry(e.to_string()))?;
+                self.metrics
+                    .forwarded
+                    .get_or_create(&TopicLabels { link: link.to_owned(), topic: message.topic().to_owned() })
+                    .inc();
+                if let Some(origin_ms) = envelope.event_time_millis() {
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    self.metrics.hop_latency.observe(now_ms.saturating_sub(origin_ms) as f64 / 1000.0);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs one link until `shutdown`: a heartbeat, and a consumer of the remote topics that
+    /// stores each source offset only after the local produce is acknowledged.
+    pub async fn run_link(
+        self: Arc<Self>,
+        link: Link,
+        group_prefix: &str,
+        shutdown: CancellationToken,
+    ) -> Result<RunStats, govex_bus::BusError> {
+        let labels = LinkLabels { link: link.name.clone() };
+        let heartbeat = {
+            let (metrics, labels, config, bootstrap, stop) =
+                (self.metrics.clone(), labels.clone(), link.config.clone(), link.bootstrap.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let probe = govex_bus::bus::Reachability::new(config, bootstrap);
+                loop {
+                    let up = probe.check(Duration::from_secs(2)).await.is_ok();
+                    metrics.link_up.get_or_create(&labels).set(i64::from(up));
+                    if up {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs() as i64)
+                            .unwrap_or(0);
+                        metrics.heartbeat.get_or_create(&labels).set(now);
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
+            })
+        };
+        let settings = ConsumerSettings {
+            group_id: format!("{group_prefix}-{}-bridge-{}", self.local, link.remote),
+            topics: link.topics.clone(),
+            lanes: 8,
+            lane_capacity: 256,
+        };
+        let consumer = AtLeastOnceConsumer::new(&link.config, &link.bootstrap, settings)
+            .map_err(govex_bus::BusError::Client)?
+            .with_lag_gauges(self.bus.lag_gauges());
+        let name = link.name.clone();
+        let bridge = self.clone();
+        let stats = consumer
+            .run(
+                move |message| {
+                    let (bridge, name) = (bridge.clone(), name.clone());
+                    async move { bridge.forward(&name, &message).await }
+                },
+                None,
+                shutdown,
+            )
+            .await;
+        heartbeat.abort();
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use govex_bus::Department;
+
+    fn division(code: &str) -> Division {
+        Division::parse(code).unwrap()
+    }
+
+    #[test]
+    fn a_record_is_forwarded_with_its_trail_and_never_back() {
+        let config = BridgeConfig::default();
+        let record = Envelope::new(Department::Platform, division("610921"), "case-event");
+        let Decision::Forward(at_city) = decide(division("610900"), &record, &config) else { panic!() };
+        assert_eq!(at_city.hop_trail, vec![division("610921"), division("610900")]);
+        assert_eq!(at_city.event_id, record.event_id, "the event id travels");
+        assert_eq!(at_city.traceparent.trace_id, record.traceparent.trace_id, "the trace continues");
+        let Decision::Forward(at_province) = decide(division("610000"), &at_city, &config) else { panic!() };
+        assert_eq!(at_province.hop_trail.len(), 3);
+        assert_eq!(decide(division("610921"), &at_city, &config), Decision::Loop, "the origin never gets it back");
+        assert_eq!(decide(division("610900"), &at_province, &config), Decision::Loop);
+    }
+
+    #[test]
+    fn filters_on_origin_and_record_type() {
+        let config = BridgeConfig {
+            origin_prefixes: vec!["6109".into()],
+            record_types: vec!["case-event".into()],
+            ..BridgeConfig::default()
+        };
+        let local = division("610000");
+        assert!(matches!(
+            decide(local, &Envelope::new(Department::Platform, division("610921"), "case-event"), &config),
+            Decision::Forward(_)
+        ));
+        assert_eq!(
+            decide(local, &Envelope::new(Department::Platform, division("610102"), "case-event"), &config),
+            Decision::Filtered
+        );
+        assert_eq!(
+            decide(local, &Envelope::new(Department::Platform, division("610921"), "statistics"), &config),
+            Decision::Filtered
+        );
+    }
+
+    #[test]
+    fn the_parent_is_derived_and_children_are_named() {
+        let bridge = BridgeConfig {
+            parent: Some(LinkConfig { division: None, brokers: "p:9092".into(), properties: Default::default() }),
+            children: vec![LinkConfig {
+                division: Some(division("610921")),
+                brokers: "c:9092".into(),
+                properties: Default::default(),
+            }],
+            ..BridgeConfig::default()
+        };
+        let all = links(division("610900"), &BusConfig::default(), &bridge).unwrap();
+        assert_eq!((all[0].name.as_str(), all[0].direction), ("down-from-610000", Direction::Down));
+        assert_eq!((all[1].name.as_str(), all[1].direction), ("up-from-610921", Direction::Up));
+        assert!(links(division("610000"), &BusConfig::default(), &bridge).is_err(), "a province has no derived parent");
+    }
+}
