@@ -1,16 +1,12 @@
 //! The Confluent wire format through a real broker, and the codec's errors.
 
-use std::time::Duration;
-
 use apache_avro::Schema;
 use govex_bus::{
     codec::{parse_frame, CodecError},
-    consumer::ConsumerSettings,
     envelope::Envelope,
     rdkafka::message::Message,
     Decoder, Department, Division, Encoder, Outgoing,
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::support::{self, permit, TestPermit, PERMIT_SCHEMA};
 
@@ -37,39 +33,17 @@ async fn a_published_record_is_consumed_and_decoded_to_an_equal_value_with_every
         result.expect("delivered");
     }
 
-    let consumer = test
-        .bus
-        .consumer(ConsumerSettings {
-            group_id: "roundtrip".into(),
-            topics: vec![topic.into()],
-            lanes: 2,
-            lane_capacity: 16,
-        })
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(consumer.run(
-        move |message| {
-            let tx = tx.clone();
-            async move {
-                tx.send(message).unwrap();
-                Ok(())
-            }
-        },
-        None,
-        stop.clone(),
-    ));
+    let mut collector = support::collect(&test.bus, "roundtrip", &[topic]);
     let decoder = Decoder::new(client.clone(), &Schema::parse_str(PERMIT_SCHEMA).unwrap());
     let mut received = Vec::new();
     while received.len() < sent.len() {
-        let message = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("records arrive").unwrap();
+        let message = collector.next().await;
         let envelope = Envelope::from_headers(message.headers().expect("headers")).unwrap();
         let value: TestPermit = decoder.decode_into(message.payload().unwrap()).await.unwrap();
         assert_eq!(message.key(), Some(value.key.as_bytes()), "the key is the natural key");
         received.push((envelope, value));
     }
-    stop.cancel();
-    run.await.unwrap();
+    collector.stop().await;
     received.sort_by_key(|(_, v)| v.seq);
     assert_eq!(received, sent);
 }

@@ -284,31 +284,10 @@ async fn a_record_the_handler_cannot_apply_goes_to_the_dlq_with_connect_headers(
     assert_eq!((stats.finished, stats.received), (10, 10));
 
     // Read the dead letter back.
-    let reader = test
-        .bus
-        .consumer(ConsumerSettings {
-            group_id: "dlq-reader".into(),
-            topics: vec![format!("{topic}.dlq")],
-            lanes: 1,
-            lane_capacity: 8,
-        })
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(reader.run(
-        move |message| {
-            let tx = tx.clone();
-            async move {
-                tx.send(message).unwrap();
-                Ok(())
-            }
-        },
-        None,
-        stop.clone(),
-    ));
-    let letter = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("dead letter arrives").unwrap();
-    stop.cancel();
-    run.await.unwrap();
+    let dlq_topic = format!("{topic}.dlq");
+    let mut reader = support::collect(&test.bus, "dlq-reader", &[&dlq_topic]);
+    let letter = reader.next().await;
+    reader.stop().await;
     assert_eq!(seq_of(letter.payload()), 4, "the value is kept unchanged");
     assert_eq!(letter.key(), Some(b"k4".as_slice()));
     let headers = letter.headers().unwrap();

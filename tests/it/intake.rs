@@ -1,7 +1,7 @@
 //! Department intake over HTTP: every record type end to end, every domain rule, auth,
 //! problem details, batches, idempotent retries, and arbitrary input.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use apache_avro::Schema;
 use govex_adapters::{
@@ -10,11 +10,8 @@ use govex_adapters::{
     intake::{auth::hash_token, Rejection},
     samples::sample,
 };
-use govex_bus::{
-    config::TokenConfig, consumer::ConsumerSettings, rdkafka::message::Message, Decoder, Department, NodeConfig,
-};
+use govex_bus::{config::TokenConfig, rdkafka::message::Message, Decoder, Department, NodeConfig};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 use crate::{node::test_node_config, support::records_in_topic};
 
@@ -94,31 +91,11 @@ async fn every_department_record_is_accepted_once_the_broker_has_it_and_reads_ba
     }
 
     // Read each topic back and decode with the bundled schema.
-    let consumer = node
-        .bus
-        .consumer(ConsumerSettings {
-            group_id: "intake-check".into(),
-            topics: RECORDS.iter().map(|r| r.2.to_owned()).collect(),
-            lanes: 1,
-            lane_capacity: 16,
-        })
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(consumer.run(
-        move |message| {
-            let tx = tx.clone();
-            async move {
-                tx.send(message).unwrap();
-                Ok(())
-            }
-        },
-        None,
-        stop.clone(),
-    ));
+    let topics: Vec<&str> = RECORDS.iter().map(|r| r.2).collect();
+    let mut collector = crate::support::collect(&node.bus, "intake-check", &topics);
     let mut seen = 0;
     while seen < RECORDS.len() {
-        let message = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("records arrive").unwrap();
+        let message = collector.next().await;
         let (body, answer) = &sent[message.topic()];
         assert_eq!(message.offset(), answer["offset"].as_i64().unwrap());
         let envelope = govex_bus::Envelope::from_headers(message.headers().unwrap()).unwrap();
@@ -134,8 +111,7 @@ async fn every_department_record_is_accepted_once_the_broker_has_it_and_reads_ba
         assert_eq!(division.1, apache_avro::types::Value::String(body["division"].as_str().unwrap().to_owned()));
         seen += 1;
     }
-    stop.cancel();
-    run.await.unwrap();
+    collector.stop().await;
     node.shutdown().await.unwrap();
 }
 

@@ -2,17 +2,13 @@
 //! schema-registry and Avro extras) against a running govex node. It decodes what govex
 //! published, and govex decodes what it published.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command};
 
 use apache_avro::{
     types::Value::{self, *},
     Decimal, Schema,
 };
-use govex_bus::{
-    consumer::ConsumerSettings, envelope::Envelope, rdkafka::message::Message, Decoder, Department, Division, Encoder,
-    Outgoing,
-};
-use tokio_util::sync::CancellationToken;
+use govex_bus::{envelope::Envelope, rdkafka::message::Message, Decoder, Department, Division, Encoder, Outgoing};
 
 use crate::node::test_node_config;
 
@@ -106,36 +102,14 @@ async fn confluents_python_client_and_govex_read_each_others_records() {
     assert!(stdout.contains("SENT"), "{stdout}");
 
     // govex reads the Python client's record, by the id the Python client registered.
-    let consumer = node
-        .bus
-        .consumer(ConsumerSettings {
-            group_id: "read-python".into(),
-            topics: vec![TOPIC.into()],
-            lanes: 1,
-            lane_capacity: 8,
-        })
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(consumer.run(
-        move |message| {
-            let tx = tx.clone();
-            async move {
-                tx.send(message).unwrap();
-                Ok(())
-            }
-        },
-        None,
-        stop.clone(),
-    ));
+    let mut collector = crate::support::collect(&node.bus, "read-python", &[TOPIC]);
     let from_python = loop {
-        let message = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("records arrive").unwrap();
+        let message = collector.next().await;
         if message.key() == Some(b"from-python".as_slice()) {
             break message;
         }
     };
-    stop.cancel();
-    run.await.unwrap();
+    collector.stop().await;
     let decoder = Decoder::new(node.registry.clone(), &Schema::parse_str(&schema_text).unwrap());
     let Record(fields) = decoder.decode(from_python.payload().unwrap()).await.unwrap() else { panic!("a record") };
     let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap();

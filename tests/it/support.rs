@@ -104,3 +104,53 @@ pub fn permit(key: &str, seq: i64) -> TestPermit {
         issued_at: 1_790_000_000_000 + seq,
     }
 }
+
+/// A consumer that hands every record it receives to the test, in a channel.
+pub struct Collector {
+    rx: tokio::sync::mpsc::UnboundedReceiver<govex_bus::rdkafka::message::OwnedMessage>,
+    stop: tokio_util::sync::CancellationToken,
+    run: tokio::task::JoinHandle<govex_bus::consumer::RunStats>,
+}
+
+/// Starts a collector in its own consumer group on `topics`.
+pub fn collect(bus: &Bus, group: &str, topics: &[&str]) -> Collector {
+    let consumer = bus
+        .consumer(govex_bus::ConsumerSettings {
+            group_id: group.into(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            lanes: 1,
+            lane_capacity: 64,
+        })
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(consumer.run(
+        move |message| {
+            let tx = tx.clone();
+            async move {
+                // A closed channel only means the test stopped listening.
+                let _ = tx.send(message);
+                Ok(())
+            }
+        },
+        None,
+        stop.clone(),
+    ));
+    Collector { rx, stop, run }
+}
+
+impl Collector {
+    /// The next record; fails the test after 30 s without one.
+    pub async fn next(&mut self) -> govex_bus::rdkafka::message::OwnedMessage {
+        tokio::time::timeout(Duration::from_secs(30), self.rx.recv())
+            .await
+            .expect("a record arrives")
+            .expect("the consumer runs")
+    }
+
+    /// Stops the consumer and waits for it to drain.
+    pub async fn stop(self) -> govex_bus::consumer::RunStats {
+        self.stop.cancel();
+        self.run.await.unwrap()
+    }
+}
