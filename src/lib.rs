@@ -5,6 +5,7 @@
 //! [`node::RunningNode`] that knows its bound addresses; [`node::RunningNode::shutdown`]
 //! takes it down in the order the brief prescribes. `main.rs` only parses the command line.
 
+pub mod demo;
 pub mod import_cmd;
 pub mod maintenance;
 pub mod node;

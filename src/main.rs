@@ -76,6 +76,9 @@ enum Command {
         #[arg(long, short, env = "GOVEX_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Run the flagship scenario (brief §6) across a province, a city and a county node in
+    /// one process, each on its own embedded cluster, and print what happened where.
+    Demo,
     /// Department tokens: `govex token new <department>` prints a new token (give it to the
     /// department's system) and the config entry holding only its hash.
     Token {
@@ -220,6 +223,13 @@ async fn main() -> Result<()> {
                 anyhow::bail!("only `govex sink elicense --rebuild` is available");
             }
             govex::maintenance::rebuild_elicense(&config).await
+        }
+        Command::Demo => {
+            telemetry::init(if cli.log_json { LogFormat::Json } else { LogFormat::Text });
+            let data = govex::demo::scratch_dir();
+            let result = govex::demo::run(&data).await;
+            let _ = std::fs::remove_dir_all(&data);
+            result
         }
         Command::Token { command: TokenCommand::New { department, label } } => {
             let department: govex_bus::Department = department.parse().map_err(|_| anyhow::anyhow!("'{department}' is not a department: expected land-registry, housing, tax, provident-fund or platform"))?;

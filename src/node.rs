@@ -189,6 +189,19 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             }
         });
     }
+    let cases_dir = config.data_dir.join("cases");
+    let case_stats = Arc::new(
+        govex_sinks::case_stats::CaseStats::open(&cases_dir, registry.clone(), &metrics)
+            .with_context(|| format!("case statistics store {} cannot be opened", cases_dir.display()))?,
+    );
+    {
+        let (bus, stop, group_id) = (bus.clone(), background.clone(), group("cases"));
+        background_tasks.spawn(async move {
+            if let Err(e) = govex_sinks::case_stats::run(case_stats, &bus, group_id, stop).await {
+                tracing::error!(error = %e, "the case statistics sink could not start");
+            }
+        });
+    }
     // Level bridges: pull up-routes from the children's clusters, down-routes from the parent's.
     let bridge_links = govex_sinks::level_bridge::links(config.division, &config.bus, &config.bridge)?;
     if !bridge_links.is_empty() {

@@ -17,6 +17,7 @@ pub use govex_bus::identifiers;
 pub mod import;
 pub mod intake;
 pub mod land_registry;
+pub mod platform;
 pub mod provident_fund;
 pub mod record;
 pub mod samples;
@@ -27,5 +28,6 @@ use record::RecordSpec;
 
 /// Every record type of every department. A new department is one folder and one line here.
 pub fn all_records() -> Vec<RecordSpec> {
-    [land_registry::records(), housing::records(), tax::records(), provident_fund::records()].concat()
+    [land_registry::records(), housing::records(), tax::records(), provident_fund::records(), platform::records()]
+        .concat()
 }

@@ -76,6 +76,35 @@ pub fn sample(department: &str, record: &str, n: u32) -> Option<Value> {
             "licence_id": "1.2.156.3005.2.11100000000013338W011.11430000006122244L.20230000403.001.U",
             "division": "610900"
         }),
+        ("platform", "licence") => {
+            let serial = format!("SN{n:08}");
+            let body = format!("11100000000013338W011{}{serial}001", "11430000006122244L");
+            let check = govex_bus::identifiers::mod37_36_check(&body).unwrap_or('0');
+            json!({
+                "licence_id": format!("1.2.156.3005.2.11100000000013338W011.11430000006122244L.{serial}.001.{check}"),
+                "type_code": "11100000000013338W011",
+                "type_name": "不动产权证书",
+                "licence_number": format!("陕(2026)汉阴县不动产权第{n:07}号"),
+                "issuer_code": "11430000006122244L",
+                "issuer_name": "汉阴县不动产登记中心",
+                "holder": person,
+                "issued_at": "2026-11-20T10:30:00+08:00",
+                "valid_from": "2026-11-20",
+                "status": "VALID",
+                "surface": {"坐落": "汉阴县城关镇月河新城3幢2单元1201室", "面积": "98.76"},
+                "content_hash": format!("{:064x}", u128::from(n) * 0x9e37_79b9_7f4a_7c15),
+                "division": "610921"
+            })
+        }
+        ("platform", "case-event") => json!({
+            "case_number": format!("BJ-610921-{n:08}"),
+            "service_item_code": "610000-BDCDJ-ZYDJ",
+            "division": "610921",
+            "department": "land-registry",
+            "stage": "ACCEPTED",
+            "promised_working_days": 5,
+            "occurred_at": "2026-11-20T09:00:00+08:00"
+        }),
         _ => return None,
     })
 }

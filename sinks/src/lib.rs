@@ -7,6 +7,7 @@
 //!
 //! Sinks depend on `bus` and `schemas`, never on adapters.
 
+pub mod case_stats;
 pub mod dossier;
 pub mod elicense;
 pub mod flush;

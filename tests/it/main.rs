@@ -5,6 +5,7 @@ mod bridge;
 mod codec;
 mod config;
 mod delivery;
+mod demo;
 mod dossier;
 mod elicense;
 mod import;

@@ -1,0 +1,171 @@
+//! Case statistics (办件统计): consumes `gov.case.event.v1` — at the province, the case events
+//! every county sent up — and counts completed cases per division, on time or late, against
+//! the promised working days (`govex_case_completed_total{division, on_time}`).
+
+use std::{path::Path, sync::Arc};
+
+use apache_avro::Schema;
+use chrono::{Datelike, Duration as Days, NaiveDate, Weekday};
+use govex_bus::{
+    consumer::{ConsumerSettings, HandlerError, RunStats},
+    envelope::Envelope,
+    rdkafka::message::{Message, OwnedMessage},
+    Bus, CodecError, Decoder, Metrics, RegistryClient,
+};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+/// The topic.
+pub const TOPIC: &str = "gov.case.event.v1";
+
+#[derive(Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum Stage {
+    Accepted,
+    InReview,
+    Approved,
+    Rejected,
+    Completed,
+    Suspended,
+}
+
+#[derive(Deserialize)]
+struct CaseEvent {
+    case_number: String,
+    division: String,
+    stage: Stage,
+    promised_working_days: i32,
+    occurred_at: i64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CompletedLabels {
+    division: String,
+    on_time: String,
+}
+
+/// Working days (Monday to Friday) from `start` to `end`, not counting the start day.
+pub fn working_days(start: NaiveDate, end: NaiveDate) -> i64 {
+    let mut days = 0;
+    let mut day = start;
+    while day < end {
+        day += Days::days(1);
+        if !matches!(day.weekday(), Weekday::Sat | Weekday::Sun) {
+            days += 1;
+        }
+    }
+    days
+}
+
+fn china_date(ms: i64) -> NaiveDate {
+    chrono::DateTime::from_timestamp_millis(ms + 8 * 3_600_000).map(|t| t.date_naive()).unwrap_or_default()
+}
+
+/// Counts completed cases.
+pub struct CaseStats {
+    accepted: sled::Tree,
+    events: sled::Tree,
+    db: sled::Db,
+    decoder: Decoder,
+    completed: Family<CompletedLabels, Counter>,
+}
+
+impl CaseStats {
+    /// Opens the state (acceptance times) under `dir` and registers the counter.
+    pub fn open(dir: &Path, registry: RegistryClient, metrics: &Metrics) -> Result<Self, sled::Error> {
+        let db = sled::open(dir)?;
+        let text = govex_schemas::bundled_schemas().find(|s| s.topic == TOPIC).map(|s| s.text).unwrap_or_default();
+        let schema =
+            Schema::parse_str(text).unwrap_or_else(|e| unreachable!("the bundled case schema parses (tested): {e}"));
+        let completed = Family::<CompletedLabels, Counter>::default();
+        metrics.register(|r| {
+            r.register("case_completed", "Completed cases per division, on time or late", completed.clone())
+        });
+        Ok(Self {
+            accepted: db.open_tree("accepted")?,
+            events: db.open_tree("events")?,
+            db,
+            decoder: Decoder::new(registry, &schema),
+            completed,
+        })
+    }
+
+    /// Applies one case event.
+    pub async fn handle(&self, message: &OwnedMessage) -> Result<(), HandlerError> {
+        let Some(envelope) = message.headers().and_then(|h| Envelope::from_headers(h).ok()) else { return Ok(()) };
+        if self.events.contains_key(envelope.event_id.as_bytes()).map_err(|e| HandlerError::Retry(e.to_string()))? {
+            return Ok(());
+        }
+        let event: CaseEvent = match self.decoder.decode_into(message.payload().unwrap_or_default()).await {
+            Ok(event) => event,
+            Err(CodecError::Registry(e)) => return Err(HandlerError::Retry(e.to_string())),
+            Err(e) => {
+                tracing::warn!(class = e.class(), "a case event could not be read; not counted");
+                return Ok(());
+            }
+        };
+        let key = format!("{}\0{}", event.division, event.case_number);
+        match event.stage {
+            Stage::Accepted => {
+                self.accepted
+                    .insert(key.as_bytes(), &event.occurred_at.to_be_bytes())
+                    .map_err(|e| HandlerError::Retry(e.to_string()))?;
+            }
+            Stage::Completed => {
+                let accepted = self.accepted.get(key.as_bytes()).map_err(|e| HandlerError::Retry(e.to_string()))?;
+                let accepted_ms = accepted
+                    .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+                    .map(i64::from_be_bytes)
+                    .unwrap_or(event.occurred_at);
+                let taken = working_days(china_date(accepted_ms), china_date(event.occurred_at));
+                let on_time = taken <= i64::from(event.promised_working_days);
+                self.completed
+                    .get_or_create(&CompletedLabels { division: event.division, on_time: on_time.to_string() })
+                    .inc();
+            }
+            _ => {}
+        }
+        self.events.insert(envelope.event_id.as_bytes(), &[]).map_err(|e| HandlerError::Retry(e.to_string()))?;
+        self.db.flush_async().await.map_err(|e| HandlerError::Retry(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Consumes the case topic until `shutdown`.
+pub async fn run(
+    stats: Arc<CaseStats>,
+    bus: &Bus,
+    group_id: String,
+    shutdown: CancellationToken,
+) -> Result<RunStats, govex_bus::BusError> {
+    // One lane: a case's acceptance is counted before its completion.
+    let consumer =
+        bus.consumer(ConsumerSettings { group_id, topics: vec![TOPIC.into()], lanes: 1, lane_capacity: 256 })?;
+    Ok(consumer
+        .run(
+            move |message| {
+                let stats = stats.clone();
+                async move { stats.handle(&message).await }
+            },
+            None,
+            shutdown,
+        )
+        .await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn working_days_skip_weekends() {
+        let friday = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        assert_eq!(working_days(friday, friday), 0);
+        assert_eq!(working_days(friday, NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()), 1, "Friday to Monday");
+        assert_eq!(working_days(friday, NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()), 5);
+    }
+}
