@@ -70,8 +70,9 @@ pub async fn import(args: ImportArgs) -> Result<bool> {
 
     let interrupt = CancellationToken::new();
     let on_signal = interrupt.clone();
+    let signal = govex_bus::shutdown::listen();
     tokio::spawn(async move {
-        govex_bus::shutdown::signal().await;
+        signal.await;
         eprintln!("interrupted: finishing the current batch, then stopping; rerun the same command to resume");
         on_signal.cancel();
     });

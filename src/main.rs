@@ -190,7 +190,7 @@ async fn main() -> Result<()> {
             let config = NodeConfig::load(config.as_deref(), std::env::vars())?;
             let format = if cli.log_json { LogFormat::Json } else { config.log.format };
             telemetry::init(format);
-            govex::node::run(config, govex_bus::shutdown::signal()).await
+            govex::node::run(config, govex_bus::shutdown::listen()).await
         }
         Command::Schema { command, json } => {
             telemetry::init(if cli.log_json { LogFormat::Json } else { LogFormat::Text });
@@ -243,6 +243,7 @@ async fn main() -> Result<()> {
         }
         Command::Broker { brokers } => {
             telemetry::init(if cli.log_json { LogFormat::Json } else { LogFormat::Text });
+            let stop = govex_bus::shutdown::listen();
             let broker = EmbeddedBroker::start(brokers).context("the embedded broker could not start")?;
             tracing::warn!("the embedded broker keeps messages in memory only and is for trial use");
             // The mock cluster has no CreateTopics API, so the nodes sharing it could not make
@@ -257,7 +258,7 @@ async fn main() -> Result<()> {
             }
             println!("embedded broker running; bootstrap servers: {}", broker.bootstrap_servers());
             println!("point nodes at it with GOVEX_BUS__BROKERS={}", broker.bootstrap_servers());
-            govex_bus::shutdown::signal().await;
+            stop.await;
             drop(broker);
             Ok(())
         }
