@@ -274,8 +274,10 @@ impl Bridge {
         let settings = ConsumerSettings {
             group_id: format!("{group_prefix}-{}-bridge-{}", self.local, link.remote),
             topics: link.topics.clone(),
-            lanes: 8,
-            lane_capacity: 256,
+            // Each lane waits for its record's acknowledgement before the next (that is what
+            // lets the offset follow the ack); many lanes keep many records in flight.
+            lanes: 256,
+            lane_capacity: 16,
         };
         let consumer = AtLeastOnceConsumer::new(&link.config, &link.bootstrap, settings)
             .map_err(govex_bus::BusError::Client)?
