@@ -29,8 +29,9 @@ const RECORDS: usize = 50_000;
 const TOPIC: &str = "gov.case.event.v1";
 const RAW_TOPIC: &str = "bench.raw-forward";
 
-fn records(origin: Division, count: usize) -> Vec<Outgoing> {
-    (0..count)
+/// Records `first..first + count`, each with its own key (one case each).
+fn records(origin: Division, first: usize, count: usize) -> Vec<Outgoing> {
+    (first..first + count)
         .map(|n| {
             let envelope = Envelope::new(Department::Platform, origin, "case-event");
             Outgoing::new(TOPIC, format!("BJ-{n:08}"), vec![0u8; 150], &envelope)
@@ -76,7 +77,7 @@ fn main() {
         let source_bus = Bus::on_embedded(&config, source.clone(), &Metrics::new()).expect("bus");
         let target_bus = Bus::on_embedded(&config, target.clone(), &Metrics::new()).expect("bus");
         let county = Division::parse("610921").expect("division");
-        for result in source_bus.producer().publish_all(records(county, RECORDS)).await {
+        for result in source_bus.producer().publish_all(records(county, 0, RECORDS)).await {
             result.expect("delivered");
         }
 
@@ -144,9 +145,12 @@ fn main() {
         // Hop latency: a steady 2,000 records/s for 3 s while the bridge runs.
         let started = Instant::now();
         let mut pending = Vec::new();
-        for (i, record) in records(county, 6_000).into_iter().enumerate() {
+        for i in 0..6_000usize {
             tokio::time::sleep_until(tokio::time::Instant::from_std(started + Duration::from_micros(500 * i as u64)))
                 .await;
+            // Made at send time, so the origin time in its event id is the send time; a key of
+            // its own, as distinct cases have (one key is handled in order, one at a time).
+            let record = records(county, RECORDS + i, 1).remove(0);
             pending.push(source_bus.producer().enqueue(record).await);
         }
         for delivery in futures::future::join_all(pending).await {
