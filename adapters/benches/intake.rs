@@ -147,6 +147,12 @@ fn main() {
                 govex_rates.push(RECORDS as f64 / whole_path(&intake, department, record, &lines).await.as_secs_f64());
             }
             let (govex_rate, raw_rate) = (median(govex_rates), median(raw_rates));
+            let context = CheckContext::now();
+            let started = Instant::now();
+            for line in &lines {
+                std::hint::black_box(intake.check(department, record, line, &context).expect("valid"));
+            }
+            let check_rate = RECORDS as f64 / started.elapsed().as_secs_f64();
             let input = dir.path().join(format!("{record}.ndjson"));
             std::fs::write(&input, lines.iter().map(|l| String::from_utf8_lossy(l).into_owned() + "\n").collect::<String>()).expect("input file");
             let schema_id = registry.latest(&format!("{topic}-value")).await.expect("registered").0;
@@ -164,6 +170,7 @@ fn main() {
                 python_text,
                 python_ratio
             );
+            println!("  checks alone (parse, JSON Schema, domain, map, encode, envelope), one thread: {check_rate:.0} rec/s");
             if let Err(e) = python {
                 println!("  python peer failed (pip install 'confluent-kafka[avro,schemaregistry]' jsonschema fastavro): {}", e.lines().last().unwrap_or(""));
             }
