@@ -106,6 +106,24 @@ pub enum RegistryError {
     Corrupt(String),
 }
 
+/// Opens (or creates) a sled database in `dir`, the one way every govex store opens one.
+///
+/// sled releases its file lock from a background thread after the last handle is dropped,
+/// so a store reopened within one process (a node restarted in tests, `govex demo`,
+/// `govex sink --rebuild`) may briefly find the lock held; the open is retried for up to 2 s.
+pub fn open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
+    let mut attempts = 0;
+    loop {
+        match sled::open(dir) {
+            Err(sled::Error::Io(e)) if attempts < 100 && e.to_string().contains("could not acquire lock") => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Which version of a subject to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VersionSelector {
@@ -204,19 +222,7 @@ const NEXT_ID: &[u8] = b"meta/next_id";
 impl Registry {
     /// Opens (or creates) the registry under `dir`.
     pub fn open(dir: &Path) -> Result<Self, RegistryError> {
-        // sled releases its file lock from a background thread after the last handle is
-        // dropped; a restart within one process (tests, `govex demo`) may briefly find it held.
-        let mut attempts = 0;
-        let db = loop {
-            match sled::open(dir) {
-                Err(sled::Error::Io(e)) if attempts < 100 && e.to_string().contains("could not acquire lock") => {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => break other?,
-            }
-        };
-        Self::with_db(db)
+        Self::with_db(open_sled(dir)?)
     }
 
     /// Uses the `registry` tree of an already open sled database.

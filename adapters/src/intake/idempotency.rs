@@ -41,7 +41,7 @@ fn now_ms() -> u64 {
 impl IdempotencyStore {
     /// Opens the store under `dir`.
     pub fn open(dir: &Path, window: Duration) -> Result<Self, sled::Error> {
-        let db = sled::open(dir)?;
+        let db = govex_schemas::store::open_sled(dir)?;
         let tree = db.open_tree("idempotency")?;
         let store = Self { tree, db, window, in_progress: Mutex::default() };
         store.purge_expired()?;

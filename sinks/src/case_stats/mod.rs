@@ -77,7 +77,7 @@ pub struct CaseStats {
 impl CaseStats {
     /// Opens the state (acceptance times) under `dir` and registers the counter.
     pub fn open(dir: &Path, registry: RegistryClient, metrics: &Metrics) -> Result<Self, sled::Error> {
-        let db = sled::open(dir)?;
+        let db = govex_schemas::store::open_sled(dir)?;
         let text = govex_schemas::bundled_schemas().find(|s| s.topic == TOPIC).map(|s| s.text).unwrap_or_default();
         let schema =
             Schema::parse_str(text).unwrap_or_else(|e| unreachable!("the bundled case schema parses (tested): {e}"));

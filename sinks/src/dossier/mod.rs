@@ -56,7 +56,7 @@ pub struct DossierStore {
 impl DossierStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, sled::Error> {
-        let db = sled::open(dir)?;
+        let db = govex_schemas::store::open_sled(dir)?;
         Ok(Self { parts: db.open_tree("parts")?, group_flush: Arc::new(crate::flush::GroupFlush::new(db)) })
     }
 

@@ -250,18 +250,7 @@ fn sled_error(e: sled::transaction::TransactionError<()>) -> sled::Error {
 impl LicenceStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, sled::Error> {
-        let mut attempts = 0;
-        let db = loop {
-            // sled frees its lock from a background thread; a reopen in the same process may
-            // briefly find it held.
-            match sled::open(dir) {
-                Err(sled::Error::Io(e)) if attempts < 100 && e.to_string().contains("could not acquire lock") => {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => break other?,
-            }
-        };
+        let db = govex_schemas::store::open_sled(dir)?;
         Ok(Self {
             licences: db.open_tree("licences")?,
             holders: db.open_tree("holders")?,
