@@ -247,6 +247,11 @@ impl Envelope {
         headers.insert(Header { key: header::HOP_TRAIL, value: Some(trail.as_bytes()) })
     }
 
+    /// Reads the envelope of a consumed record; a record without headers has none.
+    pub fn from_message(message: &impl rdkafka::message::Message) -> Result<Self, EnvelopeError> {
+        Self::from_headers(message.headers().ok_or(EnvelopeError::Missing(header::EVENT_ID))?)
+    }
+
     /// Reads the envelope from a record's headers.
     pub fn from_headers(headers: &impl Headers) -> Result<Self, EnvelopeError> {
         let text = |name: &'static str| -> Result<Option<&str>, EnvelopeError> {

@@ -96,7 +96,7 @@ impl CaseStats {
 
     /// Applies one case event.
     pub async fn handle(&self, message: &OwnedMessage) -> Result<(), HandlerError> {
-        let Some(envelope) = message.headers().and_then(|h| Envelope::from_headers(h).ok()) else { return Ok(()) };
+        let Some(envelope) = Envelope::from_message(message).ok() else { return Ok(()) };
         if self.events.contains_key(envelope.event_id.as_bytes()).map_err(|e| HandlerError::Retry(e.to_string()))? {
             return Ok(());
         }

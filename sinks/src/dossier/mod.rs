@@ -183,11 +183,7 @@ impl DossierSink {
         else {
             return Err(dead("route", "unknown_topic", format!("the dossier does not read {}", message.topic())));
         };
-        let envelope = message
-            .headers()
-            .ok_or(govex_bus::envelope::EnvelopeError::Missing(govex_bus::envelope::header::EVENT_ID))
-            .and_then(Envelope::from_headers)
-            .map_err(|e| dead("envelope", "envelope", e.to_string()))?;
+        let envelope = Envelope::from_message(message).map_err(|e| dead("envelope", "envelope", e.to_string()))?;
         let value = match decoder.decode(message.payload().unwrap_or_default()).await {
             Ok(value) => value,
             Err(CodecError::Registry(e)) => return Err(HandlerError::Retry(e.to_string())),

@@ -98,11 +98,8 @@ impl LicenceSink {
 
     /// Applies one record; `Ok` only once the store has it durably.
     pub async fn handle(&self, message: &OwnedMessage) -> Result<(), HandlerError> {
-        let envelope = message
-            .headers()
-            .ok_or(govex_bus::envelope::EnvelopeError::Missing(govex_bus::envelope::header::EVENT_ID))
-            .and_then(Envelope::from_headers)
-            .map_err(|e| dead_letter("envelope", "envelope", e.to_string()))?;
+        let envelope =
+            Envelope::from_message(message).map_err(|e| dead_letter("envelope", "envelope", e.to_string()))?;
         let record: LicenceRecord = match self.decoder.decode_into(message.payload().unwrap_or_default()).await {
             Ok(record) => record,
             Err(CodecError::Registry(e)) => return Err(HandlerError::Retry(e.to_string())),

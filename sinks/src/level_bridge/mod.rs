@@ -202,7 +202,7 @@ impl Bridge {
     }
 
     async fn forward(&self, link: &str, message: &OwnedMessage) -> Result<(), HandlerError> {
-        let Some(envelope) = message.headers().and_then(|h| Envelope::from_headers(h).ok()) else {
+        let Some(envelope) = Envelope::from_message(message).ok() else {
             // Not a govex record (no envelope): nothing to route by.
             self.metrics.filtered.get_or_create(&LinkLabels { link: link.to_owned() }).inc();
             return Ok(());
