@@ -23,8 +23,7 @@ use super::{
 };
 use crate::validation::Violation;
 
-/// The content type of problem details.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use govex_bus::problem::PROBLEM_JSON;
 
 /// What the intake server needs.
 pub struct IntakeServer {
@@ -56,17 +55,14 @@ impl IntoResponse for Answer {
     }
 }
 
+/// A problem-details answer, kept as text so that an idempotent retry can be given it again.
 fn problem(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>, errors: &[Violation]) -> Answer {
-    let mut body = json!({
-        "type": format!("urn:govex:problem:{kind}"),
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail.into(),
-    });
-    if !errors.is_empty() {
-        body["errors"] = json!(errors);
+    let errors = if errors.is_empty() { serde_json::Value::Null } else { json!(errors) };
+    Answer {
+        status,
+        content_type: PROBLEM_JSON,
+        body: govex_bus::problem::problem_body(status, kind, title, detail, errors),
     }
-    Answer { status, content_type: PROBLEM_JSON, body: body.to_string() }
 }
 
 fn rejection_answer(rejection: &Rejection) -> Answer {
