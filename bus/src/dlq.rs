@@ -49,6 +49,7 @@ pub fn dlq_topic(topic: &str) -> String {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeadLetterLabels {
+    component: String,
     topic: String,
     stage: String,
 }
@@ -64,9 +65,7 @@ pub struct DeadLetterQueue {
 impl DeadLetterQueue {
     /// A dead-letter writer for `component` (named in every dead letter's headers).
     pub fn new(producer: Producer, component: impl Into<String>, metrics: &Metrics) -> Self {
-        let dead_letters = Family::<DeadLetterLabels, Counter>::default();
-        metrics
-            .register(|r| r.register("bus_dead_letters", "Records sent to a dead-letter topic", dead_letters.clone()));
+        let dead_letters = metrics.shared("bus_dead_letters", "Records sent to a dead-letter topic");
         Self { producer, component: component.into(), dead_letters }
     }
 
@@ -100,7 +99,11 @@ impl DeadLetterQueue {
         };
         let delivered = self.producer.publish(record).await?;
         self.dead_letters
-            .get_or_create(&DeadLetterLabels { topic: original.topic().to_owned(), stage: letter.stage.clone() })
+            .get_or_create(&DeadLetterLabels {
+                component: self.component.clone(),
+                topic: original.topic().to_owned(),
+                stage: letter.stage.clone(),
+            })
             .inc();
         tracing::warn!(
             topic = original.topic(),

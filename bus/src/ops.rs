@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     extract::State,
-    http::{header, StatusCode},
+    http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Router,
@@ -38,9 +38,20 @@ pub fn router(metrics: Metrics, readiness: Readiness) -> Router {
         .with_state(OpsState { metrics, readiness })
 }
 
-async fn metrics_handler(State(state): State<OpsState>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
-        .into_response()
+/// OpenMetrics when the scraper asks for it (Prometheus does), else the classic text format.
+async fn metrics_handler(State(state): State<OpsState>, headers: HeaderMap) -> Response {
+    let wants_openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
+            .into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.encode_text())
+            .into_response()
+    }
 }
 
 async fn ready_handler(State(state): State<OpsState>) -> Response {
