@@ -85,7 +85,7 @@ impl Demo {
     async fn post(&self, node: &RunningNode, department: &str, path: &str, body: &Value) -> Result<Value> {
         let response = self
             .http
-            .post(format!("http://{}{path}", node.api_addr))
+            .post(format!("http://{}{path}", node.api_addr()?))
             .bearer_auth(self.token(department))
             .json(body)
             .send()
@@ -99,8 +99,12 @@ impl Demo {
     }
 
     async fn get(&self, node: &RunningNode, department: &str, path: &str) -> Result<(u16, Value)> {
-        let response =
-            self.http.get(format!("http://{}{path}", node.api_addr)).bearer_auth(self.token(department)).send().await?;
+        let response = self
+            .http
+            .get(format!("http://{}{path}", node.api_addr()?))
+            .bearer_auth(self.token(department))
+            .send()
+            .await?;
         let status = response.status().as_u16();
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
@@ -165,7 +169,7 @@ pub async fn run(data: &Path) -> Result<()> {
             "  {:<8} {}  API http://{}  bus {}",
             level.name,
             level.division,
-            node.api_addr,
+            node.api_addr()?,
             level.broker.bootstrap_servers()
         );
     }

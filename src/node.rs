@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use axum::{routing::get, Json, Router};
 use govex_adapters::intake::{
     auth::Tokens,
@@ -16,6 +16,7 @@ use govex_adapters::intake::{
     Intake,
 };
 use govex_bus::{
+    config::Component,
     ops::{self, Readiness},
     Bus, Encoder, Metrics, NodeConfig, RegistryClient,
 };
@@ -34,12 +35,14 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 /// How long shutdown waits for the producer to deliver what it still holds.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A started node.
+/// A started node (or the part of one that this process runs: see `components`).
 pub struct RunningNode {
     /// The configuration it runs with.
     pub config: NodeConfig,
-    /// Where the department-facing API listens.
-    pub api_addr: SocketAddr,
+    /// The components this process runs.
+    pub components: Vec<Component>,
+    /// Where the department-facing API listens (none when no component here serves it).
+    api_addr: Option<SocketAddr>,
     /// Where the in-process schema registry listens (none when an external one is used).
     pub registry_addr: Option<SocketAddr>,
     /// Where `/metrics`, `/healthz` and `/readyz` listen.
@@ -52,8 +55,8 @@ pub struct RunningNode {
     pub metrics: Metrics,
     /// Topics the node registered schemas for and created.
     pub topics: Vec<String>,
-    /// The department intake.
-    pub intake: Arc<Intake>,
+    /// The department intake (none when the intake component does not run here).
+    intake: Option<Arc<Intake>>,
     intake_stop: CancellationToken,
     intake_tasks: TaskTracker,
     background: CancellationToken,
@@ -78,123 +81,158 @@ fn open_registry(dir: PathBuf) -> Result<Registry> {
     })
 }
 
-/// Starts a node. Fails fast, naming the cause, when a port is taken or the data directory
-/// is unusable; nothing is left running on failure.
+/// How long start-up keeps trying a registry that does not answer yet. In Kubernetes the
+/// registry's pod may start after the others; waiting here beats a crash loop.
+const REGISTRY_WAIT: Duration = Duration::from_secs(120);
+
+/// Registers the bundled schemas (TopicNameStrategy), retrying while the registry is
+/// unreachable, and returns their topics.
+async fn register_schemas(registry: &RegistryClient) -> Result<Vec<String>> {
+    let deadline = tokio::time::Instant::now() + REGISTRY_WAIT;
+    let mut topics = Vec::new();
+    for schema in bundled_schemas() {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match Encoder::register(registry, &schema.subject(), schema.text).await {
+                Ok(_) => break,
+                Err(e) if e.is_unreachable() && tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(registry = %registry.describe(), error = %e, "schema registry not reachable yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("schema for topic {} cannot be registered with {}", schema.topic, registry.describe())
+                    })
+                }
+            }
+        }
+        topics.push(schema.topic.to_owned());
+    }
+    Ok(topics)
+}
+
+/// Starts a node, or the components of one that `config.components` names. Fails fast,
+/// naming the cause, when a port is taken or the data directory is unusable; nothing is left
+/// running on failure.
 pub async fn start(config: NodeConfig) -> Result<RunningNode> {
+    let components = config.components();
+    let runs = |c: Component| components.contains(&c);
+    if runs(Component::Registry) && config.registry.url.is_some() {
+        bail!(
+            "invalid configuration: components includes registry, but registry.url points at another registry; \
+             run the registry here or use that one, not both"
+        );
+    }
     check_data_dir(&config.data_dir)?;
-    let api_listener = ops::bind("API", config.listen.api).await?;
+    let api_listener = match components.iter().any(|c| c.serves_api()) {
+        true => Some(ops::bind("API", config.listen.api).await?),
+        false => None,
+    };
     let ops_listener = ops::bind("ops endpoints", config.listen.ops).await?;
     let (registry, registry_listener) = match &config.registry.url {
-        Some(url) => (RegistryClient::http(url), None),
-        None => {
+        _ if runs(Component::Registry) => {
             let listener = ops::bind("schema registry", config.listen.registry).await?;
             let store = open_registry(config.data_dir.join("registry"))?;
             (RegistryClient::local(store.clone()), Some((listener, store)))
         }
+        Some(url) => (RegistryClient::http(url), None),
+        None => bail!(
+            "invalid configuration: this process does not run the registry component, so registry.url must \
+             name the registry to use"
+        ),
     };
 
     let catalog = Catalog::bundled().context("the bundled resource catalogue is invalid")?;
-    let tokens =
-        Tokens::from_config(&config.intake.tokens).map_err(anyhow::Error::msg).context("invalid configuration")?;
-    if tokens.is_empty() {
-        tracing::warn!("no department tokens configured: intake refuses every request; add [[intake.tokens]] (govex token new <department>)");
-    }
-    let idempotency_dir = config.data_dir.join("intake");
-    let idempotency =
-        IdempotencyStore::open(&idempotency_dir, Duration::from_secs(config.intake.idempotency_window_secs))
-            .with_context(|| format!("intake store {} cannot be opened", idempotency_dir.display()))?;
+    let tokens = match components.iter().any(|c| c.serves_api()) {
+        true => {
+            let configured = config.intake.all_tokens().context("invalid configuration")?;
+            let tokens =
+                Tokens::from_config(&configured).map_err(anyhow::Error::msg).context("invalid configuration")?;
+            if tokens.is_empty() {
+                tracing::warn!("no department tokens configured: the APIs refuse every request; add [[intake.tokens]] (govex token new <department>)");
+            }
+            tokens
+        }
+        false => Tokens::default(),
+    };
     let metrics = Metrics::new();
     let bus = Bus::start(&config.bus, &metrics)?;
-
-    // Register the bundled schemas (TopicNameStrategy) and prove each encodes with its id.
-    let mut topics = Vec::new();
-    for schema in bundled_schemas() {
-        Encoder::register(&registry, &schema.subject(), schema.text).await.with_context(|| {
-            format!("schema for topic {} cannot be registered with {}", schema.topic, registry.describe())
-        })?;
-        topics.push(schema.topic.to_owned());
-    }
+    let topics = register_schemas(&registry).await?;
     bus.ensure_topics(&topics).await?;
-    let elicense_dir = config.data_dir.join("elicense");
-    let licences = LicenceStore::open(&elicense_dir)
-        .with_context(|| format!("e-licence store {} cannot be opened", elicense_dir.display()))?;
-    let dossier_dir = config.data_dir.join("dossier");
-    let dossiers = DossierStore::open(&dossier_dir)
-        .with_context(|| format!("dossier store {} cannot be opened", dossier_dir.display()))?;
-    let licence_resource =
-        catalog.by_topic(elicense::TOPIC).cloned().context("the catalogue has no entry for e-licences")?;
-    let intake =
-        Intake::new(govex_adapters::all_records(), &registry, bus.producer().clone(), config.division, &metrics)
-            .await?;
-    let licence_api = Arc::new(LicenceApi {
-        store: licences.clone(),
-        tokens: tokens.clone(),
-        resource: licence_resource,
-        metrics: ApiMetrics::register(&metrics),
-    });
-    let dossier_api =
-        Arc::new(DossierApi { store: dossiers.clone(), tokens: tokens.clone(), catalog: catalog.clone() });
-    let intake_server =
-        Arc::new(IntakeServer { intake: Arc::new(intake), tokens, idempotency, limits: config.intake.clone() });
 
     let intake_stop = CancellationToken::new();
     let intake_tasks = TaskTracker::new();
     let background = CancellationToken::new();
     let background_tasks = TaskTracker::new();
-
-    let api_addr = api_listener.local_addr()?;
-    let ops_addr = ops_listener.local_addr()?;
-    let info = NodeInfo { division: config.division.to_string(), topics: topics.clone() };
-    let api_router = Router::new()
-        .route("/", get(move || async move { Json(info) }))
-        .route("/catalog", get(move || async move { Json(catalog) }))
-        .merge(intake_router(intake_server.clone()))
-        .merge(elicense::api::router(licence_api))
-        .merge(dossier::api::router(dossier_api));
-    match &config.listen.tls {
-        Some(tls) => {
-            let acceptor = govex_bus::tls::acceptor(tls)?;
-            let connections = intake_tasks.clone();
-            intake_tasks.spawn(govex_bus::tls::serve(
-                api_listener,
-                acceptor,
-                api_router,
-                intake_stop.clone(),
-                connections,
-            ));
-        }
-        None => {
-            intake_tasks.spawn(serve("API", api_listener, api_router, intake_stop.clone()));
-        }
-    }
-    let readiness = Readiness { bus: bus.clone(), registry: registry.clone() };
-    background_tasks.spawn(serve("ops", ops_listener, ops::router(metrics.clone(), readiness), background.clone()));
-    // The sinks: each consumes its topics until the background token is cancelled.
-    let licence_sink = Arc::new(LicenceSink::new(licences, registry.clone(), SinkMetrics::register(&metrics)));
-    let dossier_sink = Arc::new(DossierSink::new(dossiers, registry.clone()));
     let group = |sink: &str| format!("{}-{}-{sink}", config.bus.group_prefix, config.division);
-    {
+
+    let info =
+        NodeInfo { division: config.division.to_string(), components: components.clone(), topics: topics.clone() };
+    let mut api_router = Router::new().route("/", get(move || async move { Json(info) }));
+    let mut intake = None;
+    if runs(Component::Intake) {
+        let idempotency_dir = config.data_dir.join("intake");
+        let idempotency =
+            IdempotencyStore::open(&idempotency_dir, Duration::from_secs(config.intake.idempotency_window_secs))
+                .with_context(|| format!("intake store {} cannot be opened", idempotency_dir.display()))?;
+        let accepting = Arc::new(
+            Intake::new(govex_adapters::all_records(), &registry, bus.producer().clone(), config.division, &metrics)
+                .await?,
+        );
+        let server = Arc::new(IntakeServer {
+            intake: accepting.clone(),
+            tokens: tokens.clone(),
+            idempotency,
+            limits: config.intake.clone(),
+        });
+        let catalog = catalog.clone();
+        api_router =
+            api_router.route("/catalog", get(move || async move { Json(catalog) })).merge(intake_router(server));
+        intake = Some(accepting);
+    }
+    if runs(Component::Elicense) {
+        let elicense_dir = config.data_dir.join("elicense");
+        let licences = LicenceStore::open(&elicense_dir)
+            .with_context(|| format!("e-licence store {} cannot be opened", elicense_dir.display()))?;
+        let licence_resource =
+            catalog.by_topic(elicense::TOPIC).cloned().context("the catalogue has no entry for e-licences")?;
+        let licence_api = Arc::new(LicenceApi {
+            store: licences.clone(),
+            tokens: tokens.clone(),
+            resource: licence_resource,
+            metrics: ApiMetrics::register(&metrics),
+        });
+        api_router = api_router.merge(elicense::api::router(licence_api));
+        let sink = Arc::new(LicenceSink::new(licences, registry.clone(), SinkMetrics::register(&metrics)));
         let (bus, metrics, stop, group_id) = (bus.clone(), metrics.clone(), background.clone(), group("elicense"));
         background_tasks.spawn(async move {
-            if let Err(e) = elicense::sink::run(licence_sink, &bus, group_id, &metrics, stop).await {
+            if let Err(e) = elicense::sink::run(sink, &bus, group_id, &metrics, stop).await {
                 tracing::error!(error = %e, "the e-licence sink could not start");
             }
         });
     }
-    {
+    if runs(Component::Dossier) {
+        let dossier_dir = config.data_dir.join("dossier");
+        let dossiers = DossierStore::open(&dossier_dir)
+            .with_context(|| format!("dossier store {} cannot be opened", dossier_dir.display()))?;
+        let dossier_api =
+            Arc::new(DossierApi { store: dossiers.clone(), tokens: tokens.clone(), catalog: catalog.clone() });
+        api_router = api_router.merge(dossier::api::router(dossier_api));
+        let sink = Arc::new(DossierSink::new(dossiers, registry.clone()));
         let (bus, metrics, stop, group_id) = (bus.clone(), metrics.clone(), background.clone(), group("dossier"));
         background_tasks.spawn(async move {
-            if let Err(e) = dossier::run(dossier_sink, &bus, group_id, &metrics, stop).await {
+            if let Err(e) = dossier::run(sink, &bus, group_id, &metrics, stop).await {
                 tracing::error!(error = %e, "the dossier sink could not start");
             }
         });
     }
-    let cases_dir = config.data_dir.join("cases");
-    let case_stats = Arc::new(
-        govex_sinks::case_stats::CaseStats::open(&cases_dir, registry.clone(), &metrics)
-            .with_context(|| format!("case statistics store {} cannot be opened", cases_dir.display()))?,
-    );
-    {
+    if runs(Component::Cases) {
+        let cases_dir = config.data_dir.join("cases");
+        let case_stats = Arc::new(
+            govex_sinks::case_stats::CaseStats::open(&cases_dir, registry.clone(), &metrics)
+                .with_context(|| format!("case statistics store {} cannot be opened", cases_dir.display()))?,
+        );
         let (bus, stop, group_id) = (bus.clone(), background.clone(), group("cases"));
         background_tasks.spawn(async move {
             if let Err(e) = govex_sinks::case_stats::run(case_stats, &bus, group_id, stop).await {
@@ -202,26 +240,60 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             }
         });
     }
-    // Level bridges: pull up-routes from the children's clusters, down-routes from the parent's.
-    let bridge_links = govex_sinks::level_bridge::links(config.division, &config.bus, &config.bridge)?;
-    if !bridge_links.is_empty() {
-        let bridge = Arc::new(govex_sinks::level_bridge::Bridge::new(
-            config.division,
-            bus.clone(),
-            config.bridge.clone(),
-            govex_sinks::level_bridge::BridgeMetrics::register(&metrics),
-        ));
-        for link in bridge_links {
-            let (bridge, stop, prefix) = (bridge.clone(), background.clone(), config.bus.group_prefix.clone());
-            tracing::info!(link = %link.name, remote = %link.bootstrap, topics = ?link.topics, "bridge link starting");
-            background_tasks.spawn(async move {
-                let name = link.name.clone();
-                if let Err(e) = bridge.run_link(link, &prefix, stop).await {
-                    tracing::error!(link = %name, error = %e, "a bridge link could not start");
-                }
-            });
+    if runs(Component::Bridge) {
+        // Level bridges: pull up-routes from the children's clusters, down-routes from the parent's.
+        let bridge_links = govex_sinks::level_bridge::links(config.division, &config.bus, &config.bridge)?;
+        if bridge_links.is_empty() && config.components.is_some() {
+            tracing::warn!(
+                "the bridge component runs, but [bridge] configures no parent or children: nothing to forward"
+            );
+        }
+        if !bridge_links.is_empty() {
+            let bridge = Arc::new(govex_sinks::level_bridge::Bridge::new(
+                config.division,
+                bus.clone(),
+                config.bridge.clone(),
+                govex_sinks::level_bridge::BridgeMetrics::register(&metrics),
+            ));
+            for link in bridge_links {
+                let (bridge, stop, prefix) = (bridge.clone(), background.clone(), config.bus.group_prefix.clone());
+                tracing::info!(link = %link.name, remote = %link.bootstrap, topics = ?link.topics, "bridge link starting");
+                background_tasks.spawn(async move {
+                    let name = link.name.clone();
+                    if let Err(e) = bridge.run_link(link, &prefix, stop).await {
+                        tracing::error!(link = %name, error = %e, "a bridge link could not start");
+                    }
+                });
+            }
         }
     }
+
+    let api_addr = match api_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            match &config.listen.tls {
+                Some(tls) => {
+                    let acceptor = govex_bus::tls::acceptor(tls)?;
+                    let connections = intake_tasks.clone();
+                    intake_tasks.spawn(govex_bus::tls::serve(
+                        listener,
+                        acceptor,
+                        api_router,
+                        intake_stop.clone(),
+                        connections,
+                    ));
+                }
+                None => {
+                    intake_tasks.spawn(serve("API", listener, api_router, intake_stop.clone()));
+                }
+            }
+            Some(addr)
+        }
+        None => None,
+    };
+    let ops_addr = ops_listener.local_addr()?;
+    let readiness = Readiness { bus: bus.clone(), registry: registry.clone() };
+    background_tasks.spawn(serve("ops", ops_listener, ops::router(metrics.clone(), readiness), background.clone()));
     let registry_addr = match registry_listener {
         Some((listener, store)) => {
             let addr = listener.local_addr()?;
@@ -235,9 +307,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         }
         None => None,
     };
-    tracing::info!(division = %config.division, %api_addr, %ops_addr, topics = topics.len(), "node started");
+    tracing::info!(division = %config.division, components = ?components, api_addr = ?api_addr, %ops_addr, topics = topics.len(), "node started");
     Ok(RunningNode {
         config,
+        components,
         api_addr,
         registry_addr,
         ops_addr,
@@ -245,7 +318,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         registry,
         metrics,
         topics,
-        intake: intake_server.intake.clone(),
+        intake,
         intake_stop,
         intake_tasks,
         background,
@@ -257,6 +330,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
 #[derive(Clone, serde::Serialize)]
 struct NodeInfo {
     division: String,
+    components: Vec<Component>,
     topics: Vec<String>,
 }
 
@@ -270,8 +344,14 @@ impl RunningNode {
     /// Prints where the node's endpoints listen, for the person who started it.
     pub fn print_endpoints(&self) {
         println!("govex node for division {} is running", self.config.division);
+        if self.config.components.is_some() {
+            let names: Vec<String> = self.components.iter().map(|c| format!("{c:?}").to_lowercase()).collect();
+            println!("  components        {}", names.join(", "));
+        }
         let scheme = if self.config.listen.tls.is_some() { "https" } else { "http" };
-        println!("  API               {scheme}://{}/", self.api_addr);
+        if let Some(addr) = self.api_addr {
+            println!("  API               {scheme}://{addr}/");
+        }
         match self.registry_addr {
             Some(addr) => println!("  schema registry   http://{addr}/subjects"),
             None => println!("  schema registry   {} (external)", self.registry.describe()),
@@ -284,6 +364,17 @@ impl RunningNode {
         }
         println!("  data              {}", self.config.data_dir.display());
         println!("Stop with Ctrl-C.");
+    }
+
+    /// Where the department-facing API listens; an error when no component of this process
+    /// serves it.
+    pub fn api_addr(&self) -> Result<SocketAddr> {
+        self.api_addr.context("this process runs no component that serves the API (intake, elicense, dossier)")
+    }
+
+    /// The department intake; an error when the intake component does not run here.
+    pub fn intake(&self) -> Result<&Arc<Intake>> {
+        self.intake.as_ref().context("this process does not run the intake component")
     }
 
     /// Token that background components (consumers) stop on; they must be spawned on

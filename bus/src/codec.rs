@@ -79,6 +79,11 @@ pub enum CodecError {
 }
 
 impl CodecError {
+    /// Whether the registry could not be reached (worth retrying), as opposed to an answer.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Registry(RegistryClientError::Unavailable { .. }))
+    }
+
     /// A short, stable class name for metrics labels and dead-letter headers.
     pub fn class(&self) -> &'static str {
         match self {

@@ -6,6 +6,11 @@
 //! `GOVEX_DATA_DIR=/var/lib/govex` sets `data_dir`, and
 //! `GOVEX_BUS__PROPERTIES__SASL_MECHANISM=SCRAM-SHA-512` sets the librdkafka property
 //! `sasl.mechanism` (single underscores inside a property name become dots there).
+//! `GOVEX_COMPONENTS=intake,bridge` sets a list (comma-separated).
+//!
+//! A config file may refer to environment variables as `${NAME}` (write `$${` for a literal
+//! `${`), so that secrets such as a SASL password come from a mounted Kubernetes Secret
+//! instead of the file itself. A variable that is not set is an error naming it.
 
 use std::{
     collections::BTreeMap,
@@ -49,6 +54,69 @@ pub struct NodeConfig {
     /// Level bridges to the parent and child nodes' clusters.
     #[serde(default)]
     pub bridge: BridgeConfig,
+    /// The parts of a node this process runs. Absent: all of them, except the registry when
+    /// `registry.url` names another. A Kubernetes deployment splits one node into processes:
+    /// intake in a Deployment, the registry and the stores in StatefulSets, bridges apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<Vec<Component>>,
+}
+
+/// A part of a node, run by any process whose `components` list names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Component {
+    /// The Confluent-compatible schema registry, stored under `data_dir/registry`.
+    Registry,
+    /// The department intake API (`/v1/intake/...`), `GET /` and `GET /catalog`.
+    Intake,
+    /// The e-licence store: its sink, and its licence, verify and use-log APIs.
+    Elicense,
+    /// The shared views per property unit: their sink and API.
+    Dossier,
+    /// Case statistics (on-time completion per division), exposed as metrics.
+    Cases,
+    /// The level bridges configured under `[bridge]`.
+    Bridge,
+}
+
+impl Component {
+    /// Every component, in start-up order (the order of the enum).
+    pub const ALL: [Component; 6] = [
+        Component::Registry,
+        Component::Intake,
+        Component::Elicense,
+        Component::Dossier,
+        Component::Cases,
+        Component::Bridge,
+    ];
+
+    /// Whether the component serves routes on the API listener.
+    pub fn serves_api(self) -> bool {
+        matches!(self, Component::Intake | Component::Elicense | Component::Dossier)
+    }
+}
+
+impl NodeConfig {
+    /// The components this process runs (see [`NodeConfig::components`]).
+    pub fn components(&self) -> Vec<Component> {
+        match &self.components {
+            Some(listed) => {
+                let mut listed = listed.clone();
+                listed.sort();
+                listed.dedup();
+                listed
+            }
+            None => Component::ALL
+                .into_iter()
+                .filter(|c| *c != Component::Registry || self.registry.url.is_none())
+                .collect(),
+        }
+    }
+
+    /// Whether this process runs `component`.
+    pub fn runs(&self, component: Component) -> bool {
+        self.components().contains(&component)
+    }
 }
 
 /// Level bridges: this node pulls down-routes from its parent's cluster and up-routes from
@@ -132,6 +200,40 @@ pub struct IntakeConfig {
     /// makes one).
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// A TOML file of further `[[tokens]]` entries, read at start: a mounted Kubernetes Secret,
+    /// so that token hashes are managed apart from the rest of the configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_file: Option<PathBuf>,
+}
+
+/// The shape of `intake.tokens_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    #[serde(default)]
+    tokens: Vec<TokenConfig>,
+}
+
+impl IntakeConfig {
+    /// The tokens of the config file and of `tokens_file`, together.
+    pub fn all_tokens(&self) -> Result<Vec<TokenConfig>, ConfigError> {
+        let mut tokens = self.tokens.clone();
+        if let Some(path) = &self.tokens_file {
+            let origin = format!("tokens file {}", path.display());
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                origin: origin.clone(),
+                key: String::new(),
+                message: format!("cannot read it: {e}"),
+            })?;
+            let file: TokensFile = toml::from_str(&text).map_err(|e| ConfigError {
+                origin,
+                key: "tokens".into(),
+                message: e.message().to_owned(),
+            })?;
+            tokens.extend(file.tokens);
+        }
+        Ok(tokens)
+    }
 }
 
 /// One department's bearer token.
@@ -169,6 +271,7 @@ impl Default for IntakeConfig {
             max_batch_lines: default_max_batch_lines(),
             idempotency_window_secs: default_idempotency_window_secs(),
             tokens: Vec::new(),
+            tokens_file: None,
         }
     }
 }
@@ -370,12 +473,14 @@ impl NodeConfig {
             log: LogConfig::default(),
             intake: IntakeConfig::default(),
             bridge: BridgeConfig::default(),
+            components: None,
         }
     }
 
     /// Loads `file` (or the built-in default when `None`) and applies the `GOVEX_*`
     /// variables of `env` on top.
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
         let file_origin = match file {
             Some(path) => format!("config file {}", path.display()),
             None => "built-in default config".to_owned(),
@@ -386,6 +491,11 @@ impl NodeConfig {
                     origin: file_origin.clone(),
                     key: String::new(),
                     message: format!("cannot read it: {e}"),
+                })?;
+                let text = interpolate(&text, &env).map_err(|message| ConfigError {
+                    origin: file_origin.clone(),
+                    key: String::new(),
+                    message,
                 })?;
                 text.parse::<toml::Table>().map_err(|e| ConfigError {
                     origin: file_origin.clone(),
@@ -414,12 +524,55 @@ impl NodeConfig {
             let origin = from_env
                 .iter()
                 .find(|(path, _)| {
-                    key == *path || key.starts_with(&format!("{path}.")) || path.starts_with(&format!("{key}."))
+                    key == *path
+                        || key.starts_with(&format!("{path}."))
+                        || key.starts_with(&format!("{path}["))
+                        || path.starts_with(&format!("{key}."))
                 })
                 .map_or(file_origin.clone(), |(_, name)| format!("environment variable {name}"));
             ConfigError { origin, key, message: e.into_inner().to_string() }
         })
     }
+}
+
+/// Replaces `${NAME}` with the value of the environment variable `NAME` (looked up in `env`);
+/// `$${` stands for a literal `${`. Any other `$` is left as it is.
+fn interpolate(text: &str, env: &[(String, String)]) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(literal) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = literal;
+            continue;
+        }
+        let Some(body) = after.strip_prefix('{') else {
+            out.push('$');
+            rest = after;
+            continue;
+        };
+        let Some(end) = body.find('}') else {
+            return Err("a `${` is not closed by `}` (write `$${` for a literal `${`)".into());
+        };
+        let name = &body[..end];
+        let well_formed = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !well_formed {
+            return Err(format!("`${{{name}}}` is not an environment variable reference (letters, digits, `_`)"));
+        }
+        let value = env
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
+            .ok_or_else(|| format!("it refers to the environment variable {name}, which is not set"))?;
+        out.push_str(value);
+        rest = &body[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 fn to_table(config: &NodeConfig) -> toml::Table {
@@ -460,7 +613,13 @@ fn set_path(table: &mut toml::Table, path: &[String], raw: &str, defaults: &toml
         };
         next.map(Some)
     });
+    // Lists are comma-separated; `components` is a list that is absent by default.
+    let is_list =
+        matches!(default_here.flatten(), Some(toml::Value::Array(_))) || (path.len() == 1 && path[0] == "components");
     let value = match default_here.flatten() {
+        _ if is_list => toml::Value::Array(
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.into())).collect(),
+        ),
         Some(toml::Value::Integer(_)) => raw.parse().map(toml::Value::Integer).unwrap_or_else(|_| raw.into()),
         Some(toml::Value::Boolean(_)) => raw.parse().map(toml::Value::Boolean).unwrap_or_else(|_| raw.into()),
         Some(toml::Value::Float(_)) => raw.parse().map(toml::Value::Float).unwrap_or_else(|_| raw.into()),
@@ -569,5 +728,55 @@ mod tests {
         assert_eq!(error.origin, "environment variable GOVEX_BUS__PARTITIONS");
         assert_eq!(error.key, "bus.partitions");
         assert!(error.message.contains("expected i32"), "{error}");
+    }
+
+    #[test]
+    fn components_default_to_all_but_an_external_registry_and_come_from_a_comma_list() {
+        let all = NodeConfig::load(None, env(&[])).unwrap();
+        assert_eq!(all.components(), Component::ALL.to_vec());
+        let external = NodeConfig::load(None, env(&[("GOVEX_REGISTRY__URL", "http://registry:8081")])).unwrap();
+        assert!(!external.runs(Component::Registry) && external.runs(Component::Intake));
+        let split = NodeConfig::load(None, env(&[("GOVEX_COMPONENTS", "bridge, intake")])).unwrap();
+        assert_eq!(split.components(), [Component::Intake, Component::Bridge]);
+        let error = NodeConfig::load(None, env(&[("GOVEX_COMPONENTS", "intake,mailroom")])).unwrap_err();
+        assert_eq!(error.origin, "environment variable GOVEX_COMPONENTS");
+        assert!(error.key.starts_with("components"), "{error}");
+        assert!(error.message.contains("mailroom"), "{error}");
+    }
+
+    #[test]
+    fn a_config_file_takes_secrets_from_the_environment_and_names_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "division = \"610921\"\n[bus.properties]\n\"sasl.password\" = \"${KAFKA_PASSWORD}\"\n\"x.literal\" = \"$${KEEP} costs $5\"\n",
+        )
+        .unwrap();
+        let config = NodeConfig::load(Some(&path), env(&[("KAFKA_PASSWORD", "s3cret")])).unwrap();
+        assert_eq!(config.bus.properties["sasl.password"], "s3cret");
+        assert_eq!(config.bus.properties["x.literal"], "${KEEP} costs $5");
+        let error = NodeConfig::load(Some(&path), env(&[])).unwrap_err();
+        assert_eq!(error.origin, format!("config file {}", path.display()));
+        assert!(error.message.contains("KAFKA_PASSWORD") && error.message.contains("not set"), "{error}");
+    }
+
+    #[test]
+    fn tokens_file_adds_to_the_configured_tokens_and_its_errors_name_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let hash = "a".repeat(64);
+        std::fs::write(&path, format!("[[tokens]]\ndepartment = \"tax\"\nsha256 = \"{hash}\"\n")).unwrap();
+        let intake = IntakeConfig {
+            tokens: vec![TokenConfig { department: "housing".into(), sha256: "b".repeat(64), label: None }],
+            tokens_file: Some(path.clone()),
+            ..IntakeConfig::default()
+        };
+        let tokens = intake.all_tokens().unwrap();
+        assert_eq!(tokens.iter().map(|t| t.department.as_str()).collect::<Vec<_>>(), ["housing", "tax"]);
+        std::fs::write(&path, "[[tokens]]\ndepartment = \"tax\"\n").unwrap();
+        let error = intake.all_tokens().unwrap_err();
+        assert_eq!(error.origin, format!("tokens file {}", path.display()));
+        assert!(error.message.contains("sha256"), "{error}");
     }
 }

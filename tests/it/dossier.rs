@@ -17,7 +17,7 @@ async fn the_dossier_gathers_every_department_and_honours_sharing_classes() {
     let dir = tempfile::tempdir().unwrap();
     let node = govex::node::start(intake_config(dir.path())).await.unwrap();
     let http = reqwest::Client::new();
-    let base = format!("http://{}", node.api_addr);
+    let base = format!("http://{}", node.api_addr().unwrap());
     for (department, record) in
         [("housing", "contract-filing"), ("tax", "deed-tax-payment"), ("land-registry", "registration")]
     {

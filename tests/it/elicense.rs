@@ -117,7 +117,7 @@ async fn licences_are_served_verified_masked_and_every_use_is_logged() {
     publish(&node.bus, &node.registry, &records).await;
 
     let http = reqwest::Client::new();
-    let base = format!("http://{}", node.api_addr);
+    let base = format!("http://{}", node.api_addr().unwrap());
     let get = |id: String, department: &str, purpose: &str| {
         http.get(format!("{base}/v1/licences/{id}"))
             .query(&[("purpose", purpose)])

@@ -50,7 +50,7 @@ async fn post(
     key: Option<&str>,
 ) -> (u16, Value, String) {
     let mut request = reqwest::Client::new()
-        .post(format!("http://{}{path}", node.api_addr))
+        .post(format!("http://{}{path}", node.api_addr().unwrap()))
         .header("content-type", content_type)
         .body(body);
     if let Some(token) = token {
@@ -233,7 +233,7 @@ async fn every_domain_rule_passes_the_sample_and_fails_its_case() {
         let body = sample(department, record, 1).unwrap();
         let department: Department = department.parse().unwrap();
         assert!(
-            node.intake.check(department, record, body.to_string().as_bytes(), &context).is_ok(),
+            node.intake().unwrap().check(department, record, body.to_string().as_bytes(), &context).is_ok(),
             "{department}/{record} sample"
         );
     }
@@ -246,12 +246,13 @@ async fn every_domain_rule_passes_the_sample_and_fails_its_case() {
         shared["right_holders"][i]["share_percent"] = json!(share);
     }
     assert!(node
-        .intake
+        .intake()
+        .unwrap()
         .check(Department::LandRegistry, "registration", shared.to_string().as_bytes(), &context)
         .is_ok());
     shared["right_holders"][1]["share_percent"] = json!("30.00");
     let Err(Rejection::Invalid(violations)) =
-        node.intake.check(Department::LandRegistry, "registration", shared.to_string().as_bytes(), &context)
+        node.intake().unwrap().check(Department::LandRegistry, "registration", shared.to_string().as_bytes(), &context)
     else {
         panic!()
     };
@@ -260,7 +261,8 @@ async fn every_domain_rule_passes_the_sample_and_fails_its_case() {
     for (department, record, pointer, value, expected_pointer, expected_rule) in rule_cases() {
         let mut body = sample(department, record, 1).unwrap();
         set(&mut body, pointer, value);
-        let result = node.intake.check(department.parse().unwrap(), record, body.to_string().as_bytes(), &context);
+        let result =
+            node.intake().unwrap().check(department.parse().unwrap(), record, body.to_string().as_bytes(), &context);
         let Err(Rejection::Invalid(violations)) = result else {
             panic!("{department}/{record} {pointer}: expected {expected_rule}, got {:?}", result.map(|c| c.envelope))
         };
@@ -493,7 +495,7 @@ async fn arbitrary_json_and_bytes_never_panic_and_never_pass_an_invalid_record()
             mutate(&mut body, &mut rng);
         }
         if let Ok(checked) =
-            node.intake.check(department.parse().unwrap(), record, body.to_string().as_bytes(), &context)
+            node.intake().unwrap().check(department.parse().unwrap(), record, body.to_string().as_bytes(), &context)
         {
             assert_valid(department, &body);
             assert!(!checked.outgoing.payload.is_empty());
@@ -504,7 +506,7 @@ async fn arbitrary_json_and_bytes_never_panic_and_never_pass_an_invalid_record()
         if rng.below(2) == 0 {
             bytes.splice(0..0, b"{\"division\":".iter().copied());
         }
-        assert!(node.intake.check(department.parse().unwrap(), record, &bytes, &context).is_err());
+        assert!(node.intake().unwrap().check(department.parse().unwrap(), record, &bytes, &context).is_err());
     }
     assert!(accepted > 0, "the mutations should leave some records valid");
     // And through the HTTP server: it answers every request and stays up.

@@ -3,6 +3,7 @@
 
 mod bridge;
 mod codec;
+mod components;
 mod config;
 mod delivery;
 mod demo;

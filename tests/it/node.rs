@@ -102,7 +102,7 @@ async fn the_catalogue_is_served_and_its_owners_are_departments() {
     let dir = tempfile::tempdir().unwrap();
     let node = govex::node::start(test_node_config(dir.path())).await.unwrap();
     let catalog: serde_json::Value =
-        reqwest::get(format!("http://{}/catalog", node.api_addr)).await.unwrap().json().await.unwrap();
+        reqwest::get(format!("http://{}/catalog", node.api_addr().unwrap())).await.unwrap().json().await.unwrap();
     let resources = catalog["resource"].as_array().unwrap();
     assert_eq!(resources.len(), govex_schemas::bundled_schemas().count());
     for resource in resources {

@@ -90,13 +90,13 @@ async fn mutual_tls_serves_known_clients_and_refuses_others() {
     });
     let node = govex::node::start(config).await.unwrap();
 
-    let answer = request(node.api_addr, &pki, Some(pki.leaf(&["tax-core"]))).await.unwrap();
+    let answer = request(node.api_addr().unwrap(), &pki, Some(pki.leaf(&["tax-core"]))).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
 
-    let refused = request(node.api_addr, &pki, None).await;
+    let refused = request(node.api_addr().unwrap(), &pki, None).await;
     assert!(refused.is_err() || refused.as_ref().is_ok_and(|a| a.is_empty()), "no client certificate: {refused:?}");
     let rogue = Pki::new("another CA");
-    let refused = request(node.api_addr, &pki, Some(rogue.leaf(&["intruder"]))).await;
+    let refused = request(node.api_addr().unwrap(), &pki, Some(rogue.leaf(&["intruder"]))).await;
     assert!(
         refused.is_err() || refused.as_ref().is_ok_and(|a| a.is_empty()),
         "a certificate from another CA: {refused:?}"
