@@ -29,6 +29,15 @@ enum Command {
         #[arg(long, short, env = "GOVEX_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Configuration: `govex config check` loads a config file with the `GOVEX_*` overrides
+    /// and `${NAME}` references of the environment and checks it without starting anything.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+        /// The TOML config file; without one the built-in default is checked.
+        #[arg(long, short, env = "GOVEX_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Data stewards' tools: lint, check, push, list and diff schemas.
     Schema {
         #[command(subcommand)]
@@ -92,6 +101,12 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         brokers: i32,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check the configuration and print what this process would run.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -191,6 +206,14 @@ async fn main() -> Result<()> {
             let format = if cli.log_json { LogFormat::Json } else { config.log.format };
             telemetry::init(format);
             govex::node::run(config, govex_bus::shutdown::listen()).await
+        }
+        Command::Config { command: ConfigCommand::Check, config } => {
+            let config = NodeConfig::load(config.as_deref(), std::env::vars())?;
+            for line in govex::node::check(&config)? {
+                println!("{line}");
+            }
+            println!("configuration is valid");
+            Ok(())
         }
         Command::Schema { command, json } => {
             telemetry::init(if cli.log_json { LogFormat::Json } else { LogFormat::Text });

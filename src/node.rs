@@ -112,18 +112,55 @@ async fn register_schemas(registry: &RegistryClient) -> Result<Vec<String>> {
     Ok(topics)
 }
 
+/// Checks what can be checked of `config` without starting anything: the components and
+/// the registry agree, the tokens (including `intake.tokens_file`) parse, the bridge links
+/// resolve. Returns a summary for `govex config check`.
+pub fn check(config: &NodeConfig) -> Result<Vec<String>> {
+    let components = config.components();
+    let runs = |c: Component| components.contains(&c);
+    let registry = match (&config.registry.url, runs(Component::Registry)) {
+        (Some(_), true) => bail!(
+            "invalid configuration: components includes registry, but registry.url points at another registry; \
+             run the registry here or use that one, not both"
+        ),
+        (None, false) => bail!(
+            "invalid configuration: this process does not run the registry component, so registry.url must \
+             name the registry to use"
+        ),
+        (Some(url), false) => url.clone(),
+        (None, true) => format!("served here on {}", config.listen.registry),
+    };
+    let tokens = config.intake.all_tokens().context("invalid configuration")?;
+    Tokens::from_config(&tokens).map_err(anyhow::Error::msg).context("invalid configuration")?;
+    let links = match runs(Component::Bridge) {
+        true => govex_sinks::level_bridge::links(config.division, &config.bus, &config.bridge)?,
+        false => Vec::new(),
+    };
+    let names: Vec<String> = components.iter().map(|c| format!("{c:?}").to_lowercase()).collect();
+    Ok(vec![
+        format!("division     {}", config.division),
+        format!("components   {}", names.join(", ")),
+        format!("bus          {}", config.bus.brokers.as_deref().unwrap_or("embedded (in memory)")),
+        format!("registry     {registry}"),
+        format!("tokens       {}", tokens.len()),
+        format!(
+            "bridge links {}",
+            match links.is_empty() {
+                true => "none".to_owned(),
+                false => links.iter().map(|l| format!("{} ({})", l.name, l.bootstrap)).collect::<Vec<_>>().join(", "),
+            }
+        ),
+        format!("data         {}", config.data_dir.display()),
+    ])
+}
+
 /// Starts a node, or the components of one that `config.components` names. Fails fast,
 /// naming the cause, when a port is taken or the data directory is unusable; nothing is left
 /// running on failure.
 pub async fn start(config: NodeConfig) -> Result<RunningNode> {
+    check(&config)?;
     let components = config.components();
     let runs = |c: Component| components.contains(&c);
-    if runs(Component::Registry) && config.registry.url.is_some() {
-        bail!(
-            "invalid configuration: components includes registry, but registry.url points at another registry; \
-             run the registry here or use that one, not both"
-        );
-    }
     check_data_dir(&config.data_dir)?;
     let api_listener = match components.iter().any(|c| c.serves_api()) {
         true => Some(ops::bind("API", config.listen.api).await?),
@@ -137,10 +174,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             (RegistryClient::local(store.clone()), Some((listener, store)))
         }
         Some(url) => (RegistryClient::http(url), None),
-        None => bail!(
-            "invalid configuration: this process does not run the registry component, so registry.url must \
-             name the registry to use"
-        ),
+        None => unreachable!("check() refuses a process without a registry"),
     };
 
     let catalog = Catalog::bundled().context("the bundled resource catalogue is invalid")?;

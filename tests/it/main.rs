@@ -7,6 +7,7 @@ mod components;
 mod config;
 mod delivery;
 mod demo;
+mod deploy;
 mod dossier;
 mod elicense;
 mod import;

@@ -304,17 +304,26 @@ async fn verify(
         Ok(c) => c,
         Err(response) => return *response,
     };
+    // A verification the store could not answer counts as result="error": the error rate is
+    // what the operators' alert watches.
+    let counted = |result: &str| {
+        api.metrics.verifications.get_or_create(&ResultLabels { result: result.into() }).inc();
+        api.metrics.latency.observe(started.elapsed().as_secs_f64());
+    };
     let stored = match api.store.get(&id) {
         Ok(stored) => stored,
-        Err(e) => return storage_failed(e),
+        Err(e) => {
+            counted("error");
+            return storage_failed(e);
+        }
     };
     let today = (Utc::now() + chrono::Duration::hours(8)).date_naive();
     let (result, reasons) = verdict(stored.as_ref(), request.content_hash.as_deref(), &request.fields, today);
     if let Err(e) = api.store.record_use(department.as_str(), &purpose, "verify", &id, result) {
+        counted("error");
         return storage_failed(e);
     }
-    api.metrics.verifications.get_or_create(&ResultLabels { result: result.into() }).inc();
-    api.metrics.latency.observe(started.elapsed().as_secs_f64());
+    counted(result);
     Json(json!({ "licence_id": id, "result": result, "reasons": reasons, "status_code": stored.map(|s| s.status.code()) })).into_response()
 }
 

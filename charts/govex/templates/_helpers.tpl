@@ -1,0 +1,252 @@
+{{/* Names, labels and the pod template every workload shares. */}}
+
+{{- define "govex.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "govex.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "govex.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "govex.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: govex
+govex.io/division: {{ .Values.division | quote }}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "intake"). */}}
+{{- define "govex.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "govex.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "govex.componentLabels" -}}
+{{ include "govex.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "govex.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Whether this release runs on the embedded bus (one trial pod). */}}
+{{- define "govex.trial" -}}
+{{- if not .Values.kafka.bootstrapServers -}}true{{- end -}}
+{{- end -}}
+
+{{/* The registry the split processes use. */}}
+{{- define "govex.registryUrl" -}}
+{{- if .Values.schemaRegistry.url -}}
+{{- .Values.schemaRegistry.url -}}
+{{- else -}}
+{{- printf "http://%s-registry:8081" (include "govex.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "govex.tokensSecret" -}}
+{{- default (printf "%s-tokens" (include "govex.fullname" .)) .Values.tokens.existingSecret -}}
+{{- end -}}
+
+{{- define "govex.hasTokens" -}}
+{{- if or .Values.tokens.existingSecret .Values.tokens.entries -}}true{{- end -}}
+{{- end -}}
+
+{{- define "govex.kafkaSecret" -}}
+{{- default (printf "%s-kafka" (include "govex.fullname" .)) .Values.kafka.sasl.existingSecret -}}
+{{- end -}}
+
+{{/*
+The pod spec of a workload: (dict "root" $ "component" "intake" "components" "intake"
+"registryUrl" true "api" true "resources" .Values.intake.resources "dataVolume" "data"
+"groupPerPod" false).
+dataVolume is the name of a volume claim template, or empty for an emptyDir.
+*/}}
+{{- define "govex.podSpec" -}}
+{{- $root := .root -}}
+{{- $v := $root.Values -}}
+{{- with $v.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+serviceAccountName: {{ include "govex.fullname" $root }}
+automountServiceAccountToken: false
+securityContext:
+  {{- toYaml $v.podSecurityContext | nindent 2 }}
+{{- /* Sled and the consumers flush on SIGTERM; give them time to drain. */}}
+terminationGracePeriodSeconds: 60
+containers:
+  - name: govex
+    image: {{ include "govex.image" $root | quote }}
+    imagePullPolicy: {{ $v.image.pullPolicy }}
+    args: ["node", "--config", "/etc/govex/node.toml"]
+    env:
+      - name: GOVEX_COMPONENTS
+        value: {{ .components | quote }}
+      {{- if .registryUrl }}
+      - name: GOVEX_REGISTRY__URL
+        value: {{ include "govex.registryUrl" $root | quote }}
+      {{- end }}
+      - name: RUST_LOG
+        value: {{ $v.log.level | quote }}
+      - name: POD_NAME
+        valueFrom:
+          fieldRef: {fieldPath: metadata.name}
+      {{- if .groupPerPod }}
+      {{- /* Each replica of a store reads every record: a consumer group of its own. */}}
+      - name: GOVEX_BUS__GROUP_PREFIX
+        value: {{ printf "%s-$(POD_NAME)" $v.kafka.groupPrefix | quote }}
+      {{- end }}
+      {{- if and (not (include "govex.trial" $root)) $v.kafka.sasl.mechanism }}
+      - name: KAFKA_SASL_PASSWORD
+        valueFrom:
+          secretKeyRef:
+            name: {{ include "govex.kafkaSecret" $root }}
+            key: {{ $v.kafka.sasl.passwordKey }}
+      {{- end }}
+      {{- if eq .component "bridge" "node" }}
+      {{- with $v.bridge.parent.passwordSecret }}
+      - name: BRIDGE_PARENT_SASL_PASSWORD
+        valueFrom:
+          secretKeyRef: {name: {{ .name }}, key: {{ .key }}}
+      {{- end }}
+      {{- range $i, $child := $v.bridge.children }}
+      {{- with $child.passwordSecret }}
+      - name: BRIDGE_CHILD_{{ $i }}_SASL_PASSWORD
+        valueFrom:
+          secretKeyRef: {name: {{ .name }}, key: {{ .key }}}
+      {{- end }}
+      {{- end }}
+      {{- end }}
+      {{- with $v.extraEnv }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    ports:
+      {{- if .api }}
+      - {name: api, containerPort: 8080, protocol: TCP}
+      {{- end }}
+      {{- if .registry }}
+      - {name: registry, containerPort: 8081, protocol: TCP}
+      {{- end }}
+      - {name: ops, containerPort: 9464, protocol: TCP}
+    {{- /*
+    Start-up registers the schemas and waits up to two minutes for a registry that is not
+    up yet; /healthz answers once the node has started.
+    */}}
+    startupProbe:
+      httpGet: {path: /healthz, port: ops}
+      periodSeconds: 5
+      failureThreshold: 36
+    livenessProbe:
+      httpGet: {path: /healthz, port: ops}
+      periodSeconds: 10
+      timeoutSeconds: 3
+      failureThreshold: 3
+    readinessProbe:
+      httpGet: {path: /readyz, port: ops}
+      periodSeconds: 10
+      timeoutSeconds: 5
+      failureThreshold: 3
+    resources:
+      {{- toYaml .resources | nindent 6 }}
+    securityContext:
+      {{- toYaml $v.securityContext | nindent 6 }}
+    volumeMounts:
+      {{- /* Only the pods that run bridges see the links (and their password references). */}}
+      - name: config
+        mountPath: /etc/govex/node.toml
+        subPath: {{ if eq .component "bridge" "node" }}bridge.toml{{ else }}node.toml{{ end }}
+        readOnly: true
+      - {name: {{ default "data" .dataVolume }}, mountPath: /var/lib/govex}
+      - {name: tmp, mountPath: /tmp}
+      {{- if and .api (include "govex.hasTokens" $root) }}
+      - {name: tokens, mountPath: /etc/govex/tokens, readOnly: true}
+      {{- end }}
+      {{- if and .api $v.api.tls.secretName }}
+      - {name: api-tls, mountPath: /etc/govex/api-tls, readOnly: true}
+      {{- end }}
+      {{- if and .api $v.api.tls.clientCaSecret }}
+      - {name: api-client-ca, mountPath: /etc/govex/api-client-ca, readOnly: true}
+      {{- end }}
+      {{- if and (not (include "govex.trial" $root)) $v.kafka.tls.caSecret }}
+      - {name: kafka-ca, mountPath: /etc/govex/kafka-ca, readOnly: true}
+      {{- end }}
+volumes:
+  - name: config
+    configMap: {name: {{ include "govex.fullname" $root }}}
+  {{- if not .dataVolume }}
+  - name: data
+    emptyDir: {}
+  {{- end }}
+  - name: tmp
+    emptyDir: {medium: Memory, sizeLimit: 64Mi}
+  {{- if and .api (include "govex.hasTokens" $root) }}
+  - name: tokens
+    secret: {secretName: {{ include "govex.tokensSecret" $root }}}
+  {{- end }}
+  {{- if and .api $v.api.tls.secretName }}
+  - name: api-tls
+    secret: {secretName: {{ $v.api.tls.secretName }}}
+  {{- end }}
+  {{- if and .api $v.api.tls.clientCaSecret }}
+  - name: api-client-ca
+    secret: {secretName: {{ $v.api.tls.clientCaSecret }}}
+  {{- end }}
+  {{- if and (not (include "govex.trial" $root)) $v.kafka.tls.caSecret }}
+  - name: kafka-ca
+    secret: {secretName: {{ $v.kafka.tls.caSecret }}}
+  {{- end }}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod metadata: labels and a checksum of the config, so a config change rolls the pods. */}}
+{{- define "govex.podMetadata" -}}
+labels:
+  {{- include "govex.selectorLabels" . | nindent 2 }}
+  {{- with .root.Values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+annotations:
+  checksum/config: {{ include (print .root.Template.BasePath "/configmap.yaml") .root | sha256sum }}
+  {{- with .root.Values.podAnnotations }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end -}}
+
+{{/* A volume claim template for sled. */}}
+{{- define "govex.volumeClaim" -}}
+- metadata:
+    name: data
+  spec:
+    accessModes: [ReadWriteOnce]
+    {{- with .storageClass }}
+    storageClassName: {{ . | quote }}
+    {{- end }}
+    resources:
+      requests:
+        storage: {{ .size }}
+{{- end -}}

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Checks one `helm template` output beyond what the Kubernetes schemas say.
+
+For every workload: the node config it would run (the rendered ConfigMap with the pod's
+GOVEX_* environment) passes `govex config check`; the container runs non-root on a
+read-only root filesystem with resource limits and probes on /healthz and /readyz; sled
+components have a volume claim; a PodDisruptionBudget covers the pods.
+
+usage: check_rendered.py RENDERED.yaml GOVEX_BINARY
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+WORKLOADS = ("Deployment", "StatefulSet")
+# Components that keep sled stores and so need a volume claim.
+STATEFUL = {"registry", "elicense", "dossier", "cases"}
+
+
+def fail(message):
+    print(f"FAIL: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def main(rendered, govex):
+    with open(rendered, encoding="utf-8") as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    by_kind = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    configs = {d["metadata"]["name"]: d["data"] for d in by_kind.get("ConfigMap", []) if "node.toml" in d.get("data", {})}
+    if len(configs) != 1:
+        fail(f"{rendered}: expected one ConfigMap with node.toml, found {list(configs)}")
+    (config_name, config_data), = configs.items()
+    tokens = [d["stringData"]["tokens.toml"] for d in by_kind.get("Secret", []) if "tokens.toml" in d.get("stringData", {})]
+    pdb_selectors = [d["spec"]["selector"]["matchLabels"] for d in by_kind.get("PodDisruptionBudget", [])]
+
+    workloads = [d for kind in WORKLOADS for d in by_kind.get(kind, [])]
+    if not workloads:
+        fail(f"{rendered}: no workloads")
+    for workload in workloads:
+        name = f'{workload["kind"]}/{workload["metadata"]["name"]}'
+        pod = workload["spec"]["template"]["spec"]
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        if not pod.get("securityContext", {}).get("runAsNonRoot"):
+            fail(f"{name}: pod does not set runAsNonRoot")
+        (container,) = pod["containers"]
+        security = container.get("securityContext", {})
+        if not security.get("readOnlyRootFilesystem") or security.get("allowPrivilegeEscalation") is not False:
+            fail(f"{name}: container root filesystem is writable or privilege escalation is allowed")
+        if not container.get("resources", {}).get("limits") or not container.get("resources", {}).get("requests"):
+            fail(f"{name}: container has no resource requests and limits")
+        if container["livenessProbe"]["httpGet"]["path"] != "/healthz" or container["readinessProbe"]["httpGet"]["path"] != "/readyz":
+            fail(f"{name}: probes are not on /healthz and /readyz")
+        if not any(all(labels.get(k) == v for k, v in selector.items()) for selector in pdb_selectors):
+            fail(f"{name}: no PodDisruptionBudget selects its pods")
+
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        components = set(env["GOVEX_COMPONENTS"].split(","))
+        claims = [c["metadata"]["name"] for c in workload["spec"].get("volumeClaimTemplates", [])]
+        if components & STATEFUL and (workload["kind"] != "StatefulSet" or "data" not in claims):
+            fail(f"{name}: runs {sorted(components & STATEFUL)} without a volume claim for sled")
+
+        with tempfile.TemporaryDirectory() as scratch:
+            config_path = os.path.join(scratch, "node.toml")
+            mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/govex/node.toml")
+            with open(config_path, "w", encoding="utf-8") as f:
+                f.write(config_data[mount["subPath"]])
+            run_env = {k: v for k, v in os.environ.items() if not k.startswith("GOVEX_")}
+            run_env["RUST_BACKTRACE"] = "0"
+            for key, value in env.items():
+                if value is None:
+                    # From a Secret or the downward API: any value will do for the check.
+                    value = "from-a-secret"
+                run_env[key] = value.replace("$(POD_NAME)", f'{workload["metadata"]["name"]}-0')
+            run_env["GOVEX_DATA_DIR"] = os.path.join(scratch, "data")
+            if "tokens_file" in config_data["node.toml"]:
+                # The mounted Secret: the chart's own, or (existingSecret) a stand-in.
+                tokens_path = os.path.join(scratch, "tokens.toml")
+                with open(tokens_path, "w", encoding="utf-8") as f:
+                    f.write(tokens[0] if tokens else '[[tokens]]\ndepartment = "tax"\nsha256 = "' + "0" * 64 + '"\n')
+                run_env["GOVEX_INTAKE__TOKENS_FILE"] = tokens_path
+            result = subprocess.run([govex, "config", "check", "--config", config_path], env=run_env,
+                                    capture_output=True, text=True)
+            if result.returncode != 0:
+                fail(f"{name}: govex refuses the rendered config {config_name}:\n{result.stderr}{result.stdout}")
+            summary = result.stdout.splitlines()
+            print(f"  {name}: " + "; ".join(line.split(None, 1)[1] if " " in line else line
+                                           for line in summary if line.startswith(("components", "registry", "bridge"))))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2])
