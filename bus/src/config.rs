@@ -8,9 +8,10 @@
 //! `sasl.mechanism` (single underscores inside a property name become dots there).
 //! `GOVEX_COMPONENTS=intake,bridge` sets a list (comma-separated).
 //!
-//! A config file may refer to environment variables as `${NAME}` (write `$${` for a literal
-//! `${`), so that secrets such as a SASL password come from a mounted Kubernetes Secret
-//! instead of the file itself. A variable that is not set is an error naming it.
+//! A string value in a config file may refer to environment variables as `${NAME}` (write
+//! `$${` for a literal `${`), so that secrets such as a SASL password come from a Kubernetes
+//! Secret instead of the file itself. A variable that is not set is an error naming it and
+//! the key. Comments are not touched.
 
 use std::{
     collections::BTreeMap,
@@ -492,11 +493,6 @@ impl NodeConfig {
                     key: String::new(),
                     message: format!("cannot read it: {e}"),
                 })?;
-                let text = interpolate(&text, &env).map_err(|message| ConfigError {
-                    origin: file_origin.clone(),
-                    key: String::new(),
-                    message,
-                })?;
                 text.parse::<toml::Table>().map_err(|e| ConfigError {
                     origin: file_origin.clone(),
                     key: String::new(),
@@ -505,6 +501,12 @@ impl NodeConfig {
             }
             None => to_table(&Self::embedded_default()),
         };
+        // Values (not comments, not keys) may refer to the environment: `${NAME}`.
+        interpolate_table(&mut table, &env, "").map_err(|(key, message)| ConfigError {
+            origin: file_origin.clone(),
+            key,
+            message,
+        })?;
         let defaults = to_table(&Self::embedded_default());
         let mut from_env: Vec<(String, String)> = Vec::new();
         for (name, value) in env {
@@ -533,6 +535,31 @@ impl NodeConfig {
             ConfigError { origin, key, message: e.into_inner().to_string() }
         })
     }
+}
+
+/// Applies [`interpolate`] to every string value under `table`; an error names the key.
+fn interpolate_table(table: &mut toml::Table, env: &[(String, String)], prefix: &str) -> Result<(), (String, String)> {
+    for (key, value) in table.iter_mut() {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        interpolate_value(value, env, &path)?;
+    }
+    Ok(())
+}
+
+fn interpolate_value(value: &mut toml::Value, env: &[(String, String)], path: &str) -> Result<(), (String, String)> {
+    match value {
+        toml::Value::String(text) if text.contains('$') => {
+            *text = interpolate(text, env).map_err(|message| (path.to_owned(), message))?;
+        }
+        toml::Value::Table(table) => interpolate_table(table, env, path)?,
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate_value(item, env, &format!("{path}[{i}]"))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Replaces `${NAME}` with the value of the environment variable `NAME` (looked up in `env`);
@@ -750,7 +777,7 @@ mod tests {
         let path = dir.path().join("node.toml");
         std::fs::write(
             &path,
-            "division = \"610921\"\n[bus.properties]\n\"sasl.password\" = \"${KAFKA_PASSWORD}\"\n\"x.literal\" = \"$${KEEP} costs $5\"\n",
+            "# a comment may mention ${ANYTHING}\ndivision = \"610921\"\n[bus.properties]\n\"sasl.password\" = \"${KAFKA_PASSWORD}\"\n\"x.literal\" = \"$${KEEP} costs $5\"\n",
         )
         .unwrap();
         let config = NodeConfig::load(Some(&path), env(&[("KAFKA_PASSWORD", "s3cret")])).unwrap();
@@ -758,6 +785,7 @@ mod tests {
         assert_eq!(config.bus.properties["x.literal"], "${KEEP} costs $5");
         let error = NodeConfig::load(Some(&path), env(&[])).unwrap_err();
         assert_eq!(error.origin, format!("config file {}", path.display()));
+        assert_eq!(error.key, "bus.properties.sasl.password");
         assert!(error.message.contains("KAFKA_PASSWORD") && error.message.contains("not set"), "{error}");
     }
 
