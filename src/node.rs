@@ -193,7 +193,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let metrics = Metrics::new();
     let bus = Bus::start(&config.bus, &metrics)?;
     let topics = register_schemas(&registry).await?;
-    bus.ensure_topics(&topics).await?;
+    // A registry on its own neither produces nor consumes: it must start and stay ready while
+    // Kafka is unreachable, so it leaves the topics to the processes that use them.
+    let uses_bus = components.iter().any(|c| *c != Component::Registry);
+    if uses_bus {
+        bus.ensure_topics(&topics).await?;
+    }
 
     let intake_stop = CancellationToken::new();
     let intake_tasks = TaskTracker::new();
@@ -326,7 +331,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         None => None,
     };
     let ops_addr = ops_listener.local_addr()?;
-    let readiness = Readiness { bus: bus.clone(), registry: registry.clone() };
+    let readiness = Readiness { bus: uses_bus.then(|| bus.clone()), registry: registry.clone() };
     background_tasks.spawn(serve("ops", ops_listener, ops::router(metrics.clone(), readiness), background.clone()));
     let registry_addr = match registry_listener {
         Some((listener, store)) => {

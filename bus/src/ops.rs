@@ -17,8 +17,10 @@ use crate::{bus::Bus, metrics::Metrics, registry_client::RegistryClient};
 /// What `/readyz` checks.
 #[derive(Clone)]
 pub struct Readiness {
-    /// The bus whose brokers must answer.
-    pub bus: Bus,
+    /// The bus whose brokers must answer; none for a process that does not use the bus (a
+    /// registry on its own must stay ready while Kafka is down, or every other process
+    /// loses its registry too).
+    pub bus: Option<Bus>,
     /// The registry that must answer.
     pub registry: RegistryClient,
 }
@@ -55,10 +57,13 @@ async fn metrics_handler(State(state): State<OpsState>, headers: HeaderMap) -> R
 }
 
 async fn ready_handler(State(state): State<OpsState>) -> Response {
-    let (bus, registry) = tokio::join!(
-        state.readiness.bus.check_reachable(Duration::from_secs(2)),
-        state.readiness.registry.check_reachable()
-    );
+    let bus_check = async {
+        match &state.readiness.bus {
+            Some(bus) => bus.check_reachable(Duration::from_secs(2)).await,
+            None => Ok(()),
+        }
+    };
+    let (bus, registry) = tokio::join!(bus_check, state.readiness.registry.check_reachable());
     let mut problems = Vec::new();
     if let Err(e) = bus {
         problems.push(format!("bus: {e}"));

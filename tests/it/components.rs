@@ -153,3 +153,22 @@ async fn a_process_without_the_registry_must_be_told_where_it_is() {
     let error = govex::node::start(both).await.err().unwrap();
     assert!(format!("{error:#}").contains("not both"), "{error:#}");
 }
+
+#[tokio::test]
+async fn a_registry_on_its_own_starts_and_stays_ready_while_kafka_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on the broker address: a closed port.
+    let closed = free_port();
+    let config = process_config(dir.path(), &closed.to_string(), &[Component::Registry], None);
+    let registry = govex::node::start(config).await.unwrap();
+    let ready = reqwest::get(format!("http://{}/readyz", registry.ops_addr)).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "{:?}", ready.text().await);
+    let subjects: Vec<String> = reqwest::get(format!("http://{}/subjects", registry.registry_addr.unwrap()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(subjects.contains(&"gov.elicense.licence.v1-value".to_owned()), "{subjects:?}");
+    registry.shutdown().await.unwrap();
+}
