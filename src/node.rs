@@ -130,7 +130,11 @@ pub fn check(config: &NodeConfig) -> Result<Vec<String>> {
         (Some(url), false) => url.clone(),
         (None, true) => format!("served here on {}", config.listen.registry),
     };
-    let tokens = config.intake.all_tokens().context("invalid configuration")?;
+    // Only the processes that serve the API read tokens (and mount a tokens file).
+    let tokens = match components.iter().any(|c| c.serves_api()) {
+        true => config.intake.all_tokens().context("invalid configuration")?,
+        false => Vec::new(),
+    };
     Tokens::from_config(&tokens).map_err(anyhow::Error::msg).context("invalid configuration")?;
     let links = match runs(Component::Bridge) {
         true => govex_sinks::level_bridge::links(config.division, &config.bus, &config.bridge)?,

@@ -2,13 +2,15 @@
 """Checks one `helm template` output beyond what the Kubernetes schemas say.
 
 For every workload: the node config it would run (the rendered ConfigMap with the pod's
-GOVEX_* environment) passes `govex config check`; the container runs non-root on a
+GOVEX_* environment) passes `govex config check`, and every file it names is on a mounted
+volume; the container runs non-root on a
 read-only root filesystem with resource limits and probes on /healthz and /readyz; sled
 components have a volume claim; a PodDisruptionBudget covers the pods.
 
 usage: check_rendered.py RENDERED.yaml GOVEX_BINARY
 """
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -64,9 +66,17 @@ def main(rendered, govex):
         if components & STATEFUL and (workload["kind"] != "StatefulSet" or "data" not in claims):
             fail(f"{name}: runs {sorted(components & STATEFUL)} without a volume claim for sled")
 
+        # Every file the config names must be on a volume the container mounts.
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/govex/node.toml")
+        mounted = [m["mountPath"] for m in container["volumeMounts"] if m is not mount]
+        named = re.findall(r'"(/etc/govex/[^"]+)"', config_data[mount["subPath"]])
+        named += [e["value"] for e in container.get("env", []) if e.get("value", "").startswith("/etc/govex/")]
+        for path in named:
+            if not any(path.startswith(prefix.rstrip("/") + "/") for prefix in mounted):
+                fail(f"{name}: the config names {path}, but no volume is mounted there ({mounted})")
+
         with tempfile.TemporaryDirectory() as scratch:
             config_path = os.path.join(scratch, "node.toml")
-            mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/govex/node.toml")
             with open(config_path, "w", encoding="utf-8") as f:
                 f.write(config_data[mount["subPath"]])
             run_env = {k: v for k, v in os.environ.items() if not k.startswith("GOVEX_")}
@@ -77,7 +87,7 @@ def main(rendered, govex):
                     value = "from-a-secret"
                 run_env[key] = value.replace("$(POD_NAME)", f'{workload["metadata"]["name"]}-0')
             run_env["GOVEX_DATA_DIR"] = os.path.join(scratch, "data")
-            if "tokens_file" in config_data["node.toml"]:
+            if "GOVEX_INTAKE__TOKENS_FILE" in env:
                 # The mounted Secret: the chart's own, or (existingSecret) a stand-in.
                 tokens_path = os.path.join(scratch, "tokens.toml")
                 with open(tokens_path, "w", encoding="utf-8") as f:

@@ -100,6 +100,20 @@ containers:
       - name: GOVEX_REGISTRY__URL
         value: {{ include "govex.registryUrl" $root | quote }}
       {{- end }}
+      {{- if and .api (include "govex.hasTokens" $root) }}
+      - name: GOVEX_INTAKE__TOKENS_FILE
+        value: /etc/govex/tokens/tokens.toml
+      {{- end }}
+      {{- if and .api $v.api.tls.secretName }}
+      - name: GOVEX_LISTEN__TLS__CERT_PATH
+        value: /etc/govex/api-tls/tls.crt
+      - name: GOVEX_LISTEN__TLS__KEY_PATH
+        value: /etc/govex/api-tls/tls.key
+      {{- if $v.api.tls.clientCaSecret }}
+      - name: GOVEX_LISTEN__TLS__CLIENT_CA_PATH
+        value: /etc/govex/api-client-ca/ca.crt
+      {{- end }}
+      {{- end }}
       - name: RUST_LOG
         value: {{ $v.log.level | quote }}
       - name: POD_NAME
@@ -184,6 +198,9 @@ containers:
       {{- if and (not (include "govex.trial" $root)) $v.kafka.tls.caSecret }}
       - {name: kafka-ca, mountPath: /etc/govex/kafka-ca, readOnly: true}
       {{- end }}
+      {{- if and (not (include "govex.trial" $root)) $v.kafka.tls.clientSecret }}
+      - {name: kafka-client, mountPath: /etc/govex/kafka-client, readOnly: true}
+      {{- end }}
 volumes:
   - name: config
     configMap: {name: {{ include "govex.fullname" $root }}}
@@ -208,6 +225,10 @@ volumes:
   {{- if and (not (include "govex.trial" $root)) $v.kafka.tls.caSecret }}
   - name: kafka-ca
     secret: {secretName: {{ $v.kafka.tls.caSecret }}}
+  {{- end }}
+  {{- if and (not (include "govex.trial" $root)) $v.kafka.tls.clientSecret }}
+  - name: kafka-client
+    secret: {secretName: {{ $v.kafka.tls.clientSecret }}}
   {{- end }}
 {{- with $v.nodeSelector }}
 nodeSelector:
