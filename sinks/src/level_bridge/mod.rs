@@ -106,7 +106,8 @@ pub struct BridgeMetrics {
     forwarded: Family<TopicLabels, Counter>,
     dropped_loops: Family<LinkLabels, Counter>,
     filtered: Family<LinkLabels, Counter>,
-    hop_latency: Histogram,
+    /// Per link: a province's children can be near or far.
+    hop_latency: Family<LinkLabels, Histogram>,
     link_up: Family<LinkLabels, Gauge>,
     heartbeat: Family<LinkLabels, Gauge>,
 }
@@ -118,7 +119,9 @@ impl BridgeMetrics {
             forwarded: Family::default(),
             dropped_loops: Family::default(),
             filtered: Family::default(),
-            hop_latency: Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            hop_latency: Family::new_with_constructor(|| {
+                Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            }),
             link_up: Family::default(),
             heartbeat: Family::default(),
         };
@@ -233,7 +236,10 @@ impl Bridge {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0);
-                    self.metrics.hop_latency.observe(now_ms.saturating_sub(origin_ms) as f64 / 1000.0);
+                    self.metrics
+                        .hop_latency
+                        .get_or_create(&LinkLabels { link: link.to_owned() })
+                        .observe(now_ms.saturating_sub(origin_ms) as f64 / 1000.0);
                 }
                 Ok(())
             }
