@@ -4,7 +4,8 @@ environment, with loopback ports, a scratch data directory, CI's own tokens, and
 link to a city node (on a standalone `govex broker`) so that the bridge metrics have series.
 
 Records of every type go in through the county's intake; a licence issued at the city comes
-down the bridge into the county's store; it is verified there; a case is completed. Then
+down the bridge into the county's store; it is verified there; a case is completed; a
+revoked licence sent as valid again goes to the dead-letter topic. Then
 `promtool check metrics` lints the county's /metrics, the dashboard's and alerts' labels are
 checked against it (check_queries.py), OpenMetrics is asked for, and both nodes must stop
 cleanly on SIGTERM.
@@ -177,12 +178,17 @@ def main(rendered, binary, scratch):
         if status != 200 or json.loads(answer)["result"] != "valid":
             fail(f"verification answered {status}: {answer}", [county.log])
 
+        # The county revokes the licence, then a system sends it as valid again: a revoked
+        # licence does not come back, so the sink parks that record in the dead-letter topic.
+        for status in ["REVOKED", "VALID"]:
+            county.post("platform", "licence", json.dumps({**json.loads(licence), "status": status}))
+
         scrape_path = os.path.join(scratch, "metrics.txt")
         wanted = ['govex_intake_records_total{department="tax",record="deed-tax-payment",outcome="accepted"',
                   'govex_elicense_verifications_total{result="valid"}', "govex_elicense_verify_latency_seconds_bucket",
                   "govex_bridge_forwarded_records_total{", "govex_bridge_hop_latency_seconds_bucket{",
                   "govex_bridge_heartbeat_timestamp_seconds{", 'govex_case_completed_total{division="610921"',
-                  "govex_bus_consumer_lag_records{"]
+                  "govex_bus_consumer_lag_records{", 'govex_bus_dead_letters_total{component="elicense-store"']
         scrape = {}
 
         def complete():
