@@ -13,7 +13,7 @@ import sys
 import yaml
 
 # Labels Prometheus adds from the target, or that histograms carry by nature.
-TARGET_LABELS = {"le", "namespace", "pod", "job", "instance", "service", "govex_division"}
+TARGET_LABELS = {"le", "namespace", "pod", "job", "instance", "service", "govex_division", "govex_component"}
 
 
 def scraped_labels(path):

@@ -15,14 +15,19 @@ fn repo_file(path: &str) -> String {
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
 }
 
-/// `govex_...` names in `text`.
+/// Labels the chart's ServiceMonitor adds to every series (they look like metric names).
+const TARGET_LABELS: [&str; 2] = ["govex_division", "govex_component"];
+
+/// `govex_...` metric names in `text`.
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let mut rest = text;
     while let Some(at) = rest.find("govex_") {
         let tail = &rest[at..];
         let end = tail.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(tail.len());
-        names.insert(tail[..end].to_owned());
+        if !TARGET_LABELS.contains(&&tail[..end]) {
+            names.insert(tail[..end].to_owned());
+        }
         rest = &tail[end..];
     }
     names
@@ -65,6 +70,10 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_exposed_by_a_node() 
     let exposed = exposed_names(&exposition);
     assert!(exposed.contains("govex_intake_records_total"), "{exposition}");
 
+    let service_monitor = repo_file("charts/govex/templates/monitoring.yaml");
+    for label in TARGET_LABELS {
+        assert!(service_monitor.contains(&format!("targetLabel: {label}")), "the ServiceMonitor does not add {label}");
+    }
     for file in ["charts/govex/files/dashboard.json", "charts/govex/files/alerts.yaml", "charts/tests/alerts_test.yaml"]
     {
         let text = repo_file(file);
