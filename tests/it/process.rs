@@ -79,3 +79,50 @@ async fn a_node_process_shares_a_standalone_broker_and_stops_cleanly_on_sigterm(
     let status = tokio::task::spawn_blocking(move || broker.wait()).await.unwrap().unwrap();
     assert!(status.success(), "the broker exits cleanly on SIGTERM: {status}");
 }
+
+#[tokio::test]
+async fn every_answered_use_survives_a_kill_of_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    let hash = govex_adapters::intake::auth::hash_token("test-token-of-tax");
+    std::fs::write(&tokens, format!("[[tokens]]\ndepartment = \"tax\"\nsha256 = \"{hash}\"\n")).unwrap();
+    let data = dir.path().join("data");
+    let any = "127.0.0.1:0".to_owned();
+    let (mut node, node_lines) = spawn(
+        &["node"],
+        &[
+            ("GOVEX_DIVISION", "610921".into()),
+            ("GOVEX_DATA_DIR", data.display().to_string()),
+            ("GOVEX_INTAKE__TOKENS_FILE", tokens.display().to_string()),
+            ("GOVEX_LISTEN__API", any.clone()),
+            ("GOVEX_LISTEN__REGISTRY", any.clone()),
+            ("GOVEX_LISTEN__OPS", any),
+        ],
+    );
+    let api = wait_for_line(&node_lines, "  API ");
+    let base = api.split_whitespace().last().unwrap().trim_end_matches('/').to_owned();
+    let http = reqwest::Client::new();
+    // Each verification is logged (here: of licences the store does not hold) before it is answered.
+    for n in 0..20 {
+        let answer = http
+            .post(format!("{base}/v1/licences/L{n}/verify"))
+            .bearer_auth("test-token-of-tax")
+            .json(&serde_json::json!({ "purpose": "契税征收核验" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    }
+    // No shutdown, no final flush: as if the machine lost power.
+    node.kill().unwrap();
+    node.wait().unwrap();
+
+    let audit = Command::new(env!("CARGO_BIN_EXE_govex"))
+        .args(["audit", "verify"])
+        .env("GOVEX_DATA_DIR", &data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+    assert_eq!(String::from_utf8_lossy(&audit.stdout).trim(), "use log: 20 entries, hash chain intact");
+}

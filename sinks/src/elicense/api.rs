@@ -178,7 +178,7 @@ async fn get_licence(
         Err(e) => return storage_failed(e),
     };
     let result = if found.is_some() { "found" } else { "not_found" };
-    if let Err(e) = api.store.record_use(department.as_str(), &purpose, "get", &id, result) {
+    if let Err(e) = api.store.log_use(department.as_str(), &purpose, "get", &id, result).await {
         return storage_failed(e);
     }
     match found {
@@ -208,14 +208,18 @@ async fn by_holder(
         Err(e) => return storage_failed(e),
     };
     if licences.is_empty() {
-        if let Err(e) = api.store.record_use(department.as_str(), &purpose, "holder", &mask(&holder), "not_found") {
+        if let Err(e) = api.store.log_use(department.as_str(), &purpose, "holder", &mask(&holder), "not_found").await {
             return storage_failed(e);
         }
     }
+    // One use per licence shown, made durable together by one flush before the answer.
     for licence in &licences {
         if let Err(e) = api.store.record_use(department.as_str(), &purpose, "holder", &licence.licence_id, "found") {
             return storage_failed(e);
         }
+    }
+    if let Err(e) = api.store.flush().await {
+        return storage_failed(e);
     }
     let entitled = api.resource.may_see_personal_data(department.as_str());
     Json(json!({ "holder": if entitled { holder.clone() } else { mask(&holder) }, "licences": licences.iter().map(|l| view(l, entitled)).collect::<Vec<_>>() })).into_response()
@@ -319,7 +323,7 @@ async fn verify(
     };
     let today = (Utc::now() + chrono::Duration::hours(8)).date_naive();
     let (result, reasons) = verdict(stored.as_ref(), request.content_hash.as_deref(), &request.fields, today);
-    if let Err(e) = api.store.record_use(department.as_str(), &purpose, "verify", &id, result) {
+    if let Err(e) = api.store.log_use(department.as_str(), &purpose, "verify", &id, result).await {
         counted("error");
         return storage_failed(e);
     }
@@ -341,7 +345,7 @@ async fn uses(
         Ok(uses) => uses,
         Err(e) => return storage_failed(e),
     };
-    if let Err(e) = api.store.record_use(department.as_str(), &purpose, "uses", &id, "listed") {
+    if let Err(e) = api.store.log_use(department.as_str(), &purpose, "uses", &id, "listed").await {
         return storage_failed(e);
     }
     Json(json!({ "licence_id": id, "uses": uses })).into_response()

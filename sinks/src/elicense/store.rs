@@ -386,7 +386,24 @@ impl LicenceStore {
         Ok(Ok(if existing.is_some() { Applied::Updated } else { Applied::Inserted }))
     }
 
-    /// Appends one use to the chain and returns it.
+    /// Appends one use to the chain and returns once it is on disk: the API answers only
+    /// after this, so a use that was answered is never lost to a crash. Concurrent callers
+    /// share one flush ([`GroupFlush`](crate::flush::GroupFlush)).
+    pub async fn log_use(
+        &self,
+        caller: &str,
+        purpose: &str,
+        action: &str,
+        subject: &str,
+        result: &str,
+    ) -> Result<AuditEntry, sled::Error> {
+        let entry = self.record_use(caller, purpose, action, subject, result)?;
+        self.flush().await?;
+        Ok(entry)
+    }
+
+    /// Appends one use to the chain and returns it (written, not yet flushed: see
+    /// [`LicenceStore::log_use`]).
     pub fn record_use(
         &self,
         caller: &str,
