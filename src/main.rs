@@ -209,7 +209,7 @@ async fn main() -> Result<()> {
         }
         Command::Config { command: ConfigCommand::Check, config } => {
             let config = NodeConfig::load(config.as_deref(), std::env::vars())?;
-            for line in govex::node::check(&config)? {
+            for line in govex::node::plan(&config)?.summary(&config) {
                 println!("{line}");
             }
             println!("configuration is valid");

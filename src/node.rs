@@ -112,13 +112,26 @@ async fn register_schemas(registry: &RegistryClient) -> Result<Vec<String>> {
     Ok(topics)
 }
 
-/// Checks what can be checked of `config` without starting anything: the components and
-/// the registry agree, the tokens (including `intake.tokens_file`) parse, the bridge links
-/// resolve. Returns a summary for `govex config check`.
-pub fn check(config: &NodeConfig) -> Result<Vec<String>> {
+/// What a configuration asks of this process, worked out and checked before anything
+/// starts: the components and the registry agree, the tokens (including
+/// `intake.tokens_file`) parse, the bridge links resolve. `start` runs on it, and
+/// `govex config check` prints it.
+pub struct Plan {
+    /// The components this process runs.
+    pub components: Vec<Component>,
+    /// The registry to use; none when this process serves its own.
+    pub registry_url: Option<String>,
+    /// The department tokens (read only by processes that serve the API).
+    pub tokens: Tokens,
+    /// The level-bridge links (only when the bridge component runs).
+    pub links: Vec<govex_sinks::level_bridge::Link>,
+}
+
+/// Works out and checks the [`Plan`] of `config`.
+pub fn plan(config: &NodeConfig) -> Result<Plan> {
     let components = config.components();
-    let runs = |c: Component| components.contains(&c);
-    let registry = match (&config.registry.url, runs(Component::Registry)) {
+    let runs_registry = components.contains(&Component::Registry);
+    let registry_url = match (&config.registry.url, runs_registry) {
         (Some(_), true) => bail!(
             "invalid configuration: components includes registry, but registry.url points at another registry; \
              run the registry here or use that one, not both"
@@ -127,73 +140,72 @@ pub fn check(config: &NodeConfig) -> Result<Vec<String>> {
             "invalid configuration: this process does not run the registry component, so registry.url must \
              name the registry to use"
         ),
-        (Some(url), false) => url.clone(),
-        (None, true) => format!("served here on {}", config.listen.registry),
+        (url, _) => url.clone(),
     };
     // Only the processes that serve the API read tokens (and mount a tokens file).
-    let tokens = match components.iter().any(|c| c.serves_api()) {
-        true => config.intake.all_tokens().context("invalid configuration")?,
-        false => Vec::new(),
+    let tokens = match config.serves_api() {
+        true => {
+            let configured = config.intake.all_tokens().context("invalid configuration")?;
+            Tokens::from_config(&configured).map_err(anyhow::Error::msg).context("invalid configuration")?
+        }
+        false => Tokens::default(),
     };
-    Tokens::from_config(&tokens).map_err(anyhow::Error::msg).context("invalid configuration")?;
-    let links = match runs(Component::Bridge) {
+    let links = match components.contains(&Component::Bridge) {
         true => govex_sinks::level_bridge::links(config.division, &config.bus, &config.bridge)?,
         false => Vec::new(),
     };
-    let names: Vec<String> = components.iter().map(|c| format!("{c:?}").to_lowercase()).collect();
-    Ok(vec![
-        format!("division     {}", config.division),
-        format!("components   {}", names.join(", ")),
-        format!("bus          {}", config.bus.brokers.as_deref().unwrap_or("embedded (in memory)")),
-        format!("registry     {registry}"),
-        format!("tokens       {}", tokens.len()),
-        format!(
-            "bridge links {}",
-            match links.is_empty() {
-                true => "none".to_owned(),
-                false => links.iter().map(|l| format!("{} ({})", l.name, l.bootstrap)).collect::<Vec<_>>().join(", "),
-            }
-        ),
-        format!("data         {}", config.data_dir.display()),
-    ])
+    Ok(Plan { components, registry_url, tokens, links })
+}
+
+impl Plan {
+    /// What `govex config check` prints.
+    pub fn summary(&self, config: &NodeConfig) -> Vec<String> {
+        let names: Vec<&str> = self.components.iter().map(|c| c.name()).collect();
+        let registry = match &self.registry_url {
+            Some(url) => url.clone(),
+            None => format!("served here on {}", config.listen.registry),
+        };
+        let links = match self.links.is_empty() {
+            true => "none".to_owned(),
+            false => self.links.iter().map(|l| format!("{} ({})", l.name, l.bootstrap)).collect::<Vec<_>>().join(", "),
+        };
+        vec![
+            format!("division     {}", config.division),
+            format!("components   {}", names.join(", ")),
+            format!("bus          {}", config.bus.brokers.as_deref().unwrap_or("embedded (in memory)")),
+            format!("registry     {registry}"),
+            format!("tokens       {}", self.tokens.len()),
+            format!("bridge links {links}"),
+            format!("data         {}", config.data_dir.display()),
+        ]
+    }
 }
 
 /// Starts a node, or the components of one that `config.components` names. Fails fast,
 /// naming the cause, when a port is taken or the data directory is unusable; nothing is left
 /// running on failure.
 pub async fn start(config: NodeConfig) -> Result<RunningNode> {
-    check(&config)?;
-    let components = config.components();
+    let Plan { components, registry_url, tokens, links: bridge_links } = plan(&config)?;
     let runs = |c: Component| components.contains(&c);
     check_data_dir(&config.data_dir)?;
-    let api_listener = match components.iter().any(|c| c.serves_api()) {
+    let api_listener = match config.serves_api() {
         true => Some(ops::bind("API", config.listen.api).await?),
         false => None,
     };
     let ops_listener = ops::bind("ops endpoints", config.listen.ops).await?;
-    let (registry, registry_listener) = match &config.registry.url {
-        _ if runs(Component::Registry) => {
+    let (registry, registry_listener) = match &registry_url {
+        Some(url) => (RegistryClient::http(url), None),
+        None => {
             let listener = ops::bind("schema registry", config.listen.registry).await?;
             let store = open_registry(config.data_dir.join("registry"))?;
             (RegistryClient::local(store.clone()), Some((listener, store)))
         }
-        Some(url) => (RegistryClient::http(url), None),
-        None => unreachable!("check() refuses a process without a registry"),
     };
 
     let catalog = Catalog::bundled().context("the bundled resource catalogue is invalid")?;
-    let tokens = match components.iter().any(|c| c.serves_api()) {
-        true => {
-            let configured = config.intake.all_tokens().context("invalid configuration")?;
-            let tokens =
-                Tokens::from_config(&configured).map_err(anyhow::Error::msg).context("invalid configuration")?;
-            if tokens.is_empty() {
-                tracing::warn!("no department tokens configured: the APIs refuse every request; add [[intake.tokens]] (govex token new <department>)");
-            }
-            tokens
-        }
-        false => Tokens::default(),
-    };
+    if config.serves_api() && tokens.is_empty() {
+        tracing::warn!("no department tokens configured: the APIs refuse every request; add [[intake.tokens]] (govex token new <department>)");
+    }
     let metrics = Metrics::new();
     let bus = Bus::start(&config.bus, &metrics)?;
     let topics = register_schemas(&registry).await?;
@@ -285,8 +297,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     }
     if runs(Component::Bridge) {
         // Level bridges: pull up-routes from the children's clusters, down-routes from the parent's.
-        let bridge_links = govex_sinks::level_bridge::links(config.division, &config.bus, &config.bridge)?;
-        if bridge_links.is_empty() && config.components.is_some() {
+        if bridge_links.is_empty() && !config.components.is_empty() {
             tracing::warn!(
                 "the bridge component runs, but [bridge] configures no parent or children: nothing to forward"
             );
@@ -387,8 +398,8 @@ impl RunningNode {
     /// Prints where the node's endpoints listen, for the person who started it.
     pub fn print_endpoints(&self) {
         println!("govex node for division {} is running", self.config.division);
-        if self.config.components.is_some() {
-            let names: Vec<String> = self.components.iter().map(|c| format!("{c:?}").to_lowercase()).collect();
+        if !self.config.components.is_empty() {
+            let names: Vec<&str> = self.components.iter().map(|c| c.name()).collect();
             println!("  components        {}", names.join(", "));
         }
         let scheme = if self.config.listen.tls.is_some() { "https" } else { "http" };

@@ -70,6 +70,11 @@ impl Tokens {
     pub fn is_empty(&self) -> bool {
         self.by_hash.is_empty()
     }
+
+    /// How many distinct tokens are configured.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
 }
 
 #[cfg(test)]

@@ -55,11 +55,12 @@ pub struct NodeConfig {
     /// Level bridges to the parent and child nodes' clusters.
     #[serde(default)]
     pub bridge: BridgeConfig,
-    /// The parts of a node this process runs. Absent: all of them, except the registry when
-    /// `registry.url` names another. A Kubernetes deployment splits one node into processes:
-    /// intake in a Deployment, the registry and the stores in StatefulSets, bridges apart.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub components: Option<Vec<Component>>,
+    /// The parts of a node this process runs. Empty (the default): all of them, except the
+    /// registry when `registry.url` names another. A Kubernetes deployment splits one node
+    /// into processes: intake in a Deployment, the registry and the stores in StatefulSets,
+    /// bridges apart.
+    #[serde(default)]
+    pub components: Vec<Component>,
 }
 
 /// A part of a node, run by any process whose `components` list names it.
@@ -91,6 +92,18 @@ impl Component {
         Component::Bridge,
     ];
 
+    /// The name used in config files and `GOVEX_COMPONENTS`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Registry => "registry",
+            Component::Intake => "intake",
+            Component::Elicense => "elicense",
+            Component::Dossier => "dossier",
+            Component::Cases => "cases",
+            Component::Bridge => "bridge",
+        }
+    }
+
     /// Whether the component serves routes on the API listener.
     pub fn serves_api(self) -> bool {
         matches!(self, Component::Intake | Component::Elicense | Component::Dossier)
@@ -100,23 +113,26 @@ impl Component {
 impl NodeConfig {
     /// The components this process runs (see [`NodeConfig::components`]).
     pub fn components(&self) -> Vec<Component> {
-        match &self.components {
-            Some(listed) => {
-                let mut listed = listed.clone();
-                listed.sort();
-                listed.dedup();
-                listed
-            }
-            None => Component::ALL
+        if self.components.is_empty() {
+            return Component::ALL
                 .into_iter()
                 .filter(|c| *c != Component::Registry || self.registry.url.is_none())
-                .collect(),
+                .collect();
         }
+        let mut listed = self.components.clone();
+        listed.sort();
+        listed.dedup();
+        listed
     }
 
     /// Whether this process runs `component`.
     pub fn runs(&self, component: Component) -> bool {
         self.components().contains(&component)
+    }
+
+    /// Whether any component of this process serves the API (and so reads tokens).
+    pub fn serves_api(&self) -> bool {
+        self.components().iter().any(|c| c.serves_api())
     }
 }
 
@@ -474,7 +490,7 @@ impl NodeConfig {
             log: LogConfig::default(),
             intake: IntakeConfig::default(),
             bridge: BridgeConfig::default(),
-            components: None,
+            components: Vec::new(),
         }
     }
 
@@ -640,11 +656,9 @@ fn set_path(table: &mut toml::Table, path: &[String], raw: &str, defaults: &toml
         };
         next.map(Some)
     });
-    // Lists are comma-separated; `components` is a list that is absent by default.
-    let is_list =
-        matches!(default_here.flatten(), Some(toml::Value::Array(_))) || (path.len() == 1 && path[0] == "components");
     let value = match default_here.flatten() {
-        _ if is_list => toml::Value::Array(
+        // Lists are comma-separated.
+        Some(toml::Value::Array(_)) => toml::Value::Array(
             raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.into())).collect(),
         ),
         Some(toml::Value::Integer(_)) => raw.parse().map(toml::Value::Integer).unwrap_or_else(|_| raw.into()),

@@ -17,7 +17,7 @@ fn process_config(dir: &Path, bootstrap: &str, components: &[Component], registr
     config.division = govex_bus::Division::parse("610921").unwrap();
     config.bus.brokers = Some(bootstrap.to_owned());
     config.bus.replication_factor = 1;
-    config.components = Some(components.to_vec());
+    config.components = components.to_vec();
     config.registry.url = registry;
     config
 }
@@ -144,11 +144,11 @@ fn not_served(status: StatusCode) -> bool {
 async fn a_process_without_the_registry_must_be_told_where_it_is() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_node_config(dir.path());
-    config.components = Some(vec![Component::Intake]);
+    config.components = vec![Component::Intake];
     let error = govex::node::start(config).await.err().unwrap();
     assert!(format!("{error:#}").contains("registry.url must name the registry"), "{error:#}");
     let mut both = test_node_config(dir.path());
-    both.components = Some(vec![Component::Registry]);
+    both.components = vec![Component::Registry];
     both.registry.url = Some("http://registry:8081".into());
     let error = govex::node::start(both).await.err().unwrap();
     assert!(format!("{error:#}").contains("not both"), "{error:#}");

@@ -207,12 +207,13 @@ async fn by_holder(
         Ok(licences) => licences,
         Err(e) => return storage_failed(e),
     };
+    // One use per licence shown (or one "not_found"), made durable together by one flush
+    // before the answer.
     if licences.is_empty() {
-        if let Err(e) = api.store.log_use(department.as_str(), &purpose, "holder", &mask(&holder), "not_found").await {
+        if let Err(e) = api.store.record_use(department.as_str(), &purpose, "holder", &mask(&holder), "not_found") {
             return storage_failed(e);
         }
     }
-    // One use per licence shown, made durable together by one flush before the answer.
     for licence in &licences {
         if let Err(e) = api.store.record_use(department.as_str(), &purpose, "holder", &licence.licence_id, "found") {
             return storage_failed(e);
