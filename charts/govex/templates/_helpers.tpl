@@ -48,6 +48,37 @@ app.kubernetes.io/component: {{ .component }}
 {{- if not .Values.kafka.bootstrapServers -}}true{{- end -}}
 {{- end -}}
 
+{{/* Whether level-bridge links are configured. */}}
+{{- define "govex.hasBridge" -}}
+{{- if or .Values.bridge.parent .Values.bridge.children -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The workloads this release runs, by component, as a JSON list (read it with fromJsonArray):
+["node"] for a trial; else the registry (unless an external one is used), intake, elicense,
+and the bridge when links are configured. Every per-workload template ranges over this.
+*/}}
+{{- define "govex.workloads" -}}
+{{- $workloads := list -}}
+{{- if include "govex.trial" . -}}
+{{- $workloads = list "node" -}}
+{{- else -}}
+{{- if not .Values.schemaRegistry.url }}{{ $workloads = append $workloads "registry" }}{{ end -}}
+{{- $workloads = concat $workloads (list "intake" "elicense") -}}
+{{- if include "govex.hasBridge" . }}{{ $workloads = append $workloads "bridge" }}{{ end -}}
+{{- end -}}
+{{- toJson $workloads -}}
+{{- end -}}
+
+{{/* The Service of a workload: (dict "root" $ "component" "intake"); the trial's is the release's. */}}
+{{- define "govex.serviceName" -}}
+{{- if eq .component "node" -}}
+{{- include "govex.fullname" .root -}}
+{{- else -}}
+{{- printf "%s-%s" (include "govex.fullname" .root) .component -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The registry the split processes use. */}}
 {{- define "govex.registryUrl" -}}
 {{- if .Values.schemaRegistry.url -}}
