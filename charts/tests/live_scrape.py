@@ -141,19 +141,21 @@ def main(rendered, binary, scratch):
     broker_log = os.path.join(scratch, "broker.log")
     broker = subprocess.Popen([binary, "broker"], stdout=open(broker_log, "w"), stderr=subprocess.STDOUT,
                               env={**os.environ, "RUST_LOG": "warn"})
-    bootstrap = []
-    wait_for("the city's broker", lambda: bootstrap.extend(
-        re.findall(r"bootstrap servers: (\S+)", open(broker_log).read())) or bootstrap, 30, [broker_log])
+
+    def announced():
+        return re.search(r"bootstrap servers: (\S+)", open(broker_log, encoding="utf-8").read())
+    wait_for("the city's broker", announced, 30, [broker_log])
+    bootstrap = announced().group(1)
     nodes = []
     try:
-        city = Node("city", binary, None, {"GOVEX_DIVISION": "610900", "GOVEX_BUS__BROKERS": bootstrap[0],
+        city = Node("city", binary, None, {"GOVEX_DIVISION": "610900", "GOVEX_BUS__BROKERS": bootstrap,
                                            "GOVEX_BUS__REPLICATION_FACTOR": "3"}, scratch)
         nodes.append(city)
         config, env = trial_pod(rendered, scratch)
         env.pop("GOVEX_INTAKE__TOKENS_FILE", None)
-        if env["GOVEX_COMPONENTS"].split(",").count("bridge") == 0:
+        if "bridge" not in env["GOVEX_COMPONENTS"].split(","):
             env["GOVEX_COMPONENTS"] += ",bridge"
-        env["GOVEX_BRIDGE__PARENT__BROKERS"] = bootstrap[0]
+        env["GOVEX_BRIDGE__PARENT__BROKERS"] = bootstrap
         county = Node("county", binary, config, env, scratch)
         nodes.append(county)
 
