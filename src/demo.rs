@@ -56,6 +56,7 @@ fn config(level: &Level, data: &Path, tokens: &[(String, String)]) -> Result<Nod
             department: department.clone(),
             sha256: hash_token(token),
             label: Some("demo".into()),
+            role: Default::default(),
         })
         .collect();
     Ok(config)

@@ -124,6 +124,10 @@ enum TokenCommand {
         /// A label for logs (the calling system).
         #[arg(long)]
         label: Option<String>,
+        /// department (a department system: sends and reads records), steward (writes the
+        /// schema registry) or auditor (reads every entry of the use log).
+        #[arg(long, default_value = "department")]
+        role: String,
     },
 }
 
@@ -254,13 +258,20 @@ async fn main() -> Result<()> {
             let _ = std::fs::remove_dir_all(&data);
             result
         }
-        Command::Token { command: TokenCommand::New { department, label } } => {
+        Command::Token { command: TokenCommand::New { department, label, role } } => {
             let department: govex_bus::Department = department.parse().map_err(|_| anyhow::anyhow!("'{department}' is not a department: expected land-registry, housing, tax, provident-fund or platform"))?;
+            let role = match role.as_str() {
+                "department" | "steward" | "auditor" => role,
+                other => anyhow::bail!("'{other}' is not a role: expected department, steward or auditor"),
+            };
             let token = govex_adapters::intake::auth::new_token();
             println!("token (give it to the {department} system; it is not stored anywhere):\n  {token}\n");
             println!("config entry (only the hash is kept):\n[[intake.tokens]]\ndepartment = \"{department}\"\nsha256 = \"{}\"", govex_adapters::intake::auth::hash_token(&token));
             if let Some(label) = label {
                 println!("label = \"{label}\"");
+            }
+            if role != "department" {
+                println!("role = \"{role}\"");
             }
             Ok(())
         }

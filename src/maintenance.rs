@@ -13,7 +13,7 @@ pub fn audit_verify(config: &NodeConfig) -> Result<bool> {
     }
     let store = LicenceStore::open(&dir)
         .with_context(|| format!("{} cannot be opened (stop the node first)", dir.display()))?;
-    let (intact, broken) = store.verify_chain()?;
+    let (intact, broken) = store.use_log().verify_chain()?;
     match broken {
         None => {
             println!("use log: {intact} entries, hash chain intact");
@@ -44,7 +44,7 @@ pub async fn rebuild_elicense(config: &NodeConfig) -> Result<()> {
     if live.exists() {
         let old = LicenceStore::open(&live)
             .with_context(|| format!("{} cannot be opened (stop the node first)", live.display()))?;
-        let entries = store.copy_use_log_from(&old)?;
+        let entries = store.use_log().copy_use_log_from(old.use_log())?;
         println!("kept the use log: {entries} entries");
     }
     store.flush().await?;

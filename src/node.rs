@@ -16,6 +16,7 @@ use govex_adapters::intake::{
     Intake,
 };
 use govex_bus::{
+    auth::RegistryAccess,
     config::Component,
     ops::{self, Readiness},
     Bus, Encoder, Metrics, NodeConfig, RegistryClient,
@@ -142,8 +143,9 @@ pub fn plan(config: &NodeConfig) -> Result<Plan> {
         ),
         (url, _) => url.clone(),
     };
-    // Only the processes that serve the API read tokens (and mount a tokens file).
-    let tokens = match config.serves_api() {
+    // Only the processes that serve an API read tokens (and mount a tokens file): the
+    // department API, and the registry (whose writes need a steward's token).
+    let tokens = match config.serves_api() || runs_registry {
         true => {
             let configured = config.intake.all_tokens().context("invalid configuration")?;
             Tokens::from_config(&configured).map_err(anyhow::Error::msg).context("invalid configuration")?
@@ -194,7 +196,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     };
     let ops_listener = ops::bind("ops endpoints", config.listen.ops).await?;
     let (registry, registry_listener) = match &registry_url {
-        Some(url) => (RegistryClient::http(url), None),
+        Some(url) => (RegistryClient::http_with_token(url, config.registry.token.as_deref()), None),
         None => {
             let listener = ops::bind("schema registry", config.listen.registry).await?;
             let store = open_registry(config.data_dir.join("registry"))?;
@@ -207,6 +209,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         tracing::warn!("no department tokens configured: the APIs refuse every request; add [[intake.tokens]] (govex token new <department>)");
     }
     let metrics = Metrics::new();
+    let tokens = match config.serves_api() {
+        true => tokens.with_read_limit(&config.api, &metrics),
+        false => tokens,
+    };
     let bus = Bus::start(&config.bus, &metrics)?;
     let topics = register_schemas(&registry).await?;
     // A registry on its own neither produces nor consumes: it must start and stay ready while
@@ -246,10 +252,29 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             api_router.route("/catalog", get(move || async move { Json(catalog) })).merge(intake_router(server));
         intake = Some(accepting);
     }
-    if runs(Component::Elicense) {
-        let elicense_dir = config.data_dir.join("elicense");
-        let licences = LicenceStore::open(&elicense_dir)
-            .with_context(|| format!("e-licence store {} cannot be opened", elicense_dir.display()))?;
+    // The e-licence store's database also holds the use log, which the dossier API writes
+    // too: every read of personal data lands in one chain.
+    let licences = match runs(Component::Elicense) || runs(Component::Dossier) {
+        true => {
+            let elicense_dir = config.data_dir.join("elicense");
+            Some(
+                LicenceStore::open(&elicense_dir)
+                    .with_context(|| format!("e-licence store {} cannot be opened", elicense_dir.display()))?,
+            )
+        }
+        false => None,
+    };
+    let dossiers = match runs(Component::Dossier) {
+        true => {
+            let dossier_dir = config.data_dir.join("dossier");
+            Some(
+                DossierStore::open(&dossier_dir)
+                    .with_context(|| format!("dossier store {} cannot be opened", dossier_dir.display()))?,
+            )
+        }
+        false => None,
+    };
+    if let (true, Some(licences)) = (runs(Component::Elicense), &licences) {
         let licence_resource =
             catalog.by_topic(elicense::TOPIC).cloned().context("the catalogue has no entry for e-licences")?;
         let licence_api = Arc::new(LicenceApi {
@@ -259,7 +284,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             metrics: ApiMetrics::register(&metrics),
         });
         api_router = api_router.merge(elicense::api::router(licence_api));
-        let sink = Arc::new(LicenceSink::new(licences, registry.clone(), SinkMetrics::register(&metrics)));
+        let sink = Arc::new(LicenceSink::new(licences.clone(), registry.clone(), SinkMetrics::register(&metrics)));
         let (bus, metrics, stop, group_id) = (bus.clone(), metrics.clone(), background.clone(), group("elicense"));
         background_tasks.spawn(async move {
             if let Err(e) = elicense::sink::run(sink, &bus, group_id, &metrics, stop).await {
@@ -267,12 +292,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             }
         });
     }
-    if runs(Component::Dossier) {
-        let dossier_dir = config.data_dir.join("dossier");
-        let dossiers = DossierStore::open(&dossier_dir)
-            .with_context(|| format!("dossier store {} cannot be opened", dossier_dir.display()))?;
-        let dossier_api =
-            Arc::new(DossierApi { store: dossiers.clone(), tokens: tokens.clone(), catalog: catalog.clone() });
+    if let (Some(dossiers), Some(licences)) = (dossiers, &licences) {
+        let dossier_api = Arc::new(DossierApi {
+            store: dossiers.clone(),
+            tokens: tokens.clone(),
+            catalog: catalog.clone(),
+            use_log: licences.use_log().clone(),
+        });
         api_router = api_router.merge(dossier::api::router(dossier_api));
         let sink = Arc::new(DossierSink::new(dossiers, registry.clone()));
         let (bus, metrics, stop, group_id) = (bus.clone(), metrics.clone(), background.clone(), group("dossier"));
@@ -351,10 +377,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let registry_addr = match registry_listener {
         Some((listener, store)) => {
             let addr = listener.local_addr()?;
+            let access = Arc::new(RegistryAccess {
+                tokens: tokens.clone(),
+                http_writes: config.registry.http_writes,
+                read_access: config.registry.read_access,
+            });
             background_tasks.spawn(serve(
                 "schema registry",
                 listener,
-                govex_schemas::http::router(store),
+                govex_schemas::http::router(store, access),
                 background.clone(),
             ));
             Some(addr)
@@ -468,9 +499,18 @@ impl RunningNode {
     }
 }
 
-/// Runs a node until `shutdown` resolves, then stops it in order.
+/// Runs a node until `shutdown` resolves, then stops it in order. A shutdown that comes
+/// while the node is still starting (waiting for a registry that does not answer, say) ends
+/// the start at once: an orchestrator's SIGTERM must not wait two minutes.
 pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-    let node = start(config).await?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let node = tokio::select! {
+        started = start(config) => started?,
+        () = &mut shutdown => {
+            tracing::info!("stopped while starting");
+            return Ok(());
+        }
+    };
     node.print_endpoints();
     shutdown.await;
     node.shutdown().await

@@ -1,10 +1,29 @@
-//! Department authentication: bearer tokens, kept in configuration only as SHA-256 hashes.
-//! Shared by every HTTP API a department calls (intake, e-licence store, dossiers).
+//! Authentication: bearer tokens, kept in configuration only as SHA-256 hashes, each with a
+//! department and a [`Role`]; and the per-token read limit. Shared by every HTTP API
+//! (intake, e-licence store, dossiers, the schema registry).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use crate::{config::TokenConfig, Department};
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::Response,
+};
+use parking_lot::Mutex;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+};
+use serde_json::Value;
+use govex_schemas::http::Refusal;
 use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+pub use crate::config::Role;
+use crate::{
+    config::{ApiConfig, ReadAccess, TokenConfig},
+    problem::problem,
+    Department, Metrics,
+};
 
 /// Lower-case hex SHA-256 of a token, as configuration stores it.
 pub fn hash_token(token: &str) -> String {
@@ -27,16 +46,46 @@ pub enum AuthError {
     Unknown,
 }
 
-/// The configured tokens.
-#[derive(Debug, Clone, Default)]
+/// Who a request comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller<'a> {
+    /// The token's department.
+    pub department: Department,
+    /// What the token may do.
+    pub role: Role,
+    /// The token's label, for logs.
+    pub label: Option<&'a str>,
+    /// The token's position in the configuration: the key of its read budget.
+    index: usize,
+}
+
+struct Entry {
+    department: Department,
+    role: Role,
+    label: Option<String>,
+}
+
+/// The configured tokens, and the read limiter they share. Cheap to clone.
+#[derive(Clone, Default)]
 pub struct Tokens {
-    by_hash: HashMap<String, (Department, Option<String>)>,
+    by_hash: HashMap<String, usize>,
+    entries: Arc<Vec<Entry>>,
+    limiter: Option<Arc<ReadLimiter>>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").field("count", &self.entries.len()).finish_non_exhaustive()
+    }
 }
 
 impl Tokens {
-    /// Reads `intake.tokens`; an error names the entry and what is wrong with it.
+    /// Reads `intake.tokens`; an error names the entry and what is wrong with it. The same
+    /// hash twice is an error naming both entries: one token cannot be two departments, and
+    /// a copy-pasted entry would otherwise silently decide which of them wins.
     pub fn from_config(tokens: &[TokenConfig]) -> Result<Self, String> {
-        let mut by_hash = HashMap::new();
+        let mut by_hash: HashMap<String, usize> = HashMap::new();
+        let mut entries = Vec::with_capacity(tokens.len());
         for (i, token) in tokens.iter().enumerate() {
             let department: Department = token
                 .department
@@ -47,33 +96,226 @@ impl Tokens {
             if !hex_ok {
                 return Err(format!("intake.tokens[{i}].sha256: expected 64 lower-case hex digits (the SHA-256 of the token, not the token)"));
             }
-            by_hash.insert(token.sha256.clone(), (department, token.label.clone()));
+            if let Some(first) = by_hash.insert(token.sha256.clone(), i) {
+                return Err(format!(
+                    "intake.tokens[{i}].sha256: the same token hash as intake.tokens[{first}] ({} and {}); \
+                     every entry needs a token of its own",
+                    describe(&tokens[first]),
+                    describe(token)
+                ));
+            }
+            entries.push(Entry { department, role: token.role, label: token.label.clone() });
         }
-        Ok(Self { by_hash })
+        Ok(Self { by_hash, entries: Arc::new(entries), limiter: None })
     }
 
-    /// The department an `Authorization` header value authenticates, and the token's label.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<(Department, Option<&str>), AuthError> {
+    /// The same tokens, with every read limited as `config` says (and counted in `metrics`).
+    pub fn with_read_limit(mut self, config: &ApiConfig, metrics: &Metrics) -> Self {
+        self.limiter = Some(Arc::new(ReadLimiter::new(config, self.entries.len(), metrics)));
+        self
+    }
+
+    /// Who an `Authorization` header value authenticates.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller<'_>, AuthError> {
         let token = authorization
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
+        self.authenticate_token(token)
+    }
+
+    /// Who a bare token authenticates (for schemes that carry it elsewhere, such as HTTP
+    /// Basic's password).
+    pub fn authenticate_token(&self, token: &str) -> Result<Caller<'_>, AuthError> {
         // Hashing first makes the lookup's timing independent of how much of a guess matches.
-        match self.by_hash.get(&hash_token(token)) {
-            Some((department, label)) => Ok((*department, label.as_deref())),
-            None => Err(AuthError::Unknown),
+        let index = *self.by_hash.get(&hash_token(token)).ok_or(AuthError::Unknown)?;
+        let entry = &self.entries[index];
+        Ok(Caller { department: entry.department, role: entry.role, label: entry.label.as_deref(), index })
+    }
+
+    /// Authenticates a read by a department system (licences, holders, verify, dossiers,
+    /// use log) and takes one unit of its token's read budget. `roles` are the roles the
+    /// route admits. The error is the answer to send.
+    pub fn authorize_read(
+        &self,
+        authorization: Option<&str>,
+        roles: &[Role],
+        api: &'static str,
+    ) -> Result<Caller<'_>, Box<Response>> {
+        let caller = self.authenticate(authorization).map_err(|e| Box::new(unauthenticated(e)))?;
+        if !roles.contains(&caller.role) {
+            return Err(Box::new(problem(
+                StatusCode::FORBIDDEN,
+                "role",
+                "Not allowed for this token's role",
+                format!("a {} token cannot call this API", caller.role.as_str()),
+                Value::Null,
+            )));
         }
+        if let Some(limiter) = &self.limiter {
+            limiter.take(caller.index, api).map_err(|wait| Box::new(too_many_requests(wait)))?;
+        }
+        Ok(caller)
     }
 
     /// Whether any token is configured.
     pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
+        self.entries.is_empty()
     }
 
     /// How many distinct tokens are configured.
     pub fn len(&self) -> usize {
-        self.by_hash.len()
+        self.entries.len()
+    }
+}
+
+fn describe(token: &TokenConfig) -> String {
+    match &token.label {
+        Some(label) => format!("department {}, label {label}", token.department),
+        None => format!("department {}", token.department),
+    }
+}
+
+/// The 401 answer for a request that is not authenticated.
+pub fn unauthenticated(error: AuthError) -> Response {
+    let (title, detail) = match error {
+        AuthError::Missing => ("Authentication required", "send Authorization: Bearer <department token>"),
+        AuthError::Unknown => ("Authentication failed", "the token is not valid"),
+    };
+    problem(StatusCode::UNAUTHORIZED, "unauthenticated", title, detail, Value::Null)
+}
+
+/// The 429 answer, with `Retry-After` in whole seconds (at least 1).
+pub fn too_many_requests(wait: Duration) -> Response {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = problem(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "Too many requests",
+        format!("this token's read limit is spent; retry after {seconds} s"),
+        Value::Null,
+    );
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// Who may use the node's schema registry over HTTP: writes need a steward's token (as
+/// `Bearer`, or as the password of HTTP Basic, which Confluent's clients send with
+/// `basic.auth.user.info`), and are refused altogether where `registry.http_writes` is off;
+/// reads are open or need any token, as `registry.read_access` says.
+pub struct RegistryAccess {
+    /// The node's tokens.
+    pub tokens: Tokens,
+    /// `registry.http_writes`.
+    pub http_writes: bool,
+    /// `registry.read_access`.
+    pub read_access: ReadAccess,
+}
+
+impl RegistryAccess {
+    fn caller(&self, authorization: Option<&str>) -> Result<Caller<'_>, AuthError> {
+        let Some(value) = authorization else { return Err(AuthError::Missing) };
+        match value.split_once(' ') {
+            Some((scheme, credentials)) if scheme.eq_ignore_ascii_case("basic") => {
+                use base64::Engine;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(credentials.trim())
+                    .map_err(|_| AuthError::Unknown)?;
+                let text = String::from_utf8(decoded).map_err(|_| AuthError::Unknown)?;
+                let (_, password) = text.split_once(':').ok_or(AuthError::Unknown)?;
+                self.tokens.authenticate_token(password)
+            }
+            _ => self.tokens.authenticate(Some(value)),
+        }
+    }
+}
+
+impl govex_schemas::http::Access for RegistryAccess {
+    fn check(&self, authorization: Option<&str>, write: bool) -> Result<(), Refusal> {
+        if !write && self.read_access == ReadAccess::Open {
+            return Ok(());
+        }
+        let caller = self.caller(authorization).map_err(|error| match error {
+            AuthError::Missing => Refusal::unauthenticated(
+                "authentication required: send Authorization: Bearer <token> (or HTTP Basic with the token as password)",
+            ),
+            AuthError::Unknown => Refusal::unauthenticated("the credentials are not valid"),
+        })?;
+        if !write {
+            return Ok(());
+        }
+        if !self.http_writes {
+            return Err(Refusal::forbidden(
+                "this registry takes no writes over HTTP (registry.http_writes is off)",
+            ));
+        }
+        match caller.role {
+            Role::Steward => Ok(()),
+            other => Err(Refusal::forbidden(format!(
+                "only a steward's token may change the registry; this is a {} token",
+                other.as_str()
+            ))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    api: &'static str,
+}
+
+/// A token bucket per configured token: memory is bounded by the configuration, not by
+/// what callers send.
+struct ReadLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<Vec<(f64, Instant)>>,
+    limited: Family<ApiLabels, Counter>,
+}
+
+impl ReadLimiter {
+    fn new(config: &ApiConfig, tokens: usize, metrics: &Metrics) -> Self {
+        let burst = f64::from(config.read_burst.max(1));
+        let limit: Gauge = Gauge::default();
+        limit.set(i64::from(config.reads_per_second));
+        let limited = Family::<ApiLabels, Counter>::default();
+        metrics.register(|r| {
+            r.register(
+                "api_rate_limited_requests",
+                "Reads refused with 429 because the token's budget was spent, by API",
+                limited.clone(),
+            );
+            r.register("api_read_limit_per_second", "Sustained reads allowed per token and second (0: no limit)", limit);
+        });
+        Self {
+            per_second: f64::from(config.reads_per_second),
+            burst,
+            buckets: Mutex::new(vec![(burst, Instant::now()); tokens]),
+            limited,
+        }
+    }
+
+    /// Takes one read from token `index`'s bucket, or says how long until one is there.
+    fn take(&self, index: usize, api: &'static str) -> Result<(), Duration> {
+        if self.per_second <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock();
+        let Some((level, last)) = buckets.get_mut(index) else { return Ok(()) };
+        *level = (*level + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
+        *last = now;
+        if *level >= 1.0 {
+            *level -= 1.0;
+            return Ok(());
+        }
+        let wait = Duration::from_secs_f64((1.0 - *level) / self.per_second);
+        drop(buckets);
+        self.limited.get_or_create(&ApiLabels { api }).inc();
+        Err(wait)
     }
 }
 
@@ -81,20 +323,96 @@ impl Tokens {
 mod tests {
     use super::*;
 
+    fn entry(department: &str, sha256: String, label: Option<&str>, role: Role) -> TokenConfig {
+        TokenConfig { department: department.into(), sha256, label: label.map(Into::into), role }
+    }
+
     #[test]
     fn tokens_authenticate_by_hash_only() {
         let token = new_token();
         assert_eq!(token.len(), 64);
-        let config =
-            vec![TokenConfig { department: "tax".into(), sha256: hash_token(&token), label: Some("tax-core".into()) }];
+        let config = vec![entry("tax", hash_token(&token), Some("tax-core"), Role::Department)];
         let tokens = Tokens::from_config(&config).unwrap();
-        assert_eq!(tokens.authenticate(Some(&format!("Bearer {token}"))), Ok((Department::Tax, Some("tax-core"))));
+        let caller = tokens.authenticate(Some(&format!("Bearer {token}"))).unwrap();
+        assert_eq!((caller.department, caller.role, caller.label), (Department::Tax, Role::Department, Some("tax-core")));
         assert_eq!(tokens.authenticate(Some("Bearer nope")), Err(AuthError::Unknown));
         assert_eq!(tokens.authenticate(Some(&token)), Err(AuthError::Missing), "the Bearer scheme is required");
         assert_eq!(tokens.authenticate(None), Err(AuthError::Missing));
-        let plain = vec![TokenConfig { department: "tax".into(), sha256: token.to_uppercase(), label: None }];
+        let plain = vec![entry("tax", token.to_uppercase(), None, Role::Department)];
         assert!(Tokens::from_config(&plain).unwrap_err().starts_with("intake.tokens[0].sha256"));
-        let unknown = vec![TokenConfig { department: "police".into(), sha256: hash_token("x"), label: None }];
+        let unknown = vec![entry("police", hash_token("x"), None, Role::Department)];
         assert!(Tokens::from_config(&unknown).unwrap_err().contains("'police' is not a department"));
+    }
+
+    #[test]
+    fn registry_writes_need_a_stewards_token_by_bearer_or_basic() {
+        use base64::Engine;
+        use govex_schemas::http::Access;
+        let (steward, tax) = (new_token(), new_token());
+        let config = vec![
+            entry("platform", hash_token(&steward), None, Role::Steward),
+            entry("tax", hash_token(&tax), None, Role::Department),
+        ];
+        let access =
+            RegistryAccess { tokens: Tokens::from_config(&config).unwrap(), http_writes: true, read_access: ReadAccess::Open };
+        let basic = |password: &str| {
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("anyone:{password}")))
+        };
+        assert_eq!(access.check(None, false), Ok(()), "open reads");
+        assert_eq!(access.check(None, true).unwrap_err().code, 40101);
+        assert_eq!(access.check(Some("Bearer wrong"), true).unwrap_err().code, 40101);
+        assert_eq!(access.check(Some(&format!("Bearer {tax}")), true).unwrap_err().code, 40301);
+        assert_eq!(access.check(Some(&basic(&tax)), true).unwrap_err().code, 40301);
+        assert_eq!(access.check(Some(&format!("Bearer {steward}")), true), Ok(()));
+        assert_eq!(access.check(Some(&basic(&steward)), true), Ok(()));
+        assert_eq!(access.check(Some("Basic !!!"), true).unwrap_err().code, 40101);
+        let closed = RegistryAccess { http_writes: false, read_access: ReadAccess::Token, ..access };
+        assert_eq!(closed.check(Some(&format!("Bearer {steward}")), true).unwrap_err().code, 40301);
+        assert_eq!(closed.check(None, false).unwrap_err().code, 40101, "reads need a token");
+        assert_eq!(closed.check(Some(&format!("Bearer {tax}")), false), Ok(()));
+    }
+
+    #[test]
+    fn the_same_hash_twice_is_an_error_naming_both_entries() {
+        let hash = hash_token("shared");
+        let config = vec![
+            entry("tax", hash_token("other"), None, Role::Department),
+            entry("tax", hash.clone(), Some("tax-core"), Role::Department),
+            entry("platform", hash, Some("steward-desk"), Role::Steward),
+        ];
+        let error = Tokens::from_config(&config).unwrap_err();
+        assert!(error.starts_with("intake.tokens[2].sha256"), "{error}");
+        assert!(error.contains("intake.tokens[1]"), "{error}");
+        assert!(error.contains("tax-core") && error.contains("steward-desk"), "{error}");
+    }
+
+    #[test]
+    fn reads_are_limited_per_token_and_refill_with_time() {
+        tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+            let (a, b) = (new_token(), new_token());
+            let config = vec![
+                entry("tax", hash_token(&a), None, Role::Department),
+                entry("housing", hash_token(&b), None, Role::Department),
+            ];
+            let metrics = Metrics::new();
+            let limit = ApiConfig { reads_per_second: 2, read_burst: 3 };
+            let tokens = Tokens::from_config(&config).unwrap().with_read_limit(&limit, &metrics);
+            let read = |token: &str| tokens.authorize_read(Some(&format!("Bearer {token}")), &[Role::Department], "licences");
+            for _ in 0..3 {
+                assert!(read(&a).is_ok());
+            }
+            let refused = read(&a).unwrap_err();
+            assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
+            assert!(read(&b).is_ok(), "another token has a budget of its own");
+            tokio::time::advance(Duration::from_millis(500)).await;
+            assert!(read(&a).is_ok(), "half a second at 2/s refills one read");
+            assert!(read(&a).is_err());
+            assert!(metrics.encode().contains("govex_api_rate_limited_requests_total{api=\"licences\"} 2"));
+            let steward = vec![entry("platform", hash_token(&a), None, Role::Steward)];
+            let tokens = Tokens::from_config(&steward).unwrap();
+            let refused = tokens.authorize_read(Some(&format!("Bearer {a}")), &[Role::Department], "licences");
+            assert_eq!(refused.unwrap_err().status(), StatusCode::FORBIDDEN);
+        });
     }
 }

@@ -55,6 +55,9 @@ pub struct NodeConfig {
     /// Level bridges to the parent and child nodes' clusters.
     #[serde(default)]
     pub bridge: BridgeConfig,
+    /// Limits of the department-facing read APIs (licences, holders, dossiers).
+    #[serde(default)]
+    pub api: ApiConfig,
     /// The parts of a node this process runs. Empty (the default): all of them, except the
     /// registry when `registry.url` names another. A Kubernetes deployment splits one node
     /// into processes: intake in a Deployment, the registry and the stores in StatefulSets,
@@ -253,18 +256,75 @@ impl IntakeConfig {
     }
 }
 
-/// One department's bearer token.
+/// One bearer token: a department system's, a data steward's or an auditor's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
-    /// The department the token authenticates (`land-registry`, `housing`, `tax`,
-    /// `provident-fund`, `platform`).
+    /// The department the token belongs to (`land-registry`, `housing`, `tax`,
+    /// `provident-fund`, `platform`); a steward's or auditor's token names the department
+    /// they work for, for the use log.
     pub department: String,
     /// Lower-case hex SHA-256 of the token.
     pub sha256: String,
     /// A label for logs (the calling system), never the token.
     #[serde(default)]
     pub label: Option<String>,
+    /// What the token may do (default `department`).
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// What a token may do. Roles do not add up: a steward's token cannot send records, a
+/// department's token cannot write the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A department system: sends its own records, reads what the catalogue shares with it.
+    #[default]
+    Department,
+    /// A data steward: writes the schema registry (registers, deletes, sets levels and modes).
+    Steward,
+    /// An auditor: reads every entry of the use log; sends and reads no records.
+    Auditor,
+}
+
+impl Role {
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Department => "department",
+            Role::Steward => "steward",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+/// Limits of the department-facing read APIs. Each token has its own budget, so one
+/// department's load (or one stolen token) cannot starve the others, and a caller trying
+/// guesses gets a few hundred answers a second at most.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Sustained reads (licence, holder, verify, use-log and dossier calls) per second per
+    /// token; 0 turns the limit off.
+    #[serde(default = "default_reads_per_second")]
+    pub reads_per_second: u32,
+    /// Reads a token may make at once above the sustained rate (the bucket's size).
+    #[serde(default = "default_read_burst")]
+    pub read_burst: u32,
+}
+
+fn default_reads_per_second() -> u32 {
+    100
+}
+fn default_read_burst() -> u32 {
+    200
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { reads_per_second: default_reads_per_second(), read_burst: default_read_burst() }
+    }
 }
 
 fn default_max_body_bytes() -> usize {
@@ -332,13 +392,48 @@ pub struct BusConfig {
 }
 
 /// Where the schema registry is.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Base URL of a Confluent-compatible registry. When absent the node serves its own
     /// registry, stored under `data_dir`, on `listen.registry`.
     #[serde(default)]
     pub url: Option<String>,
+    /// A steward token this process sends to the registry at `url` (as `${NAME}`, from a
+    /// Secret). Needed only where the registry lacks a bundled schema this process would
+    /// register; reads are sent with it too, for registries that require a token to read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Whether the served registry takes writes over HTTP at all (from steward tokens only).
+    /// Off, every write is refused (403, 40301); the node still registers its bundled
+    /// schemas in process.
+    #[serde(default = "default_true")]
+    pub http_writes: bool,
+    /// Who may read the served registry: `open` (anyone who reaches the port, as Confluent's
+    /// registry without authentication) or `token` (any configured token).
+    #[serde(default)]
+    pub read_access: ReadAccess,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self { url: None, token: None, http_writes: true, read_access: ReadAccess::Open }
+    }
+}
+
+/// Who may read the served registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadAccess {
+    /// Anyone who reaches the port.
+    #[default]
+    Open,
+    /// Any configured token (department, steward or auditor).
+    Token,
 }
 
 /// Listen addresses. Port 0 picks a free port; the node prints what it bound.
@@ -490,6 +585,7 @@ impl NodeConfig {
             log: LogConfig::default(),
             intake: IntakeConfig::default(),
             bridge: BridgeConfig::default(),
+            api: ApiConfig::default(),
             components: Vec::new(),
         }
     }
@@ -810,7 +906,12 @@ mod tests {
         let hash = "a".repeat(64);
         std::fs::write(&path, format!("[[tokens]]\ndepartment = \"tax\"\nsha256 = \"{hash}\"\n")).unwrap();
         let intake = IntakeConfig {
-            tokens: vec![TokenConfig { department: "housing".into(), sha256: "b".repeat(64), label: None }],
+            tokens: vec![TokenConfig {
+                department: "housing".into(),
+                sha256: "b".repeat(64),
+                label: None,
+                role: Role::Department,
+            }],
             tokens_file: Some(path.clone()),
             ..IntakeConfig::default()
         };

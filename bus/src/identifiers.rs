@@ -211,15 +211,29 @@ pub fn property_unit_number(number: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Masks a personal identifier for display and logs: the first six characters (a
-/// division) and the last four stay, the rest become `*` (`610902********1234`).
+/// What stands for the hidden part of a masked value: always the same length, so that a mask
+/// says nothing about the length (or kind) of what it hides.
+const HIDDEN: &str = "************";
+
+/// Masks a personal identifier for display and logs: the first six characters of an
+/// identifier long enough to begin with a division (citizen identity numbers, credit codes)
+/// stay, the rest becomes twelve `*` (`610902************`). The birth date, the sequence
+/// and the check character never show: with the check character visible, the hidden digits
+/// of a citizen identity number fall to a few thousand guesses. A shorter identifier (a
+/// passport number, say) is hidden entirely.
 pub fn mask(identifier: &str) -> String {
     let chars: Vec<char> = identifier.chars().collect();
-    if chars.len() <= 10 {
-        return "*".repeat(chars.len());
+    if chars.len() >= 15 && chars[..6].iter().all(char::is_ascii_alphanumeric) {
+        chars[..6].iter().collect::<String>() + HIDDEN
+    } else {
+        HIDDEN.to_owned()
     }
-    let hidden = chars.len() - 10;
-    chars[..6].iter().chain(std::iter::repeat_n(&'*', hidden)).chain(&chars[chars.len() - 4..]).collect()
+}
+
+/// Masks a person's name to its surname (the first character) and a fixed `**`, so that the
+/// length of the given name does not show either (`王**`).
+pub fn mask_name(name: &str) -> String {
+    name.chars().next().map(String::from).unwrap_or_default() + "**"
 }
 
 #[cfg(test)]
@@ -290,8 +304,12 @@ mod tests {
     }
 
     #[test]
-    fn masking_keeps_division_and_last_four() {
-        assert_eq!(mask("61090219800101123X"), "610902********123X");
-        assert_eq!(mask("short"), "*****");
+    fn masking_keeps_the_division_only() {
+        assert_eq!(mask("61090219800101123X"), "610902************");
+        assert_eq!(mask("610902198001011"), "610902************", "a 15-digit number of the old kind");
+        assert_eq!(mask("E12345678"), "************", "nothing of a short identifier shows");
+        assert_eq!(mask("short"), mask("a much longer value?"), "the mask's length says nothing");
+        assert_eq!(mask_name("王小明"), "王**");
+        assert_eq!(mask_name("欧阳"), mask_name("欧阳小明"), "the given name's length does not show");
     }
 }

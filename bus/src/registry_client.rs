@@ -30,6 +30,27 @@ pub enum RegistryClientError {
         /// What went wrong.
         reason: String,
     },
+    /// The registry answered, with an error of its own (its store failed, say): not a reason
+    /// to wait for it, as an unreachable registry is.
+    #[error("schema registry at {url} answered HTTP {status}, error code {code}: {message}")]
+    Failed {
+        /// The registry's base URL, or `in-process`.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// Confluent's `error_code`.
+        code: u32,
+        /// The registry's message (a store error names the store).
+        message: String,
+    },
+    /// The registry refused this process's credentials (401 or 403).
+    #[error("schema registry at {url} refused the request ({message}); set registry.token to a steward's token for it")]
+    Refused {
+        /// The registry's base URL.
+        url: String,
+        /// The registry's message.
+        message: String,
+    },
     /// The registry returned a schema that does not parse.
     #[error("schema id {id} from the registry does not parse: {reason}")]
     BadSchema {
@@ -42,7 +63,7 @@ pub enum RegistryClientError {
 
 enum Source {
     Local(Registry),
-    Http { base_url: String, client: reqwest::Client },
+    Http { base_url: String, client: reqwest::Client, token: Option<String> },
 }
 
 /// One version of a subject, as the registry reports it.
@@ -81,12 +102,22 @@ impl RegistryClient {
 
     /// A client of a Confluent-compatible registry at `base_url` (e.g. `http://registry:8081`).
     pub fn http(base_url: &str) -> Self {
+        Self::http_with_token(base_url, None)
+    }
+
+    /// A client of the registry at `base_url` that sends `token` (a steward's, for a registry
+    /// that takes writes only from stewards or wants a token for reads) as a bearer token.
+    pub fn http_with_token(base_url: &str, token: Option<&str>) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Self {
-            source: Arc::new(Source::Http { base_url: base_url.trim_end_matches('/').to_owned(), client }),
+            source: Arc::new(Source::Http {
+                base_url: base_url.trim_end_matches('/').to_owned(),
+                client,
+                token: token.map(str::to_owned),
+            }),
             by_id: Arc::default(),
         }
     }
@@ -132,18 +163,32 @@ impl RegistryClient {
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryClientError> {
         match &*self.source {
             Source::Local(registry) => registry.register(subject, schema).map_err(|e| self.local_error(e)),
-            Source::Http { base_url, client } => {
+            Source::Http { base_url, client, token } => {
                 #[derive(Deserialize)]
                 struct Body {
                     id: u32,
                 }
-                let response = client
-                    .post(format!("{base_url}/subjects/{subject}/versions"))
-                    .header("content-type", govex_schemas::http::CONTENT_TYPE)
-                    .body(serde_json::json!({ "schema": schema }).to_string())
-                    .send()
-                    .await
-                    .map_err(|e| self.unavailable(e))?;
+                let body = serde_json::json!({ "schema": schema }).to_string();
+                let send = |path: String| {
+                    let request = client
+                        .post(format!("{base_url}{path}"))
+                        .header("content-type", govex_schemas::http::CONTENT_TYPE)
+                        .body(body.clone());
+                    match token {
+                        Some(token) => request.bearer_auth(token),
+                        None => request,
+                    }
+                };
+                // Look up first: a registry that already has the schema answers without a
+                // write, so processes that only use the schemas need no steward's token.
+                let found = send(format!("/subjects/{subject}")).send().await.map_err(|e| self.unavailable(e))?;
+                match self.read::<Body>(found).await {
+                    Ok(body) => return Ok(body.id),
+                    Err(RegistryClientError::UnknownSubject(_) | RegistryClientError::UnknownSchemaId(_)) => {}
+                    Err(other) => return Err(other),
+                }
+                let response =
+                    send(format!("/subjects/{subject}/versions")).send().await.map_err(|e| self.unavailable(e))?;
                 Ok(self.read::<Body>(response).await?.id)
             }
         }
@@ -226,10 +271,15 @@ impl RegistryClient {
     }
 
     async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, RegistryClientError> {
-        let Source::Http { base_url, client } = &*self.source else {
+        let Source::Http { base_url, client, token } = &*self.source else {
             unreachable!("get is only called for HTTP registries")
         };
-        let response = client.get(format!("{base_url}{path}")).send().await.map_err(|e| self.unavailable(e))?;
+        let request = client.get(format!("{base_url}{path}"));
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request.send().await.map_err(|e| self.unavailable(e))?;
         self.read(response).await
     }
 
@@ -244,8 +294,14 @@ impl RegistryClient {
             // The caller knows which id it asked for and puts it in.
             40403 => RegistryClientError::UnknownSchemaId(0),
             40401 | 40402 => RegistryClientError::UnknownSubject(error.message),
-            42201 | 409 | 42205 => RegistryClientError::Rejected(error.message),
-            _ => self.unavailable(format!("HTTP {status}, error code {}: {}", error.error_code, error.message)),
+            42201 | 409 | 42205 | 42208 => RegistryClientError::Rejected(error.message),
+            40101 | 40301 => RegistryClientError::Refused { url: self.describe(), message: error.message },
+            code => RegistryClientError::Failed {
+                url: self.describe(),
+                status: status.as_u16(),
+                code,
+                message: error.message,
+            },
         })
     }
 
@@ -262,8 +318,17 @@ impl RegistryClient {
             }
             rejected @ (RegistryError::InvalidSchema(_)
             | RegistryError::Incompatible { .. }
-            | RegistryError::ReadOnly(_)) => RegistryClientError::Rejected(rejected.to_string()),
-            other => self.unavailable(other),
+            | RegistryError::ReadOnly(_)
+            | RegistryError::InvalidSubject(_)) => RegistryClientError::Rejected(rejected.to_string()),
+            other => {
+                let (status, code) = govex_schemas::http::status_and_code(&other);
+                RegistryClientError::Failed {
+                    url: self.describe(),
+                    status: status.as_u16(),
+                    code,
+                    message: other.to_string(),
+                }
+            }
         }
     }
 }

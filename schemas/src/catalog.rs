@@ -154,10 +154,12 @@ impl Catalog {
     }
 }
 
-/// Whether `path` (`a.b`, `list[].c`) names a field of `schema`.
+/// Whether `path` (`a.b`, `list[].c`, `map.key`) names a field of `schema`. A step after a
+/// map names one of its keys (the licence's `surface.权利人`, say): any key is a field.
 pub fn has_field(schema: &Schema, path: &str) -> bool {
     let mut current = schema;
-    for step in path.split('.') {
+    let mut steps = path.split('.');
+    while let Some(step) = steps.next() {
         let (name, into_array) = match step.strip_suffix("[]") {
             Some(name) => (name, true),
             None => (step, false),
@@ -170,6 +172,14 @@ pub fn has_field(schema: &Schema, path: &str) -> bool {
             match non_null(current) {
                 Schema::Array(array) => current = &array.items,
                 _ => return false,
+            }
+        }
+        if let Schema::Map(map) = non_null(current) {
+            // The next step is a key; a path that ends at the map names the whole map.
+            match steps.next() {
+                Some(key) if !key.is_empty() => current = &map.types,
+                Some(_) => return false,
+                None => return true,
             }
         }
     }
@@ -212,6 +222,20 @@ mod tests {
         assert!(fund.may_read("provident-fund") && !fund.may_read("land-registry"), "not shared");
         let cases = catalog.by_topic("gov.case.event.v1").unwrap();
         assert!(cases.may_read("tax") && !cases.may_see_personal_data("tax"), "unconditional, but no personal data");
+        let licences = catalog.by_topic("gov.elicense.licence.v1").unwrap();
+        assert!(licences.personal_fields.iter().any(|p| p.starts_with("surface.")), "printed personal fields");
+    }
+
+    #[test]
+    fn map_keys_are_fields() {
+        let schema = Schema::parse_str(
+            r#"{"type":"record","name":"r","fields":[{"name":"surface","type":{"type":"map","values":"string"}}]}"#,
+        )
+        .unwrap();
+        assert!(has_field(&schema, "surface.权利人"));
+        assert!(has_field(&schema, "surface"));
+        assert!(!has_field(&schema, "surface."));
+        assert!(!has_field(&schema, "surface.a.b"), "a string has no fields");
     }
 
     #[test]

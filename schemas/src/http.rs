@@ -2,15 +2,18 @@
 //! unchanged: the same paths, JSON bodies, status codes and `error_code`s, and content type
 //! `application/vnd.schemaregistry.v1+json`.
 
+use std::sync::Arc;
+
 use axum::{
     body::Bytes,
-    extract::{Path, Query, State},
-    http::{header, StatusCode},
+    extract::{Path, Query, Request, State},
+    http::{header, Method, StatusCode},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
     Router,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::json;
 
 use crate::{
@@ -21,8 +24,119 @@ use crate::{
 /// The content type Confluent's registry answers with.
 pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
-/// The registry routes, to be served at the root of their own listener.
-pub fn router(registry: Registry) -> Router {
+/// Who may read and write the registry over HTTP. The node decides (it knows the tokens
+/// and their roles); this crate only asks, before any handler runs.
+pub trait Access: Send + Sync + 'static {
+    /// Whether a request with this `Authorization` header value may go on; `write` tells a
+    /// change (register, delete, set a level or mode) from a read.
+    fn check(&self, authorization: Option<&str>, write: bool) -> Result<(), Refusal>;
+}
+
+/// Why a request is refused, as Confluent's API says it: 401 with 40101 when no valid
+/// credential came, 403 with 40301 when the credential may not do this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// 401 or 403.
+    pub status: StatusCode,
+    /// 40101 or 40301.
+    pub code: u32,
+    /// What to do about it, never the credential.
+    pub message: String,
+}
+
+impl Refusal {
+    /// No credential, or one nobody has.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::UNAUTHORIZED, code: 40101, message: message.into() }
+    }
+
+    /// A credential that may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::FORBIDDEN, code: 40301, message: message.into() }
+    }
+}
+
+/// Anyone may do anything: for a registry nobody else can reach (tests, tools run against
+/// a scratch store).
+pub struct Open;
+
+impl Access for Open {
+    fn check(&self, _: Option<&str>, _: bool) -> Result<(), Refusal> {
+        Ok(())
+    }
+}
+
+/// Whether a request changes the registry. `POST /subjects/{subject}` (is this schema
+/// registered?) and `POST /compatibility/...` (would it be compatible?) only read.
+fn is_write(method: &Method, path: &str) -> bool {
+    match *method {
+        Method::GET | Method::HEAD | Method::OPTIONS => false,
+        Method::POST => {
+            let lookup = path.starts_with("/subjects/") && path.matches('/').count() == 2;
+            !(lookup || path.starts_with("/compatibility/"))
+        }
+        _ => true,
+    }
+}
+
+/// The subject a path names, percent-decoded to bytes (`/subjects/{s}...`, `/config/{s}`,
+/// `/mode/{s}`, `/compatibility/subjects/{s}/...`).
+fn subject_in_path(path: &str) -> Option<Vec<u8>> {
+    let rest = ["/compatibility/subjects/", "/subjects/", "/config/", "/mode/"]
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix))?;
+    let raw = rest.split('/').next().unwrap_or_default();
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Checks access, then the subject's name, before any handler: a refused request reads and
+/// stores nothing. A subject that is not UTF-8 (an unpaired surrogate, say) or holds a
+/// control character is refused with Confluent's 42208.
+async fn guard(State(access): State<Arc<dyn Access>>, request: Request, next: Next) -> Response {
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let write = is_write(request.method(), request.uri().path());
+    if let Err(refusal) = access.check(authorization, write) {
+        let mut response = reply(refusal.status, json!({ "error_code": refusal.code, "message": refusal.message }));
+        if refusal.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer, Basic"));
+        }
+        return response;
+    }
+    if let Some(subject) = subject_in_path(request.uri().path()) {
+        let checked = match std::str::from_utf8(&subject) {
+            Ok(subject) => crate::store::check_subject(subject),
+            Err(_) => Err(RegistryError::InvalidSubject("it is not valid UTF-8")),
+        };
+        if let Err(error) = checked {
+            return ApiError::from(error).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// The registry routes, to be served at the root of their own listener; `access` decides
+/// who may read and who may write.
+pub fn router(registry: Registry, access: Arc<dyn Access>) -> Router {
+    routes(registry).layer(middleware::from_fn_with_state(access, guard))
+}
+
+fn routes(registry: Registry) -> Router {
     Router::new()
         .route("/", get(|| async { reply(StatusCode::OK, json!({})) }))
         .route("/subjects", get(list_subjects))
@@ -71,6 +185,7 @@ pub fn status_and_code(error: &RegistryError) -> (StatusCode, u32) {
         E::InvalidCompatibilityLevel(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42203),
         E::InvalidMode(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42204),
         E::ReadOnly(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42205),
+        E::InvalidSubject(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42208),
         E::Storage(_) | E::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, 50001),
     }
 }
@@ -100,16 +215,23 @@ fn ok(body: serde_json::Value) -> Result<Response, ApiError> {
 }
 
 /// The query flags Confluent's API takes; unknown ones (`normalize`, `format`, ...) are ignored.
+/// A flag is true when it says `true` in any case (Confluent's server reads them with Java's
+/// `Boolean.valueOf`, and its Python client sends `True`/`False`); anything else is false.
 #[derive(Deserialize, Default)]
 struct Flags {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     deleted: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     permanent: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     verbose: bool,
-    #[serde(default, rename = "defaultToGlobal")]
+    #[serde(default, rename = "defaultToGlobal", deserialize_with = "flag")]
     default_to_global: bool,
+}
+
+fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Ok(text.eq_ignore_ascii_case("true"))
 }
 
 #[derive(Deserialize)]
@@ -393,4 +515,33 @@ async fn test_all_versions(
     let request = parse_request(&body)?;
     let messages = registry.test_compatibility(&subject, None, &request.schema)?;
     compatibility_reply(messages, flags.verbose)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_told_from_reads() {
+        for (method, path, write) in [
+            (Method::GET, "/subjects", false),
+            (Method::POST, "/subjects/a-value", false),
+            (Method::POST, "/compatibility/subjects/a-value/versions/latest", false),
+            (Method::POST, "/subjects/a-value/versions", true),
+            (Method::PUT, "/config", true),
+            (Method::PUT, "/mode/a-value", true),
+            (Method::DELETE, "/subjects/a-value", true),
+        ] {
+            assert_eq!(is_write(&method, path), write, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn subjects_are_read_from_paths_percent_decoded() {
+        assert_eq!(subject_in_path("/subjects/a%00x/versions").unwrap(), b"a\0x");
+        assert_eq!(subject_in_path("/compatibility/subjects/a%2Fb/versions").unwrap(), b"a/b");
+        assert_eq!(subject_in_path("/config/%ED%A0%80").unwrap(), [0xED, 0xA0, 0x80]);
+        assert_eq!(subject_in_path("/config").as_deref(), None);
+        assert_eq!(subject_in_path("/subjects/100%").unwrap(), b"100%");
+    }
 }

@@ -98,11 +98,15 @@ pub enum RegistryError {
     /// A write while the subject (or the registry) is read-only.
     #[error("Subject {0} is in read-only mode")]
     ReadOnly(String),
+    /// A subject name the registry does not store: empty, or holding a control character
+    /// (which would also break the store's key layout, where `\0` ends a subject).
+    #[error("The specified subject is not valid: {0}")]
+    InvalidSubject(&'static str),
     /// The sled store failed.
-    #[error("Error in the backend data store: {0}")]
+    #[error("Error in the backend data store (the schema registry's sled database): {0}")]
     Storage(#[from] sled::Error),
     /// The stored bytes are not what this code wrote.
-    #[error("Error in the backend data store: corrupt entry: {0}")]
+    #[error("Error in the backend data store (the schema registry's sled database): corrupt entry: {0}")]
     Corrupt(String),
 }
 
@@ -244,6 +248,7 @@ impl Registry {
     /// existing id and adds no version; a schema known elsewhere keeps its id. A new version
     /// must satisfy the subject's compatibility level against its live versions.
     pub fn register(&self, subject: &str, schema_text: &str) -> Result<u32, RegistryError> {
+        check_subject(subject)?;
         let schema = parse(schema_text)?;
         let canonical = schema.canonical_form();
         let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
@@ -513,6 +518,7 @@ impl Registry {
 
     /// Sets the level of `subject`, or the global level when `subject` is `None`.
     pub fn set_compatibility(&self, subject: Option<&str>, level: Compatibility) -> Result<(), RegistryError> {
+        subject.map(check_subject).transpose()?;
         self.write_setting("cfg/", subject.unwrap_or(""), Some(level.as_str()))
     }
 
@@ -545,6 +551,7 @@ impl Registry {
 
     /// Sets the mode of `subject`, or the global mode when `subject` is `None`.
     pub fn set_mode(&self, subject: Option<&str>, mode: Mode) -> Result<(), RegistryError> {
+        subject.map(check_subject).transpose()?;
         self.write_setting("mode/", subject.unwrap_or(""), Some(mode.as_str()))
     }
 
@@ -584,6 +591,11 @@ impl Registry {
         let mut out = Vec::new();
         for entry in self.tree.scan_prefix(&prefix) {
             let (key, value) = entry?;
+            // A longer key belongs to another subject that merely starts with this one and a
+            // `\0` (only a store written before subjects were checked can hold one).
+            if key.len() != prefix.len() + 4 {
+                continue;
+            }
             let (id, deleted) = read_version_value(&value)?;
             out.push(VersionEntry { version: read_u32(&key[prefix.len()..])?, id, deleted });
         }
@@ -593,6 +605,18 @@ impl Registry {
     fn live_schemas(&self, entries: &[VersionEntry]) -> Result<Vec<(u32, Schema)>, RegistryError> {
         entries.iter().filter(|e| !e.deleted).map(|e| Ok((e.version, parse(&self.schema_by_id(e.id)?)?))).collect()
     }
+}
+
+/// Refuses a subject name that is empty or holds a control character. Every write that
+/// creates a key for a subject checks it first.
+pub fn check_subject(subject: &str) -> Result<(), RegistryError> {
+    if subject.is_empty() {
+        return Err(RegistryError::InvalidSubject("it is empty"));
+    }
+    if subject.chars().any(char::is_control) {
+        return Err(RegistryError::InvalidSubject("it contains a control character"));
+    }
+    Ok(())
 }
 
 fn parse(text: &str) -> Result<Schema, RegistryError> {
@@ -632,13 +656,15 @@ fn read_version_value(bytes: &[u8]) -> Result<(u32, bool), RegistryError> {
 }
 
 fn split_version_key(key: &[u8]) -> Result<(String, u32), RegistryError> {
+    // `ver/` subject `\0` version (4 bytes BE): the version's bytes may hold zeros, so the
+    // separator is found from the end.
     let rest = &key[4..];
-    let end = rest
-        .iter()
-        .position(|b| *b == 0)
-        .ok_or_else(|| RegistryError::Corrupt("version key without separator".into()))?;
-    let subject = String::from_utf8(rest[..end].to_vec()).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
-    Ok((subject, read_u32(&rest[end + 1..])?))
+    if rest.len() < 5 || rest[rest.len() - 5] != 0 {
+        return Err(RegistryError::Corrupt("version key without separator".into()));
+    }
+    let (subject, version) = rest.split_at(rest.len() - 5);
+    let subject = String::from_utf8(subject.to_vec()).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+    Ok((subject, read_u32(&version[1..])?))
 }
 
 fn read_u32(bytes: &[u8]) -> Result<u32, RegistryError> {
@@ -753,6 +779,27 @@ mod tests {
         // Registering again reuses the id and starts the subject afresh.
         assert_eq!(registry.register("s", V2).unwrap(), v2);
         assert_eq!(registry.versions("s", false).unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn control_characters_in_subjects_are_refused_and_cannot_corrupt_a_neighbour() {
+        let (_dir, registry) = open();
+        registry.register("t-value", V1).unwrap();
+        for subject in ["t-value\0x", "t-value\nx", ""] {
+            assert!(matches!(registry.register(subject, V2), Err(RegistryError::InvalidSubject(_))), "{subject:?}");
+            assert!(matches!(
+                registry.set_compatibility(Some(subject), Compatibility::None),
+                Err(RegistryError::InvalidSubject(_))
+            ));
+        }
+        // A store written before subjects were checked may hold such a key: its neighbour
+        // and the subject list still read.
+        let mut batch = sled::Batch::default();
+        batch.insert(version_key("t-value\0x", 1), &1u32.to_be_bytes());
+        registry.commit(batch).unwrap();
+        assert_eq!(registry.versions("t-value", false).unwrap(), [1]);
+        assert!(registry.subjects(false).unwrap().contains(&"t-value".to_owned()));
+        assert_eq!(split_version_key(&version_key("a\0b", 256)).unwrap(), ("a\0b".to_owned(), 256));
     }
 
     #[test]

@@ -12,3 +12,4 @@ pub mod dossier;
 pub mod elicense;
 pub mod flush;
 pub mod level_bridge;
+pub mod use_log;

@@ -60,6 +60,7 @@ async fn a_node_split_into_registry_intake_and_store_processes_works_as_one() {
         department: "platform".into(),
         sha256: hash_token("test-token-of-platform"),
         label: None,
+        role: Default::default(),
     }];
     let intake_start = tokio::spawn(govex::node::start(intake_config));
     tokio::time::sleep(Duration::from_millis(500)).await;

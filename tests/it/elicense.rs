@@ -245,7 +245,7 @@ async fn licences_are_served_verified_masked_and_every_use_is_logged() {
     node.shutdown().await.unwrap();
     let live = LicenceStore::open(&live_dir).unwrap();
     assert_eq!(rebuilt.all().unwrap(), live.all().unwrap());
-    assert_eq!(live.verify_chain().unwrap().1, None, "the use log is intact");
+    assert_eq!(live.use_log().verify_chain().unwrap().1, None, "the use log is intact");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +313,7 @@ fn govex_audit_verify_names_the_first_broken_link() {
     {
         let store = LicenceStore::open(&data.path().join("elicense")).unwrap();
         for n in 0..4 {
-            store.record_use("tax", "契税征收核验", "verify", &format!("L{n}"), "valid").unwrap();
+            store.use_log().record_use("tax", "契税征收核验", "verify", &format!("L{n}"), "valid").unwrap();
         }
     }
     let run = || {
@@ -331,10 +331,10 @@ fn govex_audit_verify_names_the_first_broken_link() {
         let store = LicenceStore::open(&data.path().join("elicense")).unwrap();
         let key = 2u64.to_be_bytes();
         let mut entry: serde_json::Value =
-            serde_json::from_slice(&store.audit_tree().get(key).unwrap().unwrap()).unwrap();
+            serde_json::from_slice(&store.use_log().audit_tree().get(key).unwrap().unwrap()).unwrap();
         entry["caller"] = json!("housing");
-        store.audit_tree().insert(key, serde_json::to_vec(&entry).unwrap()).unwrap();
-        store.audit_tree().flush().unwrap();
+        store.use_log().audit_tree().insert(key, serde_json::to_vec(&entry).unwrap()).unwrap();
+        store.use_log().audit_tree().flush().unwrap();
     }
     let output = run();
     assert_eq!(output.status.code(), Some(1));

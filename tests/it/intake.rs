@@ -34,6 +34,7 @@ pub fn intake_config(dir: &std::path::Path) -> NodeConfig {
             department: (*department).into(),
             sha256: hash_token(&token(department)),
             label: None,
+            role: Default::default(),
         })
         .collect();
     config.intake.max_body_bytes = 64 * 1024;

@@ -17,7 +17,7 @@ use govex_bus::{config::IntakeConfig, Department};
 use serde_json::json;
 
 use super::{
-    auth::{AuthError, Tokens},
+    auth::{AuthError, Role, Tokens},
     idempotency::IdempotencyStore,
     Intake, Rejection,
 };
@@ -110,7 +110,16 @@ async fn handle(
     };
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = match server.tokens.authenticate(authorization) {
-        Ok((caller, _label)) => caller,
+        Ok(caller) if caller.role == Role::Department => caller.department,
+        Ok(caller) => {
+            return problem(
+                StatusCode::FORBIDDEN,
+                "role",
+                "Not allowed for this token's role",
+                format!("a {} token cannot send records; use the department system's token", caller.role.as_str()),
+                &[],
+            )
+        }
         Err(AuthError::Missing) => {
             return problem(
                 StatusCode::UNAUTHORIZED,

@@ -1,20 +1,31 @@
-//! `GET /v1/dossiers/{unit}`: what every department holds about one property unit, as far
-//! as the catalogue lets the caller see it.
+//! `GET /v1/dossiers/{unit}?purpose=...`: what every department holds about one property
+//! unit, as far as the catalogue lets the caller see it. A dossier holds personal data
+//! (buyers, taxpayers, right holders), so every read states its purpose and lands in the
+//! use log before it is answered, like a licence read.
 
 use std::sync::Arc;
 
 use axum::{
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
 };
-use govex_bus::{auth::Tokens, identifiers::mask, problem::problem};
+use govex_bus::{
+    auth::{Role, Tokens},
+    identifiers::{mask, mask_name},
+    problem::problem,
+};
 use govex_schemas::Catalog;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::DossierStore;
+use crate::{
+    elicense::api::purpose_problem,
+    use_log::{checked_purpose, UseLog},
+};
 
 /// What the API needs.
 pub struct DossierApi {
@@ -24,6 +35,8 @@ pub struct DossierApi {
     pub tokens: Tokens,
     /// Sharing classes and personal fields.
     pub catalog: Catalog,
+    /// Where every read is recorded (the node's use log).
+    pub use_log: UseLog,
 }
 
 /// The route.
@@ -31,7 +44,8 @@ pub fn router(api: Arc<DossierApi>) -> Router {
     Router::new().route("/v1/dossiers/{unit}", get(dossier)).with_state(api)
 }
 
-/// Masks the strings at `path` (`a.b`, `list[].c`) in `value`.
+/// Masks the strings at `path` (`a.b`, `list[].c`, `map.key`) in `value`: a name (a path
+/// ending in `name`) to its surname, anything else as an identifier.
 pub fn mask_path(value: &mut Value, path: &str) {
     let (step, rest) = match path.split_once('.') {
         Some((step, rest)) => (step, Some(rest)),
@@ -49,37 +63,46 @@ pub fn mask_path(value: &mut Value, path: &str) {
             Some(rest) => mask_path(target, rest),
             None => {
                 if let Some(text) = target.as_str() {
-                    *target = json!(mask(text));
+                    let is_name = name.ends_with("name");
+                    *target = json!(if is_name { mask_name(text) } else { mask(text) });
                 }
             }
         }
     }
 }
 
-async fn dossier(State(api): State<Arc<DossierApi>>, Path(unit): Path<String>, headers: HeaderMap) -> Response {
+#[derive(Deserialize)]
+struct PurposeQuery {
+    purpose: Option<String>,
+}
+
+async fn dossier(
+    State(api): State<Arc<DossierApi>>,
+    Path(unit): Path<String>,
+    Query(query): Query<PurposeQuery>,
+    headers: HeaderMap,
+) -> Response {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let Ok((caller, _)) = api.tokens.authenticate(authorization) else {
-        return problem(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "Authentication required",
-            "send Authorization: Bearer <department token>",
-            Value::Null,
-        );
+    let caller = match api.tokens.authorize_read(authorization, &[Role::Department], "dossiers") {
+        Ok(caller) => caller.department,
+        Err(response) => return *response,
+    };
+    let purpose = match checked_purpose(query.purpose.as_deref()) {
+        Ok(purpose) => purpose,
+        Err((rule, message)) => return purpose_problem(rule, &message),
+    };
+    let unavailable = |e: sled::Error| {
+        tracing::error!(error = %e, "the dossier store failed");
+        problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "The dossier store failed", "retry later", Value::Null)
     };
     let parts = match api.store.dossier(&unit) {
         Ok(parts) => parts,
-        Err(e) => {
-            tracing::error!(error = %e, "the dossier store failed");
-            return problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "The dossier store failed",
-                "retry later",
-                Value::Null,
-            );
-        }
+        Err(e) => return unavailable(e),
     };
+    let result = if parts.is_empty() { "not_found" } else { "found" };
+    if let Err(e) = api.use_log.log_use(caller.as_str(), &purpose, "dossier", &unit, result).await {
+        return unavailable(e);
+    }
     let mut body = serde_json::Map::new();
     for (kind, part) in parts {
         let Some(resource) = api.catalog.by_topic(&part.topic) else { continue };

@@ -12,7 +12,12 @@ use axum::{
     Json, Router,
 };
 use chrono::{NaiveDate, Utc};
-use govex_bus::{auth::Tokens, identifiers::mask, problem::problem, Department, Metrics};
+use govex_bus::{
+    auth::{Role, Tokens},
+    identifiers::{mask, mask_name},
+    problem::problem,
+    Department, Metrics,
+};
 use govex_schemas::Resource;
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -22,6 +27,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::store::{LicenceStore, Status, StoredLicence};
+use crate::use_log::checked_purpose;
 
 /// What the API needs.
 pub struct LicenceApi {
@@ -69,56 +75,60 @@ pub fn router(api: Arc<LicenceApi>) -> Router {
         .route("/v1/licences/{id}/verify", post(verify))
         .route("/v1/licences/{id}/uses", get(uses))
         .route("/v1/holders/{holder}/licences", get(by_holder))
+        .route("/v1/holders/licences", post(by_holder_in_body))
         .with_state(api)
 }
 
-const MAX_PURPOSE_CHARS: usize = 200;
-
-/// The caller's department and stated purpose, or the problem to answer.
-fn caller(api: &LicenceApi, headers: &HeaderMap, purpose: Option<&str>) -> Result<(Department, String), Box<Response>> {
+/// The caller's department (and role) and stated purpose, or the problem to answer: the
+/// token is checked, one unit of its read budget taken, and the purpose checked.
+fn caller(
+    api: &LicenceApi,
+    headers: &HeaderMap,
+    purpose: Option<&str>,
+    roles: &[Role],
+    limited_as: &'static str,
+) -> Result<(Department, Role, String), Box<Response>> {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let (department, _) = api.tokens.authenticate(authorization).map_err(|_| {
-        problem(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "Authentication required",
-            "send Authorization: Bearer <department token>",
-            Value::Null,
-        )
-    })?;
-    let purpose = purpose.map(str::trim).unwrap_or_default();
-    if purpose.is_empty() {
-        let errors = json!([{ "pointer": "/purpose", "rule": "purpose-required", "message": "state the purpose of the use (用证事由)" }]);
-        return Err(Box::new(problem(
-            StatusCode::BAD_REQUEST,
-            "purpose",
-            "Purpose required",
-            "every use of a licence states its purpose",
-            errors,
-        )));
-    }
-    if purpose.chars().count() > MAX_PURPOSE_CHARS {
-        let errors = json!([{ "pointer": "/purpose", "rule": "purpose-too-long", "message": format!("at most {MAX_PURPOSE_CHARS} characters") }]);
-        return Err(Box::new(problem(
-            StatusCode::BAD_REQUEST,
-            "purpose",
-            "Purpose too long",
-            "shorten the purpose",
-            errors,
-        )));
-    }
-    Ok((department, purpose.to_owned()))
+    let caller = api.tokens.authorize_read(authorization, roles, limited_as)?;
+    let purpose = checked_purpose(purpose).map_err(|(rule, message)| Box::new(purpose_problem(rule, &message)))?;
+    Ok((caller.department, caller.role, purpose))
+}
+
+/// The 400 answer for a missing or too long purpose.
+pub fn purpose_problem(rule: &str, message: &str) -> Response {
+    let errors = json!([{ "pointer": "/purpose", "rule": rule, "message": message }]);
+    let title = if rule == "purpose-too-long" { "Purpose too long" } else { "Purpose required" };
+    problem(StatusCode::BAD_REQUEST, "purpose", title, "every use of personal data states its purpose", errors)
+}
+
+/// The 403 answer for a caller that sent or asked for personal fields it is not entitled to:
+/// it names the fields and the rule, and is the same whatever the data holds.
+fn not_entitled(resource: &Resource, department: Department, pointers: &[String]) -> Response {
+    let errors: Vec<Value> = pointers
+        .iter()
+        .map(|pointer| {
+            json!({
+                "pointer": pointer,
+                "rule": "personal-data-not-entitled",
+                "message": format!("{department} is not entitled to the personal data of {}", resource.id),
+            })
+        })
+        .collect();
+    problem(
+        StatusCode::FORBIDDEN,
+        "personal-data",
+        "Not entitled to personal data",
+        format!(
+            "the catalogue does not entitle {department} to personal fields of {}; leave them out, or ask {} (the owner) for access",
+            resource.id, resource.owner
+        ),
+        Value::Array(errors),
+    )
 }
 
 fn storage_failed(e: sled::Error) -> Response {
     tracing::error!(error = %e, "the e-licence store failed");
     problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "The e-licence store failed", "retry later", Value::Null)
-}
-
-/// A name masked to its first character.
-fn mask_name(name: &str) -> String {
-    let mut chars = name.chars();
-    chars.next().map(|first| std::iter::once(first).chain(chars.map(|_| '*')).collect()).unwrap_or_default()
 }
 
 fn date(days: i32) -> String {
@@ -128,13 +138,32 @@ fn date(days: i32) -> String {
         .unwrap_or_default()
 }
 
-/// The licence as a caller sees it.
-fn view(licence: &StoredLicence, entitled: bool) -> Value {
+/// The surface keys the catalogue lists as personal (`surface.<key>`).
+fn personal_surface_keys(resource: &Resource) -> impl Iterator<Item = &str> {
+    resource.personal_fields.iter().filter_map(|path| path.strip_prefix("surface."))
+}
+
+/// Whether a field a caller presents for verification is personal data: the holder's
+/// identifier and name, and the surface fields the catalogue lists.
+fn is_personal(resource: &Resource, field: &str) -> bool {
+    resource.personal_fields.iter().any(|path| path == field) || personal_surface_keys(resource).any(|key| key == field)
+}
+
+/// The licence as a caller sees it: personal fields masked unless `entitled`.
+fn view(licence: &StoredLicence, entitled: bool, resource: &Resource) -> Value {
     let (number, name) = if entitled {
         (licence.holder_identifier_number.clone(), licence.holder_name.clone())
     } else {
         (mask(&licence.holder_identifier_number), mask_name(&licence.holder_name))
     };
+    let mut surface = licence.surface.clone();
+    if !entitled {
+        for key in personal_surface_keys(resource) {
+            if let Some(value) = surface.get_mut(key) {
+                *value = mask(value);
+            }
+        }
+    }
     json!({
         "licence_id": licence.licence_id,
         "version": licence.version,
@@ -149,7 +178,7 @@ fn view(licence: &StoredLicence, entitled: bool) -> Value {
         "valid_until": licence.valid_until.map(date),
         "status": licence.status,
         "status_code": licence.status.code(),
-        "surface": licence.surface,
+        "surface": surface,
         "previous_licence_id": licence.previous_licence_id,
         "superseded_by": licence.superseded_by,
         "content_hash": licence.content_hash,
@@ -169,20 +198,23 @@ async fn get_licence(
     Query(query): Query<PurposeQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let (department, purpose) = match caller(&api, &headers, query.purpose.as_deref()) {
-        Ok(c) => c,
-        Err(response) => return *response,
-    };
+    let (department, _, purpose) =
+        match caller(&api, &headers, query.purpose.as_deref(), &[Role::Department], "licences") {
+            Ok(c) => c,
+            Err(response) => return *response,
+        };
     let found = match api.store.get(&id) {
         Ok(found) => found,
         Err(e) => return storage_failed(e),
     };
     let result = if found.is_some() { "found" } else { "not_found" };
-    if let Err(e) = api.store.log_use(department.as_str(), &purpose, "get", &id, result).await {
+    if let Err(e) = api.store.use_log().log_use(department.as_str(), &purpose, "get", &id, result).await {
         return storage_failed(e);
     }
     match found {
-        Some(licence) => Json(view(&licence, api.resource.may_see_personal_data(department.as_str()))).into_response(),
+        Some(licence) => {
+            Json(view(&licence, api.resource.may_see_personal_data(department.as_str()), &api.resource)).into_response()
+        }
         None => problem(
             StatusCode::NOT_FOUND,
             "not-found",
@@ -199,31 +231,65 @@ async fn by_holder(
     Query(query): Query<PurposeQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let (department, purpose) = match caller(&api, &headers, query.purpose.as_deref()) {
+    holder_licences(&api, &headers, &holder, query.purpose.as_deref(), query.type_code.as_deref()).await
+}
+
+/// `POST /v1/holders/licences`: the same look-up with the identifier in the body, because
+/// paths end up in ingress and proxy access logs and bodies do not.
+#[derive(Deserialize)]
+struct HolderQuery {
+    holder: String,
+    purpose: Option<String>,
+    #[serde(rename = "type")]
+    type_code: Option<String>,
+}
+
+async fn by_holder_in_body(
+    State(api): State<Arc<LicenceApi>>,
+    headers: HeaderMap,
+    Json(query): Json<HolderQuery>,
+) -> Response {
+    holder_licences(&api, &headers, &query.holder, query.purpose.as_deref(), query.type_code.as_deref()).await
+}
+
+async fn holder_licences(
+    api: &LicenceApi,
+    headers: &HeaderMap,
+    holder: &str,
+    purpose: Option<&str>,
+    type_code: Option<&str>,
+) -> Response {
+    let (department, _, purpose) = match caller(api, headers, purpose, &[Role::Department], "holders") {
         Ok(c) => c,
         Err(response) => return *response,
     };
-    let licences = match api.store.by_holder(&holder, query.type_code.as_deref()) {
+    // Whether a holder has licences is itself personal data: a caller not entitled to it
+    // must not be able to test guessed identifiers against the store.
+    if !api.resource.may_see_personal_data(department.as_str()) {
+        return not_entitled(&api.resource, department, &["/holder".to_owned()]);
+    }
+    let licences = match api.store.by_holder(holder, type_code) {
         Ok(licences) => licences,
         Err(e) => return storage_failed(e),
     };
     // One use per licence shown (or one "not_found"), made durable together by one flush
     // before the answer.
+    let log = api.store.use_log();
     if licences.is_empty() {
-        if let Err(e) = api.store.record_use(department.as_str(), &purpose, "holder", &mask(&holder), "not_found") {
+        if let Err(e) = log.record_use(department.as_str(), &purpose, "holder", &mask(holder), "not_found") {
             return storage_failed(e);
         }
     }
     for licence in &licences {
-        if let Err(e) = api.store.record_use(department.as_str(), &purpose, "holder", &licence.licence_id, "found") {
+        if let Err(e) = log.record_use(department.as_str(), &purpose, "holder", &licence.licence_id, "found") {
             return storage_failed(e);
         }
     }
-    if let Err(e) = api.store.flush().await {
+    if let Err(e) = log.flush().await {
         return storage_failed(e);
     }
-    let entitled = api.resource.may_see_personal_data(department.as_str());
-    Json(json!({ "holder": if entitled { holder.clone() } else { mask(&holder) }, "licences": licences.iter().map(|l| view(l, entitled)).collect::<Vec<_>>() })).into_response()
+    let views: Vec<Value> = licences.iter().map(|l| view(l, true, &api.resource)).collect();
+    Json(json!({ "holder": holder, "licences": views })).into_response()
 }
 
 #[derive(Deserialize)]
@@ -232,6 +298,30 @@ struct VerifyRequest {
     content_hash: Option<String>,
     #[serde(default)]
     fields: serde_json::Map<String, Value>,
+}
+
+/// The stored value a presented field is compared with: the licence's own fields by name,
+/// then its surface fields by key. Nothing else (the masked view, say) is ever compared, so
+/// what a caller learns from a verdict is only what it presented.
+fn presented_field(licence: &StoredLicence, name: &str) -> Option<Value> {
+    Some(match name {
+        "licence_id" => json!(licence.licence_id),
+        "version" => json!(licence.version),
+        "type_code" => json!(licence.type_code),
+        "type_name" => json!(licence.type_name),
+        "licence_number" => json!(licence.licence_number),
+        "issuer_code" => json!(licence.issuer_code),
+        "issuer_name" => json!(licence.issuer_name),
+        "holder_identifier_type" => json!(licence.holder_identifier_type),
+        "holder_identifier_number" => json!(licence.holder_identifier_number),
+        "holder_name" => json!(licence.holder_name),
+        "valid_from" => json!(date(licence.valid_from)),
+        "valid_until" => json!(licence.valid_until.map(date)),
+        "status_code" => json!(licence.status.code()),
+        "content_hash" => json!(licence.content_hash),
+        "division" => json!(licence.division),
+        key => json!(licence.surface.get(key)?),
+    })
 }
 
 /// The verdict on a presented licence, and every reason for it.
@@ -250,18 +340,8 @@ pub fn verdict(
             mismatches.push("content_hash differs from the licence's".to_owned());
         }
     }
-    let stored_fields = view(licence, true);
     for (name, presented) in fields {
-        let actual = match name.as_str() {
-            "holder_identifier_number" => json!(licence.holder_identifier_number),
-            "holder_name" => json!(licence.holder_name),
-            other => stored_fields
-                .get(other)
-                .cloned()
-                .or_else(|| licence.surface.get(other).map(|v| json!(v)))
-                .unwrap_or(Value::Null),
-        };
-        if &actual != presented {
+        if presented_field(licence, name).as_ref() != Some(presented) {
             // Name the field, never its value.
             mismatches.push(format!("{name} differs from the licence's"));
         }
@@ -305,10 +385,22 @@ async fn verify(
     Json(request): Json<VerifyRequest>,
 ) -> Response {
     let started = Instant::now();
-    let (department, purpose) = match caller(&api, &headers, request.purpose.as_deref()) {
-        Ok(c) => c,
-        Err(response) => return *response,
-    };
+    let (department, _, purpose) =
+        match caller(&api, &headers, request.purpose.as_deref(), &[Role::Department], "licences") {
+            Ok(c) => c,
+            Err(response) => return *response,
+        };
+    // A caller not entitled to the holder's personal data may not present it either: a
+    // verdict on a guessed identifier or name would tell it whether the guess is right.
+    // The refusal is decided on the request alone, before the store is read.
+    if !api.resource.may_see_personal_data(department.as_str()) {
+        let personal: Vec<String> =
+            request.fields.keys().filter(|name| is_personal(&api.resource, name)).map(|name| format!("/fields/{name}")).collect();
+        if !personal.is_empty() {
+            api.metrics.verifications.get_or_create(&ResultLabels { result: "refused".into() }).inc();
+            return not_entitled(&api.resource, department, &personal);
+        }
+    }
     // A verification the store could not answer counts as result="error": the error rate is
     // what the operators' alert watches.
     let counted = |result: &str| {
@@ -324,7 +416,7 @@ async fn verify(
     };
     let today = (Utc::now() + chrono::Duration::hours(8)).date_naive();
     let (result, reasons) = verdict(stored.as_ref(), request.content_hash.as_deref(), &request.fields, today);
-    if let Err(e) = api.store.log_use(department.as_str(), &purpose, "verify", &id, result).await {
+    if let Err(e) = api.store.use_log().log_use(department.as_str(), &purpose, "verify", &id, result).await {
         counted("error");
         return storage_failed(e);
     }
@@ -332,21 +424,29 @@ async fn verify(
     Json(json!({ "licence_id": id, "result": result, "reasons": reasons, "status_code": stored.map(|s| s.status.code()) })).into_response()
 }
 
+/// A licence's use log. A department sees only its own entries; the licences' owner and
+/// auditors see every entry.
 async fn uses(
     State(api): State<Arc<LicenceApi>>,
     Path(id): Path<String>,
     Query(query): Query<PurposeQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let (department, purpose) = match caller(&api, &headers, query.purpose.as_deref()) {
-        Ok(c) => c,
-        Err(response) => return *response,
-    };
-    let uses = match api.store.uses_of(&id) {
+    let (department, role, purpose) =
+        match caller(&api, &headers, query.purpose.as_deref(), &[Role::Department, Role::Auditor], "licences") {
+            Ok(c) => c,
+            Err(response) => return *response,
+        };
+    let log = api.store.use_log();
+    let mut uses = match log.uses_of(&id) {
         Ok(uses) => uses,
         Err(e) => return storage_failed(e),
     };
-    if let Err(e) = api.store.log_use(department.as_str(), &purpose, "uses", &id, "listed").await {
+    let sees_all = role == Role::Auditor || department.as_str() == api.resource.owner;
+    if !sees_all {
+        uses.retain(|entry| entry.caller == department.as_str());
+    }
+    if let Err(e) = log.log_use(department.as_str(), &purpose, "uses", &id, "listed").await {
         return storage_failed(e);
     }
     Json(json!({ "licence_id": id, "uses": uses })).into_response()

@@ -9,8 +9,7 @@
 //! | `holders`  | holder id `\0` licence id            | empty                    |
 //! | `types`    | type code `\0` issuer `\0` licence id | empty                    |
 //! | `events`   | event id (16 bytes)                  | empty                    |
-//! | `audit`    | sequence (u64 BE)                    | [`AuditEntry`] (JSON)    |
-//! | `uses`     | licence id `\0` sequence (u64 BE)    | empty                    |
+//! | `audit`, `uses` | the use log: see [`UseLog`]     |                          |
 //!
 //! A licence and its index entries and event id are written in one transaction, so a crash
 //! leaves a record applied or not applied, never half.
@@ -18,9 +17,10 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sled::Transactional;
 use uuid::Uuid;
+
+pub use crate::use_log::{AuditEntry, BrokenLink, UseLog};
 
 /// Licence status codes (01 valid … 99 other).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -123,51 +123,6 @@ pub struct StoredLicence {
     pub last_event_ms: u64,
 }
 
-/// One use of a licence, in the append-only, hash-chained use log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    /// Position in the chain, from 1.
-    pub seq: u64,
-    /// Hash of the entry before (64 zeros for the first).
-    pub prev_hash: String,
-    /// When (ms since the epoch).
-    pub at_ms: u64,
-    /// The calling department.
-    pub caller: String,
-    /// The stated purpose (用证事由).
-    pub purpose: String,
-    /// What was done: `get`, `verify`, `holder`, `uses`.
-    pub action: String,
-    /// The licence concerned (or the masked holder for holder look-ups).
-    pub subject: String,
-    /// The outcome (`found`, `not_found`, `valid`, `revoked`, ...).
-    pub result: String,
-    /// SHA-256 over every field above, with `prev_hash`.
-    pub hash: String,
-}
-
-impl AuditEntry {
-    /// The hash this entry should carry.
-    pub fn compute_hash(&self) -> String {
-        let mut hasher = Sha256::new();
-        for part in [
-            self.seq.to_string().as_str(),
-            &self.prev_hash,
-            &self.at_ms.to_string(),
-            &self.caller,
-            &self.purpose,
-            &self.action,
-            &self.subject,
-            &self.result,
-        ] {
-            // Length-prefixed, so that no two different entries hash the same bytes.
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part.as_bytes());
-        }
-        hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
 /// What applying a record did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
@@ -215,32 +170,19 @@ impl ApplyError {
     }
 }
 
-/// A chain check that found a broken link.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokenLink {
-    /// The first entry whose hash or link does not hold.
-    pub seq: u64,
-    /// What is wrong.
-    pub reason: String,
-}
-
 /// The e-licence store. Cheap to clone.
 #[derive(Clone)]
 pub struct LicenceStore {
-    db: sled::Db,
     licences: sled::Tree,
     holders: sled::Tree,
     types: sled::Tree,
     events: sled::Tree,
-    audit: sled::Tree,
-    uses: sled::Tree,
-    /// Appends to the chain are serialised: each needs the hash of the one before.
-    audit_lock: std::sync::Arc<parking_lot::Mutex<()>>,
+    use_log: UseLog,
     /// Concurrent lanes share fsyncs.
     group_flush: std::sync::Arc<crate::flush::GroupFlush>,
 }
 
-fn sled_error(e: sled::transaction::TransactionError<()>) -> sled::Error {
+pub(crate) fn sled_error(e: sled::transaction::TransactionError<()>) -> sled::Error {
     match e {
         sled::transaction::TransactionError::Storage(e) => e,
         sled::transaction::TransactionError::Abort(()) => sled::Error::Unsupported("transaction aborted".into()),
@@ -251,16 +193,14 @@ impl LicenceStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, sled::Error> {
         let db = govex_schemas::store::open_sled(dir)?;
+        let group_flush = std::sync::Arc::new(crate::flush::GroupFlush::new(db.clone()));
         Ok(Self {
             licences: db.open_tree("licences")?,
             holders: db.open_tree("holders")?,
             types: db.open_tree("types")?,
             events: db.open_tree("events")?,
-            audit: db.open_tree("audit")?,
-            uses: db.open_tree("uses")?,
-            group_flush: std::sync::Arc::new(crate::flush::GroupFlush::new(db.clone())),
-            db,
-            audit_lock: Default::default(),
+            group_flush: group_flush.clone(),
+            use_log: UseLog::open(&db, group_flush)?,
         })
     }
 
@@ -386,133 +326,9 @@ impl LicenceStore {
         Ok(Ok(if existing.is_some() { Applied::Updated } else { Applied::Inserted }))
     }
 
-    /// Appends one use to the chain and returns once it is on disk: the API answers only
-    /// after this, so a use that was answered is never lost to a crash. Concurrent callers
-    /// share one flush ([`GroupFlush`](crate::flush::GroupFlush)).
-    pub async fn log_use(
-        &self,
-        caller: &str,
-        purpose: &str,
-        action: &str,
-        subject: &str,
-        result: &str,
-    ) -> Result<AuditEntry, sled::Error> {
-        let entry = self.record_use(caller, purpose, action, subject, result)?;
-        self.flush().await?;
-        Ok(entry)
-    }
-
-    /// Appends one use to the chain and returns it (written, not yet flushed: see
-    /// [`LicenceStore::log_use`]).
-    pub fn record_use(
-        &self,
-        caller: &str,
-        purpose: &str,
-        action: &str,
-        subject: &str,
-        result: &str,
-    ) -> Result<AuditEntry, sled::Error> {
-        let _guard = self.audit_lock.lock();
-        let (seq, prev_hash) = match self.audit.last()? {
-            Some((_, bytes)) => {
-                let last: AuditEntry =
-                    serde_json::from_slice(&bytes).map_err(|e| sled::Error::Unsupported(e.to_string()))?;
-                (last.seq + 1, last.hash)
-            }
-            None => (1, "0".repeat(64)),
-        };
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let mut entry = AuditEntry {
-            seq,
-            prev_hash,
-            at_ms,
-            caller: caller.to_owned(),
-            purpose: purpose.to_owned(),
-            action: action.to_owned(),
-            subject: subject.to_owned(),
-            result: result.to_owned(),
-            hash: String::new(),
-        };
-        entry.hash = entry.compute_hash();
-        let value = serde_json::to_vec(&entry).unwrap_or_default();
-        let use_key = [subject.as_bytes(), &[0], &seq.to_be_bytes()].concat();
-        (&self.audit, &self.uses)
-            .transaction(|(audit, uses)| {
-                audit.insert(&seq.to_be_bytes(), value.as_slice())?;
-                uses.insert(use_key.as_slice(), &[])?;
-                Ok(())
-            })
-            .map_err(sled_error)?;
-        Ok(entry)
-    }
-
-    /// The uses of one licence, oldest first.
-    pub fn uses_of(&self, licence_id: &str) -> Result<Vec<AuditEntry>, sled::Error> {
-        let mut prefix = licence_id.as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for entry in self.uses.scan_prefix(&prefix) {
-            let (key, _) = entry?;
-            if let Some(bytes) = self.audit.get(&key[prefix.len()..])? {
-                if let Ok(entry) = serde_json::from_slice(&bytes) {
-                    out.push(entry);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Walks the whole chain; the first entry whose hash or link does not hold.
-    pub fn verify_chain(&self) -> Result<(u64, Option<BrokenLink>), sled::Error> {
-        let mut previous_hash = "0".repeat(64);
-        let mut expected_seq = 1;
-        for item in self.audit.iter() {
-            let (key, bytes) = item?;
-            let seq = u64::from_be_bytes(key.as_ref().try_into().unwrap_or([0; 8]));
-            let Ok(entry) = serde_json::from_slice::<AuditEntry>(&bytes) else {
-                return Ok((expected_seq - 1, Some(BrokenLink { seq, reason: "the entry does not parse".into() })));
-            };
-            let broken = |reason: String| Ok((expected_seq - 1, Some(BrokenLink { seq, reason })));
-            if seq != expected_seq || entry.seq != seq {
-                return broken(format!(
-                    "expected entry {expected_seq}, found {seq} (an entry was removed or inserted)"
-                ));
-            }
-            if entry.prev_hash != previous_hash {
-                return broken("its link to the entry before does not match".into());
-            }
-            if entry.compute_hash() != entry.hash {
-                return broken("its content does not match its hash (the entry was altered)".into());
-            }
-            previous_hash = entry.hash;
-            expected_seq += 1;
-        }
-        Ok((expected_seq - 1, None))
-    }
-
-    /// Copies the use log of `other` into this store (a rebuilt store keeps the log: it is
-    /// not in the topic, so it cannot be rebuilt).
-    pub fn copy_use_log_from(&self, other: &LicenceStore) -> Result<u64, sled::Error> {
-        let mut copied = 0;
-        for entry in other.audit.iter() {
-            let (key, value) = entry?;
-            self.audit.insert(key, value)?;
-            copied += 1;
-        }
-        for entry in other.uses.iter() {
-            let (key, value) = entry?;
-            self.uses.insert(key, value)?;
-        }
-        self.db.flush()?;
-        Ok(copied)
-    }
-
-    /// The raw audit tree, for tools that must show or (in tests) tamper with entries.
-    pub fn audit_tree(&self) -> &sled::Tree {
-        &self.audit
+    /// The use log kept beside the licences.
+    pub fn use_log(&self) -> &UseLog {
+        &self.use_log
     }
 }
 
@@ -619,30 +435,5 @@ mod tests {
         assert_eq!(store.get(&first).unwrap().unwrap().superseded_by.as_deref(), Some(second.as_str()));
         assert_eq!(store.by_holder("11010519491231002X", None).unwrap().len(), 2);
         assert_eq!(store.by_type_and_issuer("11100000000013338W011", "11430000006122244L").unwrap().len(), 2);
-    }
-
-    #[test]
-    fn tampering_with_the_use_log_is_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LicenceStore::open(dir.path()).unwrap();
-        for n in 0..5 {
-            store.record_use("provident-fund", "购房提取核验", "verify", &format!("L{n}"), "valid").unwrap();
-        }
-        assert_eq!(store.verify_chain().unwrap(), (5, None));
-        // Change the purpose of entry 3 without fixing its hash.
-        let key = 3u64.to_be_bytes();
-        let mut entry: AuditEntry = serde_json::from_slice(&store.audit_tree().get(key).unwrap().unwrap()).unwrap();
-        entry.purpose = "另有用途".into();
-        store.audit_tree().insert(key, serde_json::to_vec(&entry).unwrap()).unwrap();
-        let (intact, broken) = store.verify_chain().unwrap();
-        assert_eq!(intact, 2);
-        assert_eq!(broken.unwrap().seq, 3);
-        // Recomputing its hash moves the break to the next link.
-        entry.hash = entry.compute_hash();
-        store.audit_tree().insert(key, serde_json::to_vec(&entry).unwrap()).unwrap();
-        assert_eq!(store.verify_chain().unwrap().1.unwrap().seq, 4);
-        // Removing an entry is found too.
-        store.audit_tree().remove(2u64.to_be_bytes()).unwrap();
-        assert_eq!(store.verify_chain().unwrap().1.unwrap().seq, 3);
     }
 }
