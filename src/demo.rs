@@ -220,7 +220,8 @@ async fn scenario(demo: &mut Demo, province: &RunningNode, city: &RunningNode, c
 
     let t = Instant::now();
     println!("3. the land-registry clerk opens the dossier of U");
-    let path = format!("/v1/dossiers/{unit}");
+    // The purpose (并联审核: parallel review of the transfer), percent-encoded for the query.
+    let path = format!("/v1/dossiers/{unit}?purpose=%E5%B9%B6%E8%81%94%E5%AE%A1%E6%A0%B8");
     let dossier = eventually("the dossier to hold the filing and the payment", || async {
         let (status, body) = demo.get(county, "land-registry", &path).await?;
         let parts = body["parts"]
@@ -277,7 +278,7 @@ async fn scenario(demo: &mut Demo, province: &RunningNode, city: &RunningNode, c
     }
     println!("   verification: {}", verdict["result"]);
     let (_, uses) = demo
-        .get(county, "land-registry", &format!("/v1/licences/{licence_id}/uses?purpose=%E5%AE%A1%E8%AE%A1"))
+        .get(county, "provident-fund", &format!("/v1/licences/{licence_id}/uses?purpose=%E5%AE%A1%E8%AE%A1"))
         .await?;
     let logged = uses["uses"]
         .as_array()

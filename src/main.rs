@@ -155,6 +155,10 @@ enum SchemaCommand {
         /// against a git ref.
         #[arg(long)]
         level: Option<String>,
+        /// A steward's token for the registry (writes need one; reads too where the registry
+        /// is configured so); the same variable sets `registry.token` of a node.
+        #[arg(long, env = "GOVEX_REGISTRY__TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Register every working-tree schema under `<topic>-value`.
     Push {
@@ -164,12 +168,20 @@ enum SchemaCommand {
         /// The registry's URL.
         #[arg(long, default_value = DEFAULT_REGISTRY, env = "GOVEX_REGISTRY_URL")]
         registry: String,
+        /// A steward's token for the registry (writes need one; reads too where the registry
+        /// is configured so); the same variable sets `registry.token` of a node.
+        #[arg(long, env = "GOVEX_REGISTRY__TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// List the registry's subjects with their latest versions and levels.
     List {
         /// The registry's URL.
         #[arg(long, default_value = DEFAULT_REGISTRY, env = "GOVEX_REGISTRY_URL")]
         registry: String,
+        /// A steward's token for the registry (writes need one; reads too where the registry
+        /// is configured so); the same variable sets `registry.token` of a node.
+        #[arg(long, env = "GOVEX_REGISTRY__TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Show what changed between two versions of a subject.
     Diff {
@@ -182,6 +194,10 @@ enum SchemaCommand {
         /// The registry's URL.
         #[arg(long, default_value = DEFAULT_REGISTRY, env = "GOVEX_REGISTRY_URL")]
         registry: String,
+        /// A steward's token for the registry (writes need one; reads too where the registry
+        /// is configured so); the same variable sets `registry.token` of a node.
+        #[arg(long, env = "GOVEX_REGISTRY__TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -189,14 +205,16 @@ async fn schema(command: SchemaCommand, json: bool) -> Result<bool> {
     use govex::schema_cmd as cmd;
     match command {
         SchemaCommand::Lint { dir } => cmd::lint_command(&dir, json),
-        SchemaCommand::Check { against, dir, level } => {
+        SchemaCommand::Check { against, dir, level, token } => {
             let level = level.map(|l| l.to_uppercase().parse()).transpose().map_err(anyhow::Error::msg)?;
-            cmd::check_command(&dir, &against, level, json).await
+            cmd::check_command(&dir, &against, token.as_deref(), level, json).await
         }
-        SchemaCommand::Push { dir, registry } => cmd::push_command(&dir, &registry, json).await,
-        SchemaCommand::List { registry } => cmd::list_command(&registry, json).await,
-        SchemaCommand::Diff { subject, from, to, registry } => {
-            cmd::diff_command(&registry, &subject, &from, &to, json).await
+        SchemaCommand::Push { dir, registry, token } => {
+            cmd::push_command(&dir, &cmd::client(&registry, token.as_deref()), json).await
+        }
+        SchemaCommand::List { registry, token } => cmd::list_command(&cmd::client(&registry, token.as_deref()), json).await,
+        SchemaCommand::Diff { subject, from, to, registry, token } => {
+            cmd::diff_command(&cmd::client(&registry, token.as_deref()), &subject, &from, &to, json).await
         }
     }
 }

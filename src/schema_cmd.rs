@@ -114,16 +114,28 @@ struct Verdict {
     problems: Vec<String>,
 }
 
+/// A client of the registry at `url`, sending `token` (a steward's) when one is given.
+pub fn client(url: &str, token: Option<&str>) -> RegistryClient {
+    RegistryClient::http_with_token(url, token)
+}
+
 /// `govex schema check --against <registry-url | git-ref>`: exit status 1 when a schema of
 /// the working tree breaks compatibility.
-pub async fn check_command(dir: &Path, against: &str, level: Option<Compatibility>, as_json: bool) -> Result<bool> {
+
+pub async fn check_command(
+    dir: &Path,
+    against: &str,
+    token: Option<&str>,
+    level: Option<Compatibility>,
+    as_json: bool,
+) -> Result<bool> {
     let tree = WorkingTree::read(dir)?;
     let mut verdicts = Vec::new();
     for (topic, text) in &tree.schemas {
         let subject = value_subject(topic);
         let new = Schema::parse_str(text).with_context(|| format!("{topic}.avsc is not a valid Avro schema"))?;
         let verdict = if against.starts_with("http://") || against.starts_with("https://") {
-            check_against_registry(&RegistryClient::http(against), &subject, &new, level).await?
+            check_against_registry(&client(against, token), &subject, &new, level).await?
         } else {
             check_against_git(dir, against, topic, &subject, &new, level.unwrap_or(Compatibility::Backward))?
         };
@@ -234,9 +246,9 @@ fn check_against_git(
 }
 
 /// `govex schema push`: registers every working-tree schema under its topic's subject.
-pub async fn push_command(dir: &Path, registry_url: &str, as_json: bool) -> Result<bool> {
+pub async fn push_command(dir: &Path, registry: &RegistryClient, as_json: bool) -> Result<bool> {
     let tree = WorkingTree::read(dir)?;
-    let registry = RegistryClient::http(registry_url);
+    let registry_url = registry.describe();
     let mut rows = Vec::new();
     let mut ok = true;
     for (topic, text) in &tree.schemas {
@@ -272,8 +284,7 @@ pub async fn push_command(dir: &Path, registry_url: &str, as_json: bool) -> Resu
 }
 
 /// `govex schema list`: every subject of a registry with its latest version.
-pub async fn list_command(registry_url: &str, as_json: bool) -> Result<bool> {
-    let registry = RegistryClient::http(registry_url);
+pub async fn list_command(registry: &RegistryClient, as_json: bool) -> Result<bool> {
     let mut rows = Vec::new();
     for subject in registry.subjects().await? {
         let latest = registry.version(&subject, "latest").await?;
@@ -299,8 +310,13 @@ pub async fn list_command(registry_url: &str, as_json: bool) -> Result<bool> {
 
 /// `govex schema diff <subject> <v1> <v2>`: field-level changes and both directions of
 /// compatibility.
-pub async fn diff_command(registry_url: &str, subject: &str, from: &str, to: &str, as_json: bool) -> Result<bool> {
-    let registry = RegistryClient::http(registry_url);
+pub async fn diff_command(
+    registry: &RegistryClient,
+    subject: &str,
+    from: &str,
+    to: &str,
+    as_json: bool,
+) -> Result<bool> {
     let old = registry.version(subject, from).await?;
     let new = registry.version(subject, to).await?;
     let old_schema = Schema::parse_str(&old.schema)?;

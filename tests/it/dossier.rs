@@ -33,7 +33,10 @@ async fn the_dossier_gathers_every_department_and_honours_sharing_classes() {
     let unit = property_unit_number(42);
     let dossier = |department: &'static str| {
         let (http, url) = (http.clone(), format!("{base}/v1/dossiers/{unit}"));
-        async move { http.get(url).bearer_auth(token(department)).send().await.unwrap().json::<Value>().await.unwrap() }
+        async move {
+            let request = http.get(url).query(&[("purpose", "并联审核")]).bearer_auth(token(department));
+            request.send().await.unwrap().json::<Value>().await.unwrap()
+        }
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let clerk = loop {
@@ -74,6 +77,7 @@ async fn the_dossier_gathers_every_department_and_honours_sharing_classes() {
 
     let missing = http
         .get(format!("{base}/v1/dossiers/610921001001GB99999F99999999"))
+        .query(&[("purpose", "并联审核")])
         .bearer_auth(token("tax"))
         .send()
         .await

@@ -10,7 +10,11 @@ use govex_adapters::{
     intake::{auth::hash_token, Rejection},
     samples::sample,
 };
-use govex_bus::{config::TokenConfig, rdkafka::message::Message, Decoder, Department, NodeConfig};
+use govex_bus::{
+    config::{Role, TokenConfig},
+    rdkafka::message::Message,
+    Decoder, Department, NodeConfig,
+};
 use serde_json::{json, Value};
 
 use crate::{node::test_node_config, support::records_in_topic};
@@ -28,13 +32,19 @@ fn token(department: &str) -> String {
 
 pub fn intake_config(dir: &std::path::Path) -> NodeConfig {
     let mut config = test_node_config(dir);
-    config.intake.tokens = RECORDS
-        .iter()
-        .map(|(department, _, _)| TokenConfig {
-            department: (*department).into(),
-            sha256: hash_token(&token(department)),
+    // The four departments, the platform, and a steward's and an auditor's token.
+    let departments = RECORDS.iter().map(|(department, _, _)| (*department, *department, Role::Department));
+    config.intake.tokens = departments
+        .chain([
+            ("platform", "platform", Role::Department),
+            ("platform", "steward", Role::Steward),
+            ("land-registry", "auditor", Role::Auditor),
+        ])
+        .map(|(department, name, role)| TokenConfig {
+            department: department.into(),
+            sha256: hash_token(&token(name)),
             label: None,
-            role: Default::default(),
+            role,
         })
         .collect();
     config.intake.max_body_bytes = 64 * 1024;

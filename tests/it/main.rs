@@ -13,6 +13,7 @@ mod elicense;
 mod import;
 mod intake;
 mod node;
+mod personal_data;
 mod process;
 mod python_client;
 mod registry;

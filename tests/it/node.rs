@@ -16,8 +16,18 @@ pub fn test_node_config(data_dir: &Path) -> NodeConfig {
     config.listen.registry = any;
     config.listen.ops = any;
     config.bus.session_timeout_ms = 6_000;
+    // A data steward's token, for the tests that write the registry over HTTP.
+    config.intake.tokens = vec![govex_bus::config::TokenConfig {
+        department: "platform".into(),
+        sha256: govex_bus::auth::hash_token(STEWARD_TOKEN),
+        label: Some("steward".into()),
+        role: govex_bus::auth::Role::Steward,
+    }];
     config
 }
+
+/// The token of the steward [`test_node_config`] configures.
+pub const STEWARD_TOKEN: &str = "test-token-of-steward";
 
 #[tokio::test]
 async fn a_node_serves_its_registry_to_a_remote_codec_and_reports_ready() {
@@ -31,7 +41,7 @@ async fn a_node_serves_its_registry_to_a_remote_codec_and_reports_ready() {
     assert!(subjects.contains(&"gov.case.event.v1-value".to_owned()), "{subjects:?}");
 
     // A codec in another process would use this client: encode, then decode by id over HTTP.
-    let remote = RegistryClient::http(&base);
+    let remote = RegistryClient::http_with_token(&base, Some(STEWARD_TOKEN));
     let encoder = govex_bus::Encoder::register(&remote, "gov.test.permit.v1-value", PERMIT_SCHEMA).await.unwrap();
     let again = govex_bus::Encoder::register(&remote, "gov.test.permit.v1-value", PERMIT_SCHEMA).await.unwrap();
     assert_eq!(encoder.schema_id(), again.schema_id(), "registering twice returns the same id");

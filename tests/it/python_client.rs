@@ -8,7 +8,13 @@ use apache_avro::{
     types::Value::{self, *},
     Decimal, Schema,
 };
-use govex_bus::{envelope::Envelope, rdkafka::message::Message, Decoder, Department, Division, Encoder, Outgoing};
+use govex_bus::{
+    auth::{hash_token, Role},
+    config::TokenConfig,
+    envelope::Envelope,
+    rdkafka::message::Message,
+    Decoder, Department, Division, Encoder, Outgoing,
+};
 
 use crate::node::test_node_config;
 
@@ -38,7 +44,17 @@ fn decimal(unscaled: i128) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confluents_python_client_and_govex_read_each_others_records() {
     let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(test_node_config(dir.path())).await.unwrap();
+    let mut config = test_node_config(dir.path());
+    let (steward, department) = ("test-token-of-a-steward", "test-token-of-tax");
+    for (token, department, role) in [(steward, "platform", Role::Steward), (department, "tax", Role::Department)] {
+        config.intake.tokens.push(TokenConfig {
+            department: department.into(),
+            sha256: hash_token(token),
+            label: None,
+            role,
+        });
+    }
+    let node = govex::node::start(config).await.unwrap();
     let registry_url = format!("http://{}", node.registry_addr.unwrap());
     let schema_text = std::fs::read_to_string(schema_file()).unwrap();
     let encoder = Encoder::register(&node.registry, &format!("{TOPIC}-value"), &schema_text).await.unwrap();
@@ -75,6 +91,7 @@ async fn confluents_python_client_and_govex_read_each_others_records() {
         Command::new("python3")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/confluent_client.py"))
             .args(["--bootstrap", &bootstrap, "--registry", &registry_url, "--topic", TOPIC, "--key", "from-python"])
+            .args(["--steward-token", steward, "--department-token", department])
             .arg("--schema-file")
             .arg(schema_file())
             .output()
@@ -100,6 +117,12 @@ async fn confluents_python_client_and_govex_read_each_others_records() {
     assert_eq!(got["value"]["paid_at"], 1_795_000_000_000i64);
     assert_eq!(got["headers"]["govex-event-id"], envelope.event_id.to_string());
     assert!(stdout.contains("SENT"), "{stdout}");
+    // Confluent's test_compatibility sends `?normalize=False&verbose=True`.
+    assert!(stdout.contains("COMPATIBLE verbose=False True"), "{stdout}");
+    assert!(stdout.contains("COMPATIBLE verbose=True True"), "{stdout}");
+    // Registry writes need a steward: Confluent's client gets Confluent's codes.
+    assert!(stdout.contains("REFUSED anonymous 401 40101"), "{stdout}");
+    assert!(stdout.contains("REFUSED department 403 40301"), "{stdout}");
 
     // govex reads the Python client's record, by the id the Python client registered.
     let mut collector = crate::support::collect(&node.bus, "read-python", &[TOPIC]);

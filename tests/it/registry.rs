@@ -17,7 +17,8 @@ struct Api {
 
 impl Api {
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        let mut request =
+            self.http.request(method, format!("{}{path}", self.base)).bearer_auth(crate::node::STEWARD_TOKEN);
         if let Some(body) = body {
             request = request.header("content-type", "application/vnd.schemaregistry.v1+json").body(body.to_string());
         }

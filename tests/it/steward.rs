@@ -5,7 +5,12 @@ use std::{path::Path, process::Command};
 use crate::node::test_node_config;
 
 fn govex(args: &[&str], dir: &Path) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_govex")).args(args).current_dir(dir).output().expect("govex runs");
+    let output = Command::new(env!("CARGO_BIN_EXE_govex"))
+        .args(args)
+        .env("GOVEX_REGISTRY__TOKEN", crate::node::STEWARD_TOKEN)
+        .current_dir(dir)
+        .output()
+        .expect("govex runs");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.code().unwrap_or(-1), text)
 }

@@ -2,8 +2,10 @@
 
 Consumes the first record of --topic with confluent-kafka's AvroDeserializer (schemas
 fetched from govex's registry by id) and prints it as one JSON line, then publishes one
-deed-tax payment with AvroSerializer (schema registered with govex's registry) under the key
-given by --key. Exits non-zero on any failure.
+deed-tax payment with AvroSerializer (schema registered with govex's registry, as a data
+steward: HTTP Basic with the steward's token as password) under the key given by --key.
+Before that it checks the registry's access rules and `test_compatibility`, which sends
+`?normalize=False&verbose=True` (Python's spelling of booleans). Exits non-zero on any failure.
 """
 
 import argparse
@@ -13,7 +15,8 @@ import json
 import sys
 
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -33,9 +36,11 @@ def main():
     parser.add_argument("--topic", required=True)
     parser.add_argument("--schema-file", required=True)
     parser.add_argument("--key", required=True)
+    parser.add_argument("--steward-token", required=True)
+    parser.add_argument("--department-token", required=True)
     args = parser.parse_args()
 
-    registry = SchemaRegistryClient({"url": args.registry})
+    registry = SchemaRegistryClient({"url": args.registry, "basic.auth.user.info": f"steward:{args.steward_token}"})
     context = SerializationContext(args.topic, MessageField.VALUE)
 
     consumer = Consumer({
@@ -66,6 +71,25 @@ def main():
 
     with open(args.schema_file, encoding="utf-8") as f:
         schema_text = f.read()
+    subject = f"{args.topic}-value"
+    # Confluent's own call, verbose and not: the registry must take `True`/`False`.
+    for verbose in (False, True):
+        compatible = registry.test_compatibility(subject, Schema(schema_text, "AVRO"), verbose=verbose)
+        print(f"COMPATIBLE verbose={verbose} {compatible}", flush=True)
+        if compatible is not True:
+            return 1
+    # Writes need a steward: no credentials, and a department's token, are refused.
+    for name, conf in [
+        ("anonymous", {"url": args.registry}),
+        ("department", {"url": args.registry, "basic.auth.user.info": f"tax:{args.department_token}"}),
+    ]:
+        try:
+            SchemaRegistryClient(conf).set_compatibility(subject_name=subject, level="NONE")
+        except SchemaRegistryError as e:
+            print(f"REFUSED {name} {e.http_status_code} {e.error_code}", flush=True)
+        else:
+            print(f"{name} changed the registry's configuration", file=sys.stderr)
+            return 1
     serializer = AvroSerializer(registry, schema_text, conf={"auto.register.schemas": True})
     payment = {
         "voucher_number": "PY-0001",

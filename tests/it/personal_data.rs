@@ -1,0 +1,227 @@
+//! Personal data, tried the way a department without rights would try it: no answer may
+//! depend on a personal field the caller is not entitled to, masks show the division or the
+//! surname only, reads are purposed, logged and rate-limited, and each department sees only
+//! its own uses of a licence.
+
+use std::time::Duration;
+
+use govex_sinks::elicense::{LicenceStore, Status};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::{
+    elicense::{licence, licence_id, publish},
+    intake::intake_config,
+};
+
+const HOLDER: &str = "61092119800101123X";
+
+fn token(name: &str) -> String {
+    format!("test-token-of-{name}")
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn get(&self, path: &str, who: &str, purpose: &str) -> reqwest::Response {
+        let request = self.http.get(format!("{}{path}", self.base)).bearer_auth(token(who));
+        request.query(&[("purpose", purpose)]).send().await.unwrap()
+    }
+
+    async fn post(&self, path: &str, who: &str, body: Value) -> reqwest::Response {
+        self.http.post(format!("{}{path}", self.base)).bearer_auth(token(who)).json(&body).send().await.unwrap()
+    }
+
+    /// Waits until the sink has applied the licence `id`.
+    async fn wait_for(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self.get(&format!("/v1/licences/{id}"), "land-registry", "等待入库").await.status() != StatusCode::OK {
+            assert!(tokio::time::Instant::now() < deadline, "the sink did not apply {id}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A licence with a holder's name and identifier printed on its surface too.
+fn printed_licence(serial: &str) -> crate::elicense::LicenceOut {
+    let mut record = licence(serial, Status::Valid, HOLDER);
+    record.holder_name = "欧阳小明".into();
+    record.surface.insert("权利人".into(), "欧阳小明".into());
+    record.surface.insert("证件号码".into(), HOLDER.into());
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_not_entitled_learns_nothing_about_a_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let id = licence_id("PD0001", 1);
+    publish(&node.bus, &node.registry, &[printed_licence("PD0001")]).await;
+    let api = Api { base: format!("http://{}", node.api_addr().unwrap()), http: reqwest::Client::new() };
+    api.wait_for(&id).await;
+
+    // The mask: the division only, and the surname only, for every personal field.
+    let seen: Value = api.get(&format!("/v1/licences/{id}"), "tax", "契税核验").await.json().await.unwrap();
+    assert_eq!(seen["holder"]["identifier_number"], "610921************", "{seen}");
+    assert_eq!(seen["holder"]["name"], "欧**");
+    assert_eq!(seen["surface"]["证件号码"], "610921************");
+    assert_eq!(seen["surface"]["权利人"], "************");
+    assert_eq!(seen["surface"]["坐落"], "汉阴县城关镇", "fields that are not personal show");
+    for part in ["19800101", "123X", "小明"] {
+        assert!(!seen.to_string().contains(part), "{part} shows in {seen}");
+    }
+
+    // Verify: presenting a personal field is refused before the store is read, naming the
+    // field and the rule, and the refusal is the same whether the guess is right or wrong.
+    let verify_path = format!("/v1/licences/{id}/verify");
+    let verify = |fields: Value| api.post(&verify_path, "tax", json!({"purpose": "契税核验", "fields": fields}));
+    let mut refusals = Vec::new();
+    for fields in [
+        json!({"holder_identifier_number": HOLDER}),
+        json!({"holder_identifier_number": "61092119800101000X"}),
+        json!({"holder_name": "欧阳小明"}),
+        json!({"证件号码": HOLDER}),
+        json!({"权利人": "欧阳小明", "坐落": "汉阴县城关镇"}),
+    ] {
+        let response = verify(fields.clone()).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{fields}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["type"], "urn:govex:problem:personal-data");
+        assert_eq!(problem["errors"][0]["rule"], "personal-data-not-entitled");
+        let named = fields.as_object().unwrap().keys().find(|k| *k != "坐落").unwrap();
+        assert_eq!(problem["errors"][0]["pointer"], format!("/fields/{named}"), "{problem}");
+        assert_eq!(problem["errors"].as_array().unwrap().len(), 1, "only the personal field is named: {problem}");
+        refusals.push(problem);
+    }
+    assert_eq!(refusals[0], refusals[1], "a right and a wrong guess get the same answer");
+    // Nor can the masked view's shape be used: only the licence's own fields are compared.
+    let answer = |fields: Value| async move { verify(fields).await.json::<Value>().await.unwrap() };
+    let right = answer(json!({"holder": {"identifier_number": HOLDER, "name": "欧阳小明"}})).await;
+    let wrong = answer(json!({"holder": {"identifier_number": "61092119800101000X", "name": "王五"}})).await;
+    assert_eq!(right["result"], "mismatch");
+    assert_eq!(right, wrong);
+    assert_eq!(answer(json!({"坐落": "汉阴县城关镇"})).await["result"], "valid", "public fields still verify");
+
+    // The entitled land registry verifies the holder.
+    let response = api
+        .post(
+            &format!("/v1/licences/{id}/verify"),
+            "land-registry",
+            json!({"purpose": "转移登记核验", "fields": {"holder_identifier_number": HOLDER, "权利人": "欧阳小明"}}),
+        )
+        .await;
+    assert_eq!(response.json::<Value>().await.unwrap()["result"], "valid");
+
+    // A holder look-up is itself personal data: refused to tax in both forms, whether or not
+    // the holder has licences; served to the land registry with the identifier in the body.
+    for holder in [HOLDER, "61092119800101000X"] {
+        let by_path = api.get(&format!("/v1/holders/{holder}/licences"), "tax", "查询").await;
+        assert_eq!(by_path.status(), StatusCode::FORBIDDEN);
+        let by_body = api.post("/v1/holders/licences", "tax", json!({"holder": holder, "purpose": "查询"})).await;
+        assert_eq!(by_body.status(), StatusCode::FORBIDDEN);
+        let problem: Value = by_body.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["pointer"], "/holder");
+        assert!(!problem.to_string().contains(holder));
+    }
+    let listed: Value = api
+        .post("/v1/holders/licences", "land-registry", json!({"holder": HOLDER, "purpose": "名下证照", "type": "11100000000013338W011"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["licences"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["licences"][0]["holder"]["identifier_number"], HOLDER);
+
+    // Each department sees its own uses; the owner (platform) and an auditor see all.
+    let uses = |who: &'static str| {
+        let path = format!("/v1/licences/{id}/uses");
+        let api = &api;
+        async move {
+            let body: Value = api.get(&path, who, "审计").await.json().await.unwrap();
+            body["uses"].as_array().unwrap().iter().map(|u| u["caller"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    let seen_by_tax = uses("tax").await;
+    assert!(!seen_by_tax.is_empty() && seen_by_tax.iter().all(|c| c == "tax"), "{seen_by_tax:?}");
+    for who in ["platform", "auditor"] {
+        let all = uses(who).await;
+        assert!(all.iter().any(|c| c == "tax") && all.iter().any(|c| c == "land-registry"), "{who}: {all:?}");
+    }
+    // An auditor's token reads the log and nothing else.
+    assert_eq!(api.get(&format!("/v1/licences/{id}"), "auditor", "审计").await.status(), StatusCode::FORBIDDEN);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dossier_reads_state_a_purpose_and_land_in_the_use_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let api = Api { base: format!("http://{}", node.api_addr().unwrap()), http: reqwest::Client::new() };
+    let filing = govex_adapters::samples::sample("housing", "contract-filing", 7).unwrap();
+    assert_eq!(api.post("/v1/housing/contract-filing", "housing", filing).await.status(), StatusCode::ACCEPTED);
+    let unit = govex_adapters::samples::property_unit_number(7);
+    let path = format!("/v1/dossiers/{unit}");
+
+    let unpurposed = api.http.get(format!("{}{path}", api.base)).bearer_auth(token("land-registry")).send().await.unwrap();
+    assert_eq!(unpurposed.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(unpurposed.json::<Value>().await.unwrap()["errors"][0]["rule"], "purpose-required");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let dossier: Value = loop {
+        let response = api.get(&path, "land-registry", "并联审核").await;
+        if response.status() == StatusCode::OK {
+            break response.json().await.unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the dossier did not fill");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let buyers = &dossier["parts"]["contract_filing"]["record"]["buyers"];
+    assert_eq!(buyers[0]["identifier_number"], govex_adapters::samples::citizen_id(7), "entitled: unmasked");
+    // Provident fund reads the filing without personal data: names show the surname only.
+    let masked: Value = api.get(&path, "provident-fund", "贷款审核").await.json().await.unwrap();
+    let buyer = &masked["parts"]["contract_filing"]["record"]["buyers"][0];
+    assert!(buyer["identifier_number"].as_str().unwrap().ends_with("************"), "{buyer}");
+    assert_eq!(buyer["name"].as_str().unwrap().chars().count(), 3, "surname and **: {buyer}");
+    node.shutdown().await.unwrap();
+
+    let store = LicenceStore::open(&dir.path().join("elicense")).unwrap();
+    let log = store.use_log().uses_of(&unit).unwrap();
+    let reads: Vec<(&str, &str, &str)> =
+        log.iter().map(|e| (e.caller.as_str(), e.purpose.as_str(), e.action.as_str())).collect();
+    assert!(reads.contains(&("land-registry", "并联审核", "dossier")), "{reads:?}");
+    assert!(reads.contains(&("provident-fund", "贷款审核", "dossier")), "{reads:?}");
+    assert!(!reads.iter().any(|r| r.1.is_empty()), "no read without a purpose is logged or served");
+    assert_eq!(store.use_log().verify_chain().unwrap().1, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_rate_limited_per_token_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = intake_config(dir.path());
+    config.api.reads_per_second = 1;
+    config.api.read_burst = 3;
+    let node = govex::node::start(config).await.unwrap();
+    let api = Api { base: format!("http://{}", node.api_addr().unwrap()), http: reqwest::Client::new() };
+    let path = format!("/v1/licences/{}", licence_id("RL0001", 1));
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(api.get(&path, "tax", "核验").await.status());
+    }
+    // The burst of 3 answers (404: no such licence), then the limit; a token of its own has
+    // a budget of its own.
+    assert_eq!(&statuses[..3], [StatusCode::NOT_FOUND; 3]);
+    assert!(statuses[3..].contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    let limited = api.post(&format!("{path}/verify"), "tax", json!({"purpose": "核验"})).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert_eq!(limited.json::<Value>().await.unwrap()["type"], "urn:govex:problem:rate-limited");
+    assert_eq!(api.get(&path, "housing", "核验").await.status(), StatusCode::NOT_FOUND);
+    let metrics = reqwest::get(format!("http://{}/metrics", node.ops_addr)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("govex_api_rate_limited_requests_total{api=\"licences\"}"), "{metrics}");
+    assert!(metrics.contains("govex_api_read_limit_per_second 1"), "{metrics}");
+    node.shutdown().await.unwrap();
+}
