@@ -190,7 +190,7 @@ impl Encoder {
         write_header(out, self.schema_id);
         self.writer.write_ser(out, value).map(drop).map_err(|e| {
             out.truncate(start);
-            CodecError::Encode { schema_id: self.schema_id, detail: e.to_string() }
+            CodecError::Encode { schema_id: self.schema_id, detail: value_free(&e, "the value does not fit the schema") }
         })
     }
 
@@ -200,7 +200,7 @@ impl Encoder {
         write_header(&mut out, self.schema_id);
         self.writer
             .write_value_ref(&mut out, value)
-            .map_err(|e| CodecError::Encode { schema_id: self.schema_id, detail: e.to_string() })?;
+            .map_err(|e| CodecError::Encode { schema_id: self.schema_id, detail: value_free(&e, "the value does not fit the schema") })?;
         Ok(out)
     }
 }
@@ -253,12 +253,12 @@ impl Decoder {
                 // writer) uses the shortest two's-complement form; widen them first.
                 widen_decimals(value)
                     .resolve(self.reader_schema)
-                    .map_err(|e| CodecError::Invalid { schema_id, detail: e.to_string() })
+                    .map_err(|e| CodecError::Invalid { schema_id, detail: value_free(&e, "the datum does not resolve to the reader's schema") })
             }
             Err(error) if is_unexpected_eof(&error) => {
-                Err(CodecError::Truncated { schema_id, detail: error.to_string() })
+                Err(CodecError::Truncated { schema_id, detail: format!("at byte {}", cursor.position()) })
             }
-            Err(error) => Err(CodecError::Invalid { schema_id, detail: error.to_string() }),
+            Err(error) => Err(CodecError::Invalid { schema_id, detail: value_free(&error, &format!("the datum does not read with the writer's schema at byte {}", cursor.position())) }),
         }
     }
 
@@ -266,7 +266,7 @@ impl Decoder {
     pub async fn decode_into<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
         let value = self.decode(bytes).await?;
         let schema_id = parse_frame(bytes)?.0;
-        apache_avro::from_value(&value).map_err(|e| CodecError::Invalid { schema_id, detail: e.to_string() })
+        apache_avro::from_value(&value).map_err(|e| CodecError::Invalid { schema_id, detail: value_free(&e, "the decoded value does not fit the expected type") })
     }
 
     async fn reader_for(&self, schema_id: u32) -> Result<Arc<WriterReader>, CodecError> {
@@ -285,6 +285,14 @@ impl Decoder {
         self.readers.lock().insert(schema_id, reader.clone());
         Ok(reader)
     }
+}
+
+/// What an error about a datum may say. apache-avro's messages print the values they failed
+/// on (a whole record, with its citizen identity numbers), and these errors end up in logs
+/// and dead-letter headers: so they keep only `what` (ours, with positions and schema ids),
+/// and apache-avro's text is dropped, at every log level.
+fn value_free(_error: &apache_avro::Error, what: &str) -> String {
+    what.to_owned()
 }
 
 /// Sign-extends every decimal to 16 bytes, enough for the largest precision (38) Avro allows.

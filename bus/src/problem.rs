@@ -28,3 +28,72 @@ pub fn problem_body(status: StatusCode, kind: &str, title: &str, detail: impl In
 pub fn problem(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>, errors: Value) -> Response {
     (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], problem_body(status, kind, title, detail, errors)).into_response()
 }
+
+/// A JSON request body of type `T`. A body that is not JSON, or does not fit `T`, is answered
+/// with problem details naming the place (a JSON pointer) and the rule, never the value found
+/// there: axum's own `Json` echoes serde's message, which quotes the value (a citizen
+/// identity number sent as a number, say).
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(problem(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "media-type",
+                "Unsupported media type",
+                "send Content-Type: application/json",
+                Value::Null,
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|_| {
+            problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Body too large",
+                "the body is larger than this API takes (2 MiB)",
+                Value::Null,
+            )
+        })?;
+        let malformed = |inner: &serde_json::Error| {
+            // Syntax errors name a position, never the input.
+            let detail = format!("the body is not valid JSON (line {}, column {})", inner.line(), inner.column());
+            problem(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON", detail, Value::Null)
+        };
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+            Ok(value) => {
+                deserializer.end().map_err(|e| malformed(&e))?;
+                Ok(Self(value))
+            }
+            Err(error) => {
+                let inner = error.inner();
+                if inner.is_data() {
+                    let pointer: String = error
+                        .path()
+                        .iter()
+                        .map(|segment| format!("/{}", segment.to_string().replace('~', "~0").replace('/', "~1")))
+                        .collect();
+                    let errors = json!([{ "pointer": pointer, "rule": "type", "message": "missing, or not of the expected type" }]);
+                    Err(problem(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid",
+                        "Invalid request",
+                        "the body does not have the expected shape",
+                        errors,
+                    ))
+                } else {
+                    Err(malformed(inner))
+                }
+            }
+        }
+    }
+}

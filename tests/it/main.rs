@@ -12,6 +12,7 @@ mod dossier;
 mod elicense;
 mod import;
 mod intake;
+mod leaks;
 mod node;
 mod personal_data;
 mod process;

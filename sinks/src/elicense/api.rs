@@ -15,7 +15,7 @@ use chrono::{NaiveDate, Utc};
 use govex_bus::{
     auth::{Role, Tokens},
     identifiers::{mask, mask_name},
-    problem::problem,
+    problem::{problem, JsonBody},
     Department, Metrics,
 };
 use govex_schemas::Resource;
@@ -247,7 +247,7 @@ struct HolderQuery {
 async fn by_holder_in_body(
     State(api): State<Arc<LicenceApi>>,
     headers: HeaderMap,
-    Json(query): Json<HolderQuery>,
+    JsonBody(query): JsonBody<HolderQuery>,
 ) -> Response {
     holder_licences(&api, &headers, &query.holder, query.purpose.as_deref(), query.type_code.as_deref()).await
 }
@@ -382,7 +382,7 @@ async fn verify(
     State(api): State<Arc<LicenceApi>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Json(request): Json<VerifyRequest>,
+    JsonBody(request): JsonBody<VerifyRequest>,
 ) -> Response {
     let started = Instant::now();
     let (department, _, purpose) =
