@@ -126,3 +126,49 @@ async fn every_answered_use_survives_a_kill_of_the_node() {
     assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
     assert_eq!(String::from_utf8_lossy(&audit.stdout).trim(), "use log: 20 entries, hash chain intact");
 }
+
+#[tokio::test]
+async fn sigterm_ends_a_start_up_that_waits_for_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    // A registry that does not answer: start-up retries it for two minutes.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = format!("http://{}", unused.local_addr().unwrap());
+    drop(unused);
+    let mut node = Command::new(env!("CARGO_BIN_EXE_govex"))
+        .arg("node")
+        .env("GOVEX_DIVISION", "610921")
+        .env("GOVEX_DATA_DIR", dir.path())
+        .env("GOVEX_COMPONENTS", "intake")
+        .env("GOVEX_REGISTRY__URL", &silent)
+        .env("GOVEX_LISTEN__API", "127.0.0.1:0")
+        .env("GOVEX_LISTEN__OPS", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = node.stderr.take().unwrap();
+    let (tx, waiting) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("not reachable yet") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    waiting.recv_timeout(Duration::from_secs(60)).expect("the node waits for the registry");
+    terminate(&node);
+    // Well before the two minutes of retries would end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = node.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            node.kill().unwrap();
+            panic!("the node kept waiting for the registry after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "a SIGTERM while starting is a clean stop: {status}");
+}

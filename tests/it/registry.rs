@@ -168,3 +168,84 @@ async fn the_registry_answers_like_confluents() {
         .contains(&json!("gov.case.event.v1-value")));
     node.shutdown().await.unwrap();
 }
+
+/// Item by item, what a hostile caller tried on the registry: writes without a steward's
+/// token, subjects that broke the store, booleans spelt as Python spells them.
+#[tokio::test]
+async fn registry_writes_need_a_steward_and_bad_subjects_cannot_corrupt_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_node_config(dir.path());
+    config.intake.tokens.push(govex_bus::config::TokenConfig {
+        department: "tax".into(),
+        sha256: govex_bus::auth::hash_token("test-token-of-tax"),
+        label: None,
+        role: govex_bus::auth::Role::Department,
+    });
+    let node = govex::node::start(config).await.unwrap();
+    let base = format!("http://{}", node.registry_addr.unwrap());
+    let http = reqwest::Client::new();
+    let put_config = |token: Option<&'static str>| {
+        let request = http
+            .put(format!("{base}/config"))
+            .header("content-type", "application/vnd.schemaregistry.v1+json")
+            .body(r#"{"compatibility": "NONE"}"#);
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap()["error_code"].as_u64())
+        }
+    };
+    assert_eq!(put_config(None).await, (401, Some(40101)), "no credentials");
+    assert_eq!(put_config(Some("test-token-of-tax")).await, (403, Some(40301)), "a department's token");
+    let api = Api { base: base.clone(), http: http.clone() };
+    assert_eq!(api.call(Method::GET, "/config", None).await.1["compatibilityLevel"], "BACKWARD", "nothing changed");
+    assert_eq!(put_config(Some(crate::node::STEWARD_TOKEN)).await.0, 200, "a steward's token");
+
+    // Subjects with a control character or invalid UTF-8 are refused with Confluent's 42208,
+    // and the store keeps answering for every real subject.
+    for subject in ["gov.case.event.v1-value%00x", "a%0Ab", "%ED%A0%80", "%FF"] {
+        let path = format!("/subjects/{subject}/versions");
+        assert_eq!(api.error_code(Method::POST, &path, schema(V1)).await, (422, 42208), "{subject}");
+        assert_eq!(api.error_code(Method::GET, &path, None).await, (422, 42208), "{subject}");
+    }
+    assert_eq!(api.call(Method::GET, "/subjects", None).await.0, 200);
+    let (status, latest) = api.call(Method::GET, "/subjects/gov.case.event.v1-value/versions/latest", None).await;
+    assert_eq!(status, 200, "{latest}");
+
+    // Booleans in any case, as Confluent's server reads them (its Python client sends True).
+    let s = "/compatibility/subjects/gov.case.event.v1-value/versions/latest";
+    let (status, body) = api.call(Method::POST, &format!("{s}?normalize=False&verbose=True"), schema(V1)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["messages"].is_array(), "verbose=True is verbose: {body}");
+    let (_, body) = api.call(Method::POST, &format!("{s}?verbose=FALSE"), schema(V1)).await;
+    assert!(body.get("messages").is_none(), "{body}");
+    assert_eq!(api.call(Method::GET, "/subjects?deleted=TRUE", None).await.0, 200);
+    node.shutdown().await.unwrap();
+}
+
+/// A registry whose store fails answers 500 with 50001 naming the store, and a process that
+/// uses it stops at once with that message instead of waiting two minutes for a registry that
+/// is "unreachable".
+#[tokio::test]
+async fn a_failing_registry_store_is_named_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry_dir = dir.path().join("registry");
+    {
+        let db = govex_schemas::store::open_sled(&registry_dir).unwrap();
+        let registry = govex_schemas::Registry::with_db(db.clone()).unwrap();
+        registry.register("gov.case.event.v1-value", V1).unwrap();
+        // A version entry of the wrong length, as a damaged disk would leave it.
+        let mut key = b"ver/gov.case.event.v1-value\0".to_vec();
+        key.extend_from_slice(&2u32.to_be_bytes());
+        db.open_tree("registry").unwrap().insert(key, &[1, 2, 3][..]).unwrap();
+        db.flush().unwrap();
+    }
+    let node = govex::node::start(test_node_config(dir.path())).await;
+    let error = format!("{:#}", node.err().expect("a node on a damaged registry store does not start"));
+    assert!(error.contains("backend data store") && error.contains("sled"), "{error}");
+    assert!(!error.contains("not reachable") && !error.contains("error sending request"), "{error}");
+}
