@@ -212,7 +212,9 @@ async fn schema(command: SchemaCommand, json: bool) -> Result<bool> {
         SchemaCommand::Push { dir, registry, token } => {
             cmd::push_command(&dir, &cmd::client(&registry, token.as_deref()), json).await
         }
-        SchemaCommand::List { registry, token } => cmd::list_command(&cmd::client(&registry, token.as_deref()), json).await,
+        SchemaCommand::List { registry, token } => {
+            cmd::list_command(&cmd::client(&registry, token.as_deref()), json).await
+        }
         SchemaCommand::Diff { subject, from, to, registry, token } => {
             cmd::diff_command(&cmd::client(&registry, token.as_deref()), &subject, &from, &to, json).await
         }

@@ -230,7 +230,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
 
     let info =
         NodeInfo { division: config.division.to_string(), components: components.clone(), topics: topics.clone() };
-    let mut api_router = Router::new().route("/", get(move || async move { Json(info) }));
+    let mut api_router = Router::new()
+        .route("/", get(move || async move { Json(info) }))
+        .route("/openapi.json", openapi::route(openapi::API));
     let mut intake = None;
     if runs(Component::Intake) {
         let idempotency_dir = config.data_dir.join("intake");
@@ -373,7 +375,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     };
     let ops_addr = ops_listener.local_addr()?;
     let readiness = Readiness { bus: uses_bus.then(|| bus.clone()), registry: registry.clone() };
-    background_tasks.spawn(serve("ops", ops_listener, ops::router(metrics.clone(), readiness), background.clone()));
+    let ops_router = ops::router(metrics.clone(), readiness).route("/openapi.json", openapi::route(openapi::OPS));
+    background_tasks.spawn(serve("ops", ops_listener, ops_router, background.clone()));
     let registry_addr = match registry_listener {
         Some((listener, store)) => {
             let addr = listener.local_addr()?;
@@ -385,7 +388,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             background_tasks.spawn(serve(
                 "schema registry",
                 listener,
-                govex_schemas::http::router(store, access),
+                // The document is open to read, whatever the registry's access rules.
+                govex_schemas::http::router(store, access).route("/openapi.json", openapi::route(openapi::REGISTRY)),
                 background.clone(),
             ));
             Some(addr)
@@ -409,6 +413,23 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         background,
         background_tasks,
     })
+}
+
+/// The OpenAPI 3.1 documents of the node's three ports, kept beside the handlers they
+/// describe (`src/openapi/`); `tests/it/openapi.rs` holds them and the routers together and
+/// the API fuzzer in CI checks every answer against them.
+pub mod openapi {
+    /// The department API port: intake, licences, holders, dossiers, use log, catalogue.
+    pub const API: &str = include_str!("openapi/api.json");
+    /// The schema registry port (Confluent's REST API).
+    pub const REGISTRY: &str = include_str!("openapi/registry.json");
+    /// The ops port: metrics and health.
+    pub const OPS: &str = include_str!("openapi/ops.json");
+
+    /// `GET /openapi.json` serving `document`.
+    pub fn route(document: &'static str) -> axum::routing::MethodRouter {
+        axum::routing::get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], document) })
+    }
 }
 
 /// The body of `GET /` on the API port: what a node says about itself.

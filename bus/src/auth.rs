@@ -8,13 +8,13 @@ use axum::{
     http::{header, HeaderValue, StatusCode},
     response::Response,
 };
+use govex_schemas::http::Refusal;
 use parking_lot::Mutex;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
 };
 use serde_json::Value;
-use govex_schemas::http::Refusal;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
@@ -248,9 +248,7 @@ impl govex_schemas::http::Access for RegistryAccess {
             return Ok(());
         }
         if !self.http_writes {
-            return Err(Refusal::forbidden(
-                "this registry takes no writes over HTTP (registry.http_writes is off)",
-            ));
+            return Err(Refusal::forbidden("this registry takes no writes over HTTP (registry.http_writes is off)"));
         }
         match caller.role {
             Role::Steward => Ok(()),
@@ -288,7 +286,11 @@ impl ReadLimiter {
                 "Reads refused with 429 because the token's budget was spent, by API",
                 limited.clone(),
             );
-            r.register("api_read_limit_per_second", "Sustained reads allowed per token and second (0: no limit)", limit);
+            r.register(
+                "api_read_limit_per_second",
+                "Sustained reads allowed per token and second (0: no limit)",
+                limit,
+            );
         });
         Self {
             per_second: f64::from(config.reads_per_second),
@@ -334,7 +336,10 @@ mod tests {
         let config = vec![entry("tax", hash_token(&token), Some("tax-core"), Role::Department)];
         let tokens = Tokens::from_config(&config).unwrap();
         let caller = tokens.authenticate(Some(&format!("Bearer {token}"))).unwrap();
-        assert_eq!((caller.department, caller.role, caller.label), (Department::Tax, Role::Department, Some("tax-core")));
+        assert_eq!(
+            (caller.department, caller.role, caller.label),
+            (Department::Tax, Role::Department, Some("tax-core"))
+        );
         assert_eq!(tokens.authenticate(Some("Bearer nope")), Err(AuthError::Unknown));
         assert_eq!(tokens.authenticate(Some(&token)), Err(AuthError::Missing), "the Bearer scheme is required");
         assert_eq!(tokens.authenticate(None), Err(AuthError::Missing));
@@ -353,8 +358,11 @@ mod tests {
             entry("platform", hash_token(&steward), None, Role::Steward),
             entry("tax", hash_token(&tax), None, Role::Department),
         ];
-        let access =
-            RegistryAccess { tokens: Tokens::from_config(&config).unwrap(), http_writes: true, read_access: ReadAccess::Open };
+        let access = RegistryAccess {
+            tokens: Tokens::from_config(&config).unwrap(),
+            http_writes: true,
+            read_access: ReadAccess::Open,
+        };
         let basic = |password: &str| {
             format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("anyone:{password}")))
         };
@@ -388,31 +396,35 @@ mod tests {
 
     #[test]
     fn reads_are_limited_per_token_and_refill_with_time() {
-        tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
-            let (a, b) = (new_token(), new_token());
-            let config = vec![
-                entry("tax", hash_token(&a), None, Role::Department),
-                entry("housing", hash_token(&b), None, Role::Department),
-            ];
-            let metrics = Metrics::new();
-            let limit = ApiConfig { reads_per_second: 2, read_burst: 3 };
-            let tokens = Tokens::from_config(&config).unwrap().with_read_limit(&limit, &metrics);
-            let read = |token: &str| tokens.authorize_read(Some(&format!("Bearer {token}")), &[Role::Department], "licences");
-            for _ in 0..3 {
-                assert!(read(&a).is_ok());
-            }
-            let refused = read(&a).unwrap_err();
-            assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-            assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
-            assert!(read(&b).is_ok(), "another token has a budget of its own");
-            tokio::time::advance(Duration::from_millis(500)).await;
-            assert!(read(&a).is_ok(), "half a second at 2/s refills one read");
-            assert!(read(&a).is_err());
-            assert!(metrics.encode().contains("govex_api_rate_limited_requests_total{api=\"licences\"} 2"));
-            let steward = vec![entry("platform", hash_token(&a), None, Role::Steward)];
-            let tokens = Tokens::from_config(&steward).unwrap();
-            let refused = tokens.authorize_read(Some(&format!("Bearer {a}")), &[Role::Department], "licences");
-            assert_eq!(refused.unwrap_err().status(), StatusCode::FORBIDDEN);
-        });
+        tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(
+            async {
+                let (a, b) = (new_token(), new_token());
+                let config = vec![
+                    entry("tax", hash_token(&a), None, Role::Department),
+                    entry("housing", hash_token(&b), None, Role::Department),
+                ];
+                let metrics = Metrics::new();
+                let limit = ApiConfig { reads_per_second: 2, read_burst: 3 };
+                let tokens = Tokens::from_config(&config).unwrap().with_read_limit(&limit, &metrics);
+                let read = |token: &str| {
+                    tokens.authorize_read(Some(&format!("Bearer {token}")), &[Role::Department], "licences")
+                };
+                for _ in 0..3 {
+                    assert!(read(&a).is_ok());
+                }
+                let refused = read(&a).unwrap_err();
+                assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+                assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
+                assert!(read(&b).is_ok(), "another token has a budget of its own");
+                tokio::time::advance(Duration::from_millis(500)).await;
+                assert!(read(&a).is_ok(), "half a second at 2/s refills one read");
+                assert!(read(&a).is_err());
+                assert!(metrics.encode().contains("govex_api_rate_limited_requests_total{api=\"licences\"} 2"));
+                let steward = vec![entry("platform", hash_token(&a), None, Role::Steward)];
+                let tokens = Tokens::from_config(&steward).unwrap();
+                let refused = tokens.authorize_read(Some(&format!("Bearer {a}")), &[Role::Department], "licences");
+                assert_eq!(refused.unwrap_err().status(), StatusCode::FORBIDDEN);
+            },
+        );
     }
 }

@@ -190,7 +190,10 @@ impl Encoder {
         write_header(out, self.schema_id);
         self.writer.write_ser(out, value).map(drop).map_err(|e| {
             out.truncate(start);
-            CodecError::Encode { schema_id: self.schema_id, detail: value_free(&e, "the value does not fit the schema") }
+            CodecError::Encode {
+                schema_id: self.schema_id,
+                detail: value_free(&e, "the value does not fit the schema"),
+            }
         })
     }
 
@@ -198,9 +201,10 @@ impl Encoder {
     pub fn encode_value(&self, value: &Value) -> Result<Vec<u8>, CodecError> {
         let mut out = Vec::with_capacity(256);
         write_header(&mut out, self.schema_id);
-        self.writer
-            .write_value_ref(&mut out, value)
-            .map_err(|e| CodecError::Encode { schema_id: self.schema_id, detail: value_free(&e, "the value does not fit the schema") })?;
+        self.writer.write_value_ref(&mut out, value).map_err(|e| CodecError::Encode {
+            schema_id: self.schema_id,
+            detail: value_free(&e, "the value does not fit the schema"),
+        })?;
         Ok(out)
     }
 }
@@ -251,14 +255,21 @@ impl Decoder {
                 // apache-avro 0.22 refuses to resolve a bytes decimal encoded in fewer bytes
                 // than its precision could need, although the specification (and every other
                 // writer) uses the shortest two's-complement form; widen them first.
-                widen_decimals(value)
-                    .resolve(self.reader_schema)
-                    .map_err(|e| CodecError::Invalid { schema_id, detail: value_free(&e, "the datum does not resolve to the reader's schema") })
+                widen_decimals(value).resolve(self.reader_schema).map_err(|e| CodecError::Invalid {
+                    schema_id,
+                    detail: value_free(&e, "the datum does not resolve to the reader's schema"),
+                })
             }
             Err(error) if is_unexpected_eof(&error) => {
                 Err(CodecError::Truncated { schema_id, detail: format!("at byte {}", cursor.position()) })
             }
-            Err(error) => Err(CodecError::Invalid { schema_id, detail: value_free(&error, &format!("the datum does not read with the writer's schema at byte {}", cursor.position())) }),
+            Err(error) => Err(CodecError::Invalid {
+                schema_id,
+                detail: value_free(
+                    &error,
+                    &format!("the datum does not read with the writer's schema at byte {}", cursor.position()),
+                ),
+            }),
         }
     }
 
@@ -266,7 +277,10 @@ impl Decoder {
     pub async fn decode_into<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
         let value = self.decode(bytes).await?;
         let schema_id = parse_frame(bytes)?.0;
-        apache_avro::from_value(&value).map_err(|e| CodecError::Invalid { schema_id, detail: value_free(&e, "the decoded value does not fit the expected type") })
+        apache_avro::from_value(&value).map_err(|e| CodecError::Invalid {
+            schema_id,
+            detail: value_free(&e, "the decoded value does not fit the expected type"),
+        })
     }
 
     async fn reader_for(&self, schema_id: u32) -> Result<Arc<WriterReader>, CodecError> {

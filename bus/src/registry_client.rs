@@ -44,7 +44,9 @@ pub enum RegistryClientError {
         message: String,
     },
     /// The registry refused this process's credentials (401 or 403).
-    #[error("schema registry at {url} refused the request ({message}); set registry.token to a steward's token for it")]
+    #[error(
+        "schema registry at {url} refused the request ({message}); set registry.token to a steward's token for it"
+    )]
     Refused {
         /// The registry's base URL.
         url: String,

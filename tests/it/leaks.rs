@@ -142,9 +142,12 @@ async fn no_answer_log_metric_or_dead_letter_carries_a_personal_identifier() {
     let numeric = format!("{{\"purpose\": \"核验\", \"fields\": {digits}}}");
     answers.push(send(post_raw(&verify, numeric)).await);
     let holders = format!("{api}/v1/holders/licences");
-    answers.push(send(http.post(&holders).bearer_auth(as_dept("tax")).json(&json!({"holder": known, "purpose": "查"}))).await);
+    answers.push(
+        send(http.post(&holders).bearer_auth(as_dept("tax")).json(&json!({"holder": known, "purpose": "查"}))).await,
+    );
     answers.push(send(post_raw(&holders, format!("{{\"holder\": {digits}, \"purpose\": \"查\"}}"))).await);
-    answers.push(send(http.get(format!("{api}/v1/holders/{known}/licences?purpose=x")).bearer_auth(as_dept("tax"))).await);
+    answers
+        .push(send(http.get(format!("{api}/v1/holders/{known}/licences?purpose=x")).bearer_auth(as_dept("tax"))).await);
 
     // The e-licence sink: records it cannot apply, each carrying the identifier.
     let bus_config = BusConfig { brokers: Some(bootstrap.clone()), ..BusConfig::default() };
@@ -171,7 +174,8 @@ async fn no_answer_log_metric_or_dead_letter_carries_a_personal_identifier() {
     }
     let date = r#"["null", {"type": "int", "logicalType": "date"}]"#;
     assert!(text.contains(date));
-    let mutant = Encoder::register(&client, "leak-mutant-value", &text.replace(date, r#"["null", "string"]"#)).await.unwrap();
+    let mutant =
+        Encoder::register(&client, "leak-mutant-value", &text.replace(date, r#"["null", "string"]"#)).await.unwrap();
     let payloads = [
         encoder.encode(&not_issued).unwrap(),
         valid[..valid.len() - 70].to_vec(),

@@ -14,6 +14,7 @@ mod import;
 mod intake;
 mod leaks;
 mod node;
+mod openapi;
 mod personal_data;
 mod process;
 mod python_client;

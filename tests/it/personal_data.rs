@@ -38,7 +38,8 @@ impl Api {
     /// Waits until the sink has applied the licence `id`.
     async fn wait_for(&self, id: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while self.get(&format!("/v1/licences/{id}"), "land-registry", "等待入库").await.status() != StatusCode::OK {
+        while self.get(&format!("/v1/licences/{id}"), "land-registry", "等待入库").await.status() != StatusCode::OK
+        {
             assert!(tokio::time::Instant::now() < deadline, "the sink did not apply {id}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -128,7 +129,11 @@ async fn a_caller_not_entitled_learns_nothing_about_a_holder() {
         assert!(!problem.to_string().contains(holder));
     }
     let listed: Value = api
-        .post("/v1/holders/licences", "land-registry", json!({"holder": HOLDER, "purpose": "名下证照", "type": "11100000000013338W011"}))
+        .post(
+            "/v1/holders/licences",
+            "land-registry",
+            json!({"holder": HOLDER, "purpose": "名下证照", "type": "11100000000013338W011"}),
+        )
         .await
         .json()
         .await
@@ -142,7 +147,12 @@ async fn a_caller_not_entitled_learns_nothing_about_a_holder() {
         let api = &api;
         async move {
             let body: Value = api.get(&path, who, "审计").await.json().await.unwrap();
-            body["uses"].as_array().unwrap().iter().map(|u| u["caller"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+            body["uses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["caller"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
         }
     };
     let seen_by_tax = uses("tax").await;
@@ -166,7 +176,8 @@ async fn dossier_reads_state_a_purpose_and_land_in_the_use_log() {
     let unit = govex_adapters::samples::property_unit_number(7);
     let path = format!("/v1/dossiers/{unit}");
 
-    let unpurposed = api.http.get(format!("{}{path}", api.base)).bearer_auth(token("land-registry")).send().await.unwrap();
+    let unpurposed =
+        api.http.get(format!("{}{path}", api.base)).bearer_auth(token("land-registry")).send().await.unwrap();
     assert_eq!(unpurposed.status(), StatusCode::BAD_REQUEST);
     assert_eq!(unpurposed.json::<Value>().await.unwrap()["errors"][0]["rule"], "purpose-required");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

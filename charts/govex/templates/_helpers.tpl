@@ -88,6 +88,12 @@ and the bridge when links are configured. Every per-workload template ranges ove
 {{- end -}}
 {{- end -}}
 
+{{- /* Whether a workload reads the tokens: it serves the API, or it serves a registry that
+takes stewards' writes. */}}
+{{- define "govex.readsTokens" -}}
+{{- if or .workload.api (and .workload.registry .root.Values.schemaRegistry.stewardWrites) -}}true{{- end -}}
+{{- end -}}
+
 {{- define "govex.tokensSecret" -}}
 {{- default (printf "%s-tokens" (include "govex.fullname" .)) .Values.tokens.existingSecret -}}
 {{- end -}}
@@ -131,7 +137,7 @@ containers:
       - name: GOVEX_REGISTRY__URL
         value: {{ include "govex.registryUrl" $root | quote }}
       {{- end }}
-      {{- if and .api (include "govex.hasTokens" $root) }}
+      {{- if and (include "govex.readsTokens" (dict "workload" . "root" $root)) (include "govex.hasTokens" $root) }}
       - name: GOVEX_INTAKE__TOKENS_FILE
         value: /etc/govex/tokens/tokens.toml
       {{- end }}
@@ -217,7 +223,7 @@ containers:
         readOnly: true
       - {name: {{ default "data" .dataVolume }}, mountPath: /var/lib/govex}
       - {name: tmp, mountPath: /tmp}
-      {{- if and .api (include "govex.hasTokens" $root) }}
+      {{- if and (include "govex.readsTokens" (dict "workload" . "root" $root)) (include "govex.hasTokens" $root) }}
       - {name: tokens, mountPath: /etc/govex/tokens, readOnly: true}
       {{- end }}
       {{- if and .api $v.api.tls.secretName }}
@@ -241,7 +247,7 @@ volumes:
   {{- end }}
   - name: tmp
     emptyDir: {medium: Memory, sizeLimit: 64Mi}
-  {{- if and .api (include "govex.hasTokens" $root) }}
+  {{- if and (include "govex.readsTokens" (dict "workload" . "root" $root)) (include "govex.hasTokens" $root) }}
   - name: tokens
     secret: {secretName: {{ include "govex.tokensSecret" $root }}}
   {{- end }}

@@ -394,8 +394,12 @@ async fn verify(
     // verdict on a guessed identifier or name would tell it whether the guess is right.
     // The refusal is decided on the request alone, before the store is read.
     if !api.resource.may_see_personal_data(department.as_str()) {
-        let personal: Vec<String> =
-            request.fields.keys().filter(|name| is_personal(&api.resource, name)).map(|name| format!("/fields/{name}")).collect();
+        let personal: Vec<String> = request
+            .fields
+            .keys()
+            .filter(|name| is_personal(&api.resource, name))
+            .map(|name| format!("/fields/{name}"))
+            .collect();
         if !personal.is_empty() {
             api.metrics.verifications.get_or_create(&ResultLabels { result: "refused".into() }).inc();
             return not_entitled(&api.resource, department, &personal);
