@@ -121,7 +121,6 @@ pub fn client(url: &str, token: Option<&str>) -> RegistryClient {
 
 /// `govex schema check --against <registry-url | git-ref>`: exit status 1 when a schema of
 /// the working tree breaks compatibility.
-
 pub async fn check_command(
     dir: &Path,
     against: &str,

@@ -101,7 +101,7 @@ async fn each_port_serves_its_document_and_routes_every_operation() {
         let served: Value = http.get(format!("{base}/openapi.json")).send().await.unwrap().json().await.unwrap();
         assert_eq!(served, document(text), "{base}");
         for (path, method) in operations(&served) {
-            let concrete = path.replace('{', "").replace('}', "");
+            let concrete = path.replace(['{', '}'], "");
             let request = http.request(method.to_uppercase().parse().unwrap(), format!("{base}{concrete}"));
             let response = request.send().await.unwrap();
             let status = response.status();
