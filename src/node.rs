@@ -195,8 +195,26 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         false => None,
     };
     let ops_listener = ops::bind("ops endpoints", config.listen.ops).await?;
+    // Certificates are read before anything runs, so that a bad file stops the start cleanly.
+    let api_tls = match (&api_listener, &config.listen.tls) {
+        (Some(_), Some(tls)) => Some(govex_bus::tls::acceptor(tls, "listen.tls")?),
+        _ => None,
+    };
+    let registry_tls = match (&registry_url, &config.listen.registry_tls) {
+        (None, Some(tls)) => Some(govex_bus::tls::acceptor(tls, "listen.registry_tls")?),
+        _ => None,
+    };
     let (registry, registry_listener) = match &registry_url {
-        Some(url) => (RegistryClient::http_with_token(url, config.registry.token.as_deref()), None),
+        Some(url) => {
+            let token = config.registry.token.as_deref();
+            let client = match &config.registry.tls {
+                Some(tls) => RegistryClient::https(url, token, tls)
+                    .map_err(anyhow::Error::msg)
+                    .context("invalid configuration")?,
+                None => RegistryClient::http_with_token(url, token),
+            };
+            (client, None)
+        }
         None => {
             let listener = ops::bind("schema registry", config.listen.registry).await?;
             let store = open_registry(config.data_dir.join("registry"))?;
@@ -353,9 +371,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let api_addr = match api_listener {
         Some(listener) => {
             let addr = listener.local_addr()?;
-            match &config.listen.tls {
-                Some(tls) => {
-                    let acceptor = govex_bus::tls::acceptor(tls)?;
+            match api_tls {
+                Some(acceptor) => {
                     let connections = intake_tasks.clone();
                     intake_tasks.spawn(govex_bus::tls::serve(
                         listener,
@@ -385,13 +402,24 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
                 http_writes: config.registry.http_writes,
                 read_access: config.registry.read_access,
             });
-            background_tasks.spawn(serve(
-                "schema registry",
-                listener,
-                // The document is open to read, whatever the registry's access rules.
-                govex_schemas::http::router(store, access).route("/openapi.json", openapi::route(openapi::REGISTRY)),
-                background.clone(),
-            ));
+            // The document is open to read, whatever the registry's access rules.
+            let router =
+                govex_schemas::http::router(store, access).route("/openapi.json", openapi::route(openapi::REGISTRY));
+            match registry_tls {
+                Some(acceptor) => {
+                    let connections = background_tasks.clone();
+                    background_tasks.spawn(govex_bus::tls::serve(
+                        listener,
+                        acceptor,
+                        router,
+                        background.clone(),
+                        connections,
+                    ));
+                }
+                None => {
+                    background_tasks.spawn(serve("schema registry", listener, router, background.clone()));
+                }
+            }
             Some(addr)
         }
         None => None,
@@ -459,7 +487,10 @@ impl RunningNode {
             println!("  API               {scheme}://{addr}/");
         }
         match self.registry_addr {
-            Some(addr) => println!("  schema registry   http://{addr}/subjects"),
+            Some(addr) => {
+                let scheme = if self.config.listen.registry_tls.is_some() { "https" } else { "http" };
+                println!("  schema registry   {scheme}://{addr}/subjects");
+            }
             None => println!("  schema registry   {} (external)", self.registry.describe()),
         }
         println!("  metrics           http://{}/metrics", self.ops_addr);

@@ -413,6 +413,25 @@ pub struct RegistryConfig {
     /// registry without authentication) or `token` (any configured token).
     #[serde(default)]
     pub read_access: ReadAccess,
+    /// TLS towards the registry at an `https://` `url`: the CA to trust and, for a registry
+    /// that wants mutual TLS, this process's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RegistryTlsConfig>,
+}
+
+/// TLS of this process towards an external registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryTlsConfig {
+    /// PEM file with the CA certificates the registry's certificate must chain to (an
+    /// `https://` registry needs one: no public roots are built in).
+    pub ca_path: PathBuf,
+    /// PEM file with this process's certificate chain, for a registry that wants mutual TLS.
+    #[serde(default)]
+    pub client_cert_path: Option<PathBuf>,
+    /// PEM file with that certificate's private key.
+    #[serde(default)]
+    pub client_key_path: Option<PathBuf>,
 }
 
 fn default_true() -> bool {
@@ -421,7 +440,7 @@ fn default_true() -> bool {
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        Self { url: None, token: None, http_writes: true, read_access: ReadAccess::Open }
+        Self { url: None, token: None, http_writes: true, read_access: ReadAccess::Open, tls: None }
     }
 }
 
@@ -452,6 +471,10 @@ pub struct ListenConfig {
     /// TLS for the API listener; with `client_ca_path`, mutual TLS.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// TLS for the registry listener; with `client_ca_path`, mutual TLS: a client without a
+    /// certificate from that CA cannot connect, whatever token it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_tls: Option<TlsConfig>,
 }
 
 /// TLS of the department-facing API.
@@ -545,7 +568,13 @@ impl Default for BusConfig {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { api: default_api_listen(), registry: default_registry_listen(), ops: default_ops_listen(), tls: None }
+        Self {
+            api: default_api_listen(),
+            registry: default_registry_listen(),
+            ops: default_ops_listen(),
+            tls: None,
+            registry_tls: None,
+        }
     }
 }
 

@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use govex_schemas::{Registry, RegistryError, VersionSelector};
 
+use crate::config::RegistryTlsConfig;
+
 /// A failed registry call.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryClientError {
@@ -114,6 +116,38 @@ impl RegistryClient {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
+        Self::http_client(base_url, token, client)
+    }
+
+    /// A client of the `https://` registry at `base_url`, trusting the CA of `tls` and, for a
+    /// registry that wants mutual TLS, presenting its client certificate. An error names the
+    /// setting and the file.
+    pub fn https(base_url: &str, token: Option<&str>, tls: &RegistryTlsConfig) -> Result<Self, String> {
+        let read = |key: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| format!("registry.tls.{key}: {}: {e}", path.display()))
+        };
+        let ca = reqwest::Certificate::from_pem(&read("ca_path", &tls.ca_path)?)
+            .map_err(|e| format!("registry.tls.ca_path: {}: {e}", tls.ca_path.display()))?;
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .timeout(Duration::from_secs(10));
+        match (&tls.client_cert_path, &tls.client_key_path) {
+            (Some(cert), Some(key)) => {
+                let pem = [read("client_cert_path", cert)?, read("client_key_path", key)?].join(&b"\n"[..]);
+                let identity = reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| format!("registry.tls.client_cert_path/client_key_path: {e}"))?;
+                builder = builder.identity(identity);
+            }
+            (None, None) => {}
+            _ => return Err("registry.tls: client_cert_path and client_key_path go together".into()),
+        }
+        let client = builder.build().map_err(|e| format!("registry.tls: {e}"))?;
+        Ok(Self::http_client(base_url, token, client))
+    }
+
+    fn http_client(base_url: &str, token: Option<&str>, client: reqwest::Client) -> Self {
         Self {
             source: Arc::new(Source::Http {
                 base_url: base_url.trim_end_matches('/').to_owned(),

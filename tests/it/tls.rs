@@ -103,3 +103,57 @@ async fn mutual_tls_serves_known_clients_and_refuses_others() {
     );
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_over_mutual_tls_serves_known_clients_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("govex registry CA");
+    let (server_cert, server_key) = pki.leaf(&["127.0.0.1"]);
+    let ca_path = write(dir.path(), "ca.pem", &pki.ca.pem());
+    let mut config = crate::node::test_node_config(&dir.path().join("registry"));
+    config.components = vec![govex_bus::config::Component::Registry];
+    config.listen.registry_tls = Some(TlsConfig {
+        cert_path: write(dir.path(), "server.pem", &server_cert),
+        key_path: write(dir.path(), "server.key", &server_key),
+        client_ca_path: Some(ca_path.clone()),
+    });
+    let registry = govex::node::start(config).await.unwrap();
+    let url = format!("https://{}", registry.registry_addr.unwrap());
+    let (client_cert, client_key) = pki.leaf(&["intake"]);
+    let tls = govex_bus::config::RegistryTlsConfig {
+        ca_path: ca_path.clone(),
+        client_cert_path: Some(write(dir.path(), "client.pem", &client_cert)),
+        client_key_path: Some(write(dir.path(), "client.key", &client_key)),
+    };
+    let schema =
+        r#"{"type":"record","name":"T","namespace":"cn.gov.exchange.test","fields":[{"name":"a","type":"string"}]}"#;
+
+    // A client with a certificate from the CA and a steward's token writes.
+    let known = govex_bus::RegistryClient::https(&url, Some(crate::node::STEWARD_TOKEN), &tls).unwrap();
+    assert!(known.register("gov.test.tls.v1-value", schema).await.unwrap() > 0);
+    // Without a client certificate, or over plain HTTP, nothing is read.
+    let anonymous = govex_bus::config::RegistryTlsConfig { ca_path, client_cert_path: None, client_key_path: None };
+    let no_certificate = govex_bus::RegistryClient::https(&url, Some(crate::node::STEWARD_TOKEN), &anonymous).unwrap();
+    assert!(no_certificate.subjects().await.is_err(), "no client certificate");
+    let plain = govex_bus::RegistryClient::http(&url.replace("https", "http"));
+    assert!(plain.subjects().await.is_err(), "plain HTTP");
+
+    // A process of the node reaches it through its registry.tls settings.
+    let mut intake = crate::intake::intake_config(&dir.path().join("intake"));
+    intake.components = vec![govex_bus::config::Component::Intake];
+    intake.registry.url = Some(url);
+    intake.registry.tls = Some(tls);
+    // The mock cluster has no CreateTopics; an operator's cluster would have the topics.
+    let broker = govex_bus::embedded::EmbeddedBroker::start(1).unwrap();
+    for schema in govex_schemas::bundled_schemas() {
+        for topic in [schema.topic.to_owned(), govex_bus::dlq::dlq_topic(schema.topic)] {
+            broker.create_topic(&topic, 3, 1).unwrap();
+        }
+    }
+    intake.bus.brokers = Some(broker.bootstrap_servers().to_owned());
+    intake.bus.replication_factor = 1;
+    let intake = govex::node::start(intake).await.unwrap();
+    assert!(intake.topics.contains(&"gov.elicense.licence.v1".to_owned()));
+    intake.shutdown().await.unwrap();
+    registry.shutdown().await.unwrap();
+}
