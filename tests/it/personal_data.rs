@@ -196,6 +196,11 @@ async fn dossier_reads_state_a_purpose_and_land_in_the_use_log() {
     let buyer = &masked["parts"]["contract_filing"]["record"]["buyers"][0];
     assert!(buyer["identifier_number"].as_str().unwrap().ends_with("************"), "{buyer}");
     assert_eq!(buyer["name"].as_str().unwrap().chars().count(), 3, "surname and **: {buyer}");
+    // The licence use-log route lists uses of licences only: not who read a dossier.
+    for who in ["platform", "auditor"] {
+        let listed: Value = api.get(&format!("/v1/licences/{unit}/uses"), who, "审计").await.json().await.unwrap();
+        assert_eq!(listed["uses"], json!([]), "{who}: {listed}");
+    }
     node.shutdown().await.unwrap();
 
     let store = LicenceStore::open(&dir.path().join("elicense")).unwrap();

@@ -243,6 +243,8 @@ async fn answer(server: &IntakeServer, department: Department, record: &str, bat
     let lines: Vec<Vec<u8>> = bytes
         .split(|b| *b == b'\n')
         .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        // application/json-seq (RFC 7464) starts each record with RS (0x1E).
+        .map(|line| line.strip_prefix(b"\x1e").unwrap_or(line))
         .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
         .map(<[u8]>::to_vec)
         .collect();

@@ -442,10 +442,16 @@ async fn uses(
             Err(response) => return *response,
         };
     let log = api.store.use_log();
-    let mut uses = match log.uses_of(&id) {
-        Ok(uses) => uses,
-        Err(e) => return storage_failed(e),
+    // The log also holds dossier reads (by property unit) and holder look-ups that found
+    // nothing (by masked holder): this route lists the uses of a licence, nothing else.
+    let mut uses = match govex_bus::identifiers::licence_id(&id) {
+        Ok(_) => match log.uses_of(&id) {
+            Ok(uses) => uses,
+            Err(e) => return storage_failed(e),
+        },
+        Err(_) => Vec::new(),
     };
+    uses.retain(|entry| entry.action != "dossier");
     let sees_all = role == Role::Auditor || department.as_str() == api.resource.owner;
     if !sees_all {
         uses.retain(|entry| entry.caller == department.as_str());
