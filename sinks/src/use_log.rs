@@ -287,4 +287,58 @@ mod tests {
         store.audit_tree().remove(2u64.to_be_bytes()).unwrap();
         assert_eq!(store.verify_chain().unwrap().1.unwrap().seq, 3);
     }
+
+    #[test]
+    fn uses_are_listed_by_subject_and_a_copy_keeps_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = UseLog::open_dir(&dir.path().join("a")).unwrap();
+        for subject in ["L1", "L2", "L1"] {
+            log.record_use("tax", "核验", "verify", subject, "valid").unwrap();
+        }
+        let seqs: Vec<u64> = log.uses_of("L1").unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 3]);
+        assert!(log.uses_of("L").unwrap().is_empty(), "a prefix of a subject is not the subject");
+        let copy = UseLog::open_dir(&dir.path().join("b")).unwrap();
+        assert_eq!(copy.copy_use_log_from(&log).unwrap(), 3);
+        assert_eq!(copy.verify_chain().unwrap(), (3, None));
+        assert_eq!(copy.uses_of("L2").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_entry_that_does_not_parse_or_is_renumbered_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = UseLog::open_dir(dir.path()).unwrap();
+        for n in 0..4 {
+            log.record_use("tax", "核验", "verify", &format!("L{n}"), "valid").unwrap();
+        }
+        // Entry 2 claims to be entry 5, with a hash that fits its content.
+        let key = 2u64.to_be_bytes();
+        let mut entry: AuditEntry = serde_json::from_slice(&log.audit_tree().get(key).unwrap().unwrap()).unwrap();
+        entry.seq = 5;
+        entry.hash = entry.compute_hash();
+        log.audit_tree().insert(key, serde_json::to_vec(&entry).unwrap()).unwrap();
+        let (intact, broken) = log.verify_chain().unwrap();
+        assert_eq!((intact, broken.unwrap().seq), (1, 2));
+        // Entry 3 is not an entry at all.
+        let dir = tempfile::tempdir().unwrap();
+        let log = UseLog::open_dir(dir.path()).unwrap();
+        for n in 0..4 {
+            log.record_use("tax", "核验", "verify", &format!("L{n}"), "valid").unwrap();
+        }
+        log.audit_tree().insert(3u64.to_be_bytes(), b"not json".as_slice()).unwrap();
+        let (intact, broken) = log.verify_chain().unwrap();
+        let broken = broken.unwrap();
+        assert_eq!((intact, broken.seq), (2, 3));
+        assert_eq!(broken.reason, "the entry does not parse");
+    }
+
+    #[test]
+    fn purposes_are_required_and_bounded() {
+        assert_eq!(checked_purpose(None).unwrap_err().0, "purpose-required");
+        assert_eq!(checked_purpose(Some("  ")).unwrap_err().0, "purpose-required");
+        assert_eq!(checked_purpose(Some(" 购房提取 ")).unwrap(), "购房提取");
+        let longest = "长".repeat(MAX_PURPOSE_CHARS);
+        assert_eq!(checked_purpose(Some(&longest)).unwrap(), longest, "200 characters, not bytes");
+        assert_eq!(checked_purpose(Some(&format!("{longest}长"))).unwrap_err().0, "purpose-too-long");
+    }
 }
