@@ -148,7 +148,13 @@ pub fn plan(config: &NodeConfig) -> Result<Plan> {
     let tokens = match config.serves_api() || runs_registry {
         true => {
             let configured = config.intake.all_tokens().context("invalid configuration")?;
-            Tokens::from_config(&configured).map_err(anyhow::Error::msg).context("invalid configuration")?
+            let in_file = config.intake.tokens.len();
+            let file = config.intake.tokens_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+            let name = |i: usize| match i < in_file {
+                true => format!("intake.tokens[{i}]"),
+                false => format!("tokens[{}] of intake.tokens_file {file}", i - in_file),
+            };
+            Tokens::from_config_named(&configured, name).map_err(anyhow::Error::msg).context("invalid configuration")?
         }
         false => Tokens::default(),
     };

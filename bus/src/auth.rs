@@ -84,22 +84,32 @@ impl Tokens {
     /// hash twice is an error naming both entries: one token cannot be two departments, and
     /// a copy-pasted entry would otherwise silently decide which of them wins.
     pub fn from_config(tokens: &[TokenConfig]) -> Result<Self, String> {
+        Self::from_config_named(tokens, |i| format!("intake.tokens[{i}]"))
+    }
+
+    /// As [`Tokens::from_config`], with `name` saying where entry `i` came from (the config
+    /// file's `intake.tokens`, or `intake.tokens_file`).
+    pub fn from_config_named(tokens: &[TokenConfig], name: impl Fn(usize) -> String) -> Result<Self, String> {
         let mut by_hash: HashMap<String, usize> = HashMap::new();
         let mut entries = Vec::with_capacity(tokens.len());
         for (i, token) in tokens.iter().enumerate() {
             let department: Department = token
                 .department
                 .parse()
-                .map_err(|_| format!("intake.tokens[{i}].department: '{}' is not a department", token.department))?;
+                .map_err(|_| format!("{}.department: '{}' is not a department", name(i), token.department))?;
             let hex_ok = token.sha256.len() == 64
                 && token.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
             if !hex_ok {
-                return Err(format!("intake.tokens[{i}].sha256: expected 64 lower-case hex digits (the SHA-256 of the token, not the token)"));
+                return Err(format!(
+                    "{}.sha256: expected 64 lower-case hex digits (the SHA-256 of the token, not the token)",
+                    name(i)
+                ));
             }
             if let Some(first) = by_hash.insert(token.sha256.clone(), i) {
                 return Err(format!(
-                    "intake.tokens[{i}].sha256: the same token hash as intake.tokens[{first}] ({} and {}); \
-                     every entry needs a token of its own",
+                    "{}.sha256: the same token hash as {} ({} and {}); every entry needs a token of its own",
+                    name(i),
+                    name(first),
                     describe(&tokens[first]),
                     describe(token)
                 ));
@@ -117,9 +127,11 @@ impl Tokens {
 
     /// Who an `Authorization` header value authenticates.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller<'_>, AuthError> {
+        // The scheme's name is case-insensitive (RFC 9110 §11.1).
         let token = authorization
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
         self.authenticate_token(token)
@@ -167,6 +179,21 @@ impl Tokens {
     /// How many distinct tokens are configured.
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+}
+
+/// Refuses a request without a valid token before anything reads its body: an anonymous
+/// caller can make the node buffer nothing. The routes still check the role, the budget and
+/// everything else themselves.
+pub async fn require_token(
+    axum::extract::State(tokens): axum::extract::State<Tokens>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match tokens.authenticate(authorization) {
+        Ok(_) => next.run(request).await,
+        Err(error) => unauthenticated(error),
     }
 }
 
@@ -341,6 +368,7 @@ mod tests {
             (Department::Tax, Role::Department, Some("tax-core"))
         );
         assert_eq!(tokens.authenticate(Some("Bearer nope")), Err(AuthError::Unknown));
+        assert!(tokens.authenticate(Some(&format!("bearer {token}"))).is_ok(), "the scheme in any case");
         assert_eq!(tokens.authenticate(Some(&token)), Err(AuthError::Missing), "the Bearer scheme is required");
         assert_eq!(tokens.authenticate(None), Err(AuthError::Missing));
         let plain = vec![entry("tax", token.to_uppercase(), None, Role::Department)];

@@ -71,7 +71,12 @@ impl FromStr for Department {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL.into_iter().find(|d| d.as_str() == s).ok_or_else(|| EnvelopeError::Invalid {
             header: header::SOURCE_DEPARTMENT,
-            reason: format!("unknown department '{s}'"),
+            // The header's value is not repeated: errors go to logs and dead-letter headers,
+            // and a value in the wrong header may be anything, a citizen's identifier included.
+            reason: format!(
+                "not a department ({})",
+                Self::ALL.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(", ")
+            ),
         })
     }
 }

@@ -216,14 +216,14 @@ pub fn property_unit_number(number: &str) -> Result<(), &'static str> {
 const HIDDEN: &str = "************";
 
 /// Masks a personal identifier for display and logs: the first six characters of an
-/// identifier long enough to begin with a division (citizen identity numbers, credit codes)
+/// identifier that begins with a division code (six digits, as citizen identity numbers do)
 /// stay, the rest becomes twelve `*` (`610902************`). The birth date, the sequence
 /// and the check character never show: with the check character visible, the hidden digits
 /// of a citizen identity number fall to a few thousand guesses. A shorter identifier (a
 /// passport number, say) is hidden entirely.
 pub fn mask(identifier: &str) -> String {
     let chars: Vec<char> = identifier.chars().collect();
-    if chars.len() >= 15 && chars[..6].iter().all(char::is_ascii_alphanumeric) {
+    if chars.len() >= 15 && chars[..6].iter().all(char::is_ascii_digit) {
         chars[..6].iter().collect::<String>() + HIDDEN
     } else {
         HIDDEN.to_owned()
@@ -308,6 +308,8 @@ mod tests {
         assert_eq!(mask("61090219800101123X"), "610902************");
         assert_eq!(mask("610902198001011"), "610902************", "a 15-digit number of the old kind");
         assert_eq!(mask("E12345678"), "************", "nothing of a short identifier shows");
+        assert_eq!(mask("E1234567890123456"), "************", "nor of one that does not begin with a division");
+        assert_eq!(mask("ZHANGSANFENG LIMITED"), "************");
         assert_eq!(mask("short"), mask("a much longer value?"), "the mask's length says nothing");
         assert_eq!(mask_name("王小明"), "王**");
         assert_eq!(mask_name("欧阳"), mask_name("欧阳小明"), "the given name's length does not show");

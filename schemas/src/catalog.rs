@@ -63,6 +63,11 @@ pub struct Resource {
     /// Departments entitled to personal fields unmasked (besides the owner).
     #[serde(default)]
     pub personal_data_readers: Vec<String>,
+    /// Keys of a personal map that are not personal (`surface.坐落`). A map listed as
+    /// personal (`surface`) is personal under every other key, however an issuer spells it:
+    /// what is shared is named, not what is hidden.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_map_keys: Vec<String>,
 }
 
 impl Resource {
@@ -74,6 +79,14 @@ impl Resource {
                 Sharing::Conditional => self.subscribers.iter().any(|d| d == department),
                 Sharing::NotShared => false,
             }
+    }
+
+    /// Whether `key` of the map field `map` (`surface`) is personal: the whole map is listed
+    /// as personal and the key is not among the public ones, or the key is listed itself.
+    pub fn is_personal_map_key(&self, map: &str, key: &str) -> bool {
+        let path = format!("{map}.{key}");
+        let whole_map = self.personal_fields.iter().any(|p| p == map) && !self.public_map_keys.contains(&path);
+        whole_map || self.personal_fields.contains(&path)
     }
 
     /// Whether `department` may see this resource's personal fields unmasked: the owner, and
@@ -139,7 +152,7 @@ impl Catalog {
                 CatalogError::UnknownTopic { resource: resource.id.clone(), topic: resource.topic.clone() }
             })?;
             let schema = Schema::parse_str(schema_text).map_err(|e| CatalogError::Parse(e.to_string()))?;
-            for path in &resource.personal_fields {
+            for path in resource.personal_fields.iter().chain(&resource.public_map_keys) {
                 if !has_field(&schema, path) {
                     return Err(CatalogError::UnknownField { resource: resource.id.clone(), path: path.clone() });
                 }
@@ -223,7 +236,9 @@ mod tests {
         let cases = catalog.by_topic("gov.case.event.v1").unwrap();
         assert!(cases.may_read("tax") && !cases.may_see_personal_data("tax"), "unconditional, but no personal data");
         let licences = catalog.by_topic("gov.elicense.licence.v1").unwrap();
-        assert!(licences.personal_fields.iter().any(|p| p.starts_with("surface.")), "printed personal fields");
+        assert!(licences.is_personal_map_key("surface", "权利人"), "printed personal fields");
+        assert!(licences.is_personal_map_key("surface", "權利人 "), "whatever the spelling");
+        assert!(!licences.is_personal_map_key("surface", "坐落"), "a public key");
     }
 
     #[test]

@@ -133,7 +133,7 @@ async fn guard(State(access): State<Arc<dyn Access>>, request: Request, next: Ne
 /// The registry routes, to be served at the root of their own listener; `access` decides
 /// who may read and who may write.
 pub fn router(registry: Registry, access: Arc<dyn Access>) -> Router {
-    routes(registry).layer(middleware::from_fn_with_state(access, guard))
+    routes(registry).route_layer(middleware::from_fn_with_state(access, guard))
 }
 
 fn routes(registry: Registry) -> Router {

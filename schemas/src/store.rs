@@ -610,14 +610,26 @@ impl Registry {
 /// Refuses a subject name that is empty or holds a control character. Every write that
 /// creates a key for a subject checks it first.
 pub fn check_subject(subject: &str) -> Result<(), RegistryError> {
-    if subject.is_empty() {
+    if subject.trim().is_empty() {
         return Err(RegistryError::InvalidSubject("it is empty"));
+    }
+    // A Kafka topic name has at most 249 characters; `-value` and a little more fit.
+    if subject.len() > MAX_SUBJECT_BYTES {
+        return Err(RegistryError::InvalidSubject("it is longer than 255 bytes"));
     }
     if subject.chars().any(char::is_control) {
         return Err(RegistryError::InvalidSubject("it contains a control character"));
     }
+    // Characters that show nothing, or reorder what is shown, make two subjects look alike.
+    let invisible = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}');
+    if subject.chars().any(invisible) {
+        return Err(RegistryError::InvalidSubject("it contains an invisible or direction-changing character"));
+    }
     Ok(())
 }
+
+/// The longest subject name the registry stores.
+pub const MAX_SUBJECT_BYTES: usize = 255;
 
 fn parse(text: &str) -> Result<Schema, RegistryError> {
     Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))
@@ -785,7 +797,8 @@ mod tests {
     fn control_characters_in_subjects_are_refused_and_cannot_corrupt_a_neighbour() {
         let (_dir, registry) = open();
         registry.register("t-value", V1).unwrap();
-        for subject in ["t-value\0x", "t-value\nx", ""] {
+        let long = "a".repeat(MAX_SUBJECT_BYTES + 1);
+        for subject in ["t-value\0x", "t-value\nx", "", "  ", "t\u{202E}eulav", "t\u{200B}-value", long.as_str()] {
             assert!(matches!(registry.register(subject, V2), Err(RegistryError::InvalidSubject(_))), "{subject:?}");
             assert!(matches!(
                 registry.set_compatibility(Some(subject), Compatibility::None),

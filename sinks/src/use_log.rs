@@ -250,13 +250,21 @@ impl UseLog {
 /// [`MAX_PURPOSE_CHARS`] characters. The error is the violation to answer with.
 pub fn checked_purpose(purpose: Option<&str>) -> Result<String, (&'static str, String)> {
     let purpose = purpose.map(str::trim).unwrap_or_default();
-    if purpose.is_empty() {
+    // A purpose of nothing visible (zero-width spaces, control characters) states nothing.
+    let invisible = |c: char| c.is_whitespace() || c.is_control() || is_format_character(c);
+    if purpose.chars().all(invisible) {
         return Err(("purpose-required", "state the purpose of the use (用证事由)".to_owned()));
     }
     if purpose.chars().count() > MAX_PURPOSE_CHARS {
         return Err(("purpose-too-long", format!("at most {MAX_PURPOSE_CHARS} characters")));
     }
     Ok(purpose.to_owned())
+}
+
+/// Unicode format characters that show nothing: zero-width spaces and joiners, direction
+/// marks and overrides, the byte-order mark.
+pub fn is_format_character(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 #[cfg(test)]
@@ -336,6 +344,7 @@ mod tests {
     fn purposes_are_required_and_bounded() {
         assert_eq!(checked_purpose(None).unwrap_err().0, "purpose-required");
         assert_eq!(checked_purpose(Some("  ")).unwrap_err().0, "purpose-required");
+        assert_eq!(checked_purpose(Some("\u{200B}\0")).unwrap_err().0, "purpose-required", "nothing visible");
         assert_eq!(checked_purpose(Some(" 购房提取 ")).unwrap(), "购房提取");
         let longest = "长".repeat(MAX_PURPOSE_CHARS);
         assert_eq!(checked_purpose(Some(&longest)).unwrap(), longest, "200 characters, not bytes");

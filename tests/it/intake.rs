@@ -367,9 +367,11 @@ async fn a_batch_answers_line_by_line_and_publishes_only_the_valid_lines() {
     assert_eq!(results[5]["errors"][0]["rule"], "malformed-json");
     assert_eq!(records_in_topic(node.bus.bootstrap_servers(), "gov.housing.contract-filing.v1", 3), 6);
     // application/json-seq (RFC 7464): RS before each record.
-    let seq: String = (20..23u32).map(|n| format!("\x1e{}\n", sample("housing", "contract-filing", n).unwrap())).collect();
+    let seq: String =
+        (20..23u32).map(|n| format!("\x1e{}\n", sample("housing", "contract-filing", n).unwrap())).collect();
     let (status, answer, _) =
-        post(&node, "/v1/housing/contract-filing:batch", Some(&token("housing")), "application/json-seq", seq, None).await;
+        post(&node, "/v1/housing/contract-filing:batch", Some(&token("housing")), "application/json-seq", seq, None)
+            .await;
     assert_eq!((status, answer["accepted"].as_u64()), (200, Some(3)), "{answer}");
     let too_many = vec![sample("housing", "contract-filing", 1).unwrap().to_string(); 101].join("\n");
     assert_eq!(

@@ -52,6 +52,10 @@ fn printed_licence(serial: &str) -> crate::elicense::LicenceOut {
     record.holder_name = "欧阳小明".into();
     record.surface.insert("权利人".into(), "欧阳小明".into());
     record.surface.insert("证件号码".into(), HOLDER.into());
+    // The same, as an issuer might spell it: traditional characters, a trailing space, English.
+    record.surface.insert("權利人".into(), "欧阳小明".into());
+    record.surface.insert("证件号码 ".into(), HOLDER.into());
+    record.surface.insert("holder".into(), HOLDER.into());
     record
 }
 
@@ -70,6 +74,9 @@ async fn a_caller_not_entitled_learns_nothing_about_a_holder() {
     assert_eq!(seen["holder"]["name"], "欧**");
     assert_eq!(seen["surface"]["证件号码"], "610921************");
     assert_eq!(seen["surface"]["权利人"], "************");
+    assert_eq!(seen["surface"]["權利人"], "************", "every surface key but the public ones");
+    assert_eq!(seen["surface"]["证件号码 "], "610921************");
+    assert_eq!(seen["surface"]["holder"], "610921************");
     assert_eq!(seen["surface"]["坐落"], "汉阴县城关镇", "fields that are not personal show");
     for part in ["19800101", "123X", "小明"] {
         assert!(!seen.to_string().contains(part), "{part} shows in {seen}");
@@ -86,6 +93,8 @@ async fn a_caller_not_entitled_learns_nothing_about_a_holder() {
         json!({"holder_name": "欧阳小明"}),
         json!({"证件号码": HOLDER}),
         json!({"权利人": "欧阳小明", "坐落": "汉阴县城关镇"}),
+        json!({"權利人": "欧阳小明"}),
+        json!({"holder": {"identifier_number": HOLDER, "name": "欧阳小明"}}),
     ] {
         let response = verify(fields.clone()).await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{fields}");
@@ -99,13 +108,15 @@ async fn a_caller_not_entitled_learns_nothing_about_a_holder() {
         refusals.push(problem);
     }
     assert_eq!(refusals[0], refusals[1], "a right and a wrong guess get the same answer");
-    // Nor can the masked view's shape be used: only the licence's own fields are compared.
+    // Names that are neither the licence's fields nor public surface keys are refused alike,
+    // so a misspelt or invented key is no way round it either.
     let answer = |fields: Value| async move { verify(fields).await.json::<Value>().await.unwrap() };
-    let right = answer(json!({"holder": {"identifier_number": HOLDER, "name": "欧阳小明"}})).await;
-    let wrong = answer(json!({"holder": {"identifier_number": "61092119800101000X", "name": "王五"}})).await;
-    assert_eq!(right["result"], "mismatch");
+    let right = answer(json!({"Holder_Name": "欧阳小明"})).await;
+    let wrong = answer(json!({"Holder_Name": "王五"})).await;
+    assert_eq!(right["type"], "urn:govex:problem:personal-data");
     assert_eq!(right, wrong);
     assert_eq!(answer(json!({"坐落": "汉阴县城关镇"})).await["result"], "valid", "public fields still verify");
+    assert_eq!(answer(json!({"licence_number": "x"})).await["result"], "mismatch", "the licence's own fields too");
 
     // The entitled land registry verifies the holder.
     let response = api
@@ -161,6 +172,18 @@ async fn a_caller_not_entitled_learns_nothing_about_a_holder() {
         let all = uses(who).await;
         assert!(all.iter().any(|c| c == "tax") && all.iter().any(|c| c == "land-registry"), "{who}: {all:?}");
     }
+    // A department's own entries come without their place in the chain (no sequence numbers
+    // or hashes to count or test others' reads by); an auditor's read is not its department's.
+    let own: Value = api.get(&format!("/v1/licences/{id}/uses"), "tax", "审计").await.json().await.unwrap();
+    for entry in own["uses"].as_array().unwrap() {
+        assert!(
+            entry.get("seq").is_none() && entry.get("hash").is_none() && entry.get("prev_hash").is_none(),
+            "{entry}"
+        );
+    }
+    let land_registry = uses("land-registry").await;
+    assert!(land_registry.iter().all(|c| c == "land-registry"), "{land_registry:?}");
+    assert!(uses("platform").await.iter().any(|c| c == "land-registry (auditor)"), "the auditor's reads are its own");
     // An auditor's token reads the log and nothing else.
     assert_eq!(api.get(&format!("/v1/licences/{id}"), "auditor", "审计").await.status(), StatusCode::FORBIDDEN);
     node.shutdown().await.unwrap();
@@ -239,5 +262,26 @@ async fn reads_are_rate_limited_per_token_with_retry_after() {
     let metrics = reqwest::get(format!("http://{}/metrics", node.ops_addr)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("govex_api_rate_limited_requests_total{api=\"licences\"}"), "{metrics}");
     assert!(metrics.contains("govex_api_read_limit_per_second 1"), "{metrics}");
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_caller_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    for path in ["/v1/licences/x/verify", "/v1/holders/licences"] {
+        let mut stream = tokio::net::TcpStream::connect(node.api_addr().unwrap()).await.unwrap();
+        // Two megabytes announced, a few bytes sent: the answer must not wait for the rest.
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 2000000\r\n\r\n{{\"purpose\":"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 12];
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read_exact(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(read.is_ok(), "{path}: the node waited for the body of a request without a token");
+        assert_eq!(answer, "HTTP/1.1 401", "{path}");
+    }
     node.shutdown().await.unwrap();
 }

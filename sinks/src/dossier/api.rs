@@ -13,7 +13,7 @@ use axum::{
     Json, Router,
 };
 use govex_bus::{
-    auth::{Role, Tokens},
+    auth::{require_token, Role, Tokens},
     identifiers::{mask, mask_name},
     problem::problem,
 };
@@ -41,7 +41,10 @@ pub struct DossierApi {
 
 /// The route.
 pub fn router(api: Arc<DossierApi>) -> Router {
-    Router::new().route("/v1/dossiers/{unit}", get(dossier)).with_state(api)
+    Router::new()
+        .route("/v1/dossiers/{unit}", get(dossier))
+        .route_layer(axum::middleware::from_fn_with_state(api.tokens.clone(), require_token))
+        .with_state(api)
 }
 
 /// Masks the strings at `path` (`a.b`, `list[].c`, `map.key`) in `value`: a name (a path

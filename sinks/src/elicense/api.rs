@@ -13,7 +13,7 @@ use axum::{
 };
 use chrono::{NaiveDate, Utc};
 use govex_bus::{
-    auth::{Role, Tokens},
+    auth::{require_token, Role, Tokens},
     identifiers::{mask, mask_name},
     problem::{problem, JsonBody},
     Department, Metrics,
@@ -76,6 +76,7 @@ pub fn router(api: Arc<LicenceApi>) -> Router {
         .route("/v1/licences/{id}/uses", get(uses))
         .route("/v1/holders/{holder}/licences", get(by_holder))
         .route("/v1/holders/licences", post(by_holder_in_body))
+        .route_layer(axum::middleware::from_fn_with_state(api.tokens.clone(), require_token))
         .with_state(api)
 }
 
@@ -138,15 +139,33 @@ fn date(days: i32) -> String {
         .unwrap_or_default()
 }
 
-/// The surface keys the catalogue lists as personal (`surface.<key>`).
-fn personal_surface_keys(resource: &Resource) -> impl Iterator<Item = &str> {
-    resource.personal_fields.iter().filter_map(|path| path.strip_prefix("surface."))
-}
+/// The licence's own fields a caller may present for verification, by name; any other name
+/// is a surface key.
+const LICENCE_FIELDS: [&str; 15] = [
+    "licence_id",
+    "version",
+    "type_code",
+    "type_name",
+    "licence_number",
+    "issuer_code",
+    "issuer_name",
+    "holder_identifier_type",
+    "holder_identifier_number",
+    "holder_name",
+    "valid_from",
+    "valid_until",
+    "status_code",
+    "content_hash",
+    "division",
+];
 
 /// Whether a field a caller presents for verification is personal data: the holder's
-/// identifier and name, and the surface fields the catalogue lists.
+/// identifier and name, and every surface key the catalogue does not name as public.
 fn is_personal(resource: &Resource, field: &str) -> bool {
-    resource.personal_fields.iter().any(|path| path == field) || personal_surface_keys(resource).any(|key| key == field)
+    match LICENCE_FIELDS.contains(&field) {
+        true => resource.personal_fields.iter().any(|path| path == field),
+        false => resource.is_personal_map_key("surface", field),
+    }
 }
 
 /// The licence as a caller sees it: personal fields masked unless `entitled`.
@@ -158,8 +177,8 @@ fn view(licence: &StoredLicence, entitled: bool, resource: &Resource) -> Value {
     };
     let mut surface = licence.surface.clone();
     if !entitled {
-        for key in personal_surface_keys(resource) {
-            if let Some(value) = surface.get_mut(key) {
+        for (key, value) in surface.iter_mut() {
+            if resource.is_personal_map_key("surface", key) {
                 *value = mask(value);
             }
         }
@@ -453,11 +472,27 @@ async fn uses(
     };
     uses.retain(|entry| entry.action != "dossier");
     let sees_all = role == Role::Auditor || department.as_str() == api.resource.owner;
-    if !sees_all {
-        uses.retain(|entry| entry.caller == department.as_str());
-    }
-    if let Err(e) = log.log_use(department.as_str(), &purpose, "uses", &id, "listed").await {
+    let listed: Vec<Value> = match sees_all {
+        true => uses.iter().map(|entry| json!(entry)).collect(),
+        // A department sees its own entries without their place in the chain: sequence
+        // numbers and hashes would show how many reads others made between its own, and let
+        // it test guesses at what they were.
+        false => uses
+            .iter()
+            .filter(|entry| entry.caller == department.as_str())
+            .map(|entry| {
+                json!({ "at_ms": entry.at_ms, "caller": entry.caller, "purpose": entry.purpose,
+                        "action": entry.action, "subject": entry.subject, "result": entry.result })
+            })
+            .collect(),
+    };
+    // An auditor's read is its own, not its department's: the department does not see it.
+    let logged_as = match role {
+        Role::Auditor => format!("{department} (auditor)"),
+        _ => department.as_str().to_owned(),
+    };
+    if let Err(e) = log.log_use(&logged_as, &purpose, "uses", &id, "listed").await {
         return storage_failed(e);
     }
-    Json(json!({ "licence_id": id, "uses": uses })).into_response()
+    Json(json!({ "licence_id": id, "uses": listed })).into_response()
 }
