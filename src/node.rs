@@ -15,6 +15,7 @@ use govex_adapters::intake::{
     idempotency::IdempotencyStore,
     Intake,
 };
+use govex_bus::server::serve;
 use govex_bus::{
     auth::RegistryAccess,
     config::Component,
@@ -203,11 +204,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let ops_listener = ops::bind("ops endpoints", config.listen.ops).await?;
     // Certificates are read before anything runs, so that a bad file stops the start cleanly.
     let api_tls = match (&api_listener, &config.listen.tls) {
-        (Some(_), Some(tls)) => Some(govex_bus::tls::acceptor(tls, "listen.tls")?),
+        (Some(_), Some(tls)) => Some(govex_bus::server::acceptor(tls, "listen.tls")?),
         _ => None,
     };
     let registry_tls = match (&registry_url, &config.listen.registry_tls) {
-        (None, Some(tls)) => Some(govex_bus::tls::acceptor(tls, "listen.registry_tls")?),
+        (None, Some(tls)) => Some(govex_bus::server::acceptor(tls, "listen.registry_tls")?),
         _ => None,
     };
     let (registry, registry_listener) = match &registry_url {
@@ -374,24 +375,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         }
     }
 
+    let limits = config.listen.limits();
     let api_addr = match api_listener {
         Some(listener) => {
             let addr = listener.local_addr()?;
-            match api_tls {
-                Some(acceptor) => {
-                    let connections = intake_tasks.clone();
-                    intake_tasks.spawn(govex_bus::tls::serve(
-                        listener,
-                        acceptor,
-                        api_router,
-                        intake_stop.clone(),
-                        connections,
-                    ));
-                }
-                None => {
-                    intake_tasks.spawn(serve("API", listener, api_router, intake_stop.clone()));
-                }
-            }
+            let connections = intake_tasks.clone();
+            intake_tasks.spawn(serve(listener, api_tls, api_router, limits, intake_stop.clone(), connections));
             Some(addr)
         }
         None => None,
@@ -399,7 +388,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let ops_addr = ops_listener.local_addr()?;
     let readiness = Readiness { bus: uses_bus.then(|| bus.clone()), registry: registry.clone() };
     let ops_router = ops::router(metrics.clone(), readiness).route("/openapi.json", openapi::route(openapi::OPS));
-    background_tasks.spawn(serve("ops", ops_listener, ops_router, background.clone()));
+    // The ops port has connections of its own: a flood on the API leaves the probes answering.
+    let connections = background_tasks.clone();
+    background_tasks.spawn(serve(ops_listener, None, ops_router, limits, background.clone(), connections));
     let registry_addr = match registry_listener {
         Some((listener, store)) => {
             let addr = listener.local_addr()?;
@@ -411,21 +402,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             // The document is open to read, whatever the registry's access rules.
             let router =
                 govex_schemas::http::router(store, access).route("/openapi.json", openapi::route(openapi::REGISTRY));
-            match registry_tls {
-                Some(acceptor) => {
-                    let connections = background_tasks.clone();
-                    background_tasks.spawn(govex_bus::tls::serve(
-                        listener,
-                        acceptor,
-                        router,
-                        background.clone(),
-                        connections,
-                    ));
-                }
-                None => {
-                    background_tasks.spawn(serve("schema registry", listener, router, background.clone()));
-                }
-            }
+            let connections = background_tasks.clone();
+            background_tasks.spawn(serve(listener, registry_tls, router, limits, background.clone(), connections));
             Some(addr)
         }
         None => None,
@@ -472,12 +450,6 @@ struct NodeInfo {
     division: String,
     components: Vec<Component>,
     topics: Vec<String>,
-}
-
-async fn serve(name: &'static str, listener: tokio::net::TcpListener, router: Router, stop: CancellationToken) {
-    if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await {
-        tracing::error!(server = name, error = %error, "HTTP server failed");
-    }
 }
 
 impl RunningNode {

@@ -475,6 +475,30 @@ pub struct ListenConfig {
     /// certificate from that CA cannot connect, whatever token it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_tls: Option<TlsConfig>,
+    /// Connections each listener serves at once; more are closed as they arrive, so that a
+    /// flood on one port leaves the others, and the health checks, answering.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's headers (or its TLS handshake).
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_header_read_timeout_secs() -> u64 {
+    10
+}
+
+impl ListenConfig {
+    /// The limits every listener is served with.
+    pub fn limits(&self) -> crate::server::ServeLimits {
+        crate::server::ServeLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs.max(1)),
+        }
+    }
 }
 
 /// TLS of the department-facing API.
@@ -574,6 +598,8 @@ impl Default for ListenConfig {
             ops: default_ops_listen(),
             tls: None,
             registry_tls: None,
+            max_connections: default_max_connections(),
+            header_read_timeout_secs: default_header_read_timeout_secs(),
         }
     }
 }

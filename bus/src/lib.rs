@@ -7,7 +7,7 @@
 //! Confluent wire format and the schemas behind it), [`producer`] and [`consumer`] (the
 //! no-loss and at-least-once profiles), [`dlq`] (dead letters), [`embedded`] (the in-memory
 //! cluster for trial use), [`bus`] (a node's connection tying these together), then
-//! [`metrics`], [`ops`], [`telemetry`] and [`shutdown`].
+//! [`metrics`], [`ops`], [`server`] (every listener), [`telemetry`] and [`shutdown`].
 //!
 //! Only this crate talks to rdkafka; the rest of the workspace goes through these types.
 
@@ -26,9 +26,9 @@ pub mod ops;
 pub mod problem;
 pub mod producer;
 pub mod registry_client;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;
-pub mod tls;
 
 pub use bus::{Bus, BusError};
 pub use codec::{CodecError, Decoder, Encoder};

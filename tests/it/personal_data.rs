@@ -285,3 +285,49 @@ async fn an_anonymous_caller_is_refused_before_its_body_is_read() {
     }
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_flooding_clients_cannot_hold_a_node() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = intake_config(dir.path());
+    config.listen.max_connections = 8;
+    config.listen.header_read_timeout_secs = 1;
+    let node = govex::node::start(config).await.unwrap();
+    let api = node.api_addr().unwrap();
+    // Eight connections that never finish their headers take every API connection.
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let mut stream = tokio::net::TcpStream::connect(api).await.unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+        slow.push(stream);
+    }
+    // Nothing outside shows that the node has accepted them; give its accept loop a moment,
+    // so that the ninth is the one over the limit.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A ninth is closed at once, without an answer; the ops port answers all the same.
+    let mut ninth = tokio::net::TcpStream::connect(api).await.unwrap();
+    let _ = ninth.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), ninth.read(&mut buffer)).await.expect("closed, not held");
+    assert!(matches!(read, Ok(0) | Err(_)), "the ninth connection was served: {read:?}");
+    let health = reqwest::get(format!("http://{}/healthz", node.ops_addr)).await.unwrap();
+    assert_eq!(health.status(), 200);
+    // The slow ones are closed once their second is up, and the API answers again.
+    for stream in &mut slow {
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await;
+        let read = read.expect("a client too slow to send its headers is closed");
+        // hyper answers 408 Request Timeout, or just closes.
+        assert!(matches!(read, Ok(0) | Err(_)) || buffer.starts_with(b"HTTP/1.1 408"), "{read:?}");
+    }
+    drop(slow);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match reqwest::get(format!("http://{api}/")).await {
+            Ok(answer) if answer.status() == 200 => break,
+            other => assert!(tokio::time::Instant::now() < deadline, "the API did not recover: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.shutdown().await.unwrap();
+}

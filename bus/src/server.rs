@@ -1,15 +1,20 @@
-//! TLS, and optionally mutual TLS, for the department-facing API and the schema registry.
+//! The HTTP server of every listener: bounded connections and header time, and TLS (optionally
+//! mutual) for the department-facing API and the schema registry.
 //!
-//! `axum::serve` speaks plain HTTP; here each accepted connection goes through a rustls
-//! handshake first and is then served by hyper with the same router. With a client CA,
+//! Every listener of a node is served here ([`serve`]), plain or through a rustls handshake,
+//! within [`ServeLimits`]: a bounded number of connections and a bounded time to send a
+//! request's headers (`axum::serve` has neither). With a client CA,
 //! a department system must present a certificate that chains to it; the handshake fails
 //! otherwise, before any request is read.
 
-use std::{path::Path, sync::Arc};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use axum::Router;
-use hyper_util::{rt::TokioIo, service::TowerToHyperService};
-use tokio::net::TcpListener;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_rustls::{
     rustls::{
         self,
@@ -78,44 +83,82 @@ fn build_acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
-/// Serves `router` over TLS on `listener` until `stop`; connections in progress finish on
-/// `tracker`.
+/// What one listener allows: a hostile or broken client must not hold the node's sockets,
+/// memory or health checks.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Connections served at once; a connection over the limit is closed at once, so that a
+    /// flood on one port leaves the others (and the health checks) answering.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (and a TLS handshake); a
+    /// connection that sends them slower is closed.
+    pub header_read_timeout: Duration,
+}
+
+/// Serves `router` on `listener` until `stop`, over TLS when `acceptor` is given, within
+/// `limits`; connections in progress finish on `tracker`.
 pub async fn serve(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptor: Option<TlsAcceptor>,
     router: Router,
+    limits: ServeLimits,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let Ok((tcp, peer)) = accepted else { continue };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "connection limit reached; connection closed");
+            continue;
+        };
         let (acceptor, router, stop) = (acceptor.clone(), router.clone(), stop.clone());
         tracker.spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(tls) => tls,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake refused");
-                    return;
+            let _permit = permit;
+            match acceptor {
+                Some(acceptor) => {
+                    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake too slow");
+                            return;
+                        }
+                    };
+                    serve_connection(TokioIo::new(tls), router, limits, stop, peer).await;
                 }
-            };
-            let service = TowerToHyperService::new(router);
-            let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-                _ = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+                None => serve_connection(TokioIo::new(tcp), router, limits, stop, peer).await,
             }
         });
+    }
+}
+
+async fn serve_connection<I>(io: I, router: Router, limits: ServeLimits, stop: CancellationToken, peer: SocketAddr)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }
