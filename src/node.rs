@@ -239,10 +239,24 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         false => tokens,
     };
     let bus = Bus::start(&config.bus, &metrics)?;
-    let topics = register_schemas(&registry).await?;
     // A registry on its own neither produces nor consumes: it must start and stay ready while
     // Kafka is unreachable, so it leaves the topics to the processes that use them.
     let uses_bus = components.iter().any(|c| *c != Component::Registry);
+    let topics = match register_schemas(&registry).await {
+        Ok(topics) => topics,
+        // A registry that refuses the bundled schemas (a steward deleted one and set READONLY,
+        // say) must still come up on its own, or nothing could put it right.
+        Err(e) if !uses_bus => {
+            tracing::error!(error = %format!("{e:#}"), "the registry refuses a bundled schema; serving it so that a steward can repair it");
+            bundled_schemas().map(|s| s.topic.to_owned()).collect()
+        }
+        Err(e) => {
+            return Err(e.context(
+                "if the registry refuses it (read-only, incompatible), start the registry alone \
+                 (components = [\"registry\"]) and let a steward repair it",
+            ))
+        }
+    };
     if uses_bus {
         bus.ensure_topics(&topics).await?;
     }

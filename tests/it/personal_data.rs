@@ -78,6 +78,7 @@ async fn a_caller_not_entitled_learns_nothing_about_a_holder() {
     assert_eq!(seen["surface"]["证件号码 "], "610921************");
     assert_eq!(seen["surface"]["holder"], "610921************");
     assert_eq!(seen["surface"]["坐落"], "汉阴县城关镇", "fields that are not personal show");
+    assert_eq!(seen["content_hash"], Value::Null, "a hash over personal data is a way to test guesses");
     for part in ["19800101", "123X", "小明"] {
         assert!(!seen.to_string().contains(part), "{part} shows in {seen}");
     }

@@ -249,3 +249,35 @@ async fn a_failing_registry_store_is_named_not_waited_for() {
     assert!(error.contains("backend data store") && error.contains("sled"), "{error}");
     assert!(!error.contains("not reachable") && !error.contains("error sending request"), "{error}");
 }
+
+/// A steward's mistake (a bundled subject deleted, then the registry made read-only) leaves a
+/// node that cannot start whole; the registry still starts alone, so that it can be repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_registry_missing_a_bundled_schema_can_be_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = govex::node::start(test_node_config(dir.path())).await.unwrap();
+    let api = Api { base: format!("http://{}", node.registry_addr.unwrap()), http: reqwest::Client::new() };
+    let subject = "/subjects/gov.case.event.v1-value";
+    assert_eq!(api.call(Method::DELETE, subject, None).await.0, 200);
+    assert_eq!(api.call(Method::DELETE, &format!("{subject}?permanent=true"), None).await.0, 200);
+    assert_eq!(api.call(Method::PUT, "/mode", Some(json!({"mode": "READONLY"}))).await.0, 200);
+    node.shutdown().await.unwrap();
+
+    let whole = govex::node::start(test_node_config(dir.path())).await;
+    let error = format!("{:#}", whole.err().expect("a whole node needs its bundled schemas"));
+    assert!(error.contains("start the registry alone"), "{error}");
+    let mut alone = test_node_config(dir.path());
+    alone.components = vec![govex_bus::config::Component::Registry];
+    let registry = govex::node::start(alone).await.unwrap();
+    let api = Api { base: format!("http://{}", registry.registry_addr.unwrap()), http: reqwest::Client::new() };
+    assert_eq!(api.call(Method::PUT, "/mode", Some(json!({"mode": "READWRITE"}))).await.0, 200);
+    registry.shutdown().await.unwrap();
+    let repaired = govex::node::start(test_node_config(dir.path())).await.unwrap();
+    let (status, _) = api_of(&repaired).call(Method::GET, &format!("{subject}/versions/latest"), None).await;
+    assert_eq!(status, 200, "the bundled schema is registered again");
+    repaired.shutdown().await.unwrap();
+}
+
+fn api_of(node: &govex::node::RunningNode) -> Api {
+    Api { base: format!("http://{}", node.registry_addr.unwrap()), http: reqwest::Client::new() }
+}

@@ -200,7 +200,9 @@ fn view(licence: &StoredLicence, entitled: bool, resource: &Resource) -> Value {
         "surface": surface,
         "previous_licence_id": licence.previous_licence_id,
         "superseded_by": licence.superseded_by,
-        "content_hash": licence.content_hash,
+        // The content includes the holder's identifier and name: its hash would let a caller
+        // not entitled to them test guesses offline. It may still present a hash to verify.
+        "content_hash": entitled.then_some(&licence.content_hash),
     })
 }
 
