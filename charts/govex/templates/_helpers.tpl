@@ -84,7 +84,7 @@ and the bridge when links are configured. Every per-workload template ranges ove
 {{- if .Values.schemaRegistry.url -}}
 {{- .Values.schemaRegistry.url -}}
 {{- else -}}
-{{- printf "http://%s-registry:8081" (include "govex.fullname" .) -}}
+{{- printf "%s://%s-registry:8081" (ternary "https" "http" (not (empty .Values.schemaRegistry.tls.secretName))) (include "govex.fullname" .) -}}
 {{- end -}}
 {{- end -}}
 
@@ -92,6 +92,15 @@ and the bridge when links are configured. Every per-workload template ranges ove
 takes stewards' writes. */}}
 {{- define "govex.readsTokens" -}}
 {{- if or .workload.api (and .workload.registry .root.Values.schemaRegistry.stewardWrites) -}}true{{- end -}}
+{{- end -}}
+
+{{- /* Whether a workload needs the registry's CA: it reaches the chart's own registry over
+TLS, or it serves that registry with client certificates required. */}}
+{{- define "govex.mountsRegistryCa" -}}
+{{- $tls := .root.Values.schemaRegistry.tls -}}
+{{- if and $tls.secretName (not .root.Values.schemaRegistry.url) -}}
+{{- if or .workload.registryUrl (and .workload.registry $tls.clientSecret) -}}true{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "govex.tokensSecret" -}}
@@ -140,6 +149,28 @@ containers:
       {{- if and (include "govex.readsTokens" (dict "workload" . "root" $root)) (include "govex.hasTokens" $root) }}
       - name: GOVEX_INTAKE__TOKENS_FILE
         value: /etc/govex/tokens/tokens.toml
+      {{- end }}
+      {{- $registryTls := $v.schemaRegistry.tls }}
+      {{- if and .registryUrl (not $v.schemaRegistry.url) $registryTls.secretName }}
+      {{- /* The other pods reach the chart's own registry over TLS. */}}
+      - name: GOVEX_REGISTRY__TLS__CA_PATH
+        value: /etc/govex/registry-ca/ca.crt
+      {{- if $registryTls.clientSecret }}
+      - name: GOVEX_REGISTRY__TLS__CLIENT_CERT_PATH
+        value: /etc/govex/registry-client/tls.crt
+      - name: GOVEX_REGISTRY__TLS__CLIENT_KEY_PATH
+        value: /etc/govex/registry-client/tls.key
+      {{- end }}
+      {{- end }}
+      {{- if and .registry (not .registryUrl) $registryTls.secretName }}
+      - name: GOVEX_LISTEN__REGISTRY_TLS__CERT_PATH
+        value: /etc/govex/registry-tls/tls.crt
+      - name: GOVEX_LISTEN__REGISTRY_TLS__KEY_PATH
+        value: /etc/govex/registry-tls/tls.key
+      {{- if $registryTls.clientSecret }}
+      - name: GOVEX_LISTEN__REGISTRY_TLS__CLIENT_CA_PATH
+        value: /etc/govex/registry-ca/ca.crt
+      {{- end }}
       {{- end }}
       {{- if and .api $v.api.tls.secretName }}
       - name: GOVEX_LISTEN__TLS__CERT_PATH
@@ -226,6 +257,15 @@ containers:
       {{- if and (include "govex.readsTokens" (dict "workload" . "root" $root)) (include "govex.hasTokens" $root) }}
       - {name: tokens, mountPath: /etc/govex/tokens, readOnly: true}
       {{- end }}
+      {{- if and .registry (not .registryUrl) $v.schemaRegistry.tls.secretName }}
+      - {name: registry-tls, mountPath: /etc/govex/registry-tls, readOnly: true}
+      {{- end }}
+      {{- if include "govex.mountsRegistryCa" (dict "workload" . "root" $root) }}
+      - {name: registry-ca, mountPath: /etc/govex/registry-ca, readOnly: true}
+      {{- end }}
+      {{- if and .registryUrl (not $v.schemaRegistry.url) $v.schemaRegistry.tls.secretName $v.schemaRegistry.tls.clientSecret }}
+      - {name: registry-client, mountPath: /etc/govex/registry-client, readOnly: true}
+      {{- end }}
       {{- if and .api $v.api.tls.secretName }}
       - {name: api-tls, mountPath: /etc/govex/api-tls, readOnly: true}
       {{- end }}
@@ -250,6 +290,18 @@ volumes:
   {{- if and (include "govex.readsTokens" (dict "workload" . "root" $root)) (include "govex.hasTokens" $root) }}
   - name: tokens
     secret: {secretName: {{ include "govex.tokensSecret" $root }}}
+  {{- end }}
+  {{- if and .registry (not .registryUrl) $v.schemaRegistry.tls.secretName }}
+  - name: registry-tls
+    secret: {secretName: {{ $v.schemaRegistry.tls.secretName }}}
+  {{- end }}
+  {{- if include "govex.mountsRegistryCa" (dict "workload" . "root" $root) }}
+  - name: registry-ca
+    secret: {secretName: {{ $v.schemaRegistry.tls.caSecret }}}
+  {{- end }}
+  {{- if and .registryUrl (not $v.schemaRegistry.url) $v.schemaRegistry.tls.secretName $v.schemaRegistry.tls.clientSecret }}
+  - name: registry-client
+    secret: {secretName: {{ $v.schemaRegistry.tls.clientSecret }}}
   {{- end }}
   {{- if and .api $v.api.tls.secretName }}
   - name: api-tls
