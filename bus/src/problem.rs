@@ -54,14 +54,23 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
                 Value::Null,
             ));
         }
-        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|_| {
-            problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                "Body too large",
-                "the body is larger than this API takes (2 MiB)",
-                Value::Null,
-            )
+        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
+            match crate::server::is_body_timeout(&rejection) {
+                true => problem(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "too-slow",
+                    "Body too slow",
+                    "the client paused too long while sending the body",
+                    Value::Null,
+                ),
+                false => problem(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too-large",
+                    "Body too large",
+                    "the body is larger than this API takes (2 MiB)",
+                    Value::Null,
+                ),
+            }
         })?;
         let malformed = |inner: &serde_json::Error| {
             // Syntax errors name a position, never the input.

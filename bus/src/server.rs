@@ -90,9 +90,80 @@ pub struct ServeLimits {
     /// Connections served at once; a connection over the limit is closed at once, so that a
     /// flood on one port leaves the others (and the health checks) answering.
     pub max_connections: usize,
-    /// How long a client may take to send a request's headers (and a TLS handshake); a
-    /// connection that sends them slower is closed.
+    /// How long a client may take to send a request's headers (and a TLS handshake), and
+    /// how long it may pause while sending a body; a connection that is slower is closed.
     pub header_read_timeout: Duration,
+}
+
+/// The error a request body gives when its client sent nothing for the allowed pause: a
+/// client trickling a body must not hold a connection (and its buffer) for ever.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no part of the body for {0:?}")]
+pub struct BodyTimedOut(pub Duration);
+
+/// Whether reading a body failed because its client paused too long (`error` or one of its
+/// sources is a [`BodyTimedOut`]).
+pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<BodyTimedOut>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// A request body that fails with [`BodyTimedOut`] when no frame arrives for `pause`.
+struct PausedBody {
+    inner: axum::body::Body,
+    pause: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for PausedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::{future::Future, task::Poll};
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.pause;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut(this.pause))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Gives every request body the pause limit of [`PausedBody`].
+async fn bound_body_pauses(
+    axum::extract::State(pause): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let request = request.map(|inner| {
+        let deadline = Box::pin(tokio::time::sleep(pause));
+        axum::body::Body::new(PausedBody { inner, pause, deadline })
+    });
+    next.run(request).await
 }
 
 /// Serves `router` on `listener` until `stop`, over TLS when `acceptor` is given, within
@@ -106,6 +177,7 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let router = router.layer(axum::middleware::from_fn_with_state(limits.header_read_timeout, bound_body_pauses));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,

@@ -621,7 +621,26 @@ pub fn check_subject(subject: &str) -> Result<(), RegistryError> {
         return Err(RegistryError::InvalidSubject("it contains a control character"));
     }
     // Characters that show nothing, or reorder what is shown, make two subjects look alike.
-    let invisible = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}');
+    let invisible = |c: char| {
+        matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{3164}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
+    };
     if subject.chars().any(invisible) {
         return Err(RegistryError::InvalidSubject("it contains an invisible or direction-changing character"));
     }
@@ -798,7 +817,18 @@ mod tests {
         let (_dir, registry) = open();
         registry.register("t-value", V1).unwrap();
         let long = "a".repeat(MAX_SUBJECT_BYTES + 1);
-        for subject in ["t-value\0x", "t-value\nx", "", "  ", "t\u{202E}eulav", "t\u{200B}-value", long.as_str()] {
+        for subject in [
+            "t-value\0x",
+            "t-value\nx",
+            "",
+            "  ",
+            "t\u{202E}eulav",
+            "t\u{200B}-value",
+            "t\u{061C}-value",
+            "\u{3164}",
+            "t\u{E0041}",
+            long.as_str(),
+        ] {
             assert!(matches!(registry.register(subject, V2), Err(RegistryError::InvalidSubject(_))), "{subject:?}");
             assert!(matches!(
                 registry.set_compatibility(Some(subject), Compatibility::None),

@@ -322,6 +322,27 @@ async fn slow_and_flooding_clients_cannot_hold_a_node() {
         assert!(matches!(read, Ok(0) | Err(_)) || buffer.starts_with(b"HTTP/1.1 408"), "{read:?}");
     }
     drop(slow);
+    // A client that sends its headers and then trickles (or stops sending) its body is cut off
+    // too, with a token (the API) and without one (the registry's open reads).
+    let trickles = [
+        (api, "POST /v1/licences/x/verify", "authorization: Bearer test-token-of-tax\r\n"),
+        (node.registry_addr.unwrap(), "POST /subjects/gov.case.event.v1-value", ""),
+    ];
+    for (addr, request, authorization) in trickles {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "{request} HTTP/1.1\r\nhost: x\r\n{authorization}content-type: application/json\r\ncontent-length: 100000\r\n\r\n{{"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "{request}: a paused body held the connection");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408") || answer.starts_with("HTTP/1.1 4"),
+            "{request}: {answer}"
+        );
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match reqwest::get(format!("http://{api}/")).await {

@@ -182,14 +182,26 @@ async fn handle(
         );
     }
     let limit = if batch { server.limits.max_batch_bytes } else { server.limits.max_body_bytes };
-    let Ok(bytes) = to_bytes(body, limit).await else {
-        return problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-large",
-            "Request body too large",
-            format!("the limit is {limit} bytes"),
-            &[],
-        );
+    let bytes = match to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(e) if govex_bus::server::is_body_timeout(&e) => {
+            return problem(
+                StatusCode::REQUEST_TIMEOUT,
+                "too-slow",
+                "Body too slow",
+                "the client paused too long while sending the body",
+                &[],
+            )
+        }
+        Err(_) => {
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Request body too large",
+                format!("the limit is {limit} bytes"),
+                &[],
+            )
+        }
     };
 
     let idempotency_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);

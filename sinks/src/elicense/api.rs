@@ -313,7 +313,10 @@ async fn holder_licences(
     Json(json!({ "holder": holder, "licences": views })).into_response()
 }
 
+/// A misspelt member (`FIELDS`) would otherwise be skipped and the licence answered `valid`
+/// without anything compared.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct VerifyRequest {
     purpose: Option<String>,
     content_hash: Option<String>,
