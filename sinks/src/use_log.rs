@@ -261,6 +261,19 @@ pub fn checked_purpose(purpose: Option<&str>) -> Result<String, (&'static str, S
     Ok(purpose.to_owned())
 }
 
+/// The 400 answer for a missing or too long purpose.
+pub fn purpose_problem(rule: &str, message: &str) -> axum::response::Response {
+    let errors = serde_json::json!([{ "pointer": "/purpose", "rule": rule, "message": message }]);
+    let title = if rule == "purpose-too-long" { "Purpose too long" } else { "Purpose required" };
+    govex_bus::problem::problem(
+        axum::http::StatusCode::BAD_REQUEST,
+        "purpose",
+        title,
+        "every use of personal data states its purpose",
+        errors,
+    )
+}
+
 /// Unicode format characters that show nothing: zero-width spaces and joiners, direction
 /// marks and overrides, the byte-order mark.
 pub fn is_format_character(c: char) -> bool {

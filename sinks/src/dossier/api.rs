@@ -22,10 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::DossierStore;
-use crate::{
-    elicense::api::purpose_problem,
-    use_log::{checked_purpose, UseLog},
-};
+use crate::use_log::{checked_purpose, purpose_problem, UseLog};
 
 /// What the API needs.
 pub struct DossierApi {

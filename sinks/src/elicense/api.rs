@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::store::{LicenceStore, Status, StoredLicence};
-use crate::use_log::checked_purpose;
+use crate::use_log::{checked_purpose, purpose_problem};
 
 /// What the API needs.
 pub struct LicenceApi {
@@ -93,13 +93,6 @@ fn caller(
     let caller = api.tokens.authorize_read(authorization, roles, limited_as)?;
     let purpose = checked_purpose(purpose).map_err(|(rule, message)| Box::new(purpose_problem(rule, &message)))?;
     Ok((caller.department, caller.role, purpose))
-}
-
-/// The 400 answer for a missing or too long purpose.
-pub fn purpose_problem(rule: &str, message: &str) -> Response {
-    let errors = json!([{ "pointer": "/purpose", "rule": rule, "message": message }]);
-    let title = if rule == "purpose-too-long" { "Purpose too long" } else { "Purpose required" };
-    problem(StatusCode::BAD_REQUEST, "purpose", title, "every use of personal data states its purpose", errors)
 }
 
 /// The 403 answer for a caller that sent or asked for personal fields it is not entitled to:
