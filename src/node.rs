@@ -16,6 +16,7 @@ use govex_adapters::intake::{
     Intake,
 };
 use govex_bus::server::serve;
+use govex_bus::server::Stop;
 use govex_bus::{
     auth::RegistryAccess,
     config::Component,
@@ -60,6 +61,8 @@ pub struct RunningNode {
     /// The department intake (none when the intake component does not run here).
     intake: Option<Arc<Intake>>,
     intake_stop: CancellationToken,
+    /// Cuts every listener's connections when the shutdown grace period runs out.
+    cut: CancellationToken,
     intake_tasks: TaskTracker,
     background: CancellationToken,
     background_tasks: TaskTracker,
@@ -159,6 +162,18 @@ pub fn plan(config: &NodeConfig) -> Result<Plan> {
         }
         false => Tokens::default(),
     };
+    let intake = &config.intake;
+    if components.contains(&Component::Intake)
+        && (intake.max_batch_bytes > intake.max_in_flight_bytes || intake.max_body_bytes > intake.max_in_flight_bytes)
+    {
+        bail!(
+            "invalid configuration: intake.max_in_flight_bytes ({}) must be at least intake.max_batch_bytes ({}) \
+             and intake.max_body_bytes ({}), or a full batch could never be taken",
+            intake.max_in_flight_bytes,
+            intake.max_batch_bytes,
+            intake.max_body_bytes
+        );
+    }
     let links = match components.contains(&Component::Bridge) {
         true => govex_sinks::level_bridge::links(config.division, &config.bus, &config.bridge)?,
         false => Vec::new(),
@@ -262,6 +277,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     }
 
     let intake_stop = CancellationToken::new();
+    let cut = CancellationToken::new();
     let intake_tasks = TaskTracker::new();
     let background = CancellationToken::new();
     let background_tasks = TaskTracker::new();
@@ -282,12 +298,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             Intake::new(govex_adapters::all_records(), &registry, bus.producer().clone(), config.division, &metrics)
                 .await?,
         );
-        let server = Arc::new(IntakeServer {
-            intake: accepting.clone(),
-            tokens: tokens.clone(),
+        let server = Arc::new(IntakeServer::new(
+            accepting.clone(),
+            tokens.clone(),
             idempotency,
-            limits: config.intake.clone(),
-        });
+            config.intake.clone(),
+            intake_tasks.clone(),
+        ));
         let catalog = catalog.clone();
         api_router =
             api_router.route("/catalog", get(move || async move { Json(catalog) })).merge(intake_router(server));
@@ -394,7 +411,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         Some(listener) => {
             let addr = listener.local_addr()?;
             let connections = intake_tasks.clone();
-            intake_tasks.spawn(serve(listener, api_tls, api_router, limits, intake_stop.clone(), connections));
+            let stop = Stop { stop: intake_stop.clone(), cut: cut.clone() };
+            intake_tasks.spawn(serve(listener, api_tls, api_router, limits, stop, connections));
             Some(addr)
         }
         None => None,
@@ -404,7 +422,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let ops_router = ops::router(metrics.clone(), readiness).route("/openapi.json", openapi::route(openapi::OPS));
     // The ops port has connections of its own: a flood on the API leaves the probes answering.
     let connections = background_tasks.clone();
-    background_tasks.spawn(serve(ops_listener, None, ops_router, limits, background.clone(), connections));
+    let stop = Stop { stop: background.clone(), cut: cut.clone() };
+    background_tasks.spawn(serve(ops_listener, None, ops_router, limits, stop, connections));
     let registry_addr = match registry_listener {
         Some((listener, store)) => {
             let addr = listener.local_addr()?;
@@ -417,7 +436,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             let router =
                 govex_schemas::http::router(store, access).route("/openapi.json", openapi::route(openapi::REGISTRY));
             let connections = background_tasks.clone();
-            background_tasks.spawn(serve(listener, registry_tls, router, limits, background.clone(), connections));
+            let stop = Stop { stop: background.clone(), cut: cut.clone() };
+            background_tasks.spawn(serve(listener, registry_tls, router, limits, stop, connections));
             Some(addr)
         }
         None => None,
@@ -435,6 +455,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         topics,
         intake,
         intake_stop,
+        cut,
         intake_tasks,
         background,
         background_tasks,
@@ -522,16 +543,31 @@ impl RunningNode {
 
     /// Shuts down in order: stop intake, drain the sinks, flush the producer; the sinks'
     /// consumers store and commit their offsets as they drain.
+    ///
+    /// Requests in progress get `listen.shutdown_grace_secs` to finish; then every connection
+    /// is cut (a slow or stalled client must not hold a shutdown until the orchestrator's
+    /// SIGKILL, which would skip the drain and the flush). A publish that started is not cut:
+    /// it runs in a task of its own and is waited for, then flushed.
     pub async fn shutdown(self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.config.listen.shutdown_grace();
+        let cut_at_deadline = |tasks: TaskTracker, what: &'static str| {
+            let cut = self.cut.clone();
+            async move {
+                tasks.close();
+                if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
+                    tracing::warn!(what, "the shutdown grace period ran out: cutting the connections still open");
+                    cut.cancel();
+                    tasks.wait().await;
+                }
+            }
+        };
         tracing::info!("stopping intake");
         self.intake_stop.cancel();
-        self.intake_tasks.close();
-        self.intake_tasks.wait().await;
+        cut_at_deadline(self.intake_tasks.clone(), "intake").await;
 
         tracing::info!("draining consumers");
         self.background.cancel();
-        self.background_tasks.close();
-        self.background_tasks.wait().await;
+        cut_at_deadline(self.background_tasks.clone(), "consumers, ops and registry").await;
 
         tracing::info!(in_flight = self.bus.producer().in_flight(), "flushing the producer");
         self.bus

@@ -35,7 +35,15 @@ const ROUNDS: usize = 5;
 async fn whole_path(intake: &Arc<Intake>, department: Department, record: &str, lines: &[Vec<u8>]) -> Duration {
     let started = Instant::now();
     for chunk in lines.chunks(BATCH_LINES) {
-        for outcome in intake.accept_batch(department, record, chunk.to_vec()).await {
+        for outcome in intake
+            .accept_batch(
+                department,
+                record,
+                chunk.iter().map(|l| axum::body::Bytes::from(l.clone())).collect(),
+                govex_adapters::intake::EventIds::Fresh,
+            )
+            .await
+        {
             outcome.expect("every sample is accepted");
         }
     }

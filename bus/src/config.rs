@@ -210,9 +210,15 @@ pub struct IntakeConfig {
     /// Largest body of a batch (NDJSON) request.
     #[serde(default = "default_max_batch_bytes")]
     pub max_batch_bytes: usize,
-    /// Most lines in one batch.
+    /// Most lines in one batch; counted as the body arrives, so a batch over the limit is
+    /// refused before it is read whole.
     #[serde(default = "default_max_batch_lines")]
     pub max_batch_lines: usize,
+    /// The bytes of request bodies the intake holds at once, over all requests; a request
+    /// that would pass it is answered 503 (retry later) while it is still being read. Bounds
+    /// the intake's memory: checking and publishing take about three times the body.
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: usize,
     /// How long an `Idempotency-Key` and its first answer are remembered.
     #[serde(default = "default_idempotency_window_secs")]
     pub idempotency_window_secs: u64,
@@ -336,6 +342,9 @@ fn default_max_batch_bytes() -> usize {
 fn default_max_batch_lines() -> usize {
     10_000
 }
+fn default_max_in_flight_bytes() -> usize {
+    64 * 1024 * 1024
+}
 fn default_idempotency_window_secs() -> u64 {
     24 * 60 * 60
 }
@@ -346,6 +355,7 @@ impl Default for IntakeConfig {
             max_body_bytes: default_max_body_bytes(),
             max_batch_bytes: default_max_batch_bytes(),
             max_batch_lines: default_max_batch_lines(),
+            max_in_flight_bytes: default_max_in_flight_bytes(),
             idempotency_window_secs: default_idempotency_window_secs(),
             tokens: Vec::new(),
             tokens_file: None,
@@ -479,9 +489,26 @@ pub struct ListenConfig {
     /// flood on one port leaves the others, and the health checks, answering.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Seconds a client may take to send a request's headers (or its TLS handshake).
+    /// Seconds a client may take to send a request's headers, counted from when the
+    /// connection is ready for the next request.
     #[serde(default = "default_header_read_timeout_secs")]
     pub header_read_timeout_secs: u64,
+    /// Seconds a client may pause while sending a body; a longer pause is answered 408.
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub body_timeout_secs: u64,
+    /// Seconds a TLS client may take to finish its handshake.
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds a kept-alive connection may sit idle between requests before it is closed
+    /// (at most `header_read_timeout_secs`, which also runs while a connection waits).
+    #[serde(default = "default_keep_alive_idle_secs")]
+    pub keep_alive_idle_secs: u64,
+    /// Seconds shutdown lets requests in progress finish; then their connections are cut (a
+    /// publish that started still completes and is flushed). Keep it well below the
+    /// orchestrator's kill deadline (the chart's `terminationGracePeriodSeconds`, 60), which
+    /// must also cover draining the consumers and flushing the producer.
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
 }
 
 fn default_max_connections() -> usize {
@@ -490,6 +517,12 @@ fn default_max_connections() -> usize {
 fn default_header_read_timeout_secs() -> u64 {
     10
 }
+fn default_keep_alive_idle_secs() -> u64 {
+    5
+}
+fn default_shutdown_grace_secs() -> u64 {
+    15
+}
 
 impl ListenConfig {
     /// The limits every listener is served with.
@@ -497,7 +530,15 @@ impl ListenConfig {
         crate::server::ServeLimits {
             max_connections: self.max_connections,
             header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            body_timeout: std::time::Duration::from_secs(self.body_timeout_secs.max(1)),
+            tls_handshake_timeout: std::time::Duration::from_secs(self.tls_handshake_timeout_secs.max(1)),
+            keep_alive_idle: std::time::Duration::from_secs(self.keep_alive_idle_secs.max(1)),
         }
+    }
+
+    /// How long shutdown lets requests in progress finish.
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_grace_secs)
     }
 }
 
@@ -600,6 +641,10 @@ impl Default for ListenConfig {
             registry_tls: None,
             max_connections: default_max_connections(),
             header_read_timeout_secs: default_header_read_timeout_secs(),
+            body_timeout_secs: default_header_read_timeout_secs(),
+            tls_handshake_timeout_secs: default_header_read_timeout_secs(),
+            keep_alive_idle_secs: default_keep_alive_idle_secs(),
+            shutdown_grace_secs: default_shutdown_grace_secs(),
         }
     }
 }

@@ -81,6 +81,22 @@ struct ProducerMetrics {
     in_flight: Gauge,
 }
 
+/// One record on the in-flight gauge, for as long as this lives.
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The node's producer. Cheap to clone: clones share one librdkafka client.
 #[derive(Clone)]
 pub struct Producer {
@@ -132,15 +148,15 @@ impl Producer {
         };
         let metrics = self.metrics.clone();
         let labels = TopicLabels { topic: topic.clone() };
-        if enqueued.is_ok() {
-            metrics.in_flight.inc();
-        }
+        // Counted down when the report arrives or when its future is dropped unawaited (a
+        // caller that went away): the gauge must not keep records that are not in flight.
+        let in_flight = enqueued.is_ok().then(|| InFlight::new(&metrics.in_flight));
         async move {
             let result = match enqueued {
                 Err(error) => Err(ProduceError { topic, error }),
                 Ok(delivery) => {
                     let report = delivery.await;
-                    metrics.in_flight.dec();
+                    drop(in_flight);
                     match report {
                         Ok(Ok(d)) => Ok(Delivered { partition: d.partition, offset: d.offset }),
                         Ok(Err((error, _))) => Err(ProduceError { topic, error }),

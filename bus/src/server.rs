@@ -90,9 +90,38 @@ pub struct ServeLimits {
     /// Connections served at once; a connection over the limit is closed at once, so that a
     /// flood on one port leaves the others (and the health checks) answering.
     pub max_connections: usize,
-    /// How long a client may take to send a request's headers (and a TLS handshake), and
-    /// how long it may pause while sending a body; a connection that is slower is closed.
+    /// How long a client may take to send a request's headers; a slower one is closed.
     pub header_read_timeout: Duration,
+    /// How long a client may pause while sending a body.
+    pub body_timeout: Duration,
+    /// How long a TLS handshake may take.
+    pub tls_handshake_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub keep_alive_idle: Duration,
+}
+
+impl ServeLimits {
+    /// The limits of a test or a tool: every timeout `timeout`.
+    pub fn uniform(max_connections: usize, timeout: Duration) -> Self {
+        Self {
+            max_connections,
+            header_read_timeout: timeout,
+            body_timeout: timeout,
+            tls_handshake_timeout: timeout,
+            keep_alive_idle: timeout,
+        }
+    }
+}
+
+/// How a listener stops: `stop` ends accepting and lets each connection finish the request
+/// it is serving (then closes it); `cut` drops every connection at once, for when the
+/// shutdown grace period has run out.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    /// Stop accepting; finish requests in progress.
+    pub stop: CancellationToken,
+    /// Drop every connection now.
+    pub cut: CancellationToken,
 }
 
 /// The error a request body gives when its client sent nothing for the allowed pause: a
@@ -166,21 +195,22 @@ async fn bound_body_pauses(
     next.run(request).await
 }
 
-/// Serves `router` on `listener` until `stop`, over TLS when `acceptor` is given, within
-/// `limits`; connections in progress finish on `tracker`.
+/// Serves `router` on `listener` until `stop.stop`, over TLS when `acceptor` is given,
+/// within `limits`; connections in progress finish on `tracker` unless `stop.cut` comes
+/// first.
 pub async fn serve(
     listener: TcpListener,
     acceptor: Option<TlsAcceptor>,
     router: Router,
     limits: ServeLimits,
-    stop: CancellationToken,
+    stop: Stop,
     tracker: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let router = router.layer(axum::middleware::from_fn_with_state(limits.header_read_timeout, bound_body_pauses));
+    let router = router.layer(axum::middleware::from_fn_with_state(limits.body_timeout, bound_body_pauses));
     loop {
         let accepted = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let Ok((tcp, peer)) = accepted else { continue };
@@ -191,24 +221,51 @@ pub async fn serve(
         let (acceptor, router, stop) = (acceptor.clone(), router.clone(), stop.clone());
         tracker.spawn(async move {
             let _permit = permit;
-            match acceptor {
-                Some(acceptor) => {
-                    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake refused");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake too slow");
-                            return;
-                        }
-                    };
-                    serve_connection(TokioIo::new(tls), router, limits, stop, peer).await;
+            let cut = stop.cut.clone();
+            let serving = async move {
+                match acceptor {
+                    Some(acceptor) => {
+                        // A client that never finishes its handshake has sent no request:
+                        // shutdown need not wait for it.
+                        let handshake = tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp));
+                        let tls = tokio::select! {
+                            _ = stop.stop.cancelled() => return,
+                            handshake = handshake => match handshake {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake refused");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake too slow");
+                                    return;
+                                }
+                            },
+                        };
+                        serve_connection(TokioIo::new(tls), router, limits, stop.stop, peer).await;
+                    }
+                    None => serve_connection(TokioIo::new(tcp), router, limits, stop.stop, peer).await,
                 }
-                None => serve_connection(TokioIo::new(tcp), router, limits, stop, peer).await,
+            };
+            tokio::select! {
+                () = serving => {}
+                _ = cut.cancelled() => tracing::debug!(%peer, "connection cut at the end of the shutdown grace period"),
             }
         });
+    }
+}
+
+/// The time of a connection's last request activity, and how many of its requests are being
+/// answered: what the keep-alive idle limit looks at.
+#[derive(Default)]
+struct Activity {
+    active: std::sync::atomic::AtomicUsize,
+    last: parking_lot::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        *self.last.lock() = Some(tokio::time::Instant::now());
     }
 }
 
@@ -216,21 +273,53 @@ async fn serve_connection<I>(io: I, router: Router, limits: ServeLimits, stop: C
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(router);
+    use std::sync::atomic::Ordering;
+    let activity = Arc::new(Activity::default());
+    activity.touch();
+    let tracked = activity.clone();
+    let service = tower::ServiceBuilder::new()
+        .map_request(move |request| {
+            tracked.active.fetch_add(1, Ordering::SeqCst);
+            tracked.touch();
+            request
+        })
+        .service(router);
+    let tracked = activity.clone();
+    let service = tower::ServiceExt::map_response(service, move |response| {
+        tracked.active.fetch_sub(1, Ordering::SeqCst);
+        tracked.touch();
+        response
+    });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .serve_connection(io, service);
+        .serve_connection(io, TowerToHyperService::new(service));
     tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+    let mut stopping = false;
+    loop {
+        let idle_check = async {
+            let last = activity.last.lock().unwrap_or_else(tokio::time::Instant::now);
+            tokio::time::sleep_until(last + limits.keep_alive_idle).await;
+        };
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
             }
-        }
-        _ = stop.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            _ = stop.cancelled(), if !stopping => {
+                stopping = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = idle_check, if !stopping => {
+                let last = activity.last.lock().unwrap_or_else(tokio::time::Instant::now);
+                if activity.active.load(Ordering::SeqCst) == 0 && last.elapsed() >= limits.keep_alive_idle {
+                    // Closes at once when no request is in progress.
+                    stopping = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
         }
     }
 }

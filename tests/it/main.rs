@@ -2,6 +2,7 @@
 //! links once.
 
 mod bridge;
+mod child;
 mod codec;
 mod components;
 mod config;
@@ -10,6 +11,7 @@ mod demo;
 mod deploy;
 mod dossier;
 mod elicense;
+mod faults;
 mod import;
 mod intake;
 mod leaks;

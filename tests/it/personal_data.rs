@@ -294,6 +294,7 @@ async fn slow_and_flooding_clients_cannot_hold_a_node() {
     let mut config = intake_config(dir.path());
     config.listen.max_connections = 8;
     config.listen.header_read_timeout_secs = 1;
+    config.listen.body_timeout_secs = 1;
     let node = govex::node::start(config).await.unwrap();
     let api = node.api_addr().unwrap();
     // Eight connections that never finish their headers take every API connection.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::{
-    body::{to_bytes, Body},
+    body::{Body, Bytes},
     extract::{Path, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
@@ -18,8 +18,8 @@ use serde_json::json;
 
 use super::{
     auth::{AuthError, Role, Tokens},
-    idempotency::IdempotencyStore,
-    Intake, Rejection,
+    idempotency::{self, IdempotencyStore, KeyRecord, StoredAnswer},
+    EventIds, Intake, Rejection,
 };
 use crate::validation::Violation;
 
@@ -35,6 +35,26 @@ pub struct IntakeServer {
     pub idempotency: IdempotencyStore,
     /// Limits.
     pub limits: IntakeConfig,
+    /// The memory all request bodies being handled may hold together, in KiB permits
+    /// (`intake.max_in_flight_bytes`).
+    pub budget: Arc<tokio::sync::Semaphore>,
+    /// Where requests run once their body is read: shutdown waits for them (a client that
+    /// hangs up or a connection cut at shutdown must not stop a publish half done).
+    pub tasks: tokio_util::task::TaskTracker,
+}
+
+impl IntakeServer {
+    /// The server, with the memory budget its limits give.
+    pub fn new(
+        intake: Arc<Intake>,
+        tokens: Tokens,
+        idempotency: IdempotencyStore,
+        limits: IntakeConfig,
+        tasks: tokio_util::task::TaskTracker,
+    ) -> Self {
+        let budget = Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight_bytes.div_ceil(1024)));
+        Self { intake, tokens, idempotency, limits, budget, tasks }
+    }
 }
 
 /// The intake routes.
@@ -181,69 +201,266 @@ async fn handle(
             &[],
         );
     }
-    let limit = if batch { server.limits.max_batch_bytes } else { server.limits.max_body_bytes };
-    let bytes = match to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(e) if govex_bus::server::is_body_timeout(&e) => {
+    let idempotency_key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(key)) if !key.is_empty() && key.len() <= 255 => Some(key.to_owned()),
+        Some(_) => {
             return problem(
-                StatusCode::REQUEST_TIMEOUT,
-                "too-slow",
-                "Body too slow",
-                "the client paused too long while sending the body",
+                StatusCode::BAD_REQUEST,
+                "idempotency-key",
+                "Invalid Idempotency-Key",
+                "use 1 to 255 visible ASCII characters",
                 &[],
             )
         }
-        Err(_) => {
-            return problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                "Request body too large",
-                format!("the limit is {limit} bytes"),
-                &[],
-            )
-        }
+    };
+    let body = match read_body(&server, body, batch).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
     };
 
-    let idempotency_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let Some(key) = idempotency_key else {
-        return answer(&server, department, &record, batch, &bytes).await;
-    };
-    if key.is_empty() || key.len() > 255 {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "idempotency-key",
-            "Invalid Idempotency-Key",
-            "use 1 to 255 characters",
-            &[],
-        );
-    }
-    let scoped = format!("{department}/{record}{}/{key}", if batch { ":batch" } else { "" });
-    let guard = server.idempotency.lock(&scoped).await;
-    if let Some(stored) = server.idempotency.get(&scoped) {
+    // From here on the request runs in a task of its own: a client that hangs up must not
+    // cancel a publish half done (its records would be on the topic with no answer kept).
+    let tasks = server.tasks.clone();
+    let task = tasks.spawn(async move {
+        let Some(key) = idempotency_key else {
+            return answer(&server, department, &record, body, EventIds::Fresh).await;
+        };
+        let scoped = format!("{department}/{record}{}/{key}", if batch { ":batch" } else { "" });
+        let guard = server.idempotency.lock(&scoped).await;
+        let fresh = answer_once(&server, department, &record, body, &scoped).await;
         drop(guard);
         server.idempotency.release(&scoped);
-        let content_type = if stored.content_type == PROBLEM_JSON { PROBLEM_JSON } else { "application/json" };
-        return Answer {
-            status: StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
-            content_type,
-            body: stored.body,
+        fresh
+    });
+    task.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "an intake request failed");
+        problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "retry with the same Idempotency-Key",
+            &[],
+        )
+    })
+}
+
+/// A request body read within the limits, and the share of the intake's memory budget it
+/// holds until its answer is given.
+struct ReadBody {
+    batch: bool,
+    bytes: Bytes,
+    /// The non-blank lines (a batch) or the whole body (one record).
+    lines: Vec<Bytes>,
+    _budget: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Reads a body chunk by chunk and refuses it the moment it passes a limit: its size, its
+/// number of lines (counted as they arrive), or the memory all bodies being handled may take
+/// together (`intake.max_in_flight_bytes`).
+async fn read_body(server: &IntakeServer, body: Body, batch: bool) -> Result<ReadBody, Answer> {
+    use futures::StreamExt;
+    let limits = &server.limits;
+    let limit = if batch { limits.max_batch_bytes } else { limits.max_body_bytes };
+    let max_lines = if batch { limits.max_batch_lines } else { usize::MAX };
+    let too_large =
+        |detail: String| problem(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request body too large", detail, &[]);
+    let busy = || {
+        problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "The intake is busy",
+            "other requests hold the intake's memory; retry in a moment",
+            &[],
+        )
+    };
+    let mut budget = server.budget.clone().try_acquire_many_owned(0).map_err(|_| busy())?;
+    let mut buffer = Vec::new();
+    let mut lines = LineCounter::default();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) if govex_bus::server::is_body_timeout(&e) => {
+                return Err(problem(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "too-slow",
+                    "Body too slow",
+                    "the client paused too long while sending the body",
+                    &[],
+                ))
+            }
+            Err(_) => {
+                return Err(problem(
+                    StatusCode::BAD_REQUEST,
+                    "body",
+                    "The body could not be read",
+                    "the connection failed while the body was sent",
+                    &[],
+                ))
+            }
         };
+        if buffer.len() + chunk.len() > limit {
+            return Err(too_large(format!("the limit is {limit} bytes")));
+        }
+        let more = server.budget.clone().try_acquire_many_owned(permits(chunk.len())).map_err(|_| busy())?;
+        budget.merge(more);
+        lines.feed(&chunk);
+        if lines.count > max_lines {
+            return Err(too_large(format!("the limit is {max_lines} lines per batch")));
+        }
+        buffer.extend_from_slice(&chunk);
     }
-    let fresh = answer(&server, department, &record, batch, &bytes).await;
-    // Only definitive answers are remembered: a 503 must be retried for real.
-    if !fresh.status.is_server_error() {
-        if let Err(e) = server.idempotency.put(&scoped, fresh.status.as_u16(), fresh.content_type, &fresh.body) {
-            tracing::error!(error = %e, "an idempotency key could not be stored");
+    let bytes = Bytes::from(buffer);
+    let lines = if batch { split_lines(&bytes) } else { vec![bytes.clone()] };
+    Ok(ReadBody { batch, bytes, lines, _budget: budget })
+}
+
+/// Budget permits for `n` bytes: one per KiB, rounded up (a semaphore counts in `u32`).
+fn permits(n: usize) -> u32 {
+    u32::try_from(n.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+/// Counts non-blank lines as chunks arrive (a line may span chunks).
+#[derive(Default)]
+struct LineCounter {
+    count: usize,
+    /// Whether the line being read has a character other than white space.
+    current_has_text: bool,
+}
+
+impl LineCounter {
+    fn feed(&mut self, chunk: &[u8]) {
+        for byte in chunk {
+            match byte {
+                b'\n' => self.current_has_text = false,
+                // RS starts a record in application/json-seq; it is not content.
+                b if b.is_ascii_whitespace() || *b == 0x1e => {}
+                _ if !self.current_has_text => {
+                    self.current_has_text = true;
+                    self.count += 1;
+                }
+                _ => {}
+            }
         }
     }
-    drop(guard);
-    server.idempotency.release(&scoped);
+}
+
+/// The non-blank lines of a batch, as slices of one buffer.
+fn split_lines(bytes: &Bytes) -> Vec<Bytes> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    for end in memchr_newlines(bytes).chain(std::iter::once(bytes.len())) {
+        let mut line = bytes.slice(start..end);
+        start = end + 1;
+        if line.ends_with(b"\r") {
+            line.truncate(line.len() - 1);
+        }
+        // application/json-seq (RFC 7464) starts each record with RS (0x1E).
+        if line.first() == Some(&0x1e) {
+            line = line.slice(1..);
+        }
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            lines.push(line);
+        }
+    }
+    lines
+}
+
+fn memchr_newlines(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i)
+}
+
+/// Answers a request under an idempotency key: the stored answer, a refusal when the key
+/// came with another body, or a fresh answer (kept once it is definitive). The key is
+/// recorded as pending before anything is published.
+async fn answer_once(
+    server: &Arc<IntakeServer>,
+    department: Department,
+    record: &str,
+    body: ReadBody,
+    scoped: &str,
+) -> Answer {
+    use sha2::{Digest, Sha256};
+    let fingerprint = hex(&Sha256::digest(&body.bytes));
+    let unavailable = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "the idempotency store failed");
+        problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "The exchange could not record the request",
+            "retry with the same Idempotency-Key",
+            &[],
+        )
+    };
+    let store = server.idempotency.clone();
+    let key = scoped.to_owned();
+    let found = match tokio::task::spawn_blocking(move || store.get(&key)).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => return unavailable(&e),
+        Err(e) => return unavailable(&e),
+    };
+    let record_of_key = match found {
+        Some(known) if known.fingerprint != fingerprint => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key reused with another body",
+                "this key was first sent with a different body; use a new key for a new request",
+                &[],
+            )
+        }
+        Some(KeyRecord { answer: Some(stored), .. }) => {
+            let content_type = if stored.content_type == PROBLEM_JSON { PROBLEM_JSON } else { "application/json" };
+            return Answer {
+                status: StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+                content_type,
+                body: stored.body,
+            };
+        }
+        // Pending: the process that first took it stopped before answering. Publishing again
+        // with the same event ids lets the sinks drop what arrived then.
+        Some(pending) => pending,
+        None => {
+            let pending = KeyRecord { fingerprint, first_seen_ms: idempotency::now_ms(), answer: None };
+            let (store, key, record) = (server.idempotency.clone(), scoped.to_owned(), pending.clone());
+            let written =
+                tokio::task::spawn_blocking(move || store.put_pending(&key, &record.fingerprint, record.first_seen_ms))
+                    .await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return unavailable(&e),
+                Err(e) => return unavailable(&e),
+            }
+            pending
+        }
+    };
+    let ids = EventIds::derived(department, scoped, record_of_key.first_seen_ms);
+    let fresh = answer(server, department, record, body, ids).await;
+    // A 503 stays pending, so that its retry publishes for real (with the same ids).
+    if !fresh.status.is_server_error() {
+        let stored = StoredAnswer {
+            status: fresh.status.as_u16(),
+            content_type: fresh.content_type.to_owned(),
+            body: fresh.body.clone(),
+        };
+        let (store, key) = (server.idempotency.clone(), scoped.to_owned());
+        match tokio::task::spawn_blocking(move || store.put_answer(&key, &record_of_key, stored)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "an idempotency answer could not be stored"),
+            Err(e) => tracing::error!(error = %e, "an idempotency answer could not be stored"),
+        }
+    }
     fresh
 }
 
-async fn answer(server: &IntakeServer, department: Department, record: &str, batch: bool, bytes: &[u8]) -> Answer {
-    if !batch {
-        return match server.intake.accept(department, record, bytes).await {
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn answer(server: &IntakeServer, department: Department, record: &str, body: ReadBody, ids: EventIds) -> Answer {
+    if !body.batch {
+        return match server.intake.accept(department, record, &body.bytes, ids).await {
             Ok(accepted) => Answer {
                 status: StatusCode::ACCEPTED,
                 content_type: "application/json",
@@ -252,14 +469,7 @@ async fn answer(server: &IntakeServer, department: Department, record: &str, bat
             Err(rejection) => rejection_answer(&rejection),
         };
     }
-    let lines: Vec<Vec<u8>> = bytes
-        .split(|b| *b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        // application/json-seq (RFC 7464) starts each record with RS (0x1E).
-        .map(|line| line.strip_prefix(b"\x1e").unwrap_or(line))
-        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-        .map(<[u8]>::to_vec)
-        .collect();
+    let ReadBody { lines, _budget, .. } = body;
     if lines.len() > server.limits.max_batch_lines {
         return problem(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -272,7 +482,7 @@ async fn answer(server: &IntakeServer, department: Department, record: &str, bat
     if lines.is_empty() {
         return problem(StatusCode::BAD_REQUEST, "empty-batch", "Empty batch", "send one JSON record per line", &[]);
     }
-    let outcomes = server.intake.accept_batch(department, record, lines).await;
+    let outcomes = server.intake.accept_batch(department, record, lines, ids).await;
     let mut accepted = 0;
     let results: Vec<serde_json::Value> = outcomes
         .iter()

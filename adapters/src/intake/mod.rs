@@ -184,13 +184,26 @@ impl Intake {
         all
     }
 
-    /// Parses and checks one input and encodes it: everything but publishing.
+    /// Parses and checks one input and encodes it: everything but publishing. The record gets
+    /// a fresh event id.
     pub fn check(
         &self,
         department: Department,
         record: &str,
         body: &[u8],
         context: &CheckContext,
+    ) -> Result<Checked, Rejection> {
+        self.check_with_id(department, record, body, context, None)
+    }
+
+    /// [`Intake::check`], with the event id given (`None`: a fresh one).
+    pub fn check_with_id(
+        &self,
+        department: Department,
+        record: &str,
+        body: &[u8],
+        context: &CheckContext,
+        event_id: Option<Uuid>,
     ) -> Result<Checked, Rejection> {
         let prepared = self.prepared(department, record)?;
         let input: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
@@ -205,7 +218,10 @@ impl Intake {
             return Err(Rejection::Invalid(violations));
         }
         let mapped = (prepared.spec.map)(&input, context, &prepared.encoder).map_err(Rejection::Invalid)?;
-        let envelope = Envelope::new(department, self.origin, prepared.spec.record);
+        let mut envelope = Envelope::new(department, self.origin, prepared.spec.record);
+        if let Some(event_id) = event_id {
+            envelope.event_id = event_id;
+        }
         let outgoing = Outgoing::new(prepared.spec.topic, mapped.key.into_bytes(), mapped.payload, &envelope);
         Ok(Checked { envelope, outgoing })
     }
@@ -221,10 +237,16 @@ impl Intake {
     }
 
     /// Checks, publishes and waits for the broker: one record.
-    pub async fn accept(&self, department: Department, record: &str, body: &[u8]) -> Result<Accepted, Rejection> {
+    pub async fn accept(
+        &self,
+        department: Department,
+        record: &str,
+        body: &[u8],
+        ids: EventIds,
+    ) -> Result<Accepted, Rejection> {
         let started = Instant::now();
         self.metrics.in_flight.inc();
-        let outcome = match self.check(department, record, body, &CheckContext::now()) {
+        let outcome = match self.check_with_id(department, record, body, &CheckContext::now(), ids.id(0)) {
             Ok(checked) => self.publish(checked).await,
             Err(rejection) => Err(rejection),
         };
@@ -247,7 +269,8 @@ impl Intake {
         self: &Arc<Self>,
         department: Department,
         record: &str,
-        lines: Vec<Vec<u8>>,
+        lines: Vec<axum::body::Bytes>,
+        ids: EventIds,
     ) -> Vec<Result<Accepted, Rejection>> {
         use futures::StreamExt;
         const CHUNK_LINES: usize = 256;
@@ -256,7 +279,7 @@ impl Intake {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let context = CheckContext::now();
         let mut chunks = Vec::with_capacity(lines.len() / CHUNK_LINES + 1);
-        let mut lines = lines.into_iter().peekable();
+        let mut lines = lines.into_iter().enumerate().peekable();
         while lines.peek().is_some() {
             chunks.push(lines.by_ref().take(CHUNK_LINES).collect::<Vec<_>>());
         }
@@ -265,7 +288,10 @@ impl Intake {
                 let intake = Arc::clone(self);
                 let record = record.to_owned();
                 tokio::task::spawn_blocking(move || {
-                    chunk.iter().map(|line| intake.check(department, &record, line, &context)).collect::<Vec<_>>()
+                    chunk
+                        .iter()
+                        .map(|(n, line)| intake.check_with_id(department, &record, line, &context, ids.id(*n)))
+                        .collect::<Vec<_>>()
                 })
             })
             .buffered(workers);
@@ -329,6 +355,49 @@ impl Intake {
             };
             self.metrics.records.get_or_create(&labels).inc_by(n);
         }
+    }
+}
+
+/// How the event ids of one request are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventIds {
+    /// A fresh UUIDv7 per record.
+    Fresh,
+    /// Derived from the department and the idempotency key, and from the line: a retry of
+    /// the same request (after a crash left its key pending) publishes the same ids, which
+    /// the sinks have already applied and drop. Still UUIDv7, with the time the key was first
+    /// seen, so ids stay time-ordered and carry the event time.
+    Derived {
+        /// SHA-256 of the department and the scoped key.
+        seed: [u8; 32],
+        /// When the key was first seen (ms since the epoch).
+        first_seen_ms: u64,
+    },
+}
+
+impl EventIds {
+    /// The ids of a request sent by `department` under `scoped_key`, first seen at
+    /// `first_seen_ms`.
+    pub fn derived(department: Department, scoped_key: &str, first_seen_ms: u64) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(department.as_str().as_bytes());
+        hash.update([0]);
+        hash.update(scoped_key.as_bytes());
+        Self::Derived { seed: hash.finalize().into(), first_seen_ms }
+    }
+
+    /// The id of line `n` (0-based; a single record is line 0); `None` means a fresh one.
+    pub fn id(&self, n: usize) -> Option<Uuid> {
+        use sha2::{Digest, Sha256};
+        let Self::Derived { seed, first_seen_ms } = self else { return None };
+        let mut hash = Sha256::new();
+        hash.update(seed);
+        hash.update((n as u64).to_be_bytes());
+        let digest = hash.finalize();
+        let mut random = [0u8; 10];
+        random.copy_from_slice(&digest[..10]);
+        Some(uuid::Builder::from_unix_timestamp_millis(*first_seen_ms, &random).into_uuid())
     }
 }
 

@@ -1,6 +1,11 @@
 //! Case statistics (办件统计): consumes `gov.case.event.v1` — at the province, the case events
 //! every county sent up — and counts completed cases per division, on time or late, against
 //! the promised working days (`govex_case_completed_total{division, on_time}`).
+//!
+//! A case is counted once, by its case number, however many COMPLETED events it has (a
+//! department that sends one twice, a retry with new event ids). A COMPLETED with no
+//! ACCEPTED before it cannot be timed: it is counted apart, as incomplete data
+//! (`govex_case_completed_without_acceptance_total{division}`), not as on time.
 
 use std::{path::Path, sync::Arc};
 
@@ -48,6 +53,11 @@ struct CompletedLabels {
     on_time: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DivisionLabels {
+    division: String,
+}
+
 /// Working days (Monday to Friday) from `start` to `end`, not counting the start day.
 pub fn working_days(start: NaiveDate, end: NaiveDate) -> i64 {
     let mut days = 0;
@@ -68,10 +78,13 @@ fn china_date(ms: i64) -> NaiveDate {
 /// Counts completed cases.
 pub struct CaseStats {
     accepted: sled::Tree,
+    /// Cases already counted (division `\0` case number).
+    completed_cases: sled::Tree,
     events: sled::Tree,
     db: sled::Db,
     decoder: Decoder,
     completed: Family<CompletedLabels, Counter>,
+    without_acceptance: Family<DivisionLabels, Counter>,
 }
 
 impl CaseStats {
@@ -82,11 +95,19 @@ impl CaseStats {
         let schema =
             Schema::parse_str(text).unwrap_or_else(|e| unreachable!("the bundled case schema parses (tested): {e}"));
         let completed = Family::<CompletedLabels, Counter>::default();
+        let without_acceptance = Family::<DivisionLabels, Counter>::default();
         metrics.register(|r| {
-            r.register("case_completed", "Completed cases per division, on time or late", completed.clone())
+            r.register("case_completed", "Completed cases per division, on time or late", completed.clone());
+            r.register(
+                "case_completed_without_acceptance",
+                "Cases completed with no acceptance event before: incomplete data, not timed",
+                without_acceptance.clone(),
+            );
         });
         Ok(Self {
             accepted: db.open_tree("accepted")?,
+            completed_cases: db.open_tree("completed")?,
+            without_acceptance,
             events: db.open_tree("events")?,
             db,
             decoder: Decoder::new(registry, &schema),
@@ -116,16 +137,24 @@ impl CaseStats {
                     .map_err(|e| HandlerError::Retry(e.to_string()))?;
             }
             Stage::Completed => {
-                let accepted = self.accepted.get(key.as_bytes()).map_err(|e| HandlerError::Retry(e.to_string()))?;
-                let accepted_ms = accepted
-                    .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-                    .map(i64::from_be_bytes)
-                    .unwrap_or(event.occurred_at);
-                let taken = working_days(china_date(accepted_ms), china_date(event.occurred_at));
-                let on_time = taken <= i64::from(event.promised_working_days);
-                self.completed
-                    .get_or_create(&CompletedLabels { division: event.division, on_time: on_time.to_string() })
-                    .inc();
+                let retry = |e: sled::Error| HandlerError::Retry(e.to_string());
+                // Counted once per case: the first COMPLETED marks it.
+                let first = self.completed_cases.insert(key.as_bytes(), &[]).map_err(retry)?.is_none();
+                let accepted = self.accepted.get(key.as_bytes()).map_err(retry)?;
+                let accepted_ms = accepted.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok()).map(i64::from_be_bytes);
+                match (first, accepted_ms) {
+                    (false, _) => {}
+                    (true, None) => {
+                        self.without_acceptance.get_or_create(&DivisionLabels { division: event.division }).inc();
+                    }
+                    (true, Some(accepted_ms)) => {
+                        let taken = working_days(china_date(accepted_ms), china_date(event.occurred_at));
+                        let on_time = taken <= i64::from(event.promised_working_days);
+                        self.completed
+                            .get_or_create(&CompletedLabels { division: event.division, on_time: on_time.to_string() })
+                            .inc();
+                    }
+                }
             }
             _ => {}
         }

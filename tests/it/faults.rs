@@ -1,0 +1,312 @@
+//! Faults, hostile clients and operators' mistakes, each on a node in a child process and a
+//! real socket: nothing lost, nothing doubled, nothing stuck.
+
+use std::{collections::HashSet, time::Duration};
+
+use govex_adapters::samples::sample;
+use govex_bus::rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    message::{Headers, Message},
+    ClientConfig, Offset, TopicPartitionList,
+};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{
+    child::{child_config, child_token, ChildBroker, ChildNode},
+    support::records_in_topic,
+};
+
+const CASES: &str = "gov.case.event.v1";
+const LICENCES: &str = "gov.elicense.licence.v1";
+
+/// NDJSON of `n` samples of `record` starting at `first`.
+fn batch(record: &str, first: u32, n: u32) -> String {
+    (first..first + n).map(|i| sample("platform", record, i).unwrap().to_string() + "\n").collect()
+}
+
+/// Records in every partition of `topic` (high − low watermark).
+pub fn records_on(bootstrap: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    records_in_topic(bootstrap, topic, metadata.topics()[0].partitions().len() as i32)
+}
+
+/// Every record's event id on `topic`, read from the start to the end offsets.
+pub fn event_ids(bootstrap: &str, topic: &str) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "faults-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = 0;
+    for p in 0..partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+        remaining += high - low;
+        assignment.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut ids = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while (ids.len() as i64) < remaining {
+        assert!(std::time::Instant::now() < deadline, "read {} of {remaining}", ids.len());
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = message.headers().unwrap();
+            let id = headers.iter().find(|h| h.key == "govex-event-id").and_then(|h| h.value).unwrap();
+            ids.push(String::from_utf8_lossy(id).into_owned());
+        }
+    }
+    ids
+}
+
+/// Sends a whole request on a raw socket, and hangs up `after` it was sent.
+async fn send_and_hang_up(api: &str, path: &str, token: &str, key: &str, body: &str, after: Duration) {
+    let addr = api.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/x-ndjson\r\n\
+         idempotency-key: {key}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    tokio::time::sleep(after).await;
+    drop(stream);
+}
+
+async fn post_batch(api: &str, record: &str, key: Option<&str>, body: String) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{api}/v1/platform/{record}:batch"))
+        .bearer_auth(child_token("platform"))
+        .header("content-type", "application/x-ndjson")
+        .body(body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let answer = request.send().await.unwrap();
+    let status = answer.status().as_u16();
+    let text = answer.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn answered_ids(answer: &Value) -> Vec<String> {
+    answer["results"].as_array().unwrap().iter().filter_map(|r| r["event_id"].as_str().map(str::to_owned)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_batch_gets_its_batch_published_once() {
+    const LINES: u32 = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let node = ChildNode::start(dir.path(), &child_config(dir.path(), None)).await;
+    let body = batch("case-event", 0, LINES);
+
+    send_and_hang_up(
+        &node.api,
+        "/v1/platform/case-event:batch",
+        &child_token("platform"),
+        "k-1",
+        &body,
+        Duration::from_millis(50),
+    )
+    .await;
+    // The retry waits for the first request, which the hang-up did not cancel, and gets its
+    // answer: nothing is published twice.
+    let (status, answer) = post_batch(&node.api, "case-event", Some("k-1"), body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], LINES, "{}", answer["rejected"]);
+    let ids = answered_ids(&answer);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), LINES as usize);
+    let on_topic = event_ids(&node.bootstrap, CASES);
+    assert_eq!(on_topic.len(), LINES as usize, "acknowledged = on the topic");
+    assert_eq!(on_topic.iter().collect::<HashSet<_>>(), ids.iter().collect::<HashSet<_>>());
+
+    // The same key with another body is refused (IETF Idempotency-Key draft: 422).
+    let (status, answer) = post_batch(&node.api, "case-event", Some("k-1"), batch("case-event", 1, LINES)).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["type"].as_str().unwrap().rsplit(':').next(), Some("idempotency-key-reused"));
+
+    // Without a key, the answer says line by line what was published.
+    let (status, answer) = post_batch(&node.api, "case-event", None, batch("case-event", LINES, 10)).await;
+    assert_eq!((status, answer["accepted"].as_u64()), (200, Some(10)), "{answer}");
+    assert_eq!(records_on(&node.bootstrap, CASES), i64::from(LINES) + 10);
+
+    assert_eq!(node.metric("govex_bus_producer_in_flight_records").await, 0.0, "the gauge returns to zero");
+    assert_eq!(node.metric("govex_intake_in_flight_requests").await, 0.0);
+    let accepted = node
+        .metric("govex_intake_records_total{department=\"platform\",record=\"case-event\",outcome=\"accepted\"")
+        .await;
+    assert_eq!(accepted, f64::from(LINES) + 10.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_crash_republishes_the_same_event_ids_and_the_store_holds_each_licence_once() {
+    const LINES: u32 = 3_000;
+    let broker = ChildBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = child_config(dir.path(), Some(&broker.bootstrap));
+    let mut node = ChildNode::start(dir.path(), &config).await;
+    let body = batch("licence", 0, LINES);
+    let sending = {
+        let (api, body) = (node.api.clone(), body.clone());
+        // Its client sees the connection drop.
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            http.post(format!("{api}/v1/platform/licence:batch"))
+                .bearer_auth(child_token("platform"))
+                .header("content-type", "application/x-ndjson")
+                .header("idempotency-key", "crash-1")
+                .body(body)
+                .send()
+                .await
+        })
+    };
+    // Kill the node while the batch is half on the topic.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let on_topic = records_on(&broker.bootstrap, LICENCES);
+        if on_topic > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing was published");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    node.process.kill9();
+    let _ = sending.await;
+    let first_attempt: HashSet<String> = event_ids(&broker.bootstrap, LICENCES).into_iter().collect();
+    assert!(!first_attempt.is_empty());
+
+    let node = ChildNode::start(dir.path(), &config).await;
+    let (status, answer) = post_batch(&node.api, "licence", Some("crash-1"), body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], LINES);
+    let answered: HashSet<String> = answered_ids(&answer).into_iter().collect();
+    assert!(first_attempt.is_subset(&answered), "the retry republished the first attempt's event ids");
+    let on_topic: HashSet<String> = event_ids(&broker.bootstrap, LICENCES).into_iter().collect();
+    assert_eq!(on_topic, answered, "every id on the topic is one the answer gives, and each line has one");
+
+    // The store applies each licence once, whatever arrived twice.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while node.metric("govex_elicense_store_licences").await < f64::from(LINES) {
+        assert!(std::time::Instant::now() < deadline, "the store did not catch up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut node = node;
+    node.process.terminate(Duration::from_secs(60)).await;
+    let store = govex_sinks::elicense::LicenceStore::open(&config.data_dir.join("elicense")).unwrap();
+    assert_eq!(store.len(), LINES as usize, "acknowledged = applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_cannot_take_more_memory_than_the_limits_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = ChildNode::start(dir.path(), &child_config(dir.path(), None)).await;
+    let http = reqwest::Client::new();
+    let send = |body: Vec<u8>| {
+        http.post(format!("{}/v1/platform/case-event:batch", node.api))
+            .bearer_auth(child_token("platform"))
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+    };
+    // A warm-up batch, so that the baseline includes the pipeline's own buffers.
+    let (status, _) = post_batch(&node.api, "case-event", None, batch("case-event", 0, 1_000)).await;
+    assert_eq!(status, 200);
+    let baseline = node.process.peak_memory();
+
+    // 32 MiB of one-character lines: refused at line 10,001, long before the body is read.
+    let lines = b"1\n".repeat(16 * 1024 * 1024);
+    let answer = send(lines).await;
+    match answer {
+        Ok(answer) => {
+            assert_eq!(answer.status(), 413);
+            let text = answer.text().await.unwrap();
+            assert!(text.contains("10000 lines"), "{text}");
+        }
+        // The node may close the connection while the client still sends.
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+    }
+    // Four full-size batches at once: what one request may hold is bounded, and so is what
+    // they hold together (intake.max_in_flight_bytes); the ones over it are answered 503.
+    let line = sample("platform", "case-event", 1).unwrap().to_string();
+    let big: Vec<u8> = std::iter::repeat_n(format!("{line}\n"), 10_000).collect::<String>().into_bytes();
+    let answers = futures::future::join_all((0..4).map(|_| send(big.clone()))).await;
+    let statuses: Vec<u16> = answers.into_iter().map(|a| a.map_or(0, |a| a.status().as_u16())).collect();
+    assert!(statuses.iter().all(|s| [200, 503].contains(s)), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+
+    let peak = node.process.peak_memory();
+    let grown_mib = peak.saturating_sub(baseline) / (1024 * 1024);
+    // The 64 MiB budget, and the checked records of what it admits (about twice the body).
+    assert!(grown_mib < 250, "peak memory grew by {grown_mib} MiB (baseline {} MiB)", baseline / (1024 * 1024));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_do_not_hold_a_shutdown_and_a_publish_in_progress_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::tls::Pki::new("faults CA");
+    let (cert, key) = pki.leaf(&["localhost", "127.0.0.1"]);
+    let broker = ChildBroker::start().await;
+    let mut config = child_config(dir.path(), Some(&broker.bootstrap));
+    // Timeouts far longer than the grace period: only the grace period can end these.
+    config.listen.header_read_timeout_secs = 120;
+    config.listen.body_timeout_secs = 120;
+    config.listen.tls_handshake_timeout_secs = 120;
+    config.listen.keep_alive_idle_secs = 120;
+    config.listen.shutdown_grace_secs = 2;
+    config.listen.registry_tls = Some(govex_bus::config::TlsConfig {
+        cert_path: crate::tls::write(dir.path(), "cert.pem", &cert),
+        key_path: crate::tls::write(dir.path(), "key.pem", &key),
+        client_ca_path: None,
+    });
+    let mut node = ChildNode::start(dir.path(), &config).await;
+    let registry = node.process.printed("schema registry").await;
+    let registry = registry.trim_start_matches("https://").trim_end_matches("/subjects").to_owned();
+    let api = node.api.trim_start_matches("http://").to_owned();
+
+    let mut held = Vec::new();
+    // Idle after one request (kept alive).
+    let mut idle = tokio::net::TcpStream::connect(&api).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut buffer = [0u8; 4096];
+    let n = idle.read(&mut buffer).await.unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+    held.push(idle);
+    // Half-sent headers.
+    let mut half = tokio::net::TcpStream::connect(&api).await.unwrap();
+    half.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    held.push(half);
+    // A stalled body.
+    let mut stalled = tokio::net::TcpStream::connect(&api).await.unwrap();
+    let head = format!(
+        "POST /v1/platform/case-event HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{",
+        child_token("platform")
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    held.push(stalled);
+    // TLS that never sends a ClientHello.
+    held.push(tokio::net::TcpStream::connect(&registry).await.unwrap());
+    // And a batch being published when SIGTERM comes.
+    let publishing = {
+        let api = node.api.clone();
+        tokio::spawn(async move { post_batch(&api, "case-event", None, batch("case-event", 0, 5_000)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let bootstrap = node.bootstrap.clone();
+    let (status, took) = node.process.terminate(Duration::from_secs(45)).await;
+    assert!(status.success(), "{status}: {}", node.process.stderr_text());
+    // Grace (2 s), then the drain and the flush; far below the 120 s the clients could hold.
+    assert!(took < Duration::from_secs(30), "shutdown took {took:?}");
+    // The batch either was answered or its client was cut at the end of the grace period;
+    // either way the publish ran to its end and was flushed before the node exited.
+    if let Ok((200, answer)) = publishing.await {
+        assert_eq!(answer["accepted"], 5_000);
+    }
+    assert_eq!(records_on(&bootstrap, CASES), 5_000, "every line of the batch is on the topic");
+    drop(held);
+}
