@@ -193,7 +193,7 @@ impl Plan {
             true => "none".to_owned(),
             false => self.links.iter().map(|l| format!("{} ({})", l.name, l.bootstrap)).collect::<Vec<_>>().join(", "),
         };
-        vec![
+        let mut lines = vec![
             format!("division     {}", config.division),
             format!("components   {}", names.join(", ")),
             format!("bus          {}", config.bus.brokers.as_deref().unwrap_or("embedded (in memory)")),
@@ -201,7 +201,19 @@ impl Plan {
             format!("tokens       {}", self.tokens.len()),
             format!("bridge links {links}"),
             format!("data         {}", config.data_dir.display()),
-        ]
+            format!(
+                "topics       created with {} partitions, replication factor {} (existing ones are left as they are, with a warning where they contradict these):",
+                config.bus.partitions, config.bus.replication_factor
+            ),
+        ];
+        for schema in bundled_schemas() {
+            for topic in [schema.topic.to_owned(), govex_bus::dlq::dlq_topic(schema.topic)] {
+                let settings: Vec<String> =
+                    config.bus.topic_settings(&topic).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+                lines.push(format!("  {topic:<42} {}", settings.join(" ")));
+            }
+        }
+        lines
     }
 }
 

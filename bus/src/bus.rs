@@ -164,14 +164,27 @@ impl Bus {
         // Ask for what exists first: a production cluster often has its topics made by its
         // operators, and this node's credentials may not allow CreateTopics at all.
         let existing = self.existing_topics().await?;
+        let admin: AdminClient<DefaultClientContext> =
+            self.config.client_config(&self.bootstrap, ClientRole::Admin).create().map_err(BusError::Client)?;
+        let present: Vec<&String> = all.iter().filter(|t| existing.contains(*t)).collect();
+        self.warn_about_existing(&admin, &present).await;
         let missing: Vec<&String> = all.iter().filter(|t| !existing.contains(*t)).collect();
         if missing.is_empty() {
             return Ok(());
         }
-        let admin: AdminClient<DefaultClientContext> =
-            self.config.client_config(&self.bootstrap, ClientRole::Admin).create().map_err(BusError::Client)?;
-        let new_topics: Vec<NewTopic<'_>> =
-            missing.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication))).collect();
+        let settings: Vec<Vec<(&'static str, String)>> =
+            missing.iter().map(|t| self.config.topic_settings(t)).collect();
+        let new_topics: Vec<NewTopic<'_>> = missing
+            .iter()
+            .zip(&settings)
+            .map(|(t, settings)| {
+                settings
+                    .iter()
+                    .fold(NewTopic::new(t, partitions, TopicReplication::Fixed(replication)), |new, (k, v)| {
+                        new.set(k, v)
+                    })
+            })
+            .collect();
         let results = admin
             .create_topics(&new_topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
             .await
@@ -183,6 +196,33 @@ impl Bus {
             }
         }
         Ok(())
+    }
+
+    /// Warns about each existing topic whose configs contradict what govex would create
+    /// (operators often make topics themselves). A cluster that does not answer
+    /// DescribeConfigs (or denies it) is noted at debug: the node still starts.
+    async fn warn_about_existing(&self, admin: &AdminClient<DefaultClientContext>, topics: &[&String]) {
+        use rdkafka::admin::ResourceSpecifier;
+        if topics.is_empty() {
+            return;
+        }
+        let specifiers: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let described = match admin.describe_configs(&specifiers, &options).await {
+            Ok(described) => described,
+            Err(e) => {
+                tracing::debug!(error = %e, "topic configs could not be described");
+                return;
+            }
+        };
+        for (topic, resource) in topics.iter().zip(described) {
+            let Ok(resource) = resource else { continue };
+            let existing: std::collections::HashMap<String, String> =
+                resource.entries.into_iter().filter_map(|e| Some((e.name, e.value?))).collect();
+            for contradiction in self.config.topic_contradictions(topic, &existing) {
+                tracing::warn!("{contradiction}; change it with kafka-configs --alter");
+            }
+        }
     }
 
     async fn existing_topics(&self) -> Result<std::collections::HashSet<String>, BusError> {

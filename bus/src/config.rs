@@ -380,6 +380,15 @@ pub struct BusConfig {
     /// Replication factor of each topic the node creates.
     #[serde(default = "default_replication_factor")]
     pub replication_factor: i32,
+    /// Retention of the event topics and dead-letter topics the node creates, in ms (-1:
+    /// for ever). The topics a store is rebuilt from (`bus.compacted_topics`) are compacted
+    /// and kept for ever whatever this says.
+    #[serde(default = "default_retention_ms")]
+    pub retention_ms: i64,
+    /// Topics that are a system of record for a store (rebuilt from them): created compacted,
+    /// with unlimited retention.
+    #[serde(default = "default_compacted_topics")]
+    pub compacted_topics: Vec<String>,
     /// How long the producer keeps retrying one record before it reports a failure.
     #[serde(default = "default_delivery_timeout_ms")]
     pub delivery_timeout_ms: u64,
@@ -586,6 +595,14 @@ fn default_embedded_brokers() -> i32 {
 fn default_partitions() -> i32 {
     3
 }
+fn default_retention_ms() -> i64 {
+    // 30 days: a month for a sink that was down, or a replay, to read the events again.
+    30 * 24 * 3_600_000
+}
+fn default_compacted_topics() -> Vec<String> {
+    // The e-licence store is rebuilt from its topic.
+    vec!["gov.elicense.licence.v1".into()]
+}
 fn default_replication_factor() -> i32 {
     3
 }
@@ -614,6 +631,50 @@ fn default_ops_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9464))
 }
 
+impl BusConfig {
+    /// The settings every topic the node creates gets, as Kafka topic configs: compacted
+    /// and kept for ever for a topic a store is rebuilt from (a broker's default 7-day
+    /// retention would delete licences from their system of record), deleted after
+    /// `retention_ms` otherwise; and `min.insync.replicas` = min(2, replication factor), so
+    /// that `acks=all` means at least two copies wherever there can be two.
+    pub fn topic_settings(&self, topic: &str) -> Vec<(&'static str, String)> {
+        let min_insync = self.replication_factor.clamp(1, 2);
+        let mut settings = match self.compacted_topics.iter().any(|t| t == topic) {
+            true => vec![("cleanup.policy", "compact".to_owned()), ("retention.ms", "-1".to_owned())],
+            false => vec![("cleanup.policy", "delete".to_owned()), ("retention.ms", self.retention_ms.to_string())],
+        };
+        settings.push(("min.insync.replicas", min_insync.to_string()));
+        settings
+    }
+
+    /// What in an existing topic's configs contradicts [`BusConfig::topic_settings`]: a
+    /// message per setting, naming it, what the topic has and what it needs.
+    pub fn topic_contradictions(
+        &self,
+        topic: &str,
+        existing: &std::collections::HashMap<String, String>,
+    ) -> Vec<String> {
+        let mut found = Vec::new();
+        for (name, wanted) in self.topic_settings(topic) {
+            let Some(actual) = existing.get(name) else { continue };
+            let contradicts = match name {
+                // More copies than asked for is not a contradiction.
+                "min.insync.replicas" => actual.parse::<i32>().is_ok_and(|a| a < wanted.parse().unwrap_or(1)),
+                "retention.ms" if wanted == "-1" => actual != "-1",
+                "retention.ms" => {
+                    actual != "-1" && actual.parse::<i64>().is_ok_and(|a| a < wanted.parse().unwrap_or(i64::MAX))
+                }
+                "cleanup.policy" if wanted == "compact" => !actual.split(',').any(|p| p.trim() == "compact"),
+                _ => false,
+            };
+            if contradicts {
+                found.push(format!("topic {topic}: {name} is {actual}, govex needs {wanted}"));
+            }
+        }
+        found
+    }
+}
+
 impl Default for BusConfig {
     fn default() -> Self {
         Self {
@@ -621,6 +682,8 @@ impl Default for BusConfig {
             embedded_brokers: default_embedded_brokers(),
             partitions: default_partitions(),
             replication_factor: default_replication_factor(),
+            retention_ms: default_retention_ms(),
+            compacted_topics: default_compacted_topics(),
             delivery_timeout_ms: default_delivery_timeout_ms(),
             linger_ms: default_linger_ms(),
             compression: default_compression(),
@@ -1021,5 +1084,34 @@ mod tests {
         let error = intake.all_tokens().unwrap_err();
         assert_eq!(error.origin, format!("tokens file {}", path.display()));
         assert!(error.message.contains("sha256"), "{error}");
+    }
+
+    #[test]
+    fn topics_are_created_with_explicit_settings_and_contradictions_are_named() {
+        let bus = BusConfig { replication_factor: 3, ..BusConfig::default() };
+        let settings = |t: &str| bus.topic_settings(t).into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>();
+        assert_eq!(
+            settings("gov.elicense.licence.v1"),
+            ["cleanup.policy=compact", "retention.ms=-1", "min.insync.replicas=2"]
+        );
+        assert_eq!(
+            settings("gov.case.event.v1"),
+            ["cleanup.policy=delete", "retention.ms=2592000000", "min.insync.replicas=2"]
+        );
+        let single = BusConfig { replication_factor: 1, ..BusConfig::default() };
+        assert_eq!(single.topic_settings("gov.case.event.v1")[2], ("min.insync.replicas", "1".to_owned()));
+
+        let existing = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let broker_default =
+            existing(&[("cleanup.policy", "delete"), ("retention.ms", "604800000"), ("min.insync.replicas", "1")]);
+        let found = bus.topic_contradictions("gov.elicense.licence.v1", &broker_default);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].contains("cleanup.policy is delete, govex needs compact"), "{found:?}");
+        let found = bus.topic_contradictions("gov.case.event.v1", &broker_default);
+        assert_eq!(found.len(), 2, "a shorter retention and one in-sync replica: {found:?}");
+        let generous =
+            existing(&[("cleanup.policy", "compact,delete"), ("retention.ms", "-1"), ("min.insync.replicas", "3")]);
+        assert!(bus.topic_contradictions("gov.case.event.v1", &generous).is_empty());
+        assert!(bus.topic_contradictions("gov.elicense.licence.v1", &generous).is_empty());
     }
 }

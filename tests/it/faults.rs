@@ -310,3 +310,35 @@ async fn slow_and_idle_clients_do_not_hold_a_shutdown_and_a_publish_in_progress_
     assert_eq!(records_on(&bootstrap, CASES), 5_000, "every line of the batch is on the topic");
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_is_counted_completed_once_and_a_completion_without_acceptance_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = ChildNode::start(dir.path(), &child_config(dir.path(), None)).await;
+    let event = |n: u32, stage: &str, at: &str| {
+        let mut event = sample("platform", "case-event", n).unwrap();
+        event["stage"] = stage.into();
+        event["occurred_at"] = at.into();
+        event.to_string() + "\n"
+    };
+    // Case 1 accepted and completed twice (a department resent it, with new event ids);
+    // case 2 completed with no acceptance.
+    let lines = [
+        event(1, "ACCEPTED", "2026-11-20T09:00:00+08:00"),
+        event(1, "COMPLETED", "2026-11-23T09:00:00+08:00"),
+        event(1, "COMPLETED", "2026-11-23T10:00:00+08:00"),
+        event(2, "COMPLETED", "2026-11-23T09:00:00+08:00"),
+    ];
+    for line in lines {
+        let (status, answer) = post_batch(&node.api, "case-event", None, line).await;
+        assert_eq!((status, answer["accepted"].as_u64()), (200, Some(1)), "{answer}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while node.metric("govex_case_completed_without_acceptance_total").await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the case statistics did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(node.metric("govex_case_completed_total{division=\"610921\",on_time=\"true\"}").await, 1.0);
+    assert_eq!(node.metric("govex_case_completed_total").await, 1.0, "one case, counted once");
+    assert_eq!(node.metric("govex_case_completed_without_acceptance_total").await, 1.0);
+}
