@@ -431,7 +431,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     };
     let ops_addr = ops_listener.local_addr()?;
     let readiness = Readiness { bus: uses_bus.then(|| bus.clone()), registry: registry.clone() };
-    let ops_router = ops::router(metrics.clone(), readiness).route("/openapi.json", openapi::route(openapi::OPS));
+    let ops_router = ops::router(metrics.clone(), readiness.watch(background.clone()))
+        .route("/openapi.json", openapi::route(openapi::OPS));
     // The ops port has connections of its own: a flood on the API leaves the probes answering.
     let connections = background_tasks.clone();
     let stop = Stop { stop: background.clone(), cut: cut.clone() };

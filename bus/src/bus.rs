@@ -86,6 +86,7 @@ pub struct Bus {
     embedded: Option<Arc<EmbeddedBroker>>,
     producer: Producer,
     lag: crate::consumer::LagGauges,
+    catch_up: crate::consumer::CatchUp,
 }
 
 impl Bus {
@@ -126,7 +127,7 @@ impl Bus {
                 lag.clone(),
             )
         });
-        Ok(Self { config: config.clone(), bootstrap, embedded, producer, lag })
+        Ok(Self { config: config.clone(), bootstrap, embedded, producer, lag, catch_up: Default::default() })
     }
 
     /// The bootstrap servers clients connect to.
@@ -319,6 +320,33 @@ impl Bus {
         .map_err(|e| unreachable(e.to_string()))
     }
 
+    /// Which of this bus's consumers have caught up since they started (`/readyz`).
+    pub fn catch_up(&self) -> &crate::consumer::CatchUp {
+        &self.catch_up
+    }
+
+    /// Asks the brokers for metadata on the producer's own client (no new client per
+    /// question); fails when none answers within `timeout`.
+    pub async fn check_producer_reachable(&self, timeout: Duration) -> Result<(), BusError> {
+        use rdkafka::producer::Producer as _;
+        let producer = self.producer.client().clone();
+        let bootstrap = self.bootstrap.clone();
+        let result =
+            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout).map(drop)).await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(BusError::Unreachable { bootstrap, error: e.to_string() }),
+            Err(e) => Err(BusError::Unreachable { bootstrap, error: e.to_string() }),
+        }
+    }
+
+    /// A fatal error of the producer (its idempotence fenced, say): it will deliver nothing
+    /// more, and the process must be restarted.
+    pub fn producer_fatal_error(&self) -> Option<String> {
+        use rdkafka::producer::Producer as _;
+        self.producer.client().client().fatal_error().map(|(code, reason)| format!("{code}: {reason}"))
+    }
+
     /// The consumer-lag gauges every consumer of this node reports into (bridges report the
     /// lag of their remote source partitions here too).
     pub fn lag_gauges(&self) -> crate::consumer::LagGauges {
@@ -329,6 +357,7 @@ impl Bus {
     pub fn consumer(&self, settings: ConsumerSettings) -> Result<AtLeastOnceConsumer, BusError> {
         Ok(AtLeastOnceConsumer::new(&self.config, &self.bootstrap, settings)
             .map_err(BusError::Client)?
-            .with_lag_gauges(self.lag.clone()))
+            .with_lag_gauges(self.lag.clone())
+            .with_catch_up(self.catch_up.clone()))
     }
 }

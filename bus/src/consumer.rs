@@ -125,12 +125,53 @@ pub struct RunStats {
     pub dead_lettered: u64,
 }
 
+/// Whether each consumer group of a bus has caught up: joined its group and handled every
+/// record up to the end offsets its partitions had when it was first assigned them. What
+/// `/readyz` waits for, so that "ready" means a licence posted now is the next to apply,
+/// not one behind a backlog.
+#[derive(Clone, Default)]
+pub struct CatchUp {
+    groups: Arc<parking_lot::Mutex<BTreeMap<String, bool>>>,
+}
+
+impl CatchUp {
+    fn register(&self, group: &str) {
+        self.groups.lock().insert(group.to_owned(), false);
+    }
+
+    fn mark(&self, group: &str) {
+        if self.groups.lock().insert(group.to_owned(), true) != Some(true) {
+            tracing::info!(group, "consumer caught up with the end offsets seen at start");
+        }
+    }
+
+    /// The groups that have not caught up yet.
+    pub fn behind(&self) -> Vec<String> {
+        self.groups.lock().iter().filter(|(_, done)| !**done).map(|(g, _)| g.clone()).collect()
+    }
+}
+
+/// Per partition, where handling started and the end offset to reach.
+#[derive(Default)]
+struct Progress {
+    /// (committed offset, end offset seen at start), per partition; `None` until the first
+    /// assignment's offsets are known.
+    partitions: Option<HashMap<(String, i32), (i64, i64)>>,
+    /// The next offset after each partition's stored prefix, as this run stored it (records
+    /// may be handled before the end offsets are known).
+    stored: HashMap<(String, i32), i64>,
+    /// The offsets are being asked for.
+    asking: Option<tokio::sync::oneshot::Receiver<Option<HashMap<(String, i32), (i64, i64)>>>>,
+    done: bool,
+}
+
 /// An at-least-once consumer, subscribed and ready to [`run`](Self::run).
 pub struct AtLeastOnceConsumer {
     consumer: Arc<StreamConsumer<TrackingContext>>,
     assignment: watch::Receiver<Assignment>,
     settings: ConsumerSettings,
     lag: Option<LagGauges>,
+    catch_up: Option<CatchUp>,
 }
 
 /// Labels of the consumer lag gauge.
@@ -159,7 +200,58 @@ impl AtLeastOnceConsumer {
             client_config.create_with_context(TrackingContext { assignment: sender })?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        Ok(Self { consumer: Arc::new(consumer), assignment, settings, lag: None })
+        Ok(Self { consumer: Arc::new(consumer), assignment, settings, lag: None, catch_up: None })
+    }
+
+    /// Reports into `catch_up` when this consumer has caught up (see [`CatchUp`]).
+    pub fn with_catch_up(mut self, catch_up: CatchUp) -> Self {
+        catch_up.register(&self.settings.group_id);
+        self.catch_up = Some(catch_up);
+        self
+    }
+
+    /// Asks (off the async workers, on this consumer's own client) for the committed offsets
+    /// and end offsets of the partitions assigned now.
+    fn ask_progress(&self, progress: &mut Progress) {
+        let assigned = self.assignment.borrow().clone();
+        if assigned.is_empty() || progress.asking.is_some() {
+            return;
+        }
+        let consumer = self.consumer.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        progress.asking = Some(rx);
+        tokio::task::spawn_blocking(move || {
+            let mut list = rdkafka::TopicPartitionList::new();
+            for (topic, partition) in &assigned {
+                list.add_partition(topic, *partition);
+            }
+            let answer = (|| {
+                let committed = consumer.committed_offsets(list, Duration::from_secs(5)).ok()?;
+                let mut partitions = HashMap::new();
+                for element in committed.elements() {
+                    let (low, high) =
+                        consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(5)).ok()?;
+                    let start = match element.offset() {
+                        rdkafka::Offset::Offset(offset) => offset.max(low),
+                        _ => low,
+                    };
+                    partitions.insert((element.topic().to_owned(), element.partition()), (start, high));
+                }
+                Some(partitions)
+            })();
+            let _ = tx.send(answer);
+        });
+    }
+
+    fn check_progress(&self, progress: &mut Progress) {
+        let (Some(catch_up), Some(partitions)) = (&self.catch_up, &progress.partitions) else { return };
+        let reached = |(tp, (committed, end)): (&(String, i32), &(i64, i64))| {
+            progress.stored.get(tp).copied().unwrap_or(0).max(*committed) >= *end
+        };
+        if !progress.done && partitions.iter().all(reached) {
+            progress.done = true;
+            catch_up.mark(&self.settings.group_id);
+        }
     }
 
     /// Reports this consumer's lag per partition into `gauges` while it runs.
@@ -222,12 +314,38 @@ impl AtLeastOnceConsumer {
         let mut stats = RunStats::default();
         let mut assignment = self.assignment.clone();
         let mut lag_timer = tokio::time::interval(LAG_INTERVAL);
+        let mut progress = Progress { done: self.catch_up.is_none(), ..Progress::default() };
+        let mut progress_timer = tokio::time::interval(Duration::from_millis(250));
         loop {
+            let asking = async {
+                match progress.asking.as_mut() {
+                    Some(rx) => rx.await.ok().flatten(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
-                Some(done) = done_rx.recv() => self.finish(&mut trackers, done, &mut stats),
+                Some(done) = done_rx.recv() => {
+                    let tp = (done.0.clone(), done.1);
+                    if let Some(last) = self.finish(&mut trackers, done, &mut stats) {
+                        let next = progress.stored.entry(tp).or_default();
+                        *next = (*next).max(last + 1);
+                    }
+                    self.check_progress(&mut progress);
+                }
                 _ = shutdown.cancelled() => break,
                 _ = lag_timer.tick() => self.measure_lag(),
+                answer = asking => {
+                    progress.asking = None;
+                    // A failed question is asked again on the next tick.
+                    if answer.is_some() {
+                        progress.partitions = answer;
+                        self.check_progress(&mut progress);
+                    }
+                }
+                _ = progress_timer.tick(), if !progress.done && progress.partitions.is_none() => {
+                    self.ask_progress(&mut progress);
+                }
                 Ok(()) = assignment.changed() => {
                     // Forget partitions no longer ours: their in-flight records may still
                     // finish, but storing their offsets is the new owner's business.
@@ -272,21 +390,24 @@ impl AtLeastOnceConsumer {
         stats
     }
 
+    /// Notes a finished record; returns the last offset of the partition's finished prefix
+    /// when it advanced (and was stored).
     fn finish(
         &self,
         trackers: &mut HashMap<(String, i32), OffsetTracker>,
         (topic, partition, offset, dead): (String, i32, i64, bool),
         stats: &mut RunStats,
-    ) {
+    ) -> Option<i64> {
         stats.finished += 1;
         stats.dead_lettered += u64::from(dead);
-        let Some(tracker) = trackers.get_mut(&(topic.clone(), partition)) else { return };
-        if let Some(last) = tracker.finish(offset) {
-            // `store_offset` stores `last + 1`, the next offset to read.
-            if let Err(error) = self.consumer.store_offset(&topic, partition, last) {
-                tracing::debug!(error = %error, topic, partition, "offset not stored (partition revoked)");
-            }
+        let tracker = trackers.get_mut(&(topic.clone(), partition))?;
+        let last = tracker.finish(offset)?;
+        // `store_offset` stores `last + 1`, the next offset to read.
+        if let Err(error) = self.consumer.store_offset(&topic, partition, last) {
+            tracing::debug!(error = %error, topic, partition, "offset not stored (partition revoked)");
+            return None;
         }
+        Some(last)
     }
 }
 

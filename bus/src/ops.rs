@@ -1,7 +1,7 @@
 //! The operations HTTP server: `/metrics`, `/healthz` (the process is alive) and `/readyz`
 //! (the brokers and the registry answer), plus binding with errors that say what to fix.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     extract::State,
@@ -17,27 +17,91 @@ use crate::{bus::Bus, metrics::Metrics, registry_client::RegistryClient};
 /// What `/readyz` checks.
 #[derive(Clone)]
 pub struct Readiness {
-    /// The bus whose brokers must answer; none for a process that does not use the bus (a
-    /// registry on its own must stay ready while Kafka is down, or every other process
-    /// loses its registry too).
+    /// The bus whose brokers must answer and whose consumers must have caught up; none for a
+    /// process that does not use the bus (a registry on its own must stay ready while Kafka
+    /// is down, or every other process loses its registry too).
     pub bus: Option<Bus>,
     /// The registry that must answer.
     pub registry: RegistryClient,
 }
 
+/// How often the readiness state is worked out again.
+const READINESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The readiness state, worked out in the background ([`Readiness::watch`]): a `/readyz`
+/// call reads it and costs no client, no connection and no wait.
+#[derive(Clone)]
+pub struct ReadyState {
+    problems: Arc<parking_lot::Mutex<Vec<String>>>,
+}
+
+impl Readiness {
+    /// Starts working out the state every second until `stop`: the brokers answer (asked on
+    /// the producer's own client), the producer has no fatal error (logged once when it
+    /// comes), every consumer of the bus has caught up with the end offsets seen at its
+    /// start, and the registry answers.
+    pub fn watch(self, stop: tokio_util::sync::CancellationToken) -> ReadyState {
+        let state = ReadyState { problems: Arc::new(parking_lot::Mutex::new(vec!["starting".to_owned()])) };
+        let shared = state.clone();
+        tokio::spawn(async move {
+            let mut fatal_logged = false;
+            let mut ticks = tokio::time::interval(READINESS_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = ticks.tick() => {}
+                }
+                let problems = self.problems(&mut fatal_logged).await;
+                *shared.problems.lock() = problems;
+            }
+        });
+        state
+    }
+
+    async fn problems(&self, fatal_logged: &mut bool) -> Vec<String> {
+        let bus_check = async {
+            match &self.bus {
+                Some(bus) => bus.check_producer_reachable(Duration::from_secs(2)).await,
+                None => Ok(()),
+            }
+        };
+        let (bus, registry) = tokio::join!(bus_check, self.registry.check_reachable());
+        let mut problems = Vec::new();
+        if let Err(e) = bus {
+            problems.push(format!("bus: {e}"));
+        }
+        if let Some(bus) = &self.bus {
+            if let Some(fatal) = bus.producer_fatal_error() {
+                if !*fatal_logged {
+                    tracing::error!(error = %fatal, "the producer failed fatally and delivers nothing more; restart the process");
+                    *fatal_logged = true;
+                }
+                problems.push(format!("producer: fatal error {fatal}; restart the process"));
+            }
+            for group in bus.catch_up().behind() {
+                problems.push(format!("consumer group {group}: not caught up with its partitions' end offsets yet"));
+            }
+        }
+        if let Err(e) = registry {
+            problems.push(format!("registry: {e}"));
+        }
+        problems
+    }
+}
+
 #[derive(Clone)]
 struct OpsState {
     metrics: Metrics,
-    readiness: Readiness,
+    ready: ReadyState,
 }
 
 /// The ops routes.
-pub fn router(metrics: Metrics, readiness: Readiness) -> Router {
+pub fn router(metrics: Metrics, ready: ReadyState) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
-        .with_state(OpsState { metrics, readiness })
+        .with_state(OpsState { metrics, ready })
 }
 
 /// OpenMetrics when the scraper asks for it (Prometheus does), else the classic text format.
@@ -57,20 +121,7 @@ async fn metrics_handler(State(state): State<OpsState>, headers: HeaderMap) -> R
 }
 
 async fn ready_handler(State(state): State<OpsState>) -> Response {
-    let bus_check = async {
-        match &state.readiness.bus {
-            Some(bus) => bus.check_reachable(Duration::from_secs(2)).await,
-            None => Ok(()),
-        }
-    };
-    let (bus, registry) = tokio::join!(bus_check, state.readiness.registry.check_reachable());
-    let mut problems = Vec::new();
-    if let Err(e) = bus {
-        problems.push(format!("bus: {e}"));
-    }
-    if let Err(e) = registry {
-        problems.push(format!("registry: {e}"));
-    }
+    let problems = state.ready.problems.lock().clone();
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {

@@ -162,8 +162,7 @@ async fn a_registry_on_its_own_starts_and_stays_ready_while_kafka_is_unreachable
     let closed = free_port();
     let config = process_config(dir.path(), &closed.to_string(), &[Component::Registry], None);
     let registry = govex::node::start(config).await.unwrap();
-    let ready = reqwest::get(format!("http://{}/readyz", registry.ops_addr)).await.unwrap();
-    assert_eq!(ready.status(), StatusCode::OK, "{:?}", ready.text().await);
+    crate::support::wait_ready(&format!("http://{}/readyz", registry.ops_addr)).await;
     let subjects: Vec<String> = reqwest::get(format!("http://{}/subjects", registry.registry_addr.unwrap()))
         .await
         .unwrap()

@@ -342,3 +342,39 @@ async fn a_case_is_counted_completed_once_and_a_completion_without_acceptance_ap
     assert_eq!(node.metric("govex_case_completed_total").await, 1.0, "one case, counted once");
     assert_eq!(node.metric("govex_case_completed_without_acceptance_total").await, 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_means_the_sinks_have_caught_up_and_asking_costs_no_client() {
+    const LICENCES_SENT: u32 = 2_000;
+    let broker = ChildBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = tempfile::tempdir().unwrap();
+    let mut node = ChildNode::start(first.path(), &child_config(first.path(), Some(&broker.bootstrap))).await;
+    let (status, answer) = post_batch(&node.api, "licence", None, batch("licence", 0, LICENCES_SENT)).await;
+    assert_eq!((status, answer["accepted"].as_u64()), (200, Some(u64::from(LICENCES_SENT))));
+    node.process.terminate(Duration::from_secs(60)).await;
+
+    // A new node, new consumer groups: a backlog of 2,000 licences to apply before it is ready.
+    let mut config = child_config(dir.path(), Some(&broker.bootstrap));
+    config.bus.group_prefix = "second".into();
+    let node = ChildNode::start(dir.path(), &config).await;
+    let readyz = format!("{}/readyz", node.ops);
+    let early = reqwest::get(&readyz).await.unwrap();
+    let early = (early.status().as_u16(), early.text().await.unwrap());
+    crate::support::wait_ready(&readyz).await;
+    let applied = node.metric("govex_elicense_store_licences").await;
+    assert_eq!(applied, f64::from(LICENCES_SENT), "ready before the store caught up (first answer: {early:?})");
+
+    // Asking is free: 300 questions make no client, no thread.
+    let threads = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status.lines().find(|l| l.starts_with("Threads:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let before = threads(node.process.child.id());
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        assert_eq!(http.get(&readyz).send().await.unwrap().status(), 200);
+    }
+    let after = threads(node.process.child.id());
+    assert!(after <= before + 4, "threads grew from {before} to {after}");
+}

@@ -66,8 +66,7 @@ async fn a_node_serves_its_registry_to_a_remote_codec_and_reports_ready() {
 
     let ops = format!("http://{}", node.ops_addr);
     assert_eq!(http.get(format!("{ops}/healthz")).send().await.unwrap().status(), 200);
-    let ready = http.get(format!("{ops}/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    crate::support::wait_ready(&format!("{ops}/readyz")).await;
     let metrics = http.get(format!("{ops}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("govex_bus_producer_in_flight_records"), "{metrics}");
     node.shutdown().await.unwrap();

@@ -69,8 +69,7 @@ async fn a_node_process_shares_a_standalone_broker_and_stops_cleanly_on_sigterm(
     let readyz = health.split_whitespace().find(|w| w.ends_with("/readyz")).unwrap().to_owned();
     let bus = wait_for_line(&node_lines, "  bus ");
     assert!(bus.contains(&bootstrap), "the node uses the shared broker: {bus}");
-    let ready = reqwest::get(&readyz).await.unwrap();
-    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    crate::support::wait_ready(&readyz).await;
 
     terminate(&node);
     let status = tokio::task::spawn_blocking(move || node.wait()).await.unwrap().unwrap();

@@ -154,3 +154,18 @@ impl Collector {
         self.run.await.unwrap()
     }
 }
+
+/// Waits until `url` (a `/readyz`) answers 200; fails the test after 60 s, with the last
+/// answer. Readiness is worked out in the background, once the consumers have caught up.
+pub async fn wait_ready(url: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = reqwest::get(url).await.unwrap();
+        if answer.status() == 200 {
+            return;
+        }
+        let text = answer.text().await.unwrap();
+        assert!(tokio::time::Instant::now() < deadline, "never ready: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
