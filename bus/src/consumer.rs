@@ -151,17 +151,20 @@ impl CatchUp {
     }
 }
 
+/// (committed offset, end offset seen at start) per partition.
+type Targets = HashMap<(String, i32), (i64, i64)>;
+
 /// Per partition, where handling started and the end offset to reach.
 #[derive(Default)]
 struct Progress {
     /// (committed offset, end offset seen at start), per partition; `None` until the first
     /// assignment's offsets are known.
-    partitions: Option<HashMap<(String, i32), (i64, i64)>>,
+    partitions: Option<Targets>,
     /// The next offset after each partition's stored prefix, as this run stored it (records
     /// may be handled before the end offsets are known).
     stored: HashMap<(String, i32), i64>,
     /// The offsets are being asked for.
-    asking: Option<tokio::sync::oneshot::Receiver<Option<HashMap<(String, i32), (i64, i64)>>>>,
+    asking: Option<tokio::sync::oneshot::Receiver<Option<Targets>>>,
     done: bool,
 }
 
