@@ -378,3 +378,86 @@ async fn ready_means_the_sinks_have_caught_up_and_asking_costs_no_client() {
     let after = threads(node.process.child.id());
     assert!(after <= before + 4, "threads grew from {before} to {after}");
 }
+
+/// Waits until `metric` of `node` reaches `at_least`.
+async fn wait_metric(node: &ChildNode, metric: &str, at_least: f64, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let value = node.metric(metric).await;
+        if value >= at_least {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {metric} is {value}, waited for {at_least}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_elicense_sink_killed_mid_stream_and_restarted_neither_loses_nor_duplicates() {
+    const HALF: u32 = 3_000;
+    let broker = ChildBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = child_config(dir.path(), Some(&broker.bootstrap));
+    let mut node = ChildNode::start(dir.path(), &config).await;
+    let (status, answer) = post_batch(&node.api, "licence", None, batch("licence", 0, HALF)).await;
+    assert_eq!((status, answer["accepted"].as_u64()), (200, Some(u64::from(HALF))));
+    // SIGKILL while the sink is part way through: no drain, no final commit.
+    wait_metric(&node, "govex_elicense_store_licences", 500.0, "the sink never started").await;
+    node.process.kill9();
+
+    let mut node = ChildNode::start(dir.path(), &config).await;
+    let (status, answer) = post_batch(&node.api, "licence", None, batch("licence", HALF, HALF)).await;
+    assert_eq!((status, answer["accepted"].as_u64()), (200, Some(u64::from(HALF))));
+    wait_metric(&node, "govex_elicense_store_licences", f64::from(2 * HALF), "the restarted sink stalled").await;
+    let redelivered = node.metric("govex_elicense_records_total{outcome=\"skipped\"").await;
+    node.process.terminate(Duration::from_secs(60)).await;
+
+    let acknowledged = 2 * HALF as usize;
+    let on_topic = event_ids(&broker.bootstrap, LICENCES);
+    assert_eq!(on_topic.len(), acknowledged, "acknowledged = on the topic");
+    let store = govex_sinks::elicense::LicenceStore::open(&config.data_dir.join("elicense")).unwrap();
+    assert_eq!(store.len(), acknowledged, "on the topic = applied (each licence once)");
+    eprintln!("killed mid-stream: {acknowledged} acknowledged, on the topic and applied; {redelivered} redeliveries skipped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_killed_mid_stream_and_restarted_loses_nothing_and_forwards_each_record_once() {
+    const HALF: u32 = 2_000;
+    let (city_broker, county_broker) = (ChildBroker::start().await, ChildBroker::start().await);
+    let (city_dir, county_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut city_config = child_config(city_dir.path(), Some(&city_broker.bootstrap));
+    city_config.division = govex_bus::Division::parse("610900").unwrap();
+    let city = ChildNode::start(city_dir.path(), &city_config).await;
+    let mut county_config = child_config(county_dir.path(), Some(&county_broker.bootstrap));
+    county_config.division = govex_bus::Division::parse("610921").unwrap();
+    county_config.bridge.parent = Some(govex_bus::config::LinkConfig {
+        division: None,
+        brokers: city_broker.bootstrap.clone(),
+        properties: Default::default(),
+    });
+    let mut county = ChildNode::start(county_dir.path(), &county_config).await;
+
+    let (status, _) = post_batch(&city.api, "licence", None, batch("licence", 0, HALF)).await;
+    assert_eq!(status, 200);
+    // SIGKILL the county while its bridge is part way through.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while records_on(&county_broker.bootstrap, LICENCES) < 200 {
+        assert!(std::time::Instant::now() < deadline, "the bridge forwarded nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    county.process.kill9();
+    let (status, _) = post_batch(&city.api, "licence", None, batch("licence", HALF, HALF)).await;
+    assert_eq!(status, 200);
+
+    let mut county = ChildNode::start(county_dir.path(), &county_config).await;
+    wait_metric(&county, "govex_elicense_store_licences", f64::from(2 * HALF), "the restarted bridge stalled").await;
+    county.process.terminate(Duration::from_secs(60)).await;
+    let sent: HashSet<String> = event_ids(&city_broker.bootstrap, LICENCES).into_iter().collect();
+    let arrived = event_ids(&county_broker.bootstrap, LICENCES);
+    let distinct: HashSet<String> = arrived.iter().cloned().collect();
+    assert_eq!(sent.len(), 2 * HALF as usize);
+    assert_eq!(distinct, sent, "nothing lost, nothing made up");
+    let store = govex_sinks::elicense::LicenceStore::open(&county_config.data_dir.join("elicense")).unwrap();
+    assert_eq!(store.len(), 2 * HALF as usize, "each licence applied once");
+    eprintln!("bridge killed mid-stream: {} forwarded, {} twice (same event ids)", arrived.len(), arrived.len() - distinct.len());
+}
