@@ -27,35 +27,87 @@ pub fn audit_verify(config: &NodeConfig) -> Result<bool> {
     }
 }
 
+/// Removes a half-built directory unless the rebuild got as far as swapping it in: a
+/// failed rebuild leaves nothing behind.
+struct Debris(Option<std::path::PathBuf>);
+
+impl Drop for Debris {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                eprintln!("the unfinished rebuild at {} could not be removed: {e}", dir.display());
+            }
+        }
+    }
+}
+
 /// `govex sink elicense --rebuild`: builds a new store from the topic beside the old one,
 /// then swaps them, keeping the old one under a dated name.
+///
+/// Schemas come from the node's own registry store (`data_dir/registry`, opened directly:
+/// the node is stopped) when the node serves its own registry, else from `registry.url`. A
+/// rebuild that could not read every record swaps nothing and removes what it built.
 pub async fn rebuild_elicense(config: &NodeConfig) -> Result<()> {
     if config.bus.brokers.is_none() {
         bail!("a rebuild reads the topic from the node's Kafka cluster: set bus.brokers (the embedded bus keeps nothing across restarts)");
     }
-    let registry_url = config.registry.url.clone().unwrap_or_else(|| format!("http://{}", config.listen.registry));
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
     let live = config.data_dir.join("elicense");
+    // Opened first: a running node holds it, and the rebuild must not start beside it.
+    let old = match live.exists() {
+        true => Some(
+            LicenceStore::open(&live)
+                .with_context(|| format!("{} cannot be opened (stop the node first)", live.display()))?,
+        ),
+        false => None,
+    };
+    let registry = match &config.registry.url {
+        Some(url) => crate::node::registry_client(url, config)?,
+        None => {
+            let dir = config.data_dir.join("registry");
+            if !dir.exists() {
+                bail!("the node's registry store {} does not exist: nothing could decode the topic", dir.display());
+            }
+            let store = govex_schemas::Registry::open(&dir).with_context(|| {
+                format!("the node's registry store {} cannot be opened (stop the node first)", dir.display())
+            })?;
+            RegistryClient::local(store)
+        }
+    };
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f");
     let fresh = config.data_dir.join(format!("elicense.rebuild-{stamp}"));
     let kept = config.data_dir.join(format!("elicense.before-rebuild-{stamp}"));
+    let mut debris = Debris(Some(fresh.clone()));
     let bus = Bus::start(&config.bus, &Metrics::new())?;
     let store = LicenceStore::open(&fresh).with_context(|| format!("{} cannot be created", fresh.display()))?;
-    let read = sink::rebuild(store.clone(), &bus, RegistryClient::http(&registry_url)).await?;
-    if live.exists() {
-        let old = LicenceStore::open(&live)
-            .with_context(|| format!("{} cannot be opened (stop the node first)", live.display()))?;
+    let report = sink::rebuild(store.clone(), &bus, registry).await?;
+    if report.unreadable > 0 {
+        bail!(
+            "rebuild refused: {} of {} records could not be read (see the warnings above); the live store is untouched",
+            report.unreadable,
+            report.read
+        );
+    }
+    if let Some(old) = &old {
         let entries = store.use_log().copy_use_log_from(old.use_log())?;
         println!("kept the use log: {entries} entries");
     }
     store.flush().await?;
     let licences = store.len();
-    drop(store);
+    drop((store, old));
     if live.exists() {
         std::fs::rename(&live, &kept)
             .with_context(|| format!("{} cannot be moved aside (is the node running?)", live.display()))?;
     }
     std::fs::rename(&fresh, &live)?;
-    println!("rebuilt {} from {read} records: {licences} licences", live.display());
-    println!("the previous store is kept at {} (its use log included; move it back to restore)", kept.display());
+    debris.0 = None;
+    println!(
+        "rebuilt {} from {} records: {licences} licences ({} refused as the live store refused them)",
+        live.display(),
+        report.read,
+        report.refused
+    );
+    if kept.exists() {
+        println!("the previous store is kept at {} (its use log included; move it back to restore)", kept.display());
+    }
     Ok(())
 }

@@ -117,6 +117,17 @@ async fn register_schemas(registry: &RegistryClient) -> Result<Vec<String>> {
     Ok(topics)
 }
 
+/// The client of the external registry at `url`, with the configured token and TLS.
+pub fn registry_client(url: &str, config: &NodeConfig) -> Result<RegistryClient> {
+    let token = config.registry.token.as_deref();
+    Ok(match &config.registry.tls {
+        Some(tls) => {
+            RegistryClient::https(url, token, tls).map_err(anyhow::Error::msg).context("invalid configuration")?
+        }
+        None => RegistryClient::http_with_token(url, token),
+    })
+}
+
 /// What a configuration asks of this process, worked out and checked before anything
 /// starts: the components and the registry agree, the tokens (including
 /// `intake.tokens_file`) parse, the bridge links resolve. `start` runs on it, and
@@ -239,16 +250,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         _ => None,
     };
     let (registry, registry_listener) = match &registry_url {
-        Some(url) => {
-            let token = config.registry.token.as_deref();
-            let client = match &config.registry.tls {
-                Some(tls) => RegistryClient::https(url, token, tls)
-                    .map_err(anyhow::Error::msg)
-                    .context("invalid configuration")?,
-                None => RegistryClient::http_with_token(url, token),
-            };
-            (client, None)
-        }
+        Some(url) => (registry_client(url, &config)?, None),
         None => {
             let listener = ops::bind("schema registry", config.listen.registry).await?;
             let store = open_registry(config.data_dir.join("registry"))?;

@@ -274,50 +274,95 @@ impl Bus {
         name: &str,
     ) -> Result<Vec<String>, BusError> {
         use rdkafka::message::{Headers, Message};
+        let mut records = self.read_to_end(topic, from).await?;
+        let mut values = Vec::new();
+        while let Some(message) = records.recv().await {
+            if let Some(headers) = message?.headers() {
+                for header in headers.iter().filter(|h| h.key == name) {
+                    values.push(String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned());
+                }
+            }
+        }
+        Ok(values)
+    }
+
+    /// Every record of `topic` from `from` (per partition; the beginning where absent) up
+    /// to each partition's high watermark at the time of the call, in a channel that closes
+    /// at the end. Reads without a consumer group.
+    ///
+    /// A partition is finished when a record at or past its last offset arrives or when the
+    /// broker says the end is reached (partition EOF): counting records would never end on a
+    /// compacted or trimmed topic, whose offsets have gaps. Reading that makes no progress
+    /// for a minute ends with an error.
+    pub async fn read_to_end(
+        &self,
+        topic: &str,
+        from: &std::collections::BTreeMap<i32, i64>,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<rdkafka::message::OwnedMessage, BusError>>, BusError> {
+        use rdkafka::message::Message;
         let until = self.high_watermarks(topic).await?;
         let mut config = self.config.client_config(&self.bootstrap, ClientRole::Admin);
-        config.set("group.id", "govex-scan").set("enable.auto.commit", "false").set("enable.partition.eof", "false");
-        let (topic, name, from) = (topic.to_owned(), name.to_owned(), from.clone());
+        config
+            .set("group.id", "govex-scan")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest");
+        let (topic, from) = (topic.to_owned(), from.clone());
         let bootstrap = self.bootstrap.clone();
-        let unreachable = move |error: String| BusError::Unreachable { bootstrap: bootstrap.clone(), error };
+        let failed = move |error: String| BusError::Unreachable { bootstrap: bootstrap.clone(), error };
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = config.create()?;
-            let mut assignment = rdkafka::TopicPartitionList::new();
-            let mut remaining = 0i64;
-            for (partition, high) in &until {
-                let start = from.get(partition).copied().unwrap_or(0);
-                if start < *high {
-                    assignment.add_partition_offset(&topic, *partition, rdkafka::Offset::Offset(start))?;
-                    remaining += high - start;
-                }
-            }
-            let mut values = Vec::new();
-            if remaining == 0 {
-                return Ok(values);
-            }
-            consumer.assign(&assignment)?;
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            while remaining > 0 && std::time::Instant::now() < deadline {
-                let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
-                let message = message?;
-                if message.offset() >= until.get(&message.partition()).copied().unwrap_or(0) {
-                    continue;
-                }
-                remaining -= 1;
-                if let Some(headers) = message.headers() {
-                    for header in headers.iter().filter(|h| h.key == name) {
-                        values.push(String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned());
+            let read = || -> Result<(), String> {
+                let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+                let mut assignment = rdkafka::TopicPartitionList::new();
+                let mut open = std::collections::BTreeSet::new();
+                for (partition, high) in &until {
+                    let start = from.get(partition).copied().unwrap_or(0);
+                    if start < *high {
+                        assignment
+                            .add_partition_offset(&topic, *partition, rdkafka::Offset::Offset(start))
+                            .map_err(|e| e.to_string())?;
+                        open.insert(*partition);
                     }
                 }
+                if open.is_empty() {
+                    return Ok(());
+                }
+                consumer.assign(&assignment).map_err(|e| e.to_string())?;
+                let mut progress = std::time::Instant::now();
+                while !open.is_empty() {
+                    if progress.elapsed() > Duration::from_secs(60) {
+                        return Err(format!("no progress for a minute; partitions {open:?} unfinished"));
+                    }
+                    let Some(polled) = consumer.poll(Duration::from_millis(200)) else { continue };
+                    progress = std::time::Instant::now();
+                    let message = match polled {
+                        Ok(message) => message,
+                        Err(KafkaError::PartitionEOF(partition)) => {
+                            open.remove(&partition);
+                            continue;
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    };
+                    let high = until.get(&message.partition()).copied().unwrap_or(0);
+                    if message.offset() >= high {
+                        open.remove(&message.partition());
+                        continue;
+                    }
+                    if message.offset() + 1 >= high {
+                        open.remove(&message.partition());
+                    }
+                    if tx.blocking_send(Ok(message.detach())).is_err() {
+                        return Ok(()); // the reader went away
+                    }
+                }
+                Ok(())
+            };
+            if let Err(error) = read() {
+                let _ = tx.blocking_send(Err(failed(error)));
             }
-            if remaining > 0 {
-                return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut));
-            }
-            Ok(values)
-        })
-        .await
-        .map_err(|e| unreachable(e.to_string()))?
-        .map_err(|e| unreachable(e.to_string()))
+        });
+        Ok(rx)
     }
 
     /// Which of this bus's consumers have caught up since they started (`/readyz`).

@@ -8,10 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 use govex_bus::{
     envelope::Envelope, identifiers::mod37_36_check, Department, Division, Encoder, Outgoing, RegistryClient,
 };
-use govex_sinks::elicense::{
-    sink,
-    LicenceStore, Status, TOPIC,
-};
+use govex_sinks::elicense::{sink, LicenceStore, Status, TOPIC};
 use reqwest::StatusCode;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -240,7 +237,11 @@ async fn licences_are_served_verified_masked_and_every_use_is_logged() {
     let rebuilt_dir = tempfile::tempdir().unwrap();
     let rebuilt = LicenceStore::open(rebuilt_dir.path()).unwrap();
     let read = sink::rebuild(rebuilt.clone(), &node.bus, node.registry.clone()).await.unwrap();
-    assert_eq!(read, records.len() as u64);
+    assert_eq!(
+        read,
+        sink::Rebuilt { read: records.len() as u64, refused: 1, unreadable: 0 },
+        "the record the live sink refused is refused again"
+    );
     let live_dir = dir.path().join("elicense");
     node.shutdown().await.unwrap();
     let live = LicenceStore::open(&live_dir).unwrap();

@@ -417,7 +417,9 @@ async fn an_elicense_sink_killed_mid_stream_and_restarted_neither_loses_nor_dupl
     assert_eq!(on_topic.len(), acknowledged, "acknowledged = on the topic");
     let store = govex_sinks::elicense::LicenceStore::open(&config.data_dir.join("elicense")).unwrap();
     assert_eq!(store.len(), acknowledged, "on the topic = applied (each licence once)");
-    eprintln!("killed mid-stream: {acknowledged} acknowledged, on the topic and applied; {redelivered} redeliveries skipped");
+    eprintln!(
+        "killed mid-stream: {acknowledged} acknowledged, on the topic and applied; {redelivered} redeliveries skipped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,5 +461,100 @@ async fn a_bridge_killed_mid_stream_and_restarted_loses_nothing_and_forwards_eac
     assert_eq!(distinct, sent, "nothing lost, nothing made up");
     let store = govex_sinks::elicense::LicenceStore::open(&county_config.data_dir.join("elicense")).unwrap();
     assert_eq!(store.len(), 2 * HALF as usize, "each licence applied once");
-    eprintln!("bridge killed mid-stream: {} forwarded, {} twice (same event ids)", arrived.len(), arrived.len() - distinct.len());
+    eprintln!(
+        "bridge killed mid-stream: {} forwarded, {} twice (same event ids)",
+        arrived.len(),
+        arrived.len() - distinct.len()
+    );
+}
+
+/// Runs `govex sink elicense --rebuild` on the node configured in `dir/node.toml`.
+fn rebuild(dir: &std::path::Path) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_govex"))
+        .args(["sink", "elicense", "--rebuild", "--config"])
+        .arg(dir.join("node.toml"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+fn leftovers(data: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("elicense.rebuild-"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_of_a_stopped_node_uses_its_own_registry_ends_at_the_end_offsets_and_refuses_what_it_cannot_read() {
+    use govex_bus::rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    const LICENCES_SENT: u32 = 500;
+    let broker = ChildBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = child_config(dir.path(), Some(&broker.bootstrap));
+    let mut node = ChildNode::start(dir.path(), &config).await;
+    let (status, _) = post_batch(&node.api, "licence", None, batch("licence", 0, LICENCES_SENT)).await;
+    assert_eq!(status, 200);
+    wait_metric(&node, "govex_elicense_store_licences", f64::from(LICENCES_SENT), "the sink stalled").await;
+    node.process.terminate(Duration::from_secs(60)).await;
+    let live_dir = config.data_dir.join("elicense");
+    let before = govex_sinks::elicense::LicenceStore::open(&live_dir).unwrap().all().unwrap();
+
+    // Offsets without a record to read, as compaction leaves: transaction markers at the end
+    // of every partition (a rebuild that counted records would wait for them for ever).
+    let copies: Vec<_> = {
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &broker.bootstrap).set("group.id", "copier").create().unwrap();
+        let mut assignment = TopicPartitionList::new();
+        for p in 0..3 {
+            assignment.add_partition_offset(LICENCES, p, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&assignment).unwrap();
+        let mut copies = Vec::new();
+        while copies.len() < 3 {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                copies.push((m.key().unwrap().to_vec(), m.payload().unwrap().to_vec(), m.headers().unwrap().detach()));
+            }
+        }
+        copies
+    };
+    let transactional: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("transactional.id", "faults-markers")
+        .create()
+        .unwrap();
+    transactional.init_transactions(Duration::from_secs(30)).unwrap();
+    transactional.begin_transaction().unwrap();
+    for (p, (key, payload, headers)) in copies.iter().enumerate() {
+        // Records sent again (the same events: the store changes nothing), one per partition.
+        let record = BaseRecord::to(LICENCES).partition(p as i32).key(key).payload(payload).headers(headers.clone());
+        transactional.send(record).unwrap();
+    }
+    transactional.commit_transaction(Duration::from_secs(30)).unwrap();
+    drop(transactional);
+
+    // The node is stopped, and so is the registry it serves: the rebuild reads the node's
+    // registry store, stops at each partition's end, and ends with the live store's content.
+    let (ok, text) = rebuild(dir.path());
+    assert!(ok, "{text}");
+    assert!(text.contains(&format!("from {} records: {LICENCES_SENT} licences", LICENCES_SENT + 3)), "{text}");
+    let rebuilt = govex_sinks::elicense::LicenceStore::open(&live_dir).unwrap();
+    assert_eq!(rebuilt.all().unwrap(), before, "the same content as the live store");
+    drop(rebuilt);
+
+    // A record that cannot be read: the rebuild swaps nothing and leaves nothing behind.
+    let plain: BaseProducer = ClientConfig::new().set("bootstrap.servers", &broker.bootstrap).create().unwrap();
+    let (key, _, headers) = &copies[0];
+    plain
+        .send(BaseRecord::to(LICENCES).key(key).payload(&b"\x00\x00\x00\x00\x01garbage"[..]).headers(headers.clone()))
+        .unwrap();
+    plain.flush(Duration::from_secs(10)).unwrap();
+    let (ok, text) = rebuild(dir.path());
+    assert!(!ok, "{text}");
+    assert!(text.contains(&format!("rebuild refused: 1 of {} records could not be read", LICENCES_SENT + 4)), "{text}");
+    assert!(leftovers(&config.data_dir).is_empty(), "a refused rebuild leaves nothing behind");
+    assert_eq!(govex_sinks::elicense::LicenceStore::open(&live_dir).unwrap().all().unwrap(), before, "untouched");
 }

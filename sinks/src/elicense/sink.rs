@@ -2,7 +2,7 @@
 //! offset is stored only after the sled write is flushed; a redelivery after a crash finds
 //! the event id applied and changes nothing.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use apache_avro::Schema;
 use govex_bus::{
@@ -151,49 +151,57 @@ impl LicenceSink {
     }
 }
 
-/// Rebuilds a store from the whole topic: reads every record from the beginning up to the
-/// end the topic has when the rebuild starts, into `store` (normally empty). Returns how many
-/// records were read.
-pub async fn rebuild(store: LicenceStore, bus: &Bus, registry: RegistryClient) -> Result<u64, govex_bus::BusError> {
-    let end = bus.high_watermarks(TOPIC).await?;
-    let total: i64 = end.values().sum();
-    let sink = Arc::new(LicenceSink::new(store, registry, SinkMetrics::default()));
-    // A group of its own, so the live sink's offsets are untouched.
-    let group_id = format!("govex-elicense-rebuild-{}", uuid::Uuid::now_v7());
-    let consumer =
-        bus.consumer(ConsumerSettings { group_id, topics: vec![TOPIC.into()], lanes: 1, lane_capacity: 256 })?;
-    let stop = CancellationToken::new();
-    let seen = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let end = Arc::new(end);
-    let (seen_in_handler, stop_in_handler, end_in_handler) = (seen.clone(), stop.clone(), end.clone());
-    let run = consumer.run(
-        move |message| {
-            let (sink, seen, stop, end) =
-                (sink.clone(), seen_in_handler.clone(), stop_in_handler.clone(), end_in_handler.clone());
-            async move {
-                if message.offset() >= end.get(&message.partition()).copied().unwrap_or(0) {
-                    return Ok(()); // written after the rebuild began: the live sink's business
+/// What a rebuild read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Records read from the topic.
+    pub read: u64,
+    /// Records the live sink would also refuse (a lifecycle the store does not allow, say):
+    /// they are in the dead-letter topic already, and the store ends the same without them.
+    pub refused: u64,
+    /// Records that could not be read (no envelope, a value that does not decode, a schema
+    /// the registry did not give): a store built without them is not the live store.
+    pub unreadable: u64,
+}
+
+/// How many times a rebuild asks again for a schema the registry did not give.
+const REBUILD_ATTEMPTS: u32 = 5;
+
+/// Rebuilds a store from the whole topic: reads every partition from its beginning up to
+/// the high watermark it has when the rebuild starts (its gaps included, on a compacted
+/// topic), into `store` (normally empty), without a consumer group.
+pub async fn rebuild(store: LicenceStore, bus: &Bus, registry: RegistryClient) -> Result<Rebuilt, govex_bus::BusError> {
+    let sink = LicenceSink::new(store, registry, SinkMetrics::default());
+    let mut records = bus.read_to_end(TOPIC, &Default::default()).await?;
+    let mut report = Rebuilt::default();
+    while let Some(message) = records.recv().await {
+        let message = message?;
+        report.read += 1;
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            match sink.handle(&message).await {
+                Err(HandlerError::Retry(reason)) if attempt < REBUILD_ATTEMPTS => {
+                    tracing::warn!(attempt, %reason, "a licence record could not be applied yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                 }
-                // A record the live sink dead-lettered is skipped here: it is in the dead-letter
-                // topic already, and the store ends the same without it.
-                let result = match sink.handle(&message).await {
-                    Err(HandlerError::DeadLetter(_)) => Ok(()),
-                    other => other,
-                };
-                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= total {
-                    stop.cancel();
-                }
-                result
+                other => break other,
             }
-        },
-        None,
-        stop.clone(),
-    );
-    if total == 0 {
-        stop.cancel();
+        };
+        match result {
+            Ok(()) => {}
+            Err(HandlerError::DeadLetter(letter)) if letter.stage == "apply" => report.refused += 1,
+            Err(HandlerError::DeadLetter(letter)) => {
+                tracing::warn!(partition = message.partition(), offset = message.offset(), class = %letter.error_class, "a licence record could not be read");
+                report.unreadable += 1;
+            }
+            Err(HandlerError::Retry(reason)) => {
+                tracing::warn!(partition = message.partition(), offset = message.offset(), %reason, "a licence record could not be read");
+                report.unreadable += 1;
+            }
+        }
     }
-    run.await;
-    Ok(seen.load(std::sync::atomic::Ordering::SeqCst) as u64)
+    Ok(report)
 }
 
 /// Consumes the licence topic into `store` until `shutdown`.
