@@ -29,6 +29,14 @@ struct Level {
     name: &'static str,
     division: &'static str,
     broker: Arc<EmbeddedBroker>,
+    /// Where the level's registry listens, chosen before any node starts: each bridge
+    /// needs its neighbours' registries to translate schema ids.
+    registry: SocketAddr,
+}
+
+/// A free loopback port for a registry.
+fn free_registry_addr() -> Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 fn cluster() -> Result<Arc<EmbeddedBroker>> {
@@ -48,7 +56,7 @@ fn config(level: &Level, data: &Path, tokens: &[(String, String)]) -> Result<Nod
     config.bus.brokers = Some(level.broker.bootstrap_servers().to_owned());
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     config.listen.api = any;
-    config.listen.registry = any;
+    config.listen.registry = level.registry;
     config.listen.ops = any;
     config.intake.tokens = tokens
         .iter()
@@ -67,6 +75,9 @@ fn link(level: &Level, named: bool) -> LinkConfig {
         division: named
             .then(|| Division::parse(level.division).unwrap_or_else(|_| unreachable!("demo divisions are valid"))),
         brokers: level.broker.bootstrap_servers().to_owned(),
+        registry: Some(format!("http://{}", level.registry)),
+        registry_token: None,
+        registry_tls: None,
         properties: Default::default(),
     }
 }
@@ -148,9 +159,9 @@ fn accepted(answer: &Value) -> String {
 /// Runs the scenario; `data` holds the three nodes' stores.
 pub async fn run(data: &Path) -> Result<()> {
     let levels = [
-        Level { name: "province", division: "610000", broker: cluster()? },
-        Level { name: "city", division: "610900", broker: cluster()? },
-        Level { name: "county", division: "610921", broker: cluster()? },
+        Level { name: "province", division: "610000", broker: cluster()?, registry: free_registry_addr()? },
+        Level { name: "city", division: "610900", broker: cluster()?, registry: free_registry_addr()? },
+        Level { name: "county", division: "610921", broker: cluster()?, registry: free_registry_addr()? },
     ];
     let tokens: Vec<(String, String)> = DEPARTMENTS.iter().map(|d| ((*d).to_owned(), new_token())).collect();
     let mut province = config(&levels[0], data, &tokens)?;

@@ -404,8 +404,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             let bridge = Arc::new(govex_sinks::level_bridge::Bridge::new(
                 config.division,
                 bus.clone(),
+                registry.clone(),
                 config.bridge.clone(),
                 govex_sinks::level_bridge::BridgeMetrics::register(&metrics),
+                govex_bus::dlq::DeadLetterQueue::new(bus.producer().clone(), "level-bridge", &metrics),
             ));
             for link in bridge_links {
                 let (bridge, stop, prefix) = (bridge.clone(), background.clone(), config.bus.group_prefix.clone());

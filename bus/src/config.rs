@@ -175,6 +175,16 @@ pub struct LinkConfig {
     pub division: Option<Division>,
     /// The neighbour cluster's bootstrap servers.
     pub brokers: String,
+    /// The neighbour's schema registry (`http://...`). Schema ids belong to a registry: a
+    /// forwarded record's id is looked up there and translated to this node's registry.
+    #[serde(default)]
+    pub registry: Option<String>,
+    /// A token for reading the neighbour's registry, when it wants one for reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_token: Option<String>,
+    /// TLS for an `https://` neighbour registry (its CA; a client certificate for mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_tls: Option<RegistryTlsConfig>,
     /// librdkafka properties for this cluster (SASL/TLS).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,

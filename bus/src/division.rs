@@ -80,6 +80,19 @@ impl Division {
         }
     }
 
+    /// Whether this division is `ancestor` or lies under it (610921 is within 610900 and
+    /// 610000).
+    pub fn is_within(&self, ancestor: Division) -> bool {
+        let mut current = Some(*self);
+        while let Some(division) = current {
+            if division == ancestor {
+                return true;
+            }
+            current = division.parent();
+        }
+        false
+    }
+
     /// The division one level up, derived from the code (610921 → 610900 → 610000 → none).
     pub fn parent(&self) -> Option<Division> {
         let mut parent = self.0;

@@ -194,6 +194,25 @@ impl RegistryClient {
         Ok(schema)
     }
 
+    /// The text of the schema with this id, as the registry holds it (not cached: a bridge
+    /// asks once per id and keeps the translation).
+    pub async fn schema_text_by_id(&self, id: u32) -> Result<String, RegistryClientError> {
+        match &*self.source {
+            Source::Local(registry) => registry.schema_by_id(id).map_err(|e| self.local_error(e)),
+            Source::Http { .. } => {
+                #[derive(Deserialize)]
+                struct Body {
+                    schema: String,
+                }
+                match self.get::<Body>(&format!("/schemas/ids/{id}")).await {
+                    Ok(body) => Ok(body.schema),
+                    Err(RegistryClientError::UnknownSchemaId(_)) => Err(RegistryClientError::UnknownSchemaId(id)),
+                    Err(other) => Err(other),
+                }
+            }
+        }
+    }
+
     /// Registers `schema` under `subject` and returns its id (the existing id when the
     /// subject already has it).
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryClientError> {

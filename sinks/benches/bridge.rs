@@ -17,11 +17,13 @@ use std::{
 use govex_bus::{
     config::{BridgeConfig, BusConfig, LinkConfig},
     consumer::ConsumerSettings,
+    dlq::DeadLetterQueue,
     embedded::EmbeddedBroker,
     envelope::Envelope,
     rdkafka::message::{Message, Timestamp},
-    Bus, Department, Division, Metrics, Outgoing,
+    Bus, Department, Division, Metrics, Outgoing, RegistryClient,
 };
+use govex_schemas::Registry;
 use govex_sinks::level_bridge::{links, Bridge, BridgeMetrics};
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +36,11 @@ fn records(origin: Division, first: usize, count: usize) -> Vec<Outgoing> {
     (first..first + count)
         .map(|n| {
             let envelope = Envelope::new(Department::Platform, origin, "case-event");
-            Outgoing::new(TOPIC, format!("BJ-{n:08}"), vec![0u8; 150], &envelope)
+            // The wire format with schema id 1 (the case schema, the first the source registry
+            // holds); the bridge reads no further than the id.
+            let mut payload = vec![0u8; 150];
+            payload[4] = 1;
+            Outgoing::new(TOPIC, format!("BJ-{n:08}"), payload, &envelope)
         })
         .collect()
 }
@@ -120,6 +126,9 @@ fn main() {
             parent: Some(LinkConfig {
                 division: None,
                 brokers: source.bootstrap_servers().to_owned(),
+                registry: Some("http://127.0.0.1:9".into()),
+                registry_token: None,
+                registry_tls: None,
                 properties: Default::default(),
             }),
             down_topics: vec![TOPIC.into()],
@@ -127,13 +136,25 @@ fn main() {
         };
         // The target plays a county (610922) pulling from its parent; any division not in the
         // records' trail would do.
-        let link =
+        let mut link =
             links(Division::parse("610922").expect("division"), &config, &bridge_config).expect("link").remove(0);
+        // Each cluster's registry, in process: the bridge translates schema id 1 once, then
+        // from its cache.
+        let registries = tempfile::tempdir().expect("temp dir");
+        let case_schema = govex_schemas::bundled_schemas().find(|s| s.topic == TOPIC).expect("case schema").text;
+        let source_registry = Registry::open(&registries.path().join("source")).expect("registry");
+        assert_eq!(source_registry.register(&format!("{TOPIC}-value"), case_schema).expect("registers"), 1);
+        link.registry = RegistryClient::local(source_registry);
+        let target_registry =
+            RegistryClient::local(Registry::open(&registries.path().join("target")).expect("registry"));
+        let metrics = Metrics::new();
         let bridge = Arc::new(Bridge::new(
             Division::parse("610922").expect("division"),
             target_bus.clone(),
+            target_registry,
             bridge_config,
-            BridgeMetrics::register(&Metrics::new()),
+            BridgeMetrics::register(&metrics),
+            DeadLetterQueue::new(target_bus.producer().clone(), "bench-bridge", &metrics),
         ));
         let stop = CancellationToken::new();
         let running = tokio::spawn({

@@ -14,27 +14,47 @@ use crate::{elicense, node::test_node_config, support};
 const CASES: &str = "gov.case.event.v1";
 const LICENCES: &str = "gov.elicense.licence.v1";
 
-fn cluster() -> Arc<EmbeddedBroker> {
+/// One level's cluster, and where its node's registry will listen (chosen before any node
+/// starts: a bridge needs its neighbour's registry to translate schema ids).
+pub struct Cluster {
+    broker: Arc<EmbeddedBroker>,
+    registry: std::net::SocketAddr,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Arc<EmbeddedBroker>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.broker
+    }
+}
+
+fn cluster() -> Cluster {
     let broker = Arc::new(EmbeddedBroker::start(3).unwrap());
     for schema in govex_schemas::bundled_schemas() {
         for topic in [schema.topic.to_owned(), format!("{}.dlq", schema.topic)] {
             broker.create_topic(&topic, 3, 3).unwrap();
         }
     }
-    broker
+    let registry = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    Cluster { broker, registry }
 }
 
-fn config(dir: &std::path::Path, division: &str, broker: &EmbeddedBroker) -> NodeConfig {
+fn config(dir: &std::path::Path, division: &str, cluster: &Cluster) -> NodeConfig {
     let mut config = test_node_config(dir);
     config.division = Division::parse(division).unwrap();
-    config.bus.brokers = Some(broker.bootstrap_servers().to_owned());
+    config.bus.brokers = Some(cluster.bootstrap_servers().to_owned());
+    config.listen.registry = cluster.registry;
     config
 }
 
-fn link(broker: &EmbeddedBroker, division: Option<&str>) -> LinkConfig {
+fn link(cluster: &Cluster, division: Option<&str>) -> LinkConfig {
     LinkConfig {
         division: division.map(|d| Division::parse(d).unwrap()),
-        brokers: broker.bootstrap_servers().to_owned(),
+        brokers: cluster.bootstrap_servers().to_owned(),
+        registry: Some(format!("http://{}", cluster.registry)),
+        registry_token: None,
+        registry_tls: None,
         properties: Default::default(),
     }
 }
@@ -169,6 +189,79 @@ async fn a_two_way_city_county_link_does_not_loop() {
     }
     assert_eq!(support::records_in_topic(county_broker.bootstrap_servers(), CASES, 3), 1, "nothing came back");
     assert_eq!(support::records_in_topic(city_broker.bootstrap_servers(), CASES, 3), 1);
+    county.shutdown().await.unwrap();
+    city.shutdown().await.unwrap();
+}
+
+/// The schema id of every value on `topic`.
+async fn schema_ids(bus: &Bus, topic: &str) -> Vec<u32> {
+    use govex_bus::rdkafka::message::Message;
+    let mut records = bus.read_to_end(topic, &Default::default()).await.unwrap();
+    let mut ids = Vec::new();
+    while let Some(message) = records.recv().await {
+        let payload = message.unwrap().payload().unwrap().to_vec();
+        ids.push(u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]));
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_ids_are_translated_between_registries_and_what_cannot_be_forwarded_is_dead_lettered() {
+    let (city_broker, county_broker) = (cluster(), cluster());
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    // The county's registry holds another schema first: the same id means different schemas
+    // at the two levels.
+    {
+        let registry = govex_schemas::Registry::open(&dirs[1].path().join("registry")).unwrap();
+        let other = r#"{"type":"record","name":"Other","namespace":"cn.gov.exchange.test","fields":[{"name":"x","type":"long"}]}"#;
+        registry.register("a-steward-subject-value", other).unwrap();
+    }
+    let mut city = config(dirs[0].path(), "610900", &city_broker);
+    city.bridge.children = vec![link(&county_broker, Some("610921"))];
+    let mut county = config(dirs[1].path(), "610921", &county_broker);
+    county.bridge.parent = Some(link(&city_broker, None));
+    let city = govex::node::start(city).await.unwrap();
+    let county = govex::node::start(county).await.unwrap();
+
+    let licence = elicense::licence("TR0001", govex_sinks::elicense::Status::Valid, "11010519491231002X");
+    elicense::publish_from(&city.bus, &city.registry, &[licence], "610900").await;
+    wait_for_records(&county_broker, LICENCES, 1).await;
+    let (city_ids, county_ids) = (schema_ids(&city.bus, LICENCES).await, schema_ids(&county.bus, LICENCES).await);
+    let (county_licence_id, _) = county.registry.latest(&format!("{LICENCES}-value")).await.unwrap();
+    assert_ne!(city_ids, county_ids, "the registries' ids differ");
+    assert_eq!(county_ids, vec![county_licence_id], "the forwarded value names the county's id of its schema");
+    // The county's store reads it with the county's registry.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = reqwest::get(format!("http://{}/metrics", county.ops_addr)).await.unwrap().text().await.unwrap();
+        if metrics.contains("govex_elicense_store_licences 1") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the county never applied the licence:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A record without an envelope goes to the county's dead-letter topic with its reason.
+    let bare = Outgoing {
+        topic: LICENCES.into(),
+        key: b"bare".to_vec(),
+        payload: vec![0, 0, 0, 0, 1],
+        headers: Default::default(),
+    };
+    city.bus.producer().publish(bare).await.unwrap();
+    let dlq = format!("{LICENCES}.dlq");
+    wait_for_records(&county_broker, &dlq, 1).await;
+    let stages = county.bus.scan_header(&dlq, &Default::default(), "__connect.errors.stage").await.unwrap();
+    assert_eq!(stages, vec!["envelope"]);
+
+    // A child's record whose origin is not under the child goes to the city's dead-letter
+    // topic, not up.
+    publish_case(&county.bus, &county.registry, "610102", 3).await;
+    wait_for_records(&city_broker, &format!("{CASES}.dlq"), 1).await;
+    let stages =
+        city.bus.scan_header(&format!("{CASES}.dlq"), &Default::default(), "__connect.errors.stage").await.unwrap();
+    assert_eq!(stages, vec!["origin"]);
+    assert_eq!(support::records_in_topic(city_broker.bootstrap_servers(), CASES, 3), 0);
     county.shutdown().await.unwrap();
     city.shutdown().await.unwrap();
 }

@@ -62,6 +62,9 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_exposed_by_a_node() 
     config.bridge.parent = Some(LinkConfig {
         division: None,
         brokers: city.bootstrap_servers().to_owned(),
+        registry: Some("http://127.0.0.1:9".into()),
+        registry_token: None,
+        registry_tls: None,
         properties: Default::default(),
     });
     let node = govex::node::start(config).await.unwrap();

@@ -432,9 +432,13 @@ async fn a_bridge_killed_mid_stream_and_restarted_loses_nothing_and_forwards_eac
     let city = ChildNode::start(city_dir.path(), &city_config).await;
     let mut county_config = child_config(county_dir.path(), Some(&county_broker.bootstrap));
     county_config.division = govex_bus::Division::parse("610921").unwrap();
+    let city_registry = city.process.printed("schema registry").await.trim_end_matches("/subjects").to_owned();
     county_config.bridge.parent = Some(govex_bus::config::LinkConfig {
         division: None,
         brokers: city_broker.bootstrap.clone(),
+        registry: Some(city_registry),
+        registry_token: None,
+        registry_tls: None,
         properties: Default::default(),
     });
     let mut county = ChildNode::start(county_dir.path(), &county_config).await;

@@ -8,15 +8,25 @@
 //! producer is the node's idempotent one, and a source offset is stored only after the
 //! local produce is acknowledged; duplicates after a restart are absorbed downstream by
 //! event id.
+//!
+//! Schema ids belong to a registry, and each level has its own: a forwarded value's id is
+//! looked up in the neighbour's registry, registered (or found) in this node's registry
+//! under `<topic>-value`, and the value's 4-byte id rewritten; translations are cached per
+//! link. A record that cannot be forwarded as it is (no readable envelope, a schema id the
+//! neighbour does not know, a schema this node's registry refuses, a child's record whose
+//! origin is not under that child) goes to this node's dead-letter topic with its reason,
+//! never silently away.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use govex_bus::{
     config::{BridgeConfig, BusConfig, LinkConfig},
     consumer::{AtLeastOnceConsumer, ConsumerSettings, HandlerError, RunStats},
+    dlq::{DeadLetter, DeadLetterQueue},
     envelope::Envelope,
     rdkafka::message::{Message, OwnedMessage},
-    Bus, Division, Metrics, Outgoing,
+    registry_client::RegistryClientError,
+    Bus, Division, Metrics, Outgoing, RegistryClient,
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -34,7 +44,7 @@ pub enum Direction {
 }
 
 /// One link: a neighbour's cluster and the topics pulled from it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Link {
     /// `up-from-610921`, `down-from-610000`.
     pub name: String,
@@ -48,6 +58,19 @@ pub struct Link {
     pub topics: Vec<String>,
     /// Which way.
     pub direction: Direction,
+    /// The neighbour's schema registry.
+    pub registry: RegistryClient,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("name", &self.name)
+            .field("bootstrap", &self.bootstrap)
+            .field("topics", &self.topics)
+            .field("registry", &self.registry.describe())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A bridge setting that cannot be used.
@@ -57,7 +80,22 @@ pub struct BridgeError(String);
 
 /// The links a node's configuration describes.
 pub fn links(local: Division, bus: &BusConfig, bridge: &BridgeConfig) -> Result<Vec<Link>, BridgeError> {
-    let link = |neighbour: &LinkConfig, remote: Division, direction: Direction| {
+    let link = |neighbour: &LinkConfig, remote: Division, direction: Direction, key: String| {
+        let registry_url = neighbour.registry.as_deref().ok_or_else(|| {
+            BridgeError(format!(
+                "{key}.registry is required: the neighbour's schema registry URL, to translate the schema ids of the records it forwards"
+            ))
+        })?;
+        let token = neighbour.registry_token.as_deref();
+        let registry = match &neighbour.registry_tls {
+            Some(tls) => {
+                RegistryClient::https(registry_url, token, tls).map_err(|e| BridgeError(format!("{key}.{e}")))?
+            }
+            None if registry_url.starts_with("https://") => {
+                return Err(BridgeError(format!("{key}.registry_tls.ca_path is required for an https registry")))
+            }
+            None => RegistryClient::http_with_token(registry_url, token),
+        };
         let mut config = bus.clone();
         config.brokers = Some(neighbour.brokers.clone());
         config.properties.extend(neighbour.properties.clone());
@@ -65,14 +103,15 @@ pub fn links(local: Division, bus: &BusConfig, bridge: &BridgeConfig) -> Result<
             Direction::Up => ("up-from", bridge.up_topics.clone()),
             Direction::Down => ("down-from", bridge.down_topics.clone()),
         };
-        Link {
+        Ok::<_, BridgeError>(Link {
             name: format!("{prefix}-{remote}"),
             remote,
             config,
             bootstrap: neighbour.brokers.clone(),
             topics,
             direction,
-        }
+            registry,
+        })
     };
     let mut out = Vec::new();
     if let Some(parent) = &bridge.parent {
@@ -80,11 +119,11 @@ pub fn links(local: Division, bus: &BusConfig, bridge: &BridgeConfig) -> Result<
             .division
             .or_else(|| local.parent())
             .ok_or_else(|| BridgeError(format!("{local} is a province: name the parent's division")))?;
-        out.push(link(parent, remote, Direction::Down));
+        out.push(link(parent, remote, Direction::Down, "bridge.parent".into())?);
     }
     for (i, child) in bridge.children.iter().enumerate() {
         let remote = child.division.ok_or_else(|| BridgeError(format!("bridge.children[{i}].division is required")))?;
-        out.push(link(child, remote, Direction::Up));
+        out.push(link(child, remote, Direction::Up, format!("bridge.children[{i}]"))?);
     }
     Ok(out)
 }
@@ -194,42 +233,116 @@ pub fn decide(local: Division, envelope: &Envelope, bridge: &BridgeConfig) -> De
 pub struct Bridge {
     local: Division,
     bus: Bus,
+    /// This node's registry, where forwarded schemas are registered.
+    registry: RegistryClient,
     config: BridgeConfig,
     metrics: BridgeMetrics,
+    /// (link, the neighbour's schema id) → this node's schema id.
+    ids: parking_lot::Mutex<HashMap<(String, u32), u32>>,
+    /// This node's dead-letter topics.
+    dlq: DeadLetterQueue,
+}
+
+/// One link as it runs: its name, direction and neighbour, and the neighbour's registry.
+struct Running {
+    name: String,
+    remote: Division,
+    direction: Direction,
+    registry: RegistryClient,
+}
+
+fn dead_letter(stage: &str, class: &str, message: String) -> HandlerError {
+    HandlerError::DeadLetter(DeadLetter { stage: stage.into(), error_class: class.into(), message })
 }
 
 impl Bridge {
-    /// Bridges into `bus` for the node at `local`.
-    pub fn new(local: Division, bus: Bus, config: BridgeConfig, metrics: BridgeMetrics) -> Self {
-        Self { local, bus, config, metrics }
+    /// Bridges into `bus` (and `registry`) for the node at `local`; records that cannot be
+    /// forwarded go to `dlq`.
+    pub fn new(
+        local: Division,
+        bus: Bus,
+        registry: RegistryClient,
+        config: BridgeConfig,
+        metrics: BridgeMetrics,
+        dlq: DeadLetterQueue,
+    ) -> Self {
+        Self { local, bus, registry, config, metrics, ids: Default::default(), dlq }
     }
 
-    async fn forward(&self, link: &str, message: &OwnedMessage) -> Result<(), HandlerError> {
-        let Some(envelope) = Envelope::from_message(message).ok() else {
-            // Not a govex record (no envelope): nothing to route by.
-            self.metrics.filtered.get_or_create(&LinkLabels { link: link.to_owned() }).inc();
-            return Ok(());
+    /// This node's id for the neighbour's schema `id` of a value on `topic`.
+    async fn translate(&self, link: &Running, topic: &str, id: u32) -> Result<u32, HandlerError> {
+        if let Some(local) = self.ids.lock().get(&(link.name.clone(), id)) {
+            return Ok(*local);
+        }
+        let text = match link.registry.schema_text_by_id(id).await {
+            Ok(text) => text,
+            Err(RegistryClientError::UnknownSchemaId(_)) => {
+                return Err(dead_letter(
+                    "schema",
+                    "unknown-schema-id",
+                    format!("schema id {id} is not known to the registry of {}", link.remote),
+                ))
+            }
+            Err(e) => return Err(HandlerError::Retry(e.to_string())),
         };
+        let local = match self.registry.register(&format!("{topic}-value"), &text).await {
+            Ok(local) => local,
+            Err(RegistryClientError::Unavailable { .. } | RegistryClientError::Failed { .. }) => {
+                return Err(HandlerError::Retry(format!(
+                    "this node's registry did not take schema {id} of {}",
+                    link.remote
+                )))
+            }
+            Err(e) => {
+                return Err(dead_letter(
+                    "schema",
+                    "schema-refused",
+                    format!("schema id {id} of {} cannot be registered here: {e}", link.remote),
+                ))
+            }
+        };
+        self.ids.lock().insert((link.name.clone(), id), local);
+        Ok(local)
+    }
+
+    async fn forward(&self, link: &Running, message: &OwnedMessage) -> Result<(), HandlerError> {
+        let labels = LinkLabels { link: link.name.clone() };
+        let envelope = Envelope::from_message(message)
+            .map_err(|e| dead_letter("envelope", "envelope", format!("the record's envelope cannot be read: {e}")))?;
+        if link.direction == Direction::Up && !envelope.origin_division.is_within(link.remote) {
+            return Err(dead_letter(
+                "origin",
+                "origin-outside-child",
+                format!("origin division {} is not under the child {}", envelope.origin_division, link.remote),
+            ));
+        }
         match decide(self.local, &envelope, &self.config) {
             Decision::Loop => {
-                self.metrics.dropped_loops.get_or_create(&LinkLabels { link: link.to_owned() }).inc();
+                self.metrics.dropped_loops.get_or_create(&labels).inc();
                 Ok(())
             }
             Decision::Filtered => {
-                self.metrics.filtered.get_or_create(&LinkLabels { link: link.to_owned() }).inc();
+                self.metrics.filtered.get_or_create(&labels).inc();
                 Ok(())
             }
             Decision::Forward(forwarded) => {
-                let outgoing = Outgoing::new(
-                    message.topic(),
-                    message.key().unwrap_or_default().to_vec(),
-                    message.payload().unwrap_or_default().to_vec(),
-                    &forwarded,
-                );
+                let mut payload = message.payload().unwrap_or_default().to_vec();
+                if payload.len() < 5 || payload[0] != 0 {
+                    return Err(dead_letter(
+                        "schema",
+                        "wire-format",
+                        "the value is not in the Confluent wire format (magic byte 0, 4-byte schema id)".into(),
+                    ));
+                }
+                let id = u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]);
+                let local = self.translate(link, message.topic(), id).await?;
+                payload[1..5].copy_from_slice(&local.to_be_bytes());
+                let outgoing =
+                    Outgoing::new(message.topic(), message.key().unwrap_or_default().to_vec(), payload, &forwarded);
                 self.bus.producer().publish(outgoing).await.map_err(|e| HandlerError::Retry(e.to_string()))?;
                 self.metrics
                     .forwarded
-                    .get_or_create(&TopicLabels { link: link.to_owned(), topic: message.topic().to_owned() })
+                    .get_or_create(&TopicLabels { link: link.name.clone(), topic: message.topic().to_owned() })
                     .inc();
                 if let Some(origin_ms) = envelope.event_time_millis() {
                     let now_ms = std::time::SystemTime::now()
@@ -238,7 +351,7 @@ impl Bridge {
                         .unwrap_or(0);
                     self.metrics
                         .hop_latency
-                        .get_or_create(&LinkLabels { link: link.to_owned() })
+                        .get_or_create(&labels)
                         .observe(now_ms.saturating_sub(origin_ms) as f64 / 1000.0);
                 }
                 Ok(())
@@ -288,15 +401,18 @@ impl Bridge {
         let consumer = AtLeastOnceConsumer::new(&link.config, &link.bootstrap, settings)
             .map_err(govex_bus::BusError::Client)?
             .with_lag_gauges(self.bus.lag_gauges());
-        let name = link.name.clone();
+        let registry = link.registry.clone();
+        let running =
+            Arc::new(Running { name: link.name.clone(), remote: link.remote, direction: link.direction, registry });
         let bridge = self.clone();
+        let dlq = self.dlq.clone();
         let stats = consumer
             .run(
                 move |message| {
-                    let (bridge, name) = (bridge.clone(), name.clone());
-                    async move { bridge.forward(&name, &message).await }
+                    let (bridge, running) = (bridge.clone(), running.clone());
+                    async move { bridge.forward(&running, &message).await }
                 },
-                None,
+                Some(dlq),
                 shutdown,
             )
             .await;
@@ -351,19 +467,38 @@ mod tests {
     }
 
     #[test]
+    fn a_division_is_within_itself_and_its_ancestors_only() {
+        assert!(division("610921").is_within(division("610921")));
+        assert!(division("610921").is_within(division("610900")));
+        assert!(division("610921").is_within(division("610000")));
+        assert!(!division("610102").is_within(division("610900")));
+        assert!(!division("610900").is_within(division("610921")));
+    }
+
+    #[test]
     fn the_parent_is_derived_and_children_are_named() {
-        let bridge = BridgeConfig {
-            parent: Some(LinkConfig { division: None, brokers: "p:9092".into(), properties: Default::default() }),
-            children: vec![LinkConfig {
-                division: Some(division("610921")),
-                brokers: "c:9092".into(),
-                properties: Default::default(),
-            }],
+        let neighbour = |division: Option<Division>, brokers: &str, registry: Option<&str>| LinkConfig {
+            division,
+            brokers: brokers.into(),
+            registry: registry.map(str::to_owned),
+            registry_token: None,
+            registry_tls: None,
+            properties: Default::default(),
+        };
+        let mut bridge = BridgeConfig {
+            parent: Some(neighbour(None, "p:9092", Some("http://p:8081"))),
+            children: vec![neighbour(Some(division("610921")), "c:9092", Some("http://c:8081"))],
             ..BridgeConfig::default()
         };
         let all = links(division("610900"), &BusConfig::default(), &bridge).unwrap();
         assert_eq!((all[0].name.as_str(), all[0].direction), ("down-from-610000", Direction::Down));
         assert_eq!((all[1].name.as_str(), all[1].direction), ("up-from-610921", Direction::Up));
         assert!(links(division("610000"), &BusConfig::default(), &bridge).is_err(), "a province has no derived parent");
+        bridge.children[0].registry = None;
+        let error = links(division("610900"), &BusConfig::default(), &bridge).unwrap_err().to_string();
+        assert!(error.contains("bridge.children[0].registry is required"), "{error}");
+        bridge.children[0].registry = Some("https://c:8081".into());
+        let error = links(division("610900"), &BusConfig::default(), &bridge).unwrap_err().to_string();
+        assert!(error.contains("bridge.children[0].registry_tls.ca_path is required"), "{error}");
     }
 }
