@@ -258,7 +258,7 @@ async fn main() -> Result<()> {
         Command::Audit { command: AuditCommand::Verify, config } => {
             let config = NodeConfig::load(config.as_deref(), std::env::vars())?;
             telemetry::init(if cli.log_json { LogFormat::Json } else { config.log.format });
-            if !govex::maintenance::audit_verify(&config)? {
+            if !govex::maintenance::audit_verify(&config).await? {
                 std::process::exit(1);
             }
             Ok(())

@@ -3,28 +3,95 @@
 
 use anyhow::{bail, Context, Result};
 use govex_bus::{Bus, Metrics, NodeConfig, RegistryClient};
-use govex_sinks::elicense::{sink, LicenceStore};
+use govex_sinks::{
+    elicense::{sink, LicenceStore},
+    use_log::{self, UseLog},
+};
 
-/// `govex audit verify`: whether the chain is intact; prints what it found.
-pub fn audit_verify(config: &NodeConfig) -> Result<bool> {
+/// The registry a maintenance command reads schemas from: `registry.url`, else the node's
+/// own store when the node is stopped, else (the node running, holding its store) the
+/// registry it serves on `listen.registry`.
+fn maintenance_registry(config: &NodeConfig) -> Result<RegistryClient> {
+    if let Some(url) = &config.registry.url {
+        return crate::node::registry_client(url, config);
+    }
+    let dir = config.data_dir.join("registry");
+    match govex_schemas::Registry::open(&dir) {
+        Ok(store) => Ok(RegistryClient::local(store)),
+        Err(_) if dir.exists() => Ok(RegistryClient::http(&format!("http://{}", config.listen.registry))),
+        Err(e) => {
+            Err(anyhow::Error::new(e).context(format!("the node's registry store {} cannot be opened", dir.display())))
+        }
+    }
+}
+
+/// `govex audit verify`: whether the use log is intact; prints what it found.
+///
+/// It walks the chain on disk; with a Kafka cluster (`bus.brokers`) it also compares the
+/// chain with its replicated copy on `gov.audit.use-log.v1` and with its latest anchor on
+/// `gov.audit.anchor.v1`, which finds a log rolled back (an older copy of the volume
+/// restored), truncated or rewritten with fresh hashes. Against a running node, whose store
+/// it cannot open, it checks the replicated copy and the anchor, read-only.
+pub async fn audit_verify(config: &NodeConfig) -> Result<bool> {
     let dir = config.data_dir.join("elicense");
-    if !dir.exists() {
-        bail!("no e-licence store at {}", dir.display());
-    }
-    let store = LicenceStore::open(&dir)
-        .with_context(|| format!("{} cannot be opened (stop the node first)", dir.display()))?;
-    let (intact, broken) = store.use_log().verify_chain()?;
-    match broken {
+    let store = match LicenceStore::open(&dir) {
+        Ok(store) => Some(store),
+        Err(_) if dir.exists() && config.bus.brokers.is_some() => None,
+        Err(e) if dir.exists() => {
+            return Err(
+                anyhow::Error::new(e).context(format!("{} cannot be opened (stop the node first)", dir.display()))
+            )
+        }
+        Err(_) => bail!("no e-licence store at {}", dir.display()),
+    };
+    let mut intact = true;
+    let local = match &store {
+        Some(store) => {
+            let (good, broken) = store.use_log().verify_chain()?;
+            match broken {
+                None => println!("use log: {good} entries, hash chain intact"),
+                Some(link) => {
+                    println!("use log BROKEN at entry {}: {}", link.seq, link.reason);
+                    println!("entries 1 to {good} are intact");
+                    intact = false;
+                }
+            }
+            Some(store.use_log().entries()?)
+        }
         None => {
-            println!("use log: {intact} entries, hash chain intact");
-            Ok(true)
+            println!("the node is running (its store is in use): checking the replicated use log, read-only");
+            None
         }
-        Some(link) => {
-            println!("use log BROKEN at entry {}: {}", link.seq, link.reason);
-            println!("entries 1 to {intact} are intact");
-            Ok(false)
-        }
+    };
+    if config.bus.brokers.is_none() {
+        return Ok(intact);
     }
+    let writer = config.use_log_writer();
+    let registry = maintenance_registry(config)?;
+    let bus = Bus::start(&config.bus, &Metrics::new())?;
+    let (replicated, anchor) = use_log::replicated(&bus, &registry, &writer)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("the replicated use log cannot be read")?;
+    let anchored = anchor.as_ref().map_or("no anchor yet".to_owned(), |a| format!("anchored at entry {}", a.seq));
+    println!("replicated use log {writer}: {} entries on {}, {anchored}", replicated.len(), use_log::USE_LOG_TOPIC);
+    let findings = match &local {
+        Some(local) => use_log::compare(local, &replicated, anchor.as_ref()),
+        None => {
+            // The replicated copy checked on its own: its chain, and the anchor against it.
+            let walked = UseLog::chain_findings(&replicated);
+            let mut findings = walked;
+            findings.extend(use_log::compare(&replicated, &[], anchor.as_ref()));
+            findings
+        }
+    };
+    for finding in &findings {
+        println!("use log {finding}");
+    }
+    if findings.is_empty() {
+        println!("the use log agrees with its replicated copy and its anchor");
+    }
+    Ok(intact && findings.is_empty())
 }
 
 /// Removes a half-built directory unless the rebuild got as far as swapping it in: a

@@ -336,6 +336,43 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         }
         false => None,
     };
+    // The use log outside the node's disk: restored from its topic where the disk lacks
+    // entries (a lost or older volume), then replicated before every answer and anchored.
+    if let Some(licences) = &licences {
+        let writer = config.use_log_writer();
+        let use_log = licences.use_log().clone();
+        let (replicated, _) = govex_sinks::use_log::replicated(&bus, &registry, &writer)
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("the replicated use log cannot be read")?;
+        let restored = use_log.restore(&replicated).context("the use log cannot be restored from its topic")?;
+        if restored > 0 {
+            tracing::warn!(restored, writer, "use-log entries missing on disk were restored from the topic");
+        }
+        let replication =
+            govex_sinks::use_log::Replication::new(bus.producer().clone(), &registry, writer, config.division)
+                .await
+                .context("the use-log topics' schemas cannot be registered")?;
+        use_log.replicate(Arc::new(replication));
+        let (stop, every) = (background.clone(), Duration::from_secs(config.audit.anchor_interval_secs.max(1)));
+        background_tasks.spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                let stopping = tokio::select! {
+                    _ = stop.cancelled() => true,
+                    _ = ticks.tick() => false,
+                };
+                match use_log.anchor().await {
+                    Ok(Some(anchor)) if stopping => tracing::info!(seq = anchor.seq, "use log anchored at shutdown"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "the use log could not be anchored; trying again"),
+                }
+                if stopping {
+                    break;
+                }
+            }
+        });
+    }
     let dossiers = match runs(Component::Dossier) {
         true => {
             let dossier_dir = config.data_dir.join("dossier");

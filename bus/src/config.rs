@@ -58,12 +58,51 @@ pub struct NodeConfig {
     /// Limits of the department-facing read APIs (licences, holders, dossiers).
     #[serde(default)]
     pub api: ApiConfig,
+    /// The use log's replication to Kafka and its anchors.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// The parts of a node this process runs. Empty (the default): all of them, except the
     /// registry when `registry.url` names another. A Kubernetes deployment splits one node
     /// into processes: intake in a Deployment, the registry and the stores in StatefulSets,
     /// bridges apart.
     #[serde(default)]
     pub components: Vec<Component>,
+}
+
+/// The use log outside the node's disk: every entry is published to `gov.audit.use-log.v1`
+/// before the read it records is answered, and the chain's head to the compacted
+/// `gov.audit.anchor.v1` regularly and at shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The name of this process's use log in the topics: stable across restarts and lost
+    /// volumes (a StatefulSet pod's name), different for every e-licence replica. Default:
+    /// `<division>-<HOSTNAME>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
+    /// Seconds between anchors of the chain's head.
+    #[serde(default = "default_anchor_interval_secs")]
+    pub anchor_interval_secs: u64,
+}
+
+fn default_anchor_interval_secs() -> u64 {
+    30
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { writer: None, anchor_interval_secs: default_anchor_interval_secs() }
+    }
+}
+
+impl NodeConfig {
+    /// The name of this process's use log (see [`AuditConfig::writer`]).
+    pub fn use_log_writer(&self) -> String {
+        self.audit.writer.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "node".into());
+            format!("{}-{host}", self.division)
+        })
+    }
 }
 
 /// A part of a node, run by any process whose `components` list names it.
@@ -204,7 +243,9 @@ impl Default for BridgeConfig {
 }
 
 fn default_up_topics() -> Vec<String> {
-    vec!["gov.case.event.v1".into()]
+    // Use-log anchors go up too: the parent keeps each child's latest head, off the
+    // child's own cluster.
+    vec!["gov.case.event.v1".into(), "gov.audit.anchor.v1".into()]
 }
 fn default_down_topics() -> Vec<String> {
     vec!["gov.elicense.licence.v1".into()]
@@ -610,8 +651,10 @@ fn default_retention_ms() -> i64 {
     30 * 24 * 3_600_000
 }
 fn default_compacted_topics() -> Vec<String> {
-    // The e-licence store is rebuilt from its topic.
-    vec!["gov.elicense.licence.v1".into()]
+    // The e-licence store is rebuilt from its topic; the use log is restored from its topic
+    // (each entry has a key of its own, so compaction keeps them all); an anchor is the latest
+    // head per use log.
+    vec!["gov.elicense.licence.v1".into(), "gov.audit.use-log.v1".into(), "gov.audit.anchor.v1".into()]
 }
 fn default_replication_factor() -> i32 {
     3
@@ -759,6 +802,7 @@ impl NodeConfig {
             intake: IntakeConfig::default(),
             bridge: BridgeConfig::default(),
             api: ApiConfig::default(),
+            audit: AuditConfig::default(),
             components: Vec::new(),
         }
     }

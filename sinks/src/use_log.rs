@@ -10,7 +10,13 @@
 //! | `audit` | sequence (u64 BE)                    | [`AuditEntry`] (JSON) |
 //! | `uses`  | subject `\0` sequence (u64 BE)       | empty                 |
 //!
-//! An entry is on disk before the read it records is answered.
+//! An entry is on disk before the read it records is answered, and, once the node replicates
+//! its log ([`UseLog::replicate`]), on the Kafka topic `gov.audit.use-log.v1` too: losing
+//! the volume loses no answered use, and a node that starts on an empty or older volume
+//! restores its chain from the topic ([`UseLog::restore`]). The chain's head is anchored in
+//! the compacted `gov.audit.anchor.v1` regularly and at shutdown (and forwarded to the parent
+//! level by the bridge), so that a rolled-back, truncated or rewritten log is found by
+//! `govex audit verify` ([`compare`]).
 
 use std::{path::Path, sync::Arc};
 
@@ -79,12 +85,133 @@ pub struct BrokenLink {
     pub reason: String,
 }
 
+/// The topic every use-log entry is published to before its read is answered.
+pub const USE_LOG_TOPIC: &str = "gov.audit.use-log.v1";
+/// The compacted topic of the chains' heads, one per use log.
+pub const ANCHOR_TOPIC: &str = "gov.audit.anchor.v1";
+
+/// An entry as it travels on [`USE_LOG_TOPIC`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct EntryRecord {
+    writer: String,
+    seq: i64,
+    prev_hash: String,
+    at_ms: i64,
+    caller: String,
+    purpose: String,
+    action: String,
+    subject: String,
+    result: String,
+    hash: String,
+}
+
+impl EntryRecord {
+    fn new(writer: &str, e: &AuditEntry) -> Self {
+        Self {
+            writer: writer.to_owned(),
+            seq: e.seq as i64,
+            prev_hash: e.prev_hash.clone(),
+            at_ms: e.at_ms as i64,
+            caller: e.caller.clone(),
+            purpose: e.purpose.clone(),
+            action: e.action.clone(),
+            subject: e.subject.clone(),
+            result: e.result.clone(),
+            hash: e.hash.clone(),
+        }
+    }
+
+    fn entry(self) -> AuditEntry {
+        AuditEntry {
+            seq: self.seq as u64,
+            prev_hash: self.prev_hash,
+            at_ms: self.at_ms as u64,
+            caller: self.caller,
+            purpose: self.purpose,
+            action: self.action,
+            subject: self.subject,
+            result: self.result,
+            hash: self.hash,
+        }
+    }
+}
+
+/// The head of a use log at one moment, as [`ANCHOR_TOPIC`] holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    /// The use log.
+    pub writer: String,
+    /// The head's sequence number.
+    pub seq: i64,
+    /// The head's hash.
+    pub hash: String,
+    /// When the head entry was written.
+    pub at_ms: i64,
+    /// When the anchor was published.
+    pub anchored_at_ms: i64,
+}
+
+fn schema_text(topic: &str) -> &'static str {
+    govex_schemas::bundled_schemas().find(|s| s.topic == topic).map(|s| s.text).unwrap_or_default()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn io_error(message: String) -> sled::Error {
+    sled::Error::Io(std::io::Error::other(message))
+}
+
+/// Where a use log is replicated: the node's producer and the two topics' encoders.
+pub struct Replication {
+    producer: govex_bus::Producer,
+    writer: String,
+    origin: govex_bus::Division,
+    entries: govex_bus::Encoder,
+    anchors: govex_bus::Encoder,
+    /// One publisher at a time: concurrent readers share one round of acknowledgements.
+    publishing: tokio::sync::Mutex<()>,
+}
+
+impl Replication {
+    /// Replication of the use log named `writer` through `producer`, with the topics'
+    /// schemas registered in `registry`.
+    pub async fn new(
+        producer: govex_bus::Producer,
+        registry: &govex_bus::RegistryClient,
+        writer: String,
+        origin: govex_bus::Division,
+    ) -> Result<Self, govex_bus::CodecError> {
+        let entries =
+            govex_bus::Encoder::register(registry, &format!("{USE_LOG_TOPIC}-value"), schema_text(USE_LOG_TOPIC))
+                .await?;
+        let anchors =
+            govex_bus::Encoder::register(registry, &format!("{ANCHOR_TOPIC}-value"), schema_text(ANCHOR_TOPIC)).await?;
+        Ok(Self { producer, writer, origin, entries, anchors, publishing: Default::default() })
+    }
+
+    fn outgoing(&self, topic: &str, key: String, payload: Vec<u8>, record_type: &str) -> govex_bus::Outgoing {
+        let envelope = govex_bus::Envelope::new(govex_bus::Department::Platform, self.origin, record_type);
+        govex_bus::Outgoing::new(topic, key, payload, &envelope)
+    }
+}
+
+/// The key of entry `seq` of `writer` on [`USE_LOG_TOPIC`]: one per entry, so that
+/// compaction keeps every one.
+fn entry_key(writer: &str, seq: u64) -> String {
+    format!("{writer}\0{seq:020}")
+}
+
 /// The hash-chained use log. Cheap to clone.
 #[derive(Clone)]
 pub struct UseLog {
     db: sled::Db,
     audit: sled::Tree,
     uses: sled::Tree,
+    /// `published`: the last sequence number the topic acknowledged.
+    meta: sled::Tree,
+    replication: Arc<std::sync::OnceLock<Arc<Replication>>>,
     /// Appends to the chain are serialised: each needs the hash of the one before.
     audit_lock: Arc<parking_lot::Mutex<()>>,
     /// Concurrent readers share fsyncs (with the store whose database holds the log).
@@ -98,6 +225,8 @@ impl UseLog {
             db: db.clone(),
             audit: db.open_tree("audit")?,
             uses: db.open_tree("uses")?,
+            meta: db.open_tree("audit-meta")?,
+            replication: Default::default(),
             audit_lock: Default::default(),
             group_flush,
         })
@@ -111,9 +240,125 @@ impl UseLog {
         Self::open(&db, group_flush)
     }
 
-    /// Makes every entry so far durable.
+    /// Makes every entry so far durable: on disk, and on the use-log topic once the log is
+    /// replicated. A read is answered only after this.
     pub async fn flush(&self) -> Result<(), sled::Error> {
-        self.group_flush.flush().await
+        self.group_flush.flush().await?;
+        if let Some(replication) = self.replication.get() {
+            self.publish_pending(replication).await?;
+        }
+        Ok(())
+    }
+
+    /// Replicates this log from now on: every flush publishes the entries not yet on the
+    /// topic and waits for the broker.
+    pub fn replicate(&self, replication: Arc<Replication>) {
+        let _ = self.replication.set(replication);
+    }
+
+    /// The last sequence number the topic acknowledged.
+    fn published(&self) -> Result<u64, sled::Error> {
+        Ok(self.meta.get("published")?.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok()).map_or(0, u64::from_be_bytes))
+    }
+
+    /// The chain's head (its last entry).
+    pub fn head(&self) -> Result<Option<AuditEntry>, sled::Error> {
+        Ok(self.audit.last()?.and_then(|(_, bytes)| serde_json::from_slice(&bytes).ok()))
+    }
+
+    async fn publish_pending(&self, replication: &Replication) -> Result<(), sled::Error> {
+        let _one_at_a_time = replication.publishing.lock().await;
+        let published = self.published()?;
+        let mut pending = Vec::new();
+        let mut last = published;
+        for item in self.audit.range((published + 1).to_be_bytes()..) {
+            let (_, bytes) = item?;
+            let entry: AuditEntry = serde_json::from_slice(&bytes).map_err(|e| io_error(e.to_string()))?;
+            let payload = replication
+                .entries
+                .encode(&EntryRecord::new(&replication.writer, &entry))
+                .map_err(|e| io_error(e.to_string()))?;
+            let key = entry_key(&replication.writer, entry.seq);
+            pending.push(
+                replication.producer.enqueue(replication.outgoing(USE_LOG_TOPIC, key, payload, "use-log-entry")).await,
+            );
+            last = entry.seq;
+        }
+        for delivery in futures::future::join_all(pending).await {
+            delivery.map_err(|e| io_error(format!("the use log could not be replicated: {e}")))?;
+        }
+        if last > published {
+            // Not flushed on its own: after a crash the entries are published again, under the
+            // same keys, and a restore takes each sequence number once.
+            self.meta.insert("published", &last.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the chain's head to [`ANCHOR_TOPIC`] and waits for the broker; `None` when
+    /// the log is empty or not replicated.
+    pub async fn anchor(&self) -> Result<Option<Anchor>, sled::Error> {
+        let (Some(replication), Some(head)) = (self.replication.get(), self.head()?) else { return Ok(None) };
+        // Only a head that is on the use-log topic is anchored.
+        self.publish_pending(replication).await?;
+        let anchor = Anchor {
+            writer: replication.writer.clone(),
+            seq: head.seq as i64,
+            hash: head.hash,
+            at_ms: head.at_ms as i64,
+            anchored_at_ms: now_ms() as i64,
+        };
+        let payload = replication.anchors.encode(&anchor).map_err(|e| io_error(e.to_string()))?;
+        let outgoing = replication.outgoing(ANCHOR_TOPIC, replication.writer.clone(), payload, "use-log-anchor");
+        replication
+            .producer
+            .publish(outgoing)
+            .await
+            .map_err(|e| io_error(format!("the anchor could not be published: {e}")))?;
+        Ok(Some(anchor))
+    }
+
+    /// Brings the chain on disk up to `replicated` (this log's entries from the topic, in
+    /// order): entries the disk lacks (a lost or rolled-back volume) are written back. An
+    /// entry the disk holds with another hash, or a gap, is refused: the log was rewritten
+    /// and `govex audit verify` must look at it. Returns how many entries were restored.
+    pub fn restore(&self, replicated: &[AuditEntry]) -> Result<u64, RestoreError> {
+        let _guard = self.audit_lock.lock();
+        let mut head = self.head()?;
+        let mut restored = 0;
+        for entry in replicated {
+            match self.audit.get(entry.seq.to_be_bytes())? {
+                Some(bytes) => {
+                    let local: AuditEntry = serde_json::from_slice(&bytes).map_err(|e| io_error(e.to_string()))?;
+                    if local.hash != entry.hash {
+                        return Err(RestoreError::Contradiction { seq: entry.seq });
+                    }
+                }
+                None => {
+                    let (expected_seq, expected_prev) =
+                        head.as_ref().map_or((1, "0".repeat(64)), |h| (h.seq + 1, h.hash.clone()));
+                    if entry.seq != expected_seq
+                        || entry.prev_hash != expected_prev
+                        || entry.compute_hash() != entry.hash
+                    {
+                        return Err(RestoreError::Contradiction { seq: entry.seq });
+                    }
+                    let use_key = [entry.subject.as_bytes(), &[0], &entry.seq.to_be_bytes()].concat();
+                    let value = serde_json::to_vec(entry).unwrap_or_default();
+                    self.audit.insert(entry.seq.to_be_bytes(), value)?;
+                    self.uses.insert(use_key, &[])?;
+                    head = Some(entry.clone());
+                    restored += 1;
+                }
+            }
+        }
+        if let Some(last) = replicated.last() {
+            if last.seq > self.published()? {
+                self.meta.insert("published", &last.seq.to_be_bytes())?;
+            }
+        }
+        self.db.flush()?;
+        Ok(restored)
     }
 
     /// Appends one use to the chain and returns once it is on disk: the API answers only
@@ -223,6 +468,38 @@ impl UseLog {
         Ok((expected_seq - 1, None))
     }
 
+    /// What is wrong with a chain given as entries (a replicated copy): its first broken
+    /// link, if any.
+    pub fn chain_findings(entries: &[AuditEntry]) -> Vec<String> {
+        let mut previous = "0".repeat(64);
+        for (i, entry) in entries.iter().enumerate() {
+            let expected = i as u64 + 1;
+            let reason = if entry.seq != expected {
+                Some(format!("expected entry {expected}, found {}", entry.seq))
+            } else if entry.prev_hash != previous {
+                Some("its link to the entry before does not match".to_owned())
+            } else if entry.compute_hash() != entry.hash {
+                Some("its content does not match its hash".to_owned())
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return vec![format!("BROKEN at replicated entry {}: {reason}", entry.seq)];
+            }
+            previous = entry.hash.clone();
+        }
+        Vec::new()
+    }
+
+    /// Every entry on disk, in order (for comparing with the replicated copy).
+    pub fn entries(&self) -> Result<Vec<AuditEntry>, sled::Error> {
+        self.audit
+            .iter()
+            .values()
+            .map(|v| v.map(|b| serde_json::from_slice(&b).map_err(|e| io_error(e.to_string())))?)
+            .collect()
+    }
+
     /// Copies the use log of `other` into this store (a rebuilt store keeps the log: it is
     /// not in the topic, so it cannot be rebuilt).
     pub fn copy_use_log_from(&self, other: &UseLog) -> Result<u64, sled::Error> {
@@ -236,6 +513,9 @@ impl UseLog {
             let (key, value) = entry?;
             self.uses.insert(key, value)?;
         }
+        if let Some(published) = other.meta.get("published")? {
+            self.meta.insert("published", published)?;
+        }
         self.db.flush()?;
         Ok(copied)
     }
@@ -244,6 +524,98 @@ impl UseLog {
     pub fn audit_tree(&self) -> &sled::Tree {
         &self.audit
     }
+}
+
+/// Why a chain could not be brought up to its replicated copy.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The disk and the topic disagree at an entry.
+    #[error("the use log on disk contradicts its copy on {USE_LOG_TOPIC} at entry {seq}: it was rolled back and rewritten, or the topic holds another node's log under this name; run govex audit verify")]
+    Contradiction {
+        /// The entry.
+        seq: u64,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] sled::Error),
+}
+
+/// This use log's entries on [`USE_LOG_TOPIC`], in order (each sequence number once), and
+/// its latest anchor on [`ANCHOR_TOPIC`], read from the beginning to the end offsets.
+pub async fn replicated(
+    bus: &govex_bus::Bus,
+    registry: &govex_bus::RegistryClient,
+    writer: &str,
+) -> Result<(Vec<AuditEntry>, Option<Anchor>), String> {
+    use govex_bus::rdkafka::message::Message;
+    let parse = |topic: &str| {
+        apache_avro::Schema::parse_str(schema_text(topic)).map_err(|e| format!("the bundled schema of {topic}: {e}"))
+    };
+    let entries_decoder = govex_bus::Decoder::new(registry.clone(), &parse(USE_LOG_TOPIC)?);
+    let anchors_decoder = govex_bus::Decoder::new(registry.clone(), &parse(ANCHOR_TOPIC)?);
+    let prefix = format!("{writer}\0");
+    let mut entries = std::collections::BTreeMap::new();
+    let mut records = bus.read_to_end(USE_LOG_TOPIC, &Default::default()).await.map_err(|e| e.to_string())?;
+    while let Some(message) = records.recv().await {
+        let message = message.map_err(|e| e.to_string())?;
+        if !message.key().is_some_and(|k| k.starts_with(prefix.as_bytes())) {
+            continue;
+        }
+        let record: EntryRecord =
+            entries_decoder.decode_into(message.payload().unwrap_or_default()).await.map_err(|e| {
+                format!("{USE_LOG_TOPIC} partition {} offset {}: {e}", message.partition(), message.offset())
+            })?;
+        entries.insert(record.seq, record.entry());
+    }
+    let mut anchor = None;
+    let mut records = bus.read_to_end(ANCHOR_TOPIC, &Default::default()).await.map_err(|e| e.to_string())?;
+    while let Some(message) = records.recv().await {
+        let message = message.map_err(|e| e.to_string())?;
+        if message.key() != Some(writer.as_bytes()) {
+            continue;
+        }
+        // One key, one partition: the last read is the latest.
+        let record: Anchor = anchors_decoder.decode_into(message.payload().unwrap_or_default()).await.map_err(|e| {
+            format!("{ANCHOR_TOPIC} partition {} offset {}: {e}", message.partition(), message.offset())
+        })?;
+        anchor = Some(record);
+    }
+    Ok((entries.into_values().collect(), anchor))
+}
+
+/// What comparing a chain on disk with its replicated copy and its anchor found; empty when
+/// they agree. Each finding names the entry and what happened to it.
+pub fn compare(local: &[AuditEntry], replicated: &[AuditEntry], anchor: Option<&Anchor>) -> Vec<String> {
+    let mut findings = Vec::new();
+    let local_head = local.last().map_or(0, |e| e.seq);
+    let by_seq: std::collections::HashMap<u64, &AuditEntry> = local.iter().map(|e| (e.seq, e)).collect();
+    if let Some(rewritten) = replicated.iter().find(|r| by_seq.get(&r.seq).is_some_and(|l| l.hash != r.hash)) {
+        findings.push(format!(
+            "REWRITTEN: entry {} on disk differs from its replicated copy (and so may every entry after it)",
+            rewritten.seq
+        ));
+    }
+    let replicated_head = replicated.last().map_or(0, |e| e.seq);
+    if replicated_head > local_head {
+        findings.push(format!(
+            "TRUNCATED or ROLLED BACK: the disk ends at entry {local_head}; the replicated log holds entries up to {replicated_head} ({} missing)",
+            replicated_head - local_head
+        ));
+    }
+    if let Some(anchor) = anchor {
+        let anchored = anchor.seq as u64;
+        match by_seq.get(&anchored) {
+            None if anchored > local_head => findings.push(format!(
+                "ROLLED BACK: the anchor published at {} ms names entry {anchored}; the disk ends at entry {local_head}",
+                anchor.anchored_at_ms
+            )),
+            Some(entry) if entry.hash != anchor.hash => {
+                findings.push(format!("REWRITTEN: entry {anchored} on disk does not carry the anchored hash"))
+            }
+            _ => {}
+        }
+    }
+    findings
 }
 
 /// The stated purpose of a read (用证事由/用数事由), checked: present, not blank, at most

@@ -562,3 +562,117 @@ async fn a_rebuild_of_a_stopped_node_uses_its_own_registry_ends_at_the_end_offse
     assert!(leftovers(&config.data_dir).is_empty(), "a refused rebuild leaves nothing behind");
     assert_eq!(govex_sinks::elicense::LicenceStore::open(&live_dir).unwrap().all().unwrap(), before, "untouched");
 }
+
+/// `n` verifications (each one use in the log) by the tax department.
+async fn uses(node: &ChildNode, n: u32, first: u32) {
+    let http = reqwest::Client::new();
+    for i in first..first + n {
+        let answer = http
+            .post(format!("{}/v1/licences/L{i}/verify", node.api))
+            .bearer_auth(child_token("tax"))
+            .json(&serde_json::json!({ "purpose": "契税征收核验" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    }
+}
+
+/// Runs `govex audit verify` on the node configured in `dir/node.toml`.
+fn audit_verify(dir: &std::path::Path, env: &[(&str, &str)]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_govex"))
+        .args(["audit", "verify", "--config"])
+        .arg(dir.join("node.toml"))
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_lost_or_rewritten_use_log_is_found_and_no_answered_use_is_lost() {
+    let broker = ChildBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = child_config(dir.path(), Some(&broker.bootstrap));
+    config.audit.writer = Some("610900-elicense-0".into());
+    let live = config.data_dir.join("elicense");
+    let backup = dir.path().join("backup");
+
+    let mut node = ChildNode::start(dir.path(), &config).await;
+    uses(&node, 11, 0).await;
+    node.process.terminate(Duration::from_secs(60)).await;
+    copy_dir(&live, &backup);
+    let mut node = ChildNode::start(dir.path(), &config).await;
+    uses(&node, 10, 11).await;
+    node.process.terminate(Duration::from_secs(60)).await;
+    let (ok, text) = audit_verify(dir.path(), &[]);
+    assert!(ok, "{text}");
+    assert!(text.contains("21 entries, hash chain intact") && text.contains("anchored at entry 21"), "{text}");
+
+    // An older copy of the volume restored: the chain on disk is intact by itself (11
+    // entries), and the anchor and the replicated copy show what was erased.
+    std::fs::remove_dir_all(&live).unwrap();
+    copy_dir(&backup, &live);
+    let (ok, text) = audit_verify(dir.path(), &[]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("11 entries, hash chain intact"), "{text}");
+    assert!(
+        text.contains("ROLLED BACK: the anchor") && text.contains("names entry 21; the disk ends at entry 11"),
+        "{text}"
+    );
+    assert!(text.contains("TRUNCATED or ROLLED BACK") && text.contains("(10 missing)"), "{text}");
+
+    // The node restores the erased uses from the topic at start, and the log goes on.
+    let mut node = ChildNode::start(dir.path(), &config).await;
+    uses(&node, 1, 21).await;
+    // Against the running node, read-only: the replicated copy and its anchor.
+    let registry = node.process.printed("schema registry").await.trim_end_matches("/subjects").to_owned();
+    let (ok, text) = audit_verify(dir.path(), &[("GOVEX_REGISTRY__URL", &registry)]);
+    assert!(ok, "{text}");
+    assert!(text.contains("the node is running") && text.contains("22 entries on gov.audit.use-log.v1"), "{text}");
+    node.process.terminate(Duration::from_secs(60)).await;
+    let (ok, text) = audit_verify(dir.path(), &[]);
+    assert!(ok && text.contains("22 entries, hash chain intact"), "{text}");
+
+    // The volume lost altogether: not one answered use is lost.
+    std::fs::remove_dir_all(&live).unwrap();
+    let mut node = ChildNode::start(dir.path(), &config).await;
+    node.process.terminate(Duration::from_secs(60)).await;
+    let (ok, text) = audit_verify(dir.path(), &[]);
+    assert!(ok && text.contains("22 entries, hash chain intact"), "{text}");
+
+    // Rewritten with fresh hashes (a chain intact by itself): the replicated copy disagrees.
+    {
+        let log = govex_sinks::use_log::UseLog::open_dir(&live).unwrap();
+        let mut previous = "0".repeat(64);
+        for mut entry in log.entries().unwrap() {
+            if entry.seq == 5 {
+                entry.purpose = "另有用途".into();
+            }
+            entry.prev_hash = previous;
+            entry.hash = entry.compute_hash();
+            previous = entry.hash.clone();
+            log.audit_tree().insert(entry.seq.to_be_bytes(), serde_json::to_vec(&entry).unwrap()).unwrap();
+        }
+        log.audit_tree().flush().unwrap();
+    }
+    let (ok, text) = audit_verify(dir.path(), &[]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("22 entries, hash chain intact") && text.contains("REWRITTEN: entry 5"), "{text}");
+    assert!(text.contains("REWRITTEN: entry 22 on disk does not carry the anchored hash"), "{text}");
+}
