@@ -6,6 +6,9 @@
 //!    its queue), and the highest rate whose p99 stays under 5 ms.
 //! 2. Sink apply rate (decode, apply, group-committed sled flush, offset stored) against raw
 //!    consumption of the same topic (offsets stored, nothing applied), same broker, same run.
+//! 3. What replicating the use log costs each verification: logging a use on disk only
+//!    against on disk and acknowledged on `gov.audit.use-log.v1`, one at a time and 16 at
+//!    once, same broker, same run.
 
 use std::{
     io::{BufRead, BufReader},
@@ -308,10 +311,72 @@ async fn sink_benchmark() {
     println!("ratio sink/raw:                           {:>10.2}", applied / raw);
 }
 
+/// p50 and p99 of `samples`.
+fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    (at(0.50), at(0.99))
+}
+
+async fn use_log_benchmark() {
+    use govex_sinks::use_log::{Replication, UseLog};
+    const USES: usize = 2_000;
+    let broker = Arc::new(EmbeddedBroker::start(3).expect("embedded broker"));
+    let config = BusConfig::default();
+    let bus = Bus::on_embedded(&config, broker, &Metrics::new()).expect("bus");
+    let topics: Vec<String> = govex_schemas::bundled_schemas().map(|s| s.topic.to_owned()).collect();
+    bus.ensure_topics(&topics).await.expect("topics");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let registry =
+        RegistryClient::local(govex_schemas::Registry::open(&dir.path().join("registry")).expect("registry"));
+    let division = Division::parse("610900").expect("division");
+    let run = |log: UseLog, concurrent: usize| async move {
+        let mut samples = Vec::with_capacity(USES);
+        for round in 0..USES / concurrent {
+            let calls = (0..concurrent).map(|i| {
+                let log = log.clone();
+                async move {
+                    let started = Instant::now();
+                    log.log_use("tax", "契税征收核验", "verify", &format!("L{round}-{i}"), "valid")
+                        .await
+                        .expect("logged");
+                    started.elapsed()
+                }
+            });
+            samples.extend(futures::future::join_all(calls).await);
+        }
+        percentiles(samples)
+    };
+    println!("\nlogging one use, {USES} uses, embedded broker, same run:");
+    println!("{:>34} {:>10} {:>10}", "", "p50 ms", "p99 ms");
+    for concurrent in [1, 16] {
+        let disk_only = UseLog::open_dir(&dir.path().join(format!("disk-{concurrent}"))).expect("log");
+        let replicated = UseLog::open_dir(&dir.path().join(format!("replicated-{concurrent}"))).expect("log");
+        let replication =
+            Replication::new(&bus, &registry, format!("bench-{concurrent}"), division).await.expect("replication");
+        replicated.replicate(Arc::new(replication));
+        let (disk50, disk99) = run(disk_only, concurrent).await;
+        let (rep50, rep99) = run(replicated, concurrent).await;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!("{:>34} {:>10.2} {:>10.2}", format!("on disk, {concurrent} at once"), ms(disk50), ms(disk99));
+        println!("{:>34} {:>10.2} {:>10.2}", format!("on disk + topic, {concurrent} at once"), ms(rep50), ms(rep99));
+        println!(
+            "{:>34} {:>10.2} {:>10.2}",
+            "ratio (disk + topic) / disk",
+            ms(rep50) / ms(disk50),
+            ms(rep99) / ms(disk99)
+        );
+    }
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
+        if std::env::args().any(|a| a == "use-log") {
+            return use_log_benchmark().await;
+        }
         http_benchmark().await;
         sink_benchmark().await;
+        use_log_benchmark().await;
     });
 }

@@ -349,10 +349,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         if restored > 0 {
             tracing::warn!(restored, writer, "use-log entries missing on disk were restored from the topic");
         }
-        let replication =
-            govex_sinks::use_log::Replication::new(bus.producer().clone(), &registry, writer, config.division)
-                .await
-                .context("the use-log topics' schemas cannot be registered")?;
+        let replication = govex_sinks::use_log::Replication::new(&bus, &registry, writer, config.division).await?;
         use_log.replicate(Arc::new(replication));
         let (stop, every) = (background.clone(), Duration::from_secs(config.audit.anchor_interval_secs.max(1)));
         background_tasks.spawn(async move {

@@ -175,14 +175,20 @@ pub struct Replication {
 }
 
 impl Replication {
-    /// Replication of the use log named `writer` through `producer`, with the topics'
-    /// schemas registered in `registry`.
+    /// Replication of the use log named `writer` to `bus`, with the topics' schemas
+    /// registered in `registry`.
+    ///
+    /// It has a producer of its own that sends at once (`linger.ms` 0): every entry holds
+    /// up a read's answer, where the node's producer lingers to fill batches. Its metrics
+    /// are not exported (the node's producer's are).
     pub async fn new(
-        producer: govex_bus::Producer,
+        bus: &govex_bus::Bus,
         registry: &govex_bus::RegistryClient,
         writer: String,
         origin: govex_bus::Division,
-    ) -> Result<Self, govex_bus::CodecError> {
+    ) -> Result<Self, ReplicationError> {
+        let config = govex_bus::config::BusConfig { linger_ms: 0, ..bus.config().clone() };
+        let producer = govex_bus::Producer::new(&config, bus.bootstrap_servers(), &govex_bus::Metrics::new())?;
         let entries =
             govex_bus::Encoder::register(registry, &format!("{USE_LOG_TOPIC}-value"), schema_text(USE_LOG_TOPIC))
                 .await?;
@@ -195,6 +201,17 @@ impl Replication {
         let envelope = govex_bus::Envelope::new(govex_bus::Department::Platform, self.origin, record_type);
         govex_bus::Outgoing::new(topic, key, payload, &envelope)
     }
+}
+
+/// Why the use log cannot be replicated.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// The topics' schemas could not be registered.
+    #[error("the use-log topics' schemas cannot be registered: {0}")]
+    Schema(#[from] govex_bus::CodecError),
+    /// The producer could not be made.
+    #[error("the use log's producer cannot be created: {0}")]
+    Client(#[from] govex_bus::rdkafka::error::KafkaError),
 }
 
 /// The key of entry `seq` of `writer` on [`USE_LOG_TOPIC`]: one per entry, so that
