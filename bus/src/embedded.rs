@@ -24,6 +24,7 @@ enum Command {
     BrokerUp { broker_id: i32, reply: Reply },
     RequestErrors { api_key: RDKafkaApiKey, errors: Vec<RDKafkaRespErr>, reply: Reply },
     RoundTripTime { broker_id: i32, delay: Duration, reply: Reply },
+    PartitionLeader { topic: String, partition: i32, broker_id: i32, reply: Reply },
     Stop,
 }
 
@@ -68,6 +69,9 @@ impl EmbeddedBroker {
                         }
                         Command::RoundTripTime { broker_id, delay, reply } => {
                             let _ = reply.send(cluster.broker_round_trip_time(broker_id, delay));
+                        }
+                        Command::PartitionLeader { topic, partition, broker_id, reply } => {
+                            let _ = reply.send(cluster.partition_leader(&topic, partition, Some(broker_id)));
                         }
                         Command::Stop => break,
                     }
@@ -116,6 +120,11 @@ impl EmbeddedBroker {
     /// Delays every answer of one broker.
     pub fn broker_round_trip_time(&self, broker_id: i32, delay: Duration) -> Result<(), KafkaError> {
         self.call(|reply| Command::RoundTripTime { broker_id, delay, reply })
+    }
+
+    /// Moves the leadership of one partition to `broker_id` (a leader election).
+    pub fn partition_leader(&self, topic: &str, partition: i32, broker_id: i32) -> Result<(), KafkaError> {
+        self.call(|reply| Command::PartitionLeader { topic: topic.to_owned(), partition, broker_id, reply })
     }
 
     fn call(&self, command: impl FnOnce(Reply) -> Command) -> Result<(), KafkaError> {

@@ -11,6 +11,7 @@ mod demo;
 mod deploy;
 mod dossier;
 mod elicense;
+mod fault_suite;
 mod faults;
 mod import;
 mod intake;
