@@ -149,7 +149,7 @@ async fn fault_suite_nothing_lost_nothing_doubled() {
         }};
     }
 
-    under_load!("none (baseline)", 4, ());
+    under_load!("none (baseline)", 4, {});
     under_load!("produce errors NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT", 4, {
         let errors = [
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
