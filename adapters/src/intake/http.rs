@@ -203,7 +203,9 @@ async fn handle(
     }
     let idempotency_key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
-        Some(Ok(key)) if !key.is_empty() && key.len() <= 255 => Some(key.to_owned()),
+        Some(Ok(key)) if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(key.to_owned())
+        }
         Some(_) => {
             return problem(
                 StatusCode::BAD_REQUEST,
