@@ -156,6 +156,8 @@ def main(rendered, binary, scratch):
         if "bridge" not in env["GOVEX_COMPONENTS"].split(","):
             env["GOVEX_COMPONENTS"] += ",bridge"
         env["GOVEX_BRIDGE__PARENT__BROKERS"] = bootstrap
+        # Schema ids are translated between the two nodes' registries.
+        env["GOVEX_BRIDGE__PARENT__REGISTRY"] = city.url("registry", "")
         county = Node("county", binary, config, env, scratch)
         nodes.append(county)
 

@@ -220,6 +220,13 @@ async fn schema_ids_are_translated_between_registries_and_what_cannot_be_forward
     city.bridge.children = vec![link(&county_broker, Some("610921"))];
     let mut county = config(dirs[1].path(), "610921", &county_broker);
     county.bridge.parent = Some(link(&city_broker, None));
+    county.audit.anchor_interval_secs = 1;
+    county.intake.tokens.push(govex_bus::config::TokenConfig {
+        department: "tax".into(),
+        sha256: govex_bus::auth::hash_token("bridge-test-tax"),
+        label: None,
+        role: govex_bus::auth::Role::Department,
+    });
     let city = govex::node::start(city).await.unwrap();
     let county = govex::node::start(county).await.unwrap();
 
@@ -238,6 +245,21 @@ async fn schema_ids_are_translated_between_registries_and_what_cannot_be_forward
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "the county never applied the licence:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A use at the county is anchored there, and the anchor travels up to the city.
+    let verified = reqwest::Client::new()
+        .post(format!("http://{}/v1/licences/x/verify", county.api_addr().unwrap()))
+        .bearer_auth("bridge-test-tax")
+        .json(&serde_json::json!({ "purpose": "契税征收核验" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while support::records_in_topic(city_broker.bootstrap_servers(), "gov.audit.anchor.v1", 3) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no county anchor reached the city");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
