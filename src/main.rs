@@ -286,7 +286,9 @@ async fn main() -> Result<()> {
             };
             let token = govex_adapters::intake::auth::new_token();
             println!("token (give it to the {department} system; it is not stored anywhere):\n  {token}\n");
-            println!("config entry (only the hash is kept):\n[[intake.tokens]]\ndepartment = \"{department}\"\nsha256 = \"{}\"", govex_adapters::intake::auth::hash_token(&token));
+            // In the node's config the table is [[intake.tokens]]; in a file named by
+            // intake.tokens_file (a Kubernetes Secret) it is [[tokens]].
+            println!("config entry (only the hash is kept; in an intake.tokens_file write [[tokens]] instead):\n[[intake.tokens]]\ndepartment = \"{department}\"\nsha256 = \"{}\"", govex_adapters::intake::auth::hash_token(&token));
             if let Some(label) = label {
                 println!("label = \"{label}\"");
             }

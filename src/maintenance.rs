@@ -8,6 +8,11 @@ use govex_sinks::{
     use_log::{self, UseLog},
 };
 
+/// Whether opening a sled database failed because another process holds it.
+fn is_locked(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock"))
+}
+
 /// The registry a maintenance command reads schemas from: `registry.url`, else the node's
 /// own store when the node is stopped, else (the node running, holding its store) the
 /// registry it serves on `listen.registry`.
@@ -16,12 +21,15 @@ fn maintenance_registry(config: &NodeConfig) -> Result<RegistryClient> {
         return crate::node::registry_client(url, config);
     }
     let dir = config.data_dir.join("registry");
+    if !dir.join("db").exists() {
+        bail!(
+            "the node's registry store {} does not exist: set registry.url to the registry that holds the node's schemas",
+            dir.display()
+        );
+    }
     match govex_schemas::Registry::open(&dir) {
         Ok(store) => Ok(RegistryClient::local(store)),
-        Err(_) if dir.exists() => Ok(RegistryClient::http(&format!("http://{}", config.listen.registry))),
-        Err(e) => {
-            Err(anyhow::Error::new(e).context(format!("the node's registry store {} cannot be opened", dir.display())))
-        }
+        Err(_) => Ok(RegistryClient::http(&format!("http://{}", config.listen.registry))),
     }
 }
 
@@ -34,15 +42,19 @@ fn maintenance_registry(config: &NodeConfig) -> Result<RegistryClient> {
 /// it cannot open, it checks the replicated copy and the anchor, read-only.
 pub async fn audit_verify(config: &NodeConfig) -> Result<bool> {
     let dir = config.data_dir.join("elicense");
+    // A check writes nothing: a data directory without a store is a mistake to name, not a
+    // store to create.
+    if !dir.join("db").exists() {
+        bail!("no e-licence store at {} (is data_dir right?)", dir.display());
+    }
     let store = match LicenceStore::open(&dir) {
         Ok(store) => Some(store),
-        Err(_) if dir.exists() && config.bus.brokers.is_some() => None,
-        Err(e) if dir.exists() => {
-            return Err(
-                anyhow::Error::new(e).context(format!("{} cannot be opened (stop the node first)", dir.display()))
-            )
-        }
-        Err(_) => bail!("no e-licence store at {}", dir.display()),
+        Err(e) if is_locked(&e) && config.bus.brokers.is_some() => None,
+        Err(e) if is_locked(&e) => bail!(
+            "{} is in use by a running node; with the embedded bus there is no replicated copy to check: stop the node first",
+            dir.display()
+        ),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("{} cannot be opened", dir.display()))),
     };
     let mut intact = true;
     let local = match &store {
@@ -88,8 +100,12 @@ pub async fn audit_verify(config: &NodeConfig) -> Result<bool> {
     for finding in &findings {
         println!("use log {finding}");
     }
-    if findings.is_empty() {
-        println!("the use log agrees with its replicated copy and its anchor");
+    match (findings.is_empty(), local.is_some()) {
+        (true, true) => println!("the use log on disk agrees with its replicated copy and its anchor"),
+        (true, false) => println!(
+            "the replicated use log is intact and agrees with its anchor (the running node's disk was not read)"
+        ),
+        (false, _) => {}
     }
     Ok(intact && findings.is_empty())
 }
@@ -121,10 +137,11 @@ pub async fn rebuild_elicense(config: &NodeConfig) -> Result<()> {
     let live = config.data_dir.join("elicense");
     // Opened first: a running node holds it, and the rebuild must not start beside it.
     let old = match live.exists() {
-        true => Some(
-            LicenceStore::open(&live)
-                .with_context(|| format!("{} cannot be opened (stop the node first)", live.display()))?,
-        ),
+        true => match LicenceStore::open(&live) {
+            Ok(store) => Some(store),
+            Err(e) if is_locked(&e) => bail!("{} is in use by a running node: stop the node first", live.display()),
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("{} cannot be opened", live.display()))),
+        },
         false => None,
     };
     let registry = match &config.registry.url {

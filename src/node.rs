@@ -174,6 +174,26 @@ pub fn plan(config: &NodeConfig) -> Result<Plan> {
         false => Tokens::default(),
     };
     let intake = &config.intake;
+    let listen = &config.listen;
+    let zero: Vec<&str> = [
+        ("intake.max_body_bytes", intake.max_body_bytes as u64),
+        ("intake.max_batch_bytes", intake.max_batch_bytes as u64),
+        ("intake.max_batch_lines", intake.max_batch_lines as u64),
+        ("intake.max_body_secs", intake.max_body_secs),
+        ("intake.idempotency_window_secs", intake.idempotency_window_secs),
+        ("listen.max_connections", listen.max_connections as u64),
+        ("listen.header_read_timeout_secs", listen.header_read_timeout_secs),
+        ("listen.body_timeout_secs", listen.body_timeout_secs),
+        ("listen.tls_handshake_timeout_secs", listen.tls_handshake_timeout_secs),
+        ("listen.keep_alive_idle_secs", listen.keep_alive_idle_secs),
+        ("audit.anchor_interval_secs", config.audit.anchor_interval_secs),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| (value == 0).then_some(key))
+    .collect();
+    if !zero.is_empty() {
+        bail!("invalid configuration: {} must be at least 1", zero.join(", "));
+    }
     if components.contains(&Component::Intake)
         && (intake.max_batch_bytes > intake.max_in_flight_bytes || intake.max_body_bytes > intake.max_in_flight_bytes)
     {

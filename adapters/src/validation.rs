@@ -29,6 +29,23 @@ pub struct JsonValidator {
     validator: jsonschema::Validator,
 }
 
+/// The most violations listed for one record: a record with hundreds of unknown fields must
+/// not make an answer hundreds of times its size. The last one says that more were left out.
+pub const MAX_VIOLATIONS: usize = 10;
+
+/// `violations`, cut to [`MAX_VIOLATIONS`] with a last one saying how many were left out.
+pub fn capped(mut violations: Vec<Violation>) -> Vec<Violation> {
+    if violations.len() > MAX_VIOLATIONS {
+        let left_out = violations.len() - (MAX_VIOLATIONS - 1);
+        violations.truncate(MAX_VIOLATIONS - 1);
+        violations.push(Violation::new("", "more-violations", format!("{left_out} more violations are not listed")));
+        // Truncating keeps the capacity: hundreds of slots per rejected line, kept until the
+        // batch is answered.
+        violations.shrink_to_fit();
+    }
+    violations
+}
+
 impl JsonValidator {
     /// Compiles `schema_text`; a bundled schema that does not compile is a build defect.
     pub fn new(schema_text: &str) -> Result<Self, String> {
@@ -45,7 +62,12 @@ impl JsonValidator {
             return Vec::new();
         }
         let mut out = Vec::new();
+        // Collected lazily, and no further than a little past the cap: `capped` says more
+        // were left out without knowing how many beyond it.
         for error in self.validator.iter_errors(instance) {
+            if out.len() > 4 * MAX_VIOLATIONS {
+                break;
+            }
             let pointer = error.instance_path().as_str().to_owned();
             let (rule, message) = match error.kind() {
                 K::Required { property } => {
@@ -81,7 +103,7 @@ impl JsonValidator {
             };
             out.push(Violation::new(pointer, rule, message));
         }
-        out
+        capped(out)
     }
 }
 

@@ -270,6 +270,10 @@ pub struct IntakeConfig {
     /// the intake's memory: checking and publishing take about three times the body.
     #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: usize,
+    /// Seconds a client may take to send a whole body, however steadily it sends: a client
+    /// trickling a large body must not hold its share of `max_in_flight_bytes` for ever.
+    #[serde(default = "default_max_body_secs")]
+    pub max_body_secs: u64,
     /// How long an `Idempotency-Key` and its first answer are remembered.
     #[serde(default = "default_idempotency_window_secs")]
     pub idempotency_window_secs: u64,
@@ -393,6 +397,10 @@ fn default_max_batch_bytes() -> usize {
 fn default_max_batch_lines() -> usize {
     10_000
 }
+fn default_max_body_secs() -> u64 {
+    // 32 MiB at 2 Mbit/s.
+    150
+}
 fn default_max_in_flight_bytes() -> usize {
     64 * 1024 * 1024
 }
@@ -407,6 +415,7 @@ impl Default for IntakeConfig {
             max_batch_bytes: default_max_batch_bytes(),
             max_batch_lines: default_max_batch_lines(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
+            max_body_secs: default_max_body_secs(),
             idempotency_window_secs: default_idempotency_window_secs(),
             tokens: Vec::new(),
             tokens_file: None,

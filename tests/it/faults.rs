@@ -244,10 +244,23 @@ async fn one_request_cannot_take_more_memory_than_the_limits_allow() {
     assert!(statuses.iter().all(|s| [200, 503, 0].contains(s)), "{statuses:?}");
     assert!(statuses.contains(&200) && statuses.iter().any(|s| *s != 200), "{statuses:?}");
 
+    // Lines with hundreds of unknown fields each: the violations listed are capped, so the
+    // answer stays a small multiple of the lines, not of the fields.
+    let fields: String = (0..380).map(|i| format!("\"p{i}\":0")).collect::<Vec<_>>().join(",");
+    let amplifying: Vec<u8> = std::iter::repeat_n(format!("{{{fields}}}\n"), 9_900).collect::<String>().into_bytes();
+    let answer = send(amplifying).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    assert!(text.len() < 8 * 1024 * 1024, "an answer of {} bytes", text.len());
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    let first = &answer["results"][0]["errors"];
+    assert_eq!(first.as_array().unwrap().len(), govex_adapters::validation::MAX_VIOLATIONS, "{first}");
+    assert_eq!(first[govex_adapters::validation::MAX_VIOLATIONS - 1]["rule"], "more-violations");
+
     let peak = node.process.peak_memory();
     let grown_mib = peak.saturating_sub(baseline) / (1024 * 1024);
     eprintln!(
-        "peak memory: {} MiB before, {} MiB after a 32 MiB batch of 16M lines and four full batches at once ({statuses:?})",
+        "peak memory: {} MiB before, {} MiB after a 32 MiB batch of 16M lines, four full batches at once ({statuses:?}) and 9,900 lines of 380 unknown fields",
         baseline / (1024 * 1024),
         peak / (1024 * 1024)
     );
@@ -686,4 +699,69 @@ async fn a_rolled_back_lost_or_rewritten_use_log_is_found_and_no_answered_use_is
     assert!(!ok, "{text}");
     assert!(text.contains("22 entries, hash chain intact") && text.contains("REWRITTEN: entry 5"), "{text}");
     assert!(text.contains("REWRITTEN: entry 22 on disk does not carry the anchored hash"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_in_small_chunks_costs_its_size_and_a_key_is_one_request_whatever_the_form() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::intake::intake_config(dir.path());
+    config.intake.max_batch_lines = 10_000;
+    config.intake.max_batch_bytes = 4 * 1024 * 1024;
+    config.intake.max_in_flight_bytes = 4 * 1024 * 1024;
+    let node = govex::node::start(config).await.unwrap();
+    let api = node.api_addr().unwrap();
+    // A 2 MB batch in 300-byte chunks: it is charged 2 MB of the 4 MB budget, not a KiB per
+    // chunk (which made it 503 for ever).
+    let body = batch("case-event", 0, 9_500);
+    assert!(body.len() > 2_000_000, "{}", body.len());
+    let mut stream = tokio::net::TcpStream::connect(api).await.unwrap();
+    let head =
+        "POST /v1/platform/case-event:batch HTTP/1.1\r\nhost: x\r\nauthorization: Bearer test-token-of-platform\r\n\
+                content-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for chunk in body.as_bytes().chunks(300) {
+        stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.unwrap();
+        stream.write_all(chunk).await.unwrap();
+        stream.write_all(b"\r\n").await.unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{}", &answer[..answer.len().min(300)]);
+
+    // The same key on the single-record endpoint after the batch one: another request, refused.
+    let http = reqwest::Client::new();
+    let post = |path: &str, content_type: &str, body: String| {
+        http.post(format!("http://{api}{path}"))
+            .bearer_auth("test-token-of-platform")
+            .header("content-type", content_type)
+            .header("idempotency-key", "one-key")
+            .body(body)
+            .send()
+    };
+    let line = batch("case-event", 9_000, 1);
+    let first = post("/v1/platform/case-event:batch", "application/x-ndjson", line.clone()).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let second = post("/v1/platform/case-event", "application/json", line.trim_end().to_owned()).await.unwrap();
+    assert_eq!(second.status(), 422, "{}", second.text().await.unwrap());
+    node.shutdown().await.unwrap();
+}
+
+#[test]
+fn audit_verify_on_a_directory_without_a_store_says_so_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not-a-data-dir");
+    for brokers in [None, Some("127.0.0.1:9")] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_govex"));
+        command.args(["audit", "verify"]).env("GOVEX_DATA_DIR", &missing).env("RUST_LOG", "warn");
+        if let Some(brokers) = brokers {
+            command.env("GOVEX_BUS__BROKERS", brokers);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("no e-licence store at"), "{stderr}");
+        assert!(!missing.exists(), "a check created {}", missing.display());
+    }
 }

@@ -228,7 +228,10 @@ async fn handle(
         let Some(key) = idempotency_key else {
             return answer(&server, department, &record, body, EventIds::Fresh).await;
         };
-        let scoped = format!("{department}/{record}{}/{key}", if batch { ":batch" } else { "" });
+        // One key per department and record type, whichever form carried it: the same key
+        // on the single-record and the batch endpoint is the same request, or a refused one
+        // (the form is part of the fingerprint).
+        let scoped = format!("{department}/{record}/{key}");
         let guard = server.idempotency.lock(&scoped).await;
         let fresh = answer_once(&server, department, &record, body, &scoped).await;
         drop(guard);
@@ -280,17 +283,18 @@ async fn read_body(server: &IntakeServer, body: Body, batch: bool) -> Result<Rea
     let mut buffer = Vec::new();
     let mut lines = LineCounter::default();
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(limits.max_body_secs.max(1));
+    let too_slow =
+        |detail: &str| problem(StatusCode::REQUEST_TIMEOUT, "too-slow", "Body too slow", detail.to_owned(), &[]);
+    loop {
+        let Ok(next) = tokio::time::timeout_at(deadline, stream.next()).await else {
+            return Err(too_slow("the whole body must arrive within intake.max_body_secs"));
+        };
+        let Some(chunk) = next else { break };
         let chunk = match chunk {
             Ok(chunk) => chunk,
             Err(e) if govex_bus::server::is_body_timeout(&e) => {
-                return Err(problem(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "too-slow",
-                    "Body too slow",
-                    "the client paused too long while sending the body",
-                    &[],
-                ))
+                return Err(too_slow("the client paused too long while sending the body"))
             }
             Err(_) => {
                 return Err(problem(
@@ -305,8 +309,13 @@ async fn read_body(server: &IntakeServer, body: Body, batch: bool) -> Result<Rea
         if buffer.len() + chunk.len() > limit {
             return Err(too_large(format!("the limit is {limit} bytes")));
         }
-        let more = server.budget.clone().try_acquire_many_owned(permits(chunk.len())).map_err(|_| busy())?;
-        budget.merge(more);
+        // The budget is charged for the bytes held, in KiB: many small chunks cost what
+        // their sum costs, not a KiB each.
+        let needed = permits(buffer.len() + chunk.len()).saturating_sub(budget.num_permits() as u32);
+        if needed > 0 {
+            let more = server.budget.clone().try_acquire_many_owned(needed).map_err(|_| busy())?;
+            budget.merge(more);
+        }
         lines.feed(&chunk);
         if lines.count > max_lines {
             return Err(too_large(format!("the limit is {max_lines} lines per batch")));
@@ -384,7 +393,10 @@ async fn answer_once(
     scoped: &str,
 ) -> Answer {
     use sha2::{Digest, Sha256};
-    let fingerprint = hex(&Sha256::digest(&body.bytes));
+    let mut hasher = Sha256::new();
+    hasher.update(if body.batch { b"batch\0" as &[u8] } else { b"single\0" });
+    hasher.update(&body.bytes);
+    let fingerprint = hex(&hasher.finalize());
     let unavailable = |e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "the idempotency store failed");
         problem(
@@ -484,8 +496,10 @@ async fn answer(server: &IntakeServer, department: Department, record: &str, bod
     if lines.is_empty() {
         return problem(StatusCode::BAD_REQUEST, "empty-batch", "Empty batch", "send one JSON record per line", &[]);
     }
+    const MAX_LISTED: usize = 10_000;
     let outcomes = server.intake.accept_batch(department, record, lines, ids).await;
     let mut accepted = 0;
+    let mut listed = 0;
     let results: Vec<serde_json::Value> = outcomes
         .iter()
         .enumerate()
@@ -497,7 +511,13 @@ async fn answer(server: &IntakeServer, department: Department, record: &str, bod
             Err(Rejection::Malformed(detail)) => {
                 json!({ "line": i + 1, "status": "rejected", "errors": [Violation::new("", "malformed-json", detail.clone())] })
             }
-            Err(Rejection::Invalid(violations)) => json!({ "line": i + 1, "status": "rejected", "errors": violations }),
+            Err(Rejection::Invalid(violations)) => {
+                // A batch's answer lists at most MAX_LISTED violations in all; past them, a
+                // rejected line shows its first.
+                let shown = if listed + violations.len() <= MAX_LISTED { violations.len() } else { 1 };
+                listed += shown;
+                json!({ "line": i + 1, "status": "rejected", "errors": &violations[..shown] })
+            }
             // Acknowledged lines keep their answer; a line the broker did not take is reported
             // as such, so the caller resubmits that line alone (under a new key).
             Err(Rejection::Unavailable(_)) => json!({ "line": i + 1, "status": "unavailable", "errors": [Violation::new("", "unavailable", "not published; resubmit this line")] }),

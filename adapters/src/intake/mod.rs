@@ -217,7 +217,8 @@ impl Intake {
         if !violations.is_empty() {
             return Err(Rejection::Invalid(violations));
         }
-        let mapped = (prepared.spec.map)(&input, context, &prepared.encoder).map_err(Rejection::Invalid)?;
+        let mapped = (prepared.spec.map)(&input, context, &prepared.encoder)
+            .map_err(|violations| Rejection::Invalid(crate::validation::capped(violations)))?;
         let mut envelope = Envelope::new(department, self.origin, prepared.spec.record);
         if let Some(event_id) = event_id {
             envelope.event_id = event_id;

@@ -436,6 +436,10 @@ mod tests {
         assert_eq!(store.get(&id).unwrap().unwrap().status, Status::Suspended);
         assert_eq!(store.apply(licence(&id, Status::Valid, 10), issued).unwrap(), Ok(Applied::Duplicate));
         assert_eq!(store.get(&id).unwrap().unwrap().status, Status::Suspended);
+        // Two events in the same millisecond: the later in the partition applies (a tie is
+        // not an older record).
+        assert_eq!(store.apply(licence(&id, Status::Revoked, 30), Uuid::now_v7()).unwrap(), Ok(Applied::Updated));
+        assert_eq!(store.get(&id).unwrap().unwrap().status, Status::Revoked);
     }
 
     #[test]
