@@ -742,6 +742,105 @@ mod tests {
         assert_eq!(broken.reason, "the entry does not parse");
     }
 
+    /// A log of `n` uses in a fresh directory.
+    fn log_of(n: usize) -> (tempfile::TempDir, UseLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = UseLog::open_dir(dir.path()).unwrap();
+        for i in 0..n {
+            log.record_use("tax", "契税征收核验", "verify", &format!("L{i}"), "valid").unwrap();
+        }
+        (dir, log)
+    }
+
+    fn anchor_at(entry: &AuditEntry) -> Anchor {
+        Anchor { writer: "w".into(), seq: entry.seq as i64, hash: entry.hash.clone(), at_ms: 0, anchored_at_ms: 0 }
+    }
+
+    #[test]
+    fn a_chain_that_agrees_with_its_copy_and_anchor_has_no_findings_and_each_fault_is_named() {
+        let (_dir, log) = log_of(6);
+        let all = log.entries().unwrap();
+        let anchor = anchor_at(&all[5]);
+        assert!(compare(&all, &all, Some(&anchor)).is_empty());
+        assert!(compare(&all[..4], &all[..4], Some(&anchor_at(&all[3]))).is_empty(), "an older anchor is fine");
+        // Rolled back to 4 entries: the copy and the anchor both say so.
+        let findings = compare(&all[..4], &all, Some(&anchor));
+        assert_eq!(findings.len(), 2, "{findings:?}");
+        assert!(
+            findings[0].starts_with("TRUNCATED or ROLLED BACK: the disk ends at entry 4")
+                && findings[0].contains("(2 missing)")
+        );
+        assert!(findings[1].contains("names entry 6; the disk ends at entry 4"), "{findings:?}");
+        // Only the anchor (the copy lost): still found.
+        assert_eq!(compare(&all[..4], &[], Some(&anchor)).len(), 1);
+        // Rewritten with fresh hashes from entry 3 on.
+        let mut rewritten = all.clone();
+        let mut previous = rewritten[1].hash.clone();
+        for entry in &mut rewritten[2..] {
+            entry.purpose = "另有用途".into();
+            entry.prev_hash = previous.clone();
+            entry.hash = entry.compute_hash();
+            previous = entry.hash.clone();
+        }
+        assert!(UseLog::chain_findings(&rewritten).is_empty(), "intact by itself");
+        let findings = compare(&rewritten, &all, Some(&anchor));
+        assert_eq!(findings.len(), 2, "{findings:?}");
+        assert!(findings[0].starts_with("REWRITTEN: entry 3 on disk"), "{findings:?}");
+        assert!(findings[1].starts_with("REWRITTEN: entry 6 on disk does not carry the anchored hash"), "{findings:?}");
+    }
+
+    #[test]
+    fn a_replicated_chain_is_walked_like_the_one_on_disk() {
+        let (_dir, log) = log_of(4);
+        let all = log.entries().unwrap();
+        assert!(UseLog::chain_findings(&all).is_empty());
+        let mut gap = all.clone();
+        gap.remove(1);
+        assert_eq!(UseLog::chain_findings(&gap), ["BROKEN at replicated entry 3: expected entry 2, found 3"]);
+        let mut altered = all.clone();
+        altered[2].result = "revoked".into();
+        assert_eq!(
+            UseLog::chain_findings(&altered),
+            ["BROKEN at replicated entry 3: its content does not match its hash"]
+        );
+        let mut relinked = all.clone();
+        relinked[3].prev_hash = "0".repeat(64);
+        relinked[3].hash = relinked[3].compute_hash();
+        assert_eq!(
+            UseLog::chain_findings(&relinked),
+            ["BROKEN at replicated entry 4: its link to the entry before does not match"]
+        );
+    }
+
+    #[test]
+    fn a_restore_fills_what_the_disk_lacks_and_refuses_a_contradiction() {
+        let (_dir, full) = log_of(5);
+        let replicated = full.entries().unwrap();
+        // An empty disk, an older disk: both brought up to the copy, uses index included.
+        let (_empty_dir, empty) = log_of(0);
+        assert_eq!(empty.restore(&replicated).unwrap(), 5);
+        assert_eq!(empty.entries().unwrap(), replicated);
+        assert_eq!(empty.uses_of("L4").unwrap().len(), 1);
+        assert_eq!(empty.restore(&replicated).unwrap(), 0, "a second restore changes nothing");
+        let older = UseLog::open_dir(_empty_dir.path().join("older").as_path()).unwrap();
+        older.restore(&replicated[..2]).unwrap();
+        assert_eq!(older.restore(&replicated).unwrap(), 3);
+        assert_eq!(older.verify_chain().unwrap(), (5, None));
+        // A disk that went its own way: refused, naming the entry, and left as it was.
+        let (_other_dir, other) = log_of(0);
+        other.record_use("housing", "另有用途", "get", "L0", "found").unwrap();
+        let refused = other.restore(&replicated).unwrap_err();
+        assert!(matches!(refused, RestoreError::Contradiction { seq: 1 }), "{refused}");
+        assert_eq!(other.entries().unwrap().len(), 1);
+        // A copy with a gap or a forged entry past the disk's head is refused too.
+        let (_gap_dir, gap) = log_of(0);
+        assert!(matches!(gap.restore(&replicated[1..]), Err(RestoreError::Contradiction { seq: 2 })));
+        let mut forged = replicated.clone();
+        forged[4].subject = "L9".into();
+        let (_forged_dir, target) = log_of(0);
+        assert!(matches!(target.restore(&forged), Err(RestoreError::Contradiction { seq: 5 })));
+    }
+
     #[test]
     fn purposes_are_required_and_bounded() {
         assert_eq!(checked_purpose(None).unwrap_err().0, "purpose-required");
