@@ -833,12 +833,52 @@ mod tests {
         assert!(matches!(refused, RestoreError::Contradiction { seq: 1 }), "{refused}");
         assert_eq!(other.entries().unwrap().len(), 1);
         // A copy with a gap or a forged entry past the disk's head is refused too.
+        assert_eq!(empty.published().unwrap(), 5, "what came from the topic is not published again");
         let (_gap_dir, gap) = log_of(0);
         assert!(matches!(gap.restore(&replicated[1..]), Err(RestoreError::Contradiction { seq: 2 })));
+        // Renumbered, but linked and hashed as if it belonged there.
+        let mut renumbered = replicated[1].clone();
+        renumbered.seq = 3;
+        renumbered.hash = renumbered.compute_hash();
+        let (_one_dir, one) = log_of(0);
+        one.restore(&replicated[..1]).unwrap();
+        assert!(matches!(one.restore(&[renumbered]), Err(RestoreError::Contradiction { seq: 3 })));
         let mut forged = replicated.clone();
         forged[4].subject = "L9".into();
         let (_forged_dir, target) = log_of(0);
         assert!(matches!(target.restore(&forged), Err(RestoreError::Contradiction { seq: 5 })));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replicated_log_publishes_each_entry_once_and_reads_back_whole() {
+        let broker = std::sync::Arc::new(govex_bus::embedded::EmbeddedBroker::start(1).unwrap());
+        for topic in [USE_LOG_TOPIC, ANCHOR_TOPIC] {
+            broker.create_topic(topic, 3, 1).unwrap();
+        }
+        let config = govex_bus::config::BusConfig { linger_ms: 0, ..Default::default() };
+        let bus = govex_bus::Bus::on_embedded(&config, broker, &govex_bus::Metrics::new()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let registry = govex_bus::RegistryClient::local(govex_schemas::Registry::open(&dir.path().join("r")).unwrap());
+        let division = govex_bus::Division::parse("610921").unwrap();
+        let replication = Replication::new(&bus, &registry, "w-1".into(), division).await.unwrap();
+        let (_log_dir, log) = log_of(0);
+        log.replicate(Arc::new(replication));
+        for i in 0..3 {
+            log.log_use("tax", "契税征收核验", "verify", &format!("L{i}"), "valid").await.unwrap();
+        }
+        log.record_use("tax", "契税征收核验", "holder", "L9", "found").unwrap();
+        log.flush().await.unwrap();
+        log.flush().await.unwrap();
+        let anchor = log.anchor().await.unwrap().unwrap();
+        let (copy, anchored) = replicated(&bus, &registry, "w-1").await.unwrap();
+        assert_eq!(copy, log.entries().unwrap(), "every entry, in order");
+        assert_eq!(anchored, Some(anchor.clone()));
+        assert_eq!((anchor.seq, anchor.hash.as_str()), (4, copy[3].hash.as_str()));
+        let on_topic: i64 = bus.high_watermarks(USE_LOG_TOPIC).await.unwrap().values().sum();
+        assert_eq!(on_topic, 4, "each entry published once, however many flushes");
+        assert_eq!(log.published().unwrap(), 4);
+        let (others, none) = replicated(&bus, &registry, "w-2").await.unwrap();
+        assert!(others.is_empty() && none.is_none(), "another writer's log is apart");
     }
 
     #[test]

@@ -196,5 +196,47 @@ mod tests {
         drop(store);
         let store = IdempotencyStore::open(dir.path(), Duration::from_secs(60)).unwrap();
         assert!(store.get("k").unwrap().unwrap().answer.is_some(), "answers survive a restart");
+        assert!(!store.is_empty());
+        // The purge counts what it drops, and keeps what is fresh.
+        store.put_pending("k2", "f2", now_ms()).unwrap();
+        assert_eq!(store.len(), 2);
+        let old = [("old-1", long_ago), ("old-2", long_ago + 1)];
+        for (key, at) in old {
+            store
+                .inner
+                .keys
+                .insert(
+                    key,
+                    serde_json::to_vec(&KeyRecord { fingerprint: "f".into(), first_seen_ms: at, answer: None })
+                        .unwrap(),
+                )
+                .unwrap();
+            store.inner.by_time.insert(time_key(at, key), &[]).unwrap();
+        }
+        assert_eq!(store.purge_expired().unwrap(), 2);
+        assert_eq!(store.len(), 2);
+        let empty = IdempotencyStore::open(&dir.path().join("empty"), Duration::from_secs(60)).unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lock_is_forgotten_once_nobody_waits_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = IdempotencyStore::open(dir.path(), Duration::from_secs(60)).unwrap();
+        let first = store.lock("k").await;
+        let waiting = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let guard = store.lock("k").await;
+                drop(guard);
+                store.release("k");
+            })
+        };
+        tokio::task::yield_now().await;
+        drop(first);
+        store.release("k");
+        assert_eq!(store.inner.in_progress.lock().len(), 1, "kept while another request waits on it");
+        waiting.await.unwrap();
+        assert!(store.inner.in_progress.lock().is_empty(), "no lock is kept for a key nobody answers");
     }
 }
