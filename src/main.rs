@@ -221,8 +221,34 @@ async fn schema(command: SchemaCommand, json: bool) -> Result<bool> {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// Errors are the user's to act on: the message and its causes, one line, never a backtrace
+/// (`RUST_BACKTRACE=1` is common on developers' machines and would print dozens of frames).
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("Error: the async runtime cannot start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<()> {
+    // clap's `help` subcommand refuses its own `--help` ("unrecognized subcommand"): answer
+    // `govex help --help` with the help it asks for.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("help") && args.iter().skip(1).any(|a| a == "--help" || a == "-h") {
+        use clap::CommandFactory;
+        Cli::command().print_help()?;
+        return Ok(());
+    }
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Node { config: None }) {
         Command::Node { config } => {

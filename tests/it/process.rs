@@ -150,6 +150,8 @@ async fn sigterm_ends_a_start_up_that_waits_for_the_registry() {
     let (tx, waiting) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // stderr is a pipe here, not a terminal: no colour codes.
+            assert!(!line.contains('\x1b'), "an escape code in a log written to a pipe: {line:?}");
             if line.contains("not reachable yet") {
                 let _ = tx.send(());
             }
@@ -170,4 +172,21 @@ async fn sigterm_ends_a_start_up_that_waits_for_the_registry() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "a SIGTERM while starting is a clean stop: {status}");
+}
+
+#[test]
+fn a_user_error_prints_its_message_only_and_help_answers_its_own_help() {
+    let output = Command::new(env!("CARGO_BIN_EXE_govex"))
+        .args(["token", "new", "nosuch"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("Error: 'nosuch' is not a department"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "no backtrace: {stderr}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_govex")).args(["help", "--help"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: govex"));
 }
