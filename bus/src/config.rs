@@ -95,6 +95,9 @@ impl Default for AuditConfig {
     }
 }
 
+/// `GOVEX_*` variables that belong to a command's own options, not to the node's settings.
+const COMMAND_VARIABLES: [&str; 2] = ["CONFIG", "REGISTRY_URL"];
+
 impl NodeConfig {
     /// The name of this process's use log (see [`AuditConfig::writer`]).
     pub fn use_log_writer(&self) -> String {
@@ -849,8 +852,10 @@ impl NodeConfig {
         let mut from_env: Vec<(String, String)> = Vec::new();
         for (name, value) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
-            // GOVEX_CONFIG names the file itself; it is read by the command line, not here.
-            if rest == "CONFIG" || rest.is_empty() {
+            // The commands' own variables, read by the command line, not here: GOVEX_CONFIG
+            // names the file itself, GOVEX_REGISTRY_URL the registry `govex schema` talks to.
+            // A node's settings always have a double underscore between sections.
+            if COMMAND_VARIABLES.contains(&rest) || rest.is_empty() {
                 continue;
             }
             let path = env_key_path(rest);

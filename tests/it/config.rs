@@ -52,3 +52,12 @@ fn a_missing_file_is_named() {
     let error = NodeConfig::load(Some(Path::new("/nonexistent/govex.toml")), Vec::new()).unwrap_err();
     assert_eq!(error.to_string().split(':').next().unwrap(), "config file /nonexistent/govex.toml");
 }
+
+#[test]
+fn a_commands_own_variable_does_not_trip_the_node_config() {
+    // `govex schema` reads GOVEX_REGISTRY_URL; a node started in the same shell must not
+    // take it for a setting.
+    let env = [("GOVEX_REGISTRY_URL".to_owned(), "http://127.0.0.1:8081".to_owned())];
+    let config = govex_bus::NodeConfig::load(None, env).expect("the variable is the schema command's");
+    assert_eq!(config.registry.url, None);
+}
