@@ -31,6 +31,12 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use bus::{Bus, BusError};
+
+/// A consumed record and the trait that reads it: what sinks handle, without naming rdkafka
+/// (only this crate does).
+pub mod record {
+    pub use rdkafka::message::{Message, OwnedMessage};
+}
 pub use codec::{CodecError, Decoder, Encoder};
 pub use config::{ConfigError, NodeConfig};
 pub use consumer::{AtLeastOnceConsumer, ConsumerSettings, HandlerError};

@@ -188,7 +188,8 @@ impl Replication {
         origin: govex_bus::Division,
     ) -> Result<Self, ReplicationError> {
         let config = govex_bus::config::BusConfig { linger_ms: 0, ..bus.config().clone() };
-        let producer = govex_bus::Producer::new(&config, bus.bootstrap_servers(), &govex_bus::Metrics::new())?;
+        let producer = govex_bus::Producer::new(&config, bus.bootstrap_servers(), &govex_bus::Metrics::new())
+            .map_err(govex_bus::BusError::Client)?;
         let entries =
             govex_bus::Encoder::register(registry, &format!("{USE_LOG_TOPIC}-value"), schema_text(USE_LOG_TOPIC))
                 .await?;
@@ -211,7 +212,7 @@ pub enum ReplicationError {
     Schema(#[from] govex_bus::CodecError),
     /// The producer could not be made.
     #[error("the use log's producer cannot be created: {0}")]
-    Client(#[from] govex_bus::rdkafka::error::KafkaError),
+    Client(#[from] govex_bus::BusError),
 }
 
 /// The key of entry `seq` of `writer` on [`USE_LOG_TOPIC`]: one per entry, so that
@@ -564,7 +565,7 @@ pub async fn replicated(
     registry: &govex_bus::RegistryClient,
     writer: &str,
 ) -> Result<(Vec<AuditEntry>, Option<Anchor>), String> {
-    use govex_bus::rdkafka::message::Message;
+    use govex_bus::record::Message;
     let parse = |topic: &str| {
         apache_avro::Schema::parse_str(schema_text(topic)).map_err(|e| format!("the bundled schema of {topic}: {e}"))
     };

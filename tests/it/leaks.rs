@@ -4,7 +4,6 @@
 //! searched for it.
 
 use std::{
-    io::Read,
     process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
@@ -24,23 +23,10 @@ use govex_bus::{
 use govex_sinks::elicense::{Status, TOPIC};
 use serde_json::{json, Value};
 
-use crate::elicense::{licence, licence_id};
-
-/// Reads a pipe into a shared buffer until it closes.
-fn drain(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
-    let buffer = Arc::new(Mutex::new(Vec::new()));
-    let sink = buffer.clone();
-    std::thread::spawn(move || {
-        let mut chunk = [0u8; 8192];
-        while let Ok(n) = pipe.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
-        }
-    });
-    buffer
-}
+use crate::{
+    child::drain,
+    elicense::{licence, licence_id},
+};
 
 /// The value after `label` on the node's start-up lines (`  API   http://...`).
 async fn printed(stdout: &Arc<Mutex<Vec<u8>>>, label: &str) -> String {

@@ -14,7 +14,7 @@ use chrono::{Datelike, Duration as Days, NaiveDate, Weekday};
 use govex_bus::{
     consumer::{ConsumerSettings, HandlerError, RunStats},
     envelope::Envelope,
-    rdkafka::message::{Message, OwnedMessage},
+    record::{Message, OwnedMessage},
     Bus, CodecError, Decoder, Metrics, RegistryClient,
 };
 use prometheus_client::{

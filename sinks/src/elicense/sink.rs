@@ -9,7 +9,7 @@ use govex_bus::{
     consumer::{ConsumerSettings, HandlerError, RunStats},
     dlq::{DeadLetter, DeadLetterQueue},
     envelope::Envelope,
-    rdkafka::message::{Message, OwnedMessage},
+    record::{Message, OwnedMessage},
     Bus, CodecError, Decoder, Metrics, RegistryClient,
 };
 use prometheus_client::{

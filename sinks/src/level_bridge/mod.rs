@@ -24,7 +24,7 @@ use govex_bus::{
     consumer::{AtLeastOnceConsumer, ConsumerSettings, HandlerError, RunStats},
     dlq::{DeadLetter, DeadLetterQueue},
     envelope::Envelope,
-    rdkafka::message::{Message, OwnedMessage},
+    record::{Message, OwnedMessage},
     registry_client::RegistryClientError,
     Bus, Division, Metrics, Outgoing, RegistryClient,
 };
