@@ -45,7 +45,11 @@ pub async fn import(args: ImportArgs) -> Result<bool> {
     let department: Department =
         department.parse().map_err(|_| anyhow::anyhow!("'{department}' is not a department"))?;
     if config.bus.brokers.is_none() {
-        bail!("govex import needs bus.brokers: the Kafka cluster of the node to import into (or the address `govex broker` printed)");
+        bail!(
+            "govex import needs the node to import into: pass the node's config with --config <node.toml> \
+             (or GOVEX_CONFIG), or set GOVEX_BUS__BROKERS to its Kafka bootstrap servers (the address \
+             `govex broker` printed) and GOVEX_REGISTRY__URL to its schema registry"
+        );
     }
     let registry_url = config.registry.url.clone().unwrap_or_else(|| format!("http://{}", config.listen.registry));
     let registry = RegistryClient::http(&registry_url);
@@ -58,7 +62,16 @@ pub async fn import(args: ImportArgs) -> Result<bool> {
     if records.is_empty() {
         bail!("{department} does not send '{record}' records");
     }
-    let intake = Arc::new(Intake::new(records, &registry, bus.producer().clone(), config.division, &metrics).await?);
+    let intake =
+        Arc::new(Intake::new(records, &registry, bus.producer().clone(), config.division, &metrics).await.with_context(
+            || {
+                format!(
+                    "the node's schema registry at {registry_url} did not answer: start the node first, and point \
+                     import at it with --config <node.toml> (or GOVEX_CONFIG), whose registry.url or \
+                     listen.registry names it (or set GOVEX_REGISTRY__URL)"
+                )
+            },
+        )?);
     let options = ImportOptions {
         department,
         record,

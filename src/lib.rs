@@ -6,6 +6,7 @@
 //! takes it down in the order the brief prescribes. `main.rs` only parses the command line.
 
 pub mod demo;
+pub mod id_cmd;
 pub mod import_cmd;
 pub mod maintenance;
 pub mod node;

@@ -94,6 +94,22 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Check an identifier and say which character is wrong, or compute its check character:
+    /// citizen identity numbers (GB 11643), unified social credit codes (GB 32100) and
+    /// e-licence identifiers. Exits 1 when the identifier is not valid.
+    ///
+    /// `govex id 91350100M000100Y43` checks; `govex id --complete 91350100M000100Y4` gives the
+    /// check character. A citizen identity number is never printed in full.
+    Id {
+        /// The identifier; with --complete, without its check character.
+        value: String,
+        /// What it is; guessed from its form when not given.
+        #[arg(long, value_enum)]
+        kind: Option<govex::id_cmd::Kind>,
+        /// Compute the check character instead of checking.
+        #[arg(long)]
+        complete: bool,
+    },
     /// Run a standalone embedded broker and print its bootstrap address, so several govex
     /// processes on one machine can share one bus (in memory, for trial use).
     Broker {
@@ -320,6 +336,21 @@ async fn run() -> Result<()> {
             }
             if role != "department" {
                 println!("role = \"{role}\"");
+            }
+            Ok(())
+        }
+        Command::Id { value, kind, complete } => {
+            if complete {
+                println!("{}", govex::id_cmd::complete(&value, kind).map_err(anyhow::Error::msg)?);
+                return Ok(());
+            }
+            let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+            let verdict = govex::id_cmd::check(&value, kind, today);
+            for line in &verdict.lines {
+                println!("{line}");
+            }
+            if !verdict.valid {
+                std::process::exit(1);
             }
             Ok(())
         }

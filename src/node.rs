@@ -15,6 +15,7 @@ use govex_adapters::intake::{
     idempotency::IdempotencyStore,
     Intake,
 };
+use govex_bus::problem::with_route_list;
 use govex_bus::server::serve;
 use govex_bus::server::Stop;
 use govex_bus::{
@@ -205,11 +206,80 @@ pub fn plan(config: &NodeConfig) -> Result<Plan> {
             intake.max_body_bytes
         );
     }
+    // The division must be one the intake itself would take as a record's division.
+    if let Err(rule) = govex_bus::identifiers::division(&config.division.to_string()) {
+        bail!("invalid configuration: division {} is not a GB/T 2260 division in force ({rule})", config.division);
+    }
+    if let Ok(current) = govex_bus::identifiers::division(&config.division.to_string()) {
+        if current != config.division.to_string() {
+            bail!("invalid configuration: division {} was retired; its successor is {current}", config.division);
+        }
+    }
+    let uses_bus = components.iter().any(|c| *c != Component::Registry);
+    if uses_bus {
+        config.bus.check_properties("bus").map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    }
+    check_ports(config, runs_registry && registry_url.is_none())?;
+    check_data_dir_can_be_made(&config.data_dir)?;
     let links = match components.contains(&Component::Bridge) {
         true => govex_sinks::level_bridge::links(config.division, &config.bus, &config.bridge)?,
         false => Vec::new(),
     };
+    for link in &links {
+        let what = format!("bridge link {}", link.name);
+        link.config.check_properties(&what).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    }
     Ok(Plan { components, registry_url, tokens, links })
+}
+
+/// Two listeners of this process on one port would make the second bind fail at start
+/// (`0.0.0.0` takes the port on every address; port 0 picks a free one).
+fn check_ports(config: &NodeConfig, serves_registry: bool) -> Result<()> {
+    let listen = &config.listen;
+    let mut listeners = vec![("listen.ops", listen.ops)];
+    if config.serves_api() {
+        listeners.push(("listen.api", listen.api));
+    }
+    if serves_registry {
+        listeners.push(("listen.registry", listen.registry));
+    }
+    for (i, (name, addr)) in listeners.iter().enumerate() {
+        for (other, other_addr) in &listeners[i + 1..] {
+            let overlap = addr.ip() == other_addr.ip() || addr.ip().is_unspecified() || other_addr.ip().is_unspecified();
+            if addr.port() != 0 && addr.port() == other_addr.port() && overlap {
+                bail!(
+                    "invalid configuration: {name} ({addr}) and {other} ({other_addr}) use the same port; give each listener its own"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the data directory exists as a writable directory or can be made: the nearest
+/// existing ancestor must be a writable directory. Nothing is left behind (a probe file is
+/// made and removed where the directory would be made).
+fn check_data_dir_can_be_made(dir: &Path) -> Result<()> {
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut existing = absolute.as_path();
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) => existing = parent,
+            None => break,
+        }
+    }
+    let cannot = |why: String| anyhow::anyhow!("invalid configuration: data_dir {} cannot be used: {why}", dir.display());
+    if !existing.is_dir() {
+        return Err(cannot(format!("{} is not a directory", existing.display())));
+    }
+    let probe = existing.join(format!(".govex-config-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| cannot(format!("{} is not writable ({e})", existing.display())))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
 }
 
 impl Plan {
@@ -322,6 +392,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let mut api_router = Router::new()
         .route("/", get(move || async move { Json(info) }))
         .route("/openapi.json", openapi::route(openapi::API));
+    // What this node's API port serves, for the answer to a route it does not.
+    let mut api_routes: Vec<&str> = vec!["GET /", "GET /openapi.json"];
     let mut intake = None;
     if runs(Component::Intake) {
         let idempotency_dir = config.data_dir.join("intake");
@@ -342,6 +414,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         let catalog = catalog.clone();
         api_router =
             api_router.route("/catalog", get(move || async move { Json(catalog) })).merge(intake_router(server));
+        api_routes.push("GET /catalog");
+        api_routes.extend(govex_adapters::intake::http::ROUTES);
         intake = Some(accepting);
     }
     // The e-licence store's database also holds the use log, which the dossier API writes
@@ -410,6 +484,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             metrics: ApiMetrics::register(&metrics),
         });
         api_router = api_router.merge(elicense::api::router(licence_api));
+        api_routes.extend(elicense::api::ROUTES);
         let sink = Arc::new(LicenceSink::new(licences.clone(), registry.clone(), SinkMetrics::register(&metrics)));
         let (bus, metrics, stop, group_id) = (bus.clone(), metrics.clone(), background.clone(), group("elicense"));
         background_tasks.spawn(async move {
@@ -426,6 +501,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             use_log: licences.use_log().clone(),
         });
         api_router = api_router.merge(dossier::api::router(dossier_api));
+        api_routes.extend(dossier::api::ROUTES);
         let sink = Arc::new(DossierSink::new(dossiers, registry.clone()));
         let (bus, metrics, stop, group_id) = (bus.clone(), metrics.clone(), background.clone(), group("dossier"));
         background_tasks.spawn(async move {
@@ -482,6 +558,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             let addr = listener.local_addr()?;
             let connections = intake_tasks.clone();
             let stop = Stop { stop: intake_stop.clone(), cut: cut.clone() };
+            let api_router = with_route_list(api_router, api_routes.iter().map(|r| r.to_string()).collect());
             intake_tasks.spawn(serve(listener, api_tls, api_router, limits, stop, connections));
             Some(addr)
         }
@@ -491,6 +568,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let readiness = Readiness { bus: uses_bus.then(|| bus.clone()), registry: registry.clone() };
     let ops_router = ops::router(metrics.clone(), readiness.watch(background.clone()))
         .route("/openapi.json", openapi::route(openapi::OPS));
+    let ops_router = with_route_list(ops_router, openapi::routes(openapi::OPS));
     // The ops port has connections of its own: a flood on the API leaves the probes answering.
     let connections = background_tasks.clone();
     let stop = Stop { stop: background.clone(), cut: cut.clone() };
@@ -506,6 +584,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             // The document is open to read, whatever the registry's access rules.
             let router =
                 govex_schemas::http::router(store, access).route("/openapi.json", openapi::route(openapi::REGISTRY));
+            let router = with_route_list(router, openapi::routes(openapi::REGISTRY));
             let connections = background_tasks.clone();
             let stop = Stop { stop: background.clone(), cut: cut.clone() };
             background_tasks.spawn(serve(listener, registry_tls, router, limits, stop, connections));
@@ -543,6 +622,20 @@ pub mod openapi {
     pub const REGISTRY: &str = include_str!("openapi/registry.json");
     /// The ops port: metrics and health.
     pub const OPS: &str = include_str!("openapi/ops.json");
+
+    /// Every operation of `document`, as `"GET /path"`.
+    pub fn routes(document: &str) -> Vec<String> {
+        let document: serde_json::Value = serde_json::from_str(document).unwrap_or_default();
+        let mut routes = Vec::new();
+        for (path, item) in document["paths"].as_object().into_iter().flatten() {
+            for method in ["get", "post", "put", "delete"] {
+                if item.get(method).is_some() {
+                    routes.push(format!("{} {path}", method.to_uppercase()));
+                }
+            }
+        }
+        routes
+    }
 
     /// `GET /openapi.json` serving `document`.
     pub fn route(document: &'static str) -> axum::routing::MethodRouter {

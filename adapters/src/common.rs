@@ -72,6 +72,13 @@ impl Checks {
         }
     }
 
+    /// [`Checks::decimal`], `None` when it failed (for cross-field rules that need the value).
+    pub fn decimal_opt(&mut self, pointer: &str, text: &str, scale: u32) -> Option<i128> {
+        let before = self.violations.len();
+        let value = self.decimal(pointer, text, scale);
+        (self.violations.len() == before).then_some(value)
+    }
+
     /// An RFC 3339 instant not in the future (a minute of clock skew allowed); returns
     /// milliseconds since the Unix epoch.
     pub fn past_instant(&mut self, pointer: &str, text: &str, context: &CheckContext) -> i64 {

@@ -1022,6 +1022,31 @@ pub enum ClientRole<'a> {
 }
 
 impl BusConfig {
+    /// Whether librdkafka takes every property this config gives its producers and
+    /// consumers (`bus.compression`, `bus.properties`), checked the way a client's creation
+    /// checks them but without starting one: `govex config check` catches what start would
+    /// refuse. The error names the setting and librdkafka's reason.
+    pub fn check_properties(&self, what: &str) -> Result<(), String> {
+        for role in [ClientRole::Producer, ClientRole::Consumer { group_id: "config-check" }] {
+            if let Err(error) = self.client_config("localhost:9092", role).create_native_config() {
+                let reason = match &error {
+                    rdkafka::error::KafkaError::ClientConfig(_, reason, key, _) => {
+                        let setting = match key.as_str() {
+                            "compression.type" | "compression.codec" => format!("{what}.compression"),
+                            other => format!("{what}.properties.\"{other}\""),
+                        };
+                        // librdkafka's reason quotes the value: fine for a compression name,
+                        // and a secret (sasl.password) takes any value, so never fails here.
+                        format!("{setting}: {reason}")
+                    }
+                    other => format!("{what}: {other}"),
+                };
+                return Err(reason);
+            }
+        }
+        Ok(())
+    }
+
     /// The one place configuration becomes librdkafka properties.
     ///
     /// The profiles are set first and `properties` last, so an operator can override

@@ -85,13 +85,58 @@ pub fn citizen_id(id: &str, today: NaiveDate) -> Result<(), &'static str> {
     if birth > today || birth.year_ce().1 < 1900 {
         return Err("citizen-id-birth-date");
     }
-    let sum: u32 = bytes[..17].iter().zip(CITIZEN_WEIGHTS).map(|(b, w)| u32::from(b - b'0') * w).sum();
-    let check = (12 - sum % 11) % 11;
-    let expected = if check == 10 { b'X' } else { b'0' + check as u8 };
-    if bytes[17] != expected {
+    if citizen_id_check(&id[..17]).map(|c| c as u8) != Some(bytes[17]) {
         return Err("citizen-id-check");
     }
     Ok(())
+}
+
+/// The ISO 7064 MOD 11-2 check character of a citizen identity number's first 17 digits;
+/// `None` when they are not 17 digits.
+pub fn citizen_id_check(first17: &str) -> Option<char> {
+    let bytes = first17.as_bytes();
+    if bytes.len() != 17 || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let sum: u32 = bytes.iter().zip(CITIZEN_WEIGHTS).map(|(b, w)| u32::from(b - b'0') * w).sum();
+    let check = (12 - sum % 11) % 11;
+    Some(if check == 10 { 'X' } else { char::from(b'0' + check as u8) })
+}
+
+/// The GB 11714 check character (position 17) of a credit code's organisation code
+/// (positions 9-16); `None` when they are not 8 digits or upper-case letters.
+pub fn organisation_code_check(code8: &str) -> Option<char> {
+    let bytes = code8.as_bytes();
+    if bytes.len() != 8 || !bytes.iter().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()) {
+        return None;
+    }
+    let org_value = |b: u8| if b.is_ascii_digit() { u32::from(b - b'0') } else { u32::from(b - b'A') + 10 };
+    let org_sum: u32 = bytes.iter().zip(ORG_WEIGHTS).map(|(b, w)| org_value(*b) * w).sum();
+    Some(match 11 - org_sum % 11 {
+        10 => 'X',
+        11 => '0',
+        n => char::from(b'0' + n as u8),
+    })
+}
+
+/// The MOD 31 check character (position 18) of a credit code's first 17 characters; `None`
+/// when one is outside the code's alphabet.
+pub fn credit_code_check(first17: &str) -> Option<char> {
+    let bytes = first17.as_bytes();
+    if bytes.len() != 17 {
+        return None;
+    }
+    let mut sum = 0u32;
+    for (b, w) in bytes.iter().zip(CREDIT_WEIGHTS) {
+        sum += CREDIT_ALPHABET.iter().position(|a| a == b)? as u32 * w;
+    }
+    Some(char::from(CREDIT_ALPHABET[((31 - sum % 31) % 31) as usize]))
+}
+
+/// Whether `c` is in the credit code's alphabet (digits and upper-case letters but I, O, S,
+/// V and Z).
+pub fn in_credit_alphabet(c: char) -> bool {
+    c.is_ascii() && CREDIT_ALPHABET.contains(&(c as u8))
 }
 
 use chrono::Datelike;
@@ -108,28 +153,14 @@ pub fn credit_code(code: &str) -> Result<(), &'static str> {
     if bytes.len() != 18 {
         return Err("credit-code-shape");
     }
-    let mut values = [0u32; 18];
-    for (i, b) in bytes.iter().enumerate() {
-        values[i] = CREDIT_ALPHABET.iter().position(|a| a == b).ok_or("credit-code-shape")? as u32;
-    }
-    if !bytes[2..8].iter().all(u8::is_ascii_digit) {
+    if !bytes.iter().all(|b| CREDIT_ALPHABET.contains(b)) || !bytes[2..8].iter().all(u8::is_ascii_digit) {
         return Err("credit-code-shape");
     }
     // GB 11714 organisation code: positions 9..17 (index 8..16), its check at index 16.
-    let org_value = |b: u8| if b.is_ascii_digit() { u32::from(b - b'0') } else { u32::from(b - b'A') + 10 };
-    let org_sum: u32 = bytes[8..16].iter().zip(ORG_WEIGHTS).map(|(b, w)| org_value(*b) * w).sum();
-    let org_check = 11 - org_sum % 11;
-    let org_expected = match org_check {
-        10 => b'X',
-        11 => b'0',
-        n => b'0' + n as u8,
-    };
-    if bytes[16] != org_expected {
+    if organisation_code_check(&code[8..16]).map(|c| c as u8) != Some(bytes[16]) {
         return Err("credit-code-organisation-check");
     }
-    let sum: u32 = values[..17].iter().zip(CREDIT_WEIGHTS).map(|(v, w)| v * w).sum();
-    let check = (31 - sum % 31) % 31;
-    if values[17] != check {
+    if credit_code_check(&code[..17]).map(|c| c as u8) != Some(bytes[17]) {
         return Err("credit-code-check");
     }
     Ok(())

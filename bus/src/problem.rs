@@ -106,3 +106,40 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
         }
     }
 }
+
+/// `router`, answering a path it does not serve (404) or a method a path does not take (405)
+/// with problem details that list `routes` (`"POST /v1/{department}/{record}"`), so that a
+/// client with a typo learns what is there instead of reading an empty body.
+pub fn with_route_list(router: axum::Router, routes: Vec<String>) -> axum::Router {
+    let routes: std::sync::Arc<[String]> = routes.into();
+    let listed = routes.clone();
+    router
+        .fallback(move |request: axum::extract::Request| {
+            let routes = routes.clone();
+            async move { unknown_route(StatusCode::NOT_FOUND, request.method(), &routes) }
+        })
+        .method_not_allowed_fallback(move |request: axum::extract::Request| {
+            let routes = listed.clone();
+            async move { unknown_route(StatusCode::METHOD_NOT_ALLOWED, request.method(), &routes) }
+        })
+}
+
+fn unknown_route(status: StatusCode, method: &axum::http::Method, routes: &[String]) -> Response {
+    // The path is the caller's own, but may carry an identifier (`/v1/licences/{id}`): it is
+    // not echoed, only the method.
+    let (kind, title, what) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "Method not allowed", format!("{method} is not served on this path")),
+        _ => ("unknown-route", "No such route", "nothing is served on this path".to_owned()),
+    };
+    let body = json!({
+        "type": format!("urn:govex:problem:{kind}"),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": format!("{what}; this port serves: {}", routes.join(", ")),
+        "routes": routes,
+        // Confluent's clients read these on the registry port; elsewhere they repeat the rest.
+        "error_code": status.as_u16(),
+        "message": title,
+    });
+    (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body.to_string()).into_response()
+}

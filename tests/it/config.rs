@@ -61,3 +61,57 @@ fn a_commands_own_variable_does_not_trip_the_node_config() {
     let config = govex_bus::NodeConfig::load(None, env).expect("the variable is the schema command's");
     assert_eq!(config.registry.url, None);
 }
+
+/// `govex config check` refuses what `govex node` would refuse at start, short of reaching
+/// the network: each case runs the real binary.
+#[test]
+fn config_check_catches_what_start_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let under_a_file = file.join("data").display().to_string();
+    let data = dir.path().join("data").display().to_string();
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[("GOVEX_BUS__COMPRESSION", "lzz")], "bus.compression"),
+        (&[("GOVEX_LISTEN__OPS", "127.0.0.1:18080"), ("GOVEX_LISTEN__API", "0.0.0.0:18080")], "use the same port"),
+        (&[("GOVEX_DATA_DIR", under_a_file.as_str())], "is not a directory"),
+        (&[("GOVEX_DIVISION", "619999")], "division 619999 is not a GB/T 2260 division in force"),
+        (&[("GOVEX_BUS__PROPERTIES__NO_SUCH_PROPERTY", "1")], "bus.properties.\"no.such.property\""),
+    ];
+    for (env, expected) in cases {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_govex"))
+            .args(["config", "check"])
+            .env("GOVEX_DATA_DIR", &data)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{env:?} passed the check: {stderr}");
+        assert!(stderr.contains(expected), "{env:?}: '{stderr}' lacks '{expected}'");
+    }
+    assert!(!Path::new(&data).exists(), "the check made the data directory");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_govex"))
+        .args(["config", "check"])
+        .env("GOVEX_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// `govex import` run as a first try (no node config) says how to point it at a node.
+#[test]
+fn import_without_a_node_says_how_to_point_at_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payments.ndjson");
+    std::fs::write(&file, b"{}\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_govex"))
+        .args(["import", "tax", "deed-tax-payment"])
+        .arg(&file)
+        .env_remove("GOVEX_CONFIG")
+        .env_remove("GOVEX_BUS__BROKERS")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--config <node.toml>"), "{stderr}");
+}

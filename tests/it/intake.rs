@@ -537,3 +537,89 @@ async fn arbitrary_json_and_bytes_never_panic_and_never_pass_an_invalid_record()
     assert_eq!(records_in_topic(node.bus.bootstrap_servers(), "gov.tax.deed-tax-payment.v1", 3), 0);
     node.shutdown().await.unwrap();
 }
+
+/// One round of fixes: an unknown field, a bad identifier and a wrong amount are all named
+/// in the first answer, and the `:validate` forms say so without publishing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_violation_comes_in_one_answer_and_validate_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let path = "/v1/tax/deed-tax-payment";
+    let good = sample("tax", "deed-tax-payment", 3).unwrap();
+    let mut bad = good.clone();
+    bad["remark"] = json!("not a field");
+    bad["taxpayer"]["identifier_number"] = json!("110105194912310021");
+    bad["tax_amount"] = json!("1.00");
+    let expected =
+        [("/remark", "unknown-property"), ("/taxpayer/identifier_number", "citizen-id-check"), ("/tax_amount", "deed-tax-amount")];
+    let pairs = |problem: &Value| -> Vec<(String, String)> {
+        problem["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{problem}"))
+            .iter()
+            .map(|e| (e["pointer"].as_str().unwrap().to_owned(), e["rule"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    for route in [path.to_owned(), format!("{path}:validate")] {
+        let (status, problem, _) =
+            post(&node, &route, Some(&token("tax")), "application/json", bad.to_string(), None).await;
+        assert_eq!(status, 422, "{route}: {problem}");
+        let found = pairs(&problem);
+        for (pointer, rule) in expected {
+            assert!(found.contains(&(pointer.to_owned(), rule.to_owned())), "{route}: {rule} at {pointer} missing: {found:?}");
+        }
+        assert!(!problem.to_string().contains("110105194912310021"), "identifier echoed: {problem}");
+    }
+
+    let (status, answer, _) =
+        post(&node, &format!("{path}:validate"), Some(&token("tax")), "application/json", good.to_string(), None).await;
+    assert_eq!((status, answer["valid"].clone()), (200, json!(true)), "{answer}");
+    assert_eq!(answer["topic"], "gov.tax.deed-tax-payment.v1");
+    let batch = format!("{good}\n{bad}\n");
+    let (status, answer, _) =
+        post(&node, &format!("{path}:batch:validate"), Some(&token("tax")), "application/x-ndjson", batch, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["valid"].as_i64(), answer["invalid"].as_i64()), (Some(1), Some(1)), "{answer}");
+    assert_eq!(answer["results"][0]["status"], "valid");
+    assert_eq!(answer["results"][1]["status"], "invalid");
+    assert!(answer["results"][1]["errors"].as_array().unwrap().len() >= 3, "{answer}");
+    // Validation is for the department's own records too: no token, no answer.
+    let (status, _, _) = post(&node, &format!("{path}:validate"), None, "application/json", good.to_string(), None).await;
+    assert_eq!(status, 401);
+    let (status, _, _) =
+        post(&node, &format!("{path}:validate"), Some(&token("housing")), "application/json", good.to_string(), None)
+            .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        records_in_topic(node.bus.bootstrap_servers(), "gov.tax.deed-tax-payment.v1", 3),
+        0,
+        "neither the invalid record nor a validated one was published"
+    );
+    node.shutdown().await.unwrap();
+}
+
+/// A path or method nobody serves is answered with problem details listing what is served,
+/// on each of the three ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_answer_problem_details_with_the_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let client = reqwest::Client::new();
+    let api = node.api_addr().unwrap();
+    let registry = node.registry_addr.unwrap();
+    for (request, status, listed) in [
+        (client.get(format!("http://{api}/v2/nothing")), 404, "POST /v1/{department}/{record}:validate"),
+        (client.put(format!("http://{api}/v1/licences/x")), 405, "GET /v1/licences/{id}"),
+        (client.get(format!("http://{}/metric", node.ops_addr)), 404, "GET /metrics"),
+        (client.get(format!("http://{registry}/subject")), 404, "GET /subjects"),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["status"], status);
+        assert!(problem["detail"].as_str().unwrap().contains(listed), "{problem}");
+        assert!(problem["routes"].as_array().unwrap().iter().any(|r| r == listed), "{problem}");
+    }
+    node.shutdown().await.unwrap();
+}

@@ -2,6 +2,9 @@
 //! `POST /v1/{department}/{record}:batch` for NDJSON. Answers come only after the broker
 //! acknowledged; errors are RFC 9457 problem details listing every violation with its JSON
 //! pointer and rule, and never the value of a field.
+//!
+//! Each route has a `:validate` form (`{record}:validate`, `{record}:batch:validate`) that
+//! runs every check and publishes nothing: integrators use it while they build their side.
 
 use std::sync::Arc;
 
@@ -56,6 +59,14 @@ impl IntakeServer {
         Self { intake, tokens, idempotency, limits, budget, tasks }
     }
 }
+
+/// The intake routes, as the API port lists them to a caller that asked for another.
+pub const ROUTES: &[&str] = &[
+    "POST /v1/{department}/{record}",
+    "POST /v1/{department}/{record}:batch",
+    "POST /v1/{department}/{record}:validate",
+    "POST /v1/{department}/{record}:batch:validate",
+];
 
 /// The intake routes.
 pub fn router(server: Arc<IntakeServer>) -> Router {
@@ -124,6 +135,10 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
+    let (record, validate) = match record.strip_suffix(":validate") {
+        Some(record) => (record.to_owned(), true),
+        None => (record, false),
+    };
     let (record, batch) = match record.strip_suffix(":batch") {
         Some(record) => (record.to_owned(), true),
         None => (record, false),
@@ -220,6 +235,17 @@ async fn handle(
         Ok(body) => body,
         Err(refusal) => return refusal,
     };
+    if validate {
+        // Nothing is published, so nothing is remembered: the key, if any, is not used.
+        let intake = server.intake.clone();
+        let max_lines = server.limits.max_batch_lines;
+        return tokio::task::spawn_blocking(move || validation_answer(&intake, department, &record, body, max_lines))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "an intake validation failed");
+                problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "retry", &[])
+            });
+    }
 
     // From here on the request runs in a task of its own: a client that hangs up must not
     // cancel a publish half done (its records would be on the topic with no answer kept).
@@ -468,6 +494,73 @@ async fn answer_once(
     fresh
 }
 
+/// The answer of a `:validate` route: every check of the record (or of each line), nothing
+/// published. One record: 200 `{"valid": true, ...}` or the 422 its submission would get. A
+/// batch: 200 with each line's verdict.
+fn validation_answer(
+    intake: &Intake,
+    department: Department,
+    record: &str,
+    body: ReadBody,
+    max_lines: usize,
+) -> Answer {
+    let context = crate::common::CheckContext::now();
+    if !body.batch {
+        return match intake.check(department, record, &body.bytes, &context) {
+            Ok(checked) => Answer {
+                status: StatusCode::OK,
+                content_type: "application/json",
+                body: json!({ "valid": true, "topic": checked.outgoing.topic, "detail": "every check passed; nothing was published" })
+                    .to_string(),
+            },
+            Err(rejection) => rejection_answer(&rejection),
+        };
+    }
+    if body.lines.len() > max_lines {
+        return problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "Too many lines",
+            format!("the limit is {max_lines} lines per batch"),
+            &[],
+        );
+    }
+    if body.lines.is_empty() {
+        return problem(StatusCode::BAD_REQUEST, "empty-batch", "Empty batch", "send one JSON record per line", &[]);
+    }
+    let mut valid = 0;
+    let mut listed = 0;
+    let results: Vec<serde_json::Value> = body
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| match intake.check(department, record, line, &context) {
+            Ok(_) => {
+                valid += 1;
+                json!({ "line": i + 1, "status": "valid" })
+            }
+            Err(Rejection::Malformed(detail)) => {
+                json!({ "line": i + 1, "status": "invalid", "errors": [Violation::new("", "malformed-json", detail)] })
+            }
+            Err(Rejection::Invalid(violations)) => {
+                // As in a batch's answer: at most MAX_LISTED violations in all.
+                let shown = if listed + violations.len() <= MAX_LISTED { violations.len() } else { 1 };
+                listed += shown;
+                json!({ "line": i + 1, "status": "invalid", "errors": &violations[..shown] })
+            }
+            Err(Rejection::Unavailable(detail)) => {
+                json!({ "line": i + 1, "status": "invalid", "errors": [Violation::new("", "unavailable", detail)] })
+            }
+        })
+        .collect();
+    let body = json!({ "valid": valid, "invalid": results.len() - valid, "results": results });
+    Answer { status: StatusCode::OK, content_type: "application/json", body: body.to_string() }
+}
+
+/// The most violations one batch answer lists, over all its lines (each line's are capped
+/// already): past them a rejected line shows its first.
+const MAX_LISTED: usize = 10_000;
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -496,7 +589,6 @@ async fn answer(server: &IntakeServer, department: Department, record: &str, bod
     if lines.is_empty() {
         return problem(StatusCode::BAD_REQUEST, "empty-batch", "Empty batch", "send one JSON record per line", &[]);
     }
-    const MAX_LISTED: usize = 10_000;
     let outcomes = server.intake.accept_batch(department, record, lines, ids).await;
     let mut accepted = 0;
     let mut listed = 0;

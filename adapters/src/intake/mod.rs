@@ -213,12 +213,28 @@ impl Intake {
         if !input.is_object() {
             return Err(Rejection::Invalid(vec![Violation::new("", "type", "the body must be a JSON object")]));
         }
-        let violations = prepared.validator.check(&input);
-        if !violations.is_empty() {
-            return Err(Rejection::Invalid(violations));
-        }
-        let mapped = (prepared.spec.map)(&input, context, &prepared.encoder)
-            .map_err(|violations| Rejection::Invalid(crate::validation::capped(violations)))?;
+        let schema_violations = prepared.validator.check(&input);
+        // The domain checks run even when the JSON Schema failed, wherever the record still
+        // binds (an unknown field, a bad pattern): a sender fixes everything in one round. A
+        // field the schema already refused is not reported twice.
+        let mapped = match (prepared.spec.map)(&input, context, &prepared.encoder) {
+            Ok(mapped) if schema_violations.is_empty() => mapped,
+            Ok(_) => return Err(Rejection::Invalid(schema_violations)),
+            Err(domain) => {
+                let mut violations = schema_violations;
+                let schema_failed = !violations.is_empty();
+                for violation in domain {
+                    let said = violations.iter().any(|v| v.pointer == violation.pointer);
+                    // `binding` and `encode` only say the record did not fit, which the
+                    // schema's violations already explain.
+                    let consequence = schema_failed && matches!(violation.rule.as_str(), "binding" | "encode");
+                    if !said && !consequence {
+                        violations.push(violation);
+                    }
+                }
+                return Err(Rejection::Invalid(crate::validation::capped(violations)));
+            }
+        };
         let mut envelope = Envelope::new(department, self.origin, prepared.spec.record);
         if let Some(event_id) = event_id {
             envelope.event_id = event_id;

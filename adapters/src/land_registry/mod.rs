@@ -125,16 +125,21 @@ fn map(input: &Value, context: &CheckContext, encoder: &Encoder) -> Result<Mappe
     map_record(input, context, encoder, |i: Input, checks: &mut Checks, context| {
         let mut holders = Vec::with_capacity(i.right_holders.len());
         let mut share_total = 0i128;
+        // Whether every share read: the total is checked then, whatever else failed (a bad
+        // identifier must not hide a wrong total until the next round).
+        let mut shares_read = true;
         for (n, holder) in i.right_holders.into_iter().enumerate() {
             let at = format!("/right_holders/{n}");
             holder.party.check(&at, checks, context);
             let share = match (&holder.share_percent, holder.co_ownership) {
                 (Some(text), CoOwnership::Shared) => {
-                    let share = checks.decimal(&format!("{at}/share_percent"), text, 2);
-                    share_total += share;
-                    Some(AvroDecimal(share))
+                    let share = checks.decimal_opt(&format!("{at}/share_percent"), text, 2);
+                    shares_read &= share.is_some();
+                    share_total += share.unwrap_or(0);
+                    Some(AvroDecimal(share.unwrap_or(0)))
                 }
                 (None, CoOwnership::Shared) => {
+                    shares_read = false;
                     checks.fail(
                         &format!("{at}/share_percent"),
                         "share-required",
@@ -143,6 +148,7 @@ fn map(input: &Value, context: &CheckContext, encoder: &Encoder) -> Result<Mappe
                     None
                 }
                 (Some(_), _) => {
+                    shares_read = false;
                     checks.fail(
                         &format!("{at}/share_percent"),
                         "share-only-when-shared",
@@ -161,7 +167,7 @@ fn map(input: &Value, context: &CheckContext, encoder: &Encoder) -> Result<Mappe
             });
         }
         // Shares are kept in hundredths of a percent: 10 000 is 100.00 %.
-        if holders.iter().any(|h| h.co_ownership == CoOwnership::Shared) && checks.ok() && share_total != 10_000 {
+        if holders.iter().any(|h| h.co_ownership == CoOwnership::Shared) && shares_read && share_total != 10_000 {
             checks.fail("/right_holders", "shares-total", "shares of co-ownership in shares must add up to 100.00");
         }
         checks.identifier(

@@ -70,13 +70,18 @@ fn map(input: &Value, context: &CheckContext, encoder: &Encoder) -> Result<Mappe
         );
         checks.identifier("/tax_authority", identifiers::credit_code(&i.tax_authority), "unified social credit code");
         let division = checks.division("/division", &i.division);
-        let base = checks.decimal("/taxable_base", &i.taxable_base, 2);
-        let rate = checks.decimal("/tax_rate", &i.tax_rate, 4);
-        let amount = checks.decimal("/tax_amount", &i.tax_amount, 2);
-        if rate > 10_000 {
+        let base = checks.decimal_opt("/taxable_base", &i.taxable_base, 2);
+        let rate = checks.decimal_opt("/tax_rate", &i.tax_rate, 4);
+        let amount = checks.decimal_opt("/tax_amount", &i.tax_amount, 2);
+        let rate_in_range = rate.is_none_or(|rate| rate <= 10_000);
+        if !rate_in_range {
             checks.fail("/tax_rate", "tax-rate-range", "must be between 0 and 1");
         }
-        if checks.ok() && amount != deed_tax_cents(base, rate) {
+        // The amount is checked whenever the three numbers read, whatever else failed (a bad
+        // identifier must not hide a wrong amount until the next round).
+        let (base, rate, amount) = (base.unwrap_or(0), rate.unwrap_or(0), amount.unwrap_or(0));
+        let numbers_read = checks.violations.iter().all(|v| !matches!(v.pointer.as_str(), "/taxable_base" | "/tax_rate" | "/tax_amount"));
+        if numbers_read && rate_in_range && amount != deed_tax_cents(base, rate) {
             let expected = deed_tax_cents(base, rate);
             checks.fail(
                 "/tax_amount",

@@ -36,6 +36,9 @@ pub struct DossierApi {
     pub use_log: UseLog,
 }
 
+/// The route, as the API port lists it to a caller that asked for another.
+pub const ROUTES: &[&str] = &["GET /v1/dossiers/{unit}"];
+
 /// The route.
 pub fn router(api: Arc<DossierApi>) -> Router {
     Router::new()

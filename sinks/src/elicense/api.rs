@@ -68,6 +68,15 @@ impl ApiMetrics {
     }
 }
 
+/// The routes, as the API port lists them to a caller that asked for another.
+pub const ROUTES: &[&str] = &[
+    "GET /v1/licences/{id}",
+    "POST /v1/licences/{id}/verify",
+    "GET /v1/licences/{id}/uses",
+    "GET /v1/holders/{holder}/licences",
+    "POST /v1/holders/licences",
+];
+
 /// The routes.
 pub fn router(api: Arc<LicenceApi>) -> Router {
     Router::new()
