@@ -95,9 +95,8 @@ pub fn complete(value: &str, kind: Option<Kind>) -> Result<String, String> {
     let value = value.trim().trim_end_matches('?').trim_end_matches('.');
     match kind.unwrap_or_else(|| Kind::guess(value)) {
         Kind::CitizenId => {
-            let check = identifiers::citizen_id_check(value).ok_or_else(|| {
-                "give the first 17 characters of a citizen identity number, all digits".to_owned()
-            })?;
+            let check = identifiers::citizen_id_check(value)
+                .ok_or_else(|| "give the first 17 characters of a citizen identity number, all digits".to_owned())?;
             Ok(format!("check character (18th): {check}"))
         }
         Kind::CreditCode => {
@@ -124,7 +123,9 @@ pub fn complete(value: &str, kind: Option<Kind>) -> Result<String, String> {
             let body = value.strip_prefix("1.2.156.3005.2.").ok_or("a licence identifier starts 1.2.156.3005.2.")?;
             let parts: Vec<&str> = body.split('.').collect();
             if parts.len() != 4 {
-                return Err("give type, issuer, serial and version: 1.2.156.3005.2.<type>.<issuer>.<serial>.<version>".into());
+                return Err(
+                    "give type, issuer, serial and version: 1.2.156.3005.2.<type>.<issuer>.<serial>.<version>".into()
+                );
             }
             let check = identifiers::mod37_36_check(&parts.concat())
                 .ok_or("type, issuer, serial and version take only digits and upper-case letters")?;
@@ -214,7 +215,12 @@ fn credit_code(code: &str, first_position: usize) -> Vec<String> {
     }
     for (i, c) in chars.iter().enumerate().take(8).skip(2) {
         if identifiers::in_credit_alphabet(*c) && !c.is_ascii_digit() {
-            out.push(format!("character {} is part of the division code (characters {}-{}) and must be a digit", at(i), at(2), at(7)));
+            out.push(format!(
+                "character {} is part of the division code (characters {}-{}) and must be a digit",
+                at(i),
+                at(2),
+                at(7)
+            ));
         }
     }
     if !out.is_empty() {
@@ -278,9 +284,8 @@ fn licence_id(id: &str) -> Vec<String> {
     }
     if out.is_empty() {
         match identifiers::mod37_36_check(&format!("{type_code}{issuer}{serial}{version}")) {
-            Some(expected) if *check != expected.to_string() => out.push(format!(
-                "the check character (last part) should be {expected} if the parts before it are right"
-            )),
+            Some(expected) if *check != expected.to_string() => out
+                .push(format!("the check character (last part) should be {expected} if the parts before it are right")),
             _ => {}
         }
     }
@@ -315,7 +320,11 @@ mod tests {
         assert!(completed.starts_with("91350100M000100Y43"), "{completed}");
         assert!(check("91350100M000100Y43", None, today()).valid);
         let verdict = check("91350100M000100Y44", None, today());
-        assert!(verdict.lines.iter().any(|l| l.contains("character 18") && l.contains("should be 3")), "{:?}", verdict.lines);
+        assert!(
+            verdict.lines.iter().any(|l| l.contains("character 18") && l.contains("should be 3")),
+            "{:?}",
+            verdict.lines
+        );
         let verdict = check("91350100M0O0100Y43", None, today());
         assert!(verdict.lines.iter().any(|l| l.contains("character 11 is outside")), "{:?}", verdict.lines);
 
@@ -324,7 +333,11 @@ mod tests {
         assert!(check(full, None, today()).valid, "{licence}");
         let wrong = format!("{}{}", &full[..full.len() - 1], if full.ends_with('A') { 'B' } else { 'A' });
         let verdict = check(&wrong, None, today());
-        assert!(verdict.lines.iter().any(|l| l.contains("check character (last part) should be")), "{:?}", verdict.lines);
+        assert!(
+            verdict.lines.iter().any(|l| l.contains("check character (last part) should be")),
+            "{:?}",
+            verdict.lines
+        );
     }
 
     #[test]

@@ -62,8 +62,8 @@ pub async fn import(args: ImportArgs) -> Result<bool> {
     if records.is_empty() {
         bail!("{department} does not send '{record}' records");
     }
-    let intake =
-        Arc::new(Intake::new(records, &registry, bus.producer().clone(), config.division, &metrics).await.with_context(
+    let intake = Arc::new(
+        Intake::new(records, &registry, bus.producer().clone(), config.division, &metrics).await.with_context(
             || {
                 format!(
                     "the node's schema registry at {registry_url} did not answer: start the node first, and point \
@@ -71,7 +71,8 @@ pub async fn import(args: ImportArgs) -> Result<bool> {
                      listen.registry names it (or set GOVEX_REGISTRY__URL)"
                 )
             },
-        )?);
+        )?,
+    );
     let options = ImportOptions {
         department,
         record,

@@ -155,18 +155,20 @@ enum SchemaCommand {
     /// Check the working tree's schemas against the house rules (names, docs in Chinese and
     /// English, logical types for money and dates, personal fields catalogued).
     Lint {
-        /// The schemas folder (with avro/ and catalog.toml).
-        #[arg(long, default_value = "schemas")]
-        dir: PathBuf,
+        /// The schemas folder (with avro/ and catalog.toml); by default the one found from
+        /// the current directory upwards.
+        #[arg(long = "schemas", alias = "dir", value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Check the working tree's schemas for compatibility against a registry or a git ref.
     Check {
         /// A registry URL (http://...) or a git ref (main, v1.2.0, HEAD~1).
         #[arg(long)]
         against: String,
-        /// The schemas folder.
-        #[arg(long, default_value = "schemas")]
-        dir: PathBuf,
+        /// The schemas folder (with avro/ and catalog.toml); by default the one found from
+        /// the current directory upwards.
+        #[arg(long = "schemas", alias = "dir", value_name = "DIR")]
+        dir: Option<PathBuf>,
         /// Compatibility level; default: the subject's level in the registry, or BACKWARD
         /// against a git ref.
         #[arg(long)]
@@ -178,9 +180,10 @@ enum SchemaCommand {
     },
     /// Register every working-tree schema under `<topic>-value`.
     Push {
-        /// The schemas folder.
-        #[arg(long, default_value = "schemas")]
-        dir: PathBuf,
+        /// The schemas folder (with avro/ and catalog.toml); by default the one found from
+        /// the current directory upwards.
+        #[arg(long = "schemas", alias = "dir", value_name = "DIR")]
+        dir: Option<PathBuf>,
         /// The registry's URL.
         #[arg(long, default_value = DEFAULT_REGISTRY, env = "GOVEX_REGISTRY_URL")]
         registry: String,
@@ -220,13 +223,13 @@ enum SchemaCommand {
 async fn schema(command: SchemaCommand, json: bool) -> Result<bool> {
     use govex::schema_cmd as cmd;
     match command {
-        SchemaCommand::Lint { dir } => cmd::lint_command(&dir, json),
+        SchemaCommand::Lint { dir } => cmd::lint_command(&cmd::find_schemas(dir)?, json),
         SchemaCommand::Check { against, dir, level, token } => {
             let level = level.map(|l| l.to_uppercase().parse()).transpose().map_err(anyhow::Error::msg)?;
-            cmd::check_command(&dir, &against, token.as_deref(), level, json).await
+            cmd::check_command(&cmd::find_schemas(dir)?, &against, token.as_deref(), level, json).await
         }
         SchemaCommand::Push { dir, registry, token } => {
-            cmd::push_command(&dir, &cmd::client(&registry, token.as_deref()), json).await
+            cmd::push_command(&cmd::find_schemas(dir)?, &cmd::client(&registry, token.as_deref()), json).await
         }
         SchemaCommand::List { registry, token } => {
             cmd::list_command(&cmd::client(&registry, token.as_deref()), json).await

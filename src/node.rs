@@ -245,7 +245,8 @@ fn check_ports(config: &NodeConfig, serves_registry: bool) -> Result<()> {
     }
     for (i, (name, addr)) in listeners.iter().enumerate() {
         for (other, other_addr) in &listeners[i + 1..] {
-            let overlap = addr.ip() == other_addr.ip() || addr.ip().is_unspecified() || other_addr.ip().is_unspecified();
+            let overlap =
+                addr.ip() == other_addr.ip() || addr.ip().is_unspecified() || other_addr.ip().is_unspecified();
             if addr.port() != 0 && addr.port() == other_addr.port() && overlap {
                 bail!(
                     "invalid configuration: {name} ({addr}) and {other} ({other_addr}) use the same port; give each listener its own"
@@ -268,7 +269,8 @@ fn check_data_dir_can_be_made(dir: &Path) -> Result<()> {
             None => break,
         }
     }
-    let cannot = |why: String| anyhow::anyhow!("invalid configuration: data_dir {} cannot be used: {why}", dir.display());
+    let cannot =
+        |why: String| anyhow::anyhow!("invalid configuration: data_dir {} cannot be used: {why}", dir.display());
     if !existing.is_dir() {
         return Err(cannot(format!("{} is not a directory", existing.display())));
     }

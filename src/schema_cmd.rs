@@ -46,6 +46,26 @@ impl WorkingTree {
     }
 }
 
+/// The schemas folder: `given`, or else the first folder with `avro/` and `catalog.toml`
+/// found from the current directory upwards, as `schemas/` or as the folder itself, so that a
+/// steward can run the tools from anywhere in the repository.
+pub fn find_schemas(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = given {
+        return Ok(dir);
+    }
+    let here = std::env::current_dir().context("the current directory cannot be read")?;
+    let is_schemas = |dir: &Path| dir.join("avro").is_dir() && dir.join("catalog.toml").is_file();
+    for dir in here.ancestors() {
+        if is_schemas(dir) {
+            return Ok(dir.to_path_buf());
+        }
+        if is_schemas(&dir.join("schemas")) {
+            return Ok(dir.join("schemas"));
+        }
+    }
+    bail!("no schemas folder (one with avro/ and catalog.toml) in {} or above it; pass --schemas DIR", here.display())
+}
+
 /// Prints rows as aligned columns under a header.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -192,8 +212,14 @@ async fn check_against_registry(
         Some(level) => level,
         None => registry.compatibility_level(subject).await?.parse().map_err(anyhow::Error::msg)?,
     };
+    // The versions the level compares with: all of them when it is transitive, else the latest.
+    let compared: &[u32] = match level {
+        Compatibility::None => &[],
+        level if level.transitive() => &versions,
+        _ => versions.last().map(std::slice::from_ref).unwrap_or(&[]),
+    };
     let mut existing = Vec::new();
-    for version in &versions {
+    for version in compared {
         let found = registry.version(subject, &version.to_string()).await?;
         existing.push((
             found.version,
@@ -201,7 +227,11 @@ async fn check_against_registry(
         ));
     }
     let problems = compat::check(level, new, &existing).into_iter().map(|(v, i)| format!("version {v}: {i}")).collect();
-    let against = format!("v{}", versions.iter().map(u32::to_string).collect::<Vec<_>>().join(",v"));
+    let against = match compared {
+        [] => "(no check)".to_owned(),
+        [latest] if !level.transitive() => format!("v{latest} (latest)"),
+        all => format!("v{}", all.iter().map(u32::to_string).collect::<Vec<_>>().join(",v")),
+    };
     Ok(Verdict { subject: subject.into(), against, level: level.as_str().into(), problems })
 }
 
@@ -249,35 +279,67 @@ pub async fn push_command(dir: &Path, registry: &RegistryClient, as_json: bool) 
     let tree = WorkingTree::read(dir)?;
     let registry_url = registry.describe();
     let mut rows = Vec::new();
+    let mut refusals = Vec::new();
     let mut ok = true;
     for (topic, text) in &tree.schemas {
         let subject = value_subject(topic);
+        let before = match registry.versions(&subject).await {
+            Ok(versions) => versions,
+            Err(RegistryClientError::UnknownSubject(_)) => Vec::new(),
+            Err(e) => return Err(e).context("the registry could not be read"),
+        };
         match registry.register(&subject, text).await {
             Ok(id) => {
-                let version = registry.version(&subject, "latest").await?.version;
-                rows.push((subject, Some((id, version)), String::new()));
+                let latest = registry.version(&subject, "latest").await?;
+                if latest.id == id && !before.contains(&latest.version) {
+                    rows.push((subject, Some((id, latest.version)), "registered"));
+                    continue;
+                }
+                // The registry had it already: under which version.
+                let mut version = latest.version;
+                for earlier in before.iter().rev() {
+                    if registry.version(&subject, &earlier.to_string()).await?.id == id {
+                        version = *earlier;
+                        break;
+                    }
+                }
+                rows.push((subject, Some((id, version)), "unchanged"));
             }
             Err(e) => {
                 ok = false;
-                rows.push((subject, None, e.to_string()));
+                refusals.push(e.to_string());
+                rows.push((subject, None, "refused"));
             }
         }
     }
     if as_json {
+        let mut refused = refusals.iter();
         let rows: Vec<_> = rows
             .iter()
-            .map(|(s, r, e)| json!({ "subject": s, "id": r.map(|r| r.0), "version": r.map(|r| r.1), "error": e }))
+            .map(|(s, r, result)| {
+                let error = if r.is_none() { refused.next().cloned().unwrap_or_default() } else { String::new() };
+                json!({ "subject": s, "id": r.map(|r| r.0), "version": r.map(|r| r.1), "result": result, "error": error })
+            })
             .collect();
         println!("{}", json!({ "ok": ok, "registry": registry_url, "subjects": rows }));
     } else {
+        let mut refused = refusals.iter();
         let table: Vec<Vec<String>> = rows
             .iter()
-            .map(|(s, r, e)| match r {
-                Some((id, version)) => vec![s.clone(), id.to_string(), version.to_string(), "registered".into()],
-                None => vec![s.clone(), "-".into(), "-".into(), format!("REFUSED: {e}")],
+            .map(|(s, r, result)| match r {
+                Some((id, version)) => vec![s.clone(), id.to_string(), version.to_string(), (*result).to_owned()],
+                None => vec![
+                    s.clone(),
+                    "-".into(),
+                    "-".into(),
+                    format!("REFUSED: {}", refused.next().cloned().unwrap_or_default()),
+                ],
             })
             .collect();
         print_table(&["SUBJECT", "ID", "VERSION", "RESULT"], &table);
+        let new = rows.iter().filter(|r| r.2 == "registered").count();
+        let same = rows.iter().filter(|r| r.2 == "unchanged").count();
+        println!("\n{new} registered as new versions, {same} unchanged, {} refused", refusals.len());
     }
     Ok(ok)
 }
@@ -316,8 +378,19 @@ pub async fn diff_command(
     to: &str,
     as_json: bool,
 ) -> Result<bool> {
-    let old = registry.version(subject, from).await?;
-    let new = registry.version(subject, to).await?;
+    let version = |asked: String| async move {
+        match registry.version(subject, &asked).await {
+            Ok(found) => Ok(found),
+            Err(RegistryClientError::UnknownVersion(_)) => {
+                let known = registry.versions(subject).await.unwrap_or_default();
+                let known: Vec<String> = known.iter().map(u32::to_string).collect();
+                bail!("{subject} has no version {asked}; its versions are {}", known.join(", "))
+            }
+            Err(e) => Err(e.into()),
+        }
+    };
+    let old = version(from.to_owned()).await?;
+    let new = version(to.to_owned()).await?;
     let old_schema = Schema::parse_str(&old.schema)?;
     let new_schema = Schema::parse_str(&new.schema)?;
     let changes = diff::diff(&old_schema, &new_schema);

@@ -128,7 +128,9 @@ fn unknown_route(status: StatusCode, method: &axum::http::Method, routes: &[Stri
     // The path is the caller's own, but may carry an identifier (`/v1/licences/{id}`): it is
     // not echoed, only the method.
     let (kind, title, what) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "Method not allowed", format!("{method} is not served on this path")),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method-not-allowed", "Method not allowed", format!("{method} is not served on this path"))
+        }
         _ => ("unknown-route", "No such route", "nothing is served on this path".to_owned()),
     };
     let body = json!({

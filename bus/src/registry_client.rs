@@ -18,9 +18,12 @@ pub enum RegistryClientError {
     /// The registry has no schema with this id.
     #[error("schema id {0} is not known to the registry")]
     UnknownSchemaId(u32),
-    /// The registry has no such subject.
-    #[error("subject '{0}' is not known to the registry")]
+    /// The registry has no such subject (the registry's own sentence).
+    #[error("{0}")]
     UnknownSubject(String),
+    /// The subject has no such version (the registry's own sentence).
+    #[error("{0}")]
+    UnknownVersion(String),
     /// The registry rejected the schema.
     #[error("the registry rejected the schema: {0}")]
     Rejected(String),
@@ -348,7 +351,8 @@ impl RegistryClient {
         Err(match error.error_code {
             // The caller knows which id it asked for and puts it in.
             40403 => RegistryClientError::UnknownSchemaId(0),
-            40401 | 40402 => RegistryClientError::UnknownSubject(error.message),
+            40401 => RegistryClientError::UnknownSubject(error.message),
+            40402 => RegistryClientError::UnknownVersion(error.message),
             42201 | 409 | 42205 | 42208 => RegistryClientError::Rejected(error.message),
             40101 | 40301 => RegistryClientError::Refused { url: self.describe(), message: error.message },
             code => RegistryClientError::Failed {
@@ -367,9 +371,9 @@ impl RegistryClient {
     fn local_error(&self, error: RegistryError) -> RegistryClientError {
         match error {
             RegistryError::SchemaNotFound(id) => RegistryClientError::UnknownSchemaId(id),
-            RegistryError::SubjectNotFound(subject) => RegistryClientError::UnknownSubject(subject),
+            not_found @ RegistryError::SubjectNotFound(_) => RegistryClientError::UnknownSubject(not_found.to_string()),
             not_found @ RegistryError::VersionNotFound { .. } => {
-                RegistryClientError::UnknownSubject(not_found.to_string())
+                RegistryClientError::UnknownVersion(not_found.to_string())
             }
             rejected @ (RegistryError::InvalidSchema(_)
             | RegistryError::Incompatible { .. }

@@ -60,7 +60,8 @@ impl Compatibility {
         }
     }
 
-    fn transitive(self) -> bool {
+    /// Whether the level compares with every earlier version, not only the latest.
+    pub fn transitive(self) -> bool {
         matches!(self, Self::BackwardTransitive | Self::ForwardTransitive | Self::FullTransitive)
     }
 

@@ -550,8 +550,11 @@ async fn every_violation_comes_in_one_answer_and_validate_publishes_nothing() {
     bad["remark"] = json!("not a field");
     bad["taxpayer"]["identifier_number"] = json!("110105194912310021");
     bad["tax_amount"] = json!("1.00");
-    let expected =
-        [("/remark", "unknown-property"), ("/taxpayer/identifier_number", "citizen-id-check"), ("/tax_amount", "deed-tax-amount")];
+    let expected = [
+        ("/remark", "unknown-property"),
+        ("/taxpayer/identifier_number", "citizen-id-check"),
+        ("/tax_amount", "deed-tax-amount"),
+    ];
     let pairs = |problem: &Value| -> Vec<(String, String)> {
         problem["errors"]
             .as_array()
@@ -566,7 +569,10 @@ async fn every_violation_comes_in_one_answer_and_validate_publishes_nothing() {
         assert_eq!(status, 422, "{route}: {problem}");
         let found = pairs(&problem);
         for (pointer, rule) in expected {
-            assert!(found.contains(&(pointer.to_owned(), rule.to_owned())), "{route}: {rule} at {pointer} missing: {found:?}");
+            assert!(
+                found.contains(&(pointer.to_owned(), rule.to_owned())),
+                "{route}: {rule} at {pointer} missing: {found:?}"
+            );
         }
         assert!(!problem.to_string().contains("110105194912310021"), "identifier echoed: {problem}");
     }
@@ -584,7 +590,8 @@ async fn every_violation_comes_in_one_answer_and_validate_publishes_nothing() {
     assert_eq!(answer["results"][1]["status"], "invalid");
     assert!(answer["results"][1]["errors"].as_array().unwrap().len() >= 3, "{answer}");
     // Validation is for the department's own records too: no token, no answer.
-    let (status, _, _) = post(&node, &format!("{path}:validate"), None, "application/json", good.to_string(), None).await;
+    let (status, _, _) =
+        post(&node, &format!("{path}:validate"), None, "application/json", good.to_string(), None).await;
     assert_eq!(status, 401);
     let (status, _, _) =
         post(&node, &format!("{path}:validate"), Some(&token("housing")), "application/json", good.to_string(), None)

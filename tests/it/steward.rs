@@ -88,10 +88,40 @@ async fn stewards_lint_check_push_list_and_diff() {
     );
     let (code, out) = govex(&["schema", "push", "--registry", &registry], &dir);
     assert_eq!(code, 0, "{out}");
+    let tax_row =
+        |out: &str| out.lines().find(|l| l.starts_with("gov.tax.deed-tax-payment.v1-value")).unwrap().to_owned();
+    assert!(tax_row(&out).ends_with("registered"), "{out}");
+    assert!(out.lines().filter(|l| l.ends_with("unchanged")).count() > 5, "the others were there already: {out}");
+    // Pushing again changes nothing, and says so.
+    let (code, out) = govex(&["schema", "push", "--registry", &registry], &dir);
+    assert_eq!(code, 0, "{out}");
+    assert!(tax_row(&out).ends_with("unchanged"), "{out}");
+    assert!(!out.lines().any(|l| l.ends_with("registered")), "{out}");
+    // BACKWARD compares with the latest version only, and says that.
+    let (code, out) = govex(&["schema", "check", "--against", &registry], &dir);
+    assert_eq!(code, 0, "{out}");
+    assert!(tax_row(&out).contains("v2 (latest)") && !out.contains("v1,v2"), "{out}");
+    let (code, out) = govex(&["schema", "check", "--against", &registry, "--level", "backward_transitive"], &dir);
+    assert_eq!(code, 0, "{out}");
+    assert!(tax_row(&out).contains("v1,v2"), "{out}");
     let (code, out) =
         govex(&["schema", "diff", "gov.tax.deed-tax-payment.v1-value", "1", "2", "--registry", &registry], &dir);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("added") && out.contains("penalty") && out.contains("new reads old (backward): yes"), "{out}");
+    let (code, out) =
+        govex(&["schema", "diff", "gov.tax.deed-tax-payment.v1-value", "1", "3", "--registry", &registry], &dir);
+    assert_eq!(code, 1);
+    assert!(out.contains("gov.tax.deed-tax-payment.v1-value has no version 3; its versions are 1, 2"), "{out}");
+    // From any folder of the repository, or with --schemas from outside it.
+    let deeper = dir.join("schemas/avro");
+    let (code, out) = govex(&["schema", "lint"], &deeper);
+    assert_eq!(code, 0, "{out}");
+    let outside = tempfile::tempdir().unwrap();
+    let (code, out) = govex(&["schema", "lint"], outside.path());
+    assert_eq!(code, 1);
+    assert!(out.contains("pass --schemas DIR"), "{out}");
+    let (code, out) = govex(&["schema", "lint", "--schemas", dir.join("schemas").to_str().unwrap()], outside.path());
+    assert_eq!(code, 0, "{out}");
     node.shutdown().await.unwrap();
 }
 

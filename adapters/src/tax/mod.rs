@@ -80,7 +80,10 @@ fn map(input: &Value, context: &CheckContext, encoder: &Encoder) -> Result<Mappe
         // The amount is checked whenever the three numbers read, whatever else failed (a bad
         // identifier must not hide a wrong amount until the next round).
         let (base, rate, amount) = (base.unwrap_or(0), rate.unwrap_or(0), amount.unwrap_or(0));
-        let numbers_read = checks.violations.iter().all(|v| !matches!(v.pointer.as_str(), "/taxable_base" | "/tax_rate" | "/tax_amount"));
+        let numbers_read = checks
+            .violations
+            .iter()
+            .all(|v| !matches!(v.pointer.as_str(), "/taxable_base" | "/tax_rate" | "/tax_amount"));
         if numbers_read && rate_in_range && amount != deed_tax_cents(base, rate) {
             let expected = deed_tax_cents(base, rate);
             checks.fail(
