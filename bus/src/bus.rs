@@ -5,12 +5,12 @@ use std::{sync::Arc, time::Duration};
 
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer},
     error::{KafkaError, RDKafkaErrorCode},
 };
 
 use crate::{
+    client_log::LogContext,
     config::{BusConfig, ClientRole},
     consumer::{AtLeastOnceConsumer, ConsumerSettings},
     dlq::dlq_topic,
@@ -66,7 +66,7 @@ impl Reachability {
         let unreachable = move |error: String| BusError::Unreachable { bootstrap: bootstrap.clone(), error };
         // Metadata requests block; keep them off the async workers.
         let result = tokio::task::spawn_blocking(move || {
-            let client: BaseConsumer = config.create()?;
+            let client: BaseConsumer<LogContext> = config.create_with_context(LogContext)?;
             client.fetch_metadata(None, timeout).map(drop)
         })
         .await;
@@ -165,10 +165,22 @@ impl Bus {
         // Ask for what exists first: a production cluster often has its topics made by its
         // operators, and this node's credentials may not allow CreateTopics at all.
         let existing = self.existing_topics().await?;
-        let admin: AdminClient<DefaultClientContext> =
-            self.config.client_config(&self.bootstrap, ClientRole::Admin).create().map_err(BusError::Client)?;
-        let present: Vec<&String> = all.iter().filter(|t| existing.contains(*t)).collect();
-        self.warn_about_existing(&admin, &present).await;
+        let admin: AdminClient<LogContext> = self
+            .config
+            .client_config(&self.bootstrap, ClientRole::Admin)
+            .create_with_context(LogContext)
+            .map_err(BusError::Client)?;
+        let present: Vec<String> = all.iter().filter(|t| existing.contains(*t)).cloned().collect();
+        // In the background: the warnings are advice, and a cluster that does not answer
+        // DescribeConfigs (librdkafka's mock cluster among them) would hold the start for the
+        // request's whole timeout.
+        if !present.is_empty() {
+            if let Ok(describer) =
+                self.config.client_config(&self.bootstrap, ClientRole::Admin).create_with_context(LogContext)
+            {
+                tokio::spawn(warn_about_existing(self.config.clone(), describer, present));
+            }
+        }
         let missing: Vec<&String> = all.iter().filter(|t| !existing.contains(*t)).collect();
         if missing.is_empty() {
             return Ok(());
@@ -199,38 +211,11 @@ impl Bus {
         Ok(())
     }
 
-    /// Warns about each existing topic whose configs contradict what govex would create
-    /// (operators often make topics themselves). A cluster that does not answer
-    /// DescribeConfigs (or denies it) is noted at debug: the node still starts.
-    async fn warn_about_existing(&self, admin: &AdminClient<DefaultClientContext>, topics: &[&String]) {
-        use rdkafka::admin::ResourceSpecifier;
-        if topics.is_empty() {
-            return;
-        }
-        let specifiers: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
-        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
-        let described = match admin.describe_configs(&specifiers, &options).await {
-            Ok(described) => described,
-            Err(e) => {
-                tracing::debug!(error = %e, "topic configs could not be described");
-                return;
-            }
-        };
-        for (topic, resource) in topics.iter().zip(described) {
-            let Ok(resource) = resource else { continue };
-            let existing: std::collections::HashMap<String, String> =
-                resource.entries.into_iter().filter_map(|e| Some((e.name, e.value?))).collect();
-            for contradiction in self.config.topic_contradictions(topic, &existing) {
-                tracing::warn!("{contradiction}; change it with kafka-configs --alter");
-            }
-        }
-    }
-
     async fn existing_topics(&self) -> Result<std::collections::HashSet<String>, BusError> {
         let config = self.config.client_config(&self.bootstrap, ClientRole::Admin);
         let unreachable = |error: String| BusError::Unreachable { bootstrap: self.bootstrap.clone(), error };
         let metadata = tokio::task::spawn_blocking(move || {
-            let client: BaseConsumer = config.create()?;
+            let client: BaseConsumer<LogContext> = config.create_with_context(LogContext)?;
             let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
             Ok::<_, KafkaError>(metadata.topics().iter().map(|t| t.name().to_owned()).collect())
         })
@@ -251,7 +236,7 @@ impl Bus {
         let bootstrap = self.bootstrap.clone();
         let unreachable = move |error: String| BusError::Unreachable { bootstrap: bootstrap.clone(), error };
         tokio::task::spawn_blocking(move || {
-            let client: BaseConsumer = config.create()?;
+            let client: BaseConsumer<LogContext> = config.create_with_context(LogContext)?;
             let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
             let partitions: Vec<i32> =
                 metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
@@ -313,7 +298,8 @@ impl Bus {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::task::spawn_blocking(move || {
             let read = || -> Result<(), String> {
-                let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+                let consumer: BaseConsumer<LogContext> =
+                    config.create_with_context(LogContext).map_err(|e| e.to_string())?;
                 let mut assignment = rdkafka::TopicPartitionList::new();
                 let mut open = std::collections::BTreeSet::new();
                 for (partition, high) in &until {
@@ -404,5 +390,29 @@ impl Bus {
             .map_err(BusError::Client)?
             .with_lag_gauges(self.lag.clone())
             .with_catch_up(self.catch_up.clone()))
+    }
+}
+
+/// Warns about each existing topic whose configs contradict what govex would create
+/// (operators often make topics themselves). A cluster that does not answer DescribeConfigs
+/// (or denies it) is noted at debug: the node runs on.
+async fn warn_about_existing(config: BusConfig, admin: AdminClient<LogContext>, topics: Vec<String>) {
+    use rdkafka::admin::ResourceSpecifier;
+    let specifiers: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described = match admin.describe_configs(&specifiers, &options).await {
+        Ok(described) => described,
+        Err(e) => {
+            tracing::debug!(error = %e, "topic configs could not be described");
+            return;
+        }
+    };
+    for (topic, resource) in topics.iter().zip(described) {
+        let Ok(resource) = resource else { continue };
+        let existing: std::collections::HashMap<String, String> =
+            resource.entries.into_iter().filter_map(|e| Some((e.name, e.value?))).collect();
+        for contradiction in config.topic_contradictions(topic, &existing) {
+            tracing::warn!("{contradiction}; change it with kafka-configs --alter");
+        }
     }
 }

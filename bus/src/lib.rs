@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod client_log;
 pub mod codec;
 pub mod config;
 pub mod consumer;

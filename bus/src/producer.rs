@@ -19,6 +19,7 @@ use rdkafka::{
 };
 
 use crate::{
+    client_log::LogContext,
     config::{BusConfig, ClientRole},
     envelope::Envelope,
     metrics::Metrics,
@@ -100,14 +101,15 @@ impl Drop for InFlight {
 /// The node's producer. Cheap to clone: clones share one librdkafka client.
 #[derive(Clone)]
 pub struct Producer {
-    inner: FutureProducer,
+    inner: FutureProducer<LogContext>,
     metrics: ProducerMetrics,
 }
 
 impl Producer {
     /// Connects a producer with the no-loss profile to `bootstrap`.
     pub fn new(config: &BusConfig, bootstrap: &str, metrics: &Metrics) -> Result<Self, KafkaError> {
-        let inner: FutureProducer = config.client_config(bootstrap, ClientRole::Producer).create()?;
+        let inner: FutureProducer<LogContext> =
+            config.client_config(bootstrap, ClientRole::Producer).create_with_context(LogContext)?;
         let producer_metrics = ProducerMetrics::default();
         metrics.register(|r| {
             r.register("bus_produced_records", "Records the broker acknowledged", producer_metrics.delivered.clone());
@@ -203,7 +205,7 @@ impl Producer {
     }
 
     /// The underlying client, for metadata queries (readiness).
-    pub fn client(&self) -> &FutureProducer {
+    pub fn client(&self) -> &FutureProducer<LogContext> {
         &self.inner
     }
 }

@@ -190,3 +190,36 @@ fn a_user_error_prints_its_message_only_and_help_answers_its_own_help() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: govex"));
 }
+
+/// With the broker unreachable, `govex import` shows each librdkafka error once (collapsed
+/// and rate-limited), then its own message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_client_errors_are_shown_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::node::test_node_config(dir.path());
+    config.components = vec![govex_bus::config::Component::Registry];
+    let node = govex::node::start(config).await.unwrap();
+    let file = dir.path().join("payments.ndjson");
+    std::fs::write(&file, b"{}\n").unwrap();
+    let registry = format!("http://{}", node.registry_addr.unwrap());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_govex"))
+            .args(["import", "tax", "deed-tax-payment"])
+            .arg(&file)
+            .env("GOVEX_BUS__BROKERS", "127.0.0.1:1")
+            .env("GOVEX_REGISTRY__URL", registry)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Error: the bus failed"), "{stderr}");
+    let client_lines: Vec<&str> = stderr.lines().filter(|l| l.contains("librdkafka")).collect();
+    assert!(!client_lines.is_empty(), "the cause is shown: {stderr}");
+    let connect_failures = client_lines.iter().filter(|l| l.contains("Connection refused")).count();
+    assert!(connect_failures <= 2, "the connect failure is repeated {connect_failures} times: {stderr}");
+    assert!(client_lines.len() <= 4, "{} client lines: {stderr}", client_lines.len());
+    node.shutdown().await.unwrap();
+}
