@@ -39,8 +39,30 @@ impl Progress for Bar {
     }
 }
 
-/// Runs the import; returns whether it finished (not interrupted).
-pub async fn import(args: ImportArgs) -> Result<bool> {
+/// How an import ended, as its exit status says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every record is published (now or before): exit status 0.
+    Published,
+    /// Finished, with records rejected (in the rejects file): exit status 2.
+    SomeRejected,
+    /// Stopped early (interrupted); a rerun resumes: exit status 3.
+    Interrupted,
+}
+
+impl Outcome {
+    /// The process exit status.
+    pub fn exit_status(self) -> i32 {
+        match self {
+            Self::Published => 0,
+            Self::SomeRejected => 2,
+            Self::Interrupted => 3,
+        }
+    }
+}
+
+/// Runs the import.
+pub async fn import(args: ImportArgs) -> Result<Outcome> {
     let ImportArgs { config, department, record, file, gbk, batch_lines } = args;
     let department: Department =
         department.parse().map_err(|_| anyhow::anyhow!("'{department}' is not a department"))?;
@@ -102,7 +124,11 @@ pub async fn import(args: ImportArgs) -> Result<bool> {
     bus.producer().flush(std::time::Duration::from_secs(30)).context("the producer could not deliver every record")?;
     let summary = result?;
     print_summary(&options, &summary);
-    Ok(!summary.interrupted)
+    Ok(match (summary.interrupted, summary.rejected) {
+        (true, _) => Outcome::Interrupted,
+        (false, 0) => Outcome::Published,
+        (false, _) => Outcome::SomeRejected,
+    })
 }
 
 fn print_summary(options: &ImportOptions, summary: &ImportSummary) {
@@ -111,7 +137,7 @@ fn print_summary(options: &ImportOptions, summary: &ImportSummary) {
         vec!["records in file".to_owned(), summary.total.to_string()],
         vec!["published now".to_owned(), summary.published.to_string()],
         vec!["rejected now".to_owned(), summary.rejected.to_string()],
-        vec!["done by an earlier run".to_owned(), summary.skipped.to_string()],
+        vec!["published before (or twice in the file)".to_owned(), summary.skipped.to_string()],
         vec!["time".to_owned(), format!("{:.1} s ({rate:.0} records/s)", summary.elapsed.as_secs_f64())],
     ];
     print_table(&["IMPORT", &options.file.display().to_string()], &rows);
@@ -120,8 +146,17 @@ fn print_summary(options: &ImportOptions, summary: &ImportSummary) {
         let rows: Vec<Vec<String>> =
             summary.rejected_by_rule.iter().map(|(rule, n)| vec![rule.clone(), n.to_string()]).collect();
         print_table(&["REJECTED BY RULE", "COUNT"], &rows);
-        println!("\nrejected lines with their errors: {}", options.reject_path().display());
+        println!(
+            "\nrejected records, as they were (personal data: readable by you only): {}",
+            options.reject_path().display()
+        );
+        println!(
+            "their errors (line, field, rule):                                    {}",
+            options.errors_path().display()
+        );
+        println!("fix them in either file and import it the same way; what is already published is skipped");
     }
+    println!("\npublished records are remembered in {}", options.ledger_path().display());
     if summary.interrupted {
         println!("\nstopped early: rerun the same command to import the rest");
     }

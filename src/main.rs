@@ -47,6 +47,16 @@ enum Command {
         json: bool,
     },
     /// Import a department's file (NDJSON or CSV) through the intake checks, resumably.
+    ///
+    /// Point it at the node with --config (the node's own config file) or GOVEX_BUS__BROKERS
+    /// and GOVEX_REGISTRY__URL. Rejected records go, as they were, to <file>.rejects.ndjson
+    /// or <file>.rejects.csv (created readable by you only: they hold personal data), their
+    /// errors to <file>.errors.ndjson; fix either file and import it again. What was
+    /// published is remembered per folder and record type, so a rerun publishes only what
+    /// is new and nothing twice.
+    ///
+    /// Exit status: 0 every record published, 2 finished with rejected records, 3 stopped
+    /// early (rerun to resume), 1 could not run.
     Import {
         /// land-registry, housing, tax or provident-fund.
         department: String,
@@ -85,9 +95,14 @@ enum Command {
         #[arg(long, short, env = "GOVEX_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Run the flagship scenario (brief §6) across a province, a city and a county node in
-    /// one process, each on its own embedded cluster, and print what happened where.
-    Demo,
+    /// Run a home purchase reviewed in parallel across a province, a city and a county node
+    /// in one process, each on its own embedded Kafka cluster, and print what happened where.
+    /// The nodes' logs are left out (errors aside) unless --logs asks for them.
+    Demo {
+        /// Show the nodes' logs on stderr (RUST_LOG chooses what).
+        #[arg(long)]
+        logs: bool,
+    },
     /// Department tokens: `govex token new <department>` prints a new token (give it to the
     /// department's system) and the config entry holding only its hash.
     Token {
@@ -295,8 +310,9 @@ async fn run() -> Result<()> {
             let config = NodeConfig::load(config.as_deref(), std::env::vars())?;
             telemetry::init(if cli.log_json { LogFormat::Json } else { config.log.format });
             let args = govex::import_cmd::ImportArgs { config, department, record, file, gbk, batch_lines };
-            if !govex::import_cmd::import(args).await? {
-                std::process::exit(3);
+            let outcome = govex::import_cmd::import(args).await?;
+            if outcome.exit_status() != 0 {
+                std::process::exit(outcome.exit_status());
             }
             Ok(())
         }
@@ -316,8 +332,12 @@ async fn run() -> Result<()> {
             }
             govex::maintenance::rebuild_elicense(&config).await
         }
-        Command::Demo => {
-            telemetry::init(if cli.log_json { LogFormat::Json } else { LogFormat::Text });
+        Command::Demo { logs } => {
+            let format = if cli.log_json { LogFormat::Json } else { LogFormat::Text };
+            match logs {
+                true => telemetry::init(format),
+                false => telemetry::init_with(format, "error"),
+            }
             let data = govex::demo::scratch_dir();
             let result = govex::demo::run(&data).await;
             let _ = std::fs::remove_dir_all(&data);

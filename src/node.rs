@@ -292,9 +292,14 @@ impl Plan {
             Some(url) => url.clone(),
             None => format!("served here on {}", config.listen.registry),
         };
-        let links = match self.links.is_empty() {
-            true => "none".to_owned(),
-            false => self.links.iter().map(|l| format!("{} ({})", l.name, l.bootstrap)).collect::<Vec<_>>().join(", "),
+        let links = match (self.links.is_empty(), config.division.parent()) {
+            // The parent's division follows from the code; its cluster and registry do not.
+            (true, Some(parent)) if self.components.contains(&Component::Bridge) => format!(
+                "none (to link to the parent {parent}, set [bridge.parent] brokers and registry: its division is derived from {})",
+                config.division
+            ),
+            (true, _) => "none".to_owned(),
+            (false, _) => self.links.iter().map(|l| format!("{} ({})", l.name, l.bootstrap)).collect::<Vec<_>>().join(", "),
         };
         let mut lines = vec![
             format!("division     {}", config.division),
@@ -304,6 +309,7 @@ impl Plan {
             format!("tokens       {}", self.tokens.len()),
             format!("bridge links {links}"),
             format!("data         {}", config.data_dir.display()),
+            format!("time zone    {} (times shown to people)", config.time_zone),
             format!(
                 "topics       created with {} partitions, replication factor {} (existing ones are left as they are, with a warning where they contradict these):",
                 config.bus.partitions, config.bus.replication_factor
@@ -484,6 +490,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             tokens: tokens.clone(),
             resource: licence_resource,
             metrics: ApiMetrics::register(&metrics),
+            zone: config.time_zone.clone(),
         });
         api_router = api_router.merge(elicense::api::router(licence_api));
         api_routes.extend(elicense::api::ROUTES);
@@ -504,7 +511,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         });
         api_router = api_router.merge(dossier::api::router(dossier_api));
         api_routes.extend(dossier::api::ROUTES);
-        let sink = Arc::new(DossierSink::new(dossiers, registry.clone()));
+        let sink = Arc::new(DossierSink::new(dossiers, registry.clone(), config.time_zone.clone()));
         let (bus, metrics, stop, group_id) = (bus.clone(), metrics.clone(), background.clone(), group("dossier"));
         background_tasks.spawn(async move {
             if let Err(e) = dossier::run(sink, &bus, group_id, &metrics, stop).await {

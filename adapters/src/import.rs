@@ -1,18 +1,26 @@
 //! `govex import`: a department's file of records (NDJSON, or CSV in UTF-8 with or without
-//! a BOM, or GBK) through the same checks as the HTTP intake, with rejected lines written
-//! to a reject file, and resumable: a rerun after an interruption publishes only what was
-//! not yet published, even after a crash.
+//! a BOM, or GBK) through the same checks as the HTTP intake, resumable, and made for the
+//! fix-and-retry loop of a real export:
 //!
-//! Resumption works from a checkpoint next to the file (`<file>.govex-checkpoint.json`),
-//! written and synced around every batch. Before a batch is sent the checkpoint records it
-//! as pending, with the topic's high watermarks; every record carries a `govex-import`
-//! header naming the file's fingerprint and its line. A rerun that finds a pending batch
-//! reads the topic from those watermarks and skips the lines that already arrived.
+//! - Rejected records are written, exactly as they were in the file, to a rejects file in the
+//!   input's own format (`<file>.rejects.ndjson` or `<file>.rejects.csv`, with the header),
+//!   so that it can be fixed and imported as it is; their violations go to
+//!   `<file>.errors.ndjson` (line numbers, JSON pointers and rules, never values). The
+//!   rejects file holds personal data: it is created readable by its owner only (0600).
+//! - What was published is remembered by content, not by file: a ledger per folder and record
+//!   type (`govex-import.<department>.<record>.published`) holds a hash of every record
+//!   published from that folder. A rerun — of the same file, of the file after it was fixed,
+//!   or of a fixed rejects file — publishes the records it has not published yet, and none
+//!   twice.
+//! - A crash cannot double a batch: before a batch is sent the checkpoint
+//!   (`<file>.govex-checkpoint.json`) records the topic's high watermarks, and every record
+//!   carries a `govex-import` header with its hash. A rerun that finds a batch pending reads
+//!   the topic from those watermarks and adds what arrived to the ledger first.
 
 use std::{
     collections::{BTreeMap, HashSet},
     fs::{File, OpenOptions},
-    io::{Seek, SeekFrom, Write},
+    io::Write,
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
@@ -30,7 +38,7 @@ use crate::{
     validation::Violation,
 };
 
-/// The header naming an imported record's file and line.
+/// The header carrying an imported record's content hash.
 pub const IMPORT_HEADER: &str = "govex-import";
 
 /// How the file is encoded.
@@ -59,6 +67,13 @@ impl FileFormat {
             _ => Self::Ndjson,
         }
     }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Self::Ndjson => "ndjson",
+            Self::Csv => "csv",
+        }
+    }
 }
 
 /// One import.
@@ -79,14 +94,26 @@ pub struct ImportOptions {
 }
 
 impl ImportOptions {
-    /// Where rejected lines go: `<file>.rejects.ndjson`.
+    /// Where rejected records go, as they were in the file: `<file>.rejects.ndjson` or
+    /// `<file>.rejects.csv` (UTF-8, whatever the input's encoding).
     pub fn reject_path(&self) -> PathBuf {
-        with_suffix(&self.file, ".rejects.ndjson")
+        with_suffix(&self.file, &format!(".rejects.{}", self.format.extension()))
+    }
+
+    /// Where the rejected records' violations go: `<file>.errors.ndjson`.
+    pub fn errors_path(&self) -> PathBuf {
+        with_suffix(&self.file, ".errors.ndjson")
     }
 
     /// Where the checkpoint is kept.
     pub fn checkpoint_path(&self) -> PathBuf {
         with_suffix(&self.file, ".govex-checkpoint.json")
+    }
+
+    /// The ledger of what was published from this folder, for this record type.
+    pub fn ledger_path(&self) -> PathBuf {
+        let name = format!("govex-import.{}.{}.published", self.department, self.record);
+        self.file.with_file_name(name)
     }
 }
 
@@ -105,7 +132,8 @@ pub struct ImportSummary {
     pub published: usize,
     /// Rejected in this run.
     pub rejected: usize,
-    /// Already handled by an earlier run.
+    /// Published before (by an earlier run, from this file or another of the folder), or the
+    /// same record twice in the file.
     pub skipped: usize,
     /// Rejections by rule.
     pub rejected_by_rule: BTreeMap<String, usize>,
@@ -126,14 +154,17 @@ pub enum ImportError {
         /// Why.
         reason: String,
     },
-    /// The checkpoint belongs to another file or record type.
-    #[error("checkpoint {path} belongs to {what}; delete it to import this file from the start")]
+    /// The checkpoint belongs to another record type.
+    #[error("checkpoint {path} belongs to {what}; delete it to import this file as another record type")]
     ForeignCheckpoint {
         /// The checkpoint.
         path: String,
         /// What it belongs to.
         what: String,
     },
+    /// Another import of the same record type runs in this folder.
+    #[error("another import of {0} records is running in this folder (its ledger is locked); wait for it")]
+    Busy(String),
     /// The bus failed; the import can be rerun.
     #[error("the bus failed: {0}; rerun the same command to resume")]
     Bus(String),
@@ -141,13 +172,11 @@ pub enum ImportError {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Checkpoint {
-    fingerprint: String,
     department: String,
     record: String,
-    /// Every line up to and including this one is published or rejected.
+    /// Every line up to and including this one is handled by this run (progress only: what
+    /// is published is in the ledger).
     done_through: usize,
-    /// Length of the reject file once those lines were handled.
-    reject_bytes: u64,
     /// A batch that was being sent when the checkpoint was written.
     pending: Option<PendingBatch>,
 }
@@ -160,26 +189,66 @@ struct PendingBatch {
     watermarks: BTreeMap<i32, i64>,
 }
 
+fn file_error(path: &Path) -> impl Fn(std::io::Error) -> ImportError + '_ {
+    move |e| ImportError::File { path: path.display().to_string(), reason: e.to_string() }
+}
+
 fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<(), ImportError> {
-    let fail = |e: std::io::Error| ImportError::File { path: path.display().to_string(), reason: e.to_string() };
+    let fail = file_error(path);
     let temporary = with_suffix(path, ".tmp");
-    let mut file = File::create(&temporary).map_err(fail)?;
-    file.write_all(&serde_json::to_vec_pretty(checkpoint).unwrap_or_default()).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
+    let mut file = File::create(&temporary).map_err(&fail)?;
+    let text = serde_json::to_vec_pretty(checkpoint)
+        .map_err(|e| ImportError::File { path: path.display().to_string(), reason: e.to_string() })?;
+    file.write_all(&text).map_err(&fail)?;
+    file.sync_all().map_err(&fail)?;
     // Rename is atomic: a crash leaves the old checkpoint or the new one, never half.
     std::fs::rename(&temporary, path).map_err(fail)
 }
 
-/// One record of a file: its line, and its JSON body or why the row could not be read.
-pub type FileRecord = (usize, Result<Vec<u8>, String>);
+/// A file for personal data: created (or cut to nothing) readable and writable by its owner
+/// only.
+fn private_file(path: &Path) -> Result<File, ImportError> {
+    let mut options = OpenOptions::new();
+    options.create(true).truncate(true).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path).map_err(file_error(path))?;
+    // An existing file keeps its mode on open: narrow it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(file_error(path))?;
+    }
+    Ok(file)
+}
 
-/// Reads the file into (line number, JSON body) records; line numbers are 1-based lines of
-/// the file (for CSV, the header is line 1).
-pub fn read_records(options: &ImportOptions) -> Result<(String, Vec<FileRecord>), ImportError> {
+/// One record of a file: its line, its text as it was in the file, and its JSON body or why
+/// the row could not be read.
+#[derive(Debug, Clone)]
+pub struct FileRecord {
+    /// 1-based line of the file where it starts (for CSV, the header is line 1).
+    pub line: usize,
+    /// Its text in the file, without the line end (a CSV row with quoted line breaks spans
+    /// several lines).
+    pub raw: String,
+    /// The JSON body, or why the row could not be read.
+    pub body: Result<Vec<u8>, String>,
+}
+
+/// A file's records, and for CSV its header row as it was.
+#[derive(Debug)]
+pub struct FileRecords {
+    /// The CSV header row (`None` for NDJSON).
+    pub header: Option<String>,
+    /// The records.
+    pub records: Vec<FileRecord>,
+}
+
+/// Reads the file's records.
+pub fn read_records(options: &ImportOptions) -> Result<FileRecords, ImportError> {
     let path = options.file.display().to_string();
     let bytes =
         std::fs::read(&options.file).map_err(|e| ImportError::File { path: path.clone(), reason: e.to_string() })?;
-    let fingerprint: String = Sha256::digest(&bytes).iter().take(8).map(|b| format!("{b:02x}")).collect();
     let text = match options.encoding {
         TextEncoding::Utf8 => {
             let without_bom = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
@@ -196,41 +265,54 @@ pub fn read_records(options: &ImportOptions) -> Result<(String, Vec<FileRecord>)
             text.into_owned()
         }
     };
-    let records = match options.format {
-        FileFormat::Ndjson => text
-            .lines()
-            .enumerate()
-            .filter(|(_, line)| !line.trim().is_empty())
-            .map(|(i, line)| (i + 1, Ok(line.as_bytes().to_vec())))
-            .collect(),
-        FileFormat::Csv => csv_records(&text).map_err(|reason| ImportError::File { path, reason })?,
-    };
-    Ok((fingerprint, records))
+    match options.format {
+        FileFormat::Ndjson => Ok(FileRecords {
+            header: None,
+            records: text
+                .lines()
+                .enumerate()
+                .filter(|(_, line)| !line.trim().is_empty())
+                .map(|(i, line)| FileRecord { line: i + 1, raw: line.to_owned(), body: Ok(line.as_bytes().to_vec()) })
+                .collect(),
+        }),
+        FileFormat::Csv => csv_records(&text).map_err(|reason| ImportError::File { path, reason }),
+    }
 }
 
 /// CSV rows as JSON objects: column names are field paths (`a.b`, `list[0].c`); empty
-/// cells are absent fields.
-fn csv_records(text: &str) -> Result<Vec<FileRecord>, String> {
+/// cells are absent fields. Each row keeps its text as it was, for the rejects file.
+fn csv_records(text: &str) -> Result<FileRecords, String> {
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
     let headers: Vec<String> =
         reader.headers().map_err(|e| format!("CSV header: {e}"))?.iter().map(str::to_owned).collect();
-    let mut out = Vec::new();
+    let mut rows = Vec::new();
     for row in reader.records() {
         let row = row.map_err(|e| format!("CSV: {e}"))?;
-        let line = row.position().map_or(0, |p| p.line() as usize);
-        if row.len() != headers.len() {
-            out.push((line, Err(format!("the row has {} cells, the header {}", row.len(), headers.len()))));
-            continue;
-        }
-        let mut object = Value::Object(Map::new());
-        for (header, cell) in headers.iter().zip(row.iter()) {
-            if !cell.is_empty() {
-                set_path(&mut object, header, Value::String(cell.to_owned()));
+        let (line, start) = row.position().map_or((0, 0), |p| (p.line() as usize, p.byte() as usize));
+        let body = if row.len() != headers.len() {
+            Err(format!("the row has {} cells, the header {}", row.len(), headers.len()))
+        } else {
+            let mut object = Value::Object(Map::new());
+            for (header, cell) in headers.iter().zip(row.iter()) {
+                if !cell.is_empty() {
+                    set_path(&mut object, header, Value::String(cell.to_owned()));
+                }
             }
-        }
-        out.push((line, Ok(object.to_string().into_bytes())));
+            Ok(object.to_string().into_bytes())
+        };
+        rows.push((line, start, body));
     }
-    Ok(out)
+    // A row's text runs from its start to the next row's (blank lines and the line end cut).
+    let ends: Vec<usize> = rows.iter().skip(1).map(|(_, start, _)| *start).chain([text.len()]).collect();
+    let raw = |from: usize, to: usize| text.get(from..to).unwrap_or_default().trim_end_matches(['\r', '\n']).to_owned();
+    let header_end = rows.first().map_or(text.len(), |(_, start, _)| *start);
+    let header = raw(0, header_end).lines().next().unwrap_or_default().to_owned();
+    let records = rows
+        .into_iter()
+        .zip(ends)
+        .map(|((line, start, body), end)| FileRecord { line, raw: raw(start, end), body })
+        .collect();
+    Ok(FileRecords { header: Some(header), records })
 }
 
 /// Sets `a.b[0].c` in `root`, creating objects and arrays on the way.
@@ -284,8 +366,67 @@ impl Progress for () {
     fn advance(&mut self, _done: usize, _total: usize) {}
 }
 
-/// Imports the file, resuming from its checkpoint. Stops after the current batch when
-/// `interrupt` is cancelled.
+/// The content hash of a record: what the ledger and the `govex-import` header hold.
+fn content_hash(department: Department, record: &str, body: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(department.as_str().as_bytes());
+    hash.update([0]);
+    hash.update(record.as_bytes());
+    hash.update([0]);
+    hash.update(body);
+    hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The ledger: the hashes of what was published, one per line, appended and synced after
+/// every batch; locked while an import runs.
+struct Ledger {
+    file: File,
+    path: PathBuf,
+    published: HashSet<String>,
+}
+
+impl Ledger {
+    fn open(path: &Path, what: &str) -> Result<Self, ImportError> {
+        let fail = file_error(path);
+        let file = OpenOptions::new().create(true).append(true).read(true).open(path).map_err(&fail)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(ImportError::Busy(what.to_owned())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(fail(e)),
+        }
+        let text = std::fs::read_to_string(path).map_err(&fail)?;
+        // A line cut short by a crash is not a hash: it is left out (its batch was pending,
+        // and the topic says what arrived).
+        let published = text
+            .lines()
+            .filter(|l| l.len() == 32 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_owned)
+            .collect();
+        Ok(Self { file, path: path.to_path_buf(), published })
+    }
+
+    fn record(&mut self, hashes: &[String]) -> Result<(), ImportError> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let mut text = String::with_capacity(hashes.len() * 33);
+        for hash in hashes {
+            text.push_str(hash);
+            text.push('\n');
+        }
+        // A torn last line from an earlier crash would swallow the first hash: start clean.
+        text.insert(0, '\n');
+        let fail = file_error(&self.path);
+        self.file.write_all(text.as_bytes()).map_err(&fail)?;
+        self.file.sync_data().map_err(&fail)?;
+        self.published.extend(hashes.iter().cloned());
+        Ok(())
+    }
+}
+
+/// Imports the file: every record not yet published from this folder is checked and
+/// published, the others skipped. Stops after the current batch when `interrupt` is
+/// cancelled.
 pub async fn run_import(
     intake: Arc<Intake>,
     bus: &Bus,
@@ -294,7 +435,8 @@ pub async fn run_import(
     progress: &mut dyn Progress,
 ) -> Result<ImportSummary, ImportError> {
     let started = Instant::now();
-    let (fingerprint, records) = read_records(options)?;
+    let FileRecords { header, records } = read_records(options)?;
+    let what = format!("{}/{}", options.department, options.record);
     let topic = intake
         .record_types()
         .into_iter()
@@ -304,6 +446,8 @@ pub async fn run_import(
             path: options.file.display().to_string(),
             reason: format!("{} does not send '{}' records", options.department, options.record),
         })?;
+    let mut ledger = Ledger::open(&options.ledger_path(), &what)?;
+
     let checkpoint_path = options.checkpoint_path();
     let mut checkpoint = match std::fs::read(&checkpoint_path) {
         Ok(bytes) => {
@@ -311,121 +455,127 @@ pub async fn run_import(
                 path: checkpoint_path.display().to_string(),
                 reason: e.to_string(),
             })?;
-            if checkpoint.fingerprint != fingerprint
-                || checkpoint.department != options.department.as_str()
-                || checkpoint.record != options.record
-            {
+            if checkpoint.department != options.department.as_str() || checkpoint.record != options.record {
                 return Err(ImportError::ForeignCheckpoint {
                     path: checkpoint_path.display().to_string(),
-                    what: format!(
-                        "another file or record type ({}/{}, fingerprint {})",
-                        checkpoint.department, checkpoint.record, checkpoint.fingerprint
-                    ),
+                    what: format!("{}/{} records", checkpoint.department, checkpoint.record),
                 });
             }
             checkpoint
         }
         Err(_) => Checkpoint {
-            fingerprint: fingerprint.clone(),
             department: options.department.to_string(),
             record: options.record.clone(),
             done_through: 0,
-            reject_bytes: 0,
             pending: None,
         },
     };
-
-    let reject_path = options.reject_path();
-    let fail = |e: std::io::Error| ImportError::File { path: reject_path.display().to_string(), reason: e.to_string() };
-    let mut rejects = OpenOptions::new().create(true).truncate(false).write(true).open(&reject_path).map_err(fail)?;
-    // Lines rejected after the last checkpoint are rejected again below: cut them off.
-    rejects.set_len(checkpoint.reject_bytes).map_err(fail)?;
-    rejects.seek(SeekFrom::End(0)).map_err(fail)?;
-
-    let mut already_published: HashSet<usize> = HashSet::new();
-    if let Some(pending) = &checkpoint.pending {
-        let prefix = format!("{fingerprint}:");
-        for value in bus
+    if let Some(pending) = checkpoint.pending.take() {
+        // A batch was being sent when the last run stopped: what of it arrived is published.
+        let arrived: Vec<String> = bus
             .scan_header(topic, &pending.watermarks, IMPORT_HEADER)
             .await
             .map_err(|e| ImportError::Bus(e.to_string()))?
-        {
-            if let Some(line) = value.strip_prefix(&prefix).and_then(|l| l.parse().ok()) {
-                already_published.insert(line);
-            }
-        }
+            .into_iter()
+            .filter(|h| h.len() == 32 && !ledger.published.contains(h))
+            .collect();
         tracing::info!(
-            lines = already_published.len(),
+            arrived = arrived.len(),
             first = pending.first_line,
             last = pending.last_line,
-            "resuming an interrupted batch"
+            "an interrupted batch: what arrived is recorded as published"
         );
+        ledger.record(&arrived)?;
+    }
+    checkpoint.done_through = 0;
+    write_checkpoint(&checkpoint_path, &checkpoint)?;
+
+    let (reject_path, errors_path) = (options.reject_path(), options.errors_path());
+    let mut rejects = private_file(&reject_path)?;
+    let mut errors = private_file(&errors_path)?;
+    let reject_fail = file_error(&reject_path);
+    let errors_fail = file_error(&errors_path);
+    // The rejects file is imported as it is once fixed: for CSV it starts with the header.
+    let mut reject_lines = 0usize;
+    if let Some(header) = &header {
+        writeln!(rejects, "{header}").map_err(&reject_fail)?;
+        reject_lines += 1;
     }
 
     let mut summary = ImportSummary { total: records.len(), ..ImportSummary::default() };
-    let todo: Vec<&FileRecord> = records.iter().filter(|(line, _)| *line > checkpoint.done_through).collect();
-    summary.skipped = records.len() - todo.len();
-    progress.advance(summary.skipped, summary.total);
+    progress.advance(0, summary.total);
     let context = CheckContext::now();
-    for batch in todo.chunks(options.batch_lines.max(1)) {
+    for batch in records.chunks(options.batch_lines.max(1)) {
         if interrupt.is_cancelled() {
             summary.interrupted = true;
             break;
         }
-        let first_line = batch[0].0;
-        let last_line = batch[batch.len() - 1].0;
+        let first_line = batch[0].line;
+        let last_line = batch[batch.len() - 1].line;
         let watermarks = bus.high_watermarks(topic).await.map_err(|e| ImportError::Bus(e.to_string()))?;
         checkpoint.pending = Some(PendingBatch { first_line, last_line, watermarks });
         write_checkpoint(&checkpoint_path, &checkpoint)?;
 
         let mut deliveries = Vec::new();
-        let mut rejected_lines = Vec::new();
-        for (line, body) in batch {
-            if already_published.contains(line) {
-                summary.skipped += 1;
-                continue;
-            }
-            let checked = match body {
-                Ok(body) => intake.check(options.department, &options.record, body, &context),
+        let mut sent = Vec::new();
+        let mut in_batch = HashSet::new();
+        let mut rejected = Vec::new();
+        for record in batch {
+            let checked = match &record.body {
+                Ok(body) => {
+                    let hash = content_hash(options.department, &options.record, body);
+                    if ledger.published.contains(&hash) || !in_batch.insert(hash.clone()) {
+                        summary.skipped += 1;
+                        continue;
+                    }
+                    intake.check(options.department, &options.record, body, &context).map(|c| (c, hash))
+                }
                 Err(reason) => Err(Rejection::Invalid(vec![Violation::new("", "csv-row", reason.clone())])),
             };
             match checked {
-                Ok(checked) => {
-                    let outgoing = checked.outgoing.with_header(IMPORT_HEADER, &format!("{fingerprint}:{line}"));
+                Ok((checked, hash)) => {
+                    let outgoing = checked.outgoing.with_header(IMPORT_HEADER, &hash);
                     deliveries.push(bus.producer().enqueue(outgoing).await);
+                    sent.push(hash);
                 }
-                Err(rejection) => rejected_lines.push((*line, body, rejection)),
+                Err(rejection) => rejected.push((record, rejection)),
             }
         }
         for delivery in futures::future::join_all(deliveries).await {
             delivery.map_err(|e| ImportError::Bus(e.to_string()))?;
             summary.published += 1;
         }
-        for (line, body, rejection) in rejected_lines {
-            let errors = match &rejection {
-                Rejection::Invalid(violations) => violations.clone(),
-                Rejection::Malformed(detail) => vec![Violation::new("", "malformed-json", detail.clone())],
-                Rejection::Unavailable(detail) => vec![Violation::new("", "unavailable", detail.clone())],
+        ledger.record(&sent)?;
+        for (record, rejection) in rejected {
+            let violations = match rejection {
+                Rejection::Invalid(violations) => violations,
+                Rejection::Malformed(detail) => vec![Violation::new("", "malformed-json", detail)],
+                Rejection::Unavailable(detail) => vec![Violation::new("", "unavailable", detail)],
             };
-            for violation in &errors {
+            for violation in &violations {
                 *summary.rejected_by_rule.entry(violation.rule.clone()).or_default() += 1;
             }
-            let original = match body {
-                Ok(bytes) => serde_json::from_slice::<Value>(bytes)
-                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
-                Err(_) => Value::Null,
-            };
-            let entry = serde_json::json!({ "line": line, "errors": errors, "record": original });
-            writeln!(rejects, "{entry}").map_err(fail)?;
+            let rejects_line = reject_lines + 1;
+            writeln!(rejects, "{}", record.raw).map_err(&reject_fail)?;
+            reject_lines += record.raw.lines().count().max(1);
+            let entry = serde_json::json!({ "line": record.line, "rejects_line": rejects_line, "errors": violations });
+            writeln!(errors, "{entry}").map_err(&errors_fail)?;
             summary.rejected += 1;
         }
-        rejects.sync_data().map_err(fail)?;
+        rejects.sync_data().map_err(&reject_fail)?;
+        errors.sync_data().map_err(&errors_fail)?;
         checkpoint.done_through = last_line;
-        checkpoint.reject_bytes = rejects.stream_position().map_err(fail)?;
         checkpoint.pending = None;
         write_checkpoint(&checkpoint_path, &checkpoint)?;
-        already_published.clear();
         progress.advance(summary.skipped + summary.published + summary.rejected, summary.total);
+    }
+    if !summary.interrupted {
+        // Finished: nothing is pending, and the ledger says what is published.
+        let _ = std::fs::remove_file(&checkpoint_path);
+    }
+    if summary.rejected == 0 && !summary.interrupted {
+        let _ = std::fs::remove_file(&reject_path);
+        let _ = std::fs::remove_file(&errors_path);
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
@@ -439,12 +589,15 @@ mod tests {
     fn csv_columns_are_field_paths() {
         let text = "voucher_number,taxpayer.name,buyers[0].name,buyers[1].name,empty\nV1,张三,a,b,\n";
         let records = csv_records(text).unwrap();
-        let value: Value = serde_json::from_slice(records[0].1.as_ref().unwrap()).unwrap();
+        assert_eq!(records.header.as_deref(), Some("voucher_number,taxpayer.name,buyers[0].name,buyers[1].name,empty"));
+        let records = records.records;
+        assert_eq!(records[0].raw, "V1,张三,a,b,");
+        let value: Value = serde_json::from_slice(records[0].body.as_ref().unwrap()).unwrap();
         assert_eq!(
             value,
             serde_json::json!({"voucher_number": "V1", "taxpayer": {"name": "张三"}, "buyers": [{"name": "a"}, {"name": "b"}]})
         );
-        assert_eq!(records[0].0, 2, "line 2 of the file");
+        assert_eq!(records[0].line, 2, "line 2 of the file");
     }
 
     #[test]
@@ -464,8 +617,8 @@ mod tests {
                 encoding,
                 batch_lines: 10,
             };
-            let (_, records) = read_records(&options).unwrap();
-            assert_eq!(records[0].1.as_ref().unwrap(), "{\"name\":\"张三\"}".as_bytes());
+            let records = read_records(&options).unwrap().records;
+            assert_eq!(records[0].body.as_ref().unwrap(), "{\"name\":\"张三\"}".as_bytes());
         }
         let options = ImportOptions {
             department: Department::Tax,

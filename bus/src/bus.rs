@@ -119,6 +119,9 @@ impl Bus {
         metrics: &Metrics,
     ) -> Result<Self, BusError> {
         let producer = Producer::new(config, &bootstrap, metrics).map_err(BusError::Client)?;
+        let mut config = config.clone();
+        // The mock cluster's classic groups wait 3 s before their first assignment.
+        config.mock_cluster |= embedded.is_some();
         let lag = crate::consumer::LagGauges::default();
         metrics.register(|r| {
             r.register(
@@ -127,7 +130,7 @@ impl Bus {
                 lag.clone(),
             )
         });
-        Ok(Self { config: config.clone(), bootstrap, embedded, producer, lag, catch_up: Default::default() })
+        Ok(Self { config, bootstrap, embedded, producer, lag, catch_up: Default::default() })
     }
 
     /// The bootstrap servers clients connect to.

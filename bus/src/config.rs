@@ -61,6 +61,10 @@ pub struct NodeConfig {
     /// The use log's replication to Kafka and its anchors.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The time zone times are shown to people in (API answers, the command line):
+    /// `Asia/Shanghai` (the default), another of China's zones, `UTC`, or `+HH:MM`.
+    #[serde(default)]
+    pub time_zone: crate::zone::TimeZone,
     /// The parts of a node this process runs. Empty (the default): all of them, except the
     /// registry when `registry.url` names another. A Kubernetes deployment splits one node
     /// into processes: intake in a Deployment, the registry and the stores in StatefulSets,
@@ -471,6 +475,17 @@ pub struct BusConfig {
     /// (`security.protocol`, `sasl.mechanism`, `sasl.username`, `ssl.ca.location`, ...).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Whether the cluster is librdkafka's mock cluster (the embedded bus, the demo), which
+    /// differs from a real broker in two ways that cost seconds:
+    /// - its classic consumer groups wait `group.initial.rebalance.delay.ms` (3 s, not
+    ///   settable from a client) before the first assignment, so consumers use KIP-848's
+    ///   consumer group protocol (`group.protocol=consumer`), which has no such wait;
+    /// - it holds every fetch for the whole `fetch.wait.max.ms` (500 ms by default) even when
+    ///   records arrive, where a real broker answers at once, so consumers wait 50 ms.
+    ///
+    /// Not a setting: on a Kafka 4 cluster an operator may set `properties."group.protocol"`.
+    #[serde(skip)]
+    pub mock_cluster: bool,
 }
 
 /// Where the schema registry is.
@@ -755,6 +770,7 @@ impl Default for BusConfig {
             group_prefix: default_group_prefix(),
             session_timeout_ms: default_session_timeout_ms(),
             properties: BTreeMap::new(),
+            mock_cluster: false,
         }
     }
 }
@@ -815,6 +831,7 @@ impl NodeConfig {
             bridge: BridgeConfig::default(),
             api: ApiConfig::default(),
             audit: AuditConfig::default(),
+            time_zone: Default::default(),
             components: Vec::new(),
         }
     }
@@ -1076,8 +1093,17 @@ impl BusConfig {
                     .set("enable.auto.commit", "true")
                     .set("enable.auto.offset.store", "false")
                     .set("auto.offset.reset", "earliest")
-                    .set("session.timeout.ms", self.session_timeout_ms.to_string())
                     .set("enable.partition.eof", "false");
+                // The consumer protocol has the broker keep the session: librdkafka refuses
+                // session.timeout.ms with it.
+                let consumer_protocol =
+                    self.mock_cluster || self.properties.get("group.protocol").map(String::as_str) == Some("consumer");
+                if self.mock_cluster {
+                    config.set("group.protocol", "consumer").set("fetch.wait.max.ms", "50");
+                }
+                if !consumer_protocol {
+                    config.set("session.timeout.ms", self.session_timeout_ms.to_string());
+                }
             }
             ClientRole::Admin => {}
         }

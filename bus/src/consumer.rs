@@ -95,14 +95,17 @@ impl ClientContext for TrackingContext {
 impl ConsumerContext for TrackingContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
+            // Added to and taken from what is held: with the eager (classic) protocol a revoke
+            // lists everything and the next assign the whole new set; with the incremental
+            // ones (cooperative-sticky, KIP-848) each lists only what changes.
             Rebalance::Assign(list) => {
-                let assigned: Assignment =
-                    list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-                tracing::info!(partitions = assigned.len(), "partitions assigned");
-                self.assignment.send_replace(assigned);
+                let added: Assignment = list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                tracing::info!(partitions = added.len(), "partitions assigned");
+                self.assignment.send_modify(|held| held.extend(added));
             }
-            Rebalance::Revoke(_) => {
-                self.assignment.send_replace(Assignment::new());
+            Rebalance::Revoke(list) => {
+                let taken: Assignment = list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                self.assignment.send_modify(|held| held.retain(|tp| !taken.contains(tp)));
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
         }
@@ -238,15 +241,31 @@ impl AtLeastOnceConsumer {
             }
             let answer = (|| {
                 let committed = consumer.committed_offsets(list, Duration::from_secs(5)).ok()?;
+                let elements: Vec<(String, i32, rdkafka::Offset)> =
+                    committed.elements().iter().map(|e| (e.topic().to_owned(), e.partition(), e.offset())).collect();
+                // One watermark query per partition, all at once: each waits behind the
+                // consumer's own fetch (up to fetch.wait.max.ms) on the broker connection, so
+                // asked one after another they took half a second per partition.
+                let watermarks: Vec<Option<(i64, i64)>> = std::thread::scope(|scope| {
+                    let asked: Vec<_> = elements
+                        .iter()
+                        .map(|(topic, partition, _)| {
+                            let consumer = &consumer;
+                            scope.spawn(move || {
+                                consumer.fetch_watermarks(topic, *partition, Duration::from_secs(5)).ok()
+                            })
+                        })
+                        .collect();
+                    asked.into_iter().map(|handle| handle.join().ok().flatten()).collect()
+                });
                 let mut partitions = HashMap::new();
-                for element in committed.elements() {
-                    let (low, high) =
-                        consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(5)).ok()?;
-                    let start = match element.offset() {
+                for ((topic, partition, offset), watermarks) in elements.into_iter().zip(watermarks) {
+                    let (low, high) = watermarks?;
+                    let start = match offset {
                         rdkafka::Offset::Offset(offset) => offset.max(low),
                         _ => low,
                     };
-                    partitions.insert((element.topic().to_owned(), element.partition()), (start, high));
+                    partitions.insert((topic, partition), (start, high));
                 }
                 Some(partitions)
             })();

@@ -30,6 +30,7 @@ pub mod registry_client;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod zone;
 
 pub use bus::{Bus, BusError};
 

@@ -1,5 +1,7 @@
-//! `govex import`: an import killed mid-way and rerun publishes each line exactly once, and
-//! a batch interrupted between its send and its checkpoint is not sent again.
+//! `govex import`: an import killed mid-way and rerun publishes each line exactly once, a
+//! batch interrupted between its send and its checkpoint is not sent again, and the
+//! fix-and-retry loop (a fixed rejects file, a fixed source file) publishes what is new and
+//! nothing twice.
 
 use std::{
     collections::HashMap,
@@ -116,8 +118,13 @@ async fn an_import_killed_mid_way_and_rerun_publishes_each_line_exactly_once() {
     .await
     .unwrap();
     let out = String::from_utf8_lossy(&second.stdout);
-    assert!(second.status.success(), "{out}\n{}", String::from_utf8_lossy(&second.stderr));
-    assert!(out.contains("done by an earlier run"), "{out}");
+    assert_eq!(
+        second.status.code(),
+        Some(2),
+        "finished with rejects: {out}\n{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(out.contains("published before"), "{out}");
 
     let counts = published_lines(&setup.broker).await;
     assert_eq!(counts.len(), valid, "every valid line arrived");
@@ -127,15 +134,31 @@ async fn an_import_killed_mid_way_and_rerun_publishes_each_line_exactly_once() {
         counts.iter().filter(|(_, n)| **n > 1).take(5).collect::<Vec<_>>()
     );
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64);
-    let rejects = std::fs::read_to_string(work.path().join("payments.ndjson.rejects.ndjson")).unwrap();
-    let mut lines: Vec<u64> = rejects
+    let errors = std::fs::read_to_string(work.path().join("payments.ndjson.errors.ndjson")).unwrap();
+    let mut lines: Vec<u64> = errors
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["line"].as_u64().unwrap())
         .collect();
     lines.sort_unstable();
     lines.dedup();
-    assert_eq!(lines.len(), 2_000, "each invalid line is in the reject file once");
-    assert_eq!(rejects.lines().count(), 2_000);
+    assert_eq!(lines.len(), 2_000, "each invalid line's errors are listed once");
+    assert_eq!(errors.lines().count(), 2_000);
+    let rejects_path = work.path().join("payments.ndjson.rejects.ndjson");
+    let rejects = std::fs::read_to_string(&rejects_path).unwrap();
+    assert_eq!(rejects.lines().count(), 2_000, "each invalid line is in the rejects file once");
+    assert!(rejects.lines().all(|l| l.contains("11100000000013338X")), "the lines as they were");
+
+    // Fixed, the rejects file imports as it is: the 2,000 arrive, nothing else again.
+    std::fs::write(&rejects_path, rejects.replace("11100000000013338X", "11100000000013338W")).unwrap();
+    let third = tokio::task::spawn_blocking({
+        let (file, bootstrap, registry) = (rejects_path.clone(), bootstrap.clone(), registry.clone());
+        move || spawn_import(&file, &bootstrap, &registry, "500").wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(third.status.success(), "{}", String::from_utf8_lossy(&third.stdout));
+    assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), 20_000);
+    assert!(published_lines(&setup.broker).await.values().all(|n| *n == 1));
     setup.node.shutdown().await.unwrap();
 }
 
@@ -152,29 +175,110 @@ async fn a_batch_sent_before_a_crash_is_not_sent_again() {
             spawn_import(&file, &bootstrap, &registry, batch).wait_with_output().unwrap()
         })
     };
-    assert!(run("10").await.unwrap().status.success());
+    assert_eq!(run("10").await.unwrap().status.code(), Some(2), "finished, with rejects");
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64);
 
-    // Make the checkpoint say what a crash right after the last batch's send leaves behind:
-    // lines 91-100 pending, nothing after line 90 checkpointed.
-    let checkpoint_path = work.path().join("payments.ndjson.govex-checkpoint.json");
-    let mut checkpoint: serde_json::Value = serde_json::from_slice(&std::fs::read(&checkpoint_path).unwrap()).unwrap();
+    // What a crash right after the last batch's send leaves behind: the batch pending in the
+    // checkpoint, and its 9 published records missing from the ledger.
+    let ledger_path = work.path().join("govex-import.tax.deed-tax-payment.published");
+    let ledger = std::fs::read_to_string(&ledger_path).unwrap();
+    let hashes: Vec<&str> = ledger.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(hashes.len(), valid);
+    std::fs::write(&ledger_path, hashes[..valid - 9].join("\n")).unwrap();
+    let checkpoint = serde_json::json!({
+        "department": "tax", "record": "deed-tax-payment", "done_through": 90,
+        "pending": { "first_line": 91, "last_line": 100, "watermarks": { "0": 0, "1": 0, "2": 0 } },
+    });
+    std::fs::write(work.path().join("payments.ndjson.govex-checkpoint.json"), checkpoint.to_string()).unwrap();
     let rejects_path = work.path().join("payments.ndjson.rejects.ndjson");
     let rejects = std::fs::read_to_string(&rejects_path).unwrap();
-    let kept: usize = rejects
-        .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["line"].as_u64().unwrap() <= 90)
-        .map(|l| l.len() + 1)
-        .sum();
-    checkpoint["done_through"] = 90.into();
-    checkpoint["reject_bytes"] = kept.into();
-    checkpoint["pending"] =
-        serde_json::json!({ "first_line": 91, "last_line": 100, "watermarks": { "0": 0, "1": 0, "2": 0 } });
-    std::fs::write(&checkpoint_path, serde_json::to_vec(&checkpoint).unwrap()).unwrap();
 
     let output = run("10").await.unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64, "the pending batch was already there");
-    assert_eq!(std::fs::read_to_string(&rejects_path).unwrap(), rejects, "its rejected line is written once");
+    assert_eq!(std::fs::read_to_string(&rejects_path).unwrap(), rejects, "the same rejects, once each");
+    let ledger = std::fs::read_to_string(&ledger_path).unwrap();
+    assert_eq!(ledger.lines().filter(|l| !l.is_empty()).count(), valid, "the arrived batch is in the ledger again");
+    setup.node.shutdown().await.unwrap();
+}
+
+/// `a.b[0].c` paths and their text, as a CSV export would have them.
+fn flatten(value: &serde_json::Value, prefix: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                flatten(value, &path, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten(item, &format!("{prefix}[{i}]"), out);
+            }
+        }
+        serde_json::Value::String(text) => out.push((prefix.to_owned(), text.clone())),
+        other => out.push((prefix.to_owned(), other.to_string())),
+    }
+}
+
+/// The fix-and-retry loop on a CSV export: the rejects keep their rows as they were (a row
+/// that is not even a record too), in a file only its owner reads; after the source is
+/// fixed, a rerun publishes the fixed and the new rows and nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_csv_reimports_only_what_is_new() {
+    let setup = setup().await;
+    let work = tempfile::tempdir().unwrap();
+    let registry = setup.node.registry_addr.unwrap().to_string();
+    let bootstrap = setup.broker.bootstrap_servers().to_owned();
+    let file = work.path().join("payments.csv");
+    let row = |n: u32, authority: &str| {
+        let mut record = sample("tax", "deed-tax-payment", n).unwrap();
+        record["tax_authority"] = serde_json::json!(authority);
+        let mut cells = Vec::new();
+        flatten(&record, "", &mut cells);
+        cells
+    };
+    let header = row(0, "").iter().map(|(p, _)| p.clone()).collect::<Vec<_>>().join(",");
+    let line = |n: u32, authority: &str| row(n, authority).iter().map(|(_, v)| v.clone()).collect::<Vec<_>>().join(",");
+    let (good, bad) = ("11100000000013338W", "11100000000013338X");
+    let short_row = "V-short,CITIZEN_ID";
+    let write = |rows: &[String]| std::fs::write(&file, format!("{header}\n{}\n", rows.join("\n"))).unwrap();
+    write(&[line(1, good), line(2, good), line(3, good), line(4, bad), short_row.to_owned()]);
+    let run = || {
+        let (file, bootstrap, registry) = (file.clone(), bootstrap.clone(), registry.clone());
+        tokio::task::spawn_blocking(move || spawn_import(&file, &bootstrap, &registry, "2").wait_with_output().unwrap())
+    };
+
+    let output = run().await.unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stdout));
+    assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), 3);
+    let rejects_path = work.path().join("payments.csv.rejects.csv");
+    let rejects = std::fs::read_to_string(&rejects_path).unwrap();
+    assert_eq!(rejects, format!("{header}\n{}\n{short_row}\n", line(4, bad)), "the header and the rows as they were");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&rejects_path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the rejects hold personal data");
+    }
+    let errors: Vec<serde_json::Value> = std::fs::read_to_string(work.path().join("payments.csv.errors.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!((errors[0]["line"].as_u64(), errors[0]["rejects_line"].as_u64()), (Some(5), Some(2)));
+    assert_eq!(errors[0]["errors"][0]["pointer"], "/tax_authority");
+    assert_eq!((errors[1]["line"].as_u64(), errors[1]["errors"][0]["rule"].as_str()), (Some(6), Some("csv-row")));
+    assert!(!errors.iter().any(|e| e.to_string().contains(bad)), "no values in the errors");
+
+    // The source is fixed and a row added: the fixed and the new rows arrive, nothing twice.
+    write(&[line(1, good), line(2, good), line(3, good), line(4, good), line(5, good), line(6, good)]);
+    let output = run().await.unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), 6);
+    assert!(!rejects_path.exists(), "nothing rejected: no rejects file");
+    let output = run().await.unwrap();
+    assert!(output.status.success());
+    assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), 6, "a rerun publishes nothing");
+    assert!(published_lines(&setup.broker).await.values().all(|n| *n == 1));
     setup.node.shutdown().await.unwrap();
 }

@@ -101,7 +101,7 @@ async fn start_up_fails_fast_on_a_taken_port_or_an_unwritable_data_directory() {
     std::fs::write(&file, b"").unwrap();
     let error = govex::node::start(test_node_config(&file)).await.err().expect("a file as data directory is refused");
     assert!(
-        format!("{error:#}").contains(&format!("data directory {} cannot be created", file.display())),
+        format!("{error:#}").contains(&format!("data_dir {} cannot be used: {0} is not a directory", file.display())),
         "{error:#}"
     );
 }

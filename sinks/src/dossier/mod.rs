@@ -9,6 +9,7 @@
 
 pub mod api;
 
+use govex_bus::zone::TimeZone;
 use std::{path::Path, sync::Arc};
 
 use apache_avro::{schema::RecordSchema, types::Value as Avro, Schema};
@@ -90,13 +91,13 @@ impl DossierStore {
 
 /// An Avro value as JSON, with decimals as exact strings, instants as RFC 3339 and dates
 /// as `YYYY-MM-DD`, so that people and department systems read them as written.
-pub fn avro_to_json(value: &Avro, schema: &Schema) -> Value {
+pub fn avro_to_json(value: &Avro, schema: &Schema, zone: &TimeZone) -> Value {
     match (value, schema) {
         (Avro::Union(_, inner), Schema::Union(union)) => {
             let branch = union.variants().iter().find(|v| !matches!(v, Schema::Null)).unwrap_or(schema);
             match inner.as_ref() {
                 Avro::Null => Value::Null,
-                other => avro_to_json(other, branch),
+                other => avro_to_json(other, branch, zone),
             }
         }
         (Avro::Record(fields), Schema::Record(RecordSchema { fields: schema_fields, .. })) => Value::Object(
@@ -105,15 +106,15 @@ pub fn avro_to_json(value: &Avro, schema: &Schema) -> Value {
                 .map(|(name, v)| {
                     let field_schema =
                         schema_fields.iter().find(|f| &f.name == name).map(|f| &f.schema).unwrap_or(&Schema::Null);
-                    (name.clone(), avro_to_json(v, field_schema))
+                    (name.clone(), avro_to_json(v, field_schema, zone))
                 })
                 .collect(),
         ),
         (Avro::Array(items), Schema::Array(array)) => {
-            Value::Array(items.iter().map(|i| avro_to_json(i, &array.items)).collect())
+            Value::Array(items.iter().map(|i| avro_to_json(i, &array.items, zone)).collect())
         }
         (Avro::Map(entries), Schema::Map(map)) => {
-            Value::Object(entries.iter().map(|(k, v)| (k.clone(), avro_to_json(v, &map.types))).collect())
+            Value::Object(entries.iter().map(|(k, v)| (k.clone(), avro_to_json(v, &map.types, zone))).collect())
         }
         (Avro::Decimal(decimal), Schema::Decimal(d)) => {
             let bytes = Vec::<u8>::try_from(decimal).unwrap_or_default();
@@ -135,7 +136,7 @@ pub fn avro_to_json(value: &Avro, schema: &Schema) -> Value {
             }
         }
         (Avro::TimestampMillis(ms), _) => {
-            json!(chrono::DateTime::<chrono::Utc>::from_timestamp_millis(*ms).map(|t| t.to_rfc3339()))
+            json!(zone.rfc3339(*ms))
         }
         (Avro::Date(days), _) => json!(chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
             .and_then(|d| d.checked_add_signed(chrono::Duration::days(i64::from(*days))))
@@ -156,11 +157,13 @@ pub fn avro_to_json(value: &Avro, schema: &Schema) -> Value {
 pub struct DossierSink {
     store: DossierStore,
     decoders: Vec<(&'static str, &'static str, Decoder, Schema)>,
+    /// The zone the records' times are shown in.
+    zone: TimeZone,
 }
 
 impl DossierSink {
-    /// A sink writing to `store`.
-    pub fn new(store: DossierStore, registry: RegistryClient) -> Self {
+    /// A sink writing to `store`, showing times in `zone`.
+    pub fn new(store: DossierStore, registry: RegistryClient, zone: TimeZone) -> Self {
         let decoders = PARTS
             .iter()
             .map(|(topic, kind)| {
@@ -171,7 +174,7 @@ impl DossierSink {
                 (*topic, *kind, Decoder::new(registry.clone(), &schema), schema)
             })
             .collect();
-        Self { store, decoders }
+        Self { store, decoders, zone }
     }
 
     /// Applies one record; `Ok` once it is durable (or was already there).
@@ -189,7 +192,7 @@ impl DossierSink {
             Err(CodecError::Registry(e)) => return Err(HandlerError::Retry(e.to_string())),
             Err(e) => return Err(dead("decode", e.class(), e.to_string())),
         };
-        let record = avro_to_json(&value, schema);
+        let record = avro_to_json(&value, schema, &self.zone);
         let Some(unit) = record.get("property_unit_number").and_then(Value::as_str).map(str::to_owned) else {
             return Err(dead("apply", "no_unit", "the record has no property_unit_number".into()));
         };

@@ -39,6 +39,8 @@ pub struct LicenceApi {
     pub resource: Resource,
     /// Metrics.
     pub metrics: ApiMetrics,
+    /// The zone times are shown in.
+    pub zone: govex_bus::zone::TimeZone,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -171,7 +173,7 @@ fn is_personal(resource: &Resource, field: &str) -> bool {
 }
 
 /// The licence as a caller sees it: personal fields masked unless `entitled`.
-fn view(licence: &StoredLicence, entitled: bool, resource: &Resource) -> Value {
+fn view(licence: &StoredLicence, entitled: bool, resource: &Resource, zone: &govex_bus::zone::TimeZone) -> Value {
     let (number, name) = if entitled {
         (licence.holder_identifier_number.clone(), licence.holder_name.clone())
     } else {
@@ -194,7 +196,7 @@ fn view(licence: &StoredLicence, entitled: bool, resource: &Resource) -> Value {
         "issuer_code": licence.issuer_code,
         "issuer_name": licence.issuer_name,
         "holder": { "identifier_type": licence.holder_identifier_type, "identifier_number": number, "name": name, "masked": !entitled },
-        "issued_at": chrono::DateTime::<Utc>::from_timestamp_millis(licence.issued_at).map(|t| t.to_rfc3339()),
+        "issued_at": zone.rfc3339(licence.issued_at),
         "valid_from": date(licence.valid_from),
         "valid_until": licence.valid_until.map(date),
         "status": licence.status,
@@ -236,7 +238,8 @@ async fn get_licence(
     }
     match found {
         Some(licence) => {
-            Json(view(&licence, api.resource.may_see_personal_data(department.as_str()), &api.resource)).into_response()
+            Json(view(&licence, api.resource.may_see_personal_data(department.as_str()), &api.resource, &api.zone))
+                .into_response()
         }
         None => problem(
             StatusCode::NOT_FOUND,
@@ -311,7 +314,7 @@ async fn holder_licences(
     if let Err(e) = log.flush().await {
         return storage_failed(e);
     }
-    let views: Vec<Value> = licences.iter().map(|l| view(l, true, &api.resource)).collect();
+    let views: Vec<Value> = licences.iter().map(|l| view(l, true, &api.resource, &api.zone)).collect();
     Json(json!({ "holder": holder, "licences": views })).into_response()
 }
 

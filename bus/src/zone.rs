@@ -1,0 +1,121 @@
+//! The time zone times are shown to people in: API answers (`issued_at`, a dossier's record
+//! times), the demo and the command line. Inputs keep whatever offset they came with, and
+//! the Avro records hold instants (milliseconds since the epoch), so only the rendering
+//! changes. Default `Asia/Shanghai`: every division govex serves is on China Standard Time.
+//!
+//! Zones are fixed offsets: the names accepted are those of China's zones (none has daylight
+//! saving time now), `UTC`, and `+HH:MM` / `-HH:MM`. A zone with daylight saving time would
+//! need the tz database, which no user of this exchange has needed.
+
+use chrono::{DateTime, FixedOffset, SecondsFormat};
+use serde::{Deserialize, Serialize};
+
+/// Named zones and their offsets in seconds.
+const NAMED: [(&str, i32); 7] = [
+    ("Asia/Shanghai", 8 * 3600),
+    ("Asia/Chongqing", 8 * 3600),
+    ("Asia/Urumqi", 6 * 3600),
+    ("Asia/Hong_Kong", 8 * 3600),
+    ("Asia/Macau", 8 * 3600),
+    ("Asia/Taipei", 8 * 3600),
+    ("UTC", 0),
+];
+
+/// A time zone for display.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TimeZone {
+    name: String,
+    offset: FixedOffset,
+}
+
+impl Default for TimeZone {
+    fn default() -> Self {
+        Self::parse("Asia/Shanghai").unwrap_or_else(|_| unreachable!("Asia/Shanghai is a named zone"))
+    }
+}
+
+impl TimeZone {
+    /// `Asia/Shanghai`, `UTC`, `+08:00`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some((name, seconds)) = NAMED.iter().find(|(name, _)| name.eq_ignore_ascii_case(text)) {
+            let offset = FixedOffset::east_opt(*seconds).ok_or("offset out of range")?;
+            return Ok(Self { name: (*name).to_owned(), offset });
+        }
+        let offset: Option<FixedOffset> = (|| {
+            let (sign, rest) = match text.as_bytes().first()? {
+                b'+' => (1, &text[1..]),
+                b'-' => (-1, &text[1..]),
+                _ => return None,
+            };
+            let (hours, minutes) = rest.split_once(':')?;
+            let (hours, minutes): (i32, i32) = (hours.parse().ok()?, minutes.parse().ok()?);
+            if hours > 14 || minutes > 59 || rest.len() != 5 {
+                return None;
+            }
+            FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
+        })();
+        match offset {
+            Some(offset) => Ok(Self { name: text.to_owned(), offset }),
+            None => Err(format!(
+                "'{text}' is not a time zone this node knows: use {}, or an offset such as +08:00",
+                NAMED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+
+    /// The offset.
+    pub fn offset(&self) -> FixedOffset {
+        self.offset
+    }
+
+    /// An instant (ms since the epoch) as RFC 3339 in this zone: `2026-11-24T16:00:00+08:00`.
+    pub fn rfc3339(&self, ms: i64) -> Option<String> {
+        DateTime::from_timestamp_millis(ms)
+            .map(|t| t.with_timezone(&self.offset).to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    }
+
+    /// An instant for a person to read: `2026-11-24 16:00:00 +08:00`.
+    pub fn human(&self, ms: i64) -> String {
+        DateTime::from_timestamp_millis(ms)
+            .map(|t| t.with_timezone(&self.offset).format("%Y-%m-%d %H:%M:%S %:z").to_string())
+            .unwrap_or_else(|| "?".to_owned())
+    }
+}
+
+impl TryFrom<String> for TimeZone {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+    }
+}
+
+impl From<TimeZone> for String {
+    fn from(zone: TimeZone) -> String {
+        zone.name
+    }
+}
+
+impl std::fmt::Display for TimeZone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_render_in_the_zone() {
+        let shanghai = TimeZone::default();
+        assert_eq!(shanghai.rfc3339(1_795_737_600_000).unwrap(), "2026-11-27T08:00:00+08:00");
+        assert_eq!(shanghai.human(1_795_737_600_000), "2026-11-27 08:00:00 +08:00");
+        assert_eq!(TimeZone::parse("utc").unwrap().rfc3339(0).unwrap(), "1970-01-01T00:00:00Z");
+        assert_eq!(TimeZone::parse("-03:30").unwrap().human(0), "1969-12-31 20:30:00 -03:30");
+        for bad in ["Europe/Berlin", "+8", "+25:00", "08:00", ""] {
+            assert!(TimeZone::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
