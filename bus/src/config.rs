@@ -1038,6 +1038,22 @@ pub enum ClientRole<'a> {
     Admin,
 }
 
+/// A client context that logs nothing: the clients `check_properties` makes without brokers
+/// would otherwise say so.
+struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, _: &str, _: &str) {}
+    fn error(&self, _: rdkafka::error::KafkaError, _: &str) {}
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
+impl rdkafka::producer::ProducerContext for Quiet {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
 impl BusConfig {
     /// Whether librdkafka takes every property this config gives its producers and
     /// consumers (`bus.compression`, `bus.properties`), checked the way a client's creation
@@ -1045,7 +1061,22 @@ impl BusConfig {
     /// refuse. The error names the setting and librdkafka's reason.
     pub fn check_properties(&self, what: &str) -> Result<(), String> {
         for role in [ClientRole::Producer, ClientRole::Consumer { group_id: "config-check" }] {
-            if let Err(error) = self.client_config("localhost:9092", role).create_native_config() {
+            let config = self.client_config("localhost:9092", role);
+            let mut created = config.create_native_config().map(drop);
+            if created.is_ok() {
+                // Some rules span properties and are checked only when a client is made
+                // (session.timeout.ms with group.protocol=consumer, say): make one, without
+                // brokers, so that it reaches nothing, and quiet (it would say it has none).
+                let mut offline = config.clone();
+                offline.remove("bootstrap.servers");
+                created = match role {
+                    ClientRole::Producer => {
+                        offline.create_with_context::<_, rdkafka::producer::BaseProducer<Quiet>>(Quiet).map(drop)
+                    }
+                    _ => offline.create_with_context::<_, rdkafka::consumer::BaseConsumer<Quiet>>(Quiet).map(drop),
+                };
+            }
+            if let Err(error) = created {
                 let reason = match &error {
                     rdkafka::error::KafkaError::ClientConfig(_, reason, key, _) => {
                         let setting = match key.as_str() {
@@ -1056,6 +1087,7 @@ impl BusConfig {
                         // and a secret (sasl.password) takes any value, so never fails here.
                         format!("{setting}: {reason}")
                     }
+                    rdkafka::error::KafkaError::ClientCreation(reason) => format!("{what}.properties: {reason}"),
                     other => format!("{what}: {other}"),
                 };
                 return Err(reason);
