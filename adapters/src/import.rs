@@ -12,10 +12,17 @@
 //!   published from that folder. A rerun — of the same file, of the file after it was fixed,
 //!   or of a fixed rejects file — publishes the records it has not published yet, and none
 //!   twice.
-//! - A crash cannot double a batch: before a batch is sent the checkpoint
-//!   (`<file>.govex-checkpoint.json`) records the topic's high watermarks, and every record
-//!   carries a `govex-import` header with its hash. A rerun that finds a batch pending reads
-//!   the topic from those watermarks and adds what arrived to the ledger first.
+//!   A record's hash is of its content (the JSON parsed and written canonically), so a
+//!   re-export with other spacing or key order is the same record.
+//! - A crash cannot double a batch: before a batch is sent the state file beside the ledger
+//!   (`govex-import.<department>.<record>.state.json`) records the topic's high watermarks,
+//!   and every record carries a `govex-import` header with its hash. The next run in the
+//!   folder, of whatever file, reads the topic from those watermarks and adds what arrived to
+//!   the ledger first. The state also remembers how many hashes the ledger held, so a ledger
+//!   that lost lines is refused rather than taken as "nothing published yet".
+//! - A rejects file a person edited is never overwritten: the state holds the hash of each
+//!   rejects file as its run left it.
+//! - The files an import writes are opened without following symbolic links.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -105,15 +112,15 @@ impl ImportOptions {
         with_suffix(&self.file, ".errors.ndjson")
     }
 
-    /// Where the checkpoint is kept.
-    pub fn checkpoint_path(&self) -> PathBuf {
-        with_suffix(&self.file, ".govex-checkpoint.json")
+    /// The state of this folder's imports of this record type: the batch pending, progress,
+    /// the ledger's size, the rejects files as written.
+    pub fn state_path(&self) -> PathBuf {
+        self.file.with_file_name(format!("govex-import.{}.{}.state.json", self.department, self.record))
     }
 
     /// The ledger of what was published from this folder, for this record type.
     pub fn ledger_path(&self) -> PathBuf {
-        let name = format!("govex-import.{}.{}.published", self.department, self.record);
-        self.file.with_file_name(name)
+        self.file.with_file_name(format!("govex-import.{}.{}.published", self.department, self.record))
     }
 }
 
@@ -154,13 +161,13 @@ pub enum ImportError {
         /// Why.
         reason: String,
     },
-    /// The checkpoint belongs to another record type.
-    #[error("checkpoint {path} belongs to {what}; delete it to import this file as another record type")]
-    ForeignCheckpoint {
-        /// The checkpoint.
+    /// A file the import must not touch or trust as it is.
+    #[error("{path}: {reason}")]
+    Refused {
+        /// The file.
         path: String,
-        /// What it belongs to.
-        what: String,
+        /// Why, and what to do.
+        reason: String,
     },
     /// Another import of the same record type runs in this folder.
     #[error("another import of {0} records is running in this folder (its ledger is locked); wait for it")]
@@ -170,19 +177,33 @@ pub enum ImportError {
     Bus(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Checkpoint {
-    department: String,
-    record: String,
-    /// Every line up to and including this one is handled by this run (progress only: what
-    /// is published is in the ledger).
-    done_through: usize,
-    /// A batch that was being sent when the checkpoint was written.
+/// The state of a folder's imports of one record type (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct State {
+    /// Hashes the ledger held when the state was last written.
+    published: usize,
+    /// A batch that was being sent when the state was written.
     pending: Option<PendingBatch>,
+    /// The file being imported, and the line through which this run has handled it (for a
+    /// person or a test watching progress).
+    file: String,
+    done_through: usize,
+    /// Each rejects file (by name) as its run wrote it so far.
+    rejects: BTreeMap<String, Written>,
+}
+
+/// What an import wrote to a rejects file: its first `len` bytes hash to `sha256`. Written
+/// before the file is cut and after every batch, so that whatever moment a crash picks, the
+/// file still starts with what the state says: only a person's edit makes it differ.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Written {
+    len: u64,
+    sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct PendingBatch {
+    file: String,
     first_line: usize,
     last_line: usize,
     /// High watermarks of the topic's partitions before the batch was sent.
@@ -193,26 +214,50 @@ fn file_error(path: &Path) -> impl Fn(std::io::Error) -> ImportError + '_ {
     move |e| ImportError::File { path: path.display().to_string(), reason: e.to_string() }
 }
 
-fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<(), ImportError> {
+/// Opens `path` for writing without following a symbolic link: a link planted where an
+/// import writes (its rejects, say) must not make it write personal data elsewhere.
+fn open_no_follow(path: &Path, options: &mut OpenOptions) -> Result<File, ImportError> {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_NOFOLLOW);
+    options.open(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => ImportError::Refused {
+            path: path.display().to_string(),
+            reason: "is a symbolic link; an import writes only to a file of its own".into(),
+        },
+        _ => file_error(path)(e),
+    })
+}
+
+fn read_state(path: &Path) -> Result<State, ImportError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| ImportError::File { path: path.display().to_string(), reason: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(file_error(path)(e)),
+    }
+}
+
+fn write_state(path: &Path, state: &State) -> Result<(), ImportError> {
     let fail = file_error(path);
     let temporary = with_suffix(path, ".tmp");
-    let mut file = File::create(&temporary).map_err(&fail)?;
-    let text = serde_json::to_vec_pretty(checkpoint)
+    let mut file = open_no_follow(&temporary, OpenOptions::new().create(true).truncate(true).write(true))?;
+    let text = serde_json::to_vec_pretty(state)
         .map_err(|e| ImportError::File { path: path.display().to_string(), reason: e.to_string() })?;
     file.write_all(&text).map_err(&fail)?;
     file.sync_all().map_err(&fail)?;
-    // Rename is atomic: a crash leaves the old checkpoint or the new one, never half.
+    // Rename is atomic (and replaces a link, not its target): a crash leaves the old state
+    // or the new one, never half.
     std::fs::rename(&temporary, path).map_err(fail)
 }
 
 /// A file for personal data: created (or cut to nothing) readable and writable by its owner
-/// only.
+/// only, never through a symbolic link.
 fn private_file(path: &Path) -> Result<File, ImportError> {
     let mut options = OpenOptions::new();
     options.create(true).truncate(true).write(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options.open(path).map_err(file_error(path))?;
+    let file = open_no_follow(path, &mut options)?;
     // An existing file keeps its mode on open: narrow it.
     #[cfg(unix)]
     {
@@ -220,6 +265,10 @@ fn private_file(path: &Path) -> Result<File, ImportError> {
         file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(file_error(path))?;
     }
     Ok(file)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One record of a file: its line, its text as it was in the file, and its JSON body or why
@@ -286,9 +335,18 @@ fn csv_records(text: &str) -> Result<FileRecords, String> {
     let headers: Vec<String> =
         reader.headers().map_err(|e| format!("CSV header: {e}"))?.iter().map(str::to_owned).collect();
     let mut rows = Vec::new();
+    // Line numbers are counted here: with CRLF line ends the reader puts a row's start at the
+    // previous row's line feed, one line early.
+    let (mut counted_to, mut lines_before) = (0usize, 0usize);
     for row in reader.records() {
         let row = row.map_err(|e| format!("CSV: {e}"))?;
-        let (line, start) = row.position().map_or((0, 0), |p| (p.line() as usize, p.byte() as usize));
+        let mut start = row.position().map_or(0, |p| p.byte() as usize);
+        while text.as_bytes().get(start).is_some_and(|b| *b == b'\r' || *b == b'\n') {
+            start += 1;
+        }
+        lines_before += text.as_bytes()[counted_to.min(start)..start].iter().filter(|b| **b == b'\n').count();
+        counted_to = counted_to.max(start);
+        let line = lines_before + 1;
         let body = if row.len() != headers.len() {
             Err(format!("the row has {} cells, the header {}", row.len(), headers.len()))
         } else {
@@ -366,14 +424,17 @@ impl Progress for () {
     fn advance(&mut self, _done: usize, _total: usize) {}
 }
 
-/// The content hash of a record: what the ledger and the `govex-import` header hold.
+/// The content hash of a record: what the ledger and the `govex-import` header hold. The
+/// JSON is parsed and written canonically (keys sorted, no spaces), so that the same record
+/// with other spacing or key order is the same record.
 fn content_hash(department: Department, record: &str, body: &[u8]) -> String {
+    let canonical = serde_json::from_slice::<Value>(body).ok().map(|value| value.to_string());
     let mut hash = Sha256::new();
     hash.update(department.as_str().as_bytes());
     hash.update([0]);
     hash.update(record.as_bytes());
     hash.update([0]);
-    hash.update(body);
+    hash.update(canonical.as_deref().map_or(body, str::as_bytes));
     hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -388,20 +449,31 @@ struct Ledger {
 impl Ledger {
     fn open(path: &Path, what: &str) -> Result<Self, ImportError> {
         let fail = file_error(path);
-        let file = OpenOptions::new().create(true).append(true).read(true).open(path).map_err(&fail)?;
+        let file = open_no_follow(path, OpenOptions::new().create(true).append(true).read(true))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Err(ImportError::Busy(what.to_owned())),
             Err(std::fs::TryLockError::Error(e)) => return Err(fail(e)),
         }
         let text = std::fs::read_to_string(path).map_err(&fail)?;
-        // A line cut short by a crash is not a hash: it is left out (its batch was pending,
-        // and the topic says what arrived).
-        let published = text
-            .lines()
-            .filter(|l| l.len() == 32 && l.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(str::to_owned)
-            .collect();
+        let mut published = HashSet::new();
+        let mut unreadable = 0;
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            if line.len() == 32 && line.bytes().all(|b| b.is_ascii_hexdigit()) {
+                published.insert(line.to_owned());
+            } else {
+                unreadable += 1;
+            }
+        }
+        // One line cut short by a crash is expected (its batch was pending, and the topic
+        // says what arrived); more is damage worth a word.
+        if unreadable > 1 {
+            tracing::warn!(
+                ledger = %path.display(),
+                unreadable,
+                "lines of the import ledger are not hashes and are ignored: records they stood for would be published again"
+            );
+        }
         Ok(Self { file, path: path.to_path_buf(), published })
     }
 
@@ -409,19 +481,48 @@ impl Ledger {
         if hashes.is_empty() {
             return Ok(());
         }
-        let mut text = String::with_capacity(hashes.len() * 33);
+        // A torn last line from an earlier crash would swallow the first hash: start clean.
+        let mut text = String::with_capacity(hashes.len() * 33 + 1);
+        text.push('\n');
         for hash in hashes {
             text.push_str(hash);
             text.push('\n');
         }
-        // A torn last line from an earlier crash would swallow the first hash: start clean.
-        text.insert(0, '\n');
         let fail = file_error(&self.path);
         self.file.write_all(text.as_bytes()).map_err(&fail)?;
         self.file.sync_data().map_err(&fail)?;
         self.published.extend(hashes.iter().cloned());
         Ok(())
     }
+}
+
+/// Refuses to overwrite a rejects file that is not as its run left it: a person may have
+/// fixed records in it.
+fn check_rejects_untouched(path: &Path, state: &State) -> Result<(), ImportError> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(ImportError::Refused {
+            path: path.display().to_string(),
+            reason: "is a symbolic link; an import writes only to a file of its own".into(),
+        });
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(file_error(path)(e)),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if let Some(written) = state.rejects.get(&name) {
+        let prefix = usize::try_from(written.len).ok().and_then(|len| bytes.get(..len));
+        if prefix.is_some_and(|prefix| sha256_hex(prefix) == written.sha256) {
+            return Ok(());
+        }
+    }
+    Err(ImportError::Refused {
+        path: path.display().to_string(),
+        reason: "changed since an import wrote it (fixed records, perhaps): import it, or move it away, before \
+                 importing this file again"
+            .into(),
+    })
 }
 
 /// Imports the file: every record not yet published from this folder is checked and
@@ -446,32 +547,25 @@ pub async fn run_import(
             path: options.file.display().to_string(),
             reason: format!("{} does not send '{}' records", options.department, options.record),
         })?;
-    let mut ledger = Ledger::open(&options.ledger_path(), &what)?;
-
-    let checkpoint_path = options.checkpoint_path();
-    let mut checkpoint = match std::fs::read(&checkpoint_path) {
-        Ok(bytes) => {
-            let checkpoint: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| ImportError::File {
-                path: checkpoint_path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            if checkpoint.department != options.department.as_str() || checkpoint.record != options.record {
-                return Err(ImportError::ForeignCheckpoint {
-                    path: checkpoint_path.display().to_string(),
-                    what: format!("{}/{} records", checkpoint.department, checkpoint.record),
-                });
-            }
-            checkpoint
-        }
-        Err(_) => Checkpoint {
-            department: options.department.to_string(),
-            record: options.record.clone(),
-            done_through: 0,
-            pending: None,
-        },
-    };
-    if let Some(pending) = checkpoint.pending.take() {
-        // A batch was being sent when the last run stopped: what of it arrived is published.
+    let ledger_path = options.ledger_path();
+    let mut ledger = Ledger::open(&ledger_path, &what)?;
+    let state_path = options.state_path();
+    let mut state = read_state(&state_path)?;
+    if ledger.published.len() < state.published {
+        return Err(ImportError::Refused {
+            path: ledger_path.display().to_string(),
+            reason: format!(
+                "holds {} records, but the last import left {}: it lost lines, and what they stood for would be \
+                 published again. Restore it, or delete {} to import as if nothing had been published",
+                ledger.published.len(),
+                state.published,
+                state_path.display()
+            ),
+        });
+    }
+    if let Some(pending) = state.pending.take() {
+        // A batch was being sent when an import stopped (of this file or another of the
+        // folder): what of it arrived is published.
         let arrived: Vec<String> = bus
             .scan_header(topic, &pending.watermarks, IMPORT_HEADER)
             .await
@@ -481,26 +575,37 @@ pub async fn run_import(
             .collect();
         tracing::info!(
             arrived = arrived.len(),
+            file = pending.file,
             first = pending.first_line,
             last = pending.last_line,
             "an interrupted batch: what arrived is recorded as published"
         );
         ledger.record(&arrived)?;
     }
-    checkpoint.done_through = 0;
-    write_checkpoint(&checkpoint_path, &checkpoint)?;
-
+    state.published = ledger.published.len();
+    state.file = options.file.display().to_string();
+    state.done_through = 0;
     let (reject_path, errors_path) = (options.reject_path(), options.errors_path());
+    let reject_name = reject_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    check_rejects_untouched(&reject_path, &state)?;
+    // The rejects file is imported as it is once fixed: for CSV it starts with the header.
+    let header_line = header.as_ref().map(|h| format!("{h}\n")).unwrap_or_default();
+    let mut written = Sha256::new();
+    written.update(header_line.as_bytes());
+    let mut written_len = header_line.len() as u64;
+    let mark = |written: &Sha256, len: u64| Written {
+        len,
+        sha256: written.clone().finalize().iter().map(|b| format!("{b:02x}")).collect(),
+    };
+    state.rejects.insert(reject_name.clone(), mark(&written, written_len));
+    write_state(&state_path, &state)?;
+
     let mut rejects = private_file(&reject_path)?;
     let mut errors = private_file(&errors_path)?;
     let reject_fail = file_error(&reject_path);
     let errors_fail = file_error(&errors_path);
-    // The rejects file is imported as it is once fixed: for CSV it starts with the header.
-    let mut reject_lines = 0usize;
-    if let Some(header) = &header {
-        writeln!(rejects, "{header}").map_err(&reject_fail)?;
-        reject_lines += 1;
-    }
+    rejects.write_all(header_line.as_bytes()).map_err(&reject_fail)?;
+    let mut reject_lines = usize::from(header.is_some());
 
     let mut summary = ImportSummary { total: records.len(), ..ImportSummary::default() };
     progress.advance(0, summary.total);
@@ -513,8 +618,8 @@ pub async fn run_import(
         let first_line = batch[0].line;
         let last_line = batch[batch.len() - 1].line;
         let watermarks = bus.high_watermarks(topic).await.map_err(|e| ImportError::Bus(e.to_string()))?;
-        checkpoint.pending = Some(PendingBatch { first_line, last_line, watermarks });
-        write_checkpoint(&checkpoint_path, &checkpoint)?;
+        state.pending = Some(PendingBatch { file: state.file.clone(), first_line, last_line, watermarks });
+        write_state(&state_path, &state)?;
 
         let mut deliveries = Vec::new();
         let mut sent = Vec::new();
@@ -556,7 +661,10 @@ pub async fn run_import(
                 *summary.rejected_by_rule.entry(violation.rule.clone()).or_default() += 1;
             }
             let rejects_line = reject_lines + 1;
-            writeln!(rejects, "{}", record.raw).map_err(&reject_fail)?;
+            let line = format!("{}\n", record.raw);
+            rejects.write_all(line.as_bytes()).map_err(&reject_fail)?;
+            written.update(line.as_bytes());
+            written_len += line.len() as u64;
             reject_lines += record.raw.lines().count().max(1);
             let entry = serde_json::json!({ "line": record.line, "rejects_line": rejects_line, "errors": violations });
             writeln!(errors, "{entry}").map_err(&errors_fail)?;
@@ -564,18 +672,18 @@ pub async fn run_import(
         }
         rejects.sync_data().map_err(&reject_fail)?;
         errors.sync_data().map_err(&errors_fail)?;
-        checkpoint.done_through = last_line;
-        checkpoint.pending = None;
-        write_checkpoint(&checkpoint_path, &checkpoint)?;
+        state.published = ledger.published.len();
+        state.done_through = last_line;
+        state.pending = None;
+        state.rejects.insert(reject_name.clone(), mark(&written, written_len));
+        write_state(&state_path, &state)?;
         progress.advance(summary.skipped + summary.published + summary.rejected, summary.total);
-    }
-    if !summary.interrupted {
-        // Finished: nothing is pending, and the ledger says what is published.
-        let _ = std::fs::remove_file(&checkpoint_path);
     }
     if summary.rejected == 0 && !summary.interrupted {
         let _ = std::fs::remove_file(&reject_path);
         let _ = std::fs::remove_file(&errors_path);
+        state.rejects.remove(&reject_name);
+        write_state(&state_path, &state)?;
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
@@ -598,6 +706,18 @@ mod tests {
             serde_json::json!({"voucher_number": "V1", "taxpayer": {"name": "张三"}, "buyers": [{"name": "a"}, {"name": "b"}]})
         );
         assert_eq!(records[0].line, 2, "line 2 of the file");
+    }
+
+    #[test]
+    fn csv_rows_keep_their_lines_and_text_with_crlf_and_quoted_line_breaks() {
+        for end in ["\n", "\r\n"] {
+            let text = ["name,remark", "a,x", "b,\"two", "lines\"", "", "c,y", ""].join(end);
+            let records = csv_records(&text).unwrap();
+            assert_eq!(records.header.as_deref(), Some("name,remark"));
+            let got: Vec<(usize, &str)> = records.records.iter().map(|r| (r.line, r.raw.as_str())).collect();
+            let quoted = format!("b,\"two{end}lines\"");
+            assert_eq!(got, [(2, "a,x"), (3, quoted.as_str()), (6, "c,y")], "line ends {end:?}");
+        }
     }
 
     #[test]

@@ -53,8 +53,8 @@ fn spawn_import(file: &Path, bootstrap: &str, registry: &str, batch: &str) -> Ch
 }
 
 fn done_through(file: &Path) -> usize {
-    let checkpoint = file.with_file_name("payments.ndjson.govex-checkpoint.json");
-    std::fs::read(checkpoint)
+    let state = file.with_file_name("govex-import.tax.deed-tax-payment.state.json");
+    std::fs::read(state)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v["done_through"].as_u64())
@@ -179,26 +179,69 @@ async fn a_batch_sent_before_a_crash_is_not_sent_again() {
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64);
 
     // What a crash right after the last batch's send leaves behind: the batch pending in the
-    // checkpoint, and its 9 published records missing from the ledger.
+    // folder's state, and its 9 published records missing from the ledger.
     let ledger_path = work.path().join("govex-import.tax.deed-tax-payment.published");
     let ledger = std::fs::read_to_string(&ledger_path).unwrap();
     let hashes: Vec<&str> = ledger.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(hashes.len(), valid);
     std::fs::write(&ledger_path, hashes[..valid - 9].join("\n")).unwrap();
-    let checkpoint = serde_json::json!({
-        "department": "tax", "record": "deed-tax-payment", "done_through": 90,
-        "pending": { "first_line": 91, "last_line": 100, "watermarks": { "0": 0, "1": 0, "2": 0 } },
+    let state_path = work.path().join("govex-import.tax.deed-tax-payment.state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state["published"] = (valid - 9).into();
+    state["done_through"] = 90.into();
+    state["pending"] = serde_json::json!({
+        "file": file.display().to_string(), "first_line": 91, "last_line": 100,
+        "watermarks": { "0": 0, "1": 0, "2": 0 },
     });
-    std::fs::write(work.path().join("payments.ndjson.govex-checkpoint.json"), checkpoint.to_string()).unwrap();
-    let rejects_path = work.path().join("payments.ndjson.rejects.ndjson");
-    let rejects = std::fs::read_to_string(&rejects_path).unwrap();
+    std::fs::write(&state_path, state.to_string()).unwrap();
 
-    let output = run("10").await.unwrap();
+    // The next import in the folder, even of a copy of the file, finds the batch first.
+    let copy = work.path().join("payments-copy.ndjson");
+    std::fs::copy(&file, &copy).unwrap();
+    let output = tokio::task::spawn_blocking({
+        let (copy, bootstrap, registry) = (copy.clone(), bootstrap.clone(), registry.clone());
+        move || spawn_import(&copy, &bootstrap, &registry, "10").wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64, "the pending batch was already there");
-    assert_eq!(std::fs::read_to_string(&rejects_path).unwrap(), rejects, "the same rejects, once each");
     let ledger = std::fs::read_to_string(&ledger_path).unwrap();
     assert_eq!(ledger.lines().filter(|l| !l.is_empty()).count(), valid, "the arrived batch is in the ledger again");
+
+    // The same records written otherwise (no spaces, keys in another order) are the same.
+    let reformatted = work.path().join("payments-reformatted.ndjson");
+    let text: String = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let value: serde_json::Value = serde_json::from_str(l).unwrap();
+            let mut pairs: Vec<(String, serde_json::Value)> = value.as_object().unwrap().clone().into_iter().collect();
+            pairs.reverse();
+            let fields: Vec<String> = pairs.iter().map(|(k, v)| format!("\"{k}\" :  {v}")).collect();
+            format!("{{ {} }}\n", fields.join(" , "))
+        })
+        .collect();
+    std::fs::write(&reformatted, text).unwrap();
+    let output = tokio::task::spawn_blocking({
+        let (reformatted, bootstrap, registry) = (reformatted.clone(), bootstrap.clone(), registry.clone());
+        move || spawn_import(&reformatted, &bootstrap, &registry, "10").wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64, "a reformatted file is the same records");
+
+    // A ledger that lost lines is refused, not taken as "nothing published".
+    std::fs::write(&ledger_path, hashes[..10].join("\n")).unwrap();
+    let output = run("10").await.unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("it lost lines"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64);
     setup.node.shutdown().await.unwrap();
 }
 
@@ -269,6 +312,27 @@ async fn a_fixed_csv_reimports_only_what_is_new() {
     assert_eq!(errors[0]["errors"][0]["pointer"], "/tax_authority");
     assert_eq!((errors[1]["line"].as_u64(), errors[1]["errors"][0]["rule"].as_str()), (Some(6), Some("csv-row")));
     assert!(!errors.iter().any(|e| e.to_string().contains(bad)), "no values in the errors");
+
+    // A rejects file someone edited is not overwritten by a rerun of the source, and a link
+    // planted where the rejects go is not followed.
+    std::fs::write(&rejects_path, rejects.replace(bad, good)).unwrap();
+    let output = run().await.unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("changed since an import wrote it"));
+    assert_eq!(std::fs::read_to_string(&rejects_path).unwrap(), rejects.replace(bad, good), "the fixes are kept");
+    std::fs::remove_file(&rejects_path).unwrap();
+    let elsewhere = work.path().join("elsewhere.txt");
+    std::fs::write(&elsewhere, "precious").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &rejects_path).unwrap();
+    let output = run().await.unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("is a symbolic link"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "precious");
+    std::fs::remove_file(&rejects_path).unwrap();
 
     // The source is fixed and a row added: the fixed and the new rows arrive, nothing twice.
     write(&[line(1, good), line(2, good), line(3, good), line(4, good), line(5, good), line(6, good)]);
