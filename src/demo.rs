@@ -342,8 +342,8 @@ async fn scenario(demo: &mut Demo, province: &RunningNode, city: &RunningNode, c
         .cloned()
         .with_context(|| format!("the verification is not in the use log: {uses}"))?;
     println!(
-        "   the use log recorded it before answering: {} by {}, purpose \"{}\", result {}",
-        demo.zone.human(entry["at_ms"].as_i64().unwrap_or_default()),
+        "   the use log recorded it before answering: at {} by {}, purpose \"{}\", result {}",
+        demo.zone.rfc3339(entry["at_ms"].as_i64().unwrap_or_default()).unwrap_or_default(),
         entry["caller"].as_str().unwrap_or("?"),
         entry["purpose"].as_str().unwrap_or("?"),
         entry["result"].as_str().unwrap_or("?"),

@@ -3,7 +3,9 @@
 //! reading GB 11643, GB 32100 or the e-licence rules.
 //!
 //! A citizen identity number is personal data: it is never printed in full, only its masked
-//! form and the characters the user needs (the check character, a position).
+//! form and the characters the user needs (the check character, a position). Since a typo
+//! can make one look like anything, only an e-licence identifier is ever echoed: every other
+//! input is shown masked, whatever it was checked as.
 
 use chrono::NaiveDate;
 use govex_bus::identifiers;
@@ -54,26 +56,22 @@ pub struct Verdict {
 /// Checks `value` as `kind` (guessed when `None`).
 pub fn check(value: &str, kind: Option<Kind>, today: NaiveDate) -> Verdict {
     let value = value.trim();
-    let kind = kind.unwrap_or_else(|| {
-        let guessed = Kind::guess(value);
-        // 18 digits that fail as a citizen identity number but pass as a credit code are one.
-        if guessed == Kind::CitizenId
-            && identifiers::citizen_id(value, today).is_err()
-            && identifiers::credit_code(value).is_ok()
-        {
-            Kind::CreditCode
-        } else {
-            guessed
-        }
-    });
-    let findings = match kind {
+    let guessed = kind.is_none();
+    let kind = kind.unwrap_or_else(|| Kind::guess(value));
+    let mut findings = match kind {
         Kind::CitizenId => citizen_id(value, today),
         Kind::CreditCode => credit_code(value, 1),
         Kind::LicenceId => licence_id(value),
     };
+    // 18 digits may be either kind: one that fails as a citizen identity number but passes as
+    // a credit code is not called valid on a guess.
+    if guessed && kind == Kind::CitizenId && !findings.is_empty() && identifiers::credit_code(value).is_ok() {
+        findings
+            .push("as a unified social credit code it would be valid: if it is one, give --kind credit-code".into());
+    }
     let shown = match kind {
-        Kind::CitizenId => identifiers::mask(value),
-        _ => value.to_owned(),
+        Kind::LicenceId if value.starts_with("1.2.156.") => value.to_owned(),
+        _ => identifiers::mask(value),
     };
     let mut lines = vec![format!("{shown}: checked as a {}", kind.name())];
     let valid = findings.is_empty();
@@ -116,7 +114,12 @@ pub fn complete(value: &str, kind: Option<Kind>) -> Result<String, String> {
             let check = identifiers::credit_code_check(value).ok_or_else(|| {
                 "a character is outside the code's alphabet (digits and A-Z without I, O, S, V, Z)".to_owned()
             })?;
-            lines.insert(0, format!("{value}{check}  (check character: {check})"));
+            // A credit code is an organisation's, not a person's; but 17 digits may be the start
+            // of a citizen identity number given the wrong kind: then only the character.
+            match value.bytes().all(|b| b.is_ascii_digit()) {
+                true => lines.insert(0, format!("check character (18th): {check}")),
+                false => lines.insert(0, format!("{value}{check}  (check character: {check})")),
+            }
             Ok(lines.join("\n"))
         }
         Kind::LicenceId => {
@@ -316,9 +319,24 @@ mod tests {
 
     #[test]
     fn credit_codes_and_licences_complete_and_check() {
+        // 18 digits that fail as a citizen identity number are not called valid on a guess,
+        // even where they pass as a credit code, and are never echoed.
+        let verdict = check("610902197703157895", None, today());
+        assert!(!verdict.valid && identifiers::credit_code("610902197703157895").is_ok());
+        assert!(verdict.lines.iter().any(|l| l.contains("--kind credit-code")), "{:?}", verdict.lines);
+        for (value, kind) in [
+            ("610902197703157895", Some(Kind::CreditCode)),
+            ("610902198001010019", Some(Kind::LicenceId)),
+            ("6109021980010l0019", None),
+            ("610902-19800101-0019", None),
+        ] {
+            let text = check(value, kind, today()).lines.join("\n");
+            assert!(!text.contains("19800101") && !text.contains("19770315"), "{value} is echoed: {text}");
+        }
         let completed = complete("91350100M000100Y4", Some(Kind::CreditCode)).unwrap();
         assert!(completed.starts_with("91350100M000100Y43"), "{completed}");
         assert!(check("91350100M000100Y43", None, today()).valid);
+        assert!(check("91350100M000100Y43", None, today()).lines[0].starts_with("913501"), "masked too");
         let verdict = check("91350100M000100Y44", None, today());
         assert!(
             verdict.lines.iter().any(|l| l.contains("character 18") && l.contains("should be 3")),

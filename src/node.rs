@@ -220,6 +220,17 @@ pub fn plan(config: &NodeConfig) -> Result<Plan> {
         config.bus.check_properties("bus").map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     }
     check_ports(config, runs_registry && registry_url.is_none())?;
+    // Certificates and keys are read here too (start reads them again), so that a missing or
+    // unreadable file is found by `config check`, not at start.
+    if let Some(url) = &registry_url {
+        registry_client(url, config)?;
+    }
+    if let (true, Some(tls)) = (config.serves_api(), &config.listen.tls) {
+        govex_bus::server::acceptor(tls, "listen.tls")?;
+    }
+    if let (None, Some(tls)) = (&registry_url, &config.listen.registry_tls) {
+        govex_bus::server::acceptor(tls, "listen.registry_tls")?;
+    }
     check_data_dir_can_be_made(&config.data_dir)?;
     let links = match components.contains(&Component::Bridge) {
         true => govex_sinks::level_bridge::links(config.division, &config.bus, &config.bridge)?,

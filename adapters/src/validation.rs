@@ -46,6 +46,21 @@ pub fn capped(mut violations: Vec<Violation>) -> Vec<Violation> {
     violations
 }
 
+/// The longest member name a pointer shows in full: a caller's name can be of any length,
+/// and ten violations must not make an answer megabytes long.
+const MAX_SEGMENT_CHARS: usize = 64;
+
+/// A member name as a JSON pointer segment (RFC 6901: `~` is `~0`, `/` is `~1`), cut to
+/// [`MAX_SEGMENT_CHARS`] characters with `…` after.
+fn pointer_segment(name: &str) -> String {
+    let mut segment: String =
+        name.chars().take(MAX_SEGMENT_CHARS).collect::<String>().replace('~', "~0").replace('/', "~1");
+    if name.chars().count() > MAX_SEGMENT_CHARS {
+        segment.push('…');
+    }
+    segment
+}
+
 impl JsonValidator {
     /// Compiles `schema_text`; a bundled schema that does not compile is a build defect.
     pub fn new(schema_text: &str) -> Result<Self, String> {
@@ -72,15 +87,21 @@ impl JsonValidator {
             let (rule, message) = match error.kind() {
                 K::Required { property } => {
                     let name = property.as_str().unwrap_or_default();
-                    out.push(Violation::new(format!("{pointer}/{name}"), "required", format!("'{name}' is required")));
+                    out.push(Violation::new(
+                        format!("{pointer}/{}", pointer_segment(name)),
+                        "required",
+                        format!("'{name}' is required"),
+                    ));
                     continue;
                 }
                 K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } => {
                     for name in unexpected {
                         out.push(Violation::new(
-                            format!("{pointer}/{name}"),
+                            format!("{pointer}/{}", pointer_segment(name)),
                             "unknown-property",
-                            format!("'{name}' is not a field of this record"),
+                            // The name is the caller's: the pointer shows where, the message
+                            // does not repeat it.
+                            "is not a field of this record",
                         ));
                     }
                     continue;
@@ -132,6 +153,14 @@ mod tests {
         for v in &violations {
             assert!(!v.message.contains("61090219800101123"), "the identifier is echoed: {v:?}");
         }
+        let mut odd = crate::samples::sample("tax", "deed-tax-payment", 1).unwrap();
+        odd["a/b~c"] = json!(1);
+        odd["x".repeat(1000)] = json!(2);
+        let odd = validator.check(&odd);
+        let pointers: Vec<&str> = odd.iter().map(|v| v.pointer.as_str()).collect();
+        assert!(pointers.contains(&"/a~1b~0c"), "{pointers:?}");
+        assert!(pointers.iter().any(|p| p.chars().count() == 1 + 64 + 1 && p.ends_with('…')), "{pointers:?}");
+        assert!(odd.iter().all(|v| !v.message.contains("a/b")), "the caller's names are not echoed");
         let missing = validator.check(&json!({}));
         assert!(missing.iter().any(|v| v.pointer == "/voucher_number" && v.rule == "required"));
     }

@@ -65,6 +65,12 @@ pub fn error(error: &KafkaError, reason: &str) {
     }
 }
 
+/// Whether govex's own line about a client error (`message`) is shown now, and with what
+/// suffix: the same rule as librdkafka's lines (a consumer reports every failed fetch).
+pub fn collapsed(message: &str) -> Option<String> {
+    admit(message, Instant::now())
+}
+
 /// Whether a message is shown now, and with what suffix: `None` when the same message (its
 /// digits aside: times, counts, ports) was shown less than [`WINDOW`] ago.
 fn admit(message: &str, now: Instant) -> Option<String> {

@@ -395,7 +395,10 @@ impl AtLeastOnceConsumer {
                         }
                     }
                     Err(error) => {
-                        tracing::warn!(error = %error, "consumer error; librdkafka retries by itself");
+                        let error = error.to_string();
+                        if let Some(suffix) = crate::client_log::collapsed(&format!("consumer error {error}")) {
+                            tracing::warn!(error = %error, "consumer error; librdkafka retries by itself{suffix}");
+                        }
                     }
                 },
             }

@@ -48,9 +48,14 @@ impl TimeZone {
                 b'-' => (-1, &text[1..]),
                 _ => return None,
             };
-            let (hours, minutes) = rest.split_once(':')?;
-            let (hours, minutes): (i32, i32) = (hours.parse().ok()?, minutes.parse().ok()?);
-            if hours > 14 || minutes > 59 || rest.len() != 5 {
+            // Exactly HH:MM, two digits each (`parse` would take `-1` or `000`).
+            let bytes = rest.as_bytes();
+            let two_digits = |s: &[u8]| s.len() == 2 && s.iter().all(u8::is_ascii_digit);
+            if bytes.len() != 5 || bytes[2] != b':' || !two_digits(&bytes[..2]) || !two_digits(&bytes[3..]) {
+                return None;
+            }
+            let (hours, minutes): (i32, i32) = (rest[..2].parse().ok()?, rest[3..].parse().ok()?);
+            if hours > 14 || minutes > 59 {
                 return None;
             }
             FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
@@ -114,7 +119,7 @@ mod tests {
         assert_eq!(shanghai.human(1_795_737_600_000), "2026-11-27 08:00:00 +08:00");
         assert_eq!(TimeZone::parse("utc").unwrap().rfc3339(0).unwrap(), "1970-01-01T00:00:00Z");
         assert_eq!(TimeZone::parse("-03:30").unwrap().human(0), "1969-12-31 20:30:00 -03:30");
-        for bad in ["Europe/Berlin", "+8", "+25:00", "08:00", ""] {
+        for bad in ["Europe/Berlin", "+8", "+25:00", "08:00", "", "+-1:00", "+08:-1", "+1:000", "+08:60", "Z"] {
             assert!(TimeZone::parse(bad).is_err(), "{bad}");
         }
     }

@@ -71,11 +71,26 @@ fn config_check_catches_what_start_would_refuse() {
     std::fs::write(&file, b"").unwrap();
     let under_a_file = file.join("data").display().to_string();
     let data = dir.path().join("data").display().to_string();
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let cases: [(&[(&str, &str)], &str); 8] = [
         (&[("GOVEX_BUS__COMPRESSION", "lzz")], "bus.compression"),
         (&[("GOVEX_LISTEN__OPS", "127.0.0.1:18080"), ("GOVEX_LISTEN__API", "0.0.0.0:18080")], "use the same port"),
         (&[("GOVEX_DATA_DIR", under_a_file.as_str())], "is not a directory"),
         (&[("GOVEX_DIVISION", "619999")], "division 619999 is not a GB/T 2260 division in force"),
+        (
+            &[
+                ("GOVEX_COMPONENTS", "intake"),
+                ("GOVEX_REGISTRY__URL", "https://127.0.0.1:9/"),
+                ("GOVEX_REGISTRY__TLS__CA_PATH", "/nonexistent/ca.pem"),
+            ],
+            "registry.tls.ca_path",
+        ),
+        (
+            &[
+                ("GOVEX_LISTEN__TLS__CERT_PATH", "/nonexistent/cert.pem"),
+                ("GOVEX_LISTEN__TLS__KEY_PATH", "/nonexistent/key.pem"),
+            ],
+            "listen.tls",
+        ),
         (&[("GOVEX_BUS__PROPERTIES__NO_SUCH_PROPERTY", "1")], "bus.properties.\"no.such.property\""),
         // Two properties that are each fine but not together: librdkafka says so only when a
         // client is made.

@@ -179,7 +179,8 @@ async fn handle(
             StatusCode::NOT_FOUND,
             "unknown-record",
             "Unknown department",
-            format!("'{department}' is not a department"),
+            // The path segment is the caller's and is not echoed (it may be anything).
+            "no such department: GET /catalog lists who sends what",
             &[],
         );
     };
@@ -197,7 +198,7 @@ async fn handle(
             StatusCode::NOT_FOUND,
             "unknown-record",
             "Unknown record type",
-            format!("{department} does not send '{record}' records"),
+            format!("{department} does not send that record type: GET /catalog lists who sends what"),
             &[],
         );
     }
