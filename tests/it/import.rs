@@ -232,15 +232,14 @@ async fn a_batch_sent_before_a_crash_is_not_sent_again() {
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64, "a reformatted file is the same records");
 
-    // A ledger that lost lines is refused, not taken as "nothing published".
-    std::fs::write(&ledger_path, hashes[..10].join("\n")).unwrap();
+    // A ledger that lost lines is refused, not taken as "nothing published"; lines that are not
+    // hashes are named.
+    std::fs::write(&ledger_path, format!("{}\nnot a hash\n{}x\n", hashes[..10].join("\n"), &hashes[0][..31])).unwrap();
     let output = run("10").await.unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("it lost lines"),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("it lost lines"), "{stderr}");
+    assert!(stderr.contains("unreadable=2"), "{stderr}");
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64);
     setup.node.shutdown().await.unwrap();
 }
@@ -295,6 +294,13 @@ async fn a_fixed_csv_reimports_only_what_is_new() {
     let output = run().await.unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stdout));
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), 3);
+    let out = String::from_utf8_lossy(&output.stdout);
+    let count = |label: &str| {
+        out.lines().find(|l| l.starts_with(label)).and_then(|l| l.split_whitespace().last()).map(str::to_owned)
+    };
+    assert_eq!(count("published now").as_deref(), Some("3"), "{out}");
+    assert_eq!(count("rejected now").as_deref(), Some("2"), "{out}");
+    assert_eq!(count("csv-row").as_deref(), Some("1"), "{out}");
     let rejects_path = work.path().join("payments.csv.rejects.csv");
     let rejects = std::fs::read_to_string(&rejects_path).unwrap();
     assert_eq!(rejects, format!("{header}\n{}\n{short_row}\n", line(4, bad)), "the header and the rows as they were");
@@ -333,6 +339,26 @@ async fn a_fixed_csv_reimports_only_what_is_new() {
     );
     assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "precious");
     std::fs::remove_file(&rejects_path).unwrap();
+    // The errors file too (it is opened without following links, not checked first).
+    let errors_path = work.path().join("payments.csv.errors.ndjson");
+    std::fs::remove_file(&errors_path).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &errors_path).unwrap();
+    let output = run().await.unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("errors.ndjson: is a symbolic link"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "precious");
+    std::fs::remove_file(&errors_path).unwrap();
+    let _ = std::fs::remove_file(&rejects_path);
+    // A state file that cannot be read is an error, not a fresh start.
+    let state_path = work.path().join("govex-import.tax.deed-tax-payment.state.json");
+    let state = std::fs::read(&state_path).unwrap();
+    std::fs::remove_file(&state_path).unwrap();
+    std::fs::create_dir(&state_path).unwrap();
+    let output = run().await.unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stdout));
+    std::fs::remove_dir(&state_path).unwrap();
+    std::fs::write(&state_path, state).unwrap();
 
     // The source is fixed and a row added: the fixed and the new rows arrive, nothing twice.
     write(&[line(1, good), line(2, good), line(3, good), line(4, good), line(5, good), line(6, good)]);
@@ -343,6 +369,13 @@ async fn a_fixed_csv_reimports_only_what_is_new() {
     let output = run().await.unwrap();
     assert!(output.status.success());
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), 6, "a rerun publishes nothing");
+    let out = String::from_utf8_lossy(&output.stdout);
+    let row = |label: &str| {
+        out.lines().find(|l| l.starts_with(label)).map(|l| l.split_whitespace().last().unwrap_or("").to_owned())
+    };
+    assert_eq!(row("records in file").as_deref(), Some("6"), "{out}");
+    assert_eq!(row("published before").as_deref(), Some("6"), "{out}");
+    assert_eq!(row("published now").as_deref(), Some("0"), "{out}");
     assert!(published_lines(&setup.broker).await.values().all(|n| *n == 1));
     setup.node.shutdown().await.unwrap();
 }
