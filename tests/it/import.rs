@@ -317,6 +317,7 @@ async fn a_fixed_csv_reimports_only_what_is_new() {
     assert_eq!((errors[0]["line"].as_u64(), errors[0]["rejects_line"].as_u64()), (Some(5), Some(2)));
     assert_eq!(errors[0]["errors"][0]["pointer"], "/tax_authority");
     assert_eq!((errors[1]["line"].as_u64(), errors[1]["errors"][0]["rule"].as_str()), (Some(6), Some("csv-row")));
+    assert_eq!(errors[1]["rejects_line"].as_u64(), Some(3), "the second reject is on the rejects file's line 3");
     assert!(!errors.iter().any(|e| e.to_string().contains(bad)), "no values in the errors");
 
     // A rejects file someone edited is not overwritten by a rerun of the source, and a link
