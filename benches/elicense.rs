@@ -144,7 +144,7 @@ async fn run_rate(client: &reqwest::Client, base: &str, token: &str, rate: u64) 
         tokio::time::sleep_until(due).await;
         let (client, errors, latencies) = (client.clone(), errors.clone(), latencies.clone());
         let id = licence_id(i as usize % LICENCES);
-        let (url, verify) = if i % 2 == 0 {
+        let (url, verify) = if i.is_multiple_of(2) {
             (format!("{base}/v1/licences/{id}/verify"), true)
         } else {
             (format!("{base}/v1/licences/{id}?purpose=%E6%A0%B8%E9%AA%8C"), false)

@@ -179,7 +179,7 @@ fn sample(schema: &Schema, names: &HashMap<String, &Schema>, variant: usize, dep
     match schema {
         Schema::Ref { name } => sample(names[&name.fullname(None)], names, variant, depth),
         Schema::Null => Value::Null,
-        Schema::Boolean => Value::Boolean(variant % 2 == 0),
+        Schema::Boolean => Value::Boolean(variant.is_multiple_of(2)),
         Schema::Int => Value::Int(variant as i32 * 7 - 3),
         Schema::Long => Value::Long(variant as i64 * 1_000_003 - 5),
         Schema::Float => Value::Float(variant as f32 + 0.5),

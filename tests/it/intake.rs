@@ -342,7 +342,7 @@ async fn a_batch_answers_line_by_line_and_publishes_only_the_valid_lines() {
     let mut lines = Vec::new();
     for n in 0..10u32 {
         let mut body = sample("housing", "contract-filing", n).unwrap();
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             body["seller_credit_code"] = json!("91110000600037341M");
         }
         lines.push(body.to_string());
