@@ -9,8 +9,10 @@ components have a volume claim; a PodDisruptionBudget covers the pods.
 
 usage: check_rendered.py RENDERED.yaml GOVEX_BINARY
 """
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,9 +78,23 @@ def main(rendered, govex):
                 fail(f"{name}: the config names {path}, but no volume is mounted there ({mounted})")
 
         with tempfile.TemporaryDirectory() as scratch:
+            # `config check` reads the certificates and keys a config names, as start does;
+            # here, outside the pod, each mounted file is a stand-in of its kind (one
+            # self-signed certificate and its key), at a path in the scratch folder.
+            config_text = config_data[mount["subPath"]]
+            stand_ins = stand_in_files(scratch)
+            for path in sorted(set(named), key=len, reverse=True):
+                if path.startswith("/etc/govex/tokens"):
+                    continue
+                target = os.path.join(scratch, "etc", path[len("/etc/govex/"):])
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                is_key = path.endswith(".key") or os.path.basename(path).startswith("key")
+                shutil.copyfile(stand_ins["key" if is_key else "cert"], target)
+                config_text = config_text.replace(f'"{path}"', json.dumps(target))
+                env = {k: (target if v == path else v) for k, v in env.items()}
             config_path = os.path.join(scratch, "node.toml")
             with open(config_path, "w", encoding="utf-8") as f:
-                f.write(config_data[mount["subPath"]])
+                f.write(config_text)
             run_env = {k: v for k, v in os.environ.items() if not k.startswith("GOVEX_")}
             run_env["RUST_BACKTRACE"] = "0"
             for key, value in env.items():
@@ -100,6 +116,14 @@ def main(rendered, govex):
             summary = result.stdout.splitlines()
             print(f"  {name}: " + "; ".join(line.split(None, 1)[1] if " " in line else line
                                            for line in summary if line.startswith(("components", "registry", "bridge"))))
+
+
+def stand_in_files(scratch):
+    """A self-signed certificate and its key, made with openssl, for the files a pod mounts."""
+    cert, key = os.path.join(scratch, "stand-in.crt"), os.path.join(scratch, "stand-in.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=stand-in",
+                    "-days", "1", "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return {"cert": cert, "key": key}
 
 
 if __name__ == "__main__":
