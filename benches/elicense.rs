@@ -29,7 +29,6 @@ use govex_sinks::elicense::{
     sink::{LicenceSink, SinkMetrics},
     LicenceStore, TOPIC,
 };
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 const LICENCES: usize = 2_000;
@@ -37,38 +36,7 @@ const SECONDS_PER_RATE: u64 = 4;
 const RATES: [u64; 8] = [500, 1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 8_000];
 const SINK_RECORDS: usize = 20_000;
 
-#[derive(Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum Kind {
-    CitizenId,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum LicenceStatus {
-    Valid,
-}
-
-#[derive(Serialize)]
-struct Licence {
-    licence_id: String,
-    type_code: &'static str,
-    type_name: &'static str,
-    licence_number: String,
-    issuer_code: &'static str,
-    issuer_name: &'static str,
-    holder_identifier_type: Kind,
-    holder_identifier_number: &'static str,
-    holder_name: &'static str,
-    issued_at: i64,
-    valid_from: i32,
-    valid_until: Option<i32>,
-    status: LicenceStatus,
-    surface: std::collections::BTreeMap<String, String>,
-    previous_licence_id: Option<String>,
-    content_hash: String,
-    division: &'static str,
-}
+use govex_schemas::records::{IdentifierType, Licence, LicenceStatus};
 
 fn licence_id(n: usize) -> String {
     let serial = format!("B{n:07}");
@@ -82,14 +50,14 @@ fn licence_id(n: usize) -> String {
 fn licence(n: usize) -> Licence {
     Licence {
         licence_id: licence_id(n),
-        type_code: "11100000000013338W011",
-        type_name: "不动产权证书",
+        type_code: "11100000000013338W011".into(),
+        type_name: "不动产权证书".into(),
         licence_number: format!("陕(2026)汉阴县不动产权第{n:07}号"),
-        issuer_code: "11430000006122244L",
-        issuer_name: "汉阴县不动产登记中心",
-        holder_identifier_type: Kind::CitizenId,
-        holder_identifier_number: "11010519491231002X",
-        holder_name: "王小明",
+        issuer_code: "11430000006122244L".into(),
+        issuer_name: "汉阴县不动产登记中心".into(),
+        holder_identifier_type: IdentifierType::CitizenId,
+        holder_identifier_number: "11010519491231002X".into(),
+        holder_name: "王小明".into(),
         issued_at: 1_790_000_000_000,
         valid_from: 20_000,
         valid_until: None,
@@ -97,7 +65,7 @@ fn licence(n: usize) -> Licence {
         surface: [("坐落".to_owned(), "汉阴县城关镇".to_owned())].into(),
         previous_licence_id: None,
         content_hash: "ab".repeat(32),
-        division: "610921",
+        division: "610921".into(),
     }
 }
 

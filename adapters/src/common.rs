@@ -140,23 +140,9 @@ impl Serialize for AvroDecimal {
     }
 }
 
-/// Kinds of identity document (shared by every department's schema).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum IdentifierType {
-    /// 居民身份证.
-    CitizenId,
-    /// 统一社会信用代码.
-    CreditCode,
-    /// 护照.
-    Passport,
-    /// 港澳居民来往内地通行证.
-    HkMacaoPermit,
-    /// 台湾居民来往大陆通行证.
-    TaiwanPermit,
-    /// 其他.
-    Other,
-}
+/// Kinds of identity document, shared by every department's schema (declared once, with the
+/// schemas).
+pub use govex_schemas::records::IdentifierType;
 
 /// A party as departments send it.
 #[derive(Debug, Clone, Deserialize)]

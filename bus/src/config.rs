@@ -252,10 +252,10 @@ impl Default for BridgeConfig {
 fn default_up_topics() -> Vec<String> {
     // Use-log anchors go up too: the parent keeps each child's latest head, off the
     // child's own cluster.
-    vec!["gov.case.event.v1".into(), "gov.audit.anchor.v1".into()]
+    vec![govex_schemas::records::topics::CASE_EVENT.into(), govex_schemas::records::topics::ANCHOR.into()]
 }
 fn default_down_topics() -> Vec<String> {
-    vec!["gov.elicense.licence.v1".into()]
+    vec![govex_schemas::records::topics::LICENCE.into()]
 }
 
 /// Department intake: limits, idempotency, and the departments' tokens.
@@ -681,7 +681,11 @@ fn default_compacted_topics() -> Vec<String> {
     // The e-licence store is rebuilt from its topic; the use log is restored from its topic
     // (each entry has a key of its own, so compaction keeps them all); an anchor is the latest
     // head per use log.
-    vec!["gov.elicense.licence.v1".into(), "gov.audit.use-log.v1".into(), "gov.audit.anchor.v1".into()]
+    vec![
+        govex_schemas::records::topics::LICENCE.into(),
+        govex_schemas::records::topics::USE_LOG.into(),
+        govex_schemas::records::topics::ANCHOR.into(),
+    ]
 }
 fn default_replication_factor() -> i32 {
     3

@@ -7,7 +7,9 @@
 //! [`compat`] is our own implementation of Avro's schema-resolution rules and Confluent's
 //! compatibility levels. [`store`] is the registry itself, persisted in sled: subjects,
 //! versions, globally stable ids, levels and modes. [`http`] serves the store over the
-//! Confluent Schema Registry REST API so existing Kafka tooling works unchanged.
+//! Confluent Schema Registry REST API so existing Kafka tooling works unchanged. [`records`]
+//! holds the typed views of records that code needs (the e-licence), each declared once and
+//! tested against its schema.
 //!
 //! This crate knows nothing of Kafka; `bus` builds on it.
 
@@ -17,6 +19,7 @@ pub mod compat;
 pub mod diff;
 pub mod http;
 pub mod lint;
+pub mod records;
 pub mod store;
 
 pub use bundled::{bundled_json_schemas, bundled_schemas, BundledJsonSchema, BundledSchema};

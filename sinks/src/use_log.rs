@@ -86,9 +86,9 @@ pub struct BrokenLink {
 }
 
 /// The topic every use-log entry is published to before its read is answered.
-pub const USE_LOG_TOPIC: &str = "gov.audit.use-log.v1";
+pub const USE_LOG_TOPIC: &str = govex_schemas::records::topics::USE_LOG;
 /// The compacted topic of the chains' heads, one per use log.
-pub const ANCHOR_TOPIC: &str = "gov.audit.anchor.v1";
+pub const ANCHOR_TOPIC: &str = govex_schemas::records::topics::ANCHOR;
 
 /// An entry as it travels on [`USE_LOG_TOPIC`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,14 +3,13 @@
 //! rebuild from the topic equals the live store; a sink killed mid-stream and restarted
 //! neither loses nor duplicates anything.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use govex_bus::{
     envelope::Envelope, identifiers::mod37_36_check, Department, Division, Encoder, Outgoing, RegistryClient,
 };
 use govex_sinks::elicense::{sink, LicenceStore, Status, TOPIC};
 use reqwest::StatusCode;
-use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::{intake::intake_config, support};
@@ -24,26 +23,8 @@ pub fn licence_id(serial: &str, version: u16) -> String {
     )
 }
 
-#[derive(Serialize, Clone)]
-pub struct LicenceOut {
-    pub licence_id: String,
-    pub type_code: String,
-    pub type_name: String,
-    pub licence_number: String,
-    pub issuer_code: String,
-    pub issuer_name: String,
-    pub holder_identifier_type: govex_adapters::common::IdentifierType,
-    pub holder_identifier_number: String,
-    pub holder_name: String,
-    pub issued_at: i64,
-    pub valid_from: i32,
-    pub valid_until: Option<i32>,
-    pub status: Status,
-    pub surface: BTreeMap<String, String>,
-    pub previous_licence_id: Option<String>,
-    pub content_hash: String,
-    pub division: String,
-}
+/// A licence as the platform publishes it (the one declaration, in `govex_schemas`).
+pub type LicenceOut = govex_schemas::records::Licence;
 
 pub fn licence(serial: &str, status: Status, holder: &str) -> LicenceOut {
     LicenceOut {

@@ -20,7 +20,7 @@ pub fn records() -> Vec<RecordSpec> {
     vec![RecordSpec {
         department: Department::Housing,
         record: "contract-filing",
-        topic: "gov.housing.contract-filing.v1",
+        topic: govex_schemas::records::topics::CONTRACT_FILING,
         map,
     }]
 }

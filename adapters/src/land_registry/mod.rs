@@ -22,7 +22,7 @@ pub fn records() -> Vec<RecordSpec> {
     vec![RecordSpec {
         department: Department::LandRegistry,
         record: "registration",
-        topic: "gov.land-registry.registration.v1",
+        topic: govex_schemas::records::topics::REGISTRATION,
         map,
     }]
 }

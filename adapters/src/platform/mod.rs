@@ -7,11 +7,12 @@
 
 use chrono::NaiveDate;
 use govex_bus::{identifiers, Department, Encoder};
-use serde::{Deserialize, Serialize};
+use govex_schemas::records::{CaseEvent, CaseStage, Licence, LicenceStatus};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
-    common::{CheckContext, Checks, IdentifierType, PartyInput},
+    common::{CheckContext, Checks, PartyInput},
     record::{map_record, Mapped, RecordSpec},
     validation::Violation,
 };
@@ -22,29 +23,16 @@ pub fn records() -> Vec<RecordSpec> {
         RecordSpec {
             department: Department::Platform,
             record: "licence",
-            topic: "gov.elicense.licence.v1",
+            topic: govex_schemas::records::topics::LICENCE,
             map: map_licence,
         },
         RecordSpec {
             department: Department::Platform,
             record: "case-event",
-            topic: "gov.case.event.v1",
+            topic: govex_schemas::records::topics::CASE_EVENT,
             map: map_case,
         },
     ]
-}
-
-#[derive(Deserialize, Serialize, Clone, Copy)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum LicenceStatus {
-    Valid,
-    Suspended,
-    Withdrawn,
-    Cancelled,
-    Expired,
-    Transferred,
-    Revoked,
-    Other,
 }
 
 #[derive(Deserialize)]
@@ -67,27 +55,6 @@ struct LicenceInput {
 }
 
 /// `cn.gov.exchange.elicense.Licence`, field for field.
-#[derive(Serialize)]
-struct Licence {
-    licence_id: String,
-    type_code: String,
-    type_name: String,
-    licence_number: String,
-    issuer_code: String,
-    issuer_name: String,
-    holder_identifier_type: IdentifierType,
-    holder_identifier_number: String,
-    holder_name: String,
-    issued_at: i64,
-    valid_from: i32,
-    valid_until: Option<i32>,
-    status: LicenceStatus,
-    surface: std::collections::BTreeMap<String, String>,
-    previous_licence_id: Option<String>,
-    content_hash: String,
-    division: String,
-}
-
 fn days(checks: &mut Checks, pointer: &str, text: &str) -> i32 {
     match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         Ok(date) => (date - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32,
@@ -140,17 +107,6 @@ fn map_licence(input: &Value, context: &CheckContext, encoder: &Encoder) -> Resu
     })
 }
 
-#[derive(Deserialize, Serialize, Clone, Copy)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum CaseStage {
-    Accepted,
-    InReview,
-    Approved,
-    Rejected,
-    Completed,
-    Suspended,
-}
-
 #[derive(Deserialize)]
 struct CaseInput {
     case_number: String,
@@ -163,17 +119,6 @@ struct CaseInput {
 }
 
 /// `cn.gov.exchange.case.CaseEvent`, field for field.
-#[derive(Serialize)]
-struct CaseEvent {
-    case_number: String,
-    service_item_code: String,
-    division: String,
-    department: String,
-    stage: CaseStage,
-    promised_working_days: i32,
-    occurred_at: i64,
-}
-
 fn map_case(input: &Value, context: &CheckContext, encoder: &Encoder) -> Result<Mapped, Vec<Violation>> {
     map_record(input, context, encoder, |i: CaseInput, checks: &mut Checks, context| {
         let division = checks.division("/division", &i.division);

@@ -21,7 +21,7 @@ pub fn records() -> Vec<RecordSpec> {
     vec![RecordSpec {
         department: Department::ProvidentFund,
         record: "event",
-        topic: "gov.provident-fund.event.v1",
+        topic: govex_schemas::records::topics::PROVIDENT_FUND_EVENT,
         map,
     }]
 }

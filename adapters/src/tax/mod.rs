@@ -21,7 +21,7 @@ pub fn records() -> Vec<RecordSpec> {
     vec![RecordSpec {
         department: Department::Tax,
         record: "deed-tax-payment",
-        topic: "gov.tax.deed-tax-payment.v1",
+        topic: govex_schemas::records::topics::DEED_TAX_PAYMENT,
         map,
     }]
 }

@@ -17,35 +17,15 @@ use govex_bus::{
     record::{Message, OwnedMessage},
     Bus, CodecError, Decoder, Metrics, RegistryClient,
 };
+use govex_schemas::records::{CaseEvent, CaseStage as Stage};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
 };
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 /// The topic.
-pub const TOPIC: &str = "gov.case.event.v1";
-
-#[derive(Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum Stage {
-    Accepted,
-    InReview,
-    Approved,
-    Rejected,
-    Completed,
-    Suspended,
-}
-
-#[derive(Deserialize)]
-struct CaseEvent {
-    case_number: String,
-    division: String,
-    stage: Stage,
-    promised_working_days: i32,
-    occurred_at: i64,
-}
+pub const TOPIC: &str = govex_schemas::records::topics::CASE_EVENT;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CompletedLabels {

@@ -27,9 +27,9 @@ use uuid::Uuid;
 
 /// The topics a dossier is made of, and the kind each one fills.
 pub const PARTS: [(&str, &str); 3] = [
-    ("gov.housing.contract-filing.v1", "contract_filing"),
-    ("gov.tax.deed-tax-payment.v1", "deed_tax_payment"),
-    ("gov.land-registry.registration.v1", "registration"),
+    (govex_schemas::records::topics::CONTRACT_FILING, "contract_filing"),
+    (govex_schemas::records::topics::DEED_TAX_PAYMENT, "deed_tax_payment"),
+    (govex_schemas::records::topics::REGISTRATION, "registration"),
 ];
 
 /// One part of a dossier as stored.

@@ -14,4 +14,4 @@ pub mod store;
 pub use store::{LicenceStore, Status, StoredLicence};
 
 /// The topic the store is built from.
-pub const TOPIC: &str = "gov.elicense.licence.v1";
+pub const TOPIC: &str = govex_schemas::records::LICENCE_TOPIC;

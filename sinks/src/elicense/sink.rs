@@ -2,7 +2,7 @@
 //! offset is stored only after the sled write is flushed; a redelivery after a crash finds
 //! the event id applied and changes nothing.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use apache_avro::Schema;
 use govex_bus::{
@@ -16,35 +16,12 @@ use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
 };
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    store::{Applied, LicenceStore, Status, StoredLicence},
+    store::{Applied, Licence, LicenceStore, StoredLicence},
     TOPIC,
 };
-
-/// `cn.gov.exchange.elicense.Licence` as it is read.
-#[derive(Debug, Deserialize)]
-struct LicenceRecord {
-    licence_id: String,
-    type_code: String,
-    type_name: String,
-    licence_number: String,
-    issuer_code: String,
-    issuer_name: String,
-    holder_identifier_type: String,
-    holder_identifier_number: String,
-    holder_name: String,
-    issued_at: i64,
-    valid_from: i32,
-    valid_until: Option<i32>,
-    status: Status,
-    surface: BTreeMap<String, String>,
-    previous_licence_id: Option<String>,
-    content_hash: String,
-    division: String,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -100,7 +77,7 @@ impl LicenceSink {
     pub async fn handle(&self, message: &OwnedMessage) -> Result<(), HandlerError> {
         let envelope =
             Envelope::from_message(message).map_err(|e| dead_letter("envelope", "envelope", e.to_string()))?;
-        let record: LicenceRecord = match self.decoder.decode_into(message.payload().unwrap_or_default()).await {
+        let record: Licence = match self.decoder.decode_into(message.payload().unwrap_or_default()).await {
             Ok(record) => record,
             Err(CodecError::Registry(e)) => return Err(HandlerError::Retry(e.to_string())),
             Err(e) => {
@@ -111,24 +88,8 @@ impl LicenceSink {
         let version = govex_bus::identifiers::licence_id(&record.licence_id).map(|id| id.version).unwrap_or(0);
         let incoming = StoredLicence {
             version,
-            licence_id: record.licence_id,
-            type_code: record.type_code,
-            type_name: record.type_name,
-            licence_number: record.licence_number,
-            issuer_code: record.issuer_code,
-            issuer_name: record.issuer_name,
-            holder_identifier_type: record.holder_identifier_type,
-            holder_identifier_number: record.holder_identifier_number,
-            holder_name: record.holder_name,
-            issued_at: record.issued_at,
-            valid_from: record.valid_from,
-            valid_until: record.valid_until,
-            status: record.status,
-            surface: record.surface,
-            previous_licence_id: record.previous_licence_id,
+            licence: record,
             superseded_by: None,
-            content_hash: record.content_hash,
-            division: record.division,
             last_event_id: envelope.event_id,
             last_event_ms: envelope.event_time_millis().unwrap_or(0),
         };

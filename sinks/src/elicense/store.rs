@@ -22,50 +22,23 @@ use uuid::Uuid;
 
 pub use crate::use_log::{AuditEntry, BrokenLink, UseLog};
 
-/// Licence status codes (01 valid … 99 other).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Status {
-    /// 01 有效.
-    Valid,
-    /// 02 暂停.
-    Suspended,
-    /// 03 撤回.
-    Withdrawn,
-    /// 04 注销.
-    Cancelled,
-    /// 05 过期.
-    Expired,
-    /// 06 转出.
-    Transferred,
-    /// 07 吊销.
-    Revoked,
-    /// 99 其他.
-    Other,
+/// Licence status: the schema's enum (declared once, in `govex_schemas::records`), with the
+/// lifecycle the store enforces ([`Lifecycle`]).
+pub use govex_schemas::records::LicenceStatus as Status;
+pub use govex_schemas::records::{IdentifierType, Licence};
+
+/// The transitions a licence's status may make.
+pub trait Lifecycle {
+    /// Whether the lifecycle allows going from `self` to `next`.
+    fn may_become(self, next: Status) -> bool;
 }
 
-impl Status {
-    /// The national status code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::Valid => "01",
-            Self::Suspended => "02",
-            Self::Withdrawn => "03",
-            Self::Cancelled => "04",
-            Self::Expired => "05",
-            Self::Transferred => "06",
-            Self::Revoked => "07",
-            Self::Other => "99",
-        }
-    }
-
-    /// Whether the lifecycle allows going from `self` to `next`.
-    ///
+impl Lifecycle for Status {
     /// A licence is issued valid; a valid one may be suspended, withdrawn, cancelled,
     /// expired, transferred out or revoked; a suspended one may be reinstated or ended in any
     /// of those ways; the ends are final. A renewal or change is a new identifier, not a
     /// transition.
-    pub fn may_become(self, next: Status) -> bool {
+    fn may_become(self, next: Status) -> bool {
         use Status::*;
         matches!(
             (self, next),
@@ -76,51 +49,37 @@ impl Status {
     }
 }
 
-/// A licence as the store keeps it.
+/// A licence as the store keeps it: the record (its fields at the top level of the stored
+/// JSON, as before) and what the store adds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredLicence {
-    /// Identifier.
-    pub licence_id: String,
+    /// The licence as published.
+    #[serde(flatten)]
+    pub licence: Licence,
     /// Version (from the identifier).
     pub version: u16,
-    /// Type code.
-    pub type_code: String,
-    /// Type name.
-    pub type_name: String,
-    /// Number as printed.
-    pub licence_number: String,
-    /// Issuer code.
-    pub issuer_code: String,
-    /// Issuer name.
-    pub issuer_name: String,
-    /// Holder's kind of document.
-    pub holder_identifier_type: String,
-    /// Holder's document number (personal data).
-    pub holder_identifier_number: String,
-    /// Holder's name (personal data).
-    pub holder_name: String,
-    /// Issue time, ms since the epoch.
-    pub issued_at: i64,
-    /// First day of validity, days since the epoch.
-    pub valid_from: i32,
-    /// Last day of validity, days since the epoch.
-    pub valid_until: Option<i32>,
-    /// Status.
-    pub status: Status,
-    /// Surface fields.
-    pub surface: std::collections::BTreeMap<String, String>,
-    /// The identifier this one renews or changes.
-    pub previous_licence_id: Option<String>,
     /// The identifier that renewed or changed this one.
     pub superseded_by: Option<String>,
-    /// SHA-256 of the content, hex.
-    pub content_hash: String,
-    /// Issuing division.
-    pub division: String,
     /// Event id of the last record applied.
     pub last_event_id: Uuid,
     /// Event time (ms) of the last record applied; older records never overwrite newer ones.
     pub last_event_ms: u64,
+}
+
+/// A stored licence reads as its licence (`stored.status`, `stored.licence_id`): the store's
+/// own fields are the few it adds.
+impl std::ops::Deref for StoredLicence {
+    type Target = Licence;
+
+    fn deref(&self) -> &Licence {
+        &self.licence
+    }
+}
+
+impl std::ops::DerefMut for StoredLicence {
+    fn deref_mut(&mut self) -> &mut Licence {
+        &mut self.licence
+    }
 }
 
 /// What applying a record did.
@@ -355,25 +314,27 @@ mod tests_support {
 
     pub(super) fn licence(id: &str, status: Status, event_ms: u64) -> StoredLicence {
         StoredLicence {
-            licence_id: id.to_owned(),
+            licence: Licence {
+                licence_id: id.to_owned(),
+                type_code: "11100000000013338W011".into(),
+                type_name: "不动产权证书".into(),
+                licence_number: "陕(2026)汉阴县不动产权第0000001号".into(),
+                issuer_code: "11430000006122244L".into(),
+                issuer_name: "汉阴县不动产登记中心".into(),
+                holder_identifier_type: IdentifierType::CitizenId,
+                holder_identifier_number: "11010519491231002X".into(),
+                holder_name: "王小明".into(),
+                issued_at: 1_790_000_000_000,
+                valid_from: 20_000,
+                valid_until: None,
+                status,
+                surface: Default::default(),
+                previous_licence_id: None,
+                content_hash: "ab".repeat(32),
+                division: "610921".into(),
+            },
             version: 1,
-            type_code: "11100000000013338W011".into(),
-            type_name: "不动产权证书".into(),
-            licence_number: "陕(2026)汉阴县不动产权第0000001号".into(),
-            issuer_code: "11430000006122244L".into(),
-            issuer_name: "汉阴县不动产登记中心".into(),
-            holder_identifier_type: "CITIZEN_ID".into(),
-            holder_identifier_number: "11010519491231002X".into(),
-            holder_name: "王小明".into(),
-            issued_at: 1_790_000_000_000,
-            valid_from: 20_000,
-            valid_until: None,
-            status,
-            surface: Default::default(),
-            previous_licence_id: None,
             superseded_by: None,
-            content_hash: "ab".repeat(32),
-            division: "610921".into(),
             last_event_id: Uuid::now_v7(),
             last_event_ms: event_ms,
         }
