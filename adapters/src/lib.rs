@@ -17,6 +17,7 @@ pub use govex_bus::identifiers;
 pub mod import;
 pub mod intake;
 pub mod land_registry;
+pub mod plan;
 pub mod platform;
 pub mod provident_fund;
 pub mod record;

@@ -65,6 +65,29 @@ fn days(checks: &mut Checks, pointer: &str, text: &str) -> i32 {
     }
 }
 
+/// The platform's cross-field rule for the schema-driven mapping (`govex.rules`:
+/// `validity-order`): a licence is not valid until before it is valid from (checked when
+/// both dates read).
+pub fn validity_order_rule(fields: &crate::plan::Fields, checks: &mut Checks) {
+    use apache_avro::types::Value as Avro;
+    let (Some((from_at, Avro::Date(from))), Some((until_at, until))) =
+        (fields.get("valid_from"), fields.get("valid_until"))
+    else {
+        return;
+    };
+    let until = match until {
+        Avro::Union(_, inner) => match inner.as_ref() {
+            Avro::Date(until) => *until,
+            _ => return,
+        },
+        _ => return,
+    };
+    let read = |pointer: &str| checks.violations.iter().all(|v| v.pointer != pointer);
+    if read(from_at) && read(until_at) && until < *from {
+        checks.fail(until_at, "validity-order", "must not be before valid_from");
+    }
+}
+
 fn map_licence(input: &Value, context: &CheckContext, encoder: &Encoder) -> Result<Mapped, Vec<Violation>> {
     map_record(input, context, encoder, |i: LicenceInput, checks: &mut Checks, context| {
         checks.identifier("/licence_id", identifiers::licence_id(&i.licence_id).map(drop), "e-licence identifier");

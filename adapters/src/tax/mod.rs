@@ -111,6 +111,32 @@ fn map(input: &Value, context: &CheckContext, encoder: &Encoder) -> Result<Mappe
     })
 }
 
+/// The tax folder's cross-field rule for the schema-driven mapping (`govex.rules`:
+/// `deed-tax-amount`): the rate at most 1, and the amount equal to base × rate to the cent,
+/// checked whenever the three numbers read.
+pub fn deed_tax_amount_rule(fields: &crate::plan::Fields, checks: &mut Checks) {
+    let read = |name: &str, checks: &Checks| {
+        fields.decimal(name).filter(|(pointer, _)| checks.violations.iter().all(|v| v.pointer != *pointer))
+    };
+    let (base, rate, amount) = (read("taxable_base", checks), read("tax_rate", checks), read("tax_amount", checks));
+    if let Some((pointer, rate)) = rate {
+        if rate > 10_000 {
+            checks.fail(pointer, "tax-rate-range", "must be between 0 and 1");
+            return;
+        }
+    }
+    if let (Some((_, base)), Some((_, rate)), Some((pointer, amount))) = (base, rate, amount) {
+        let expected = deed_tax_cents(base, rate);
+        if amount != expected {
+            checks.fail(
+                pointer,
+                "deed-tax-amount",
+                format!("must equal taxable_base × tax_rate to the cent ({}.{:02})", expected / 100, expected % 100),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
