@@ -225,6 +225,8 @@ struct WriterReader {
     /// Whether the writer's schema differs from the reader's, so that values must be
     /// resolved to the reader's shape.
     resolve: bool,
+    /// The writer's schema (with the reader's aliases applied).
+    writer_schema: &'static Schema,
 }
 
 impl Decoder {
@@ -273,6 +275,25 @@ impl Decoder {
         }
     }
 
+    /// Decodes one framed value as it was written: every field of the writer's schema, those
+    /// the reader does not know included, with that schema. The value must still resolve to
+    /// the reader's schema (a record that does not is refused as [`Decoder::decode`] refuses
+    /// it), so a view that shows it as written shows nothing the reader could not read.
+    pub async fn decode_as_written(&self, bytes: &[u8]) -> Result<(Value, &'static Schema), CodecError> {
+        let (schema_id, datum) = parse_frame(bytes)?;
+        let reader = self.reader_for(schema_id).await?;
+        let value = self.decode(bytes).await?;
+        if !reader.resolve {
+            return Ok((value, self.reader_schema));
+        }
+        let mut cursor = Cursor::new(datum);
+        let written = reader.reader.read_value(&mut cursor).map_err(|e| CodecError::Invalid {
+            schema_id,
+            detail: value_free(&e, "the datum does not read with the writer's schema"),
+        })?;
+        Ok((written, reader.writer_schema))
+    }
+
     /// Decodes one framed value into a Rust type that matches the reader's schema.
     pub async fn decode_into<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
         let value = self.decode(bytes).await?;
@@ -295,7 +316,7 @@ impl Decoder {
         let reader = GenericDatumReader::builder(writer_schema)
             .build()
             .map_err(|e| CodecError::Invalid { schema_id, detail: e.to_string() })?;
-        let reader = Arc::new(WriterReader { reader, resolve });
+        let reader = Arc::new(WriterReader { reader, resolve, writer_schema });
         self.readers.lock().insert(schema_id, reader.clone());
         Ok(reader)
     }

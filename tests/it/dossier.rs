@@ -86,3 +86,44 @@ async fn the_dossier_gathers_every_department_and_honours_sharing_classes() {
     assert_eq!(missing.status(), 404);
     node.shutdown().await.unwrap();
 }
+
+/// A steward's v2 with a new optional field: a record written with it reaches the dossier
+/// with the field, although this node's reader schema is v1 (views carry what they do not
+/// know). The record is mapped by the schema-driven plan from the annotated v2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_added_in_a_newer_version_reaches_the_dossier() {
+    use govex_adapters::{common::CheckContext, plan::Plan};
+    use govex_bus::{producer::Outgoing, Department, Division, Encoder, Envelope};
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let topic = "gov.housing.contract-filing.v1";
+    let v1 = govex_schemas::bundled_schemas().find(|s| s.topic == topic).unwrap().text;
+    let remark = r#"{"name": "remark", "type": ["null", "string"], "default": null, "doc": "备注。A remark."}"#;
+    let v2 = v1.replacen(r#"{"name": "division""#, &format!(r#"{remark}, {{"name": "division""#), 1);
+    assert_ne!(v1, v2);
+    let encoder = Encoder::register(&node.registry, &format!("{topic}-value"), &v2).await.unwrap();
+    let plan = Plan::compile(&apache_avro::Schema::parse_str(&v2).unwrap()).unwrap();
+    let mut input = sample("housing", "contract-filing", 77).unwrap();
+    input["remark"] = Value::String("一次性付款".into());
+    let (key, value) = plan.map(&input, &CheckContext::now()).unwrap();
+    let envelope = Envelope::new(Department::Housing, Division::parse("610921").unwrap(), "contract-filing");
+    let outgoing = Outgoing::new(topic, key.into_bytes(), encoder.encode_value(&value).unwrap(), &envelope);
+    node.bus.producer().publish(outgoing).await.unwrap();
+
+    let url = format!("http://{}/v1/dossiers/{}", node.api_addr().unwrap(), property_unit_number(77));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let request =
+            reqwest::Client::new().get(&url).query(&[("purpose", "并联审核")]).bearer_auth(token("land-registry"));
+        let view: Value = request.send().await.unwrap().json().await.unwrap();
+        if let Some(record) = view["parts"]["contract_filing"]["record"].as_object() {
+            assert_eq!(record["remark"], "一次性付款", "{view}");
+            assert_eq!(record["total_price"], "568000.00");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the dossier did not fill: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.shutdown().await.unwrap();
+}

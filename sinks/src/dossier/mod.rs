@@ -156,7 +156,7 @@ pub fn avro_to_json(value: &Avro, schema: &Schema, zone: &TimeZone) -> Value {
 /// Fills the dossier store from the three topics.
 pub struct DossierSink {
     store: DossierStore,
-    decoders: Vec<(&'static str, &'static str, Decoder, Schema)>,
+    decoders: Vec<(&'static str, &'static str, Decoder)>,
     /// The zone the records' times are shown in.
     zone: TimeZone,
 }
@@ -171,7 +171,7 @@ impl DossierSink {
                     govex_schemas::bundled_schemas().find(|s| s.topic == *topic).map(|s| s.text).unwrap_or_default();
                 let schema =
                     Schema::parse_str(text).unwrap_or_else(|e| unreachable!("bundled schemas parse (tested): {e}"));
-                (*topic, *kind, Decoder::new(registry.clone(), &schema), schema)
+                (*topic, *kind, Decoder::new(registry.clone(), &schema))
             })
             .collect();
         Self { store, decoders, zone }
@@ -182,17 +182,18 @@ impl DossierSink {
         let dead = |stage: &str, class: &str, message: String| {
             HandlerError::DeadLetter(DeadLetter { stage: stage.into(), error_class: class.into(), message })
         };
-        let Some((_, kind, decoder, schema)) = self.decoders.iter().find(|(topic, ..)| *topic == message.topic())
-        else {
+        let Some((_, kind, decoder)) = self.decoders.iter().find(|(topic, ..)| *topic == message.topic()) else {
             return Err(dead("route", "unknown_topic", format!("the dossier does not read {}", message.topic())));
         };
         let envelope = Envelope::from_message(message).map_err(|e| dead("envelope", "envelope", e.to_string()))?;
-        let value = match decoder.decode(message.payload().unwrap_or_default()).await {
-            Ok(value) => value,
+        // As written: a field a steward added in a newer version than this node's (a remark,
+        // say) is carried to the clerk, not dropped.
+        let (value, written_with) = match decoder.decode_as_written(message.payload().unwrap_or_default()).await {
+            Ok(decoded) => decoded,
             Err(CodecError::Registry(e)) => return Err(HandlerError::Retry(e.to_string())),
             Err(e) => return Err(dead("decode", e.class(), e.to_string())),
         };
-        let record = avro_to_json(&value, schema, &self.zone);
+        let record = avro_to_json(&value, written_with, &self.zone);
         let Some(unit) = record.get("property_unit_number").and_then(Value::as_str).map(str::to_owned) else {
             return Err(dead("apply", "no_unit", "the record has no property_unit_number".into()));
         };
