@@ -33,18 +33,19 @@ use crate::{
 
 /// A cross-field rule: reads the record's mapped fields (by Avro name, with the pointer each
 /// came from) and records its violations.
-pub type Rule = fn(&Fields, &mut Checks);
+pub type Rule = fn(&Fields<'_>, &mut Checks);
 
-/// The mapped fields of one record, for rules.
-#[derive(Debug, Default)]
-pub struct Fields {
-    values: BTreeMap<String, (String, Avro)>,
+/// The mapped fields of one record, for rules: borrowed from the record being built.
+pub struct Fields<'a> {
+    values: &'a [(String, Avro)],
+    steps: &'a [Step],
 }
 
-impl Fields {
+impl Fields<'_> {
     /// A field's input pointer and mapped value.
     pub fn get(&self, name: &str) -> Option<(&str, &Avro)> {
-        self.values.get(name).map(|(pointer, value)| (pointer.as_str(), value))
+        let index = self.values.iter().position(|(n, _)| n == name)?;
+        Some((self.steps[index].from.as_str(), &self.values[index].1))
     }
 
     /// A decimal field's pointer and unscaled value.
@@ -87,10 +88,22 @@ pub fn is_absent(value: &Avro) -> bool {
 #[error("{0}")]
 pub struct PlanError(String);
 
+/// One field of a record, compiled once: where its value is in the input, and its checks.
+pub struct Step {
+    /// The input pointer, relative to the enclosing object (`/taxpayer/name`).
+    from: String,
+    /// `from`, split into its member names.
+    segments: Vec<String>,
+    /// Named checks, with their argument.
+    checks: Vec<(checks::Check, Option<String>)>,
+}
+
 /// A record type, compiled from its annotated Avro schema.
 pub struct Plan {
     schema: RecordSchema,
-    key: String,
+    /// The steps of every record schema in it (the top one and those in arrays), by full name.
+    steps: std::collections::HashMap<String, Vec<Step>>,
+    key: usize,
     rules: Vec<Rule>,
 }
 
@@ -104,162 +117,217 @@ pub fn known_rules() -> BTreeMap<&'static str, Rule> {
     rules
 }
 
+fn compile_steps(
+    record: &RecordSchema,
+    out: &mut std::collections::HashMap<String, Vec<Step>>,
+) -> Result<(), PlanError> {
+    let mut steps = Vec::with_capacity(record.fields.len());
+    for field in &record.fields {
+        let from = field
+            .custom_attributes
+            .get("govex.from")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("/{}", field.name), str::to_owned);
+        let segments = from.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+        let checks = checks::compile(field)?;
+        steps.push(Step { from, segments, checks });
+        let nested = match &field.schema {
+            Schema::Record(inner) => Some(inner),
+            Schema::Array(array) => match array.items.as_ref() {
+                Schema::Record(inner) => Some(inner),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(inner) = nested {
+            compile_steps(inner, out)?;
+        }
+    }
+    out.insert(record.name.fullname(None), steps);
+    Ok(())
+}
+
 impl Plan {
     /// Compiles `schema`; a rule or check it names that does not exist is an error (a schema
     /// that cannot be used is refused, never half used).
     pub fn compile(schema: &Schema) -> Result<Self, PlanError> {
         let Schema::Record(record) = schema else { return Err(PlanError("not a record schema".into())) };
-        let key = record
+        let key_name = record
             .attributes
             .get("govex.key")
             .and_then(Value::as_str)
-            .ok_or_else(|| PlanError(format!("{}: govex.key names no field", record.name.name())))?
-            .to_owned();
-        if !record.fields.iter().any(|f| f.name == key) {
-            return Err(PlanError(format!("govex.key {key} is not a field")));
-        }
+            .ok_or_else(|| PlanError(format!("{}: govex.key names no field", record.name.name())))?;
+        let key = record
+            .fields
+            .iter()
+            .position(|f| f.name == key_name)
+            .ok_or_else(|| PlanError(format!("govex.key {key_name} is not a field")))?;
         let known = known_rules();
         let mut rules = Vec::new();
         for name in record.attributes.get("govex.rules").and_then(Value::as_array).into_iter().flatten() {
             let name = name.as_str().unwrap_or_default();
             rules.push(*known.get(name).ok_or_else(|| PlanError(format!("govex.rules: no rule is named '{name}'")))?);
         }
-        checks::validate_names(record)?;
-        Ok(Self { schema: record.clone(), key, rules })
+        let mut steps = std::collections::HashMap::new();
+        compile_steps(record, &mut steps)?;
+        Ok(Self { schema: record.clone(), steps, key, rules })
     }
 
     /// Maps `input` to the Avro record and its key, or lists every violation.
     pub fn map(&self, input: &Value, context: &CheckContext) -> Result<(String, Avro), Vec<Violation>> {
         let mut checks = Checks::default();
-        let mut fields = Fields::default();
-        let record = map_record(&self.schema, input, "", context, &mut checks, Some(&mut fields));
+        let fields = self.map_record(&self.schema, input, "", context, &mut checks);
+        let steps = &self.steps[&self.schema.name.fullname(None)];
+        let view = Fields { values: &fields, steps };
         for rule in &self.rules {
-            rule(&fields, &mut checks);
+            rule(&view, &mut checks);
         }
         if !checks.ok() {
             return Err(checks.violations);
         }
-        let key = match fields.values.get(&self.key) {
-            Some((_, Avro::String(key))) => key.clone(),
+        let key = match &fields[self.key].1 {
+            Avro::String(key) => key.clone(),
             _ => return Err(vec![Violation::new("", "key", "the record's key is not a string")]),
         };
-        Ok((key, record))
+        Ok((key, Avro::Record(fields)))
     }
-}
 
-fn map_record(
-    schema: &RecordSchema,
-    input: &Value,
-    base: &str,
-    context: &CheckContext,
-    checks: &mut Checks,
-    mut top: Option<&mut Fields>,
-) -> Avro {
-    let mut out = Vec::with_capacity(schema.fields.len());
-    let mut mapped: BTreeMap<&str, Avro> = BTreeMap::new();
-    for field in &schema.fields {
-        let from = field
-            .custom_attributes
-            .get("govex.from")
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("/{}", field.name), str::to_owned);
-        let pointer = format!("{base}{from}");
-        let value = input.pointer(&from).filter(|v| !v.is_null());
-        let avro = map_value(&field.schema, value, &pointer, context, checks);
-        let avro = checks::run(field, &avro, &mapped, &pointer, context, checks).unwrap_or(avro);
-        mapped.insert(field.name.as_str(), avro.clone());
-        if let Some(fields) = top.as_deref_mut() {
-            fields.values.insert(field.name.clone(), (pointer, avro.clone()));
-        }
-        out.push((field.name.clone(), avro));
-    }
-    Avro::Record(out)
-}
-
-fn map_value(
-    schema: &Schema,
-    value: Option<&Value>,
-    pointer: &str,
-    context: &CheckContext,
-    checks: &mut Checks,
-) -> Avro {
-    let text = value.and_then(Value::as_str);
-    match schema {
-        Schema::Union(union) => match value {
-            None => Avro::Union(0, Box::new(Avro::Null)),
-            Some(_) => {
-                let (index, branch) = union
-                    .variants()
-                    .iter()
-                    .enumerate()
-                    .find(|(_, s)| **s != Schema::Null)
-                    .unwrap_or((0, &Schema::Null));
-                Avro::Union(index as u32, Box::new(map_value(branch, value, pointer, context, checks)))
+    fn map_record(
+        &self,
+        schema: &RecordSchema,
+        input: &Value,
+        base: &str,
+        context: &CheckContext,
+        checks: &mut Checks,
+    ) -> Vec<(String, Avro)> {
+        let steps = &self.steps[&schema.name.fullname(None)];
+        let mut out: Vec<(String, Avro)> = Vec::with_capacity(schema.fields.len());
+        for (field, step) in schema.fields.iter().zip(steps) {
+            let mut value = Some(input);
+            for segment in &step.segments {
+                value = value.and_then(|v| v.get(segment.as_str()));
             }
-        },
-        Schema::String => Avro::String(text.unwrap_or_default().to_owned()),
-        Schema::Int => Avro::Int(value.and_then(Value::as_i64).unwrap_or_default() as i32),
-        Schema::Long => Avro::Long(value.and_then(Value::as_i64).unwrap_or_default()),
-        Schema::Boolean => Avro::Boolean(value.and_then(Value::as_bool).unwrap_or_default()),
-        Schema::Double => Avro::Double(value.and_then(Value::as_f64).unwrap_or_default()),
-        Schema::Enum(e) => {
-            let symbol = text.unwrap_or_default();
-            let index = e.symbols.iter().position(|s| s == symbol).unwrap_or_default();
-            Avro::Enum(index as u32, e.symbols.get(index).cloned().unwrap_or_default())
-        }
-        Schema::Decimal(d) => {
-            let unscaled = match parse_decimal(text.unwrap_or_default(), d.scale as u32) {
-                Some(v) => v,
-                None => {
-                    checks.fail(
-                        pointer,
-                        "amount-format",
-                        format!("must be a non-negative amount with at most {} decimals", d.scale),
-                    );
-                    0
-                }
+            let value = value.filter(|v| !v.is_null());
+            // The pointer is written out only where a violation needs it.
+            let at = At { base, from: &step.from };
+            let avro = self.map_value(&field.schema, value, &at, context, checks);
+            let avro = match step.checks.is_empty() {
+                true => avro,
+                false => checks::run(&step.checks, avro, &out, &at.render(), context, checks),
             };
-            Avro::Decimal(Decimal::from(shortest_be(unscaled)))
+            out.push((field.name.clone(), avro));
         }
-        Schema::TimestampMillis => match chrono::DateTime::parse_from_rfc3339(text.unwrap_or_default()) {
-            Ok(instant) => Avro::TimestampMillis(instant.timestamp_millis()),
-            Err(_) => {
-                checks.fail(pointer, "time-format", "must be an RFC 3339 date-time with an offset");
-                Avro::TimestampMillis(0)
+        out
+    }
+
+    fn map_value(
+        &self,
+        schema: &Schema,
+        value: Option<&Value>,
+        at: &At<'_>,
+        context: &CheckContext,
+        checks: &mut Checks,
+    ) -> Avro {
+        let text = value.and_then(Value::as_str);
+        match schema {
+            Schema::Union(union) => match value {
+                None => Avro::Union(0, Box::new(Avro::Null)),
+                Some(_) => {
+                    let (index, branch) = union
+                        .variants()
+                        .iter()
+                        .enumerate()
+                        .find(|(_, s)| **s != Schema::Null)
+                        .unwrap_or((0, &Schema::Null));
+                    Avro::Union(index as u32, Box::new(self.map_value(branch, value, at, context, checks)))
+                }
+            },
+            Schema::String => Avro::String(text.unwrap_or_default().to_owned()),
+            Schema::Int => Avro::Int(value.and_then(Value::as_i64).unwrap_or_default() as i32),
+            Schema::Long => Avro::Long(value.and_then(Value::as_i64).unwrap_or_default()),
+            Schema::Boolean => Avro::Boolean(value.and_then(Value::as_bool).unwrap_or_default()),
+            Schema::Double => Avro::Double(value.and_then(Value::as_f64).unwrap_or_default()),
+            Schema::Enum(e) => {
+                let symbol = text.unwrap_or_default();
+                let index = e.symbols.iter().position(|s| s == symbol).unwrap_or_default();
+                Avro::Enum(index as u32, e.symbols.get(index).cloned().unwrap_or_default())
             }
-        },
-        Schema::Date => match chrono::NaiveDate::parse_from_str(text.unwrap_or_default(), "%Y-%m-%d") {
-            Ok(date) => Avro::Date((date - chrono::NaiveDate::default()).num_days() as i32),
-            Err(_) => {
-                checks.fail(pointer, "date-format", "must be a real date YYYY-MM-DD");
-                Avro::Date(0)
-            }
-        },
-        Schema::Array(array) => Avro::Array(
-            value
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-                .map(|(n, item)| {
-                    let at = format!("{pointer}/{n}");
-                    match array.items.as_ref() {
-                        Schema::Record(record) => map_record(record, item, &at, context, checks, None),
-                        other => map_value(other, Some(item), &at, context, checks),
+            Schema::Decimal(d) => {
+                let unscaled = match parse_decimal(text.unwrap_or_default(), d.scale as u32) {
+                    Some(v) => v,
+                    None => {
+                        checks.fail(
+                            &at.render(),
+                            "amount-format",
+                            format!("must be a non-negative amount with at most {} decimals", d.scale),
+                        );
+                        0
                     }
-                })
-                .collect(),
-        ),
-        Schema::Map(_) => Avro::Map(
-            value
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), Avro::String(v.as_str().unwrap_or_default().to_owned())))
-                .collect(),
-        ),
-        Schema::Record(record) => map_record(record, value.unwrap_or(&Value::Null), pointer, context, checks, None),
-        _ => Avro::Null,
+                };
+                Avro::Decimal(Decimal::from(shortest_be(unscaled)))
+            }
+            Schema::TimestampMillis => match chrono::DateTime::parse_from_rfc3339(text.unwrap_or_default()) {
+                Ok(instant) => Avro::TimestampMillis(instant.timestamp_millis()),
+                Err(_) => {
+                    checks.fail(&at.render(), "time-format", "must be an RFC 3339 date-time with an offset");
+                    Avro::TimestampMillis(0)
+                }
+            },
+            Schema::Date => match chrono::NaiveDate::parse_from_str(text.unwrap_or_default(), "%Y-%m-%d") {
+                Ok(date) => Avro::Date((date - chrono::NaiveDate::default()).num_days() as i32),
+                Err(_) => {
+                    checks.fail(&at.render(), "date-format", "must be a real date YYYY-MM-DD");
+                    Avro::Date(0)
+                }
+            },
+            Schema::Array(array) => {
+                let pointer = at.render();
+                Avro::Array(
+                    value
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                        .map(|(n, item)| {
+                            let base = format!("{pointer}/{n}");
+                            match array.items.as_ref() {
+                                Schema::Record(record) => {
+                                    Avro::Record(self.map_record(record, item, &base, context, checks))
+                                }
+                                other => {
+                                    self.map_value(other, Some(item), &At { base: &base, from: "" }, context, checks)
+                                }
+                            }
+                        })
+                        .collect(),
+                )
+            }
+            Schema::Map(_) => Avro::Map(
+                value
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), Avro::String(v.as_str().unwrap_or_default().to_owned())))
+                    .collect(),
+            ),
+            Schema::Record(record) => {
+                let pointer = at.render();
+                Avro::Record(self.map_record(record, value.unwrap_or(&Value::Null), &pointer, context, checks))
+            }
+            _ => Avro::Null,
+        }
+    }
+}
+
+/// Where a value came from, written out only when a violation names it.
+struct At<'a> {
+    base: &'a str,
+    from: &'a str,
+}
+
+impl At<'_> {
+    fn render(&self) -> String {
+        format!("{}{}", self.base, self.from)
     }
 }
 
@@ -275,8 +343,6 @@ fn shortest_be(value: i128) -> Vec<u8> {
 
 /// The named field checks: the vocabulary stewards use in `govex.checks`.
 pub mod checks {
-    use std::collections::BTreeMap;
-
     use apache_avro::{schema::RecordField, types::Value as Avro};
 
     use super::PlanError;
@@ -285,60 +351,64 @@ pub mod checks {
         identifiers,
     };
 
+    /// A named check.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Check {
+        /// `gb11643-citizen-id`.
+        CitizenId,
+        /// `gb32100-credit-code`.
+        CreditCode,
+        /// `gbt2260-division` (a retired code becomes its successor).
+        Division,
+        /// `licence-id`.
+        LicenceId,
+        /// `property-unit-number`.
+        PropertyUnitNumber,
+        /// `past-instant`.
+        PastInstant,
+        /// `identifier-by-kind(<enum field>)`: a citizen id or a credit code by the kind.
+        IdentifierByKind,
+    }
+
     /// Every check a field may name (an argument in parentheses where it takes one).
-    pub const NAMES: [&str; 7] = [
-        "gb11643-citizen-id",
-        "gb32100-credit-code",
-        "gbt2260-division",
-        "licence-id",
-        "property-unit-number",
-        "past-instant",
-        "identifier-by-kind",
+    pub const NAMES: [(&str, Check); 7] = [
+        ("gb11643-citizen-id", Check::CitizenId),
+        ("gb32100-credit-code", Check::CreditCode),
+        ("gbt2260-division", Check::Division),
+        ("licence-id", Check::LicenceId),
+        ("property-unit-number", Check::PropertyUnitNumber),
+        ("past-instant", Check::PastInstant),
+        ("identifier-by-kind", Check::IdentifierByKind),
     ];
 
-    fn named(field: &RecordField) -> Vec<(String, Option<String>)> {
+    /// A field's checks, or the error naming one that does not exist.
+    pub(super) fn compile(field: &RecordField) -> Result<Vec<(Check, Option<String>)>, PlanError> {
         let list = field.custom_attributes.get("govex.checks").and_then(serde_json::Value::as_array);
-        list.into_iter()
-            .flatten()
-            .filter_map(serde_json::Value::as_str)
-            .map(|check| match check.split_once('(') {
-                Some((name, argument)) => (name.to_owned(), Some(argument.trim_end_matches(')').to_owned())),
-                None => (check.to_owned(), None),
-            })
-            .collect()
-    }
-
-    /// Refuses a schema that names a check that does not exist.
-    pub(super) fn validate_names(record: &apache_avro::schema::RecordSchema) -> Result<(), PlanError> {
-        for field in &record.fields {
-            for (name, _) in named(field) {
-                if !NAMES.contains(&name.as_str()) {
-                    return Err(PlanError(format!("field {}: govex.checks: no check is named '{name}'", field.name)));
-                }
-            }
-            if let apache_avro::schema::Schema::Record(inner) = &field.schema {
-                validate_names(inner)?;
-            }
-            if let apache_avro::schema::Schema::Array(array) = &field.schema {
-                if let apache_avro::schema::Schema::Record(inner) = array.items.as_ref() {
-                    validate_names(inner)?;
-                }
-            }
+        let mut out = Vec::new();
+        for check in list.into_iter().flatten().filter_map(serde_json::Value::as_str) {
+            let (name, argument) = match check.split_once('(') {
+                Some((name, argument)) => (name, Some(argument.trim_end_matches(')').to_owned())),
+                None => (check, None),
+            };
+            let found = NAMES.iter().find(|(n, _)| *n == name).map(|(_, c)| *c);
+            let check = found
+                .ok_or_else(|| PlanError(format!("field {}: govex.checks: no check is named '{name}'", field.name)))?;
+            out.push((check, argument));
         }
-        Ok(())
+        Ok(out)
     }
 
-    /// Runs `field`'s checks on its mapped value; returns a replacement value where a check
+    /// Runs a field's checks on its mapped value, which it returns, normalised where a check
     /// normalises it (a retired division code becomes its successor).
     pub(super) fn run(
-        field: &RecordField,
-        value: &Avro,
-        siblings: &BTreeMap<&str, Avro>,
+        named: &[(Check, Option<String>)],
+        value: Avro,
+        siblings: &[(String, Avro)],
         pointer: &str,
         context: &CheckContext,
         checks: &mut Checks,
-    ) -> Option<Avro> {
-        let text = match value {
+    ) -> Avro {
+        let text = match &value {
             Avro::String(s) => Some(s.as_str()),
             Avro::Union(_, inner) => match inner.as_ref() {
                 Avro::String(s) => Some(s.as_str()),
@@ -347,41 +417,41 @@ pub mod checks {
             _ => None,
         };
         let mut replaced = None;
-        for (name, argument) in named(field) {
-            match (name.as_str(), text) {
-                ("gb11643-citizen-id", Some(t)) => {
+        for (check, argument) in named {
+            match (check, text) {
+                (Check::CitizenId, Some(t)) => {
                     checks.identifier(pointer, identifiers::citizen_id(t, context.today()), "citizen identity number")
                 }
-                ("gb32100-credit-code", Some(t)) => {
+                (Check::CreditCode, Some(t)) => {
                     checks.identifier(pointer, identifiers::credit_code(t), "unified social credit code")
                 }
-                ("licence-id", Some(t)) => {
+                (Check::LicenceId, Some(t)) => {
                     checks.identifier(pointer, identifiers::licence_id(t).map(drop), "e-licence identifier")
                 }
-                ("property-unit-number", Some(t)) => {
+                (Check::PropertyUnitNumber, Some(t)) => {
                     checks.identifier(pointer, identifiers::property_unit_number(t), "property unit number")
                 }
-                ("gbt2260-division", Some(t)) => {
-                    let current = checks.division(pointer, t);
-                    replaced = Some(Avro::String(current));
-                }
-                ("identifier-by-kind", Some(t)) => {
-                    let kind = argument.as_deref().and_then(|a| siblings.get(a));
+                (Check::Division, Some(t)) => replaced = Some(Avro::String(checks.division(pointer, t))),
+                (Check::IdentifierByKind, Some(t)) => {
+                    let kind = argument
+                        .as_deref()
+                        .and_then(|a| siblings.iter().find(|(n, _)| n == a))
+                        .and_then(|(_, v)| super::symbol_of(v));
                     match kind {
-                        Some(Avro::Enum(_, symbol)) if symbol == "CITIZEN_ID" => checks.identifier(
+                        Some("CITIZEN_ID") => checks.identifier(
                             pointer,
                             identifiers::citizen_id(t, context.today()),
                             "citizen identity number",
                         ),
-                        Some(Avro::Enum(_, symbol)) if symbol == "CREDIT_CODE" => {
+                        Some("CREDIT_CODE") => {
                             checks.identifier(pointer, identifiers::credit_code(t), "unified social credit code")
                         }
                         _ => {}
                     }
                 }
-                ("past-instant", _) => {
+                (Check::PastInstant, _) => {
                     if let Avro::TimestampMillis(ms) = value {
-                        if *ms > (context.now + chrono::Duration::minutes(1)).timestamp_millis() {
+                        if ms > (context.now + chrono::Duration::minutes(1)).timestamp_millis() {
                             checks.fail(pointer, "time-not-in-future", "must not be in the future");
                         }
                     }
@@ -389,7 +459,7 @@ pub mod checks {
                 _ => {}
             }
         }
-        replaced
+        replaced.unwrap_or(value)
     }
 }
 
