@@ -39,13 +39,29 @@ pub type Rule = fn(&Fields<'_>, &mut Checks);
 pub struct Fields<'a> {
     values: &'a [(String, Avro)],
     steps: &'a [Step],
+    all_steps: &'a std::collections::HashMap<String, Vec<Step>>,
 }
 
-impl Fields<'_> {
+impl<'a> Fields<'a> {
     /// A field's input pointer and mapped value.
-    pub fn get(&self, name: &str) -> Option<(&str, &Avro)> {
-        let index = self.values.iter().position(|(n, _)| n == name)?;
-        Some((self.steps[index].from.as_str(), &self.values[index].1))
+    pub fn get(&self, name: &str) -> Option<(&'a str, &'a Avro)> {
+        let index = self.steps.iter().position(|s| s.name == name)?;
+        Some((self.steps[index].from.as_str(), &self.values.get(index)?.1))
+    }
+
+    /// An array of records: its input pointer and each item's fields.
+    pub fn items(&self, name: &str) -> Option<(&'a str, Vec<Fields<'a>>)> {
+        let index = self.steps.iter().position(|s| s.name == name)?;
+        let steps = self.all_steps.get(self.steps[index].items.as_deref()?)?;
+        let Avro::Array(items) = &self.values.get(index)?.1 else { return None };
+        let fields = items
+            .iter()
+            .filter_map(|item| match item {
+                Avro::Record(values) => Some(Fields { values, steps, all_steps: self.all_steps }),
+                _ => None,
+            })
+            .collect();
+        Some((self.steps[index].from.as_str(), fields))
     }
 
     /// A decimal field's pointer and unscaled value.
@@ -90,6 +106,10 @@ pub struct PlanError(String);
 
 /// One field of a record, compiled once: where its value is in the input, and its checks.
 pub struct Step {
+    /// The field's name.
+    name: String,
+    /// For an array of records, the items' record (full name).
+    items: Option<String>,
     /// The input pointer, relative to the enclosing object (`/taxpayer/name`).
     from: String,
     /// `from`, split into its member names.
@@ -130,7 +150,14 @@ fn compile_steps(
             .map_or_else(|| format!("/{}", field.name), str::to_owned);
         let segments = from.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
         let checks = checks::compile(field)?;
-        steps.push(Step { from, segments, checks });
+        let items = match &field.schema {
+            Schema::Array(array) => match array.items.as_ref() {
+                Schema::Record(inner) => Some(inner.name.fullname(None)),
+                _ => None,
+            },
+            _ => None,
+        };
+        steps.push(Step { name: field.name.clone(), items, from, segments, checks });
         let nested = match &field.schema {
             Schema::Record(inner) => Some(inner),
             Schema::Array(array) => match array.items.as_ref() {
@@ -178,7 +205,7 @@ impl Plan {
         let mut checks = Checks::default();
         let fields = self.map_record(&self.schema, input, "", context, &mut checks);
         let steps = &self.steps[&self.schema.name.fullname(None)];
-        let view = Fields { values: &fields, steps };
+        let view = Fields { values: &fields, steps, all_steps: &self.steps };
         for rule in &self.rules {
             rule(&view, &mut checks);
         }
@@ -190,6 +217,35 @@ impl Plan {
             _ => return Err(vec![Violation::new("", "key", "the record's key is not a string")]),
         };
         Ok((key, Avro::Record(fields)))
+    }
+
+    /// `value` with its records' field names filled in, for code that reads values by name
+    /// or the generic Avro writer (the plan leaves them empty while it maps).
+    pub fn named(&self, value: Avro) -> Avro {
+        self.name_record(&self.schema, value)
+    }
+
+    fn name_record(&self, schema: &RecordSchema, value: Avro) -> Avro {
+        let Avro::Record(fields) = value else { return value };
+        let named = schema
+            .fields
+            .iter()
+            .zip(fields)
+            .map(|(field, (_, value))| {
+                let value = match (&field.schema, value) {
+                    (Schema::Array(array), Avro::Array(items)) => match array.items.as_ref() {
+                        Schema::Record(inner) => {
+                            Avro::Array(items.into_iter().map(|item| self.name_record(inner, item)).collect())
+                        }
+                        _ => Avro::Array(items),
+                    },
+                    (Schema::Record(inner), value) => self.name_record(inner, value),
+                    (_, value) => value,
+                };
+                (field.name.clone(), value)
+            })
+            .collect();
+        Avro::Record(named)
     }
 
     fn map_record(
@@ -213,9 +269,14 @@ impl Plan {
             let avro = self.map_value(&field.schema, value, &at, context, checks);
             let avro = match step.checks.is_empty() {
                 true => avro,
-                false => checks::run(&step.checks, avro, &out, &at.render(), context, checks),
+                false => {
+                    let siblings = Fields { values: &out, steps, all_steps: &self.steps };
+                    checks::run(&step.checks, avro, &siblings, &at.render(), context, checks)
+                }
             };
-            out.push((field.name.clone(), avro));
+            // Names are left empty (no allocation per field): the steps know them, and
+            // `Plan::named` fills them in where a value leaves the plan's hands.
+            out.push((String::new(), avro));
         }
         out
     }
@@ -470,7 +531,7 @@ pub mod checks {
     pub(super) fn run(
         named: &[(Check, Option<String>)],
         value: Avro,
-        siblings: &[(String, Avro)],
+        siblings: &super::Fields<'_>,
         pointer: &str,
         context: &CheckContext,
         checks: &mut Checks,
@@ -500,10 +561,7 @@ pub mod checks {
                 }
                 (Check::Division, Some(t)) => replaced = Some(Avro::String(checks.division(pointer, t))),
                 (Check::IdentifierByKind, Some(t)) => {
-                    let kind = argument
-                        .as_deref()
-                        .and_then(|a| siblings.iter().find(|(n, _)| n == a))
-                        .and_then(|(_, v)| super::symbol_of(v));
+                    let kind = argument.as_deref().and_then(|a| siblings.get(a)).and_then(|(_, v)| super::symbol_of(v));
                     match kind {
                         Some("CITIZEN_ID") => checks.identifier(
                             pointer,
@@ -558,7 +616,7 @@ mod tests {
             let old = (spec.map)(&input, &context, &encoder).unwrap();
             let (key, value) = plan.map(&input, &context).unwrap();
             assert_eq!(key, old.key, "{record} {n}: the key");
-            let new = encoder.encode_value(&value).unwrap();
+            let new = encoder.encode_value(&plan.named(value.clone())).unwrap();
             let mut own = Vec::new();
             encode(encoder.schema_id(), &value, &mut own);
             assert_eq!(own, new, "{record} {n}: the plan's own writer writes what apache-avro writes");

@@ -126,13 +126,12 @@ struct Registration {
 /// shares adding up to 100.00 whenever they all read.
 pub fn co_ownership_shares_rule(fields: &crate::plan::Fields, checks: &mut Checks) {
     use crate::plan::{decimal_of, is_absent, symbol_of};
-    let Some((base, apache_avro::types::Value::Array(holders))) = fields.get("right_holders") else { return };
+    let Some((base, holders)) = fields.items("right_holders") else { return };
     let mut shared = false;
     let mut shares_read = true;
     let mut total = 0i128;
     for (n, holder) in holders.iter().enumerate() {
-        let apache_avro::types::Value::Record(holder) = holder else { continue };
-        let field = |name: &str| holder.iter().find(|(f, _)| f == name).map(|(_, v)| v);
+        let field = |name: &str| holder.get(name).map(|(_, v)| v);
         let at = format!("{base}/{n}/share_percent");
         let is_shared = field("co_ownership").and_then(symbol_of) == Some("SHARED");
         let share = field("share_percent");
