@@ -49,6 +49,15 @@ impl<'a> Fields<'a> {
         Some((self.steps[index].from.as_str(), &self.values.get(index)?.1))
     }
 
+    /// An enum field's symbol.
+    pub fn symbol(&self, name: &str) -> Option<&'a str> {
+        let index = self.steps.iter().position(|s| s.name == name)?;
+        match &self.values.get(index)?.1 {
+            Avro::Enum(symbol, _) => self.steps[index].symbols.get(*symbol as usize).map(String::as_str),
+            _ => None,
+        }
+    }
+
     /// An array of records: its input pointer and each item's fields.
     pub fn items(&self, name: &str) -> Option<(&'a str, Vec<Fields<'a>>)> {
         let index = self.steps.iter().position(|s| s.name == name)?;
@@ -74,22 +83,18 @@ impl<'a> Fields<'a> {
 /// The unscaled value of a decimal (or of an optional one that is present).
 pub fn decimal_of(value: &Avro) -> Option<i128> {
     match value {
-        Avro::Decimal(decimal) => {
-            let bytes = Vec::<u8>::try_from(decimal).ok()?;
+        Avro::Decimal(_) | Avro::Bytes(_) => {
+            let bytes = match value {
+                Avro::Bytes(bytes) => bytes.clone(),
+                Avro::Decimal(decimal) => Vec::<u8>::try_from(decimal).ok()?,
+                _ => return None,
+            };
             let mut wide = [if bytes.first().is_some_and(|b| b & 0x80 != 0) { 0xff } else { 0 }; 16];
             let n = bytes.len().min(16);
             wide[16 - n..].copy_from_slice(&bytes[bytes.len() - n..]);
             Some(i128::from_be_bytes(wide))
         }
         Avro::Union(_, inner) => decimal_of(inner),
-        _ => None,
-    }
-}
-
-/// The symbol of an enum value.
-pub fn symbol_of(value: &Avro) -> Option<&str> {
-    match value {
-        Avro::Enum(_, symbol) => Some(symbol),
         _ => None,
     }
 }
@@ -110,6 +115,8 @@ pub struct Step {
     name: String,
     /// For an array of records, the items' record (full name).
     items: Option<String>,
+    /// For an enum (or an optional one), its symbols: the value holds only the index.
+    symbols: Vec<String>,
     /// The input pointer, relative to the enclosing object (`/taxpayer/name`).
     from: String,
     /// `from`, split into its member names.
@@ -157,7 +164,11 @@ fn compile_steps(
             },
             _ => None,
         };
-        steps.push(Step { name: field.name.clone(), items, from, segments, checks });
+        let symbols = match &field.schema {
+            Schema::Enum(e) => e.symbols.clone(),
+            _ => Vec::new(),
+        };
+        steps.push(Step { name: field.name.clone(), items, symbols, from, segments, checks });
         let nested = match &field.schema {
             Schema::Record(inner) => Some(inner),
             Schema::Array(array) => match array.items.as_ref() {
@@ -231,21 +242,27 @@ impl Plan {
             .fields
             .iter()
             .zip(fields)
-            .map(|(field, (_, value))| {
-                let value = match (&field.schema, value) {
-                    (Schema::Array(array), Avro::Array(items)) => match array.items.as_ref() {
-                        Schema::Record(inner) => {
-                            Avro::Array(items.into_iter().map(|item| self.name_record(inner, item)).collect())
-                        }
-                        _ => Avro::Array(items),
-                    },
-                    (Schema::Record(inner), value) => self.name_record(inner, value),
-                    (_, value) => value,
-                };
-                (field.name.clone(), value)
-            })
+            .map(|(field, (_, value))| (field.name.clone(), self.name_value(&field.schema, value)))
             .collect();
         Avro::Record(named)
+    }
+
+    fn name_value(&self, schema: &Schema, value: Avro) -> Avro {
+        match (schema, value) {
+            (Schema::Array(array), Avro::Array(items)) => {
+                Avro::Array(items.into_iter().map(|item| self.name_value(&array.items, item)).collect())
+            }
+            (Schema::Record(inner), value) => self.name_record(inner, value),
+            (Schema::Enum(e), Avro::Enum(index, _)) => {
+                Avro::Enum(index, e.symbols.get(index as usize).cloned().unwrap_or_default())
+            }
+            (Schema::Decimal(_), Avro::Bytes(bytes)) => Avro::Decimal(Decimal::from(bytes)),
+            (Schema::Union(union), Avro::Union(index, inner)) => match union.variants().get(index as usize) {
+                Some(branch) => Avro::Union(index, Box::new(self.name_value(branch, *inner))),
+                None => Avro::Union(index, inner),
+            },
+            (_, value) => value,
+        }
     }
 
     fn map_record(
@@ -311,7 +328,8 @@ impl Plan {
             Schema::Enum(e) => {
                 let symbol = text.unwrap_or_default();
                 let index = e.symbols.iter().position(|s| s == symbol).unwrap_or_default();
-                Avro::Enum(index as u32, e.symbols.get(index).cloned().unwrap_or_default())
+                // The symbol is left out (the steps know it; `Plan::named` fills it in).
+                Avro::Enum(index as u32, String::new())
             }
             Schema::Decimal(d) => {
                 let unscaled = match parse_decimal(text.unwrap_or_default(), d.scale as u32) {
@@ -325,7 +343,8 @@ impl Plan {
                         0
                     }
                 };
-                Avro::Decimal(Decimal::from(shortest_be(unscaled)))
+                // Kept as its bytes (`Plan::named` makes it a decimal for the generic writer).
+                Avro::Bytes(shortest_be(unscaled))
             }
             Schema::TimestampMillis => match chrono::DateTime::parse_from_rfc3339(text.unwrap_or_default()) {
                 Ok(instant) => Avro::TimestampMillis(instant.timestamp_millis()),
@@ -561,7 +580,7 @@ pub mod checks {
                 }
                 (Check::Division, Some(t)) => replaced = Some(Avro::String(checks.division(pointer, t))),
                 (Check::IdentifierByKind, Some(t)) => {
-                    let kind = argument.as_deref().and_then(|a| siblings.get(a)).and_then(|(_, v)| super::symbol_of(v));
+                    let kind = argument.as_deref().and_then(|a| siblings.symbol(a));
                     match kind {
                         Some("CITIZEN_ID") => checks.identifier(
                             pointer,

@@ -125,7 +125,7 @@ struct Registration {
 /// `co-ownership-shares`): a share for each holder in shares and none for others, and the
 /// shares adding up to 100.00 whenever they all read.
 pub fn co_ownership_shares_rule(fields: &crate::plan::Fields, checks: &mut Checks) {
-    use crate::plan::{decimal_of, is_absent, symbol_of};
+    use crate::plan::{decimal_of, is_absent};
     let Some((base, holders)) = fields.items("right_holders") else { return };
     let mut shared = false;
     let mut shares_read = true;
@@ -133,7 +133,7 @@ pub fn co_ownership_shares_rule(fields: &crate::plan::Fields, checks: &mut Check
     for (n, holder) in holders.iter().enumerate() {
         let field = |name: &str| holder.get(name).map(|(_, v)| v);
         let at = format!("{base}/{n}/share_percent");
-        let is_shared = field("co_ownership").and_then(symbol_of) == Some("SHARED");
+        let is_shared = holder.symbol("co_ownership") == Some("SHARED");
         let share = field("share_percent");
         let absent = share.is_none_or(is_absent);
         shared |= is_shared;

@@ -68,8 +68,8 @@ struct AccountEvent {
 /// The provident fund's cross-field rule for the schema-driven mapping (`govex.rules`:
 /// `licence-for-withdrawal`): a purchase withdrawal names the e-licence it relies on.
 pub fn licence_for_withdrawal_rule(fields: &crate::plan::Fields, checks: &mut Checks) {
-    use crate::plan::{is_absent, symbol_of};
-    let withdrawal = fields.get("event_type").and_then(|(_, v)| symbol_of(v)) == Some("PURCHASE_WITHDRAWAL");
+    use crate::plan::is_absent;
+    let withdrawal = fields.symbol("event_type") == Some("PURCHASE_WITHDRAWAL");
     if let (true, Some((pointer, licence))) = (withdrawal, fields.get("licence_id")) {
         if is_absent(licence) {
             checks.fail(
