@@ -293,7 +293,7 @@ async fn run() -> Result<()> {
         }
         Command::Config { command: ConfigCommand::Check, config } => {
             let config = NodeConfig::load(config.as_deref(), std::env::vars())?;
-            for line in govex::node::plan(&config)?.summary(&config) {
+            for line in govex::node::preflight(&config)?.summary(&config) {
                 println!("{line}");
             }
             println!("configuration is valid");

@@ -207,40 +207,47 @@ pub fn plan(config: &NodeConfig) -> Result<Plan> {
         );
     }
     // The division must be one the intake itself would take as a record's division.
-    if let Err(rule) = govex_bus::identifiers::division(&config.division.to_string()) {
-        bail!("invalid configuration: division {} is not a GB/T 2260 division in force ({rule})", config.division);
-    }
-    if let Ok(current) = govex_bus::identifiers::division(&config.division.to_string()) {
-        if current != config.division.to_string() {
-            bail!("invalid configuration: division {} was retired; its successor is {current}", config.division);
+    // The division must be one the intake itself would take as a record's division.
+    let code = config.division.to_string();
+    match govex_bus::identifiers::division(&code) {
+        Err(rule) => bail!("invalid configuration: division {code} is not a GB/T 2260 division in force ({rule})"),
+        Ok(current) if current != code => {
+            bail!("invalid configuration: division {code} was retired; its successor is {current}")
         }
-    }
-    let uses_bus = components.iter().any(|c| *c != Component::Registry);
-    if uses_bus {
-        config.bus.check_properties("bus").map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        Ok(_) => {}
     }
     check_ports(config, runs_registry && registry_url.is_none())?;
-    // Certificates and keys are read here too (start reads them again), so that a missing or
-    // unreadable file is found by `config check`, not at start.
-    if let Some(url) = &registry_url {
-        registry_client(url, config)?;
-    }
-    if let (true, Some(tls)) = (config.serves_api(), &config.listen.tls) {
-        govex_bus::server::acceptor(tls, "listen.tls")?;
-    }
-    if let (None, Some(tls)) = (&registry_url, &config.listen.registry_tls) {
-        govex_bus::server::acceptor(tls, "listen.registry_tls")?;
-    }
     check_data_dir_can_be_made(&config.data_dir)?;
     let links = match components.contains(&Component::Bridge) {
         true => govex_sinks::level_bridge::links(config.division, &config.bus, &config.bridge)?,
         false => Vec::new(),
     };
-    for link in &links {
+    Ok(Plan { components, registry_url, tokens, links })
+}
+
+/// What `govex config check` runs: [`plan`], and what start does next with the config short
+/// of the network — librdkafka takes the properties of the node's clients and of each bridge
+/// link (made offline), and the certificates, keys and CA files read. Start itself does these
+/// as it goes (it makes the clients and reads the files), so they are not done twice there.
+pub fn preflight(config: &NodeConfig) -> Result<Plan> {
+    let plan = plan(config)?;
+    if plan.components.iter().any(|c| *c != Component::Registry) {
+        config.bus.check_properties("bus").map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    }
+    for link in &plan.links {
         let what = format!("bridge link {}", link.name);
         link.config.check_properties(&what).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     }
-    Ok(Plan { components, registry_url, tokens, links })
+    if let Some(url) = &plan.registry_url {
+        registry_client(url, config)?;
+    }
+    if let (true, Some(tls)) = (config.serves_api(), &config.listen.tls) {
+        govex_bus::server::acceptor(tls, "listen.tls")?;
+    }
+    if let (None, Some(tls)) = (&plan.registry_url, &config.listen.registry_tls) {
+        govex_bus::server::acceptor(tls, "listen.registry_tls")?;
+    }
+    Ok(plan)
 }
 
 /// Two listeners of this process on one port would make the second bind fail at start
