@@ -227,6 +227,29 @@ struct WriterReader {
     resolve: bool,
     /// The writer's schema (with the reader's aliases applied).
     writer_schema: &'static Schema,
+    /// Why the writer's schema does not resolve to the reader's (Avro's rules), if it does not.
+    unreadable: Option<String>,
+}
+
+/// Reads one datum with its writer's schema, all of it.
+fn read_datum(schema_id: u32, reader: &WriterReader, datum: &[u8]) -> Result<Value, CodecError> {
+    let mut cursor = Cursor::new(datum);
+    match reader.reader.read_value(&mut cursor) {
+        Ok(value) => match datum.len() - cursor.position() as usize {
+            0 => Ok(value),
+            left => Err(CodecError::TrailingBytes { schema_id, count: left }),
+        },
+        Err(error) if is_unexpected_eof(&error) => {
+            Err(CodecError::Truncated { schema_id, detail: format!("at byte {}", cursor.position()) })
+        }
+        Err(error) => Err(CodecError::Invalid {
+            schema_id,
+            detail: value_free(
+                &error,
+                &format!("the datum does not read with the writer's schema at byte {}", cursor.position()),
+            ),
+        }),
+    }
 }
 
 impl Decoder {
@@ -244,35 +267,17 @@ impl Decoder {
     pub async fn decode(&self, bytes: &[u8]) -> Result<Value, CodecError> {
         let (schema_id, datum) = parse_frame(bytes)?;
         let reader = self.reader_for(schema_id).await?;
-        let mut cursor = Cursor::new(datum);
-        match reader.reader.read_value(&mut cursor) {
-            Ok(value) => {
-                let left = datum.len() - cursor.position() as usize;
-                if left > 0 {
-                    return Err(CodecError::TrailingBytes { schema_id, count: left });
-                }
-                if !reader.resolve {
-                    return Ok(value);
-                }
-                // apache-avro 0.22 refuses to resolve a bytes decimal encoded in fewer bytes
-                // than its precision could need, although the specification (and every other
-                // writer) uses the shortest two's-complement form; widen them first.
-                widen_decimals(value).resolve(self.reader_schema).map_err(|e| CodecError::Invalid {
-                    schema_id,
-                    detail: value_free(&e, "the datum does not resolve to the reader's schema"),
-                })
-            }
-            Err(error) if is_unexpected_eof(&error) => {
-                Err(CodecError::Truncated { schema_id, detail: format!("at byte {}", cursor.position()) })
-            }
-            Err(error) => Err(CodecError::Invalid {
-                schema_id,
-                detail: value_free(
-                    &error,
-                    &format!("the datum does not read with the writer's schema at byte {}", cursor.position()),
-                ),
-            }),
+        let value = read_datum(schema_id, &reader, datum)?;
+        if !reader.resolve {
+            return Ok(value);
         }
+        // apache-avro 0.22 refuses to resolve a bytes decimal encoded in fewer bytes than its
+        // precision could need, although the specification (and every other writer) uses the
+        // shortest two's-complement form; widen them first.
+        widen_decimals(value).resolve(self.reader_schema).map_err(|e| CodecError::Invalid {
+            schema_id,
+            detail: value_free(&e, "the datum does not resolve to the reader's schema"),
+        })
     }
 
     /// Decodes one framed value as it was written: every field of the writer's schema, those
@@ -282,16 +287,15 @@ impl Decoder {
     pub async fn decode_as_written(&self, bytes: &[u8]) -> Result<(Value, &'static Schema), CodecError> {
         let (schema_id, datum) = parse_frame(bytes)?;
         let reader = self.reader_for(schema_id).await?;
-        let value = self.decode(bytes).await?;
-        if !reader.resolve {
-            return Ok((value, self.reader_schema));
+        // Whether the writer's schema resolves to the reader's is known once per schema id:
+        // the datum is read once, as written.
+        if let Some(reason) = &reader.unreadable {
+            return Err(CodecError::Invalid {
+                schema_id,
+                detail: format!("the writer's schema does not resolve to the reader's: {reason}"),
+            });
         }
-        let mut cursor = Cursor::new(datum);
-        let written = reader.reader.read_value(&mut cursor).map_err(|e| CodecError::Invalid {
-            schema_id,
-            detail: value_free(&e, "the datum does not read with the writer's schema"),
-        })?;
-        Ok((written, reader.writer_schema))
+        Ok((read_datum(schema_id, &reader, datum)?, reader.writer_schema))
     }
 
     /// Decodes one framed value into a Rust type that matches the reader's schema.
@@ -316,7 +320,11 @@ impl Decoder {
         let reader = GenericDatumReader::builder(writer_schema)
             .build()
             .map_err(|e| CodecError::Invalid { schema_id, detail: e.to_string() })?;
-        let reader = Arc::new(WriterReader { reader, resolve, writer_schema });
+        let unreadable = match resolve {
+            true => govex_schemas::compat::can_read(self.reader_schema, writer_schema).first().map(ToString::to_string),
+            false => None,
+        };
+        let reader = Arc::new(WriterReader { reader, resolve, writer_schema, unreadable });
         self.readers.lock().insert(schema_id, reader.clone());
         Ok(reader)
     }

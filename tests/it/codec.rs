@@ -114,6 +114,43 @@ async fn a_reader_schema_with_a_new_defaulted_field_reads_old_records() {
     assert!(fields.contains(&("channel".to_owned(), apache_avro::types::Value::String("window".into()))));
 }
 
+/// A view that shows records as written reads a newer writer's extra field, and refuses a
+/// writer whose schema does not resolve to its reader's (as `decode` does).
+#[tokio::test]
+async fn records_read_as_written_keep_what_the_reader_lacks_and_only_if_they_resolve() {
+    let (_dir, _registry, client) = support::local_registry();
+    let reader = Schema::parse_str(PERMIT_SCHEMA).unwrap();
+    let newer = PERMIT_SCHEMA.replacen(
+        r#"{"name": "key", "type": "string"},"#,
+        r#"{"name": "key", "type": "string"}, {"name": "channel", "type": "string", "default": "window"},"#,
+        1,
+    );
+    let writer = Encoder::register(&client, "newer-value", &newer).await.unwrap();
+    let mut record = apache_avro::to_value(permit("k", 1)).unwrap();
+    if let apache_avro::types::Value::Record(fields) = &mut record {
+        let at = fields.iter().position(|(n, _)| n == "key").unwrap() + 1;
+        fields.insert(at, ("channel".to_owned(), apache_avro::types::Value::String("online".into())));
+    }
+    let bytes = writer.encode_value(&record.resolve(writer.schema()).unwrap()).unwrap();
+    let decoder = Decoder::new(client.clone(), &reader);
+    let (value, _) = decoder.decode_as_written(&bytes).await.unwrap();
+    let apache_avro::types::Value::Record(fields) = value else { panic!("a record") };
+    assert!(fields.contains(&("channel".to_owned(), apache_avro::types::Value::String("online".into()))));
+
+    // A writer whose `key` is an int cannot be read as the reader's string.
+    let other = PERMIT_SCHEMA.replacen(r#"{"name": "key", "type": "string"}"#, r#"{"name": "key", "type": "int"}"#, 1);
+    assert_ne!(other, PERMIT_SCHEMA);
+    let writer = Encoder::register(&client, "other-value", &other).await.unwrap();
+    let mut record = apache_avro::to_value(permit("k", 1)).unwrap();
+    if let apache_avro::types::Value::Record(fields) = &mut record {
+        fields.iter_mut().find(|(n, _)| n == "key").unwrap().1 = apache_avro::types::Value::Int(7);
+    }
+    let bytes = writer.encode_value(&record.resolve(writer.schema()).unwrap()).unwrap();
+    let error = decoder.decode_as_written(&bytes).await.unwrap_err().to_string();
+    assert!(error.contains("does not resolve to the reader's"), "{error}");
+    assert!(decoder.decode(&bytes).await.is_err(), "decode refuses it too");
+}
+
 #[tokio::test]
 async fn short_decimals_from_other_writers_resolve_to_a_newer_reader() {
     // Other writers (Confluent's, fastavro) encode decimals in the fewest bytes; apache-avro
