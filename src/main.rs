@@ -367,7 +367,7 @@ async fn run() -> Result<()> {
                 println!("{}", govex::id_cmd::complete(&value, kind).map_err(anyhow::Error::msg)?);
                 return Ok(());
             }
-            let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+            let today = govex_adapters::common::CheckContext::now().today();
             let verdict = govex::id_cmd::check(&value, kind, today);
             for line in &verdict.lines {
                 println!("{line}");

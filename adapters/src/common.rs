@@ -131,13 +131,19 @@ pub struct AvroDecimal(pub i128);
 
 impl Serialize for AvroDecimal {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let bytes = self.0.to_be_bytes();
-        let redundant = bytes
-            .windows(2)
-            .take_while(|w| (w[0] == 0x00 && w[1] & 0x80 == 0) || (w[0] == 0xff && w[1] & 0x80 != 0))
-            .count();
-        serializer.serialize_bytes(&bytes[redundant..])
+        serializer.serialize_bytes(&shortest_be(self.0))
     }
+}
+
+/// The shortest big-endian two's complement of `value`: how Avro writers write a decimal's
+/// unscaled value.
+pub fn shortest_be(value: i128) -> Vec<u8> {
+    let bytes = value.to_be_bytes();
+    let redundant = bytes
+        .windows(2)
+        .take_while(|w| (w[0] == 0x00 && w[1] & 0x80 == 0) || (w[0] == 0xff && w[1] & 0x80 != 0))
+        .count();
+    bytes[redundant..].to_vec()
 }
 
 /// Kinds of identity document, shared by every department's schema (declared once, with the

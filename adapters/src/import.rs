@@ -268,7 +268,7 @@ fn private_file(path: &Path) -> Result<File, ImportError> {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    govex_bus::hex(&Sha256::digest(bytes))
 }
 
 /// One record of a file: its line, its text as it was in the file, and its JSON body or why
@@ -427,15 +427,14 @@ impl Progress for () {
 /// The content hash of a record: what the ledger and the `govex-import` header hold. The
 /// JSON is parsed and written canonically (keys sorted, no spaces), so that the same record
 /// with other spacing or key order is the same record.
-fn content_hash(department: Department, record: &str, body: &[u8]) -> String {
-    let canonical = serde_json::from_slice::<Value>(body).ok().map(|value| value.to_string());
+fn content_hash(department: Department, record: &str, input: &Value) -> String {
     let mut hash = Sha256::new();
     hash.update(department.as_str().as_bytes());
     hash.update([0]);
     hash.update(record.as_bytes());
     hash.update([0]);
-    hash.update(canonical.as_deref().map_or(body, str::as_bytes));
-    hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    hash.update(input.to_string().as_bytes());
+    govex_bus::hex(&hash.finalize()[..16])
 }
 
 /// The ledger: the hashes of what was published, one per line, appended and synced after
@@ -593,10 +592,7 @@ pub async fn run_import(
     let mut written = Sha256::new();
     written.update(header_line.as_bytes());
     let mut written_len = header_line.len() as u64;
-    let mark = |written: &Sha256, len: u64| Written {
-        len,
-        sha256: written.clone().finalize().iter().map(|b| format!("{b:02x}")).collect(),
-    };
+    let mark = |written: &Sha256, len: u64| Written { len, sha256: govex_bus::hex(&written.clone().finalize()) };
     state.rejects.insert(reject_name.clone(), mark(&written, written_len));
     write_state(&state_path, &state)?;
 
@@ -626,16 +622,21 @@ pub async fn run_import(
         let mut in_batch = HashSet::new();
         let mut rejected = Vec::new();
         for record in batch {
-            let checked = match &record.body {
-                Ok(body) => {
-                    let hash = content_hash(options.department, &options.record, body);
+            // Parsed once: for its hash and for its checks.
+            let parsed = match &record.body {
+                Ok(body) => Intake::parse(body),
+                Err(reason) => Err(Rejection::Invalid(vec![Violation::new("", "csv-row", reason.clone())])),
+            };
+            let checked = match parsed {
+                Ok(input) => {
+                    let hash = content_hash(options.department, &options.record, &input);
                     if ledger.published.contains(&hash) || !in_batch.insert(hash.clone()) {
                         summary.skipped += 1;
                         continue;
                     }
-                    intake.check(options.department, &options.record, body, &context).map(|c| (c, hash))
+                    intake.check_parsed(options.department, &options.record, &input, &context, None).map(|c| (c, hash))
                 }
-                Err(reason) => Err(Rejection::Invalid(vec![Violation::new("", "csv-row", reason.clone())])),
+                Err(rejection) => Err(rejection),
             };
             match checked {
                 Ok((checked, hash)) => {

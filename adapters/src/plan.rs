@@ -27,7 +27,7 @@ use apache_avro::{
 use serde_json::Value;
 
 use crate::{
-    common::{parse_decimal, CheckContext, Checks},
+    common::{parse_decimal, shortest_be, CheckContext, Checks},
     validation::Violation,
 };
 
@@ -476,16 +476,6 @@ impl At<'_> {
     fn render(&self) -> String {
         format!("{}{}", self.base, self.from)
     }
-}
-
-/// The shortest big-endian two's complement of `value`, as Avro writers write decimals.
-fn shortest_be(value: i128) -> Vec<u8> {
-    let bytes = value.to_be_bytes();
-    let redundant = bytes
-        .windows(2)
-        .take_while(|w| (w[0] == 0x00 && w[1] & 0x80 == 0) || (w[0] == 0xff && w[1] & 0x80 != 0))
-        .count();
-    bytes[redundant..].to_vec()
 }
 
 /// The named field checks: the vocabulary stewards use in `govex.checks`.

@@ -43,7 +43,7 @@ pub use codec::{CodecError, Decoder, Encoder};
 pub use config::{ConfigError, NodeConfig};
 pub use consumer::{AtLeastOnceConsumer, ConsumerSettings, HandlerError};
 pub use division::Division;
-pub use envelope::{Department, Envelope};
+pub use envelope::{hex, Department, Envelope};
 pub use metrics::Metrics;
 pub use producer::{Delivered, Outgoing, Producer};
 pub use registry_client::RegistryClient;

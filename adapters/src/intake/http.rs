@@ -423,7 +423,7 @@ async fn answer_once(
     let mut hasher = Sha256::new();
     hasher.update(if body.batch { b"batch\0" as &[u8] } else { b"single\0" });
     hasher.update(&body.bytes);
-    let fingerprint = hex(&hasher.finalize());
+    let fingerprint = govex_bus::hex(&hasher.finalize());
     let unavailable = |e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "the idempotency store failed");
         problem(
@@ -561,10 +561,6 @@ fn validation_answer(
 /// The most violations one batch answer lists, over all its lines (each line's are capped
 /// already): past them a rejected line shows its first.
 const MAX_LISTED: usize = 10_000;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 async fn answer(server: &IntakeServer, department: Department, record: &str, body: ReadBody, ids: EventIds) -> Answer {
     if !body.batch {

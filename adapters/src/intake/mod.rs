@@ -205,19 +205,35 @@ impl Intake {
         context: &CheckContext,
         event_id: Option<Uuid>,
     ) -> Result<Checked, Rejection> {
+        // An unknown record type is named before the body is looked at.
+        self.prepared(department, record)?;
+        self.check_parsed(department, record, &Self::parse(body)?, context, event_id)
+    }
+
+    /// A body as JSON, or why it is not.
+    pub fn parse(body: &[u8]) -> Result<serde_json::Value, Rejection> {
+        // serde_json's message names the position and the kind of error, not the input.
+        serde_json::from_slice(body).map_err(|e| Rejection::Malformed(format!("the body is not valid JSON: {e}")))
+    }
+
+    /// [`Intake::check_with_id`] of a body already parsed (an import hashes it first).
+    pub fn check_parsed(
+        &self,
+        department: Department,
+        record: &str,
+        input: &serde_json::Value,
+        context: &CheckContext,
+        event_id: Option<Uuid>,
+    ) -> Result<Checked, Rejection> {
         let prepared = self.prepared(department, record)?;
-        let input: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-            // serde_json's message names the position and the kind of error, not the input.
-            Rejection::Malformed(format!("the body is not valid JSON: {e}"))
-        })?;
         if !input.is_object() {
             return Err(Rejection::Invalid(vec![Violation::new("", "type", "the body must be a JSON object")]));
         }
-        let schema_violations = prepared.validator.check(&input);
+        let schema_violations = prepared.validator.check(input);
         // The domain checks run even when the JSON Schema failed, wherever the record still
         // binds (an unknown field, a bad pattern): a sender fixes everything in one round. A
         // field the schema already refused is not reported twice.
-        let mapped = match (prepared.spec.map)(&input, context, &prepared.encoder) {
+        let mapped = match (prepared.spec.map)(input, context, &prepared.encoder) {
             Ok(mapped) if schema_violations.is_empty() => mapped,
             Ok(_) => return Err(Rejection::Invalid(schema_violations)),
             Err(domain) => {
