@@ -75,7 +75,7 @@ async fn publish(bus: &Bus, registry: &RegistryClient, count: usize) {
     let division = Division::parse("610921").expect("division");
     let records = (0..count).map(|n| {
         let record = licence(n);
-        let envelope = Envelope::new(Department::Platform, division, "licence");
+        let envelope = Envelope::new(Department::PLATFORM, division, "licence");
         Outgoing::new(TOPIC, record.licence_id.clone(), encoder.encode(&record).expect("encode"), &envelope)
     });
     for result in bus.producer().publish_all(records).await {

@@ -170,7 +170,7 @@ fn main() {
             // The Python peer maps the four department records of the brief's target; the
             // platform's licences and case events have no peer.
             let python = match department {
-                Department::Platform => Err(String::new()),
+                Department::PLATFORM => Err(String::new()),
                 _ => python_peer(broker.bootstrap_servers(), topic, department.as_str(), record, schema_id, &input),
             };
             let (python_text, python_ratio) = match &python {
@@ -187,7 +187,7 @@ fn main() {
                 python_ratio
             );
             println!("  checks alone (parse, JSON Schema, domain, map, encode, envelope), one thread: {check_rate:.0} rec/s");
-            if let (Err(e), false) = (python, department == Department::Platform) {
+            if let (Err(e), false) = (python, department == Department::PLATFORM) {
                 println!("  python peer failed (pip install 'confluent-kafka[avro,schemaregistry]' jsonschema fastavro): {}", e.lines().last().unwrap_or(""));
             }
         }

@@ -2,7 +2,6 @@
 //! and their identifiers, and the context checks run in.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::{Deserialize, Serialize, Serializer};
 
 use crate::{identifiers, validation::Violation};
 
@@ -57,44 +56,6 @@ impl Checks {
         }
     }
 
-    /// An amount with at most `scale` decimals, non-negative; returns it scaled to an integer.
-    pub fn decimal(&mut self, pointer: &str, text: &str, scale: u32) -> i128 {
-        match parse_decimal(text, scale) {
-            Some(value) => value,
-            None => {
-                self.fail(
-                    pointer,
-                    "amount-format",
-                    format!("must be a non-negative amount with at most {scale} decimals"),
-                );
-                0
-            }
-        }
-    }
-
-    /// [`Checks::decimal`], `None` when it failed (for cross-field rules that need the value).
-    pub fn decimal_opt(&mut self, pointer: &str, text: &str, scale: u32) -> Option<i128> {
-        let before = self.violations.len();
-        let value = self.decimal(pointer, text, scale);
-        (self.violations.len() == before).then_some(value)
-    }
-
-    /// An RFC 3339 instant not in the future (a minute of clock skew allowed); returns
-    /// milliseconds since the Unix epoch.
-    pub fn past_instant(&mut self, pointer: &str, text: &str, context: &CheckContext) -> i64 {
-        match DateTime::parse_from_rfc3339(text) {
-            Ok(instant) if instant.with_timezone(&Utc) > context.now + chrono::Duration::minutes(1) => {
-                self.fail(pointer, "time-not-in-future", "must not be in the future");
-                0
-            }
-            Ok(instant) => instant.timestamp_millis(),
-            Err(_) => {
-                self.fail(pointer, "time-format", "must be an RFC 3339 date-time with an offset");
-                0
-            }
-        }
-    }
-
     /// Whether nothing failed.
     pub fn ok(&self) -> bool {
         self.violations.is_empty()
@@ -124,17 +85,6 @@ pub fn parse_decimal(text: &str, scale: u32) -> Option<i128> {
     Some(value)
 }
 
-/// An Avro `decimal` (bytes) value: the unscaled integer, written as the shortest
-/// big-endian two's complement, as the specification and other writers do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AvroDecimal(pub i128);
-
-impl Serialize for AvroDecimal {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(&shortest_be(self.0))
-    }
-}
-
 /// The shortest big-endian two's complement of `value`: how Avro writers write a decimal's
 /// unscaled value.
 pub fn shortest_be(value: i128) -> Vec<u8> {
@@ -144,39 +94,6 @@ pub fn shortest_be(value: i128) -> Vec<u8> {
         .take_while(|w| (w[0] == 0x00 && w[1] & 0x80 == 0) || (w[0] == 0xff && w[1] & 0x80 != 0))
         .count();
     bytes[redundant..].to_vec()
-}
-
-/// Kinds of identity document, shared by every department's schema (declared once, with the
-/// schemas).
-pub use govex_schemas::records::IdentifierType;
-
-/// A party as departments send it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct PartyInput {
-    /// Kind of document.
-    pub identifier_type: IdentifierType,
-    /// Document number (personal data).
-    pub identifier_number: String,
-    /// Name (personal data).
-    pub name: String,
-}
-
-impl PartyInput {
-    /// Checks the identifier by its kind.
-    pub fn check(&self, pointer: &str, checks: &mut Checks, context: &CheckContext) {
-        let at = format!("{pointer}/identifier_number");
-        match self.identifier_type {
-            IdentifierType::CitizenId => checks.identifier(
-                &at,
-                identifiers::citizen_id(&self.identifier_number, context.today()),
-                "citizen identity number",
-            ),
-            IdentifierType::CreditCode => {
-                checks.identifier(&at, identifiers::credit_code(&self.identifier_number), "unified social credit code")
-            }
-            _ => {}
-        }
-    }
 }
 
 #[cfg(test)]
@@ -195,33 +112,11 @@ mod tests {
     }
 
     #[test]
-    fn decimals_serialize_in_the_shortest_form() {
-        let encode = |v: i128| {
-            let schema =
-                apache_avro::Schema::parse_str(r#"{"type":"bytes","logicalType":"decimal","precision":18,"scale":2}"#)
-                    .unwrap();
-            apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
-                .build()
-                .unwrap()
-                .write_ser_to_vec(&AvroDecimal(v))
-                .unwrap()
-        };
-        assert_eq!(encode(12345), vec![4, 0x30, 0x39], "length 2 (zig-zag 4), then 0x3039");
-        assert_eq!(encode(-12345), vec![4, 0xcf, 0xc7]);
-        assert_eq!(encode(128), vec![4, 0x00, 0x80], "a leading zero keeps it positive");
-        assert_eq!(encode(0), vec![2, 0x00]);
-    }
-
-    #[test]
-    fn instants_in_the_future_are_refused() {
-        let context =
-            CheckContext { now: DateTime::parse_from_rfc3339("2026-11-27T00:00:00Z").unwrap().with_timezone(&Utc) };
-        let mut checks = Checks::default();
-        assert_eq!(checks.past_instant("/t", "2026-11-27T08:00:00+08:00", &context), 1_795_737_600_000);
-        assert!(checks.ok());
-        checks.past_instant("/t", "2026-11-28T00:00:00Z", &context);
-        checks.past_instant("/u", "yesterday", &context);
-        let rules: Vec<&str> = checks.violations.iter().map(|v| v.rule.as_str()).collect();
-        assert_eq!(rules, ["time-not-in-future", "time-format"]);
+    fn decimals_are_written_in_the_shortest_form() {
+        assert_eq!(shortest_be(12345), vec![0x30, 0x39]);
+        assert_eq!(shortest_be(-12345), vec![0xcf, 0xc7]);
+        assert_eq!(shortest_be(128), vec![0x00, 0x80], "a leading zero keeps it positive");
+        assert_eq!(shortest_be(0), vec![0x00]);
+        assert_eq!(shortest_be(-1), vec![0xff]);
     }
 }

@@ -566,7 +566,7 @@ pub async fn run_import(
         // A batch was being sent when an import stopped (of this file or another of the
         // folder): what of it arrived is published.
         let arrived: Vec<String> = bus
-            .scan_header(topic, &pending.watermarks, IMPORT_HEADER)
+            .scan_header(&topic, &pending.watermarks, IMPORT_HEADER)
             .await
             .map_err(|e| ImportError::Bus(e.to_string()))?
             .into_iter()
@@ -613,7 +613,7 @@ pub async fn run_import(
         }
         let first_line = batch[0].line;
         let last_line = batch[batch.len() - 1].line;
-        let watermarks = bus.high_watermarks(topic).await.map_err(|e| ImportError::Bus(e.to_string()))?;
+        let watermarks = bus.high_watermarks(&topic).await.map_err(|e| ImportError::Bus(e.to_string()))?;
         state.pending = Some(PendingBatch { file: state.file.clone(), first_line, last_line, watermarks });
         write_state(&state_path, &state)?;
 
@@ -731,7 +731,7 @@ mod tests {
         std::fs::write(&gbk, &bytes).unwrap();
         for (file, encoding) in [(utf8, TextEncoding::Utf8), (gbk.clone(), TextEncoding::Gbk)] {
             let options = ImportOptions {
-                department: Department::Tax,
+                department: Department::TAX,
                 record: "x".into(),
                 format: FileFormat::from_path(&file),
                 file,
@@ -742,7 +742,7 @@ mod tests {
             assert_eq!(records[0].body.as_ref().unwrap(), "{\"name\":\"张三\"}".as_bytes());
         }
         let options = ImportOptions {
-            department: Department::Tax,
+            department: Department::TAX,
             record: "x".into(),
             format: FileFormat::Csv,
             file: gbk,

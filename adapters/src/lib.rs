@@ -1,17 +1,22 @@
 //! Department adapters: where department systems hand records to the exchange.
 //!
-//! One folder per department ([`land_registry`], [`housing`], [`tax`], [`provident_fund`])
-//! holds its input binding, domain checks, mapping to the Avro record, topic and key; each
-//! exposes `records()`, a list of [`record::RecordSpec`]. Around them: [`identifiers`] (check
-//! characters of citizen ids, credit codes, licence ids; division codes), [`validation`]
-//! (JSON Schema violations with pointers and rules), [`common`] (money, instants, parties),
-//! [`intake`] (the pipeline every input goes through, and its HTTP server) and [`import`]
-//! (NDJSON and CSV files, resumable).
+//! A department record type is data: its annotated Avro schema under `schemas/avro/`,
+//! registered in the schema registry. [`contract`] compiles a registered version into what
+//! the intake needs: the input contract (a JSON Schema derived from the Avro schema), the
+//! [`plan`] that maps JSON to Avro by walking the schema, with the named checks it lists, and
+//! the cross-field rules it names. A department folder ([`land_registry`], [`tax`],
+//! [`provident_fund`], [`platform`]) holds only the rules of its own records that a schema
+//! cannot say; a department without such rules (housing, and any added as data) has no
+//! folder. Around them: [`identifiers`] (check characters of citizen ids, credit codes,
+//! licence ids; division codes), [`validation`] (JSON Schema violations with pointers and
+//! rules), [`common`] (money, instants), [`intake`] (the pipeline every input goes through,
+//! following the registry, and its HTTP server) and [`import`] (NDJSON and CSV files,
+//! resumable).
 //!
 //! Adapters depend on `bus` and `schemas`, never on sinks or on each other.
 
 pub mod common;
-pub mod housing;
+pub mod contract;
 /// The identifier rules live in `bus`, where sinks reach them too.
 pub use govex_bus::identifiers;
 pub mod import;
@@ -20,15 +25,6 @@ pub mod land_registry;
 pub mod plan;
 pub mod platform;
 pub mod provident_fund;
-pub mod record;
 pub mod samples;
 pub mod tax;
 pub mod validation;
-
-use record::RecordSpec;
-
-/// Every record type of every department. A new department is one folder and one line here.
-pub fn all_records() -> Vec<RecordSpec> {
-    [land_registry::records(), housing::records(), tax::records(), provident_fund::records(), platform::records()]
-        .concat()
-}

@@ -86,7 +86,7 @@ async fn wire_path(bus: &Bus, encoder: &Encoder, topic: &str, records: &[BenchFi
     let start = Instant::now();
     let mut pending = Vec::with_capacity(records.len());
     for record in records {
-        let envelope = Envelope::new(Department::Housing, division, "contract-filing");
+        let envelope = Envelope::new(Department::HOUSING, division, "contract-filing");
         let payload = encoder.encode(record).expect("encodes");
         let outgoing = Outgoing::new(topic, record.property_unit_number.as_bytes().to_vec(), payload, &envelope);
         pending.push(bus.producer().enqueue(outgoing).await);
@@ -159,7 +159,7 @@ fn main() {
                 .map(|r| Prebuilt {
                     key: r.property_unit_number.as_bytes().to_vec(),
                     payload: encoder.encode(r).expect("encodes"),
-                    headers: Envelope::new(Department::Housing, division, "contract-filing").to_headers(),
+                    headers: Envelope::new(Department::HOUSING, division, "contract-filing").to_headers(),
                 })
                 .collect()
         };
@@ -201,7 +201,7 @@ fn main() {
         let value_rate = rate(RECORDS, start.elapsed());
         let start = Instant::now();
         for _ in &records {
-            std::hint::black_box(Envelope::new(Department::Housing, division, "contract-filing").to_headers());
+            std::hint::black_box(Envelope::new(Department::HOUSING, division, "contract-filing").to_headers());
         }
         println!("envelope and headers only: {:.0}/s", rate(RECORDS, start.elapsed()));
         println!("encode only: serde writer {serde_rate:.0}/s, apache-avro Value path {value_rate:.0}/s, ratio {:.2}", serde_rate / value_rate);

@@ -365,7 +365,7 @@ mod tests {
         let caller = tokens.authenticate(Some(&format!("Bearer {token}"))).unwrap();
         assert_eq!(
             (caller.department, caller.role, caller.label),
-            (Department::Tax, Role::Department, Some("tax-core"))
+            (Department::TAX, Role::Department, Some("tax-core"))
         );
         assert_eq!(tokens.authenticate(Some("Bearer nope")), Err(AuthError::Unknown));
         assert!(tokens.authenticate(Some(&format!("bearer {token}"))).is_ok(), "the scheme in any case");

@@ -35,7 +35,7 @@ const RAW_TOPIC: &str = "bench.raw-forward";
 fn records(origin: Division, first: usize, count: usize) -> Vec<Outgoing> {
     (first..first + count)
         .map(|n| {
-            let envelope = Envelope::new(Department::Platform, origin, "case-event");
+            let envelope = Envelope::new(Department::PLATFORM, origin, "case-event");
             // The wire format with schema id 1 (the case schema, the first the source registry
             // holds); the bridge reads no further than the id.
             let mut payload = vec![0u8; 150];

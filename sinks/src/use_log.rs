@@ -199,7 +199,7 @@ impl Replication {
     }
 
     fn outgoing(&self, topic: &str, key: String, payload: Vec<u8>, record_type: &str) -> govex_bus::Outgoing {
-        let envelope = govex_bus::Envelope::new(govex_bus::Department::Platform, self.origin, record_type);
+        let envelope = govex_bus::Envelope::new(govex_bus::Department::PLATFORM, self.origin, record_type);
         govex_bus::Outgoing::new(topic, key, payload, &envelope)
     }
 }

@@ -88,7 +88,7 @@ async fn publish_case(bus: &Bus, registry: &RegistryClient, origin: &str, n: u32
         promised_working_days: 5,
         occurred_at: 1_795_000_000_000,
     };
-    let envelope = Envelope::new(Department::Platform, Division::parse(origin).unwrap(), "case-event");
+    let envelope = Envelope::new(Department::PLATFORM, Division::parse(origin).unwrap(), "case-event");
     bus.producer()
         .publish(Outgoing::new(CASES, case.case_number.clone(), encoder.encode(&case).unwrap(), &envelope))
         .await

@@ -22,7 +22,7 @@ async fn a_published_record_is_consumed_and_decoded_to_an_equal_value_with_every
     let mut records = Vec::new();
     for seq in 0..20 {
         let value = permit(&format!("6109210010{seq:02}"), seq);
-        let mut envelope = Envelope::new(Department::Housing, Division::parse("610921").unwrap(), "permit");
+        let mut envelope = Envelope::new(Department::HOUSING, Division::parse("610921").unwrap(), "permit");
         if seq % 2 == 1 {
             envelope.hop_trail = vec![Division::parse("610921").unwrap()];
         }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support;
 
 fn record(topic: &str, key: &str, seq: u64) -> Outgoing {
-    let envelope = Envelope::new(Department::Tax, Division::parse("610921").unwrap(), "test");
+    let envelope = Envelope::new(Department::TAX, Division::parse("610921").unwrap(), "test");
     Outgoing::new(topic, key.as_bytes().to_vec(), seq.to_be_bytes().to_vec(), &envelope)
 }
 

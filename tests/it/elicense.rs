@@ -34,7 +34,7 @@ pub fn licence(serial: &str, status: Status, holder: &str) -> LicenceOut {
         licence_number: format!("陕(2026)汉阴县不动产权第{serial}号"),
         issuer_code: "11430000006122244L".into(),
         issuer_name: "汉阴县不动产登记中心".into(),
-        holder_identifier_type: govex_adapters::common::IdentifierType::CitizenId,
+        holder_identifier_type: govex_schemas::records::IdentifierType::CitizenId,
         holder_identifier_number: holder.into(),
         holder_name: "王小明".into(),
         issued_at: 1_790_000_000_000,
@@ -58,7 +58,7 @@ pub async fn publish_from(bus: &govex_bus::Bus, registry: &RegistryClient, recor
     let text = govex_schemas::bundled_schemas().find(|s| s.topic == TOPIC).unwrap().text;
     let encoder = Encoder::register(registry, &format!("{TOPIC}-value"), text).await.unwrap();
     for record in records {
-        let envelope = Envelope::new(Department::Platform, Division::parse(origin).unwrap(), "licence");
+        let envelope = Envelope::new(Department::PLATFORM, Division::parse(origin).unwrap(), "licence");
         let outgoing = Outgoing::new(TOPIC, record.licence_id.clone(), encoder.encode(record).unwrap(), &envelope);
         bus.producer().publish(outgoing).await.unwrap();
     }

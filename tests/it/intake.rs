@@ -259,11 +259,11 @@ async fn every_domain_rule_passes_the_sample_and_fails_its_case() {
     assert!(node
         .intake()
         .unwrap()
-        .check(Department::LandRegistry, "registration", shared.to_string().as_bytes(), &context)
+        .check(Department::LAND_REGISTRY, "registration", shared.to_string().as_bytes(), &context)
         .is_ok());
     shared["right_holders"][1]["share_percent"] = json!("30.00");
     let Err(Rejection::Invalid(violations)) =
-        node.intake().unwrap().check(Department::LandRegistry, "registration", shared.to_string().as_bytes(), &context)
+        node.intake().unwrap().check(Department::LAND_REGISTRY, "registration", shared.to_string().as_bytes(), &context)
     else {
         panic!()
     };

@@ -169,7 +169,7 @@ async fn no_answer_log_metric_or_dead_letter_carries_a_personal_identifier() {
         unknown_schema,
         mutant.encode_value(&value).unwrap(),
     ];
-    let envelope = Envelope::new(Department::Platform, Division::parse("610921").unwrap(), "licence");
+    let envelope = Envelope::new(Department::PLATFORM, Division::parse("610921").unwrap(), "licence");
     for payload in &payloads {
         bus.producer().publish(Outgoing::new(TOPIC, known.clone(), payload.clone(), &envelope)).await.unwrap();
     }

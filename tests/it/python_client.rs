@@ -73,7 +73,7 @@ async fn confluents_python_client_and_govex_read_each_others_records() {
         ("tax_authority".into(), String("11100000000013338W".into())),
         ("division".into(), String("610921".into())),
     ]);
-    let envelope = Envelope::new(Department::Tax, Division::parse("610921").unwrap(), "deed-tax-payment");
+    let envelope = Envelope::new(Department::TAX, Division::parse("610921").unwrap(), "deed-tax-payment");
     node.bus
         .producer()
         .publish(Outgoing::new(

@@ -174,7 +174,7 @@ async fn handle(
             )
         }
     };
-    let Ok(department) = department.parse::<Department>() else {
+    let Some(department) = Department::known(&department) else {
         return problem(
             StatusCode::NOT_FOUND,
             "unknown-record",

@@ -10,13 +10,17 @@ pub use govex_bus::auth;
 pub mod http;
 pub mod idempotency;
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{Arc, PoisonError, RwLock},
+    time::{Duration, Instant},
+};
 
 use govex_bus::{
     producer::{Delivered, Outgoing, Producer},
-    Department, Division, Encoder, Envelope, Metrics, RegistryClient,
+    registry_client::SubjectVersion,
+    Department, Division, Envelope, Metrics, RegistryClient,
 };
-use govex_schemas::{bundled::value_subject, bundled_json_schemas, bundled_schemas};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -26,8 +30,8 @@ use uuid::Uuid;
 
 use crate::{
     common::CheckContext,
-    record::RecordSpec,
-    validation::{JsonValidator, Violation},
+    contract::{self, RecordType},
+    validation::Violation,
 };
 
 /// A record the broker acknowledged.
@@ -73,12 +77,6 @@ pub struct Checked {
     pub outgoing: Outgoing,
 }
 
-struct Prepared {
-    spec: RecordSpec,
-    validator: JsonValidator,
-    encoder: Encoder,
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RecordLabels {
     department: String,
@@ -92,69 +90,83 @@ struct DepartmentLabels {
     department: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabels {
+    department: String,
+    record: String,
+}
+
 #[derive(Clone)]
 struct IntakeMetrics {
     records: Family<RecordLabels, Counter>,
     latency: Family<DepartmentLabels, Histogram>,
     in_flight: Gauge,
+    versions: Family<TypeLabels, Gauge>,
+    refresh_errors: Counter,
 }
+
+/// The record types live at one moment, by department and name. Replaced whole when the
+/// registry has a newer version of any of them: a request holds the `Arc` it started with.
+type Types = HashMap<Department, HashMap<String, Arc<RecordType>>>;
 
 /// The intake of one node.
 pub struct Intake {
-    records: HashMap<(Department, &'static str), Prepared>,
+    types: RwLock<Arc<Types>>,
+    registry: RegistryClient,
     producer: Producer,
     origin: Division,
     metrics: IntakeMetrics,
+    /// Schema ids whose contract failed to compile, so each is logged once, not every poll.
+    refused: std::sync::Mutex<std::collections::HashSet<u32>>,
 }
 
-/// A record type the node does not take.
+/// Why the intake could not start or follow the registry.
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
-    /// A record type without a bundled JSON Schema or Avro schema.
-    #[error("record {0} has no bundled JSON Schema or Avro schema")]
-    MissingSchema(String),
-    /// A schema that does not compile or register.
-    #[error("schema of {record} cannot be used: {reason}")]
-    Schema {
-        /// The record.
-        record: String,
+    /// The registry did not answer.
+    #[error("the schema registry did not answer: {0}")]
+    Registry(String),
+    /// A bundled schema could not seed the registry.
+    #[error("the bundled schema of {subject} cannot be registered: {reason}")]
+    Seed {
+        /// The subject.
+        subject: String,
         /// Why.
         reason: String,
     },
 }
 
+/// What a refresh from the registry changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Refreshed {
+    /// Record types now taken at a new version (or for the first time), as
+    /// `department/record@version`.
+    pub live: Vec<String>,
+    /// Record types no longer taken (their subject was deleted).
+    pub gone: Vec<String>,
+    /// Versions that could not be used, with why (the previous version stays live).
+    pub refused: Vec<String>,
+}
+
 impl Intake {
-    /// Prepares every record type in `records`: compiles its JSON Schema, registers its Avro
-    /// schema and keeps an encoder for it.
+    /// The intake, taking every department record type the registry has, at its latest
+    /// version. Bundled schemas seed subjects the registry does not have yet; they never
+    /// replace a version a steward pushed.
     pub async fn new(
-        records: Vec<RecordSpec>,
         registry: &RegistryClient,
         producer: Producer,
         origin: Division,
         metrics: &Metrics,
     ) -> Result<Self, IntakeError> {
-        let mut prepared = HashMap::new();
-        for spec in records {
-            let name = format!("{}/{}", spec.department, spec.record);
-            let json = bundled_json_schemas()
-                .find(|s| s.department == spec.department.as_str() && s.record == spec.json_schema_name())
-                .ok_or_else(|| IntakeError::MissingSchema(name.clone()))?;
-            let avro = bundled_schemas()
-                .find(|s| s.topic == spec.topic)
-                .ok_or_else(|| IntakeError::MissingSchema(name.clone()))?;
-            let validator =
-                JsonValidator::new(json.text).map_err(|reason| IntakeError::Schema { record: name.clone(), reason })?;
-            let encoder = Encoder::register(registry, &value_subject(spec.topic), avro.text)
-                .await
-                .map_err(|e| IntakeError::Schema { record: name.clone(), reason: e.to_string() })?;
-            prepared.insert((spec.department, spec.record), Prepared { spec, validator, encoder });
-        }
+        seed(registry).await?;
         let intake_metrics = IntakeMetrics {
             records: Family::default(),
             latency: Family::new_with_constructor(|| {
                 Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
             }),
             in_flight: Gauge::default(),
+            versions: Family::default(),
+            refresh_errors: Counter::default(),
         };
         metrics.register(|r| {
             r.register(
@@ -168,20 +180,179 @@ impl Intake {
                 intake_metrics.latency.clone(),
             );
             r.register("intake_in_flight_requests", "Intake requests being handled", intake_metrics.in_flight.clone());
+            r.register(
+                "intake_schema_version",
+                "The registered schema version each record type is taken and encoded by",
+                intake_metrics.versions.clone(),
+            );
+            r.register(
+                "intake_schema_refresh_errors",
+                "Failed reads of the registry while following it (the versions in use stay live)",
+                intake_metrics.refresh_errors.clone(),
+            );
         });
-        Ok(Self { records: prepared, producer, origin, metrics: intake_metrics })
+        let intake = Self {
+            types: RwLock::new(Arc::default()),
+            registry: registry.clone(),
+            producer,
+            origin,
+            metrics: intake_metrics,
+            refused: Default::default(),
+        };
+        intake.refresh().await?;
+        Ok(intake)
+    }
+
+    /// Reads the registry's latest versions and goes live on every one that changed. A
+    /// version that cannot be used is reported and the one before it stays live.
+    pub async fn refresh(&self) -> Result<Refreshed, IntakeError> {
+        let outcome = self.read_registry().await;
+        if outcome.is_err() {
+            self.metrics.refresh_errors.inc();
+        }
+        let (next, refreshed) = outcome?;
+        if refreshed.live.is_empty() && refreshed.gone.is_empty() {
+            return Ok(refreshed);
+        }
+        for types in next.values() {
+            for t in types.values() {
+                let labels = TypeLabels { department: t.department.to_string(), record: t.record.clone() };
+                self.metrics.versions.get_or_create(&labels).set(i64::from(t.version));
+            }
+        }
+        for gone in &refreshed.gone {
+            if let Some((department, record)) = gone.split_once('/') {
+                let labels = TypeLabels { department: department.to_owned(), record: record.to_owned() };
+                self.metrics.versions.remove(&labels);
+            }
+        }
+        *self.types.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        for live in &refreshed.live {
+            tracing::info!(record_type = %live, "record type live");
+        }
+        for gone in &refreshed.gone {
+            tracing::warn!(record_type = %gone, "record type no longer taken: its subject was deleted");
+        }
+        Ok(refreshed)
+    }
+
+    async fn read_registry(&self) -> Result<(Types, Refreshed), IntakeError> {
+        let registry_error = |e: govex_bus::registry_client::RegistryClientError| IntakeError::Registry(e.to_string());
+        let current = self.snapshot();
+        let mut next: Types = HashMap::new();
+        let mut refreshed = Refreshed::default();
+        let mut seen = std::collections::HashSet::new();
+        for subject in self.registry.subjects().await.map_err(registry_error)? {
+            if contract::topic_of(&subject).is_none() {
+                continue;
+            }
+            let latest = self.registry.version(&subject, "latest").await.map_err(registry_error)?;
+            let known = current
+                .values()
+                .flat_map(HashMap::values)
+                .find(|t| contract::topic_of(&subject) == Some(t.topic.as_str()));
+            let record_type = match known {
+                Some(known) if known.schema_id == latest.id => Arc::clone(known),
+                _ => match self.compile(&subject, &latest) {
+                    Ok(Some(compiled)) => {
+                        refreshed.live.push(format!("{}/{}@{}", compiled.department, compiled.record, compiled.version));
+                        Arc::new(compiled)
+                    }
+                    Ok(None) => continue,
+                    Err(reason) => {
+                        refreshed.refused.push(format!("{subject} version {}: {reason}", latest.version));
+                        match known {
+                            Some(known) => Arc::clone(known),
+                            None => continue,
+                        }
+                    }
+                },
+            };
+            let name = format!("{}/{}", record_type.department, record_type.record);
+            if !seen.insert(name.clone()) {
+                tracing::error!(record_type = %name, subject, "two subjects declare the same record type; the first is taken");
+                continue;
+            }
+            next.entry(record_type.department).or_default().insert(record_type.record.clone(), record_type);
+        }
+        for t in current.values().flat_map(HashMap::values) {
+            if !seen.contains(&format!("{}/{}", t.department, t.record)) {
+                refreshed.gone.push(format!("{}/{}", t.department, t.record));
+            }
+        }
+        Ok((next, refreshed))
+    }
+
+    fn compile(&self, subject: &str, latest: &SubjectVersion) -> Result<Option<RecordType>, String> {
+        match RecordType::compile(subject, latest.id, latest.version, &latest.schema) {
+            Ok(compiled) => Ok(compiled),
+            Err(e) => {
+                // The node's own registry refuses such a schema at push; another registry
+                // may not. Logged once per schema id, not once per poll.
+                if self.refused.lock().unwrap_or_else(PoisonError::into_inner).insert(latest.id) {
+                    tracing::error!(subject, version = latest.version, error = %e, "a registered version cannot be used; the version before it stays live");
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Follows the registry every `every` until `shutdown`: a version a steward pushes goes
+    /// live within `every` and a registry read (bounded by the client's timeout).
+    pub async fn follow(self: Arc<Self>, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            match self.refresh().await {
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("the schema registry answers again");
+                }
+                Ok(_) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot read the schema registry; the versions in use stay live");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Arc<Types> {
+        Arc::clone(&self.types.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Whether the node takes `record` from `department`.
     pub fn knows(&self, department: Department, record: &str) -> bool {
-        self.records.keys().any(|(d, r)| *d == department && *r == record)
+        self.record_type(department, record).is_ok()
     }
 
     /// The record types taken, as (department, record, topic).
-    pub fn record_types(&self) -> Vec<(Department, &'static str, &'static str)> {
-        let mut all: Vec<_> = self.records.values().map(|p| (p.spec.department, p.spec.record, p.spec.topic)).collect();
-        all.sort_by_key(|(d, r, _)| (d.as_str(), *r));
+    pub fn record_types(&self) -> Vec<(Department, String, String)> {
+        let types = self.snapshot();
+        let mut all: Vec<_> = types
+            .values()
+            .flat_map(HashMap::values)
+            .map(|t| (t.department, t.record.clone(), t.topic.clone()))
+            .collect();
+        all.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
         all
+    }
+
+    /// The live version of a record type: a request keeps it to the end, whatever goes live
+    /// meanwhile.
+    pub fn record_type(&self, department: Department, record: &str) -> Result<Arc<RecordType>, Rejection> {
+        let types = self.snapshot();
+        types.get(&department).and_then(|t| t.get(record)).cloned().ok_or_else(|| {
+            Rejection::Invalid(vec![Violation::new(
+                "",
+                "record-type",
+                format!("{department} does not send '{record}' records to this exchange"),
+            )])
+        })
     }
 
     /// Parses and checks one input and encodes it: everything but publishing. The record gets
@@ -193,21 +364,20 @@ impl Intake {
         body: &[u8],
         context: &CheckContext,
     ) -> Result<Checked, Rejection> {
-        self.check_with_id(department, record, body, context, None)
+        let record_type = self.record_type(department, record)?;
+        self.check_body(&record_type, body, context, None)
     }
 
-    /// [`Intake::check`], with the event id given (`None`: a fresh one).
-    pub fn check_with_id(
+    /// [`Intake::check`] of one version of a record type, with the event id given (`None`: a
+    /// fresh one).
+    pub fn check_body(
         &self,
-        department: Department,
-        record: &str,
+        record_type: &RecordType,
         body: &[u8],
         context: &CheckContext,
         event_id: Option<Uuid>,
     ) -> Result<Checked, Rejection> {
-        // An unknown record type is named before the body is looked at.
-        self.prepared(department, record)?;
-        self.check_parsed(department, record, &Self::parse(body)?, context, event_id)
+        self.check_value(record_type, &Self::parse(body)?, context, event_id)
     }
 
     /// A body as JSON, or why it is not.
@@ -216,7 +386,7 @@ impl Intake {
         serde_json::from_slice(body).map_err(|e| Rejection::Malformed(format!("the body is not valid JSON: {e}")))
     }
 
-    /// [`Intake::check_with_id`] of a body already parsed (an import hashes it first).
+    /// [`Intake::check`] of a body already parsed (an import hashes it first).
     pub fn check_parsed(
         &self,
         department: Department,
@@ -225,48 +395,24 @@ impl Intake {
         context: &CheckContext,
         event_id: Option<Uuid>,
     ) -> Result<Checked, Rejection> {
-        let prepared = self.prepared(department, record)?;
-        if !input.is_object() {
-            return Err(Rejection::Invalid(vec![Violation::new("", "type", "the body must be a JSON object")]));
-        }
-        let schema_violations = prepared.validator.check(input);
-        // The domain checks run even when the JSON Schema failed, wherever the record still
-        // binds (an unknown field, a bad pattern): a sender fixes everything in one round. A
-        // field the schema already refused is not reported twice.
-        let mapped = match (prepared.spec.map)(input, context, &prepared.encoder) {
-            Ok(mapped) if schema_violations.is_empty() => mapped,
-            Ok(_) => return Err(Rejection::Invalid(schema_violations)),
-            Err(domain) => {
-                let mut violations = schema_violations;
-                let schema_failed = !violations.is_empty();
-                for violation in domain {
-                    let said = violations.iter().any(|v| v.pointer == violation.pointer);
-                    // `binding` and `encode` only say the record did not fit, which the
-                    // schema's violations already explain.
-                    let consequence = schema_failed && matches!(violation.rule.as_str(), "binding" | "encode");
-                    if !said && !consequence {
-                        violations.push(violation);
-                    }
-                }
-                return Err(Rejection::Invalid(crate::validation::capped(violations)));
-            }
-        };
-        let mut envelope = Envelope::new(department, self.origin, prepared.spec.record);
+        let record_type = self.record_type(department, record)?;
+        self.check_value(&record_type, input, context, event_id)
+    }
+
+    fn check_value(
+        &self,
+        record_type: &RecordType,
+        input: &serde_json::Value,
+        context: &CheckContext,
+        event_id: Option<Uuid>,
+    ) -> Result<Checked, Rejection> {
+        let (key, payload) = record_type.check(input, context).map_err(Rejection::Invalid)?;
+        let mut envelope = Envelope::new(record_type.department, self.origin, record_type.record.clone());
         if let Some(event_id) = event_id {
             envelope.event_id = event_id;
         }
-        let outgoing = Outgoing::new(prepared.spec.topic, mapped.key.into_bytes(), mapped.payload, &envelope);
+        let outgoing = Outgoing::new(&record_type.topic, key.into_bytes(), payload, &envelope);
         Ok(Checked { envelope, outgoing })
-    }
-
-    fn prepared(&self, department: Department, record: &str) -> Result<&Prepared, Rejection> {
-        self.records.iter().find(|((d, r), _)| *d == department && *r == record).map(|(_, p)| p).ok_or_else(|| {
-            Rejection::Invalid(vec![Violation::new(
-                "",
-                "record-type",
-                format!("{department} does not send '{record}' records to this exchange"),
-            )])
-        })
     }
 
     /// Checks, publishes and waits for the broker: one record.
@@ -279,7 +425,10 @@ impl Intake {
     ) -> Result<Accepted, Rejection> {
         let started = Instant::now();
         self.metrics.in_flight.inc();
-        let outcome = match self.check_with_id(department, record, body, &CheckContext::now(), ids.id(0)) {
+        let checked = self
+            .record_type(department, record)
+            .and_then(|t| self.check_body(&t, body, &CheckContext::now(), ids.id(0)));
+        let outcome = match checked {
             Ok(checked) => self.publish(checked).await,
             Err(rejection) => Err(rejection),
         };
@@ -310,6 +459,16 @@ impl Intake {
         let started = Instant::now();
         self.metrics.in_flight.inc();
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // Every line of a batch is taken by the version live when it began.
+        let record_type = match self.record_type(department, record) {
+            Ok(record_type) => record_type,
+            Err(rejection) => {
+                let outcomes = vec![Err(rejection); lines.len()];
+                self.metrics.in_flight.dec();
+                self.count(department, record, &outcomes);
+                return outcomes;
+            }
+        };
         let context = CheckContext::now();
         let mut chunks = Vec::with_capacity(lines.len() / CHUNK_LINES + 1);
         let mut lines = lines.into_iter().enumerate().peekable();
@@ -319,11 +478,11 @@ impl Intake {
         let mut checked_chunks = futures::stream::iter(chunks)
             .map(|chunk| {
                 let intake = Arc::clone(self);
-                let record = record.to_owned();
+                let record_type = Arc::clone(&record_type);
                 tokio::task::spawn_blocking(move || {
                     chunk
                         .iter()
-                        .map(|(n, line)| intake.check_with_id(department, &record, line, &context, ids.id(*n)))
+                        .map(|(n, line)| intake.check_body(&record_type, line, &context, ids.id(*n)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -341,7 +500,7 @@ impl Intake {
                 });
             }
         }
-        let topic = self.prepared(department, record).map(|p| p.spec.topic).unwrap_or_default();
+        let topic = record_type.topic.as_str();
         let mut outcomes = Vec::with_capacity(pending.len());
         for item in pending {
             outcomes.push(match item {
@@ -436,4 +595,21 @@ impl EventIds {
 
 fn accepted(event_id: Uuid, delivered: Delivered, topic: &str) -> Accepted {
     Accepted { event_id, topic: topic.to_owned(), partition: delivered.partition, offset: delivered.offset }
+}
+
+/// Registers every bundled schema whose subject the registry does not have: the bundled
+/// schemas seed an empty registry and never pin what a node takes.
+pub async fn seed(registry: &RegistryClient) -> Result<(), IntakeError> {
+    let existing = registry.subjects().await.map_err(|e| IntakeError::Registry(e.to_string()))?;
+    for bundled in govex_schemas::bundled_schemas() {
+        let subject = bundled.subject();
+        if existing.contains(&subject) {
+            continue;
+        }
+        registry
+            .register(&subject, bundled.text)
+            .await
+            .map_err(|e| IntakeError::Seed { subject: subject.clone(), reason: e.to_string() })?;
+    }
+    Ok(())
 }

@@ -433,7 +433,7 @@ mod tests {
     #[test]
     fn a_record_is_forwarded_with_its_trail_and_never_back() {
         let config = BridgeConfig::default();
-        let record = Envelope::new(Department::Platform, division("610921"), "case-event");
+        let record = Envelope::new(Department::PLATFORM, division("610921"), "case-event");
         let Decision::Forward(at_city) = decide(division("610900"), &record, &config) else { panic!() };
         assert_eq!(at_city.hop_trail, vec![division("610921"), division("610900")]);
         assert_eq!(at_city.event_id, record.event_id, "the event id travels");
@@ -453,15 +453,15 @@ mod tests {
         };
         let local = division("610000");
         assert!(matches!(
-            decide(local, &Envelope::new(Department::Platform, division("610921"), "case-event"), &config),
+            decide(local, &Envelope::new(Department::PLATFORM, division("610921"), "case-event"), &config),
             Decision::Forward(_)
         ));
         assert_eq!(
-            decide(local, &Envelope::new(Department::Platform, division("610102"), "case-event"), &config),
+            decide(local, &Envelope::new(Department::PLATFORM, division("610102"), "case-event"), &config),
             Decision::Filtered
         );
         assert_eq!(
-            decide(local, &Envelope::new(Department::Platform, division("610921"), "statistics"), &config),
+            decide(local, &Envelope::new(Department::PLATFORM, division("610921"), "statistics"), &config),
             Decision::Filtered
         );
     }

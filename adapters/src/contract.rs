@@ -1,0 +1,394 @@
+//! A department record type as data: everything the intake needs to take a record type comes
+//! from one registered Avro schema and its `govex.*` annotations.
+//!
+//! - `govex.department` and `govex.record` (on the record) name who sends it and its name in
+//!   URLs (`POST /v1/<department>/<record>`); a schema without them is not taken from
+//!   departments (the use log, the audit anchors).
+//! - The subject `<topic>-value` names the topic.
+//! - The mapping and the named checks are the [`Plan`]'s.
+//! - The input contract, the JSON Schema a department's system validates against, is derived
+//!   here from the same schema: the shape from the fields and their `govex.from` pointers, the
+//!   types from the Avro types, patterns from the named checks, descriptions from `doc`, and
+//!   extra keywords from a field's `govex.json` (`maxLength`, `minItems`, ...).
+//!
+//! [`RecordType::compile`] is what the registry runs before it stores a version
+//! ([`usable`]) and what every intake runs when it goes live on a version: a schema that
+//! cannot be used is refused at push and never reaches an intake.
+
+use std::sync::Arc;
+
+use apache_avro::schema::{RecordField, RecordSchema, Schema};
+use govex_bus::Department;
+use serde_json::{json, Map, Value};
+
+use crate::{
+    common::CheckContext,
+    plan::{self, checks::Check, Plan},
+    validation::{capped, JsonValidator, Violation},
+};
+
+/// The record-level annotation naming the sending department.
+pub const DEPARTMENT: &str = "govex.department";
+/// The record-level annotation naming the record type in URLs and headers.
+pub const RECORD: &str = "govex.record";
+/// The field-level annotation with extra JSON Schema keywords for its input.
+pub const JSON: &str = "govex.json";
+
+/// The JSON Schema keywords a field's `govex.json` may add: constraints and words for
+/// people, nothing that changes the shape the Avro schema gives.
+const EXTRA_KEYWORDS: [&str; 10] =
+    ["title", "minLength", "maxLength", "pattern", "minItems", "maxItems", "minimum", "maximum", "examples", "format"];
+
+/// The longest string a field takes when its `govex.json` says nothing: the request limits
+/// bound a body, this bounds one field, so a violation list stays readable.
+const DEFAULT_MAX_LENGTH: u64 = 1000;
+
+/// Why a record type's schema cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ContractError(pub String);
+
+/// A department record type, compiled from one registered version of its schema.
+pub struct RecordType {
+    /// The department that sends it.
+    pub department: Department,
+    /// Its name in URLs and headers (`deed-tax-payment`).
+    pub record: String,
+    /// The topic it is published to.
+    pub topic: String,
+    /// The registry's id of the schema version it encodes with.
+    pub schema_id: u32,
+    /// The subject's version number.
+    pub version: u32,
+    plan: Plan,
+    input_schema: Arc<Value>,
+    validator: JsonValidator,
+}
+
+impl std::fmt::Debug for RecordType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordType")
+            .field("department", &self.department)
+            .field("record", &self.record)
+            .field("topic", &self.topic)
+            .field("schema_id", &self.schema_id)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The department and record name a schema declares, if it is a department record type.
+pub fn declared(schema: &Schema) -> Result<Option<(Department, String)>, ContractError> {
+    let Schema::Record(record) = schema else { return Ok(None) };
+    let department = record.attributes.get(DEPARTMENT);
+    let name = record.attributes.get(RECORD);
+    match (department, name) {
+        (None, None) => Ok(None),
+        (Some(Value::String(department)), Some(Value::String(name))) => {
+            let department = Department::parse(department)
+                .map_err(|e| ContractError(format!("{DEPARTMENT}: {}", e.to_string().replace(" header", ""))))?;
+            if Department::parse(name).is_err() {
+                return Err(ContractError(format!(
+                    "{RECORD}: not a record name (lower-case letters, digits and single hyphens, starting with a letter)"
+                )));
+            }
+            Ok(Some((department, name.clone())))
+        }
+        _ => Err(ContractError(format!("a department record type names both {DEPARTMENT} and {RECORD}, as strings"))),
+    }
+}
+
+/// The topic of a `<topic>-value` subject.
+pub fn topic_of(subject: &str) -> Option<&str> {
+    subject.strip_suffix("-value").filter(|t| !t.is_empty())
+}
+
+/// Whether `schema_text`, pushed under `subject`, can be used: a schema that declares a
+/// department record type must compile into a plan and an input contract. The registry
+/// asks before it stores a version.
+pub fn usable(subject: &str, schema_text: &str) -> Result<(), ContractError> {
+    let schema = Schema::parse_str(schema_text).map_err(|e| ContractError(e.to_string()))?;
+    if declared(&schema)?.is_none() {
+        return Ok(());
+    }
+    if topic_of(subject).is_none() {
+        return Err(ContractError(format!(
+            "a department record type is registered under its topic's value subject (<topic>-value), not '{subject}'"
+        )));
+    }
+    RecordType::from_schema(subject, 0, 0, &schema).map(drop)
+}
+
+impl RecordType {
+    /// Compiles version `version` (schema id `schema_id`) of `subject`; `None` when the schema
+    /// is not a department record type.
+    pub fn compile(
+        subject: &str,
+        schema_id: u32,
+        version: u32,
+        schema_text: &str,
+    ) -> Result<Option<Self>, ContractError> {
+        let schema = Schema::parse_str(schema_text).map_err(|e| ContractError(e.to_string()))?;
+        if declared(&schema)?.is_none() {
+            return Ok(None);
+        }
+        Self::from_schema(subject, schema_id, version, &schema).map(Some)
+    }
+
+    fn from_schema(subject: &str, schema_id: u32, version: u32, schema: &Schema) -> Result<Self, ContractError> {
+        let (department, record) =
+            declared(schema)?.ok_or_else(|| ContractError("not a department record type".into()))?;
+        let topic = topic_of(subject)
+            .ok_or_else(|| ContractError(format!("'{subject}' is not a topic's value subject")))?
+            .to_owned();
+        let plan = Plan::compile(schema).map_err(|e| ContractError(e.to_string()))?;
+        let Schema::Record(root) = schema else { unreachable!("declared() only answers for records") };
+        let mut input = input_schema(root)?;
+        input["$id"] = json!(format!("urn:govex:{department}:{record}:{version}"));
+        let validator = JsonValidator::new(&input.to_string())
+            .map_err(|e| ContractError(format!("the derived input contract does not compile: {e}")))?;
+        Ok(Self { department, record, topic, schema_id, version, plan, input_schema: Arc::new(input), validator })
+    }
+
+    /// The input contract: the JSON Schema a department's record must satisfy.
+    pub fn input_schema(&self) -> &Arc<Value> {
+        &self.input_schema
+    }
+
+    /// Checks `input` against the input contract and the named checks and rules, and maps
+    /// it: the key and the Avro value, or every violation (the JSON Schema's and the
+    /// domain's, a field named once).
+    pub fn check(&self, input: &Value, context: &CheckContext) -> Result<(String, Vec<u8>), Vec<Violation>> {
+        if !input.is_object() {
+            return Err(vec![Violation::new("", "type", "the body must be a JSON object")]);
+        }
+        let schema_violations = self.validator.check(input);
+        // The domain checks run even when the JSON Schema failed: a sender fixes everything in
+        // one round. A field the schema already refused is not reported twice.
+        match self.plan.map(input, context) {
+            Ok((key, value)) if schema_violations.is_empty() => {
+                let mut payload = Vec::with_capacity(256);
+                plan::encode(self.schema_id, &value, &mut payload);
+                Ok((key, payload))
+            }
+            Ok(_) => Err(schema_violations),
+            Err(domain) => {
+                let mut violations = schema_violations;
+                for violation in domain {
+                    if !violations.iter().any(|v| v.pointer == violation.pointer) {
+                        violations.push(violation);
+                    }
+                }
+                Err(capped(violations))
+            }
+        }
+    }
+}
+
+/// One object of the input: its properties and which of them are required, built up field by
+/// field from the `govex.from` pointers.
+#[derive(Default)]
+struct Node {
+    properties: Map<String, Value>,
+    children: Vec<(String, Node)>,
+    required: Vec<String>,
+    /// `if`/`then` pairs (an identifier whose rule depends on a kind field beside it).
+    all_of: Vec<Value>,
+    description: Option<String>,
+}
+
+impl Node {
+    fn child(&mut self, name: &str) -> &mut Node {
+        let index = match self.children.iter().position(|(n, _)| n == name) {
+            Some(index) => index,
+            None => {
+                self.children.push((name.to_owned(), Node::default()));
+                self.children.len() - 1
+            }
+        };
+        &mut self.children[index].1
+    }
+
+    fn require(&mut self, name: &str) {
+        if !self.required.iter().any(|r| r == name) {
+            self.required.push(name.to_owned());
+        }
+    }
+
+    fn into_schema(self) -> Value {
+        let mut properties = self.properties;
+        for (name, child) in self.children {
+            properties.insert(name, child.into_schema());
+        }
+        let required = self.required;
+        let mut schema = json!({"type": "object", "additionalProperties": false, "properties": properties});
+        if !required.is_empty() {
+            schema["required"] = json!(required);
+        }
+        if let Some(description) = self.description {
+            schema["description"] = json!(description);
+        }
+        if !self.all_of.is_empty() {
+            schema["allOf"] = Value::Array(self.all_of);
+        }
+        schema
+    }
+}
+
+/// The JSON Schema (draft 2020-12) of a record's input, derived from its Avro schema.
+pub fn input_schema(record: &RecordSchema) -> Result<Value, ContractError> {
+    let mut root = object_of(record)?;
+    let as_object = root.as_object_mut().expect("object_of makes an object");
+    as_object.insert("$schema".into(), json!("https://json-schema.org/draft/2020-12/schema"));
+    Ok(root)
+}
+
+fn object_of(record: &RecordSchema) -> Result<Value, ContractError> {
+    let mut root = Node { description: record.doc.clone(), ..Node::default() };
+    for field in &record.fields {
+        let from = field
+            .custom_attributes
+            .get("govex.from")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("/{}", field.name), str::to_owned);
+        let segments: Vec<String> = from.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+        let Some((leaf, parents)) = segments.split_last() else {
+            return Err(ContractError(format!("field {}: govex.from must point to a member", field.name)));
+        };
+        let optional = is_optional(field);
+        let mut node = &mut root;
+        for parent in parents {
+            if !optional {
+                node.require(parent);
+            }
+            node = node.child(parent);
+        }
+        if !optional {
+            node.require(leaf);
+        }
+        node.properties.insert(leaf.clone(), field_schema(field)?);
+        // An identifier checked by the kind beside it gets the kind's pattern in the input
+        // contract too, so a department's own validator catches it before sending.
+        for check in field.custom_attributes.get("govex.checks").and_then(Value::as_array).into_iter().flatten() {
+            let Some(kind_field) =
+                check.as_str().and_then(|c| c.strip_prefix("identifier-by-kind(")).map(|c| c.trim_end_matches(')'))
+            else {
+                continue;
+            };
+            let kind_from = record
+                .fields
+                .iter()
+                .find(|f| f.name == kind_field)
+                .and_then(|f| f.custom_attributes.get("govex.from").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| format!("/{kind_field}"));
+            let kind_member = kind_from.rsplit('/').next().unwrap_or_default().to_owned();
+            for (kind, check) in [("CITIZEN_ID", Check::CitizenId), ("CREDIT_CODE", Check::CreditCode)] {
+                node.all_of.push(json!({
+                    "if": {"properties": {kind_member.clone(): {"const": kind}}, "required": [kind_member.clone()]},
+                    "then": {"properties": {leaf.clone(): {"pattern": pattern_of(check)}}}
+                }));
+            }
+        }
+    }
+    Ok(root.into_schema())
+}
+
+fn is_optional(field: &RecordField) -> bool {
+    field.default.is_some()
+        || matches!(&field.schema, Schema::Union(union) if union.variants().iter().any(|s| *s == Schema::Null))
+}
+
+/// The pattern a named check's values have (the check itself also verifies check digits).
+fn pattern_of(check: Check) -> Option<&'static str> {
+    Some(match check {
+        Check::CitizenId => r"^[1-9][0-9]{5}(18|19|20)[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9X]$",
+        Check::CreditCode => "^[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}$",
+        Check::Division => "^[1-9][0-9]{5}$",
+        Check::PropertyUnitNumber => "^[0-9]{6}[0-9]{6}[A-Z]{2}[0-9]{5}[A-Z][0-9]{8}$",
+        Check::LicenceId => r"^1\.2\.156\.3005\.2\.[0-9A-Z]+\.[0-9A-Z]+\.[0-9A-Za-z]+\.[0-9]{3}\.[0-9A-Z]$",
+        Check::PastInstant | Check::IdentifierByKind => return None,
+    })
+}
+
+fn field_schema(field: &RecordField) -> Result<Value, ContractError> {
+    let mut schema = type_schema(&field.schema, &field.name)?;
+    let object = schema.as_object_mut().expect("type_schema makes objects");
+    if let Some(doc) = &field.doc {
+        object.insert("description".into(), json!(doc));
+    }
+    for check in field.custom_attributes.get("govex.checks").and_then(Value::as_array).into_iter().flatten() {
+        let name = check.as_str().unwrap_or_default();
+        let found = plan::checks::NAMES.iter().find(|(n, _)| *n == name).map(|(_, c)| *c);
+        if let Some(pattern) = found.and_then(pattern_of) {
+            object.insert("pattern".into(), json!(pattern));
+        }
+    }
+    match field.custom_attributes.get(JSON) {
+        None => {}
+        Some(Value::Object(extra)) => {
+            for (keyword, value) in extra {
+                if !EXTRA_KEYWORDS.contains(&keyword.as_str()) {
+                    return Err(ContractError(format!(
+                        "field {}: {JSON}: '{keyword}' is not one of {}",
+                        field.name,
+                        EXTRA_KEYWORDS.join(", ")
+                    )));
+                }
+                object.insert(keyword.clone(), value.clone());
+            }
+        }
+        Some(_) => return Err(ContractError(format!("field {}: {JSON} must be an object of keywords", field.name))),
+    }
+    Ok(schema)
+}
+
+fn type_schema(schema: &Schema, name: &str) -> Result<Value, ContractError> {
+    Ok(match schema {
+        Schema::String => json!({"type": "string", "minLength": 1, "maxLength": DEFAULT_MAX_LENGTH}),
+        Schema::Boolean => json!({"type": "boolean"}),
+        Schema::Int => json!({"type": "integer", "minimum": i32::MIN, "maximum": i32::MAX}),
+        Schema::Long => json!({"type": "integer"}),
+        Schema::Float | Schema::Double => json!({"type": "number"}),
+        Schema::Enum(e) => json!({"type": "string", "enum": e.symbols}),
+        Schema::Decimal(d) => {
+            let whole = d.precision.saturating_sub(d.scale).max(1);
+            let fraction = match d.scale {
+                0 => String::new(),
+                scale => format!(r"(\.[0-9]{{1,{scale}}})?"),
+            };
+            json!({"type": "string", "pattern": format!("^(0|[1-9][0-9]{{0,{}}}){fraction}$", whole - 1)})
+        }
+        Schema::TimestampMillis | Schema::TimestampMicros => json!({"type": "string", "format": "date-time"}),
+        Schema::Date => json!({"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}),
+        Schema::Array(array) => json!({"type": "array", "items": type_schema(&array.items, name)?}),
+        Schema::Map(map) => json!({"type": "object", "additionalProperties": type_schema(&map.types, name)?}),
+        Schema::Record(inner) => object_of(inner)?,
+        Schema::Union(union) => {
+            let branches: Vec<&Schema> = union.variants().iter().filter(|s| **s != Schema::Null).collect();
+            let [branch] = branches.as_slice() else {
+                return Err(ContractError(format!(
+                    "field {name}: only a union of null and one type can be taken from JSON"
+                )));
+            };
+            let mut inner = type_schema(branch, name)?;
+            // Null is taken where the field is optional, as if it were left out.
+            match inner.get_mut("type") {
+                Some(Value::String(t)) => {
+                    let t = t.clone();
+                    inner["type"] = json!([t, "null"]);
+                }
+                _ => return Ok(json!({"anyOf": [{"type": "null"}, inner]})),
+            }
+            if let Some(Value::Array(symbols)) = inner.get_mut("enum") {
+                symbols.push(Value::Null);
+            }
+            inner
+        }
+        other => {
+            return Err(ContractError(format!(
+                "field {name}: an Avro {:?} cannot be taken from JSON",
+                apache_avro::schema::SchemaKind::from(other)
+            )))
+        }
+    })
+}
