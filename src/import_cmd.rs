@@ -77,24 +77,16 @@ pub async fn import(args: ImportArgs) -> Result<Outcome> {
     let registry = RegistryClient::http(&registry_url);
     let metrics = Metrics::new();
     let bus = Bus::start(&config.bus, &metrics)?;
-    let records = govex_adapters::all_records()
-        .into_iter()
-        .filter(|r| r.department == department && r.record == record)
-        .collect::<Vec<_>>();
-    if records.is_empty() {
-        bail!("{department} does not send '{record}' records");
+    let intake = Arc::new(Intake::new(&registry, &bus, config.division, &metrics).await.with_context(|| {
+        format!(
+            "the node's schema registry at {registry_url} did not answer: start the node first, and point \
+             import at it with --config <node.toml> (or GOVEX_CONFIG), whose registry.url or \
+             listen.registry names it (or set GOVEX_REGISTRY__URL)"
+        )
+    })?);
+    if !intake.knows(department, &record) {
+        bail!("{department} does not send '{record}' records: GET /catalog on the node lists who sends what");
     }
-    let intake = Arc::new(
-        Intake::new(records, &registry, bus.producer().clone(), config.division, &metrics).await.with_context(
-            || {
-                format!(
-                    "the node's schema registry at {registry_url} did not answer: start the node first, and point \
-                     import at it with --config <node.toml> (or GOVEX_CONFIG), whose registry.url or \
-                     listen.registry names it (or set GOVEX_REGISTRY__URL)"
-                )
-            },
-        )?,
-    );
     let options = ImportOptions {
         department,
         record,

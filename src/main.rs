@@ -344,7 +344,7 @@ async fn run() -> Result<()> {
             result
         }
         Command::Token { command: TokenCommand::New { department, label, role } } => {
-            let department: govex_bus::Department = department.parse().map_err(|_| anyhow::anyhow!("'{department}' is not a department: expected land-registry, housing, tax, provident-fund or platform"))?;
+            let department: govex_bus::Department = department.parse().map_err(|_| anyhow::anyhow!("'{department}' is not a department: a department is a name such as tax or market-regulation (lower-case letters, digits and single hyphens)"))?;
             let role = match role.as_str() {
                 "department" | "steward" | "auditor" => role,
                 other => anyhow::bail!("'{other}' is not a role: expected department, steward or auditor"),

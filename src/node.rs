@@ -22,7 +22,7 @@ use govex_bus::{
     auth::RegistryAccess,
     config::Component,
     ops::{self, Readiness},
-    Bus, Encoder, Metrics, NodeConfig, RegistryClient,
+    Bus, Metrics, NodeConfig, RegistryClient,
 };
 use govex_schemas::{bundled_schemas, Catalog, Registry};
 use govex_sinks::{
@@ -79,41 +79,57 @@ fn check_data_dir(dir: &Path) -> Result<()> {
 }
 
 fn open_registry(dir: PathBuf) -> Result<Registry> {
-    Registry::open(&dir).with_context(|| {
+    let registry = Registry::open(&dir).with_context(|| {
         format!(
             "schema registry store {} cannot be opened (is another govex node using this data directory?)",
             dir.display()
         )
-    })
+    })?;
+    // A department record type that cannot be compiled into a contract is refused at push,
+    // so it never reaches an intake.
+    Ok(registry.with_contract_check(Arc::new(|subject: &str, text: &str| {
+        govex_adapters::contract::usable(subject, text).map_err(|e| e.to_string())
+    })))
 }
 
 /// How long start-up keeps trying a registry that does not answer yet. In Kubernetes the
 /// registry's pod may start after the others; waiting here beats a crash loop.
 const REGISTRY_WAIT: Duration = Duration::from_secs(120);
 
-/// Registers the bundled schemas (TopicNameStrategy), retrying while the registry is
-/// unreachable, and returns their topics.
-async fn register_schemas(registry: &RegistryClient) -> Result<Vec<String>> {
+/// Seeds the registry with the bundled schemas whose subjects it does not have
+/// (TopicNameStrategy), retrying while it is unreachable, and returns the topics to make:
+/// the bundled ones and those of record types stewards added.
+async fn seed_schemas(registry: &RegistryClient) -> Result<Vec<String>> {
     let deadline = tokio::time::Instant::now() + REGISTRY_WAIT;
-    let mut topics = Vec::new();
-    for schema in bundled_schemas() {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match Encoder::register(registry, &schema.subject(), schema.text).await {
-                Ok(_) => break,
-                Err(e) if e.is_unreachable() && tokio::time::Instant::now() < deadline => {
-                    tracing::warn!(registry = %registry.describe(), error = %e, "schema registry not reachable yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("schema for topic {} cannot be registered with {}", schema.topic, registry.describe())
-                    })
-                }
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match govex_adapters::intake::seed(registry).await {
+            Ok(()) => break,
+            Err(govex_adapters::intake::IntakeError::Registry(e))
+                if matches!(e, govex_bus::registry_client::RegistryClientError::Unavailable { .. })
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(registry = %registry.describe(), error = %e, "schema registry not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
+            Err(e) => return Err(e).with_context(|| format!("the registry {} cannot be seeded", registry.describe())),
         }
-        topics.push(schema.topic.to_owned());
+    }
+    let subjects = registry.subjects().await.with_context(|| format!("{} lists no subjects", registry.describe()))?;
+    let mut topics: Vec<String> = bundled_schemas().map(|s| s.topic.to_owned()).collect();
+    // The topics of record types stewards added; a subject that is not one (a steward's own,
+    // another system's) gets no topic from govex.
+    for subject in subjects {
+        let Some(topic) = govex_adapters::contract::topic_of(&subject) else { continue };
+        if topics.iter().any(|t| t == topic) {
+            continue;
+        }
+        let latest = registry.version(&subject, "latest").await.with_context(|| format!("{subject} cannot be read"))?;
+        let schema = apache_avro::Schema::parse_str(&latest.schema);
+        if schema.is_ok_and(|s| govex_adapters::contract::declared(&s).is_ok_and(|d| d.is_some())) {
+            topics.push(topic.to_owned());
+        }
     }
     Ok(topics)
 }
@@ -387,7 +403,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     // A registry on its own neither produces nor consumes: it must start and stay ready while
     // Kafka is unreachable, so it leaves the topics to the processes that use them.
     let uses_bus = components.iter().any(|c| *c != Component::Registry);
-    let topics = match register_schemas(&registry).await {
+    let topics = match seed_schemas(&registry).await {
         Ok(topics) => topics,
         // A registry that refuses the bundled schemas (a steward deleted one and set READONLY,
         // say) must still come up on its own, or nothing could put it right.
@@ -426,9 +442,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         let idempotency =
             IdempotencyStore::open(&idempotency_dir, Duration::from_secs(config.intake.idempotency_window_secs))
                 .with_context(|| format!("intake store {} cannot be opened", idempotency_dir.display()))?;
-        let accepting = Arc::new(
-            Intake::new(govex_adapters::all_records(), &registry, bus.producer().clone(), config.division, &metrics)
-                .await?,
+        let accepting = Arc::new(Intake::new(&registry, &bus, config.division, &metrics).await?);
+        // Versions stewards push go live without a restart.
+        background_tasks.spawn(
+            accepting
+                .clone()
+                .follow(Duration::from_millis(config.intake.schema_refresh_ms.max(100)), background.clone()),
         );
         let server = Arc::new(IntakeServer::new(
             accepting.clone(),

@@ -676,11 +676,26 @@ mod tests {
     #[test]
     fn deed_tax_payments_map_from_their_schema() {
         holds_to_its_contract(
-            "gov.tax.deed-tax-payment.v1", "tax", "deed-tax-payment", "421dc2b28ef2e4e028fbe808c5853a5b8cad453ce2dee20ebcd482fb9e57631a",
+            "gov.tax.deed-tax-payment.v1",
+            "tax",
+            "deed-tax-payment",
+            "421dc2b28ef2e4e028fbe808c5853a5b8cad453ce2dee20ebcd482fb9e57631a",
             &[
-                ("/taxpayer/identifier_number", json!("110105194912310021"), &[("/taxpayer/identifier_number", "citizen-id-check")]),
-                ("/taxpayer/identifier_number", json!("61090219800101001"), &[("/taxpayer/identifier_number", "citizen-id-shape")]),
-                ("/property_unit_number", json!("610921001001GB00001F0000000"), &[("/property_unit_number", "property-unit-number-shape")]),
+                (
+                    "/taxpayer/identifier_number",
+                    json!("110105194912310021"),
+                    &[("/taxpayer/identifier_number", "citizen-id-check")],
+                ),
+                (
+                    "/taxpayer/identifier_number",
+                    json!("61090219800101001"),
+                    &[("/taxpayer/identifier_number", "citizen-id-shape")],
+                ),
+                (
+                    "/property_unit_number",
+                    json!("610921001001GB00001F0000000"),
+                    &[("/property_unit_number", "property-unit-number-shape")],
+                ),
                 ("/tax_authority", json!("11100000000013338X"), &[("/tax_authority", "credit-code-check")]),
                 ("/division", json!("610999"), &[("/division", "division-exists")]),
                 ("/taxable_base", json!("1.001"), &[("/taxable_base", "amount-format")]),
@@ -695,12 +710,27 @@ mod tests {
     #[test]
     fn contract_filings_map_from_their_schema() {
         holds_to_its_contract(
-            "gov.housing.contract-filing.v1", "housing", "contract-filing", "b580dbf69eadc39ea171b8aa257857a0f901f2d63ec039df353186d4843ef8f0",
+            "gov.housing.contract-filing.v1",
+            "housing",
+            "contract-filing",
+            "b580dbf69eadc39ea171b8aa257857a0f901f2d63ec039df353186d4843ef8f0",
             &[
-                ("/buyers/0/identifier_number", json!("110105194912310021"), &[("/buyers/0/identifier_number", "citizen-id-check")]),
-                ("/buyers/0/identifier_type", json!("CREDIT_CODE"), &[("/buyers/0/identifier_number", "credit-code-organisation-check")]),
+                (
+                    "/buyers/0/identifier_number",
+                    json!("110105194912310021"),
+                    &[("/buyers/0/identifier_number", "citizen-id-check")],
+                ),
+                (
+                    "/buyers/0/identifier_type",
+                    json!("CREDIT_CODE"),
+                    &[("/buyers/0/identifier_number", "credit-code-organisation-check")],
+                ),
                 ("/seller_credit_code", json!("91110000600037341X"), &[("/seller_credit_code", "credit-code-check")]),
-                ("/property_unit_number", json!("610999001001GB00001F00000001"), &[("/property_unit_number", "property-unit-number-division")]),
+                (
+                    "/property_unit_number",
+                    json!("610999001001GB00001F00000001"),
+                    &[("/property_unit_number", "property-unit-number-division")],
+                ),
                 ("/total_price", json!("-1"), &[("/total_price", "amount-format")]),
                 ("/area_m2", json!("98.765"), &[("/area_m2", "amount-format")]),
                 ("/filed_at", json!("2099-01-01T00:00:00Z"), &[("/filed_at", "time-not-in-future")]),
@@ -715,10 +745,21 @@ mod tests {
         let holder = shared["right_holders"][0].clone();
         shared["right_holders"] = json!([holder.clone(), holder]);
         holds_to_its_contract(
-            "gov.land-registry.registration.v1", "land-registry", "registration", "cce02933f500664088b3226d48ed370c01c0219aad9a6d3a3d391054d5c5c7f5",
+            "gov.land-registry.registration.v1",
+            "land-registry",
+            "registration",
+            "cce02933f500664088b3226d48ed370c01c0219aad9a6d3a3d391054d5c5c7f5",
             &[
-                ("/right_holders/0/identifier_number", json!("110105194912310021"), &[("/right_holders/0/identifier_number", "citizen-id-check")]),
-                ("/right_holders/0/co_ownership", json!("SHARED"), &[("/right_holders/0/share_percent", "share-required")]),
+                (
+                    "/right_holders/0/identifier_number",
+                    json!("110105194912310021"),
+                    &[("/right_holders/0/identifier_number", "citizen-id-check")],
+                ),
+                (
+                    "/right_holders/0/co_ownership",
+                    json!("SHARED"),
+                    &[("/right_holders/0/share_percent", "share-required")],
+                ),
                 (
                     "/right_holders/0",
                     json!({"identifier_type": "CITIZEN_ID", "identifier_number": "11010519491231002X", "name": "甲", "co_ownership": "SOLE", "share_percent": "50.00"}),
@@ -740,7 +781,11 @@ mod tests {
                     ]),
                     &[("/right_holders/0/share_percent", "amount-format")],
                 ),
-                ("/registering_authority", json!("11430000006122244X"), &[("/registering_authority", "credit-code-check")]),
+                (
+                    "/registering_authority",
+                    json!("11430000006122244X"),
+                    &[("/registering_authority", "credit-code-check")],
+                ),
                 ("/registered_at", json!("2099-01-01T00:00:00Z"), &[("/registered_at", "time-not-in-future")]),
                 ("/area_m2", json!("1e3"), &[("/area_m2", "amount-format")]),
             ],
@@ -750,10 +795,17 @@ mod tests {
     #[test]
     fn provident_fund_events_map_from_their_schema() {
         holds_to_its_contract(
-            "gov.provident-fund.event.v1", "provident-fund", "event", "35cfe1c8f777ac90fadaf68a4af538ac2cc10b041b043df8ecf3739174f102a0",
+            "gov.provident-fund.event.v1",
+            "provident-fund",
+            "event",
+            "35cfe1c8f777ac90fadaf68a4af538ac2cc10b041b043df8ecf3739174f102a0",
             &[
                 ("/holder_citizen_id", json!("110105194912310021"), &[("/holder_citizen_id", "citizen-id-check")]),
-                ("/employer_credit_code", json!("91110000600037341X"), &[("/employer_credit_code", "credit-code-check")]),
+                (
+                    "/employer_credit_code",
+                    json!("91110000600037341X"),
+                    &[("/employer_credit_code", "credit-code-check")],
+                ),
                 ("/licence_id", json!(null), &[("/licence_id", "licence-required")]),
                 ("/amount", json!("12.345"), &[("/amount", "amount-format")]),
                 ("/occurred_at", json!("not a time"), &[("/occurred_at", "time-format")]),
@@ -765,10 +817,21 @@ mod tests {
     #[test]
     fn licences_and_case_events_map_from_their_schemas() {
         holds_to_its_contract(
-            "gov.elicense.licence.v1", "platform", "licence", "9025c848d0e1ccf0cecc469a3843d80a6e9ac5fc6970f2058251aa82efd0ee50",
+            "gov.elicense.licence.v1",
+            "platform",
+            "licence",
+            "9025c848d0e1ccf0cecc469a3843d80a6e9ac5fc6970f2058251aa82efd0ee50",
             &[
-                ("/licence_id", json!("1.2.156.3005.2.11100000000013338W011.610921.SN1.001.Z"), &[("/licence_id", "licence-id-check")]),
-                ("/holder/identifier_number", json!("110105194912310021"), &[("/holder/identifier_number", "citizen-id-check")]),
+                (
+                    "/licence_id",
+                    json!("1.2.156.3005.2.11100000000013338W011.610921.SN1.001.Z"),
+                    &[("/licence_id", "licence-id-check")],
+                ),
+                (
+                    "/holder/identifier_number",
+                    json!("110105194912310021"),
+                    &[("/holder/identifier_number", "citizen-id-check")],
+                ),
                 ("/issued_at", json!("2099-01-01T00:00:00Z"), &[("/issued_at", "time-not-in-future")]),
                 ("/valid_from", json!("2026-02-30"), &[("/valid_from", "date-format")]),
                 ("/valid_until", json!("2000-01-01"), &[("/valid_until", "validity-order")]),
@@ -777,8 +840,14 @@ mod tests {
             ],
         );
         holds_to_its_contract(
-            "gov.case.event.v1", "platform", "case-event", "2b1ffe13e9cd447f0f3082949c0e3caa520e0aea923e0328d6dc96729c2a841c",
-            &[("/division", json!("610999"), &[("/division", "division-exists")]), ("/occurred_at", json!("2099-01-01T00:00:00Z"), &[("/occurred_at", "time-not-in-future")])],
+            "gov.case.event.v1",
+            "platform",
+            "case-event",
+            "2b1ffe13e9cd447f0f3082949c0e3caa520e0aea923e0328d6dc96729c2a841c",
+            &[
+                ("/division", json!("610999"), &[("/division", "division-exists")]),
+                ("/occurred_at", json!("2099-01-01T00:00:00Z"), &[("/occurred_at", "time-not-in-future")]),
+            ],
         );
     }
 

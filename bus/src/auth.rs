@@ -373,8 +373,12 @@ mod tests {
         assert_eq!(tokens.authenticate(None), Err(AuthError::Missing));
         let plain = vec![entry("tax", token.to_uppercase(), None, Role::Department)];
         assert!(Tokens::from_config(&plain).unwrap_err().starts_with("intake.tokens[0].sha256"));
-        let unknown = vec![entry("police", hash_token("x"), None, Role::Department)];
-        assert!(Tokens::from_config(&unknown).unwrap_err().contains("'police' is not a department"));
+        // A department is a name (configuration, not code): a new one is taken, a name that
+        // cannot be one is refused.
+        let new = vec![entry("market-regulation", hash_token("x"), None, Role::Department)];
+        assert!(Tokens::from_config(&new).is_ok());
+        let malformed = vec![entry("Police Dept", hash_token("x"), None, Role::Department)];
+        assert!(Tokens::from_config(&malformed).unwrap_err().contains("'Police Dept' is not a department"));
     }
 
     #[test]

@@ -159,9 +159,12 @@ impl Bus {
         let (partitions, replication) = (self.config.partitions, self.config.replication_factor);
         if let Some(embedded) = &self.embedded {
             for topic in &all {
-                embedded
-                    .create_topic(topic, partitions, replication)
-                    .map_err(|e| BusError::CreateTopic { topic: topic.clone(), error: e.to_string() })?;
+                match embedded.create_topic(topic, partitions, replication) {
+                    Ok(()) => {}
+                    // Made already (by this node earlier, or by a record type going live).
+                    Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAlreadyExists) => {}
+                    Err(e) => return Err(BusError::CreateTopic { topic: topic.clone(), error: e.to_string() }),
+                }
             }
             return Ok(());
         }

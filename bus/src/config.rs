@@ -284,6 +284,11 @@ pub struct IntakeConfig {
     /// How long an `Idempotency-Key` and its first answer are remembered.
     #[serde(default = "default_idempotency_window_secs")]
     pub idempotency_window_secs: u64,
+    /// How often the intake asks the registry for newer versions of the record types, in
+    /// milliseconds: a version a steward pushes is taken within this time (and one registry
+    /// read), without a restart. At least 100.
+    #[serde(default = "default_schema_refresh_ms")]
+    pub schema_refresh_ms: u64,
     /// Department tokens, stored only as SHA-256 hashes (`govex token new <department>`
     /// makes one).
     #[serde(default)]
@@ -411,6 +416,10 @@ fn default_max_body_secs() -> u64 {
 fn default_max_in_flight_bytes() -> usize {
     64 * 1024 * 1024
 }
+fn default_schema_refresh_ms() -> u64 {
+    2_000
+}
+
 fn default_idempotency_window_secs() -> u64 {
     24 * 60 * 60
 }
@@ -424,6 +433,7 @@ impl Default for IntakeConfig {
             max_in_flight_bytes: default_max_in_flight_bytes(),
             max_body_secs: default_max_body_secs(),
             idempotency_window_secs: default_idempotency_window_secs(),
+            schema_refresh_ms: default_schema_refresh_ms(),
             tokens: Vec::new(),
             tokens_file: None,
         }

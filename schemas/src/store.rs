@@ -6,14 +6,21 @@
 //! | key                                    | value                                   |
 //! |----------------------------------------|-----------------------------------------|
 //! | `id/` + id (u32 BE)                    | schema text                             |
-//! | `canon/` + Parsing Canonical Form      | id (u32 BE)                             |
+//! | `canon/` + identity (below)            | id (u32 BE)                             |
 //! | `ver/` + subject + `\0` + version (BE) | id (u32 BE), then 1 if soft-deleted     |
 //! | `cfg/` + subject (empty = global)      | compatibility level name                |
 //! | `mode/` + subject (empty = global)     | mode name                               |
 //! | `meta/next_id`                         | next free id (u32 BE)                   |
+//! | `meta/identity`                        | how `canon/` keys are made (`2`)        |
 //!
-//! Invariants: an id never changes meaning (a schema with the same canonical form always has
-//! the same id, in every subject, even after deletes); a subject's version numbers only grow;
+//! A schema's identity is its Parsing Canonical Form, followed (when it has any) by its
+//! `govex.*` annotations in a canonical form: two schemas that differ only in a record type's
+//! contract (a named check, a rule, the department that sends it) are different versions,
+//! while spacing, key order and `doc` are not. Stores written before annotations counted are
+//! re-indexed when opened (the index is derived from the `id/` entries).
+//!
+//! Invariants: an id never changes meaning (a schema with the same identity always has the
+//! same id, in every subject, even after deletes); a subject's version numbers only grow;
 //! nothing is stored when a request is refused.
 
 use std::{
@@ -219,9 +226,19 @@ pub struct Registry {
     /// Changes read, then write, several keys; one writer at a time keeps ids dense and
     /// versions gap-free.
     write_lock: Arc<Mutex<()>>,
+    /// What else a new version must satisfy to be stored (the node's: a department record
+    /// type must compile into a contract), so a schema that cannot be used is refused at
+    /// push and never reaches an intake.
+    contract: Option<ContractCheck>,
 }
 
+/// A check of a new version (subject, schema text) beyond compatibility: `Err` says why it
+/// cannot be used.
+pub type ContractCheck = Arc<dyn Fn(&str, &str) -> Result<(), String> + Send + Sync>;
+
 const NEXT_ID: &[u8] = b"meta/next_id";
+const IDENTITY: &[u8] = b"meta/identity";
+const IDENTITY_VERSION: &[u8] = b"2";
 
 impl Registry {
     /// Opens (or creates) the registry under `dir`.
@@ -232,7 +249,38 @@ impl Registry {
     /// Uses the `registry` tree of an already open sled database.
     pub fn with_db(db: sled::Db) -> Result<Self, RegistryError> {
         let tree = db.open_tree("registry")?;
-        Ok(Self { tree, db, write_lock: Arc::new(Mutex::new(())) })
+        let registry = Self { tree, db, write_lock: Arc::new(Mutex::new(())), contract: None };
+        registry.reindex()?;
+        Ok(registry)
+    }
+
+    /// This registry, refusing new versions that `check` refuses.
+    pub fn with_contract_check(mut self, check: ContractCheck) -> Self {
+        self.contract = Some(check);
+        self
+    }
+
+    /// Rebuilds the identity index from the stored schemas when it was made another way
+    /// (before annotations counted): the lowest id keeps an identity two schemas now share.
+    fn reindex(&self) -> Result<(), RegistryError> {
+        if self.tree.get(IDENTITY)?.as_deref() == Some(IDENTITY_VERSION) {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for entry in self.tree.scan_prefix(b"canon/") {
+            batch.remove(entry?.0);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for entry in self.tree.scan_prefix(b"id/") {
+            let (key, text) = entry?;
+            let text = String::from_utf8(text.to_vec()).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+            let canonical = identity(&parse(&text)?, &text);
+            if seen.insert(canonical.clone()) {
+                batch.insert(canon_key(&canonical), &key[3..]);
+            }
+        }
+        batch.insert(IDENTITY, IDENTITY_VERSION);
+        self.commit(batch)
     }
 
     fn commit(&self, batch: sled::Batch) -> Result<(), RegistryError> {
@@ -250,7 +298,7 @@ impl Registry {
     pub fn register(&self, subject: &str, schema_text: &str) -> Result<u32, RegistryError> {
         check_subject(subject)?;
         let schema = parse(schema_text)?;
-        let canonical = schema.canonical_form();
+        let canonical = identity(&schema, schema_text);
         let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let known_id = self.tree.get(canon_key(&canonical))?.map(|v| read_u32(&v)).transpose()?;
         let entries = self.entries(subject)?;
@@ -277,6 +325,10 @@ impl Registry {
             });
         }
 
+        if let Some(check) = &self.contract {
+            check(subject, schema_text)
+                .map_err(|reason| RegistryError::InvalidSchema(format!("the record type cannot be used: {reason}")))?;
+        }
         let mut batch = sled::Batch::default();
         let id = match known_id {
             Some(id) => id,
@@ -323,7 +375,7 @@ impl Registry {
 
     /// The version and text of `schema_text` if the subject has it live.
     pub fn lookup(&self, subject: &str, schema_text: &str, deleted: bool) -> Result<SubjectVersion, RegistryError> {
-        let canonical = parse(schema_text)?.canonical_form();
+        let canonical = identity(&parse(schema_text)?, schema_text);
         let entries = self.entries(subject)?;
         if !entries.iter().any(|e| deleted || !e.deleted) {
             return Err(RegistryError::SubjectNotFound(subject.to_owned()));
@@ -658,6 +710,73 @@ fn id_key(id: u32) -> Vec<u8> {
     [b"id/".as_slice(), &id.to_be_bytes()].concat()
 }
 
+/// A schema's identity: its Parsing Canonical Form, then its `govex.*` annotations (where
+/// each is, and its value with object keys sorted), which the canonical form leaves out.
+fn identity(schema: &Schema, text: &str) -> String {
+    fn annotations(value: &serde_json::Value, at: &str, out: &mut String) {
+        match value {
+            serde_json::Value::Object(members) => {
+                let mut keys: Vec<&String> = members.keys().collect();
+                keys.sort();
+                for key in keys {
+                    let here = format!("{at}/{key}");
+                    if key.starts_with("govex.") {
+                        out.push('\0');
+                        out.push_str(&here);
+                        out.push('=');
+                        canonical_json(&members[key], out);
+                    } else {
+                        annotations(&members[key], &here, out);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (n, item) in items.iter().enumerate() {
+                    annotations(item, &format!("{at}/{n}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut identity = schema.canonical_form();
+    // The text parsed as a schema, so it is JSON; a bare type name ("string") is JSON too.
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+        annotations(&value, "", &mut identity);
+    }
+    identity
+}
+
+/// `value` as JSON with object keys sorted, whatever order the text had them in.
+fn canonical_json(value: &serde_json::Value, out: &mut String) {
+    match value {
+        serde_json::Value::Object(members) => {
+            let mut keys: Vec<&String> = members.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (n, key) in keys.into_iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical_json(&members[key], out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
 fn canon_key(canonical: &str) -> Vec<u8> {
     [b"canon/".as_slice(), canonical.as_bytes()].concat()
 }
@@ -743,6 +862,57 @@ mod tests {
             registry.subject_versions_of(a, false).unwrap(),
             vec![("other-value".into(), 1), ("t-value".into(), 1)]
         );
+    }
+
+    #[test]
+    fn a_changed_contract_is_a_new_version_and_key_order_is_not() {
+        let (_dir, registry) = open();
+        let annotated = |checks: &str, json: &str| {
+            format!(
+                r#"{{"type":"record","name":"R","govex.key":"a","fields":[{{"name":"a","type":"string","govex.checks":[{checks}],"govex.json":{json}}}]}}"#
+            )
+        };
+        let first =
+            registry.register("t-value", &annotated(r#""licence-id""#, r#"{"maxLength":9,"title":"x"}"#)).unwrap();
+        let reordered = annotated(r#""licence-id""#, r#"{"title":"x","maxLength":9}"#);
+        assert_eq!(registry.register("t-value", &reordered).unwrap(), first, "key order is not identity");
+        let other = registry.register("t-value", &annotated(r#""gbt2260-division""#, r#"{"maxLength":9,"title":"x"}"#));
+        assert_ne!(other.unwrap(), first, "another check is another version");
+        assert_eq!(registry.versions("t-value", false).unwrap(), vec![1, 2]);
+        assert_eq!(registry.register("u-value", V1).unwrap(), registry.register("v-value", V1_SPACED).unwrap());
+    }
+
+    #[test]
+    fn a_store_indexed_the_old_way_is_reindexed_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"{"type":"record","name":"R","govex.key":"a","fields":[{"name":"a","type":"string"}]}"#;
+        let id = {
+            let registry = Registry::open(dir.path()).unwrap();
+            let id = registry.register("t-value", text).unwrap();
+            // As a store written before annotations counted holds it.
+            let canonical = parse(text).unwrap().canonical_form();
+            registry.tree.remove(canon_key(&identity(&parse(text).unwrap(), text))).unwrap();
+            registry.tree.insert(canon_key(&canonical), &id.to_be_bytes()).unwrap();
+            registry.tree.remove(IDENTITY).unwrap();
+            id
+        };
+        let registry = Registry::open(dir.path()).unwrap();
+        assert_eq!(registry.register("t-value", text).unwrap(), id, "the same schema keeps its id");
+        assert_eq!(registry.versions("t-value", false).unwrap(), vec![1], "and adds no version");
+    }
+
+    #[test]
+    fn a_contract_check_refuses_before_anything_is_stored() {
+        let (_dir, registry) = open();
+        let registry = registry.with_contract_check(Arc::new(|_, text: &str| match text.contains("\"b\"") {
+            true => Err("field b: no".into()),
+            false => Ok(()),
+        }));
+        registry.register("t-value", V1).unwrap();
+        let refused = registry.register("t-value", V2).unwrap_err().to_string();
+        assert!(refused.contains("the record type cannot be used: field b: no"), "{refused}");
+        assert_eq!(registry.versions("t-value", false).unwrap(), vec![1]);
+        assert!(registry.schema_by_id(2).is_err(), "no id was taken");
     }
 
     #[test]

@@ -178,7 +178,7 @@ fn rule_cases() -> Vec<(&'static str, &'static str, &'static str, Value, &'stati
             "/licence_id",
             "licence-id-check",
         ),
-        ("provident-fund", "event", "/licence_id", Value::Null, "/licence_id", "required"),
+        ("provident-fund", "event", "/licence_id", Value::Null, "/licence_id", "licence-required"),
         (
             "housing",
             "contract-filing",
@@ -262,9 +262,12 @@ async fn every_domain_rule_passes_the_sample_and_fails_its_case() {
         .check(Department::LAND_REGISTRY, "registration", shared.to_string().as_bytes(), &context)
         .is_ok());
     shared["right_holders"][1]["share_percent"] = json!("30.00");
-    let Err(Rejection::Invalid(violations)) =
-        node.intake().unwrap().check(Department::LAND_REGISTRY, "registration", shared.to_string().as_bytes(), &context)
-    else {
+    let Err(Rejection::Invalid(violations)) = node.intake().unwrap().check(
+        Department::LAND_REGISTRY,
+        "registration",
+        shared.to_string().as_bytes(),
+        &context,
+    ) else {
         panic!()
     };
     assert_eq!((violations[0].pointer.as_str(), violations[0].rule.as_str()), ("/right_holders", "shares-total"));

@@ -177,13 +177,13 @@ async fn sigterm_ends_a_start_up_that_waits_for_the_registry() {
 #[test]
 fn a_user_error_prints_its_message_only_and_help_answers_its_own_help() {
     let output = Command::new(env!("CARGO_BIN_EXE_govex"))
-        .args(["token", "new", "nosuch"])
+        .args(["token", "new", "No Such"])
         .env("RUST_BACKTRACE", "1")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.starts_with("Error: 'nosuch' is not a department"), "{stderr}");
+    assert!(stderr.starts_with("Error: 'No Such' is not a department"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "no backtrace: {stderr}");
 
     let output = Command::new(env!("CARGO_BIN_EXE_govex")).args(["help", "--help"]).output().unwrap();

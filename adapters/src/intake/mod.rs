@@ -19,7 +19,7 @@ use std::{
 use govex_bus::{
     producer::{Delivered, Outgoing, Producer},
     registry_client::SubjectVersion,
-    Department, Division, Envelope, Metrics, RegistryClient,
+    Bus, Department, Division, Envelope, Metrics, RegistryClient,
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -113,6 +113,8 @@ type Types = HashMap<Department, HashMap<String, Arc<RecordType>>>;
 pub struct Intake {
     types: RwLock<Arc<Types>>,
     registry: RegistryClient,
+    /// Makes the topic of a record type before it goes live.
+    bus: Bus,
     producer: Producer,
     origin: Division,
     metrics: IntakeMetrics,
@@ -123,9 +125,12 @@ pub struct Intake {
 /// Why the intake could not start or follow the registry.
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
-    /// The registry did not answer.
-    #[error("the schema registry did not answer: {0}")]
-    Registry(String),
+    /// The registry did not answer, or answered with an error.
+    #[error("the schema registry: {0}")]
+    Registry(#[from] govex_bus::registry_client::RegistryClientError),
+    /// The topic of a new record type could not be made.
+    #[error("the topic of a new record type cannot be made: {0}")]
+    Topic(String),
     /// A bundled schema could not seed the registry.
     #[error("the bundled schema of {subject} cannot be registered: {reason}")]
     Seed {
@@ -154,7 +159,7 @@ impl Intake {
     /// replace a version a steward pushed.
     pub async fn new(
         registry: &RegistryClient,
-        producer: Producer,
+        bus: &Bus,
         origin: Division,
         metrics: &Metrics,
     ) -> Result<Self, IntakeError> {
@@ -194,18 +199,25 @@ impl Intake {
         let intake = Self {
             types: RwLock::new(Arc::default()),
             registry: registry.clone(),
-            producer,
+            bus: bus.clone(),
+            producer: bus.producer().clone(),
             origin,
             metrics: intake_metrics,
             refused: Default::default(),
         };
-        intake.refresh().await?;
+        // The caller has made the topics of what the registry holds (a node at start, an
+        // import of a node's records): the broker need not answer yet.
+        intake.go_live(false).await?;
         Ok(intake)
     }
 
     /// Reads the registry's latest versions and goes live on every one that changed. A
     /// version that cannot be used is reported and the one before it stays live.
     pub async fn refresh(&self) -> Result<Refreshed, IntakeError> {
+        self.go_live(true).await
+    }
+
+    async fn go_live(&self, make_topics: bool) -> Result<Refreshed, IntakeError> {
         let outcome = self.read_registry().await;
         if outcome.is_err() {
             self.metrics.refresh_errors.inc();
@@ -213,6 +225,23 @@ impl Intake {
         let (next, refreshed) = outcome?;
         if refreshed.live.is_empty() && refreshed.gone.is_empty() {
             return Ok(refreshed);
+        }
+        // A record type goes live only once its topic exists: a department must not be told
+        // its record was taken while the topic it goes to is still missing.
+        let current = self.snapshot();
+        let known_topics: std::collections::HashSet<&str> =
+            current.values().flat_map(HashMap::values).map(|t| t.topic.as_str()).collect();
+        let new_topics: Vec<String> = next
+            .values()
+            .flat_map(HashMap::values)
+            .filter(|t| !known_topics.contains(t.topic.as_str()))
+            .map(|t| t.topic.clone())
+            .collect();
+        if make_topics && !new_topics.is_empty() {
+            if let Err(e) = self.bus.ensure_topics(&new_topics).await {
+                self.metrics.refresh_errors.inc();
+                return Err(IntakeError::Topic(e.to_string()));
+            }
         }
         for types in next.values() {
             for t in types.values() {
@@ -237,16 +266,15 @@ impl Intake {
     }
 
     async fn read_registry(&self) -> Result<(Types, Refreshed), IntakeError> {
-        let registry_error = |e: govex_bus::registry_client::RegistryClientError| IntakeError::Registry(e.to_string());
         let current = self.snapshot();
         let mut next: Types = HashMap::new();
         let mut refreshed = Refreshed::default();
         let mut seen = std::collections::HashSet::new();
-        for subject in self.registry.subjects().await.map_err(registry_error)? {
+        for subject in self.registry.subjects().await? {
             if contract::topic_of(&subject).is_none() {
                 continue;
             }
-            let latest = self.registry.version(&subject, "latest").await.map_err(registry_error)?;
+            let latest = self.registry.version(&subject, "latest").await?;
             let known = current
                 .values()
                 .flat_map(HashMap::values)
@@ -255,7 +283,9 @@ impl Intake {
                 Some(known) if known.schema_id == latest.id => Arc::clone(known),
                 _ => match self.compile(&subject, &latest) {
                     Ok(Some(compiled)) => {
-                        refreshed.live.push(format!("{}/{}@{}", compiled.department, compiled.record, compiled.version));
+                        refreshed
+                            .live
+                            .push(format!("{}/{}@{}", compiled.department, compiled.record, compiled.version));
                         Arc::new(compiled)
                     }
                     Ok(None) => continue,
@@ -600,7 +630,7 @@ fn accepted(event_id: Uuid, delivered: Delivered, topic: &str) -> Accepted {
 /// Registers every bundled schema whose subject the registry does not have: the bundled
 /// schemas seed an empty registry and never pin what a node takes.
 pub async fn seed(registry: &RegistryClient) -> Result<(), IntakeError> {
-    let existing = registry.subjects().await.map_err(|e| IntakeError::Registry(e.to_string()))?;
+    let existing = registry.subjects().await?;
     for bundled in govex_schemas::bundled_schemas() {
         let subject = bundled.subject();
         if existing.contains(&subject) {
