@@ -16,6 +16,7 @@ mod faults;
 mod import;
 mod intake;
 mod leaks;
+mod live_schema;
 mod node;
 mod openapi;
 mod personal_data;

@@ -15,7 +15,7 @@ fn govex(args: &[&str], dir: &Path) -> (i32, String) {
     (output.status.code().unwrap_or(-1), text)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let path = entry.unwrap().path();

@@ -13,7 +13,7 @@ use axum::{
     extract::{Path, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{get, post},
     Router,
 };
 use govex_bus::{config::IntakeConfig, Department};
@@ -66,11 +66,15 @@ pub const ROUTES: &[&str] = &[
     "POST /v1/{department}/{record}:batch",
     "POST /v1/{department}/{record}:validate",
     "POST /v1/{department}/{record}:batch:validate",
+    "GET /v1/{department}/{record}/schema",
 ];
 
 /// The intake routes.
 pub fn router(server: Arc<IntakeServer>) -> Router {
-    Router::new().route("/v1/{department}/{record}", post(handle)).with_state(server)
+    Router::new()
+        .route("/v1/{department}/{record}", post(handle))
+        .route("/v1/{department}/{record}/schema", get(input_contract))
+        .with_state(server)
 }
 
 /// An answer: status, content type, body.
@@ -127,6 +131,48 @@ fn media_type(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
         .unwrap_or_default()
+}
+
+/// `GET /v1/{department}/{record}/schema`: the input contract the intake checks records of a
+/// type against now (the JSON Schema derived from its latest registered version), for any
+/// authenticated caller: a department's developers validate against it before they send.
+async fn input_contract(
+    State(server): State<Arc<IntakeServer>>,
+    Path((department, record)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if server.tokens.authenticate(authorization).is_err() {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Authentication required",
+            "send Authorization: Bearer <token>",
+            &[],
+        )
+        .into_response();
+    }
+    let found = Department::known(&department).and_then(|d| server.intake.record_type(d, &record).ok());
+    let Some(record_type) = found else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "unknown-record",
+            "Unknown record type",
+            // The path is the caller's and is not echoed.
+            "no such record type: GET /catalog lists who sends what",
+            &[],
+        )
+        .into_response();
+    };
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/schema+json".to_owned()),
+            (header::HeaderName::from_static("govex-schema-version"), record_type.version.to_string()),
+        ],
+        record_type.input_schema().to_string(),
+    )
+        .into_response()
 }
 
 async fn handle(

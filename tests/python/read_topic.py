@@ -1,0 +1,69 @@
+"""Reads a topic of a running govex node with Confluent's Python client.
+
+Consumes --topic from the beginning with confluent-kafka's AvroDeserializer (each record's
+writer schema fetched from govex's registry by the id in its header) until --count records
+came or --seconds passed, and prints each as one line: `RECORD <schema id> <json>`. Exits
+non-zero when fewer came.
+"""
+
+import argparse
+import datetime
+import decimal
+import json
+import struct
+import sys
+import time
+import uuid
+
+from confluent_kafka import Consumer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+
+def to_json(value):
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    raise TypeError(f"cannot show {type(value)}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--registry", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--seconds", type=float, default=30)
+    args = parser.parse_args()
+    registry = SchemaRegistryClient({"url": args.registry})
+    deserializer = AvroDeserializer(registry)
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap,
+        "group.id": f"read-topic-{uuid.uuid4()}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe([args.topic])
+    got = 0
+    deadline = time.monotonic() + args.seconds
+    while got < args.count and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is None:
+            continue
+        if message.error():
+            print(f"consumer error: {message.error()}", file=sys.stderr)
+            continue
+        schema_id = struct.unpack(">I", message.value()[1:5])[0]
+        value = deserializer(message.value(), SerializationContext(args.topic, MessageField.VALUE))
+        print(f"RECORD {schema_id} {json.dumps(value, default=to_json, ensure_ascii=False)}", flush=True)
+        got += 1
+    consumer.close()
+    if got < args.count:
+        print(f"only {got} of {args.count} records came", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
