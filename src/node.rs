@@ -24,7 +24,7 @@ use govex_bus::{
     ops::{self, Readiness},
     Bus, Metrics, NodeConfig, RegistryClient,
 };
-use govex_schemas::{bundled_schemas, Catalog, Registry};
+use govex_schemas::{bundled_schemas, Catalog, LiveCatalog, Registry};
 use govex_sinks::{
     dossier::{self, api::DossierApi, DossierSink, DossierStore},
     elicense::{
@@ -132,6 +132,58 @@ async fn seed_schemas(registry: &RegistryClient) -> Result<Vec<String>> {
         }
     }
     Ok(topics)
+}
+
+/// The catalogue in `path`, checked against the registry's latest schemas of its topics.
+async fn read_catalog(path: &std::path::Path, registry: &RegistryClient) -> Result<Catalog> {
+    let text = tokio::fs::read_to_string(path).await.context("cannot be read")?;
+    let mut schemas = Vec::new();
+    for topic in Catalog::topics_named(&text)? {
+        // A topic without a schema is left out here and named by parse_against.
+        if let Ok(latest) = registry.version(&format!("{topic}-value"), "latest").await {
+            schemas.push((topic, latest.schema));
+        }
+    }
+    Ok(Catalog::parse_against(&text, &schemas)?)
+}
+
+/// Re-reads the catalogue file whenever it changes (checked every `every`) until `stop`.
+/// A file that does not parse, or names what the registry lacks, is reported once and the
+/// catalogue before it stays.
+async fn follow_catalog(
+    path: PathBuf,
+    registry: RegistryClient,
+    live: LiveCatalog,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let stamp = |path: &std::path::Path| std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len()));
+    let mut seen = stamp(&path);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let now = stamp(&path);
+        if now == seen {
+            continue;
+        }
+        match read_catalog(&path, &registry).await {
+            Ok(catalog) => {
+                seen = now;
+                tracing::info!(file = %path.display(), resources = catalog.resources.len(), "catalogue reloaded");
+                live.replace(catalog);
+            }
+            Err(e) => {
+                // Until the file changes again: a schema pushed meanwhile may make it valid,
+                // so it is tried again, but reported only once.
+                if seen != now {
+                    tracing::error!(file = %path.display(), error = %format!("{e:#}"), "the changed catalogue is refused; the one before it stays");
+                }
+                seen = now;
+            }
+        }
+    }
 }
 
 /// The client of the external registry at `url`, with the configured token and TLS.
@@ -390,7 +442,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         }
     };
 
-    let catalog = Catalog::bundled().context("the bundled resource catalogue is invalid")?;
     if config.serves_api() && tokens.is_empty() {
         tracing::warn!("no department tokens configured: the APIs refuse every request; add [[intake.tokens]] (govex token new <department>)");
     }
@@ -421,6 +472,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     if uses_bus {
         bus.ensure_topics(&topics).await?;
     }
+    // After seeding: a steward's catalogue is checked against the registry's schemas.
+    let catalog = match &config.catalog_file {
+        Some(path) => {
+            read_catalog(path, &registry).await.with_context(|| format!("catalog_file {}", path.display()))?
+        }
+        None => Catalog::bundled().context("the bundled resource catalogue is invalid")?,
+    };
 
     let intake_stop = CancellationToken::new();
     let cut = CancellationToken::new();
@@ -428,6 +486,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let background = CancellationToken::new();
     let background_tasks = TaskTracker::new();
     let group = |sink: &str| format!("{}-{}-{sink}", config.bus.group_prefix, config.division);
+    let live_catalog = LiveCatalog::new(catalog.clone());
+    if let Some(path) = config.catalog_file.clone() {
+        // A steward's change to the catalogue file (a ConfigMap, say) is taken without a
+        // restart, once it parses and matches the registry's schemas.
+        let every = Duration::from_millis(config.intake.schema_refresh_ms.max(100));
+        background_tasks.spawn(follow_catalog(path, registry.clone(), live_catalog.clone(), every, background.clone()));
+    }
 
     let info =
         NodeInfo { division: config.division.to_string(), components: components.clone(), topics: topics.clone() };
@@ -456,9 +521,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             config.intake.clone(),
             intake_tasks.clone(),
         ));
-        let catalog = catalog.clone();
-        api_router =
-            api_router.route("/catalog", get(move || async move { Json(catalog) })).merge(intake_router(server));
+        let catalog = live_catalog.clone();
+        api_router = api_router
+            .route("/catalog", get(move || async move { Json(catalog.current().as_ref().clone()) }))
+            .merge(intake_router(server));
         api_routes.push("GET /catalog");
         api_routes.extend(govex_adapters::intake::http::ROUTES);
         intake = Some(accepting);
@@ -543,7 +609,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         let dossier_api = Arc::new(DossierApi {
             store: dossiers.clone(),
             tokens: tokens.clone(),
-            catalog: catalog.clone(),
+            catalog: live_catalog.clone(),
             use_log: licences.use_log().clone(),
         });
         api_router = api_router.merge(dossier::api::router(dossier_api));

@@ -110,6 +110,16 @@ pub fn lint_command(dir: &Path, as_json: bool) -> Result<bool> {
     };
     for (topic, text) in &tree.schemas {
         findings.extend(lint::lint(topic, text, catalog.as_ref()));
+        // The same check the registry runs at push: a record type's annotations must compile
+        // into a contract (named checks and rules that exist, a key, a shape JSON can take).
+        if let Err(e) = govex_adapters::contract::usable(&format!("{topic}-value"), text) {
+            findings.push(lint::Finding {
+                file: format!("avro/{topic}.avsc"),
+                location: String::new(),
+                rule: "contract",
+                message: e.to_string(),
+            });
+        }
     }
     if as_json {
         println!("{}", json!({ "ok": findings.is_empty(), "findings": findings }));

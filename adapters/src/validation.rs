@@ -135,8 +135,9 @@ mod tests {
 
     #[test]
     fn schema_errors_name_pointer_and_rule_but_not_the_value() {
-        let schema = govex_schemas::bundled_json_schemas().find(|s| s.record == "deed-tax-payment.v1").unwrap();
-        let validator = JsonValidator::new(schema.text).unwrap();
+        let text = govex_schemas::bundled_schemas().find(|s| s.topic == "gov.tax.deed-tax-payment.v1").unwrap().text;
+        let apache_avro::Schema::Record(record) = apache_avro::Schema::parse_str(text).unwrap() else { panic!() };
+        let validator = JsonValidator::new(&crate::contract::input_schema(&record).unwrap().to_string()).unwrap();
         let bad = json!({
             "voucher_number": "V1",
             "taxpayer": {"identifier_type": "CITIZEN_ID", "identifier_number": "61090219800101123", "name": "张三"},

@@ -37,6 +37,10 @@ pub struct NodeConfig {
     /// Directory for everything that must survive a restart (registry, stores, audit log).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// The resource catalogue to go by (a steward's `catalog.toml`, a mounted ConfigMap); by
+    /// default the one the binary bundles. Re-read when it changes, without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_file: Option<PathBuf>,
     /// The Kafka bus: an external cluster, or the embedded one when `brokers` is absent.
     #[serde(default)]
     pub bus: BusConfig,
@@ -837,6 +841,7 @@ impl NodeConfig {
         Self {
             division: Division::parse("610900").unwrap_or_else(|_| unreachable!("610900 is a valid division code")),
             data_dir: default_data_dir(),
+            catalog_file: None,
             bus: BusConfig::default(),
             registry: RegistryConfig::default(),
             listen: ListenConfig::default(),

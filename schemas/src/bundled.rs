@@ -23,22 +23,6 @@ pub fn value_subject(topic: &str) -> String {
     format!("{topic}-value")
 }
 
-/// One bundled JSON Schema of a department-facing input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BundledJsonSchema {
-    /// The department folder, e.g. `tax`.
-    pub department: &'static str,
-    /// The record and major version, e.g. `deed-tax-payment.v1`.
-    pub record: &'static str,
-    /// The JSON Schema text (draft 2020-12).
-    pub text: &'static str,
-}
-
-/// Every bundled JSON Schema, in path order.
-pub fn bundled_json_schemas() -> impl Iterator<Item = BundledJsonSchema> {
-    BUNDLED_JSON.iter().map(|(department, record, text)| BundledJsonSchema { department, record, text })
-}
-
 /// Every bundled schema, in file-name order.
 pub fn bundled_schemas() -> impl Iterator<Item = BundledSchema> {
     BUNDLED_AVRO.iter().map(|(topic, text)| BundledSchema { topic, text })
@@ -47,28 +31,6 @@ pub fn bundled_schemas() -> impl Iterator<Item = BundledSchema> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_json_schema_is_draft_2020_12_with_bilingual_titles() {
-        let mut seen = 0;
-        for json in bundled_json_schemas() {
-            let value: serde_json::Value =
-                serde_json::from_str(json.text).unwrap_or_else(|e| panic!("{}/{}: {e}", json.department, json.record));
-            assert_eq!(value["$schema"], "https://json-schema.org/draft/2020-12/schema", "{}", json.record);
-            for key in ["title", "description"] {
-                let text = value[key].as_str().unwrap_or_default();
-                assert!(
-                    text.chars().any(|c| c > '\u{2e80}') && text.chars().any(|c| c.is_ascii_alphabetic()),
-                    "{}: {key} must be in Chinese and English",
-                    json.record
-                );
-            }
-            seen += 1;
-        }
-        // Four departments' inputs and the platform's two (licences, case events); the
-        // adapters check at start that each has its Avro schema.
-        assert_eq!(seen, 6, "one JSON Schema per input");
-    }
 
     #[test]
     fn every_bundled_schema_parses_and_names_a_govex_topic() {

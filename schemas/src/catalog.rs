@@ -143,6 +143,13 @@ impl Catalog {
         Self::parse_against(text, &schemas)
     }
 
+    /// The topics a catalogue's resources name, for fetching their schemas before
+    /// [`Catalog::parse_against`] checks it.
+    pub fn topics_named(text: &str) -> Result<Vec<String>, CatalogError> {
+        let catalog: Catalog = toml::from_str(text).map_err(|e| CatalogError::Parse(e.to_string()))?;
+        Ok(catalog.resources.into_iter().map(|r| r.topic).collect())
+    }
+
     /// Parses a catalogue and checks it against `schemas`, given as (topic, schema text):
     /// a steward's working tree rather than what this binary was built with.
     pub fn parse_against(text: &str, schemas: &[(String, String)]) -> Result<Self, CatalogError> {
@@ -264,5 +271,27 @@ mod tests {
         let wrong_topic = CATALOG_TOML.replace("topic = \"gov.case.event.v1\"", "topic = \"gov.case.events.v1\"");
         assert!(Catalog::parse(&wrong_topic).unwrap_err().to_string().contains("gov.case.events.v1 has no schema"));
         assert!(Catalog::parse("[[resource]]\nid = 1").unwrap_err().to_string().starts_with("catalog.toml: "));
+    }
+}
+
+/// The catalogue a running node goes by: replaced whole when a steward changes the catalogue
+/// file, so a reader sees one version of it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LiveCatalog(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Catalog>>>);
+
+impl LiveCatalog {
+    /// A live catalogue that starts as `catalog`.
+    pub fn new(catalog: Catalog) -> Self {
+        Self(std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(catalog))))
+    }
+
+    /// The catalogue now.
+    pub fn current(&self) -> std::sync::Arc<Catalog> {
+        std::sync::Arc::clone(&self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Goes by `catalog` from now on.
+    pub fn replace(&self, catalog: Catalog) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(catalog);
     }
 }

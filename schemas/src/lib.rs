@@ -22,7 +22,7 @@ pub mod lint;
 pub mod records;
 pub mod store;
 
-pub use bundled::{bundled_json_schemas, bundled_schemas, BundledJsonSchema, BundledSchema};
-pub use catalog::{Catalog, Resource, Sharing};
+pub use bundled::{bundled_schemas, BundledSchema};
+pub use catalog::{Catalog, LiveCatalog, Resource, Sharing};
 pub use compat::{can_read, Compatibility, Incompatibility};
 pub use store::{Mode, Registry, RegistryError, SubjectVersion, VersionSelector};

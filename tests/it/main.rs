@@ -17,6 +17,7 @@ mod import;
 mod intake;
 mod leaks;
 mod live_schema;
+mod new_department;
 mod node;
 mod openapi;
 mod personal_data;

@@ -17,7 +17,7 @@ use govex_bus::{
     identifiers::{mask, mask_name},
     problem::problem,
 };
-use govex_schemas::Catalog;
+use govex_schemas::LiveCatalog;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -30,8 +30,8 @@ pub struct DossierApi {
     pub store: DossierStore,
     /// Department tokens.
     pub tokens: Tokens,
-    /// Sharing classes and personal fields.
-    pub catalog: Catalog,
+    /// Sharing classes and personal fields, as the node goes by them now.
+    pub catalog: LiveCatalog,
     /// Where every read is recorded (the node's use log).
     pub use_log: UseLog,
 }
@@ -107,8 +107,9 @@ async fn dossier(
         return unavailable(e);
     }
     let mut body = serde_json::Map::new();
+    let catalog = api.catalog.current();
     for (kind, part) in parts {
-        let Some(resource) = api.catalog.by_topic(&part.topic) else { continue };
+        let Some(resource) = catalog.by_topic(&part.topic) else { continue };
         if !resource.may_read(caller.as_str()) {
             body.insert(
                 kind,
