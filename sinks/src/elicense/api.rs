@@ -143,30 +143,52 @@ fn date(days: i32) -> String {
         .unwrap_or_default()
 }
 
-/// The licence's own fields a caller may present for verification, by name; any other name
-/// is a surface key.
-const LICENCE_FIELDS: [&str; 15] = [
-    "licence_id",
-    "version",
-    "type_code",
-    "type_name",
-    "licence_number",
-    "issuer_code",
-    "issuer_name",
-    "holder_identifier_type",
-    "holder_identifier_number",
-    "holder_name",
-    "valid_from",
-    "valid_until",
-    "status_code",
-    "content_hash",
-    "division",
-];
+/// The licence's fields, as the one declaration of them (`govex_schemas::records::Licence`)
+/// serializes them, with times and dates in the forms callers send and see: `issued_at` in
+/// RFC 3339 (in `zone`), `valid_from`/`valid_until` as `YYYY-MM-DD`, and `status_code` beside
+/// `status`.
+fn fields(licence: &StoredLicence, zone: &govex_bus::zone::TimeZone) -> serde_json::Map<String, Value> {
+    let mut fields = match serde_json::to_value(&licence.licence) {
+        Ok(Value::Object(fields)) => fields,
+        // A struct of strings, numbers and maps always serializes to an object.
+        _ => serde_json::Map::new(),
+    };
+    fields.insert("issued_at".into(), json!(zone.rfc3339(licence.issued_at)));
+    fields.insert("valid_from".into(), json!(date(licence.valid_from)));
+    fields.insert("valid_until".into(), json!(licence.valid_until.map(date)));
+    fields.insert("status_code".into(), json!(licence.status.code()));
+    fields.insert("version".into(), json!(licence.version));
+    fields
+}
+
+/// Fields a caller may not present for verification: the surface is presented key by key,
+/// and a status or a time says nothing about the document in hand.
+const NOT_PRESENTED: [&str; 4] = ["surface", "status", "issued_at", "previous_licence_id"];
+
+/// The names of the licence's own fields a caller may present, from the licence's Avro
+/// schema (which the one declaration is tested against); any other name is a surface key.
+fn presentable(name: &str) -> bool {
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        let schema = govex_schemas::bundled_schemas().find(|s| s.topic == super::TOPIC).map(|s| s.text);
+        let fields = schema
+            .and_then(|text| serde_json::from_str::<Value>(text).ok())
+            .and_then(|schema| schema["fields"].as_array().cloned())
+            .unwrap_or_default();
+        fields
+            .iter()
+            .filter_map(|f| f["name"].as_str().map(str::to_owned))
+            .chain(["version".to_owned(), "status_code".to_owned()])
+            .filter(|n| !NOT_PRESENTED.contains(&n.as_str()))
+            .collect()
+    });
+    names.iter().any(|n| n == name)
+}
 
 /// Whether a field a caller presents for verification is personal data: the holder's
 /// identifier and name, and every surface key the catalogue does not name as public.
 fn is_personal(resource: &Resource, field: &str) -> bool {
-    match LICENCE_FIELDS.contains(&field) {
+    match presentable(field) {
         true => resource.personal_fields.iter().any(|path| path == field),
         false => resource.is_personal_map_key("surface", field),
     }
@@ -174,40 +196,33 @@ fn is_personal(resource: &Resource, field: &str) -> bool {
 
 /// The licence as a caller sees it: personal fields masked unless `entitled`.
 fn view(licence: &StoredLicence, entitled: bool, resource: &Resource, zone: &govex_bus::zone::TimeZone) -> Value {
+    let mut view = fields(licence, zone);
     let (number, name) = if entitled {
         (licence.holder_identifier_number.clone(), licence.holder_name.clone())
     } else {
         (mask(&licence.holder_identifier_number), mask_name(&licence.holder_name))
     };
-    let mut surface = licence.surface.clone();
+    for key in ["holder_identifier_type", "holder_identifier_number", "holder_name"] {
+        view.remove(key);
+    }
+    view.insert(
+        "holder".into(),
+        json!({ "identifier_type": licence.holder_identifier_type, "identifier_number": number, "name": name, "masked": !entitled }),
+    );
     if !entitled {
+        let mut surface = licence.surface.clone();
         for (key, value) in surface.iter_mut() {
             if resource.is_personal_map_key("surface", key) {
                 *value = mask(value);
             }
         }
+        view.insert("surface".into(), json!(surface));
     }
-    json!({
-        "licence_id": licence.licence_id,
-        "version": licence.version,
-        "type_code": licence.type_code,
-        "type_name": licence.type_name,
-        "licence_number": licence.licence_number,
-        "issuer_code": licence.issuer_code,
-        "issuer_name": licence.issuer_name,
-        "holder": { "identifier_type": licence.holder_identifier_type, "identifier_number": number, "name": name, "masked": !entitled },
-        "issued_at": zone.rfc3339(licence.issued_at),
-        "valid_from": date(licence.valid_from),
-        "valid_until": licence.valid_until.map(date),
-        "status": licence.status,
-        "status_code": licence.status.code(),
-        "surface": surface,
-        "previous_licence_id": licence.previous_licence_id,
-        "superseded_by": licence.superseded_by,
-        // The content includes the holder's identifier and name: its hash would let a caller
-        // not entitled to them test guesses offline. It may still present a hash to verify.
-        "content_hash": entitled.then_some(&licence.content_hash),
-    })
+    view.insert("superseded_by".into(), json!(licence.superseded_by));
+    // The content includes the holder's identifier and name: its hash would let a caller
+    // not entitled to them test guesses offline. It may still present a hash to verify.
+    view.insert("content_hash".into(), json!(entitled.then_some(&licence.content_hash)));
+    Value::Object(view)
 }
 
 #[derive(Deserialize)]
@@ -333,24 +348,11 @@ struct VerifyRequest {
 /// then its surface fields by key. Nothing else (the masked view, say) is ever compared, so
 /// what a caller learns from a verdict is only what it presented.
 fn presented_field(licence: &StoredLicence, name: &str) -> Option<Value> {
-    Some(match name {
-        "licence_id" => json!(licence.licence_id),
-        "version" => json!(licence.version),
-        "type_code" => json!(licence.type_code),
-        "type_name" => json!(licence.type_name),
-        "licence_number" => json!(licence.licence_number),
-        "issuer_code" => json!(licence.issuer_code),
-        "issuer_name" => json!(licence.issuer_name),
-        "holder_identifier_type" => json!(licence.holder_identifier_type),
-        "holder_identifier_number" => json!(licence.holder_identifier_number),
-        "holder_name" => json!(licence.holder_name),
-        "valid_from" => json!(date(licence.valid_from)),
-        "valid_until" => json!(licence.valid_until.map(date)),
-        "status_code" => json!(licence.status.code()),
-        "content_hash" => json!(licence.content_hash),
-        "division" => json!(licence.division),
-        key => json!(licence.surface.get(key)?),
-    })
+    match presentable(name) {
+        // The zone only shapes `issued_at`, which cannot be presented.
+        true => fields(licence, &govex_bus::zone::TimeZone::default()).remove(name),
+        false => Some(json!(licence.surface.get(name)?)),
+    }
 }
 
 /// The verdict on a presented licence, and every reason for it.
