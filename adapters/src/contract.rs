@@ -158,14 +158,15 @@ impl RecordType {
     /// Checks `input` against the input contract and the named checks and rules, and maps
     /// it: the key and the Avro value, or every violation (the JSON Schema's and the
     /// domain's, a field named once).
-    pub fn check(&self, input: &Value, context: &CheckContext) -> Result<(String, Vec<u8>), Vec<Violation>> {
+    pub fn check(&self, mut input: Value, context: &CheckContext) -> Result<(String, Vec<u8>), Vec<Violation>> {
         if !input.is_object() {
             return Err(vec![Violation::new("", "type", "the body must be a JSON object")]);
         }
-        let schema_violations = self.validator.check(input);
+        let schema_violations = self.validator.check(&input);
         // The domain checks run even when the JSON Schema failed: a sender fixes everything in
         // one round. A field the schema already refused is not reported twice.
-        match self.plan.map(input, context) {
+        // The plan moves the input's strings into the record: it is not read after this.
+        match self.plan.map(&mut input, context) {
             Ok((key, value)) if schema_violations.is_empty() => {
                 let mut payload = Vec::with_capacity(256);
                 plan::encode(self.schema_id, &value, &mut payload);

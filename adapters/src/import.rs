@@ -634,7 +634,7 @@ pub async fn run_import(
                         summary.skipped += 1;
                         continue;
                     }
-                    intake.check_parsed(options.department, &options.record, &input, &context, None).map(|c| (c, hash))
+                    intake.check_parsed(options.department, &options.record, input, &context, None).map(|c| (c, hash))
                 }
                 Err(rejection) => Err(rejection),
             };

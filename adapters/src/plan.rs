@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 
 use apache_avro::{
-    schema::{RecordSchema, Schema},
+    schema::{Name, RecordSchema, Schema},
     types::Value as Avro,
     Decimal,
 };
@@ -39,7 +39,7 @@ pub type Rule = fn(&Fields<'_>, &mut Checks);
 pub struct Fields<'a> {
     values: &'a [(String, Avro)],
     steps: &'a [Step],
-    all_steps: &'a std::collections::HashMap<String, Vec<Step>>,
+    all_steps: &'a std::collections::HashMap<Name, Vec<Step>>,
 }
 
 impl<'a> Fields<'a> {
@@ -61,7 +61,7 @@ impl<'a> Fields<'a> {
     /// An array of records: its input pointer and each item's fields.
     pub fn items(&self, name: &str) -> Option<(&'a str, Vec<Fields<'a>>)> {
         let index = self.steps.iter().position(|s| s.name == name)?;
-        let steps = self.all_steps.get(self.steps[index].items.as_deref()?)?;
+        let steps = self.all_steps.get(self.steps[index].items.as_ref()?)?;
         let Avro::Array(items) = &self.values.get(index)?.1 else { return None };
         let fields = items
             .iter()
@@ -113,8 +113,8 @@ pub struct PlanError(String);
 pub struct Step {
     /// The field's name.
     name: String,
-    /// For an array of records, the items' record (full name).
-    items: Option<String>,
+    /// For an array of records, the items' record.
+    items: Option<Name>,
     /// For an enum (or an optional one), its symbols: the value holds only the index.
     symbols: Vec<String>,
     /// The input pointer, relative to the enclosing object (`/taxpayer/name`).
@@ -128,8 +128,9 @@ pub struct Step {
 /// A record type, compiled from its annotated Avro schema.
 pub struct Plan {
     schema: RecordSchema,
-    /// The steps of every record schema in it (the top one and those in arrays), by full name.
-    steps: std::collections::HashMap<String, Vec<Step>>,
+    /// The steps of every record schema in it (the top one and those in arrays), by name
+    /// (looked up without making a full name's string per record).
+    steps: std::collections::HashMap<Name, Vec<Step>>,
     key: usize,
     rules: Vec<Rule>,
 }
@@ -144,10 +145,7 @@ pub fn known_rules() -> BTreeMap<&'static str, Rule> {
     rules
 }
 
-fn compile_steps(
-    record: &RecordSchema,
-    out: &mut std::collections::HashMap<String, Vec<Step>>,
-) -> Result<(), PlanError> {
+fn compile_steps(record: &RecordSchema, out: &mut std::collections::HashMap<Name, Vec<Step>>) -> Result<(), PlanError> {
     let mut steps = Vec::with_capacity(record.fields.len());
     for field in &record.fields {
         let from = field
@@ -159,7 +157,7 @@ fn compile_steps(
         let checks = checks::compile(field)?;
         let items = match &field.schema {
             Schema::Array(array) => match array.items.as_ref() {
-                Schema::Record(inner) => Some(inner.name.fullname(None)),
+                Schema::Record(inner) => Some(inner.name.clone()),
                 _ => None,
             },
             _ => None,
@@ -181,7 +179,7 @@ fn compile_steps(
             compile_steps(inner, out)?;
         }
     }
-    out.insert(record.name.fullname(None), steps);
+    out.insert(record.name.clone(), steps);
     Ok(())
 }
 
@@ -211,11 +209,13 @@ impl Plan {
         Ok(Self { schema: record.clone(), steps, key, rules })
     }
 
-    /// Maps `input` to the Avro record and its key, or lists every violation.
-    pub fn map(&self, input: &Value, context: &CheckContext) -> Result<(String, Avro), Vec<Violation>> {
+    /// Maps `input` to the Avro record and its key, or lists every violation. The input's
+    /// strings are moved into the record, not copied: what is left of `input` is not the
+    /// input any more.
+    pub fn map(&self, input: &mut Value, context: &CheckContext) -> Result<(String, Avro), Vec<Violation>> {
         let mut checks = Checks::default();
         let fields = self.map_record(&self.schema, input, "", context, &mut checks);
-        let steps = &self.steps[&self.schema.name.fullname(None)];
+        let steps = &self.steps[&self.schema.name];
         let view = Fields { values: &fields, steps, all_steps: &self.steps };
         for rule in &self.rules {
             rule(&view, &mut checks);
@@ -268,17 +268,17 @@ impl Plan {
     fn map_record(
         &self,
         schema: &RecordSchema,
-        input: &Value,
+        input: &mut Value,
         base: &str,
         context: &CheckContext,
         checks: &mut Checks,
     ) -> Vec<(String, Avro)> {
-        let steps = &self.steps[&schema.name.fullname(None)];
+        let steps = &self.steps[&schema.name];
         let mut out: Vec<(String, Avro)> = Vec::with_capacity(schema.fields.len());
         for (field, step) in schema.fields.iter().zip(steps) {
-            let mut value = Some(input);
+            let mut value = Some(&mut *input);
             for segment in &step.segments {
-                value = value.and_then(|v| v.get(segment.as_str()));
+                value = value.and_then(|v| v.get_mut(segment.as_str()));
             }
             let value = value.filter(|v| !v.is_null());
             // The pointer is written out only where a violation needs it.
@@ -288,7 +288,7 @@ impl Plan {
                 true => avro,
                 false => {
                     let siblings = Fields { values: &out, steps, all_steps: &self.steps };
-                    checks::run(&step.checks, avro, &siblings, &at.render(), context, checks)
+                    checks::run(&step.checks, avro, &siblings, &at, context, checks)
                 }
             };
             // Names are left empty (no allocation per field): the steps know them, and
@@ -301,12 +301,12 @@ impl Plan {
     fn map_value(
         &self,
         schema: &Schema,
-        value: Option<&Value>,
+        value: Option<&mut Value>,
         at: &At<'_>,
         context: &CheckContext,
         checks: &mut Checks,
     ) -> Avro {
-        let text = value.and_then(Value::as_str);
+        let text = value.as_deref().and_then(Value::as_str);
         match schema {
             Schema::Union(union) => match value {
                 None => Avro::Union(0, Box::new(Avro::Null)),
@@ -320,11 +320,15 @@ impl Plan {
                     Avro::Union(index as u32, Box::new(self.map_value(branch, value, at, context, checks)))
                 }
             },
-            Schema::String => Avro::String(text.unwrap_or_default().to_owned()),
-            Schema::Int => Avro::Int(value.and_then(Value::as_i64).unwrap_or_default() as i32),
-            Schema::Long => Avro::Long(value.and_then(Value::as_i64).unwrap_or_default()),
-            Schema::Boolean => Avro::Boolean(value.and_then(Value::as_bool).unwrap_or_default()),
-            Schema::Double => Avro::Double(value.and_then(Value::as_f64).unwrap_or_default()),
+            // Moved out of the input: one allocation per string saved.
+            Schema::String => Avro::String(match value {
+                Some(Value::String(text)) => std::mem::take(text),
+                _ => String::new(),
+            }),
+            Schema::Int => Avro::Int(value.and_then(|v| v.as_i64()).unwrap_or_default() as i32),
+            Schema::Long => Avro::Long(value.and_then(|v| v.as_i64()).unwrap_or_default()),
+            Schema::Boolean => Avro::Boolean(value.and_then(|v| v.as_bool()).unwrap_or_default()),
+            Schema::Double => Avro::Double(value.and_then(|v| v.as_f64()).unwrap_or_default()),
             Schema::Enum(e) => {
                 let symbol = text.unwrap_or_default();
                 let index = e.symbols.iter().position(|s| s == symbol).unwrap_or_default();
@@ -364,7 +368,7 @@ impl Plan {
                 let pointer = at.render();
                 Avro::Array(
                     value
-                        .and_then(Value::as_array)
+                        .and_then(Value::as_array_mut)
                         .into_iter()
                         .flatten()
                         .enumerate()
@@ -384,15 +388,22 @@ impl Plan {
             }
             Schema::Map(_) => Avro::Map(
                 value
-                    .and_then(Value::as_object)
+                    .and_then(Value::as_object_mut)
                     .into_iter()
                     .flatten()
-                    .map(|(k, v)| (k.clone(), Avro::String(v.as_str().unwrap_or_default().to_owned())))
+                    .map(|(k, v)| {
+                        let text = match v {
+                            Value::String(text) => std::mem::take(text),
+                            _ => String::new(),
+                        };
+                        (k.clone(), Avro::String(text))
+                    })
                     .collect(),
             ),
             Schema::Record(record) => {
                 let pointer = at.render();
-                Avro::Record(self.map_record(record, value.unwrap_or(&Value::Null), &pointer, context, checks))
+                let mut null = Value::Null;
+                Avro::Record(self.map_record(record, value.unwrap_or(&mut null), &pointer, context, checks))
             }
             _ => Avro::Null,
         }
@@ -545,7 +556,7 @@ pub mod checks {
         named: &[(Check, Option<String>)],
         value: Avro,
         siblings: &super::Fields<'_>,
-        pointer: &str,
+        at: &super::At<'_>,
         context: &CheckContext,
         checks: &mut Checks,
     ) -> Avro {
@@ -558,31 +569,40 @@ pub mod checks {
             _ => None,
         };
         let mut replaced = None;
+        // The pointer is written out only for a violation: most values pass.
+        let outcome = |checks: &mut Checks, result: Result<(), &'static str>, what: &str| {
+            if let Err(rule) = result {
+                checks.fail(&at.render(), rule, format!("is not a valid {what} ({rule})"));
+            }
+        };
         for (check, argument) in named {
             match (check, text) {
                 (Check::CitizenId, Some(t)) => {
-                    checks.identifier(pointer, identifiers::citizen_id(t, context.today()), "citizen identity number")
+                    outcome(checks, identifiers::citizen_id(t, context.today()), "citizen identity number")
                 }
                 (Check::CreditCode, Some(t)) => {
-                    checks.identifier(pointer, identifiers::credit_code(t), "unified social credit code")
+                    outcome(checks, identifiers::credit_code(t), "unified social credit code")
                 }
                 (Check::LicenceId, Some(t)) => {
-                    checks.identifier(pointer, identifiers::licence_id(t).map(drop), "e-licence identifier")
+                    outcome(checks, identifiers::licence_id(t).map(drop), "e-licence identifier")
                 }
                 (Check::PropertyUnitNumber, Some(t)) => {
-                    checks.identifier(pointer, identifiers::property_unit_number(t), "property unit number")
+                    outcome(checks, identifiers::property_unit_number(t), "property unit number")
                 }
-                (Check::Division, Some(t)) => replaced = Some(Avro::String(checks.division(pointer, t))),
+                (Check::Division, Some(t)) => match identifiers::division(t) {
+                    // Only a retired code is replaced (by its successor).
+                    Ok(current) if current != t => replaced = Some(Avro::String(current)),
+                    Ok(_) => {}
+                    Err(rule) => checks.fail(&at.render(), rule, "is not a GB/T 2260 division code in force"),
+                },
                 (Check::IdentifierByKind, Some(t)) => {
                     let kind = argument.as_deref().and_then(|a| siblings.symbol(a));
                     match kind {
-                        Some("CITIZEN_ID") => checks.identifier(
-                            pointer,
-                            identifiers::citizen_id(t, context.today()),
-                            "citizen identity number",
-                        ),
+                        Some("CITIZEN_ID") => {
+                            outcome(checks, identifiers::citizen_id(t, context.today()), "citizen identity number")
+                        }
                         Some("CREDIT_CODE") => {
-                            checks.identifier(pointer, identifiers::credit_code(t), "unified social credit code")
+                            outcome(checks, identifiers::credit_code(t), "unified social credit code")
                         }
                         _ => {}
                     }
@@ -590,14 +610,18 @@ pub mod checks {
                 (Check::PastInstant, _) => {
                     if let Avro::TimestampMillis(ms) = value {
                         if ms > (context.now + chrono::Duration::minutes(1)).timestamp_millis() {
-                            checks.fail(pointer, "time-not-in-future", "must not be in the future");
+                            checks.fail(&at.render(), "time-not-in-future", "must not be in the future");
                         }
                     }
                 }
                 _ => {}
             }
         }
-        replaced.unwrap_or(value)
+        match (replaced, value) {
+            (Some(current), Avro::Union(branch, _)) => Avro::Union(branch, Box::new(current)),
+            (Some(current), _) => current,
+            (None, value) => value,
+        }
     }
 }
 
@@ -632,7 +656,7 @@ mod tests {
         let mut all = Sha256::new();
         for n in 0..20 {
             let input = sample(department, record, n).unwrap();
-            let (key, value) = plan.map(&input, &context).unwrap();
+            let (key, value) = plan.map(&mut input.clone(), &context).unwrap();
             let generic = encoder.encode_value(&plan.named(value.clone())).unwrap();
             let mut own = Vec::new();
             encode(encoder.schema_id(), &value, &mut own);
@@ -664,8 +688,13 @@ mod tests {
                     input.pointer_mut(parent).unwrap().as_object_mut().unwrap().insert(name.to_owned(), value.clone());
                 }
             }
-            let found: BTreeSet<(String, String)> =
-                plan.map(&input, &context).err().unwrap_or_default().into_iter().map(|v| (v.pointer, v.rule)).collect();
+            let found: BTreeSet<(String, String)> = plan
+                .map(&mut input, &context)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| (v.pointer, v.rule))
+                .collect();
             let expected: BTreeSet<(String, String)> =
                 expected.iter().map(|(p, r)| ((*p).to_owned(), (*r).to_owned())).collect();
             assert!(!expected.is_empty(), "{record} {pointer}: the case is invalid");

@@ -106,7 +106,7 @@ async fn a_field_added_in_a_newer_version_reaches_the_dossier() {
     let plan = Plan::compile(&apache_avro::Schema::parse_str(&v2).unwrap()).unwrap();
     let mut input = sample("housing", "contract-filing", 77).unwrap();
     input["remark"] = Value::String("一次性付款".into());
-    let (key, value) = plan.map(&input, &CheckContext::now()).unwrap();
+    let (key, value) = plan.map(&mut input.clone(), &CheckContext::now()).unwrap();
     let envelope = Envelope::new(Department::HOUSING, Division::parse("610921").unwrap(), "contract-filing");
     let outgoing = Outgoing::new(topic, key.into_bytes(), encoder.encode_value(&plan.named(value)).unwrap(), &envelope);
     node.bus.producer().publish(outgoing).await.unwrap();

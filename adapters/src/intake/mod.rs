@@ -407,7 +407,7 @@ impl Intake {
         context: &CheckContext,
         event_id: Option<Uuid>,
     ) -> Result<Checked, Rejection> {
-        self.check_value(record_type, &Self::parse(body)?, context, event_id)
+        self.check_value(record_type, Self::parse(body)?, context, event_id)
     }
 
     /// A body as JSON, or why it is not.
@@ -421,7 +421,7 @@ impl Intake {
         &self,
         department: Department,
         record: &str,
-        input: &serde_json::Value,
+        input: serde_json::Value,
         context: &CheckContext,
         event_id: Option<Uuid>,
     ) -> Result<Checked, Rejection> {
@@ -432,7 +432,7 @@ impl Intake {
     fn check_value(
         &self,
         record_type: &RecordType,
-        input: &serde_json::Value,
+        input: serde_json::Value,
         context: &CheckContext,
         event_id: Option<Uuid>,
     ) -> Result<Checked, Rejection> {
