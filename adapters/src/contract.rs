@@ -295,8 +295,7 @@ fn object_of(record: &RecordSchema) -> Result<Value, ContractError> {
 }
 
 fn is_optional(field: &RecordField) -> bool {
-    field.default.is_some()
-        || matches!(&field.schema, Schema::Union(union) if union.variants().iter().any(|s| *s == Schema::Null))
+    field.default.is_some() || matches!(&field.schema, Schema::Union(union) if union.variants().contains(&Schema::Null))
 }
 
 /// The pattern a named check's values have (the check itself also verifies check digits).

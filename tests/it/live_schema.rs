@@ -82,7 +82,7 @@ async fn a_pushed_version_goes_live_without_a_restart_and_a_refused_one_changes_
     let remark = ("remark", json!("二手房网签，买方首付三成"));
 
     // Version 1 does not know the field.
-    let (status, answer) = submit(&api, &filing(1, &[remark.clone()])).await;
+    let (status, answer) = submit(&api, &filing(1, std::slice::from_ref(&remark))).await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(rules(&answer), [("/remark".to_owned(), "unknown-property".to_owned())]);
 
@@ -99,7 +99,7 @@ async fn a_pushed_version_goes_live_without_a_restart_and_a_refused_one_changes_
     // The intake takes it within its refresh interval, with no restart.
     let pushed = Instant::now();
     let first = loop {
-        let (status, answer) = submit(&api, &filing(1, &[remark.clone()])).await;
+        let (status, answer) = submit(&api, &filing(1, std::slice::from_ref(&remark))).await;
         match status {
             202 => break answer,
             422 if pushed.elapsed() < Duration::from_secs(10) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -147,7 +147,7 @@ async fn a_pushed_version_goes_live_without_a_restart_and_a_refused_one_changes_
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (status, answer) = submit(&api, &filing(3, &[("floor", json!("12"))])).await;
     assert_eq!((status, rules(&answer)), (422, vec![("/floor".to_owned(), "unknown-property".to_owned())]));
-    let (status, second) = submit(&api, &filing(4, &[remark.clone()])).await;
+    let (status, second) = submit(&api, &filing(4, std::slice::from_ref(&remark))).await;
     assert_eq!(status, 202, "{second}");
 
     // What was acknowledged is on the topic, encoded by version 2, and Confluent's Python
