@@ -111,10 +111,15 @@ pub fn usable(subject: &str, schema_text: &str) -> Result<(), ContractError> {
     if declared(&schema)?.is_none() {
         return Ok(());
     }
-    if topic_of(subject).is_none() {
+    let Some(topic) = topic_of(subject) else {
         return Err(ContractError(format!(
             "a department record type is registered under its topic's value subject (<topic>-value), not '{subject}'"
         )));
+    };
+    // The audit topics hold the use log and its anchors, which only the node writes: no
+    // department may be given a route into them.
+    if topic.starts_with("gov.audit.") || topic.ends_with(".dlq") {
+        return Err(ContractError(format!("{topic} is the node's own topic; a department record type cannot use it")));
     }
     RecordType::from_schema(subject, 0, 0, &schema).map(drop)
 }
@@ -391,4 +396,93 @@ fn type_schema(schema: &Schema, name: &str) -> Result<Value, ContractError> {
             )))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema_of(fields: &str, extra: &str) -> String {
+        format!(
+            r#"{{"type": "record", "name": "R", "govex.key": "a", "govex.department": "market-regulation", "govex.record": "r"{extra}, "fields": [{fields}]}}"#
+        )
+    }
+
+    #[test]
+    fn the_input_contract_follows_the_pointers_types_and_annotations() {
+        let text = schema_of(
+            r#"{"name": "a", "type": "string", "govex.checks": ["gb32100-credit-code"]},
+               {"name": "b", "govex.from": "/p/name", "type": "string", "govex.json": {"maxLength": 9}},
+               {"name": "c", "govex.from": "/p/note", "type": ["null", "string"], "default": null},
+               {"name": "d", "type": {"type": "bytes", "logicalType": "decimal", "precision": 6, "scale": 2}},
+               {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["X", "Y"]}}"#,
+            "",
+        );
+        let record = RecordType::compile("gov.mr.r.v1-value", 9, 3, &text).unwrap().unwrap();
+        assert_eq!(
+            (record.department.as_str(), record.record.as_str(), record.topic.as_str()),
+            ("market-regulation", "r", "gov.mr.r.v1")
+        );
+        let contract = record.input_schema();
+        assert_eq!(contract["required"], json!(["a", "p", "d", "e"]), "{contract}");
+        assert_eq!(contract["properties"]["p"]["required"], json!(["name"]), "the optional member is not required");
+        assert_eq!(contract["properties"]["p"]["additionalProperties"], json!(false));
+        assert_eq!(contract["properties"]["p"]["properties"]["name"]["maxLength"], 9);
+        assert_eq!(contract["properties"]["p"]["properties"]["note"]["type"], json!(["string", "null"]));
+        assert_eq!(contract["properties"]["d"]["pattern"], r"^(0|[1-9][0-9]{0,3})(\.[0-9]{1,2})?$");
+        assert!(contract["properties"]["a"]["pattern"].as_str().unwrap().starts_with("^[0-9A-HJ-NPQRTUWXY]"));
+        assert_eq!(contract["$id"], "urn:govex:market-regulation:r:3");
+        let ok = json!({"a": "91110000600037341L", "p": {"name": "n", "note": null}, "d": "1234.5", "e": "Y"});
+        let (key, payload) = record.check(ok, &CheckContext::now()).unwrap();
+        assert_eq!(key, "91110000600037341L");
+        assert_eq!(&payload[..5], &[0, 0, 0, 0, 9], "the Confluent header carries the version's schema id");
+        let bad = json!({"a": "91110000600037341X", "p": {"name": "far too long", "x": 1}, "d": "12345.5", "e": "Z"});
+        let mut found: Vec<(String, String)> =
+            record.check(bad, &CheckContext::now()).unwrap_err().into_iter().map(|v| (v.pointer, v.rule)).collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                ("/a", "credit-code-check"),
+                ("/d", "pattern"),
+                ("/e", "enum"),
+                ("/p/name", "max-length"),
+                ("/p/x", "unknown-property")
+            ]
+            .map(|(p, r)| (p.to_owned(), r.to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_contract_that_cannot_be_used_is_refused_with_the_reason() {
+        let field = r#"{"name": "a", "type": "string"}"#;
+        for (text, subject, expected) in [
+            (
+                schema_of(r#"{"name": "a", "type": "string", "govex.json": {"$ref": "x"}}"#, ""),
+                "t-value",
+                "'$ref' is not one of",
+            ),
+            (schema_of(r#"{"name": "a", "type": "string", "govex.json": 5}"#, ""), "t-value", "must be an object"),
+            (
+                schema_of(r#"{"name": "a", "type": ["null", "string", "long"]}"#, ""),
+                "t-value",
+                "only a union of null and one type",
+            ),
+            (
+                schema_of(r#"{"name": "a", "type": "string", "govex.checks": ["nope"]}"#, ""),
+                "t-value",
+                "no check is named 'nope'",
+            ),
+            (schema_of(field, ""), "t-key", "value subject"),
+            (schema_of(field, ""), "gov.audit.use-log.v1-value", "the node's own topic"),
+            (schema_of(field, ""), "gov.tax.x.v1.dlq-value", "the node's own topic"),
+            (schema_of(field, "").replace("market-regulation", "Market Regulation"), "t-value", "govex.department"),
+            (schema_of(field, "").replace(r#", "govex.record": "r""#, ""), "t-value", "names both"),
+        ] {
+            let error = usable(subject, &text).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.contains(expected), "{subject} {text}: {error}");
+        }
+        // A schema that is not a department record type is not a contract: nothing to refuse.
+        assert!(usable("anything", r#"{"type": "record", "name": "R", "fields": []}"#).is_ok());
+    }
 }
