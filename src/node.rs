@@ -87,8 +87,8 @@ fn open_registry(dir: PathBuf) -> Result<Registry> {
     })?;
     // A department record type that cannot be compiled into a contract is refused at push,
     // so it never reaches an intake.
-    Ok(registry.with_contract_check(Arc::new(|subject: &str, text: &str| {
-        govex_adapters::contract::usable(subject, text).map_err(|e| e.to_string())
+    Ok(registry.with_contract_check(Arc::new(|subject: &str, text: &str, latest: &[(String, String)]| {
+        govex_adapters::contract::usable(subject, text, latest).map_err(|e| e.to_string())
     })))
 }
 
@@ -158,30 +158,31 @@ async fn follow_catalog(
     stop: CancellationToken,
 ) {
     let stamp = |path: &std::path::Path| std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len()));
-    let mut seen = stamp(&path);
+    let mut taken = stamp(&path);
+    let mut reported = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
         let now = stamp(&path);
-        if now == seen {
+        if now == taken {
             continue;
         }
         match read_catalog(&path, &registry).await {
             Ok(catalog) => {
-                seen = now;
+                taken = now;
+                reported = None;
                 tracing::info!(file = %path.display(), resources = catalog.resources.len(), "catalogue reloaded");
                 live.replace(catalog);
             }
-            Err(e) => {
-                // Until the file changes again: a schema pushed meanwhile may make it valid,
-                // so it is tried again, but reported only once.
-                if seen != now {
-                    tracing::error!(file = %path.display(), error = %format!("{e:#}"), "the changed catalogue is refused; the one before it stays");
-                }
-                seen = now;
+            // Tried again every round (a schema pushed meanwhile may make it valid), and
+            // reported once per change of the file.
+            Err(e) if reported != Some(now) => {
+                reported = Some(now);
+                tracing::error!(file = %path.display(), error = %format!("{e:#}"), "the changed catalogue is refused; the one before it stays");
             }
+            Err(_) => {}
         }
     }
 }

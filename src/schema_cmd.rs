@@ -108,11 +108,14 @@ pub fn lint_command(dir: &Path, as_json: bool) -> Result<bool> {
             None
         }
     };
+    // As the registry would hold them after a push: two files must not declare one record type.
+    let latest: Vec<(String, String)> =
+        tree.schemas.iter().map(|(t, text)| (format!("{t}-value"), text.clone())).collect();
     for (topic, text) in &tree.schemas {
         findings.extend(lint::lint(topic, text, catalog.as_ref()));
         // The same check the registry runs at push: a record type's annotations must compile
         // into a contract (named checks and rules that exist, a key, a shape JSON can take).
-        if let Err(e) = govex_adapters::contract::usable(&format!("{topic}-value"), text) {
+        if let Err(e) = govex_adapters::contract::usable(&format!("{topic}-value"), text, &latest) {
             findings.push(lint::Finding {
                 file: format!("avro/{topic}.avsc"),
                 location: String::new(),

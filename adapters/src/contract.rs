@@ -36,8 +36,19 @@ pub const JSON: &str = "govex.json";
 
 /// The JSON Schema keywords a field's `govex.json` may add: constraints and words for
 /// people, nothing that changes the shape the Avro schema gives.
-const EXTRA_KEYWORDS: [&str; 10] =
-    ["title", "minLength", "maxLength", "pattern", "minItems", "maxItems", "minimum", "maximum", "examples", "format"];
+const EXTRA_KEYWORDS: [&str; 11] = [
+    "title",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "maxProperties",
+    "minimum",
+    "maximum",
+    "examples",
+    "format",
+];
 
 /// The longest string a field takes when its `govex.json` says nothing: the request limits
 /// bound a body, this bounds one field, so a violation list stays readable.
@@ -77,25 +88,32 @@ impl std::fmt::Debug for RecordType {
     }
 }
 
-/// The department and record name a schema declares, if it is a department record type.
-pub fn declared(schema: &Schema) -> Result<Option<(Department, String)>, ContractError> {
+/// The department and record names a schema declares, checked for form but not learnt: the
+/// registry runs this on every push, refused or not.
+fn names(schema: &Schema) -> Result<Option<(String, String)>, ContractError> {
     let Schema::Record(record) = schema else { return Ok(None) };
-    let department = record.attributes.get(DEPARTMENT);
-    let name = record.attributes.get(RECORD);
-    match (department, name) {
+    match (record.attributes.get(DEPARTMENT), record.attributes.get(RECORD)) {
         (None, None) => Ok(None),
         (Some(Value::String(department)), Some(Value::String(name))) => {
-            let department = Department::parse(department)
-                .map_err(|e| ContractError(format!("{DEPARTMENT}: {}", e.to_string().replace(" header", ""))))?;
-            if Department::parse(name).is_err() {
-                return Err(ContractError(format!(
-                    "{RECORD}: not a record name (lower-case letters, digits and single hyphens, starting with a letter)"
-                )));
+            for (annotation, value) in [(DEPARTMENT, department), (RECORD, name)] {
+                if !Department::valid_name(value) {
+                    return Err(ContractError(format!(
+                        "{annotation}: not a name (lower-case letters, digits and single hyphens, starting with a letter, at most {} characters)",
+                        Department::MAX_NAME_LEN
+                    )));
+                }
             }
-            Ok(Some((department, name.clone())))
+            Ok(Some((department.clone(), name.clone())))
         }
         _ => Err(ContractError(format!("a department record type names both {DEPARTMENT} and {RECORD}, as strings"))),
     }
+}
+
+/// The department and record name a schema declares, if it is a department record type.
+pub fn declared(schema: &Schema) -> Result<Option<(Department, String)>, ContractError> {
+    let Some((department, record)) = names(schema)? else { return Ok(None) };
+    let department = Department::parse(&department).map_err(|e| ContractError(format!("{DEPARTMENT}: {e}")))?;
+    Ok(Some((department, record)))
 }
 
 /// The topic of a `<topic>-value` subject.
@@ -103,14 +121,15 @@ pub fn topic_of(subject: &str) -> Option<&str> {
     subject.strip_suffix("-value").filter(|t| !t.is_empty())
 }
 
-/// Whether `schema_text`, pushed under `subject`, can be used: a schema that declares a
-/// department record type must compile into a plan and an input contract. The registry
-/// asks before it stores a version.
-pub fn usable(subject: &str, schema_text: &str) -> Result<(), ContractError> {
+/// Whether `schema_text`, pushed under `subject`, can be used, given the latest schema of
+/// every subject (`latest`: subject, text). A schema that declares a department record type
+/// must compile into a plan and an input contract, and may not take a record type or a topic
+/// from the department that has it: a subject's department and record name never change, and
+/// one record type has one subject. The registry asks before it stores a version; nothing is
+/// learnt from a refused push.
+pub fn usable(subject: &str, schema_text: &str, latest: &[(String, String)]) -> Result<(), ContractError> {
     let schema = Schema::parse_str(schema_text).map_err(|e| ContractError(e.to_string()))?;
-    if declared(&schema)?.is_none() {
-        return Ok(());
-    }
+    let Some((department, record)) = names(&schema)? else { return Ok(()) };
     let Some(topic) = topic_of(subject) else {
         return Err(ContractError(format!(
             "a department record type is registered under its topic's value subject (<topic>-value), not '{subject}'"
@@ -121,7 +140,30 @@ pub fn usable(subject: &str, schema_text: &str) -> Result<(), ContractError> {
     if topic.starts_with("gov.audit.") || topic.ends_with(".dlq") {
         return Err(ContractError(format!("{topic} is the node's own topic; a department record type cannot use it")));
     }
-    RecordType::from_schema(subject, 0, 0, &schema).map(drop)
+    for (other, text) in latest {
+        let Ok(Some((d, r))) = Schema::parse_str(text).map_err(drop).and_then(|s| names(&s).map_err(drop)) else {
+            continue;
+        };
+        if other == subject && (d != department || r != record) {
+            return Err(ContractError(format!(
+                "{subject} carries {d}/{r}; a new version cannot give its topic to {department}/{record}"
+            )));
+        }
+        if other != subject && d == department && r == record {
+            return Err(ContractError(format!("{department}/{record} is already declared by {other}")));
+        }
+    }
+    compile_parts(&schema).map(drop)
+}
+
+/// The plan, the input contract and its validator of a record type's schema.
+fn compile_parts(schema: &Schema) -> Result<(Plan, Value, JsonValidator), ContractError> {
+    let plan = Plan::compile(schema).map_err(|e| ContractError(e.to_string()))?;
+    let Schema::Record(root) = schema else { return Err(ContractError("not a record schema".into())) };
+    let input = input_schema(root)?;
+    let validator = JsonValidator::new(&input.to_string())
+        .map_err(|e| ContractError(format!("the derived input contract does not compile: {e}")))?;
+    Ok((plan, input, validator))
 }
 
 impl RecordType {
@@ -141,14 +183,12 @@ impl RecordType {
     }
 
     fn from_schema(subject: &str, schema_id: u32, version: u32, schema: &Schema) -> Result<Self, ContractError> {
-        let (department, record) =
-            declared(schema)?.ok_or_else(|| ContractError("not a department record type".into()))?;
         let topic = topic_of(subject)
             .ok_or_else(|| ContractError(format!("'{subject}' is not a topic's value subject")))?
             .to_owned();
-        let plan = Plan::compile(schema).map_err(|e| ContractError(e.to_string()))?;
-        let Schema::Record(root) = schema else { unreachable!("declared() only answers for records") };
-        let mut input = input_schema(root)?;
+        let (plan, mut input, _) = compile_parts(schema)?;
+        let (department, record) =
+            declared(schema)?.ok_or_else(|| ContractError("not a department record type".into()))?;
         input["$id"] = json!(format!("urn:govex:{department}:{record}:{version}"));
         let validator = JsonValidator::new(&input.to_string())
             .map_err(|e| ContractError(format!("the derived input contract does not compile: {e}")))?;
@@ -251,6 +291,7 @@ pub fn input_schema(record: &RecordSchema) -> Result<Value, ContractError> {
 
 fn object_of(record: &RecordSchema) -> Result<Value, ContractError> {
     let mut root = Node { description: record.doc.clone(), ..Node::default() };
+    let mut taken: Vec<Vec<String>> = Vec::new();
     for field in &record.fields {
         let from = field
             .custom_attributes
@@ -261,6 +302,17 @@ fn object_of(record: &RecordSchema) -> Result<Value, ContractError> {
         let Some((leaf, parents)) = segments.split_last() else {
             return Err(ContractError(format!("field {}: govex.from must point to a member", field.name)));
         };
+        // One member feeds one field: two fields on one member (or on a member and what is
+        // inside it) would each get half of it.
+        if let Some(other) = taken.iter().find(|t| t.starts_with(&segments) || segments.starts_with(t)) {
+            return Err(ContractError(format!(
+                "field {}: govex.from {from} overlaps another field's /{}",
+                field.name,
+                other.join("/")
+            )));
+        }
+        taken.push(segments.clone());
+        check_default(field)?;
         let optional = is_optional(field);
         let mut node = &mut root;
         for parent in parents {
@@ -298,6 +350,35 @@ fn object_of(record: &RecordSchema) -> Result<Value, ContractError> {
     }
     Ok(root.into_schema())
 }
+
+/// A field's default must be one a department could have sent: the plan takes it as if it
+/// had been.
+fn check_default(field: &RecordField) -> Result<(), ContractError> {
+    let Some(default) = &field.default else { return Ok(()) };
+    let fits = match (&field.schema, default) {
+        (_, Value::Null) => matches!(&field.schema, Schema::Union(_)),
+        (Schema::String, Value::String(_)) | (Schema::Boolean, Value::Bool(_)) => true,
+        (Schema::Enum(e), Value::String(symbol)) => e.symbols.contains(symbol),
+        (Schema::Int | Schema::Long, Value::Number(n)) => n.is_i64(),
+        (Schema::Double, Value::Number(_)) => true,
+        (Schema::Array(_), Value::Array(items)) => items.is_empty(),
+        (Schema::Map(_), Value::Object(members)) => members.is_empty(),
+        _ => false,
+    };
+    match fits {
+        true => Ok(()),
+        false => Err(ContractError(format!(
+            "field {}: its default cannot be taken as a department's value; make it [\"null\", T] with default null",
+            field.name
+        ))),
+    }
+}
+
+/// The most symbols an enum may have: each check of a value looks through them.
+const MAX_SYMBOLS: usize = 1000;
+
+/// The most items an array takes and members a map takes, unless `govex.json` says otherwise.
+const DEFAULT_MAX_ITEMS: u64 = 1000;
 
 fn is_optional(field: &RecordField) -> bool {
     field.default.is_some() || matches!(&field.schema, Schema::Union(union) if union.variants().contains(&Schema::Null))
@@ -352,8 +433,11 @@ fn type_schema(schema: &Schema, name: &str) -> Result<Value, ContractError> {
         Schema::String => json!({"type": "string", "minLength": 1, "maxLength": DEFAULT_MAX_LENGTH}),
         Schema::Boolean => json!({"type": "boolean"}),
         Schema::Int => json!({"type": "integer", "minimum": i32::MIN, "maximum": i32::MAX}),
-        Schema::Long => json!({"type": "integer"}),
-        Schema::Float | Schema::Double => json!({"type": "number"}),
+        Schema::Long => json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}),
+        Schema::Double => json!({"type": "number"}),
+        Schema::Enum(e) if e.symbols.len() > MAX_SYMBOLS => {
+            return Err(ContractError(format!("field {name}: an enum of more than {MAX_SYMBOLS} symbols")))
+        }
         Schema::Enum(e) => json!({"type": "string", "enum": e.symbols}),
         Schema::Decimal(d) => {
             let whole = d.precision.saturating_sub(d.scale).max(1);
@@ -363,10 +447,23 @@ fn type_schema(schema: &Schema, name: &str) -> Result<Value, ContractError> {
             };
             json!({"type": "string", "pattern": format!("^(0|[1-9][0-9]{{0,{}}}){fraction}$", whole - 1)})
         }
-        Schema::TimestampMillis | Schema::TimestampMicros => json!({"type": "string", "format": "date-time"}),
+        Schema::TimestampMillis => json!({"type": "string", "format": "date-time"}),
         Schema::Date => json!({"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}),
-        Schema::Array(array) => json!({"type": "array", "items": type_schema(&array.items, name)?}),
-        Schema::Map(map) => json!({"type": "object", "additionalProperties": type_schema(&map.types, name)?}),
+        Schema::Array(array) => {
+            json!({"type": "array", "maxItems": DEFAULT_MAX_ITEMS, "items": type_schema(&array.items, name)?})
+        }
+        Schema::Map(map) if *map.types == Schema::String => json!({
+            "type": "object",
+            "maxProperties": DEFAULT_MAX_ITEMS,
+            "additionalProperties": type_schema(&map.types, name)?
+        }),
+        Schema::Map(_) => return Err(ContractError(format!("field {name}: only a map of strings can be taken from JSON"))),
+        Schema::Ref { name: named } => {
+            return Err(ContractError(format!(
+                "field {name}: the named type {} is used a second time by name; declare it inline (a record type's schema names each type once)",
+                named.fullname(None)
+            )))
+        }
         Schema::Record(inner) => object_of(inner)?,
         Schema::Union(union) => {
             let branches: Vec<&Schema> = union.variants().iter().filter(|s| **s != Schema::Null).collect();
@@ -464,7 +561,7 @@ mod tests {
             ),
             (schema_of(r#"{"name": "a", "type": "string", "govex.json": 5}"#, ""), "t-value", "must be an object"),
             (
-                schema_of(r#"{"name": "a", "type": ["null", "string", "long"]}"#, ""),
+                schema_of(r#"{"name": "a", "type": "string"}, {"name": "b", "type": ["null", "string", "long"]}"#, ""),
                 "t-value",
                 "only a union of null and one type",
             ),
@@ -479,10 +576,119 @@ mod tests {
             (schema_of(field, "").replace("market-regulation", "Market Regulation"), "t-value", "govex.department"),
             (schema_of(field, "").replace(r#", "govex.record": "r""#, ""), "t-value", "names both"),
         ] {
-            let error = usable(subject, &text).err().map(|e| e.to_string()).unwrap_or_default();
+            let error = usable(subject, &text, &[]).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(error.contains(expected), "{subject} {text}: {error}");
         }
         // A schema that is not a department record type is not a contract: nothing to refuse.
-        assert!(usable("anything", r#"{"type": "record", "name": "R", "fields": []}"#).is_ok());
+        assert!(usable("anything", r#"{"type": "record", "name": "R", "fields": []}"#, &[]).is_ok());
+    }
+
+    #[test]
+    fn what_the_plan_cannot_write_faithfully_is_refused_at_push() {
+        let key = r#"{"name": "a", "type": "string"}"#;
+        for (fields, expected) in [
+            (r#"{"name": "f", "type": "float"}"#, "cannot be taken from JSON"),
+            (
+                r#"{"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}}"#,
+                "cannot be taken from JSON",
+            ),
+            (r#"{"name": "m", "type": {"type": "map", "values": "int"}}"#, "only a map of strings"),
+            (r#"{"name": "b", "govex.from": "/a", "type": "string"}"#, "overlaps another field's /a"),
+            (r#"{"name": "b", "govex.from": "/a/x", "type": "string"}"#, "overlaps another field's /a"),
+            (
+                r#"{"name": "d", "type": {"type": "bytes", "logicalType": "decimal", "precision": 6, "scale": 2}, "default": "\u0000"}"#,
+                "its default cannot be taken",
+            ),
+            (
+                r#"{"name": "day", "type": {"type": "int", "logicalType": "date"}, "default": 0}"#,
+                "its default cannot be taken",
+            ),
+            (
+                r#"{"name": "r", "type": {"type": "record", "name": "In", "fields": [{"name": "z", "type": "string"}]}}, {"name": "s", "type": "In"}"#,
+                "used a second time by name",
+            ),
+        ] {
+            let text = schema_of(&format!("{key}, {fields}"), "");
+            let error = usable("t-value", &text, &[]).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.contains(expected), "{fields}: {error}");
+        }
+        let symbols: Vec<String> = (0..1001).map(|n| format!("\"S{n}\"")).collect();
+        let big = format!(
+            r#"{key}, {{"name": "e", "type": {{"type": "enum", "name": "E", "symbols": [{}]}}}}"#,
+            symbols.join(",")
+        );
+        assert!(usable("t-value", &schema_of(&big, ""), &[])
+            .unwrap_err()
+            .to_string()
+            .contains("more than 1000 symbols"));
+        for not_a_key in [r#"["null", "string"]"#, r#""long""#] {
+            let text = schema_of(&format!(r#"{{"name": "a", "type": {not_a_key}}}"#), "");
+            assert!(usable("t-value", &text, &[]).unwrap_err().to_string().contains("must be a required string"));
+        }
+    }
+
+    #[test]
+    fn optional_records_defaults_and_whole_floats_are_written_as_sent() {
+        let text = schema_of(
+            r#"{"name": "a", "type": "string"},
+               {"name": "opt", "type": ["null", {"type": "record", "name": "Opt", "fields": [{"name": "z", "type": "string", "govex.checks": ["gbt2260-division"]}]}], "default": null},
+               {"name": "n", "type": "int"},
+               {"name": "l", "type": "long"},
+               {"name": "s", "type": "string", "default": "DEFAULT"},
+               {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["X", "Y"]}, "default": "Y"},
+               {"name": "list", "type": {"type": "array", "items": "string"}, "default": []}"#,
+            "",
+        );
+        let record = RecordType::compile("t-value", 1, 1, &text).unwrap().unwrap();
+        let schema = Schema::parse_str(&text).unwrap();
+        let read = |payload: &[u8]| {
+            apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+                .build()
+                .unwrap()
+                .read_value(&mut &payload[5..])
+                .unwrap()
+        };
+        let (_, payload) =
+            record.check(json!({"a": "k", "opt": {"z": "610921"}, "n": 5.0, "l": 7}), &CheckContext::now()).unwrap();
+        let shown = format!("{:?}", read(&payload));
+        for part in ["Int(5)", "Long(7)", "String(\"610921\")", "String(\"DEFAULT\")", "Enum(1, \"Y\")", "Array([])"] {
+            assert!(shown.contains(part), "{part} in {shown}");
+        }
+        let (_, payload) = record.check(json!({"a": "k", "n": 1, "l": 1}), &CheckContext::now()).unwrap();
+        assert!(format!("{:?}", read(&payload)).contains("Union(0, Null)"), "an absent optional record is null");
+        let bad = record.check(json!({"a": "k", "opt": {"z": "619999"}, "n": 1, "l": 1e19}), &CheckContext::now());
+        let rules: Vec<(String, String)> = bad.unwrap_err().into_iter().map(|v| (v.pointer, v.rule)).collect();
+        assert!(rules.contains(&("/opt/z".into(), "division-exists".into())), "{rules:?}");
+        assert!(rules.contains(&("/l".into(), "schema".into())) || rules.iter().any(|(p, _)| p == "/l"), "{rules:?}");
+    }
+
+    #[test]
+    fn a_push_cannot_take_a_record_type_or_a_topic_from_its_department() {
+        let field = r#"{"name": "a", "type": "string"}"#;
+        let mine = schema_of(field, "");
+        let latest = vec![("gov.mr.r.v1-value".to_owned(), mine.clone())];
+        // The same record type under another subject (a steward's copy that would shadow it).
+        let copy = usable("aaa.steal-value", &mine, &latest).unwrap_err().to_string();
+        assert!(copy.contains("market-regulation/r is already declared by gov.mr.r.v1-value"), "{copy}");
+        // The subject's topic given to another department by a compatible new version.
+        let taken = mine.replace(r#""govex.department": "market-regulation""#, r#""govex.department": "housing""#);
+        let error = usable("gov.mr.r.v1-value", &taken, &latest).unwrap_err().to_string();
+        assert!(error.contains("cannot give its topic to housing/r"), "{error}");
+        // A new version by the same department is fine; so is a new record type.
+        assert!(usable("gov.mr.r.v1-value", &mine, &latest).is_ok());
+        let other = mine.replace(r#""govex.record": "r""#, r#""govex.record": "s""#);
+        assert!(usable("gov.mr.s.v1-value", &other, &latest).is_ok());
+    }
+
+    #[test]
+    fn a_refused_push_learns_no_name() {
+        // Thousands of refused pushes with new names leave the department names untouched.
+        for n in 0..5000 {
+            let text = schema_of(r#"{"name": "a", "type": "string", "govex.checks": ["nope"]}"#, "")
+                .replace("market-regulation", &format!("dept-{n}"));
+            assert!(usable("t-value", &text, &[]).is_err());
+        }
+        assert!(Department::known("dept-4999").is_none());
+        assert!(Department::parse("ecology").is_ok(), "the interner still has room");
     }
 }

@@ -167,16 +167,16 @@ fn compile_steps(record: &RecordSchema, out: &mut std::collections::HashMap<Name
             _ => Vec::new(),
         };
         steps.push(Step { name: field.name.clone(), items, symbols, from, segments, checks });
-        let nested = match &field.schema {
-            Schema::Record(inner) => Some(inner),
-            Schema::Array(array) => match array.items.as_ref() {
-                Schema::Record(inner) => Some(inner),
-                _ => None,
-            },
-            _ => None,
-        };
-        if let Some(inner) = nested {
-            compile_steps(inner, out)?;
+        // Every record inside the field, however deep (optional, in an array, in a map).
+        let mut nested = vec![&field.schema];
+        while let Some(schema) = nested.pop() {
+            match schema {
+                Schema::Record(inner) => compile_steps(inner, out)?,
+                Schema::Array(array) => nested.push(&array.items),
+                Schema::Map(map) => nested.push(&map.types),
+                Schema::Union(union) => nested.extend(union.variants()),
+                _ => {}
+            }
         }
     }
     out.insert(record.name.clone(), steps);
@@ -198,6 +198,9 @@ impl Plan {
             .iter()
             .position(|f| f.name == key_name)
             .ok_or_else(|| PlanError(format!("govex.key {key_name} is not a field")))?;
+        if record.fields[key].schema != Schema::String || record.fields[key].default.is_some() {
+            return Err(PlanError(format!("govex.key {key_name} must be a required string field")));
+        }
         let known = known_rules();
         let mut rules = Vec::new();
         for name in record.attributes.get("govex.rules").and_then(Value::as_array).into_iter().flatten() {
@@ -280,7 +283,16 @@ impl Plan {
             for segment in &step.segments {
                 value = value.and_then(|v| v.get_mut(segment.as_str()));
             }
-            let value = value.filter(|v| !v.is_null());
+            let mut value = value.filter(|v| !v.is_null());
+            // An absent member takes the field's default, as if the department had sent it
+            // (the contract allows only defaults a department could send).
+            let mut default;
+            if value.is_none() {
+                if let Some(given) = field.default.as_ref().filter(|d| !d.is_null()) {
+                    default = given.clone();
+                    value = Some(&mut default);
+                }
+            }
             // The pointer is written out only where a violation needs it.
             let at = At { base, from: &step.from };
             let avro = self.map_value(&field.schema, value, &at, context, checks);
@@ -325,8 +337,9 @@ impl Plan {
                 Some(Value::String(text)) => std::mem::take(text),
                 _ => String::new(),
             }),
-            Schema::Int => Avro::Int(value.and_then(|v| v.as_i64()).unwrap_or_default() as i32),
-            Schema::Long => Avro::Long(value.and_then(|v| v.as_i64()).unwrap_or_default()),
+            // JSON Schema takes 5.0 as an integer; the contract bounds the range first.
+            Schema::Int => Avro::Int(value.and_then(|v| integer(v)).unwrap_or_default() as i32),
+            Schema::Long => Avro::Long(value.and_then(|v| integer(v)).unwrap_or_default()),
             Schema::Boolean => Avro::Boolean(value.and_then(|v| v.as_bool()).unwrap_or_default()),
             Schema::Double => Avro::Double(value.and_then(|v| v.as_f64()).unwrap_or_default()),
             Schema::Enum(e) => {
@@ -408,6 +421,13 @@ impl Plan {
             _ => Avro::Null,
         }
     }
+}
+
+/// A JSON number as an integer, where it is one (`5` or `5.0`, within i64).
+fn integer(value: &Value) -> Option<i64> {
+    value.as_i64().or_else(|| {
+        value.as_f64().filter(|f| f.fract() == 0.0 && *f >= i64::MIN as f64 && *f < i64::MAX as f64).map(|f| f as i64)
+    })
 }
 
 /// Writes a mapped record in Avro's binary encoding after the Confluent header (`schema_id`),

@@ -179,6 +179,9 @@ struct Progress {
     done: bool,
 }
 
+/// How long a consumer's run waits for the consumer to commit and close at its end.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
 /// An at-least-once consumer, subscribed and ready to [`run`](Self::run).
 pub struct AtLeastOnceConsumer {
     consumer: Arc<StreamConsumer<TrackingContext>>,
@@ -413,13 +416,35 @@ impl AtLeastOnceConsumer {
         for worker in workers {
             let _ = worker.await;
         }
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(error) => {
-                tracing::warn!(error = %error, "final offset commit failed; stored offsets are committed on the next start")
+        // The final commit and closing the consumer block in librdkafka (closing waits for
+        // the group to take the partitions back, and has been seen to wait for ever on the
+        // mock cluster): on a thread of their own, waited for a bounded time, so that neither
+        // holds an async worker nor a shutdown. Offsets stored so far are committed on the
+        // next start if this one does not get to it.
+        let group = self.settings.group_id.clone();
+        let (closed_tx, closed) = tokio::sync::oneshot::channel();
+        let close = move || {
+            match self.consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(error) => {
+                    tracing::warn!(error = %error, "final offset commit failed; stored offsets are committed on the next start")
+                }
             }
+            self.consumer.unsubscribe();
+            drop(self);
+            let _ = closed_tx.send(());
+        };
+        if let Err(e) = std::thread::Builder::new().name("consumer-close".into()).spawn(close) {
+            tracing::warn!(error = %e, group, "no thread to close the consumer on; it is left to the process's exit");
+            return stats;
         }
-        self.consumer.unsubscribe();
+        if tokio::time::timeout(CLOSE_WAIT, closed).await.is_err() {
+            tracing::warn!(
+                group,
+                wait_secs = CLOSE_WAIT.as_secs(),
+                "the consumer did not close in time; its stored offsets are committed on the next start"
+            );
+        }
         stats
     }
 

@@ -83,16 +83,20 @@ impl Department {
         names.iter().find(|n| **n == name).map(|n| Department(n))
     }
 
-    /// `name` as a department: lower-case ASCII letters and digits in words joined by single
-    /// hyphens, starting with a letter, at most [`Self::MAX_NAME_LEN`] bytes.
-    pub fn parse(name: &str) -> Result<Self, EnvelopeError> {
-        let well_formed = !name.is_empty()
+    /// Whether `name` has a department's (or a record type's) form, without learning it.
+    pub fn valid_name(name: &str) -> bool {
+        !name.is_empty()
             && name.len() <= Self::MAX_NAME_LEN
             && name.starts_with(|c: char| c.is_ascii_lowercase())
             && !name.ends_with('-')
             && !name.contains("--")
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !well_formed {
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    }
+
+    /// `name` as a department: lower-case ASCII letters and digits in words joined by single
+    /// hyphens, starting with a letter, at most [`Self::MAX_NAME_LEN`] bytes.
+    pub fn parse(name: &str) -> Result<Self, EnvelopeError> {
+        if !Self::valid_name(name) {
             // The value is not repeated: errors go to logs and dead-letter headers, and a
             // value in the wrong header may be anything, a citizen's identifier included.
             return Err(EnvelopeError::Invalid {

@@ -13,11 +13,12 @@
 //! | `meta/next_id`                         | next free id (u32 BE)                   |
 //! | `meta/identity`                        | how `canon/` keys are made (`2`)        |
 //!
-//! A schema's identity is its Parsing Canonical Form, followed (when it has any) by its
-//! `govex.*` annotations in a canonical form: two schemas that differ only in a record type's
-//! contract (a named check, a rule, the department that sends it) are different versions,
-//! while spacing, key order and `doc` are not. Stores written before annotations counted are
-//! re-indexed when opened (the index is derived from the `id/` entries).
+//! A schema's identity is its Parsing Canonical Form followed by its whole JSON in a
+//! canonical form (object keys sorted, no spacing): as in Confluent's registry, two schemas
+//! that differ in a default, a `doc` or a record type's contract (a named check, a rule, the
+//! department that sends it) are different versions, while spacing and key order are not.
+//! Stores written another way are re-indexed when opened (the index is derived from the
+//! `id/` entries).
 //!
 //! Invariants: an id never changes meaning (a schema with the same identity always has the
 //! same id, in every subject, even after deletes); a subject's version numbers only grow;
@@ -232,13 +233,13 @@ pub struct Registry {
     contract: Option<ContractCheck>,
 }
 
-/// A check of a new version (subject, schema text) beyond compatibility: `Err` says why it
-/// cannot be used.
-pub type ContractCheck = Arc<dyn Fn(&str, &str) -> Result<(), String> + Send + Sync>;
+/// A check of a new version beyond compatibility: given the subject, the schema text and the
+/// latest live schema of every subject (subject, text), `Err` says why it cannot be used.
+pub type ContractCheck = Arc<dyn Fn(&str, &str, &[(String, String)]) -> Result<(), String> + Send + Sync>;
 
 const NEXT_ID: &[u8] = b"meta/next_id";
 const IDENTITY: &[u8] = b"meta/identity";
-const IDENTITY_VERSION: &[u8] = b"2";
+const IDENTITY_VERSION: &[u8] = b"3";
 
 impl Registry {
     /// Opens (or creates) the registry under `dir`.
@@ -326,7 +327,8 @@ impl Registry {
         }
 
         if let Some(check) = &self.contract {
-            check(subject, schema_text)
+            let latest = self.latest_of_every_subject()?;
+            check(subject, schema_text, &latest)
                 .map_err(|reason| RegistryError::InvalidSchema(format!("the record type cannot be used: {reason}")))?;
         }
         let mut batch = sled::Batch::default();
@@ -654,6 +656,19 @@ impl Registry {
         Ok(out)
     }
 
+    /// The latest live schema text of every subject, for the contract check (registrations
+    /// are rare; a registry holds hundreds of subjects at most).
+    fn latest_of_every_subject(&self) -> Result<Vec<(String, String)>, RegistryError> {
+        let mut out = Vec::new();
+        for subject in self.subjects(false)? {
+            let entries = self.entries(&subject)?;
+            if let Some(latest) = entries.iter().rev().find(|e| !e.deleted) {
+                out.push((subject, self.schema_by_id(latest.id)?));
+            }
+        }
+        Ok(out)
+    }
+
     fn live_schemas(&self, entries: &[VersionEntry]) -> Result<Vec<(u32, Schema)>, RegistryError> {
         entries.iter().filter(|e| !e.deleted).map(|e| Ok((e.version, parse(&self.schema_by_id(e.id)?)?))).collect()
     }
@@ -710,38 +725,15 @@ fn id_key(id: u32) -> Vec<u8> {
     [b"id/".as_slice(), &id.to_be_bytes()].concat()
 }
 
-/// A schema's identity: its Parsing Canonical Form, then its `govex.*` annotations (where
-/// each is, and its value with object keys sorted), which the canonical form leaves out.
+/// A schema's identity: its Parsing Canonical Form, then the whole text as canonical JSON
+/// (keys sorted), which keeps what the canonical form leaves out: defaults, docs and the
+/// `govex.*` annotations.
 fn identity(schema: &Schema, text: &str) -> String {
-    fn annotations(value: &serde_json::Value, at: &str, out: &mut String) {
-        match value {
-            serde_json::Value::Object(members) => {
-                let mut keys: Vec<&String> = members.keys().collect();
-                keys.sort();
-                for key in keys {
-                    let here = format!("{at}/{key}");
-                    if key.starts_with("govex.") {
-                        out.push('\0');
-                        out.push_str(&here);
-                        out.push('=');
-                        canonical_json(&members[key], out);
-                    } else {
-                        annotations(&members[key], &here, out);
-                    }
-                }
-            }
-            serde_json::Value::Array(items) => {
-                for (n, item) in items.iter().enumerate() {
-                    annotations(item, &format!("{at}/{n}"), out);
-                }
-            }
-            _ => {}
-        }
-    }
     let mut identity = schema.canonical_form();
     // The text parsed as a schema, so it is JSON; a bare type name ("string") is JSON too.
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
-        annotations(&value, "", &mut identity);
+        identity.push('\0');
+        canonical_json(&value, &mut identity);
     }
     identity
 }
@@ -828,7 +820,7 @@ mod tests {
     use super::*;
 
     const V1: &str = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"}]}"#;
-    const V1_SPACED: &str = r#"{ "type": "record", "name": "R", "doc": "same canonical form", "fields": [ {"name": "a", "type": "int"} ] }"#;
+    const V1_SPACED: &str = r#"{ "name": "R",  "type": "record", "fields": [ {"type": "int", "name": "a"} ] }"#;
     const V2: &str = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"},{"name":"b","type":"string","default":""}]}"#;
     const V3_BREAKS: &str =
         r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"},{"name":"c","type":"string"}]}"#;
@@ -865,7 +857,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_contract_is_a_new_version_and_key_order_is_not() {
+    fn a_changed_contract_default_or_doc_is_a_new_version_and_key_order_is_not() {
         let (_dir, registry) = open();
         let annotated = |checks: &str, json: &str| {
             format!(
@@ -880,6 +872,10 @@ mod tests {
         assert_ne!(other.unwrap(), first, "another check is another version");
         assert_eq!(registry.versions("t-value", false).unwrap(), vec![1, 2]);
         assert_eq!(registry.register("u-value", V1).unwrap(), registry.register("v-value", V1_SPACED).unwrap());
+        let documented = V1.replace(r#""name":"R","#, r#""name":"R","doc":"记录。A record.","#);
+        assert_ne!(registry.register("u-value", &documented).unwrap(), registry.register("u-value", V1).unwrap());
+        let defaulted = V2.replace(r#""default":"""#, r#""default":"x""#);
+        assert_ne!(registry.register("w-value", V2).unwrap(), registry.register("w-value", &defaulted).unwrap());
     }
 
     #[test]
@@ -904,9 +900,11 @@ mod tests {
     #[test]
     fn a_contract_check_refuses_before_anything_is_stored() {
         let (_dir, registry) = open();
-        let registry = registry.with_contract_check(Arc::new(|_, text: &str| match text.contains("\"b\"") {
-            true => Err("field b: no".into()),
-            false => Ok(()),
+        let registry = registry.with_contract_check(Arc::new(|_, text: &str, _: &[(String, String)]| {
+            match text.contains("\"b\"") {
+                true => Err("field b: no".into()),
+                false => Ok(()),
+            }
         }));
         registry.register("t-value", V1).unwrap();
         let refused = registry.register("t-value", V2).unwrap_err().to_string();

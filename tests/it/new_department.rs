@@ -73,7 +73,14 @@ async fn a_fifth_department_is_added_to_a_running_node_as_data_alone() {
     let (status, answer) = post(&api, "/v1/market-regulation/business-licence", &record).await;
     assert_eq!(status, 404, "{answer}");
 
-    // The steward adds the schema file and pushes; and appends the catalogue entry.
+    // The steward appends the catalogue entry first (the node refuses it while the registry
+    // lacks its schema, and keeps trying), then adds the schema file and pushes.
+    let mut catalogue = std::fs::read_to_string(&catalog_file).unwrap();
+    catalogue.push('\n');
+    catalogue.push_str(&std::fs::read_to_string(repo.join(EXAMPLE).join("catalog-entry.toml")).unwrap());
+    std::fs::write(&catalog_file, catalogue).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!catalogue_ids(&api).await.contains(&"market-regulation.business-licence".to_owned()));
     std::fs::copy(
         repo.join(EXAMPLE).join(format!("{TOPIC}.avsc")),
         work.path().join(format!("schemas/avro/{TOPIC}.avsc")),
@@ -90,10 +97,6 @@ async fn a_fifth_department_is_added_to_a_running_node_as_data_alone() {
     let pushed = String::from_utf8_lossy(&push.stdout).into_owned();
     assert!(push.status.success(), "{pushed}{}", String::from_utf8_lossy(&push.stderr));
     assert!(pushed.lines().any(|l| l.starts_with(&format!("{TOPIC}-value")) && l.ends_with("registered")), "{pushed}");
-    let mut catalogue = std::fs::read_to_string(&catalog_file).unwrap();
-    catalogue.push('\n');
-    catalogue.push_str(&std::fs::read_to_string(repo.join(EXAMPLE).join("catalog-entry.toml")).unwrap());
-    std::fs::write(&catalog_file, catalogue).unwrap();
     // Lint now sees the entry too.
     let lint_after =
         Command::new(env!("CARGO_BIN_EXE_govex")).args(["schema", "lint"]).current_dir(work.path()).output().unwrap();

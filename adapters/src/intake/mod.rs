@@ -128,6 +128,10 @@ pub enum IntakeError {
     /// The registry did not answer, or answered with an error.
     #[error("the schema registry: {0}")]
     Registry(#[from] govex_bus::registry_client::RegistryClientError),
+    /// The registry lists none of the record types taken: a registry on an empty volume, or
+    /// the wrong one. The record types stay live.
+    #[error("the schema registry lists none of the {0} record types taken now (an empty or wrong registry?); they stay live")]
+    Emptied(usize),
     /// The topic of a new record type could not be made.
     #[error("the topic of a new record type cannot be made: {0}")]
     Topic(String),
@@ -260,7 +264,7 @@ impl Intake {
             tracing::info!(record_type = %live, "record type live");
         }
         for gone in &refreshed.gone {
-            tracing::warn!(record_type = %gone, "record type no longer taken: its subject was deleted");
+            tracing::warn!(record_type = %gone, "record type no longer taken: its subject was deleted or its latest version is not one");
         }
         Ok(refreshed)
     }
@@ -279,20 +283,15 @@ impl Intake {
                 .values()
                 .flat_map(HashMap::values)
                 .find(|t| contract::topic_of(&subject) == Some(t.topic.as_str()));
-            let record_type = match known {
-                Some(known) if known.schema_id == latest.id => Arc::clone(known),
+            let (record_type, is_new) = match known {
+                Some(known) if known.schema_id == latest.id => (Arc::clone(known), false),
                 _ => match self.compile(&subject, &latest) {
-                    Ok(Some(compiled)) => {
-                        refreshed
-                            .live
-                            .push(format!("{}/{}@{}", compiled.department, compiled.record, compiled.version));
-                        Arc::new(compiled)
-                    }
+                    Ok(Some(compiled)) => (Arc::new(compiled), true),
                     Ok(None) => continue,
                     Err(reason) => {
                         refreshed.refused.push(format!("{subject} version {}: {reason}", latest.version));
                         match known {
-                            Some(known) => Arc::clone(known),
+                            Some(known) => (Arc::clone(known), false),
                             None => continue,
                         }
                     }
@@ -300,8 +299,15 @@ impl Intake {
             };
             let name = format!("{}/{}", record_type.department, record_type.record);
             if !seen.insert(name.clone()) {
-                tracing::error!(record_type = %name, subject, "two subjects declare the same record type; the first is taken");
+                // The node's registry refuses a second subject for one record type; another
+                // registry may hold one. Reported once per schema id, never taken.
+                if self.refused.lock().unwrap_or_else(PoisonError::into_inner).insert(latest.id) {
+                    tracing::error!(record_type = %name, subject, "another subject already declares this record type; this one is not taken");
+                }
                 continue;
+            }
+            if is_new {
+                refreshed.live.push(format!("{name}@{}", record_type.version));
             }
             next.entry(record_type.department).or_default().insert(record_type.record.clone(), record_type);
         }
@@ -309,6 +315,11 @@ impl Intake {
             if !seen.contains(&format!("{}/{}", t.department, t.record)) {
                 refreshed.gone.push(format!("{}/{}", t.department, t.record));
             }
+        }
+        // A registry that lists none of the record types taken now has lost its volume or is
+        // the wrong one: taking that as "every subject deleted" would stop every department.
+        if next.is_empty() && !current.is_empty() {
+            return Err(IntakeError::Emptied(current.values().map(HashMap::len).sum()));
         }
         Ok((next, refreshed))
     }
@@ -454,7 +465,7 @@ impl Intake {
         ids: EventIds,
     ) -> Result<Accepted, Rejection> {
         let started = Instant::now();
-        self.metrics.in_flight.inc();
+        let _in_flight = InFlight::new(&self.metrics.in_flight);
         let checked = self
             .record_type(department, record)
             .and_then(|t| self.check_body(&t, body, &CheckContext::now(), ids.id(0)));
@@ -462,7 +473,6 @@ impl Intake {
             Ok(checked) => self.publish(checked).await,
             Err(rejection) => Err(rejection),
         };
-        self.metrics.in_flight.dec();
         self.count(department, record, std::slice::from_ref(&outcome));
         self.metrics
             .latency
@@ -487,14 +497,13 @@ impl Intake {
         use futures::StreamExt;
         const CHUNK_LINES: usize = 256;
         let started = Instant::now();
-        self.metrics.in_flight.inc();
+        let _in_flight = InFlight::new(&self.metrics.in_flight);
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         // Every line of a batch is taken by the version live when it began.
         let record_type = match self.record_type(department, record) {
             Ok(record_type) => record_type,
             Err(rejection) => {
                 let outcomes = vec![Err(rejection); lines.len()];
-                self.metrics.in_flight.dec();
                 self.count(department, record, &outcomes);
                 return outcomes;
             }
@@ -509,18 +518,25 @@ impl Intake {
             .map(|chunk| {
                 let intake = Arc::clone(self);
                 let record_type = Arc::clone(&record_type);
-                tokio::task::spawn_blocking(move || {
+                let lines = chunk.len();
+                let task = tokio::task::spawn_blocking(move || {
                     chunk
                         .iter()
                         .map(|(n, line)| intake.check_body(&record_type, line, &context, ids.id(*n)))
                         .collect::<Vec<_>>()
-                })
+                });
+                // A chunk whose checking failed answers each of its lines: the answer stays
+                // line for line, whatever happened.
+                async move {
+                    task.await.unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "checking a chunk of a batch failed");
+                        (0..lines).map(|_| Err(Rejection::Unavailable("checking this line failed".into()))).collect()
+                    })
+                }
             })
             .buffered(workers);
         let mut pending = Vec::new();
         while let Some(checked) = checked_chunks.next().await {
-            let checked = checked
-                .unwrap_or_else(|e| vec![Err(Rejection::Unavailable(format!("checking the batch failed: {e}")))]);
             for item in checked {
                 pending.push(match item {
                     Ok(Checked { envelope, outgoing }) => {
@@ -541,7 +557,6 @@ impl Intake {
                 Err(rejection) => Err(rejection),
             });
         }
-        self.metrics.in_flight.dec();
         self.count(department, record, &outcomes);
         self.metrics
             .latency
@@ -577,6 +592,23 @@ impl Intake {
             };
             self.metrics.records.get_or_create(&labels).inc_by(n);
         }
+    }
+}
+
+/// Counts a request in flight for as long as it lives: a request that panics is not left
+/// counted.
+struct InFlight<'a>(&'a Gauge);
+
+impl<'a> InFlight<'a> {
+    fn new(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
