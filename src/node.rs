@@ -617,8 +617,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         api_routes.extend(dossier::api::ROUTES);
         let sink = Arc::new(DossierSink::new(dossiers, registry.clone(), config.time_zone.clone()));
         let (bus, metrics, stop, group_id) = (bus.clone(), metrics.clone(), background.clone(), group("dossier"));
+        let catalog = live_catalog.clone();
         background_tasks.spawn(async move {
-            if let Err(e) = dossier::run(sink, &bus, group_id, &metrics, stop).await {
+            if let Err(e) = dossier::run(sink, &bus, group_id, &metrics, catalog, stop).await {
                 tracing::error!(error = %e, "the dossier sink could not start");
             }
         });

@@ -61,6 +61,15 @@ async fn a_fifth_department_is_added_to_a_running_node_as_data_alone() {
         label: Some("market-regulation-core".into()),
         role: Role::Department,
     });
+    // Readers: tax may see its personal fields (the entry's personal_data_readers), housing not.
+    for department in ["tax", "housing"] {
+        config.intake.tokens.push(TokenConfig {
+            department: department.into(),
+            sha256: hash_token(&format!("test-token-of-{department}")),
+            label: None,
+            role: Role::Department,
+        });
+    }
     let partitions = config.bus.partitions;
     let node = govex::node::start(config).await.unwrap();
     let api = format!("http://{}", node.api_addr().unwrap());
@@ -149,6 +158,42 @@ async fn a_fifth_department_is_added_to_a_running_node_as_data_alone() {
         .await
         .unwrap();
     assert_eq!(other.status().as_u16(), 403);
+
+    // Departments the catalogue entitles read it from the shared view: unconditional, with
+    // personal fields for the readers it names and masked for the others.
+    let read = |department: &'static str, path: String| {
+        let api = api.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .get(format!("{api}{path}"))
+                .bearer_auth(format!("test-token-of-{department}"))
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let path =
+        "/v1/resources/market-regulation.business-licence/records/91110000600037341L?purpose=企业开办联办".to_owned();
+    let unmasked = within_10s("the record in the shared view", || async {
+        let (status, body) = read("tax", path.clone()).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert_eq!(unmasked["personal_data_masked"], false, "{unmasked}");
+    assert_eq!(unmasked["record"]["legal_representative_citizen_id"], "11010519491231002X");
+    assert_eq!(unmasked["record"]["enterprise_name"], "汉阴县月河农产品有限公司");
+    let (status, masked) = read("housing", path.clone()).await;
+    assert_eq!(status, 200, "{masked}");
+    assert_eq!(masked["personal_data_masked"], true);
+    assert!(!masked.to_string().contains("11010519491231002X"), "{masked}");
+    assert_ne!(masked["record"]["legal_representative_name"], "李四");
+    let (status, _) = read("housing", path.replace("?purpose=企业开办联办", "")).await;
+    assert_eq!(status, 400, "a read states its purpose");
+    // A resource not shared with the caller is refused before the store is read.
+    let (status, body) =
+        read("housing", "/v1/resources/provident-fund.event/records/610900000000001?purpose=x".into()).await;
+    assert_eq!(status, 403, "{body}");
 
     // What was acknowledged is on its topic, and reads back through the registry's schema.
     assert_eq!(crate::support::records_in_topic(node.bus.bootstrap_servers(), TOPIC, partitions), 1);

@@ -37,12 +37,13 @@ pub struct DossierApi {
 }
 
 /// The route, as the API port lists it to a caller that asked for another.
-pub const ROUTES: &[&str] = &["GET /v1/dossiers/{unit}"];
+pub const ROUTES: &[&str] = &["GET /v1/dossiers/{unit}", "GET /v1/resources/{id}/records/{key}"];
 
 /// The route.
 pub fn router(api: Arc<DossierApi>) -> Router {
     Router::new()
         .route("/v1/dossiers/{unit}", get(dossier))
+        .route("/v1/resources/{id}/records/{key}", get(resource_record))
         .route_layer(axum::middleware::from_fn_with_state(api.tokens.clone(), require_token))
         .with_state(api)
 }
@@ -64,12 +65,21 @@ pub fn mask_path(value: &mut Value, path: &str) {
     for target in targets {
         match rest {
             Some(rest) => mask_path(target, rest),
-            None => {
-                if let Some(text) = target.as_str() {
+            None => match target {
+                Value::String(text) => {
                     let is_name = name.ends_with("name");
                     *target = json!(if is_name { mask_name(text) } else { mask(text) });
                 }
-            }
+                // A personal map or record as a whole: every string in it, failing closed.
+                Value::Object(members) => {
+                    for (_, member) in members.iter_mut() {
+                        if let Some(text) = member.as_str() {
+                            *member = json!(mask(text));
+                        }
+                    }
+                }
+                _ => {}
+            },
         }
     }
 }
@@ -139,4 +149,89 @@ async fn dossier(
         );
     }
     Json(json!({ "property_unit_number": unit, "parts": body })).into_response()
+}
+
+/// `GET /v1/resources/{id}/records/{key}?purpose=...`: the newest record of a catalogued
+/// resource by its key, for a department the catalogue lets read it, with personal fields
+/// masked unless it is entitled to them. Whether the caller may read the resource is decided
+/// before the store is read, so a caller without the right learns nothing about which keys
+/// exist; every read states its purpose and lands in the use log before it is answered.
+async fn resource_record(
+    State(api): State<Arc<DossierApi>>,
+    Path((id, key)): Path<(String, String)>,
+    Query(query): Query<PurposeQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = match api.tokens.authorize_read(authorization, &[Role::Department], "resources") {
+        Ok(caller) => caller.department,
+        Err(response) => return *response,
+    };
+    let catalog = api.catalog.current();
+    // Licences and the audit topics have APIs of their own, with their own rules (surface
+    // keys, a department's own use-log entries): they are not served here.
+    let served = |topic: &str| !crate::dossier::OWN_API_TOPICS.iter().any(|own| topic.starts_with(own));
+    let Some(resource) = catalog.resources.iter().find(|r| r.id == id && served(&r.topic)) else {
+        // The id is the caller's and is not echoed; the catalogue is public.
+        return problem(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "No such resource",
+            "GET /catalog lists the resources",
+            Value::Null,
+        );
+    };
+    if !resource.may_read(caller.as_str()) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Not shared with this department",
+            format!(
+                "{} is not shared with {caller} ({:?}); its owner is {}",
+                resource.id, resource.sharing, resource.owner
+            ),
+            Value::Null,
+        );
+    }
+    let purpose = match checked_purpose(query.purpose.as_deref()) {
+        Ok(purpose) => purpose,
+        Err((rule, message)) => return purpose_problem(rule, &message),
+    };
+    let unavailable = |e: sled::Error| {
+        tracing::error!(error = %e, "the shared view failed");
+        problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "The shared view failed", "retry later", Value::Null)
+    };
+    let found = match api.store.record(&resource.topic, &key) {
+        Ok(found) => found,
+        Err(e) => return unavailable(e),
+    };
+    let result = if found.is_some() { "found" } else { "not_found" };
+    let subject = format!("{}/{key}", resource.id);
+    if let Err(e) = api.use_log.log_use(caller.as_str(), &purpose, "resource", &subject, result).await {
+        return unavailable(e);
+    }
+    let Some(part) = found else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "No such record",
+            "no record of this resource has that key",
+            Value::Null,
+        );
+    };
+    let mut record = part.record;
+    let entitled = resource.may_see_personal_data(caller.as_str());
+    if !entitled {
+        for path in &resource.personal_fields {
+            mask_path(&mut record, path);
+        }
+    }
+    Json(json!({
+        "resource": resource.id,
+        "source_department": part.source_department,
+        "event_id": part.event_id,
+        "personal_data_masked": !entitled,
+        "record": record,
+    }))
+    .into_response()
 }

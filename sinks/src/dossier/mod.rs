@@ -3,9 +3,11 @@
 //! registry clerk sees what the other departments already hold (brief §6).
 //!
 //! [`DossierStore`] keeps, per unit and kind, the newest record by event time, as JSON with
-//! decimals and times spelled out; [`DossierSink`] fills it from the three topics, at least
-//! once and idempotently; [`api`] serves `GET /v1/dossiers/{unit}` honouring the catalogue's
-//! sharing classes and masking personal fields.
+//! decimals and times spelled out, and the same for every record of every catalogued
+//! resource by its key (the shared view); [`DossierSink`] fills both, at least once and
+//! idempotently, following the catalogue's topics; [`api`] serves `GET /v1/dossiers/{unit}`
+//! and `GET /v1/resources/{id}/records/{key}`, honouring the catalogue's sharing classes and
+//! masking personal fields.
 
 pub mod api;
 
@@ -47,10 +49,12 @@ pub struct Part {
     pub record: Value,
 }
 
-/// The dossier store: key `unit \0 kind`, value [`Part`] (JSON).
+/// The dossier store: key `unit \0 kind`, value [`Part`] (JSON); and the shared view of every
+/// catalogued resource: key `topic \0 record key`, value [`Part`], the newest by event time.
 #[derive(Clone)]
 pub struct DossierStore {
     parts: sled::Tree,
+    records: sled::Tree,
     group_flush: Arc<crate::flush::GroupFlush>,
 }
 
@@ -58,21 +62,36 @@ impl DossierStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, sled::Error> {
         let db = govex_schemas::store::open_sled(dir)?;
-        Ok(Self { parts: db.open_tree("parts")?, group_flush: Arc::new(crate::flush::GroupFlush::new(db)) })
+        Ok(Self {
+            parts: db.open_tree("parts")?,
+            records: db.open_tree("records")?,
+            group_flush: Arc::new(crate::flush::GroupFlush::new(db)),
+        })
     }
 
     /// Keeps `part` as the `kind` of `unit` unless a newer one is there; whether it changed
     /// anything.
     pub async fn apply(&self, unit: &str, kind: &str, part: &Part) -> Result<bool, sled::Error> {
-        let key = format!("{unit}\0{kind}");
-        if let Some(existing) = self.parts.get(&key)?.and_then(|b| serde_json::from_slice::<Part>(&b).ok()) {
-            if existing.event_id == part.event_id || existing.event_ms > part.event_ms {
-                return Ok(false);
-            }
+        let changed = newest_wins(&self.parts, format!("{unit}\0{kind}"), part)?;
+        if changed {
+            self.group_flush.flush().await?;
         }
-        self.parts.insert(key, serde_json::to_vec(part).unwrap_or_default())?;
-        self.group_flush.flush().await?;
-        Ok(true)
+        Ok(changed)
+    }
+
+    /// Keeps `part` as the record `key` of `topic` unless a newer one is there; whether it
+    /// changed anything.
+    pub async fn apply_record(&self, topic: &str, key: &str, part: &Part) -> Result<bool, sled::Error> {
+        let changed = newest_wins(&self.records, format!("{topic}\0{key}"), part)?;
+        if changed {
+            self.group_flush.flush().await?;
+        }
+        Ok(changed)
+    }
+
+    /// The record `key` of `topic`, if one came.
+    pub fn record(&self, topic: &str, key: &str) -> Result<Option<Part>, sled::Error> {
+        Ok(self.records.get(format!("{topic}\0{key}"))?.and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
     /// Every part held for `unit`, by kind.
@@ -87,6 +106,19 @@ impl DossierStore {
         }
         Ok(out)
     }
+}
+
+/// Writes `part` under `key` unless the same event or a newer one is there.
+fn newest_wins(tree: &sled::Tree, key: String, part: &Part) -> Result<bool, sled::Error> {
+    if let Some(existing) = tree.get(&key)?.and_then(|b| serde_json::from_slice::<Part>(&b).ok()) {
+        if existing.event_id == part.event_id || existing.event_ms > part.event_ms {
+            return Ok(false);
+        }
+    }
+    let bytes =
+        serde_json::to_vec(part).map_err(|e| sled::Error::Unsupported(format!("a part does not serialize: {e}")))?;
+    tree.insert(key, bytes)?;
+    Ok(true)
 }
 
 /// An Avro value as JSON, with decimals as exact strings, instants as RFC 3339 and dates
@@ -153,10 +185,12 @@ pub fn avro_to_json(value: &Avro, schema: &Schema, zone: &TimeZone) -> Value {
     }
 }
 
-/// Fills the dossier store from the three topics.
+/// Fills the dossier store from the three topics, and the shared view from every topic the
+/// catalogue lists.
 pub struct DossierSink {
     store: DossierStore,
-    decoders: Vec<(&'static str, &'static str, Decoder)>,
+    registry: RegistryClient,
+    decoders: std::sync::Mutex<std::collections::HashMap<String, Arc<Decoder>>>,
     /// The zone the records' times are shown in.
     zone: TimeZone,
 }
@@ -164,17 +198,30 @@ pub struct DossierSink {
 impl DossierSink {
     /// A sink writing to `store`, showing times in `zone`.
     pub fn new(store: DossierStore, registry: RegistryClient, zone: TimeZone) -> Self {
-        let decoders = PARTS
-            .iter()
-            .map(|(topic, kind)| {
-                let text =
-                    govex_schemas::bundled_schemas().find(|s| s.topic == *topic).map(|s| s.text).unwrap_or_default();
-                let schema =
-                    Schema::parse_str(text).unwrap_or_else(|e| unreachable!("bundled schemas parse (tested): {e}"));
-                (*topic, *kind, Decoder::new(registry.clone(), &schema))
-            })
-            .collect();
-        Self { store, decoders, zone }
+        Self { store, registry, decoders: Default::default(), zone }
+    }
+
+    /// The decoder of `topic`: records are kept as written, so the reader schema only
+    /// decides which versions resolve (the bundled one, or the latest registered for a topic
+    /// a steward added).
+    async fn decoder(&self, topic: &str) -> Result<Arc<Decoder>, HandlerError> {
+        if let Some(decoder) = self.decoders.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(topic) {
+            return Ok(Arc::clone(decoder));
+        }
+        let schema = match govex_schemas::bundled_schemas().find(|s| s.topic == topic) {
+            Some(bundled) => Arc::new(
+                Schema::parse_str(bundled.text).unwrap_or_else(|e| unreachable!("bundled schemas parse (tested): {e}")),
+            ),
+            None => {
+                self.registry.latest(&format!("{topic}-value")).await.map_err(|e| HandlerError::Retry(e.to_string()))?.1
+            }
+        };
+        let decoder = Arc::new(Decoder::new(self.registry.clone(), &schema));
+        self.decoders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(topic.to_owned(), Arc::clone(&decoder));
+        Ok(decoder)
     }
 
     /// Applies one record; `Ok` once it is durable (or was already there).
@@ -182,10 +229,8 @@ impl DossierSink {
         let dead = |stage: &str, class: &str, message: String| {
             HandlerError::DeadLetter(DeadLetter { stage: stage.into(), error_class: class.into(), message })
         };
-        let Some((_, kind, decoder)) = self.decoders.iter().find(|(topic, ..)| *topic == message.topic()) else {
-            return Err(dead("route", "unknown_topic", format!("the dossier does not read {}", message.topic())));
-        };
         let envelope = Envelope::from_message(message).map_err(|e| dead("envelope", "envelope", e.to_string()))?;
+        let decoder = self.decoder(message.topic()).await?;
         // As written: a field a steward added in a newer version than this node's (a remark,
         // say) is carried to the clerk, not dropped.
         let (value, written_with) = match decoder.decode_as_written(message.payload().unwrap_or_default()).await {
@@ -194,9 +239,6 @@ impl DossierSink {
             Err(e) => return Err(dead("decode", e.class(), e.to_string())),
         };
         let record = avro_to_json(&value, written_with, &self.zone);
-        let Some(unit) = record.get("property_unit_number").and_then(Value::as_str).map(str::to_owned) else {
-            return Err(dead("apply", "no_unit", "the record has no property_unit_number".into()));
-        };
         let part = Part {
             topic: message.topic().to_owned(),
             event_id: envelope.event_id,
@@ -204,34 +246,96 @@ impl DossierSink {
             source_department: envelope.source_department.to_string(),
             record,
         };
-        self.store.apply(&unit, kind, &part).await.map_err(|e| HandlerError::Retry(e.to_string()))?;
+        let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+        if !key.is_empty() {
+            self.store
+                .apply_record(message.topic(), &key, &part)
+                .await
+                .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        }
+        if let Some((_, kind)) = PARTS.iter().find(|(topic, _)| *topic == message.topic()) {
+            let Some(unit) = part.record.get("property_unit_number").and_then(Value::as_str).map(str::to_owned) else {
+                return Err(dead("apply", "no_unit", "the record has no property_unit_number".into()));
+            };
+            self.store.apply(&unit, kind, &part).await.map_err(|e| HandlerError::Retry(e.to_string()))?;
+        }
         Ok(())
     }
 }
 
-/// Consumes the dossier's topics until `shutdown`.
+/// Topics (by prefix) with APIs of their own and rules of their own, left out of the shared
+/// view: licences (surface keys, verification) and the audit topics.
+pub const OWN_API_TOPICS: [&str; 2] = [govex_schemas::records::topics::LICENCE, "gov.audit."];
+
+/// The topics the sink reads: the dossier's three and every other topic the catalogue lists.
+fn topics_of(catalog: &govex_schemas::Catalog) -> Vec<String> {
+    let mut topics: Vec<String> = PARTS.iter().map(|(t, _)| (*t).to_owned()).collect();
+    for resource in &catalog.resources {
+        let own_api = OWN_API_TOPICS.iter().any(|own| resource.topic.starts_with(own));
+        if !own_api && !topics.contains(&resource.topic) {
+            topics.push(resource.topic.clone());
+        }
+    }
+    topics.sort();
+    topics
+}
+
+/// Consumes the dossier's topics and the catalogue's until `shutdown`. When the catalogue
+/// comes to list other topics (a steward added a resource), the consumer is closed, with its
+/// offsets, and a new one subscribes to the new set (checked every two seconds).
 pub async fn run(
     sink: Arc<DossierSink>,
     bus: &Bus,
     group_id: String,
     metrics: &Metrics,
+    catalog: govex_schemas::LiveCatalog,
     shutdown: CancellationToken,
 ) -> Result<RunStats, govex_bus::BusError> {
-    let consumer = bus.consumer(ConsumerSettings {
-        group_id,
-        topics: PARTS.iter().map(|(t, _)| (*t).to_owned()).collect(),
-        lanes: 16,
-        lane_capacity: 256,
-    })?;
-    let dlq = DeadLetterQueue::new(bus.producer().clone(), "dossier", metrics);
-    Ok(consumer
-        .run(
-            move |message| {
-                let sink = sink.clone();
-                async move { sink.handle(&message).await }
-            },
-            Some(dlq),
-            shutdown,
-        )
-        .await)
+    let mut total = RunStats::default();
+    loop {
+        let topics = topics_of(&catalog.current());
+        let consumer = bus.consumer(ConsumerSettings {
+            group_id: group_id.clone(),
+            topics: topics.clone(),
+            lanes: 16,
+            lane_capacity: 256,
+        })?;
+        let dlq = DeadLetterQueue::new(bus.producer().clone(), "dossier", metrics);
+        let this_set = shutdown.child_token();
+        let watch = {
+            let (catalog, this_set, topics) = (catalog.clone(), this_set.clone(), topics.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = this_set.cancelled() => return,
+                        () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                    }
+                    if topics_of(&catalog.current()) != topics {
+                        tracing::info!("the catalogue lists other topics: the shared view subscribes again");
+                        this_set.cancel();
+                        return;
+                    }
+                }
+            })
+        };
+        let sink = sink.clone();
+        let stats = consumer
+            .run(
+                move |message| {
+                    let sink = sink.clone();
+                    async move { sink.handle(&message).await }
+                },
+                Some(dlq),
+                this_set.clone(),
+            )
+            .await;
+        this_set.cancel();
+        let _ = watch.await;
+        total.received += stats.received;
+        total.finished += stats.finished;
+        total.dead_lettered += stats.dead_lettered;
+        if shutdown.is_cancelled() {
+            return Ok(total);
+        }
+    }
 }
