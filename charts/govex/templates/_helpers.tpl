@@ -254,6 +254,10 @@ containers:
         readOnly: true
       - {name: {{ default "data" .dataVolume }}, mountPath: /var/lib/govex}
       - {name: tmp, mountPath: /tmp}
+      {{- if $v.catalog }}
+      {{- /* A directory, not a subPath: the kubelet then updates it when the catalogue changes. */}}
+      - {name: catalog, mountPath: /etc/govex/catalog, readOnly: true}
+      {{- end }}
       {{- if and (include "govex.readsTokens" (dict "workload" . "root" $root)) (include "govex.hasTokens" $root) }}
       - {name: tokens, mountPath: /etc/govex/tokens, readOnly: true}
       {{- end }}
@@ -287,6 +291,12 @@ volumes:
   {{- end }}
   - name: tmp
     emptyDir: {medium: Memory, sizeLimit: 64Mi}
+  {{- if $v.catalog }}
+  - name: catalog
+    configMap:
+      name: {{ include "govex.fullname" $root }}
+      items: [{key: catalog.toml, path: catalog.toml}]
+  {{- end }}
   {{- if and (include "govex.readsTokens" (dict "workload" . "root" $root)) (include "govex.hasTokens" $root) }}
   - name: tokens
     secret: {secretName: {{ include "govex.tokensSecret" $root }}}
