@@ -87,8 +87,8 @@ fn open_registry(dir: PathBuf) -> Result<Registry> {
     })?;
     // A department record type that cannot be compiled into a contract is refused at push,
     // so it never reaches an intake.
-    Ok(registry.with_contract_check(Arc::new(|subject: &str, text: &str, latest: &[(String, String)]| {
-        govex_adapters::contract::usable(subject, text, latest).map_err(|e| e.to_string())
+    Ok(registry.with_contract_check(Arc::new(|subject: &str, text: &str, history: &[(String, String, bool)]| {
+        govex_adapters::contract::usable(subject, text, history).map_err(|e| e.to_string())
     })))
 }
 
@@ -136,6 +136,13 @@ async fn seed_schemas(registry: &RegistryClient) -> Result<Vec<String>> {
 
 /// The catalogue in `path`, checked against the registry's latest schemas of its topics.
 async fn read_catalog(path: &std::path::Path, registry: &RegistryClient) -> Result<Catalog> {
+    // A catalogue of a city's thousands of resources is well under this; a file far over it
+    // is a mistake, and is not read into memory again and again.
+    const MAX_CATALOG_BYTES: u64 = 4 * 1024 * 1024;
+    let size = tokio::fs::metadata(path).await.context("cannot be read")?.len();
+    if size > MAX_CATALOG_BYTES {
+        anyhow::bail!("is {size} bytes; a catalogue has at most {MAX_CATALOG_BYTES}");
+    }
     let text = tokio::fs::read_to_string(path).await.context("cannot be read")?;
     let mut schemas = Vec::new();
     for topic in Catalog::topics_named(&text)? {

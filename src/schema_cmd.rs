@@ -109,8 +109,8 @@ pub fn lint_command(dir: &Path, as_json: bool) -> Result<bool> {
         }
     };
     // As the registry would hold them after a push: two files must not declare one record type.
-    let latest: Vec<(String, String)> =
-        tree.schemas.iter().map(|(t, text)| (format!("{t}-value"), text.clone())).collect();
+    let latest: Vec<(String, String, bool)> =
+        tree.schemas.iter().map(|(t, text)| (format!("{t}-value"), text.clone(), true)).collect();
     for (topic, text) in &tree.schemas {
         findings.extend(lint::lint(topic, text, catalog.as_ref()));
         // The same check the registry runs at push: a record type's annotations must compile

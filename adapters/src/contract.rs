@@ -121,15 +121,36 @@ pub fn topic_of(subject: &str) -> Option<&str> {
     subject.strip_suffix("-value").filter(|t| !t.is_empty())
 }
 
-/// Whether `schema_text`, pushed under `subject`, can be used, given the latest schema of
-/// every subject (`latest`: subject, text). A schema that declares a department record type
-/// must compile into a plan and an input contract, and may not take a record type or a topic
-/// from the department that has it: a subject's department and record name never change, and
-/// one record type has one subject. The registry asks before it stores a version; nothing is
-/// learnt from a refused push.
-pub fn usable(subject: &str, schema_text: &str, latest: &[(String, String)]) -> Result<(), ContractError> {
+/// Whether `schema_text`, pushed under `subject`, can be used, given every version of every
+/// subject (`history`: subject, text, whether it is the subject's latest live version;
+/// soft-deleted versions included). A schema that declares a department record type must
+/// compile into a plan and an input contract. No push may take a record type or a topic from
+/// the department that has it: a subject that ever carried a record type carries that one for
+/// good (a version without the annotations would hand the topic to the next push), and one
+/// record type has one live subject. The registry asks before it stores a version; nothing
+/// is learnt from a refused push.
+pub fn usable(subject: &str, schema_text: &str, history: &[(String, String, bool)]) -> Result<(), ContractError> {
     let schema = Schema::parse_str(schema_text).map_err(|e| ContractError(e.to_string()))?;
-    let Some((department, record)) = names(&schema)? else { return Ok(()) };
+    let declared = names(&schema)?;
+    let names_of = |text: &str| Schema::parse_str(text).ok().and_then(|s| names(&s).ok().flatten());
+    for (other, text, latest) in history {
+        let Some((d, r)) = names_of(text) else { continue };
+        match &declared {
+            None if other == subject => return Err(ContractError(format!(
+                "{subject} carries {d}/{r}; a version without {DEPARTMENT} and {RECORD} would take its topic from it"
+            ))),
+            Some((department, record)) if other == subject && (&d != department || &r != record) => {
+                return Err(ContractError(format!(
+                    "{subject} carries {d}/{r}; a new version cannot give its topic to {department}/{record}"
+                )))
+            }
+            Some((department, record)) if other != subject && *latest && &d == department && &r == record => {
+                return Err(ContractError(format!("{department}/{record} is already declared by {other}")))
+            }
+            _ => {}
+        }
+    }
+    let Some(_) = declared else { return Ok(()) };
     let Some(topic) = topic_of(subject) else {
         return Err(ContractError(format!(
             "a department record type is registered under its topic's value subject (<topic>-value), not '{subject}'"
@@ -139,19 +160,6 @@ pub fn usable(subject: &str, schema_text: &str, latest: &[(String, String)]) -> 
     // department may be given a route into them.
     if topic.starts_with("gov.audit.") || topic.ends_with(".dlq") {
         return Err(ContractError(format!("{topic} is the node's own topic; a department record type cannot use it")));
-    }
-    for (other, text) in latest {
-        let Ok(Some((d, r))) = Schema::parse_str(text).map_err(drop).and_then(|s| names(&s).map_err(drop)) else {
-            continue;
-        };
-        if other == subject && (d != department || r != record) {
-            return Err(ContractError(format!(
-                "{subject} carries {d}/{r}; a new version cannot give its topic to {department}/{record}"
-            )));
-        }
-        if other != subject && d == department && r == record {
-            return Err(ContractError(format!("{department}/{record} is already declared by {other}")));
-        }
     }
     compile_parts(&schema).map(drop)
 }
@@ -666,7 +674,7 @@ mod tests {
     fn a_push_cannot_take_a_record_type_or_a_topic_from_its_department() {
         let field = r#"{"name": "a", "type": "string"}"#;
         let mine = schema_of(field, "");
-        let latest = vec![("gov.mr.r.v1-value".to_owned(), mine.clone())];
+        let latest = vec![("gov.mr.r.v1-value".to_owned(), mine.clone(), true)];
         // The same record type under another subject (a steward's copy that would shadow it).
         let copy = usable("aaa.steal-value", &mine, &latest).unwrap_err().to_string();
         assert!(copy.contains("market-regulation/r is already declared by gov.mr.r.v1-value"), "{copy}");
@@ -678,6 +686,16 @@ mod tests {
         assert!(usable("gov.mr.r.v1-value", &mine, &latest).is_ok());
         let other = mine.replace(r#""govex.record": "r""#, r#""govex.record": "s""#);
         assert!(usable("gov.mr.s.v1-value", &other, &latest).is_ok());
+        // Nor in two steps: a version without the annotations first, then another department.
+        let plain = mine.replace(r#", "govex.department": "market-regulation", "govex.record": "r""#, "");
+        assert!(!plain.contains("govex.department"));
+        let error = usable("gov.mr.r.v1-value", &plain, &latest).unwrap_err().to_string();
+        assert!(error.contains("a version without govex.department and govex.record would take its topic"), "{error}");
+        // A soft-deleted version still says whose the topic is.
+        let deleted = vec![("gov.mr.r.v1-value".to_owned(), mine.clone(), false)];
+        assert!(usable("gov.mr.r.v1-value", &taken, &deleted).is_err());
+        // A plain schema under a subject that never carried a record type is none of this.
+        assert!(usable("other-value", &plain, &latest).is_ok());
     }
 
     #[test]

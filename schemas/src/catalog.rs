@@ -120,6 +120,25 @@ pub enum CatalogError {
         /// The topic.
         topic: String,
     },
+    /// Two resources share an id or a topic: who may read a record would depend on the
+    /// route it is read by.
+    #[error("catalog.toml: resource {resource}: another resource has the same {what}")]
+    Duplicate {
+        /// The resource id.
+        resource: String,
+        /// `id` or `topic`.
+        what: &'static str,
+    },
+    /// The owner is not the department the topic's record type declares.
+    #[error("catalog.toml: resource {resource}: owner {owner}, but its schema says {department} sends it")]
+    Owner {
+        /// The resource id.
+        resource: String,
+        /// The owner named.
+        owner: String,
+        /// The schema's `govex.department`.
+        department: String,
+    },
     /// A personal field path does not exist in the topic's schema.
     #[error("catalog.toml: resource {resource}: personal field {path} is not a field of the schema")]
     UnknownField {
@@ -147,18 +166,40 @@ impl Catalog {
     /// [`Catalog::parse_against`] checks it.
     pub fn topics_named(text: &str) -> Result<Vec<String>, CatalogError> {
         let catalog: Catalog = toml::from_str(text).map_err(|e| CatalogError::Parse(e.to_string()))?;
-        Ok(catalog.resources.into_iter().map(|r| r.topic).collect())
+        let mut topics: Vec<String> = catalog.resources.into_iter().map(|r| r.topic).collect();
+        topics.sort();
+        topics.dedup();
+        Ok(topics)
     }
 
     /// Parses a catalogue and checks it against `schemas`, given as (topic, schema text):
     /// a steward's working tree rather than what this binary was built with.
     pub fn parse_against(text: &str, schemas: &[(String, String)]) -> Result<Self, CatalogError> {
         let catalog: Catalog = toml::from_str(text).map_err(|e| CatalogError::Parse(e.to_string()))?;
+        for (n, resource) in catalog.resources.iter().enumerate() {
+            let before = &catalog.resources[..n];
+            if before.iter().any(|r| r.id == resource.id) {
+                return Err(CatalogError::Duplicate { resource: resource.id.clone(), what: "id" });
+            }
+            if before.iter().any(|r| r.topic == resource.topic) {
+                return Err(CatalogError::Duplicate { resource: resource.id.clone(), what: "topic" });
+            }
+        }
         for resource in &catalog.resources {
             let (_, schema_text) = schemas.iter().find(|(topic, _)| *topic == resource.topic).ok_or_else(|| {
                 CatalogError::UnknownTopic { resource: resource.id.clone(), topic: resource.topic.clone() }
             })?;
             let schema = Schema::parse_str(schema_text).map_err(|e| CatalogError::Parse(e.to_string()))?;
+            if let Schema::Record(record) = &schema {
+                let declared = record.attributes.get("govex.department").and_then(serde_json::Value::as_str);
+                if let Some(department) = declared.filter(|d| *d != resource.owner) {
+                    return Err(CatalogError::Owner {
+                        resource: resource.id.clone(),
+                        owner: resource.owner.clone(),
+                        department: department.to_owned(),
+                    });
+                }
+            }
             for path in resource.personal_fields.iter().chain(&resource.public_map_keys) {
                 if !has_field(&schema, path) {
                     return Err(CatalogError::UnknownField { resource: resource.id.clone(), path: path.clone() });
@@ -223,6 +264,19 @@ fn record_of(schema: &Schema) -> Option<&apache_avro::schema::RecordSchema> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_resources_on_one_topic_or_a_foreign_owner_are_refused() {
+        let bundled = CATALOG_TOML;
+        let twice = format!(
+            "{bundled}\n[[resource]]\nid = \"tax.digest\"\nname_zh = \"摘要\"\nname_en = \"Digest\"\ntopic = \"gov.tax.deed-tax-payment.v1\"\nowner = \"tax\"\nsharing = \"unconditional\"\nupdate_cycle = \"daily\"\n"
+        );
+        let error = Catalog::parse(&twice).unwrap_err().to_string();
+        assert!(error.contains("tax.digest: another resource has the same topic"), "{error}");
+        let foreign = bundled.replacen(r#"owner = "tax""#, r#"owner = "housing""#, 1);
+        let error = Catalog::parse(&foreign).unwrap_err().to_string();
+        assert!(error.contains("owner housing, but its schema says tax sends it"), "{error}");
+    }
 
     #[test]
     fn the_bundled_catalogue_matches_the_schemas_and_covers_every_topic() {

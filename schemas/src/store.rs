@@ -233,9 +233,10 @@ pub struct Registry {
     contract: Option<ContractCheck>,
 }
 
-/// A check of a new version beyond compatibility: given the subject, the schema text and the
-/// latest live schema of every subject (subject, text), `Err` says why it cannot be used.
-pub type ContractCheck = Arc<dyn Fn(&str, &str, &[(String, String)]) -> Result<(), String> + Send + Sync>;
+/// A check of a new version beyond compatibility: given the subject, the schema text and every
+/// version of every subject, soft-deleted ones included (subject, text, whether it is the
+/// subject's latest live version), `Err` says why it cannot be used.
+pub type ContractCheck = Arc<dyn Fn(&str, &str, &[(String, String, bool)]) -> Result<(), String> + Send + Sync>;
 
 const NEXT_ID: &[u8] = b"meta/next_id";
 const IDENTITY: &[u8] = b"meta/identity";
@@ -327,8 +328,8 @@ impl Registry {
         }
 
         if let Some(check) = &self.contract {
-            let latest = self.latest_of_every_subject()?;
-            check(subject, schema_text, &latest)
+            let history = self.every_version()?;
+            check(subject, schema_text, &history)
                 .map_err(|reason| RegistryError::InvalidSchema(format!("the record type cannot be used: {reason}")))?;
         }
         let mut batch = sled::Batch::default();
@@ -656,14 +657,16 @@ impl Registry {
         Ok(out)
     }
 
-    /// The latest live schema text of every subject, for the contract check (registrations
-    /// are rare; a registry holds hundreds of subjects at most).
-    fn latest_of_every_subject(&self) -> Result<Vec<(String, String)>, RegistryError> {
+    /// Every version of every subject, soft-deleted ones included, with whether it is the
+    /// subject's latest live one: for the contract check (registrations are rare; a registry
+    /// holds hundreds of versions at most).
+    fn every_version(&self) -> Result<Vec<(String, String, bool)>, RegistryError> {
         let mut out = Vec::new();
-        for subject in self.subjects(false)? {
+        for subject in self.subjects(true)? {
             let entries = self.entries(&subject)?;
-            if let Some(latest) = entries.iter().rev().find(|e| !e.deleted) {
-                out.push((subject, self.schema_by_id(latest.id)?));
+            let latest = entries.iter().rev().find(|e| !e.deleted).map(|e| e.version);
+            for entry in &entries {
+                out.push((subject.clone(), self.schema_by_id(entry.id)?, Some(entry.version) == latest));
             }
         }
         Ok(out)
@@ -900,11 +903,11 @@ mod tests {
     #[test]
     fn a_contract_check_refuses_before_anything_is_stored() {
         let (_dir, registry) = open();
-        let registry = registry.with_contract_check(Arc::new(|_, text: &str, _: &[(String, String)]| {
-            match text.contains("\"b\"") {
-                true => Err("field b: no".into()),
-                false => Ok(()),
-            }
+        let registry = registry.with_contract_check(Arc::new(|_, text: &str, _: &[(String, String, bool)]| match text
+            .contains("\"b\"")
+        {
+            true => Err("field b: no".into()),
+            false => Ok(()),
         }));
         registry.register("t-value", V1).unwrap();
         let refused = registry.register("t-value", V2).unwrap_err().to_string();

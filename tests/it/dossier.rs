@@ -75,6 +75,24 @@ async fn the_dossier_gathers_every_department_and_honours_sharing_classes() {
         "{housing}"
     );
     assert_eq!(housing["parts"]["contract_filing"]["personal_data_masked"], false, "housing owns its filings");
+    // A unit where tax holds nothing reads the same for housing: the withheld kind says
+    // nothing about whether a record of it exists.
+    let filing_only = sample("housing", "contract-filing", 43).unwrap();
+    let response =
+        http.post(format!("{base}/v1/housing/contract-filing")).bearer_auth(token("housing")).json(&filing_only).send();
+    assert_eq!(response.await.unwrap().status(), 202);
+    let other_unit = property_unit_number(43);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let other = loop {
+        let request = http.get(format!("{base}/v1/dossiers/{other_unit}")).query(&[("purpose", "并联审核")]);
+        let view: Value = request.bearer_auth(token("housing")).send().await.unwrap().json().await.unwrap();
+        if view["parts"]["contract_filing"].is_object() {
+            break view;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the second filing did not arrive: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(other["parts"]["deed_tax_payment"], housing["parts"]["deed_tax_payment"], "{other}");
 
     let missing = http
         .get(format!("{base}/v1/dossiers/610921001001GB99999F99999999"))

@@ -48,8 +48,10 @@ pub fn router(api: Arc<DossierApi>) -> Router {
         .with_state(api)
 }
 
-/// Masks the strings at `path` (`a.b`, `list[].c`, `map.key`) in `value`: a name (a path
-/// ending in `name`) to its surname, anything else as an identifier.
+/// Masks what is at `path` (`a.b`, `list[].c`, `map.key`) in `value`, failing closed: a
+/// string by [`mask`] (a name, at a path ending in `name`, to its surname); a number or a
+/// boolean to a fixed mask; an array or an object as a whole, every member and every key of
+/// it, however deep. A masked value is always a string, whatever the field's type.
 pub fn mask_path(value: &mut Value, path: &str) {
     let (step, rest) = match path.split_once('.') {
         Some((step, rest)) => (step, Some(rest)),
@@ -60,29 +62,55 @@ pub fn mask_path(value: &mut Value, path: &str) {
         None => (step, false),
     };
     let Some(field) = value.get_mut(name) else { return };
-    let targets: Vec<&mut Value> =
-        if into_array { field.as_array_mut().map(|a| a.iter_mut().collect()).unwrap_or_default() } else { vec![field] };
+    let targets: Vec<&mut Value> = match (into_array, field) {
+        (true, Value::Array(items)) => items.iter_mut().collect(),
+        (_, field) => vec![field],
+    };
     for target in targets {
         match rest {
             Some(rest) => mask_path(target, rest),
-            None => match target {
-                Value::String(text) => {
-                    let is_name = name.ends_with("name");
-                    *target = json!(if is_name { mask_name(text) } else { mask(text) });
-                }
-                // A personal map or record as a whole: every string in it, failing closed.
-                Value::Object(members) => {
-                    for (_, member) in members.iter_mut() {
-                        if let Some(text) = member.as_str() {
-                            *member = json!(mask(text));
-                        }
-                    }
-                }
-                _ => {}
-            },
+            None => mask_all(target, name.ends_with("name")),
         }
     }
 }
+
+/// The mask of a value that is not a string: it says nothing of the value, not even its
+/// length.
+const OPAQUE_MASK: &str = "******";
+
+fn mask_all(target: &mut Value, is_name: bool) {
+    match target {
+        Value::String(text) => *target = json!(if is_name { mask_name(text) } else { mask(text) }),
+        Value::Number(_) | Value::Bool(_) => *target = json!(OPAQUE_MASK),
+        Value::Array(items) => items.iter_mut().for_each(|item| mask_all(item, is_name)),
+        Value::Object(members) => {
+            // Keys too: a map's keys may be the personal part (names, numbers).
+            let masked: serde_json::Map<String, Value> = std::mem::take(members)
+                .into_iter()
+                .enumerate()
+                .map(|(n, (key, mut member))| {
+                    mask_all(&mut member, key.ends_with("name"));
+                    (format!("{}#{n}", mask(&key)), member)
+                })
+                .collect();
+            *members = masked;
+        }
+        Value::Null => {}
+    }
+}
+
+/// How a record key is named in the use log: its mask and a SHA-256 prefix, so that an
+/// auditor who holds a key can tell whether it was read, while the log (kept for ever,
+/// replicated) never holds a key that is a personal identifier in full.
+fn logged_key(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    format!("{}#{}", mask(key), govex_bus::hex(&digest[..8]))
+}
+
+/// The longest record key the shared view looks up: keys are identifiers and numbers, and
+/// every read, found or not, is a use-log entry.
+const MAX_KEY_BYTES: usize = 256;
 
 #[derive(Deserialize)]
 struct PurposeQuery {
@@ -112,19 +140,28 @@ async fn dossier(
         Ok(parts) => parts,
         Err(e) => return unavailable(e),
     };
-    let result = if parts.is_empty() { "not_found" } else { "found" };
+    // Found or not, as far as the caller may read: the caller reads its own use-log entries.
+    let readable = |topic: &str| api.catalog.current().by_topic(topic).is_some_and(|r| r.may_read(caller.as_str()));
+    let result = if parts.iter().any(|(_, part)| readable(&part.topic)) { "found" } else { "not_found" };
     if let Err(e) = api.use_log.log_use(caller.as_str(), &purpose, "dossier", &unit, result).await {
         return unavailable(e);
     }
     let mut body = serde_json::Map::new();
     let catalog = api.catalog.current();
+    // A kind the caller may not read is withheld whether or not a record of it exists, and
+    // decides nothing about the answer: what the caller learns is only what it may read.
+    let mut withheld = serde_json::Map::new();
+    for (topic, kind) in super::PARTS {
+        if let Some(resource) = catalog.by_topic(topic).filter(|r| !r.may_read(caller.as_str())) {
+            withheld.insert(
+                kind.to_owned(),
+                json!({ "withheld": format!("{} is not shared with {caller} ({:?})", resource.id, resource.sharing) }),
+            );
+        }
+    }
     for (kind, part) in parts {
         let Some(resource) = catalog.by_topic(&part.topic) else { continue };
         if !resource.may_read(caller.as_str()) {
-            body.insert(
-                kind,
-                json!({ "withheld": format!("{} is not shared with {caller} ({:?})", resource.id, resource.sharing) }),
-            );
             continue;
         }
         let mut record = part.record;
@@ -139,7 +176,9 @@ async fn dossier(
             json!({ "source_department": part.source_department, "event_id": part.event_id, "personal_data_masked": !entitled, "record": record }),
         );
     }
-    if body.is_empty() {
+    let found_readable = !body.is_empty();
+    body.extend(withheld);
+    if !found_readable {
         return problem(
             StatusCode::NOT_FOUND,
             "not-found",
@@ -197,6 +236,15 @@ async fn resource_record(
         Ok(purpose) => purpose,
         Err((rule, message)) => return purpose_problem(rule, &message),
     };
+    if key.len() > MAX_KEY_BYTES {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "key",
+            "Key too long",
+            format!("a record key has at most {MAX_KEY_BYTES} bytes"),
+            Value::Null,
+        );
+    }
     let unavailable = |e: sled::Error| {
         tracing::error!(error = %e, "the shared view failed");
         problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "The shared view failed", "retry later", Value::Null)
@@ -206,7 +254,7 @@ async fn resource_record(
         Err(e) => return unavailable(e),
     };
     let result = if found.is_some() { "found" } else { "not_found" };
-    let subject = format!("{}/{key}", resource.id);
+    let subject = format!("{}/{}", resource.id, logged_key(&key));
     if let Err(e) = api.use_log.log_use(caller.as_str(), &purpose, "resource", &subject, result).await {
         return unavailable(e);
     }
@@ -234,4 +282,40 @@ async fn resource_record(
         "record": record,
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_personal_path_is_masked_whatever_is_there() {
+        let mut record = json!({
+            "pid": "11010519491231002X",
+            "full_name": "张三",
+            "aliases": ["11010519491231002X", "110105194912310021"],
+            "matrix": [["110105194912310021"]],
+            "ids": {"11010519491231002X": "passport E12345678"},
+            "contacts": [{"id_number": "11010519491231002X", "phone": "13800138000"}],
+            "account_no": 6222020200112233u64,
+            "holders": [{"name": "李四", "id": "11010519491231002X"}],
+            "public": "kept"
+        });
+        for path in ["pid", "full_name", "aliases", "matrix[]", "ids", "contacts", "account_no", "holders[].id"] {
+            mask_path(&mut record, path);
+        }
+        let text = record.to_string();
+        for secret in
+            ["11010519491231002X", "110105194912310021", "E12345678", "13800138000", "6222020200112233", "张三"]
+        {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(record["account_no"], OPAQUE_MASK);
+        assert_eq!(record["holders"][0]["name"], "李四", "a field not listed is not masked");
+        assert_eq!(record["public"], "kept");
+        assert!(
+            logged_key("11010519491231002X").starts_with("110105")
+                && !logged_key("11010519491231002X").contains("1231002X")
+        );
+    }
 }
