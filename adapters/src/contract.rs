@@ -136,9 +136,11 @@ pub fn usable(subject: &str, schema_text: &str, history: &[(String, String, bool
     for (other, text, latest) in history {
         let Some((d, r)) = names_of(text) else { continue };
         match &declared {
-            None if other == subject => return Err(ContractError(format!(
+            None if other == subject => {
+                return Err(ContractError(format!(
                 "{subject} carries {d}/{r}; a version without {DEPARTMENT} and {RECORD} would take its topic from it"
-            ))),
+            )))
+            }
             Some((department, record)) if other == subject && (&d != department || &r != record) => {
                 return Err(ContractError(format!(
                     "{subject} carries {d}/{r}; a new version cannot give its topic to {department}/{record}"
