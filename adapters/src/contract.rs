@@ -646,7 +646,11 @@ mod tests {
                {"name": "l", "type": "long"},
                {"name": "s", "type": "string", "default": "DEFAULT"},
                {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["X", "Y"]}, "default": "Y"},
-               {"name": "list", "type": {"type": "array", "items": "string"}, "default": []}"#,
+               {"name": "list", "type": {"type": "array", "items": "string"}, "default": []},
+               {"name": "count", "type": "int", "default": 3},
+               {"name": "ratio", "type": "double", "default": 1.5},
+               {"name": "extra", "type": {"type": "map", "values": "string"}, "default": {}},
+               {"name": "note", "govex.from": "/memo/text", "type": ["null", "string"], "default": null}"#,
             "",
         );
         let record = RecordType::compile("t-value", 1, 1, &text).unwrap().unwrap();
@@ -661,9 +665,24 @@ mod tests {
         let (_, payload) =
             record.check(json!({"a": "k", "opt": {"z": "610921"}, "n": 5.0, "l": 7}), &CheckContext::now()).unwrap();
         let shown = format!("{:?}", read(&payload));
-        for part in ["Int(5)", "Long(7)", "String(\"610921\")", "String(\"DEFAULT\")", "Enum(1, \"Y\")", "Array([])"] {
+        for part in [
+            "Int(5)",
+            "Long(7)",
+            "String(\"610921\")",
+            "String(\"DEFAULT\")",
+            "Enum(1, \"Y\")",
+            "Array([])",
+            "Int(3)",
+            "Double(1.5)",
+            "Map({})",
+        ] {
             assert!(shown.contains(part), "{part} in {shown}");
         }
+        // An object whose every member is optional is optional itself; one with a required
+        // member is required.
+        let contract = record.input_schema();
+        assert!(!contract["required"].as_array().unwrap().contains(&json!("memo")), "{contract}");
+        assert!(contract["required"].as_array().unwrap().contains(&json!("n")), "{contract}");
         let (_, payload) = record.check(json!({"a": "k", "n": 1, "l": 1}), &CheckContext::now()).unwrap();
         assert!(format!("{:?}", read(&payload)).contains("Union(0, Null)"), "an absent optional record is null");
         let bad = record.check(json!({"a": "k", "opt": {"z": "619999"}, "n": 1, "l": 1e19}), &CheckContext::now());
