@@ -163,14 +163,18 @@ pub fn usable(subject: &str, schema_text: &str, history: &[(String, String, bool
     if topic.starts_with("gov.audit.") || topic.ends_with(".dlq") {
         return Err(ContractError(format!("{topic} is the node's own topic; a department record type cannot use it")));
     }
-    compile_parts(&schema).map(drop)
+    compile_parts(&schema, None).map(drop)
 }
 
-/// The plan, the input contract and its validator of a record type's schema.
-fn compile_parts(schema: &Schema) -> Result<(Plan, Value, JsonValidator), ContractError> {
+/// The plan, the input contract (with `id` as its `$id`) and its validator of a record
+/// type's schema.
+fn compile_parts(schema: &Schema, id: Option<String>) -> Result<(Plan, Value, JsonValidator), ContractError> {
     let plan = Plan::compile(schema).map_err(|e| ContractError(e.to_string()))?;
     let Schema::Record(root) = schema else { return Err(ContractError("not a record schema".into())) };
-    let input = input_schema(root)?;
+    let mut input = input_schema(root)?;
+    if let Some(id) = id {
+        input["$id"] = json!(id);
+    }
     let validator = JsonValidator::new(&input.to_string())
         .map_err(|e| ContractError(format!("the derived input contract does not compile: {e}")))?;
     Ok((plan, input, validator))
@@ -196,12 +200,10 @@ impl RecordType {
         let topic = topic_of(subject)
             .ok_or_else(|| ContractError(format!("'{subject}' is not a topic's value subject")))?
             .to_owned();
-        let (plan, mut input, _) = compile_parts(schema)?;
         let (department, record) =
             declared(schema)?.ok_or_else(|| ContractError("not a department record type".into()))?;
-        input["$id"] = json!(format!("urn:govex:{department}:{record}:{version}"));
-        let validator = JsonValidator::new(&input.to_string())
-            .map_err(|e| ContractError(format!("the derived input contract does not compile: {e}")))?;
+        let (plan, input, validator) =
+            compile_parts(schema, Some(format!("urn:govex:{department}:{record}:{version}")))?;
         Ok(Self { department, record, topic, schema_id, version, plan, input_schema: Arc::new(input), validator })
     }
 
@@ -303,12 +305,7 @@ fn object_of(record: &RecordSchema) -> Result<Value, ContractError> {
     let mut root = Node { description: record.doc.clone(), ..Node::default() };
     let mut taken: Vec<Vec<String>> = Vec::new();
     for field in &record.fields {
-        let from = field
-            .custom_attributes
-            .get("govex.from")
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("/{}", field.name), str::to_owned);
-        let segments: Vec<String> = from.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+        let (from, segments) = plan::pointer_of(field);
         let Some((leaf, parents)) = segments.split_last() else {
             return Err(ContractError(format!("field {}: govex.from must point to a member", field.name)));
         };
@@ -337,19 +334,13 @@ fn object_of(record: &RecordSchema) -> Result<Value, ContractError> {
         node.properties.insert(leaf.clone(), field_schema(field)?);
         // An identifier checked by the kind beside it gets the kind's pattern in the input
         // contract too, so a department's own validator catches it before sending.
-        for check in field.custom_attributes.get("govex.checks").and_then(Value::as_array).into_iter().flatten() {
-            let Some(kind_field) =
-                check.as_str().and_then(|c| c.strip_prefix("identifier-by-kind(")).map(|c| c.trim_end_matches(')'))
-            else {
-                continue;
+        let named = plan::checks::compile(field).map_err(|e| ContractError(e.to_string()))?;
+        for (_, kind_field) in named.iter().filter(|(check, _)| *check == Check::IdentifierByKind) {
+            let kind_field = kind_field.as_deref().unwrap_or_default();
+            let kind_member = match record.fields.iter().find(|f| f.name == kind_field) {
+                Some(kind) => plan::pointer_of(kind).1.pop().unwrap_or_default(),
+                None => kind_field.to_owned(),
             };
-            let kind_from = record
-                .fields
-                .iter()
-                .find(|f| f.name == kind_field)
-                .and_then(|f| f.custom_attributes.get("govex.from").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_else(|| format!("/{kind_field}"));
-            let kind_member = kind_from.rsplit('/').next().unwrap_or_default().to_owned();
             for (kind, check) in [("CITIZEN_ID", Check::CitizenId), ("CREDIT_CODE", Check::CreditCode)] {
                 node.all_of.push(json!({
                     "if": {"properties": {kind_member.clone(): {"const": kind}}, "required": [kind_member.clone()]},
@@ -412,10 +403,8 @@ fn field_schema(field: &RecordField) -> Result<Value, ContractError> {
     if let Some(doc) = &field.doc {
         object.insert("description".into(), json!(doc));
     }
-    for check in field.custom_attributes.get("govex.checks").and_then(Value::as_array).into_iter().flatten() {
-        let name = check.as_str().unwrap_or_default();
-        let found = plan::checks::NAMES.iter().find(|(n, _)| *n == name).map(|(_, c)| *c);
-        if let Some(pattern) = found.and_then(pattern_of) {
+    for (check, _) in plan::checks::compile(field).map_err(|e| ContractError(e.to_string()))? {
+        if let Some(pattern) = pattern_of(check) {
             object.insert("pattern".into(), json!(pattern));
         }
     }

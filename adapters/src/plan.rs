@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 
 use apache_avro::{
-    schema::{Name, RecordSchema, Schema},
+    schema::{Name, RecordField, RecordSchema, Schema},
     types::Value as Avro,
     Decimal,
 };
@@ -145,15 +145,22 @@ pub fn known_rules() -> BTreeMap<&'static str, Rule> {
     rules
 }
 
+/// Where a field's value is in the input: its `govex.from` pointer (by default
+/// `/<field name>`) and the pointer's member names, unescaped (RFC 6901).
+pub(crate) fn pointer_of(field: &RecordField) -> (String, Vec<String>) {
+    let from = field
+        .custom_attributes
+        .get("govex.from")
+        .and_then(Value::as_str)
+        .map_or_else(|| format!("/{}", field.name), str::to_owned);
+    let segments = from.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+    (from, segments)
+}
+
 fn compile_steps(record: &RecordSchema, out: &mut std::collections::HashMap<Name, Vec<Step>>) -> Result<(), PlanError> {
     let mut steps = Vec::with_capacity(record.fields.len());
     for field in &record.fields {
-        let from = field
-            .custom_attributes
-            .get("govex.from")
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("/{}", field.name), str::to_owned);
-        let segments = from.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+        let (from, segments) = pointer_of(field);
         let checks = checks::compile(field)?;
         let items = match &field.schema {
             Schema::Array(array) => match array.items.as_ref() {
@@ -554,7 +561,7 @@ pub mod checks {
     ];
 
     /// A field's checks, or the error naming one that does not exist.
-    pub(super) fn compile(field: &RecordField) -> Result<Vec<(Check, Option<String>)>, PlanError> {
+    pub(crate) fn compile(field: &RecordField) -> Result<Vec<(Check, Option<String>)>, PlanError> {
         let list = field.custom_attributes.get("govex.checks").and_then(serde_json::Value::as_array);
         let mut out = Vec::new();
         for check in list.into_iter().flatten().filter_map(serde_json::Value::as_str) {

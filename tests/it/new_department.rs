@@ -194,6 +194,10 @@ async fn a_fifth_department_is_added_to_a_running_node_as_data_alone() {
     let (status, body) =
         read("housing", "/v1/resources/provident-fund.event/records/610900000000001?purpose=x".into()).await;
     assert_eq!(status, 403, "{body}");
+    // A key far longer than any identifier is refused before it is looked up or logged.
+    let long = format!("/v1/resources/market-regulation.business-licence/records/{}?purpose=x", "9".repeat(300));
+    let (status, body) = read("tax", long).await;
+    assert_eq!((status, body["type"].as_str()), (400, Some("urn:govex:problem:key")), "{body}");
 
     // What was acknowledged is on its topic, and reads back through the registry's schema.
     assert_eq!(crate::support::records_in_topic(node.bus.bootstrap_servers(), TOPIC, partitions), 1);
@@ -207,5 +211,13 @@ async fn a_fifth_department_is_added_to_a_running_node_as_data_alone() {
     let text = format!("{decoded:?}");
     assert!(text.contains("汉阴县月河农产品有限公司") && text.contains("ESTABLISHED"), "{text}");
     collector.stop().await;
+
+    // A catalogue file far too big is refused unread, and the catalogue before it stays: this
+    // one would drop the new entry if it were taken.
+    let bundled = std::fs::read_to_string(repo.join("schemas/catalog.toml")).unwrap();
+    let padding = "# padding\n".repeat(500_000);
+    std::fs::write(&catalog_file, format!("{bundled}{padding}")).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(catalogue_ids(&api).await.contains(&"market-regulation.business-licence".to_owned()));
     node.shutdown().await.unwrap();
 }

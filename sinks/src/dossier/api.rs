@@ -140,14 +140,15 @@ async fn dossier(
         Ok(parts) => parts,
         Err(e) => return unavailable(e),
     };
+    // One catalogue for the whole answer, and its log entry.
+    let catalog = api.catalog.current();
     // Found or not, as far as the caller may read: the caller reads its own use-log entries.
-    let readable = |topic: &str| api.catalog.current().by_topic(topic).is_some_and(|r| r.may_read(caller.as_str()));
+    let readable = |topic: &str| catalog.by_topic(topic).is_some_and(|r| r.may_read(caller.as_str()));
     let result = if parts.iter().any(|(_, part)| readable(&part.topic)) { "found" } else { "not_found" };
     if let Err(e) = api.use_log.log_use(caller.as_str(), &purpose, "dossier", &unit, result).await {
         return unavailable(e);
     }
     let mut body = serde_json::Map::new();
-    let catalog = api.catalog.current();
     // A kind the caller may not read is withheld whether or not a record of it exists, and
     // decides nothing about the answer: what the caller learns is only what it may read.
     let mut withheld = serde_json::Map::new();
