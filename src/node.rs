@@ -16,6 +16,7 @@ use govex_adapters::intake::{
     Intake,
 };
 use govex_bus::problem::with_route_list;
+use govex_bus::schema_log::{Role as SchemaLogRole, SchemaLog};
 use govex_bus::server::serve;
 use govex_bus::server::Stop;
 use govex_bus::{
@@ -55,6 +56,9 @@ pub struct RunningNode {
     pub bus: Bus,
     /// The node's registry client.
     pub registry: RegistryClient,
+    /// What keeps this process's registry view following its topic (none with an external
+    /// registry); dropped last.
+    _schema_log: Option<SchemaLog>,
     /// The node's metrics.
     pub metrics: Metrics,
     /// Topics the node registered schemas for and created.
@@ -212,7 +216,8 @@ pub fn registry_client(url: &str, config: &NodeConfig) -> Result<RegistryClient>
 pub struct Plan {
     /// The components this process runs.
     pub components: Vec<Component>,
-    /// The registry to use; none when this process serves its own.
+    /// The registry to use over HTTP; none when this process serves its own or follows the
+    /// registry's topic (no registry component here).
     pub registry_url: Option<String>,
     /// The department tokens (read only by processes that serve the API).
     pub tokens: Tokens,
@@ -229,9 +234,12 @@ pub fn plan(config: &NodeConfig) -> Result<Plan> {
             "invalid configuration: components includes registry, but registry.url points at another registry; \
              run the registry here or use that one, not both"
         ),
-        (None, false) => bail!(
+        // No registry here and none named: this process follows the registry's topic on a
+        // cluster it shares with the registry component, which only a real cluster can be.
+        (None, false) if config.bus.brokers.is_none() => bail!(
             "invalid configuration: this process does not run the registry component, so registry.url must \
-             name the registry to use"
+             name the registry to use, or bus.brokers must name the cluster whose registry topic it follows \
+             (the embedded bus is this process's own)"
         ),
         (url, _) => url.clone(),
     };
@@ -384,7 +392,10 @@ impl Plan {
         let names: Vec<&str> = self.components.iter().map(|c| c.name()).collect();
         let registry = match &self.registry_url {
             Some(url) => url.clone(),
-            None => format!("served here on {}", config.listen.registry),
+            None if self.components.contains(&Component::Registry) => {
+                format!("served here on {}, kept in topic {}", config.listen.registry, govex_schemas::journal::TOPIC)
+            }
+            None => format!("followed in topic {}", govex_schemas::journal::TOPIC),
         };
         let links = match (self.links.is_empty(), config.division.parent()) {
             // The parent's division follows from the code; its cluster and registry do not.
@@ -441,13 +452,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         (None, Some(tls)) => Some(govex_bus::server::acceptor(tls, "listen.registry_tls")?),
         _ => None,
     };
-    let (registry, registry_listener) = match &registry_url {
-        Some(url) => (registry_client(url, &config)?, None),
-        None => {
-            let listener = ops::bind("schema registry", config.listen.registry).await?;
-            let store = open_registry(config.data_dir.join("registry"))?;
-            (RegistryClient::local(store.clone()), Some((listener, store)))
-        }
+    let registry_listener = match (&registry_url, runs(Component::Registry)) {
+        (None, true) => Some(ops::bind("schema registry", config.listen.registry).await?),
+        _ => None,
+    };
+    let registry_store = match (&registry_url, runs(Component::Registry)) {
+        (None, true) => Some(open_registry(config.data_dir.join("registry"))?),
+        _ => None,
     };
 
     if config.serves_api() && tokens.is_empty() {
@@ -459,8 +470,26 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         false => tokens,
     };
     let bus = Bus::start(&config.bus, &metrics)?;
-    // A registry on its own neither produces nor consumes: it must start and stay ready while
-    // Kafka is unreachable, so it leaves the topics to the processes that use them.
+    // The registry is a view of its topic: the registry component writes it, every other
+    // process without a registry URL follows it into a view of its own.
+    let (registry, schema_log) = match (&registry_url, registry_store) {
+        (Some(url), _) => (registry_client(url, &config)?, None),
+        (None, store) => {
+            let (store, role) = match store {
+                Some(store) => (store, SchemaLogRole::Writer),
+                None => (
+                    Registry::temporary().context("an in-memory registry view cannot be made")?,
+                    SchemaLogRole::Follower,
+                ),
+            };
+            let (view, log) = SchemaLog::start(&bus, store, role)
+                .await
+                .with_context(|| format!("the registry's topic {} cannot be used", govex_schemas::journal::TOPIC))?;
+            (RegistryClient::local(view), Some(log))
+        }
+    };
+    // A registry on its own writes only its own topic: it leaves the event topics to the
+    // processes that use them.
     let uses_bus = components.iter().any(|c| *c != Component::Registry);
     let topics = match seed_schemas(&registry).await {
         Ok(topics) => topics,
@@ -694,8 +723,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let connections = background_tasks.clone();
     let stop = Stop { stop: background.clone(), cut: cut.clone() };
     background_tasks.spawn(serve(ops_listener, None, ops_router, limits, stop, connections));
-    let registry_addr = match registry_listener {
-        Some((listener, store)) => {
+    let registry_addr = match (registry_listener, registry.local_store()) {
+        (Some(listener), Some(store)) => {
             let addr = listener.local_addr()?;
             let access = Arc::new(RegistryAccess {
                 tokens: tokens.clone(),
@@ -711,7 +740,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             background_tasks.spawn(serve(listener, registry_tls, router, limits, stop, connections));
             Some(addr)
         }
-        None => None,
+        _ => None,
     };
     tracing::info!(division = %config.division, components = ?components, api_addr = ?api_addr, %ops_addr, topics = topics.len(), "node started");
     Ok(RunningNode {
@@ -722,6 +751,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         ops_addr,
         bus,
         registry,
+        _schema_log: schema_log,
         metrics,
         topics,
         intake,

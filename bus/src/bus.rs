@@ -156,9 +156,19 @@ impl Bus {
     /// Creates each topic and its dead-letter topic unless they exist.
     pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
         let all: Vec<String> = topics.iter().flat_map(|t| [t.clone(), dlq_topic(t)]).collect();
-        let (partitions, replication) = (self.config.partitions, self.config.replication_factor);
+        self.create_topics(&all, self.config.partitions).await
+    }
+
+    /// Creates a log topic unless it exists: one partition (its records are read in the
+    /// order they were written), compacted and kept for ever, with no dead-letter topic.
+    pub async fn ensure_log_topic(&self, topic: &str) -> Result<(), BusError> {
+        self.create_topics(&[topic.to_owned()], 1).await
+    }
+
+    async fn create_topics(&self, all: &[String], partitions: i32) -> Result<(), BusError> {
+        let replication = self.config.replication_factor;
         if let Some(embedded) = &self.embedded {
-            for topic in &all {
+            for topic in all {
                 match embedded.create_topic(topic, partitions, replication) {
                     Ok(()) => {}
                     // Made already (by this node earlier, or by a record type going live).

@@ -737,7 +737,9 @@ impl BusConfig {
     /// that `acks=all` means at least two copies wherever there can be two.
     pub fn topic_settings(&self, topic: &str) -> Vec<(&'static str, String)> {
         let min_insync = self.replication_factor.clamp(1, 2);
-        let mut settings = match self.compacted_topics.iter().any(|t| t == topic) {
+        // The registry's topic is its primary data: compacted and kept whatever the list says.
+        let compacted = topic == govex_schemas::journal::TOPIC || self.compacted_topics.iter().any(|t| t == topic);
+        let mut settings = match compacted {
             true => vec![("cleanup.policy", "compact".to_owned()), ("retention.ms", "-1".to_owned())],
             false => vec![("cleanup.policy", "delete".to_owned()), ("retention.ms", self.retention_ms.to_string())],
         };

@@ -27,6 +27,7 @@ pub mod ops;
 pub mod problem;
 pub mod producer;
 pub mod registry_client;
+pub mod schema_log;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -161,6 +161,15 @@ impl RegistryClient {
         }
     }
 
+    /// The in-process registry this client reads, when it is one (what the registry's HTTP
+    /// API serves).
+    pub fn local_store(&self) -> Option<Registry> {
+        match &*self.source {
+            Source::Local(registry) => Some(registry.clone()),
+            Source::Http { .. } => None,
+        }
+    }
+
     /// Where this client looks schemas up, for messages.
     pub fn describe(&self) -> String {
         match &*self.source {
@@ -220,7 +229,15 @@ impl RegistryClient {
     /// subject already has it).
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryClientError> {
         match &*self.source {
-            Source::Local(registry) => registry.register(subject, schema).map_err(|e| self.local_error(e)),
+            Source::Local(registry) => {
+                // A registry that is a view of its topic waits for the broker: off the async
+                // threads.
+                let (registry, subject, schema) = (registry.clone(), subject.to_owned(), schema.to_owned());
+                match tokio::task::spawn_blocking(move || registry.register(&subject, &schema)).await {
+                    Ok(result) => result.map_err(|e| self.local_error(e)),
+                    Err(e) => Err(self.local_error(RegistryError::Log(e.to_string()))),
+                }
+            }
             Source::Http { base_url, client, token } => {
                 #[derive(Deserialize)]
                 struct Body {
@@ -371,6 +388,9 @@ impl RegistryClient {
     fn local_error(&self, error: RegistryError) -> RegistryClientError {
         match error {
             RegistryError::SchemaNotFound(id) => RegistryClientError::UnknownSchemaId(id),
+            // The registry's topic is out of reach (or this process only follows it): as an
+            // unreachable registry, a reason to wait and retry.
+            RegistryError::Log(reason) => RegistryClientError::Unavailable { url: self.describe(), reason },
             not_found @ RegistryError::SubjectNotFound(_) => RegistryClientError::UnknownSubject(not_found.to_string()),
             not_found @ RegistryError::VersionNotFound { .. } => {
                 RegistryClientError::UnknownVersion(not_found.to_string())

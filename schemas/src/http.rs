@@ -187,13 +187,15 @@ pub fn status_and_code(error: &RegistryError) -> (StatusCode, u32) {
         E::ReadOnly(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42205),
         E::InvalidSubject(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42208),
         E::Storage(_) | E::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, 50001),
+        // Confluent's "operation timed out": the change may be retried.
+        E::Log(_) => (StatusCode::SERVICE_UNAVAILABLE, 50002),
     }
 }
 
 impl From<RegistryError> for ApiError {
     fn from(error: RegistryError) -> Self {
         let (status, code) = status_and_code(&error);
-        if code == 50001 {
+        if code == 50001 || code == 50002 {
             tracing::error!(error = %error, "registry storage failed");
         }
         Self { status, code, message: error.to_string() }
@@ -208,6 +210,17 @@ impl IntoResponse for ApiError {
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+}
+
+/// Runs a write off the async threads: a registry that is a view of its topic waits for the
+/// broker and for its own view there, up to the journal's bound.
+async fn off_thread<T: Send + 'static>(
+    write: impl FnOnce() -> Result<T, RegistryError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(write).await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(RegistryError::Log(format!("the write did not finish: {e}")).into()),
+    }
 }
 
 fn ok(body: serde_json::Value) -> Result<Response, ApiError> {
@@ -294,7 +307,7 @@ async fn register(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request = parse_request(&body)?;
-    let id = registry.register(&subject, &request.schema)?;
+    let id = off_thread(move || registry.register(&subject, &request.schema)).await?;
     ok(json!({ "id": id }))
 }
 
@@ -314,7 +327,7 @@ async fn delete_subject(
     Path(subject): Path<String>,
     Query(flags): Query<Flags>,
 ) -> Result<Response, ApiError> {
-    ok(json!(registry.delete_subject(&subject, flags.permanent)?))
+    ok(json!(off_thread(move || registry.delete_subject(&subject, flags.permanent)).await?))
 }
 
 async fn get_version(
@@ -330,7 +343,8 @@ async fn delete_version(
     Path((subject, version)): Path<(String, String)>,
     Query(flags): Query<Flags>,
 ) -> Result<Response, ApiError> {
-    ok(json!(registry.delete_version(&subject, parse_version(&version)?, flags.permanent)?))
+    let selector = parse_version(&version)?;
+    ok(json!(off_thread(move || registry.delete_version(&subject, selector, flags.permanent)).await?))
 }
 
 async fn get_version_schema(
@@ -403,7 +417,7 @@ async fn get_global_config(State(registry): State<Registry>) -> Result<Response,
 
 async fn put_global_config(State(registry): State<Registry>, body: Bytes) -> Result<Response, ApiError> {
     let level = parse_level(&body)?;
-    registry.set_compatibility(None, level)?;
+    off_thread(move || registry.set_compatibility(None, level)).await?;
     ok(json!({ "compatibility": level.as_str() }))
 }
 
@@ -426,7 +440,7 @@ async fn put_subject_config(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let level = parse_level(&body)?;
-    registry.set_compatibility(Some(&subject), level)?;
+    off_thread(move || registry.set_compatibility(Some(&subject), level)).await?;
     ok(json!({ "compatibility": level.as_str() }))
 }
 
@@ -434,7 +448,7 @@ async fn delete_subject_config(
     State(registry): State<Registry>,
     Path(subject): Path<String>,
 ) -> Result<Response, ApiError> {
-    ok(json!({ "compatibilityLevel": registry.delete_compatibility(&subject)?.as_str() }))
+    ok(json!({ "compatibilityLevel": off_thread(move || registry.delete_compatibility(&subject)).await?.as_str() }))
 }
 
 #[derive(Deserialize)]
@@ -453,7 +467,7 @@ async fn get_global_mode(State(registry): State<Registry>) -> Result<Response, A
 
 async fn put_global_mode(State(registry): State<Registry>, body: Bytes) -> Result<Response, ApiError> {
     let mode = parse_mode(&body)?;
-    registry.set_mode(None, mode)?;
+    off_thread(move || registry.set_mode(None, mode)).await?;
     ok(json!({ "mode": mode.as_str() }))
 }
 
@@ -476,7 +490,7 @@ async fn put_subject_mode(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let mode = parse_mode(&body)?;
-    registry.set_mode(Some(&subject), mode)?;
+    off_thread(move || registry.set_mode(Some(&subject), mode)).await?;
     ok(json!({ "mode": mode.as_str() }))
 }
 
@@ -484,7 +498,7 @@ async fn delete_subject_mode(
     State(registry): State<Registry>,
     Path(subject): Path<String>,
 ) -> Result<Response, ApiError> {
-    ok(json!({ "mode": registry.delete_mode(&subject)?.as_str() }))
+    ok(json!({ "mode": off_thread(move || registry.delete_mode(&subject)).await?.as_str() }))
 }
 
 fn compatibility_reply(messages: Vec<String>, verbose: bool) -> Result<Response, ApiError> {

@@ -11,7 +11,13 @@
 //! | `cfg/` + subject (empty = global)      | compatibility level name                |
 //! | `mode/` + subject (empty = global)     | mode name                               |
 //! | `meta/next_id`                         | next free id (u32 BE)                   |
-//! | `meta/identity`                        | how `canon/` keys are made (`2`)        |
+//! | `meta/identity`                        | how `canon/` keys are made (`3`)        |
+//! | `meta/log_offset`                      | next offset of the registry's topic to apply (i64 BE) |
+//!
+//! Every write is a list of [`Change`]s. A registry on its own applies them to this tree; a
+//! registry that is a view of its Kafka topic ([`crate::journal`]) writes them to the topic,
+//! and every view applies them from there, record by record, through the same
+//! [`Registry::apply`]. So a view rebuilt from the topic is the store its writer had.
 //!
 //! A schema's identity is its Parsing Canonical Form followed by its whole JSON in a
 //! canonical form (object keys sorted, no spacing): as in Confluent's registry, two schemas
@@ -32,7 +38,10 @@ use std::{
 use apache_avro::Schema;
 use serde::{Deserialize, Serialize};
 
-use crate::compat::{self, Compatibility};
+use crate::{
+    compat::{self, Compatibility},
+    journal::{Change, Journal},
+};
 
 /// Errors of the registry. Each maps to one Confluent status and error code in
 /// [`crate::http`]; the messages follow Confluent's.
@@ -113,6 +122,9 @@ pub enum RegistryError {
     /// The sled store failed.
     #[error("Error in the backend data store (the schema registry's sled database): {0}")]
     Storage(#[from] sled::Error),
+    /// The registry's Kafka topic did not take or deliver a change in time.
+    #[error("Error in the backend data store (the schema registry's Kafka topic): {0}")]
+    Log(String),
     /// The stored bytes are not what this code wrote.
     #[error("Error in the backend data store (the schema registry's sled database): corrupt entry: {0}")]
     Corrupt(String),
@@ -231,6 +243,8 @@ pub struct Registry {
     /// type must compile into a contract), so a schema that cannot be used is refused at
     /// push and never reaches an intake.
     contract: Option<ContractCheck>,
+    /// The topic this registry is a view of, when it is one: writes go there first.
+    journal: Option<Arc<dyn Journal>>,
 }
 
 /// A check of a new version beyond compatibility: given the subject, the schema text and every
@@ -241,6 +255,7 @@ pub type ContractCheck = Arc<dyn Fn(&str, &str, &[(String, String, bool)]) -> Re
 const NEXT_ID: &[u8] = b"meta/next_id";
 const IDENTITY: &[u8] = b"meta/identity";
 const IDENTITY_VERSION: &[u8] = b"3";
+const LOG_OFFSET: &[u8] = b"meta/log_offset";
 
 impl Registry {
     /// Opens (or creates) the registry under `dir`.
@@ -251,9 +266,156 @@ impl Registry {
     /// Uses the `registry` tree of an already open sled database.
     pub fn with_db(db: sled::Db) -> Result<Self, RegistryError> {
         let tree = db.open_tree("registry")?;
-        let registry = Self { tree, db, write_lock: Arc::new(Mutex::new(())), contract: None };
+        let registry = Self { tree, db, write_lock: Arc::new(Mutex::new(())), contract: None, journal: None };
         registry.reindex()?;
         Ok(registry)
+    }
+
+    /// A registry in memory only: a view of the registry's topic for a process that has no
+    /// volume of its own, rebuilt from the topic at every start.
+    pub fn temporary() -> Result<Self, RegistryError> {
+        Self::with_db(sled::Config::new().temporary(true).open()?)
+    }
+
+    /// This registry as a view of its topic: every write goes to `journal` and is applied
+    /// from there (see [`crate::journal`]).
+    pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// The next offset of the registry's topic this view has to apply (`None`: it has
+    /// applied none).
+    pub fn log_offset(&self) -> Result<Option<i64>, RegistryError> {
+        self.tree
+            .get(LOG_OFFSET)?
+            .map(|v| {
+                let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| RegistryError::Corrupt("log offset".into()))?;
+                Ok(i64::from_be_bytes(bytes))
+            })
+            .transpose()
+    }
+
+    /// Applies one record of the registry's topic, at `offset`, and remembers the offset
+    /// with it (one sled batch, so a crash cannot apply a record without its offset).
+    /// A record this code cannot read is skipped with a warning: the view stays usable, and
+    /// the writer never writes one.
+    pub fn apply_record(&self, offset: i64, key: &[u8], value: Option<&[u8]>) -> Result<(), RegistryError> {
+        let mut batch = sled::Batch::default();
+        match Change::decode(key, value) {
+            Ok(change) => self.apply(&change, &mut batch)?,
+            Err(e) => tracing::warn!(offset, error = %e, "registry topic: a record is skipped"),
+        }
+        batch.insert(LOG_OFFSET, &(offset + 1).to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Forgets which records of the topic were applied, so that the topic is read again
+    /// from its start (after the writer wrote the whole state to a topic that lost it).
+    pub fn reset_log_offset(&self) -> Result<(), RegistryError> {
+        self.tree.remove(LOG_OFFSET)?;
+        Ok(())
+    }
+
+    /// Makes what was applied survive a crash of this process.
+    pub fn flush(&self) -> Result<(), RegistryError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The whole state as changes: what the writer puts back on a topic that lost it (the
+    /// embedded bus keeps nothing across restarts; a topic may be deleted by mistake).
+    pub fn state(&self) -> Result<Vec<Change>, RegistryError> {
+        let mut changes = Vec::new();
+        for entry in self.tree.scan_prefix(b"id/") {
+            let (key, text) = entry?;
+            let text = String::from_utf8(text.to_vec()).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+            changes.push(Change::Schema { id: read_u32(&key[3..])?, text });
+        }
+        for entry in self.tree.scan_prefix(b"ver/") {
+            let (key, value) = entry?;
+            let (subject, version) = split_version_key(&key)?;
+            let (id, deleted) = read_version_value(&value)?;
+            changes.push(Change::Version { subject, version, id, deleted });
+        }
+        for (prefix, compatibility) in [("cfg/", true), ("mode/", false)] {
+            for entry in self.tree.scan_prefix(prefix.as_bytes()) {
+                let (key, value) = entry?;
+                let subject = String::from_utf8(key[prefix.len()..].to_vec())
+                    .map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+                let value = Some(String::from_utf8(value.to_vec()).map_err(|e| RegistryError::Corrupt(e.to_string()))?);
+                changes.push(match compatibility {
+                    true => Change::Compatibility { subject, level: value },
+                    false => Change::Mode { subject, mode: value },
+                });
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Adds what `change` does to the tree to `batch`. Each change sets (or removes) the
+    /// state of one key, whatever came before, so applying a compacted topic gives the same
+    /// store as applying every record; only the identity index is derived, and it keeps the
+    /// lowest id of an identity, whatever order the ids arrive in.
+    fn apply(&self, change: &Change, batch: &mut sled::Batch) -> Result<(), RegistryError> {
+        match change {
+            Change::Schema { id, text } => {
+                let schema = match parse(text) {
+                    Ok(schema) => schema,
+                    Err(e) => {
+                        tracing::warn!(id, error = %e, "registry topic: schema is not valid Avro; skipped");
+                        return Ok(());
+                    }
+                };
+                let previous = self.tree.get(id_key(*id))?;
+                if previous.as_deref() == Some(text.as_bytes()) {
+                    return Ok(());
+                }
+                if let Some(previous) = previous {
+                    // Only two writers at once could give one id two texts; the last wins
+                    // everywhere, and the old text's identity no longer points at it.
+                    let previous = String::from_utf8_lossy(&previous).into_owned();
+                    if let Ok(old) = parse(&previous) {
+                        let old_key = canon_key(&identity(&old, &previous));
+                        if self.tree.get(&old_key)?.map(|v| read_u32(&v)).transpose()? == Some(*id) {
+                            batch.remove(old_key);
+                        }
+                    }
+                }
+                batch.insert(id_key(*id), text.as_bytes());
+                let canon = canon_key(&identity(&schema, text));
+                match self.tree.get(&canon)?.map(|v| read_u32(&v)).transpose()? {
+                    Some(known) if known <= *id => {}
+                    _ => batch.insert(canon, &id.to_be_bytes()),
+                }
+                let next = self.tree.get(NEXT_ID)?.map(|v| read_u32(&v)).transpose()?.unwrap_or(1);
+                if *id >= next {
+                    batch.insert(NEXT_ID, &(id + 1).to_be_bytes());
+                }
+            }
+            Change::Version { subject, version, id, deleted } => {
+                batch.insert(version_key(subject, *version), version_value(*id, *deleted).as_slice())
+            }
+            Change::Purge { subject, version } => batch.remove(version_key(subject, *version)),
+            Change::Compatibility { subject, level } => match level {
+                Some(level) => batch.insert(subject_key("cfg/", subject), level.as_bytes()),
+                None => batch.remove(subject_key("cfg/", subject)),
+            },
+            Change::Mode { subject, mode } => match mode {
+                Some(mode) => batch.insert(subject_key("mode/", subject), mode.as_bytes()),
+                None => batch.remove(subject_key("mode/", subject)),
+            },
+        }
+        Ok(())
+    }
+
+    /// Before a write decides anything: a view first applies whatever its topic holds.
+    fn catch_up(&self) -> Result<(), RegistryError> {
+        match &self.journal {
+            Some(journal) => journal.catch_up().map_err(RegistryError::Log),
+            None => Ok(()),
+        }
     }
 
     /// This registry, refusing new versions that `check` refuses.
@@ -292,6 +454,19 @@ impl Registry {
         Ok(())
     }
 
+    /// Makes `changes` happen: on the topic first when this registry is a view of one (the
+    /// journal returns once this view applied them), else in the tree as one batch.
+    fn write(&self, changes: &[Change]) -> Result<(), RegistryError> {
+        if let Some(journal) = &self.journal {
+            return journal.append(changes).map_err(RegistryError::Log);
+        }
+        let mut batch = sled::Batch::default();
+        for change in changes {
+            self.apply(change, &mut batch)?;
+        }
+        self.commit(batch)
+    }
+
     /// Registers `schema_text` under `subject` and returns its id.
     ///
     /// A schema the subject already has live (same Parsing Canonical Form) returns the
@@ -302,6 +477,7 @@ impl Registry {
         let schema = parse(schema_text)?;
         let canonical = identity(&schema, schema_text);
         let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.catch_up()?;
         let known_id = self.tree.get(canon_key(&canonical))?.map(|v| read_u32(&v)).transpose()?;
         let entries = self.entries(subject)?;
         if let Some(id) = known_id {
@@ -332,20 +508,18 @@ impl Registry {
             check(subject, schema_text, &history)
                 .map_err(|reason| RegistryError::InvalidSchema(format!("the record type cannot be used: {reason}")))?;
         }
-        let mut batch = sled::Batch::default();
+        let mut changes = Vec::new();
         let id = match known_id {
             Some(id) => id,
             None => {
                 let next = self.tree.get(NEXT_ID)?.map(|v| read_u32(&v)).transpose()?.unwrap_or(1);
-                batch.insert(NEXT_ID, &(next + 1).to_be_bytes());
-                batch.insert(id_key(next), schema_text.as_bytes());
-                batch.insert(canon_key(&canonical), &next.to_be_bytes());
+                changes.push(Change::Schema { id: next, text: schema_text.to_owned() });
                 next
             }
         };
         let version = entries.last().map_or(1, |e| e.version + 1);
-        batch.insert(version_key(subject, version), &id.to_be_bytes());
-        self.commit(batch)?;
+        changes.push(Change::Version { subject: subject.to_owned(), version, id, deleted: false });
+        self.write(&changes)?;
         tracing::info!(subject, id, version, "schema registered");
         Ok(id)
     }
@@ -476,6 +650,7 @@ impl Registry {
     /// Returns the versions deleted.
     pub fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<u32>, RegistryError> {
         let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.catch_up()?;
         let entries = self.entries(subject)?;
         if entries.is_empty() {
             return Err(RegistryError::SubjectNotFound(subject.to_owned()));
@@ -484,26 +659,31 @@ impl Registry {
             return Err(RegistryError::ReadOnly(subject.to_owned()));
         }
         let all_deleted = entries.iter().all(|e| e.deleted);
-        let mut batch = sled::Batch::default();
+        let mut changes = Vec::new();
         let versions: Vec<u32> = entries.iter().map(|e| e.version).collect();
+        let subject_owned = || subject.to_owned();
         if permanent {
             if !all_deleted {
                 return Err(RegistryError::SubjectNotSoftDeleted(subject.to_owned()));
             }
             for e in &entries {
-                batch.remove(version_key(subject, e.version));
+                changes.push(Change::Purge { subject: subject_owned(), version: e.version });
             }
-            batch.remove(subject_key("cfg/", subject));
-            batch.remove(subject_key("mode/", subject));
+            if self.subject_compatibility(subject)?.is_some() {
+                changes.push(Change::Compatibility { subject: subject_owned(), level: None });
+            }
+            if self.subject_mode(subject)?.is_some() {
+                changes.push(Change::Mode { subject: subject_owned(), mode: None });
+            }
         } else {
             if all_deleted {
                 return Err(RegistryError::SubjectSoftDeleted(subject.to_owned()));
             }
             for e in entries.iter().filter(|e| !e.deleted) {
-                batch.insert(version_key(subject, e.version), version_value(e.id, true).as_slice());
+                changes.push(Change::Version { subject: subject_owned(), version: e.version, id: e.id, deleted: true });
             }
         }
-        self.commit(batch)?;
+        self.write(&changes)?;
         tracing::info!(subject, permanent, "subject deleted");
         Ok(if permanent { versions } else { entries.iter().filter(|e| !e.deleted).map(|e| e.version).collect() })
     }
@@ -516,6 +696,7 @@ impl Registry {
         permanent: bool,
     ) -> Result<u32, RegistryError> {
         let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.catch_up()?;
         let entries = self.entries(subject)?;
         if entries.is_empty() || (!permanent && entries.iter().all(|e| e.deleted)) {
             return Err(RegistryError::SubjectNotFound(subject.to_owned()));
@@ -533,8 +714,7 @@ impl Registry {
             subject: subject.to_owned(),
             version: format!("{selector:?}"),
         })?;
-        let mut batch = sled::Batch::default();
-        match (permanent, entry.deleted) {
+        let change = match (permanent, entry.deleted) {
             (false, true) => {
                 return Err(RegistryError::VersionSoftDeleted { subject: subject.to_owned(), version: entry.version })
             }
@@ -545,11 +725,11 @@ impl Registry {
                 })
             }
             (false, false) => {
-                batch.insert(version_key(subject, entry.version), version_value(entry.id, true).as_slice())
+                Change::Version { subject: subject.to_owned(), version: entry.version, id: entry.id, deleted: true }
             }
-            (true, true) => batch.remove(version_key(subject, entry.version)),
-        }
-        self.commit(batch)?;
+            (true, true) => Change::Purge { subject: subject.to_owned(), version: entry.version },
+        };
+        self.write(&[change])?;
         Ok(entry.version)
     }
 
@@ -631,12 +811,13 @@ impl Registry {
     }
 
     fn write_setting(&self, prefix: &str, subject: &str, value: Option<&str>) -> Result<(), RegistryError> {
-        let mut batch = sled::Batch::default();
-        match value {
-            Some(value) => batch.insert(subject_key(prefix, subject), value.as_bytes()),
-            None => batch.remove(subject_key(prefix, subject)),
-        }
-        self.commit(batch)
+        let (subject, value) = (subject.to_owned(), value.map(str::to_owned));
+        let change = match prefix {
+            "cfg/" => Change::Compatibility { subject, level: value },
+            _ => Change::Mode { subject, mode: value },
+        };
+        let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.write(&[change])
     }
 
     fn entries(&self, subject: &str) -> Result<Vec<VersionEntry>, RegistryError> {

@@ -26,7 +26,7 @@ const RECORDS: [(&str, &str, &str); 4] = [
     ("provident-fund", "event", "gov.provident-fund.event.v1"),
 ];
 
-fn token(department: &str) -> String {
+pub fn token(department: &str) -> String {
     format!("test-token-of-{department}")
 }
 

@@ -24,6 +24,7 @@ mod personal_data;
 mod process;
 mod python_client;
 mod registry;
+mod registry_topic;
 mod steward;
 mod support;
 mod tls;

@@ -1,0 +1,194 @@
+//! The registry is a view of its compacted topic: several processes serve from views of
+//! their own, an intake that only follows the topic takes a pushed version live, a registry
+//! that lost its volume is rebuilt from the topic with every id keeping its meaning, and a
+//! registry whose Kafka is gone keeps answering reads and refuses writes with the reason.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
+
+use govex_bus::{config::Component, embedded::EmbeddedBroker, NodeConfig};
+use govex_schemas::journal::TOPIC;
+use serde_json::{json, Value};
+
+use crate::{intake::intake_config, node::STEWARD_TOKEN};
+
+const SUBJECT: &str = "gov.housing.contract-filing.v1-value";
+const REMARK: &str =
+    r#"{"name": "remark", "type": ["null", "string"], "default": null, "govex.json": {"maxLength": 200}}"#;
+
+/// A shared cluster with the topics an operator's cluster would have (the mock cluster has
+/// no CreateTopics).
+fn shared_broker() -> EmbeddedBroker {
+    let broker = EmbeddedBroker::start(1).unwrap();
+    for schema in govex_schemas::bundled_schemas() {
+        for topic in [schema.topic.to_owned(), govex_bus::dlq::dlq_topic(schema.topic)] {
+            broker.create_topic(&topic, 3, 1).unwrap();
+        }
+    }
+    broker.create_topic(TOPIC, 1, 1).unwrap();
+    broker
+}
+
+fn process(dir: &Path, bootstrap: &str, components: &[Component]) -> NodeConfig {
+    let mut config = intake_config(dir);
+    config.division = govex_bus::Division::parse("610921").unwrap();
+    config.bus.brokers = Some(bootstrap.to_owned());
+    config.bus.replication_factor = 1;
+    config.components = components.to_vec();
+    config.intake.schema_refresh_ms = 200;
+    config
+}
+
+/// The bundled contract-filing schema with `fields` added before `division`.
+fn with_fields(fields: &[&str]) -> String {
+    let text = govex_schemas::bundled_schemas().find(|s| s.subject() == SUBJECT).unwrap().text.to_owned();
+    let added: String = fields.iter().map(|f| format!("{f},\n    ")).collect();
+    let edited = text.replacen(r#"{"name": "division""#, &format!("{added}{{\"name\": \"division\""), 1);
+    assert_ne!(edited, text);
+    edited
+}
+
+async fn register(registry: &str, subject: &str, schema: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{registry}/subjects/{subject}/versions"))
+        .bearer_auth(STEWARD_TOKEN)
+        .json(&json!({ "schema": schema }))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+/// Every id the registry serves and the text behind it, and every subject's versions with
+/// their ids: what must survive the loss of a volume.
+async fn contents(registry: &str) -> (BTreeMap<u32, String>, BTreeMap<String, Vec<(u32, u32)>>) {
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        async move { http.get(format!("{registry}{path}")).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let mut ids = BTreeMap::new();
+    let mut subjects = BTreeMap::new();
+    for subject in get("/subjects".into()).await.as_array().unwrap() {
+        let subject = subject.as_str().unwrap().to_owned();
+        let mut versions = Vec::new();
+        for version in get(format!("/subjects/{subject}/versions")).await.as_array().unwrap() {
+            let found = get(format!("/subjects/{subject}/versions/{version}")).await;
+            let id = found["id"].as_u64().unwrap() as u32;
+            ids.insert(id, found["schema"].as_str().unwrap().to_owned());
+            versions.push((version.as_u64().unwrap() as u32, id));
+        }
+        subjects.insert(subject, versions);
+    }
+    (ids, subjects)
+}
+
+async fn submit(api: &str, record: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{api}/v1/housing/contract-filing"))
+        .bearer_auth(crate::intake::token("housing"))
+        .json(record)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+/// Submits until the answer is `want` (a version going live), for at most 10 s.
+async fn until_status(api: &str, record: &Value, want: u16) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, answer) = submit(api, record).await;
+        if status == want {
+            return answer;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {status} after 10 s: {answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intake_follows_the_registry_topic_and_a_lost_registry_volume_is_rebuilt_from_it() {
+    let broker = shared_broker();
+    let bootstrap = broker.bootstrap_servers().to_owned();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+
+    let registry = govex::node::start(process(dirs[0].path(), &bootstrap, &[Component::Registry])).await.unwrap();
+    let registry_url = format!("http://{}", registry.registry_addr.unwrap());
+    // The intake names no registry: it follows the registry's topic into a view of its own.
+    let intake = govex::node::start(process(dirs[1].path(), &bootstrap, &[Component::Intake])).await.unwrap();
+    let api = format!("http://{}", intake.api_addr().unwrap());
+
+    let mut record = govex_adapters::samples::sample("housing", "contract-filing", 1).unwrap();
+    record["remark"] = json!("二手房网签");
+    let (status, answer) = submit(&api, &record).await;
+    assert_eq!(status, 422, "{answer}");
+
+    // Pushed to the registry process; live in the intake process, which never calls it.
+    let (status, answer) = register(&registry_url, SUBJECT, &with_fields(&[REMARK])).await;
+    assert_eq!(status, 200, "{answer}");
+    let answer = until_status(&api, &record, 202).await;
+    assert!(answer["event_id"].is_string(), "{answer}");
+
+    // The registry's writes are on its topic: one schema record per id and one version
+    // record per version (seeding sets no levels), nothing else.
+    let before = contents(&registry_url).await;
+    let on_topic = crate::support::records_in_topic(&bootstrap, TOPIC, 1);
+    let versions: usize = before.1.values().map(Vec::len).sum();
+    assert_eq!(on_topic as usize, before.0.len() + versions, "records on {TOPIC}");
+
+    // The volume is lost: a registry on an empty data directory reads the topic back.
+    registry.shutdown().await.unwrap();
+    std::fs::remove_dir_all(dirs[0].path().join("registry")).unwrap();
+    let mut config = process(dirs[0].path(), &bootstrap, &[Component::Registry]);
+    config.listen.registry = SocketAddr::from(([127, 0, 0, 1], 0));
+    let rebuilt = govex::node::start(config).await.unwrap();
+    let rebuilt_url = format!("http://{}", rebuilt.registry_addr.unwrap());
+    let after = contents(&rebuilt_url).await;
+    assert_eq!(after, before, "the rebuilt registry serves every id and version as before");
+    // Seeding found every bundled subject there and wrote nothing.
+    assert_eq!(crate::support::records_in_topic(&bootstrap, TOPIC, 1), on_topic);
+
+    // The rebuilt registry takes the next version, with the next id, and the intake follows.
+    let note = r#"{"name": "note", "type": ["null", "string"], "default": null}"#;
+    let (status, answer) = register(&rebuilt_url, SUBJECT, &with_fields(&[REMARK, note])).await;
+    assert_eq!(status, 200, "{answer}");
+    let new_id = answer["id"].as_u64().unwrap() as u32;
+    assert_eq!(new_id, before.0.keys().max().unwrap() + 1, "ids continue after the highest one");
+    record["note"] = json!("补录");
+    until_status(&api, &record, 202).await;
+
+    // A third process follows too; it takes no writes, and says where they go.
+    let reader = govex::node::start(process(dirs[2].path(), &bootstrap, &[Component::Elicense])).await.unwrap();
+    let refused = reader.registry.register("gov.someone-value", r#"{"type":"string"}"#).await.unwrap_err();
+    assert!(refused.to_string().contains("takes no writes"), "{refused}");
+    assert_eq!(reader.registry.schema_text_by_id(new_id).await.unwrap(), with_fields(&[REMARK, note]));
+
+    reader.shutdown().await.unwrap();
+    intake.shutdown().await.unwrap();
+    rebuilt.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_whose_kafka_is_gone_answers_reads_and_refuses_writes_with_the_reason() {
+    let broker = shared_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let registry =
+        govex::node::start(process(dir.path(), broker.bootstrap_servers(), &[Component::Registry])).await.unwrap();
+    let url = format!("http://{}", registry.registry_addr.unwrap());
+    let before = contents(&url).await;
+    broker.broker_down(1).unwrap();
+
+    let after = contents(&url).await;
+    assert_eq!(after, before, "reads are served from the view");
+    let started = std::time::Instant::now();
+    let (status, answer) = register(&url, SUBJECT, &with_fields(&[REMARK])).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error_code"], 50002);
+    assert!(answer["message"].as_str().unwrap().contains(TOPIC), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(30), "the write was bounded: {:?}", started.elapsed());
+    // Nothing was stored: the refused version is nowhere.
+    assert_eq!(contents(&url).await, before);
+
+    broker.broker_up(1).unwrap();
+    registry.shutdown().await.unwrap();
+}
