@@ -819,6 +819,9 @@ impl RunningNode {
                 let scheme = if self.config.listen.registry_tls.is_some() { "https" } else { "http" };
                 println!("  schema registry   {scheme}://{addr}/subjects");
             }
+            None if self.registry.local_store().is_some() => {
+                println!("  schema registry   followed in topic {}", govex_schemas::journal::TOPIC)
+            }
             None => println!("  schema registry   {} (external)", self.registry.describe()),
         }
         println!("  metrics           http://{}/metrics", self.ops_addr);

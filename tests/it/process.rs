@@ -223,3 +223,110 @@ async fn repeated_client_errors_are_shown_once() {
     assert!(client_lines.len() <= 4, "{} client lines: {stderr}", client_lines.len());
     node.shutdown().await.unwrap();
 }
+
+/// A registry node on a shared broker, with a steward's token; returns it, its stdout lines
+/// and its registry's base URL.
+fn registry_process(bootstrap: &str, data: &std::path::Path, tokens: &std::path::Path) -> (Child, String) {
+    let any = "127.0.0.1:0".to_owned();
+    let (node, lines) = spawn(
+        &["node"],
+        &[
+            ("GOVEX_DIVISION", "610921".into()),
+            ("GOVEX_COMPONENTS", "registry".into()),
+            ("GOVEX_BUS__BROKERS", bootstrap.to_owned()),
+            ("GOVEX_BUS__REPLICATION_FACTOR", "1".into()),
+            ("GOVEX_DATA_DIR", data.display().to_string()),
+            ("GOVEX_INTAKE__TOKENS_FILE", tokens.display().to_string()),
+            ("GOVEX_LISTEN__REGISTRY", any.clone()),
+            ("GOVEX_LISTEN__OPS", any),
+        ],
+    );
+    let line = wait_for_line(&lines, "schema registry ");
+    let url = line.split_whitespace().find(|w| w.starts_with("http")).unwrap().trim_end_matches("/subjects").to_owned();
+    (node, url)
+}
+
+/// Pushes keep coming while the registry process is killed (SIGKILL: no shutdown, no final
+/// flush). Every push it acknowledged is on the topic: a registry restarted on its own
+/// volume, and one on an empty volume, serve each with the id it was answered with, and at
+/// most the one push in flight at the kill is there unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_push_survives_a_kill_of_the_registry() {
+    let (mut broker, broker_lines) = spawn(&["broker"], &[]);
+    let line = wait_for_line(&broker_lines, "bootstrap servers:");
+    let bootstrap = line.rsplit(' ').next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    let hash = govex_adapters::intake::auth::hash_token(crate::node::STEWARD_TOKEN);
+    std::fs::write(&tokens, format!("[[tokens]]\ndepartment = \"platform\"\nrole = \"steward\"\nsha256 = \"{hash}\"\n"))
+        .unwrap();
+    let (data, fresh) = (dir.path().join("data"), dir.path().join("fresh"));
+    let (mut node, url) = registry_process(&bootstrap, &data, &tokens);
+
+    let http = reqwest::Client::new();
+    let schema = |n: usize| format!(r#"{{"type":"record","name":"Crash{n}","fields":[{{"name":"n","type":"int"}}]}}"#);
+    let push = |n: usize, url: String| {
+        let (http, schema) = (http.clone(), schema(n));
+        async move {
+            let response = http
+                .post(format!("{url}/subjects/crash-{n}/versions"))
+                .bearer_auth(crate::node::STEWARD_TOKEN)
+                .json(&serde_json::json!({ "schema": schema }))
+                .send()
+                .await
+                .ok()?;
+            let body: serde_json::Value = response.json().await.ok()?;
+            body["id"].as_u64()
+        }
+    };
+    let mut acknowledged = Vec::new();
+    let mut attempted = 0;
+    for n in 0..200 {
+        attempted = n + 1;
+        if n == 15 {
+            // Killed while the next pushes are on their way.
+            let pid = node.id();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            });
+        }
+        match push(n, url.clone()).await {
+            Some(id) => acknowledged.push((n, id)),
+            None if n >= 15 => break,
+            None => panic!("push {n} failed before the kill"),
+        }
+    }
+    node.wait().unwrap();
+    assert!(acknowledged.len() >= 15, "{acknowledged:?}");
+    eprintln!("{} pushes acknowledged of {attempted} sent before the kill", acknowledged.len());
+
+    for volume in [&data, &fresh] {
+        let (mut node, url) = registry_process(&bootstrap, volume, &tokens);
+        let subjects: Vec<String> = http.get(format!("{url}/subjects")).send().await.unwrap().json().await.unwrap();
+        let crashed: Vec<&String> = subjects.iter().filter(|s| s.starts_with("crash-")).collect();
+        for (n, id) in &acknowledged {
+            let found: serde_json::Value = http
+                .get(format!("{url}/subjects/crash-{n}/versions/latest"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(found["id"].as_u64(), Some(*id), "crash-{n} on {}: {found}", volume.display());
+            assert_eq!(found["schema"].as_str(), Some(schema(*n).as_str()));
+        }
+        // Acknowledged = on the topic = applied, give or take the one push in flight.
+        assert!(
+            crashed.len() == acknowledged.len() || (crashed.len() == acknowledged.len() + 1 && attempted > acknowledged.len()),
+            "{} acknowledged, {} there: {crashed:?}",
+            acknowledged.len(),
+            crashed.len()
+        );
+        node.kill().unwrap();
+        node.wait().unwrap();
+    }
+    terminate(&broker);
+    broker.wait().unwrap();
+}

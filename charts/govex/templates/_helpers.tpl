@@ -94,12 +94,13 @@ takes stewards' writes. */}}
 {{- if or .workload.api (and .workload.registry .root.Values.schemaRegistry.stewardWrites) -}}true{{- end -}}
 {{- end -}}
 
-{{- /* Whether a workload needs the registry's CA: it reaches the chart's own registry over
-TLS, or it serves that registry with client certificates required. */}}
+{{- /* Whether a workload needs the registry's CA: it serves the chart's own registry with
+client certificates required (the node's other pods follow the registry's topic and call
+no registry). */}}
 {{- define "govex.mountsRegistryCa" -}}
 {{- $tls := .root.Values.schemaRegistry.tls -}}
 {{- if and $tls.secretName (not .root.Values.schemaRegistry.url) -}}
-{{- if or .workload.registryUrl (and .workload.registry $tls.clientSecret) -}}true{{- end -}}
+{{- if and .workload.registry $tls.clientSecret -}}true{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -142,7 +143,9 @@ containers:
     env:
       - name: GOVEX_COMPONENTS
         value: {{ .components | quote }}
-      {{- if .registryUrl }}
+      {{- /* With govex's own registry the other pods name none: they follow its topic on
+      the cluster, so their readiness does not hang on the registry pod. */}}
+      {{- if and .registryUrl $v.schemaRegistry.url }}
       - name: GOVEX_REGISTRY__URL
         value: {{ include "govex.registryUrl" $root | quote }}
       {{- end }}
@@ -151,17 +154,6 @@ containers:
         value: /etc/govex/tokens/tokens.toml
       {{- end }}
       {{- $registryTls := $v.schemaRegistry.tls }}
-      {{- if and .registryUrl (not $v.schemaRegistry.url) $registryTls.secretName }}
-      {{- /* The other pods reach the chart's own registry over TLS. */}}
-      - name: GOVEX_REGISTRY__TLS__CA_PATH
-        value: /etc/govex/registry-ca/ca.crt
-      {{- if $registryTls.clientSecret }}
-      - name: GOVEX_REGISTRY__TLS__CLIENT_CERT_PATH
-        value: /etc/govex/registry-client/tls.crt
-      - name: GOVEX_REGISTRY__TLS__CLIENT_KEY_PATH
-        value: /etc/govex/registry-client/tls.key
-      {{- end }}
-      {{- end }}
       {{- if and .registry (not .registryUrl) $registryTls.secretName }}
       - name: GOVEX_LISTEN__REGISTRY_TLS__CERT_PATH
         value: /etc/govex/registry-tls/tls.crt
@@ -267,9 +259,6 @@ containers:
       {{- if include "govex.mountsRegistryCa" (dict "workload" . "root" $root) }}
       - {name: registry-ca, mountPath: /etc/govex/registry-ca, readOnly: true}
       {{- end }}
-      {{- if and .registryUrl (not $v.schemaRegistry.url) $v.schemaRegistry.tls.secretName $v.schemaRegistry.tls.clientSecret }}
-      - {name: registry-client, mountPath: /etc/govex/registry-client, readOnly: true}
-      {{- end }}
       {{- if and .api $v.api.tls.secretName }}
       - {name: api-tls, mountPath: /etc/govex/api-tls, readOnly: true}
       {{- end }}
@@ -308,10 +297,6 @@ volumes:
   {{- if include "govex.mountsRegistryCa" (dict "workload" . "root" $root) }}
   - name: registry-ca
     secret: {secretName: {{ $v.schemaRegistry.tls.caSecret }}}
-  {{- end }}
-  {{- if and .registryUrl (not $v.schemaRegistry.url) $v.schemaRegistry.tls.secretName $v.schemaRegistry.tls.clientSecret }}
-  - name: registry-client
-    secret: {secretName: {{ $v.schemaRegistry.tls.clientSecret }}}
   {{- end }}
   {{- if and .api $v.api.tls.secretName }}
   - name: api-tls
