@@ -383,8 +383,8 @@ async fn run() -> Result<()> {
             let broker = EmbeddedBroker::start(brokers).context("the embedded broker could not start")?;
             tracing::warn!("the embedded broker keeps messages in memory only and is for trial use");
             // The mock cluster has no CreateTopics API, so the nodes sharing it could not make
-            // their topics: make every bundled topic and its dead-letter topic, and the
-            // registry's topic, here.
+            // their topics: make every bundled topic and its dead-letter topic here (the
+            // embedded cluster makes the registry's topic itself).
             let defaults = govex_bus::config::BusConfig::default();
             for schema in govex_schemas::bundled_schemas() {
                 for topic in [schema.topic.to_owned(), govex_bus::dlq::dlq_topic(schema.topic)] {
@@ -393,10 +393,6 @@ async fn run() -> Result<()> {
                         .with_context(|| format!("topic {topic} could not be created"))?;
                 }
             }
-            // The registry's topic: one partition, read in the order it was written.
-            broker
-                .create_topic(govex_schemas::journal::TOPIC, 1, defaults.replication_factor)
-                .with_context(|| format!("topic {} could not be created", govex_schemas::journal::TOPIC))?;
             println!("embedded broker running; bootstrap servers: {}", broker.bootstrap_servers());
             println!("point nodes at it with GOVEX_BUS__BROKERS={}", broker.bootstrap_servers());
             stop.await;

@@ -629,6 +629,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             store: licences.clone(),
             tokens: tokens.clone(),
             resource: licence_resource,
+            catalog: live_catalog.clone(),
             metrics: ApiMetrics::register(&metrics),
             zone: config.time_zone.clone(),
         });
@@ -691,10 +692,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             ));
             for link in bridge_links {
                 let (bridge, stop, prefix) = (bridge.clone(), background.clone(), config.bus.group_prefix.clone());
+                let catalog = live_catalog.clone();
                 tracing::info!(link = %link.name, remote = %link.bootstrap, topics = ?link.topics, "bridge link starting");
                 background_tasks.spawn(async move {
                     let name = link.name.clone();
-                    if let Err(e) = bridge.run_link(link, &prefix, stop).await {
+                    if let Err(e) = bridge.run_link(link, &prefix, catalog, stop).await {
                         tracing::error!(link = %name, error = %e, "a bridge link could not start");
                     }
                 });

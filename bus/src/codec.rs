@@ -308,6 +308,34 @@ impl Decoder {
         })
     }
 
+    /// Decodes one framed value into a Rust type that matches the reader's schema, and, when
+    /// the writer's schema is not the reader's, the value as written too (every field, those
+    /// the reader does not know included) with that schema: what a view carries along
+    /// unchanged. The datum is read once.
+    pub async fn decode_into_carrying<T: DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(T, Option<(Value, &'static Schema)>), CodecError> {
+        let (schema_id, datum) = parse_frame(bytes)?;
+        let reader = self.reader_for(schema_id).await?;
+        let written = read_datum(schema_id, &reader, datum)?;
+        let typed = |value: &Value| {
+            apache_avro::from_value::<T>(value).map_err(|e| CodecError::Invalid {
+                schema_id,
+                detail: value_free(&e, "the decoded value does not fit the expected type"),
+            })
+        };
+        if !reader.resolve {
+            return Ok((typed(&written)?, None));
+        }
+        let resolved =
+            widen_decimals(written.clone()).resolve(self.reader_schema).map_err(|e| CodecError::Invalid {
+                schema_id,
+                detail: value_free(&e, "the datum does not resolve to the reader's schema"),
+            })?;
+        Ok((typed(&resolved)?, Some((written, reader.writer_schema))))
+    }
+
     async fn reader_for(&self, schema_id: u32) -> Result<Arc<WriterReader>, CodecError> {
         if let Some(reader) = self.readers.lock().get(&schema_id) {
             return Ok(reader.clone());

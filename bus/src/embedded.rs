@@ -37,7 +37,8 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Starts a mock cluster of `broker_count` brokers (ids 1..=broker_count) on loopback.
+    /// Starts a mock cluster of `broker_count` brokers (ids 1..=broker_count) on loopback,
+    /// holding the registry's topic.
     pub fn start(broker_count: i32) -> Result<Self, KafkaError> {
         let (commands, inbox) = mpsc::channel::<Command>();
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -51,6 +52,13 @@ impl EmbeddedBroker {
                         return;
                     }
                 };
+                // Every govex cluster holds the registry's topic (one partition: its records
+                // are read in the order they were written), and the mock cluster has no
+                // CreateTopics for the nodes sharing it to make it with.
+                if let Err(e) = cluster.create_topic(govex_schemas::journal::TOPIC, 1, broker_count.min(3)) {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                 for command in inbox {
                     match command {

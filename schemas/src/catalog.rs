@@ -68,6 +68,21 @@ pub struct Resource {
     /// what is shared is named, not what is hidden.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub public_map_keys: Vec<String>,
+    /// Which way the level bridges of the node that reads this catalogue carry the
+    /// resource's records: `up` pulls them from its children, `down` from its parent. Empty:
+    /// they stay on their level (unless `bridge.up_topics`/`down_topics` name the topic).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flows: Vec<Flow>,
+}
+
+/// A direction a level bridge carries records in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flow {
+    /// From a child node to its parent (county ▸ city ▸ province).
+    Up,
+    /// From a parent node to its children.
+    Down,
 }
 
 impl Resource {
@@ -98,7 +113,7 @@ impl Resource {
 }
 
 /// The whole catalogue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Catalog {
     /// Every resource.
@@ -207,6 +222,14 @@ impl Catalog {
             }
         }
         Ok(catalog)
+    }
+
+    /// The topics whose records the level bridges carry `flow`, sorted.
+    pub fn topics_flowing(&self, flow: Flow) -> Vec<String> {
+        let mut topics: Vec<String> =
+            self.resources.iter().filter(|r| r.flows.contains(&flow)).map(|r| r.topic.clone()).collect();
+        topics.sort();
+        topics
     }
 
     /// The resource whose records travel on `topic`.

@@ -24,7 +24,7 @@ pub mod records;
 pub mod store;
 
 pub use bundled::{bundled_schemas, BundledSchema};
-pub use catalog::{Catalog, LiveCatalog, Resource, Sharing};
+pub use catalog::{Catalog, Flow, LiveCatalog, Resource, Sharing};
 pub use compat::{can_read, Compatibility, Incompatibility};
 pub use journal::{Change, Journal};
 pub use store::{Mode, Registry, RegistryError, SubjectVersion, VersionSelector};

@@ -159,7 +159,9 @@ fn main() {
         let stop = CancellationToken::new();
         let running = tokio::spawn({
             let (bridge, link, stop) = (bridge.clone(), link.clone(), stop.clone());
-            async move { bridge.run_link(link, "bench", stop).await }
+            // An empty catalogue: the link pulls only its configured topics.
+            let catalog = govex_schemas::LiveCatalog::new(govex_schemas::Catalog::default());
+            async move { bridge.run_link(link, "bench", catalog, stop).await }
         });
         let bridge_took = time_until(&target_bus, TOPIC, RECORDS as i64).await;
 

@@ -13,6 +13,7 @@ use crate::{elicense, node::test_node_config, support};
 
 const CASES: &str = "gov.case.event.v1";
 const LICENCES: &str = "gov.elicense.licence.v1";
+const MARKET: &str = "gov.market-regulation.business-licence.v1";
 
 /// One level's cluster, and where its node's registry will listen (chosen before any node
 /// starts: a bridge needs its neighbour's registry to translate schema ids).
@@ -35,6 +36,11 @@ fn cluster() -> Cluster {
         for topic in [schema.topic.to_owned(), format!("{}.dlq", schema.topic)] {
             broker.create_topic(&topic, 3, 3).unwrap();
         }
+    }
+    // The fifth department's topics, as an operator makes them on a cluster where the node
+    // may not create topics (the mock cluster has no CreateTopics).
+    for topic in [MARKET, &format!("{MARKET}.dlq")] {
+        broker.create_topic(topic, 3, 3).unwrap();
     }
     let registry = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     Cluster { broker, registry }
@@ -286,4 +292,79 @@ async fn schema_ids_are_translated_between_registries_and_what_cannot_be_forward
     assert_eq!(support::records_in_topic(city_broker.bootstrap_servers(), CASES, 3), 0);
     county.shutdown().await.unwrap();
     city.shutdown().await.unwrap();
+}
+
+/// A record type onboarded as data travels up too: the city's catalogue says the market
+/// regulation bureau's business-licence events flow up, and the city's bridge pulls them from
+/// the county without any bridge setting naming the topic, once the catalogue entry is live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_type_added_as_data_is_carried_up_when_the_catalogue_says_it_flows_up() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = repo.join("examples/departments/market-regulation");
+    let schema = std::fs::read_to_string(example.join(format!("{MARKET}.avsc"))).unwrap();
+    let entry = std::fs::read_to_string(example.join("catalog-entry.toml")).unwrap();
+    assert!(entry.contains(r#"flows = ["up"]"#), "the example entry travels up: {entry}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(example.join("business-licence.json")).unwrap()).unwrap();
+
+    let (city_broker, county_broker) = (cluster(), cluster());
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let catalog_file = dirs[2].path().join("catalog.toml");
+    std::fs::write(&catalog_file, std::fs::read_to_string(repo.join("schemas/catalog.toml")).unwrap()).unwrap();
+    let mut city = config(dirs[0].path(), "610900", &city_broker);
+    city.bridge.children = vec![link(&county_broker, Some("610921"))];
+    city.catalog_file = Some(catalog_file.clone());
+    city.intake.schema_refresh_ms = 200;
+    let mut county = config(dirs[1].path(), "610921", &county_broker);
+    county.bridge.parent = Some(link(&city_broker, None));
+    county.intake.schema_refresh_ms = 200;
+    county.intake.tokens.push(govex_bus::config::TokenConfig {
+        department: "market-regulation".into(),
+        sha256: govex_bus::auth::hash_token("test-token-of-market-regulation"),
+        label: None,
+        role: govex_bus::auth::Role::Department,
+    });
+    let city = govex::node::start(city).await.unwrap();
+    let county = govex::node::start(county).await.unwrap();
+
+    // Stewards onboard the record type at both levels, and the city's catalogue lists it.
+    let http = reqwest::Client::new();
+    for node in [&city, &county] {
+        let pushed = http
+            .post(format!("http://{}/subjects/{MARKET}-value/versions", node.registry_addr.unwrap()))
+            .bearer_auth(crate::node::STEWARD_TOKEN)
+            .json(&serde_json::json!({ "schema": schema }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(pushed.status(), 200, "{}", pushed.text().await.unwrap());
+    }
+    let mut catalogue = std::fs::read_to_string(&catalog_file).unwrap();
+    catalogue.push('\n');
+    catalogue.push_str(&entry);
+    std::fs::write(&catalog_file, catalogue).unwrap();
+
+    let county_api = format!("http://{}", county.api_addr().unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = http
+            .post(format!("{county_api}/v1/market-regulation/business-licence"))
+            .bearer_auth("test-token-of-market-regulation")
+            .json(&record)
+            .send()
+            .await
+            .unwrap();
+        if answer.status() == 202 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the county never took the record: {}", answer.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for_records(&city_broker, MARKET, 1).await;
+    assert_eq!(trails(&city_broker, MARKET).await, vec!["610921,610900"]);
+    // Nothing came down: the county has exactly the one it took.
+    assert_eq!(support::records_in_topic(county_broker.bootstrap_servers(), MARKET, 3), 1);
+    for node in [county, city] {
+        node.shutdown().await.unwrap();
+    }
 }

@@ -37,7 +37,6 @@ async fn a_node_split_into_registry_intake_and_store_processes_works_as_one() {
             broker.create_topic(&topic, 3, 1).unwrap();
         }
     }
-    broker.create_topic(govex_schemas::journal::TOPIC, 1, 1).unwrap();
     let bootstrap = broker.bootstrap_servers().to_owned();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let registry_addr = free_port();

@@ -264,3 +264,85 @@ fn govex_audit_verify_names_the_first_broken_link() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.starts_with("use log BROKEN at entry 2: its content does not match its hash"), "{stdout}");
 }
+
+/// Fields a steward adds to the licence after this node was built are carried along by the
+/// e-licence store, and masked by the catalogue's paths like every other field: a platform
+/// sends a licence with `remark` and `holder_phone` (v2, pushed to the running node), the
+/// catalogue names `holder_phone` personal, and the API shows both to the entitled, and
+/// `remark` with `holder_phone` masked to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_a_newer_licence_schema_adds_are_carried_along_and_masked_by_the_catalogue() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog_file = dir.path().join("catalog.toml");
+    let bundled = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/catalog.toml")).unwrap();
+    std::fs::write(&catalog_file, &bundled).unwrap();
+    let mut config = intake_config(dir.path());
+    config.intake.schema_refresh_ms = 200;
+    config.catalog_file = Some(catalog_file.clone());
+    let node = govex::node::start(config).await.unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", node.api_addr().unwrap());
+
+    let v1 = govex_schemas::bundled_schemas().find(|s| s.topic == TOPIC).unwrap().text;
+    let added = r#"{"name": "remark", "type": ["null", "string"], "default": null},
+    {"name": "holder_phone", "type": ["null", "string"], "default": null, "govex.json": {"pattern": "^1[0-9]{10}$"}},
+    {"name": "division""#;
+    let v2 = v1.replacen(r#"{"name": "division""#, added, 1);
+    let pushed = http
+        .post(format!("http://{}/subjects/{TOPIC}-value/versions", node.registry_addr.unwrap()))
+        .bearer_auth(crate::node::STEWARD_TOKEN)
+        .json(&json!({ "schema": v2 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), StatusCode::OK, "{}", pushed.text().await.unwrap());
+    let personal = r#"personal_fields = ["holder_identifier_number", "holder_name", "surface", "holder_phone"]"#;
+    let edited =
+        bundled.replacen(r#"personal_fields = ["holder_identifier_number", "holder_name", "surface"]"#, personal, 1);
+    assert_ne!(edited, bundled);
+    std::fs::write(&catalog_file, edited).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !reqwest::get(format!("{base}/catalog")).await.unwrap().text().await.unwrap().contains("holder_phone") {
+        assert!(tokio::time::Instant::now() < deadline, "the catalogue naming holder_phone never went live");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut record = govex_adapters::samples::sample("platform", "licence", 3).unwrap();
+    record["remark"] = json!("换证补发");
+    record["holder_phone"] = json!("13912345678");
+    let id = record["licence_id"].as_str().unwrap().to_owned();
+    loop {
+        let answer =
+            http.post(format!("{base}/v1/platform/licence")).bearer_auth(token("platform")).json(&record).send().await;
+        let answer = answer.unwrap();
+        if answer.status() == StatusCode::ACCEPTED {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "v2 never went live: {}", answer.text().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let read = |department: &'static str| {
+        let (http, url) = (http.clone(), format!("{base}/v1/licences/{id}"));
+        async move {
+            let response =
+                http.get(url).query(&[("purpose", "核验")]).bearer_auth(token(department)).send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let full = loop {
+        let (status, body) = read("land-registry").await;
+        if status == StatusCode::OK {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the store never had the licence");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(full["remark"], "换证补发", "{full}");
+    assert_eq!(full["holder_phone"], "13912345678", "{full}");
+    let (status, masked) = read("housing").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(masked["remark"], "换证补发", "{masked}");
+    assert!(masked["holder_phone"].is_string(), "{masked}");
+    assert!(!masked.to_string().contains("12345678"), "{masked}");
+    node.shutdown().await.unwrap();
+}

@@ -258,8 +258,11 @@ async fn every_acknowledged_push_survives_a_kill_of_the_registry() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.toml");
     let hash = govex_adapters::intake::auth::hash_token(crate::node::STEWARD_TOKEN);
-    std::fs::write(&tokens, format!("[[tokens]]\ndepartment = \"platform\"\nrole = \"steward\"\nsha256 = \"{hash}\"\n"))
-        .unwrap();
+    std::fs::write(
+        &tokens,
+        format!("[[tokens]]\ndepartment = \"platform\"\nrole = \"steward\"\nsha256 = \"{hash}\"\n"),
+    )
+    .unwrap();
     let (data, fresh) = (dir.path().join("data"), dir.path().join("fresh"));
     let (mut node, url) = registry_process(&bootstrap, &data, &tokens);
 
@@ -319,7 +322,8 @@ async fn every_acknowledged_push_survives_a_kill_of_the_registry() {
         }
         // Acknowledged = on the topic = applied, give or take the one push in flight.
         assert!(
-            crashed.len() == acknowledged.len() || (crashed.len() == acknowledged.len() + 1 && attempted > acknowledged.len()),
+            crashed.len() == acknowledged.len()
+                || (crashed.len() == acknowledged.len() + 1 && attempted > acknowledged.len()),
             "{} acknowledged, {} there: {crashed:?}",
             acknowledged.len(),
             crashed.len()

@@ -24,7 +24,6 @@ fn shared_broker() -> EmbeddedBroker {
             broker.create_topic(&topic, 3, 1).unwrap();
         }
     }
-    broker.create_topic(TOPIC, 1, 1).unwrap();
     broker
 }
 

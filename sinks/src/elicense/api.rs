@@ -35,12 +35,23 @@ pub struct LicenceApi {
     pub store: LicenceStore,
     /// Department tokens.
     pub tokens: Tokens,
-    /// The catalogue entry of licences (who sees personal fields).
+    /// The catalogue entry of licences as the node started with it: used only while the
+    /// live catalogue has no entry for the licence topic.
     pub resource: Resource,
+    /// The live catalogue: who sees personal fields, and which fields are personal, as a
+    /// steward's catalogue says now.
+    pub catalog: govex_schemas::LiveCatalog,
     /// Metrics.
     pub metrics: ApiMetrics,
     /// The zone times are shown in.
     pub zone: govex_bus::zone::TimeZone,
+}
+
+impl LicenceApi {
+    /// The licence resource as the live catalogue has it (taken once per request).
+    fn resource(&self) -> Resource {
+        self.catalog.current().by_topic(super::TOPIC).cloned().unwrap_or_else(|| self.resource.clone())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -158,6 +169,10 @@ fn fields(licence: &StoredLicence, zone: &govex_bus::zone::TimeZone) -> serde_js
     fields.insert("valid_until".into(), json!(licence.valid_until.map(date)));
     fields.insert("status_code".into(), json!(licence.status.code()));
     fields.insert("version".into(), json!(licence.version));
+    // Fields a steward added after this node's build, carried along as the issuer wrote them.
+    for (name, value) in &licence.extra {
+        fields.entry(name.clone()).or_insert_with(|| value.clone());
+    }
     fields
 }
 
@@ -218,6 +233,19 @@ fn view(licence: &StoredLicence, entitled: bool, resource: &Resource, zone: &gov
         }
         view.insert("surface".into(), json!(surface));
     }
+    if !entitled {
+        // A field this node does not know is masked by the catalogue's paths like any other,
+        // whatever its shape; one the catalogue does not name as personal is shown.
+        let mut record = Value::Object(std::mem::take(&mut view));
+        for path in &resource.personal_fields {
+            if licence.extra.contains_key(path.split(['.', '[']).next().unwrap_or_default()) {
+                crate::dossier::api::mask_path(&mut record, path);
+            }
+        }
+        if let Value::Object(masked) = record {
+            view = masked;
+        }
+    }
     view.insert("superseded_by".into(), json!(licence.superseded_by));
     // The content includes the holder's identifier and name: its hash would let a caller
     // not entitled to them test guesses offline. It may still present a hash to verify.
@@ -253,7 +281,8 @@ async fn get_licence(
     }
     match found {
         Some(licence) => {
-            Json(view(&licence, api.resource.may_see_personal_data(department.as_str()), &api.resource, &api.zone))
+            let resource = api.resource();
+            Json(view(&licence, resource.may_see_personal_data(department.as_str()), &resource, &api.zone))
                 .into_response()
         }
         None => problem(
@@ -306,8 +335,9 @@ async fn holder_licences(
     };
     // Whether a holder has licences is itself personal data: a caller not entitled to it
     // must not be able to test guessed identifiers against the store.
-    if !api.resource.may_see_personal_data(department.as_str()) {
-        return not_entitled(&api.resource, department, &["/holder".to_owned()]);
+    let resource = api.resource();
+    if !resource.may_see_personal_data(department.as_str()) {
+        return not_entitled(&resource, department, &["/holder".to_owned()]);
     }
     let licences = match api.store.by_holder(holder, type_code) {
         Ok(licences) => licences,
@@ -329,7 +359,7 @@ async fn holder_licences(
     if let Err(e) = log.flush().await {
         return storage_failed(e);
     }
-    let views: Vec<Value> = licences.iter().map(|l| view(l, true, &api.resource, &api.zone)).collect();
+    let views: Vec<Value> = licences.iter().map(|l| view(l, true, &resource, &api.zone)).collect();
     Json(json!({ "holder": holder, "licences": views })).into_response()
 }
 
@@ -424,16 +454,17 @@ async fn verify(
     // A caller not entitled to the holder's personal data may not present it either: a
     // verdict on a guessed identifier or name would tell it whether the guess is right.
     // The refusal is decided on the request alone, before the store is read.
-    if !api.resource.may_see_personal_data(department.as_str()) {
+    let resource = api.resource();
+    if !resource.may_see_personal_data(department.as_str()) {
         let personal: Vec<String> = request
             .fields
             .keys()
-            .filter(|name| is_personal(&api.resource, name))
+            .filter(|name| is_personal(&resource, name))
             .map(|name| format!("/fields/{name}"))
             .collect();
         if !personal.is_empty() {
             api.metrics.verifications.get_or_create(&ResultLabels { result: "refused".into() }).inc();
-            return not_entitled(&api.resource, department, &personal);
+            return not_entitled(&resource, department, &personal);
         }
     }
     // A verification the store could not answer counts as result="error": the error rate is
@@ -483,7 +514,7 @@ async fn uses(
         Err(_) => Vec::new(),
     };
     uses.retain(|entry| entry.action != "dossier");
-    let sees_all = role == Role::Auditor || department.as_str() == api.resource.owner;
+    let sees_all = role == Role::Auditor || department.as_str() == api.resource().owner;
     let listed: Vec<Value> = match sees_all {
         true => uses.iter().map(|entry| json!(entry)).collect(),
         // A department sees its own entries without their place in the chain: sequence

@@ -2,7 +2,7 @@
 //! offset is stored only after the sled write is flushed; a redelivery after a crash finds
 //! the event id applied and changes nothing.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use apache_avro::Schema;
 use govex_bus::{
@@ -57,6 +57,8 @@ pub struct LicenceSink {
     store: LicenceStore,
     decoder: Decoder,
     metrics: SinkMetrics,
+    /// The fields of the licence schema this node reads with.
+    known: Vec<String>,
 }
 
 fn dead_letter(stage: &str, class: &str, message: String) -> HandlerError {
@@ -70,15 +72,36 @@ impl LicenceSink {
         let schema =
             Schema::parse_str(text).unwrap_or_else(|e| unreachable!("the bundled licence schema parses (tested): {e}"));
         metrics.licences.set(store.len() as i64);
-        Self { store, decoder: Decoder::new(registry, &schema), metrics }
+        let known = match &schema {
+            Schema::Record(record) => record.fields.iter().map(|f| f.name.clone()).collect(),
+            _ => Vec::new(),
+        };
+        Self { store, decoder: Decoder::new(registry, &schema), metrics, known }
+    }
+
+    /// The fields of a record written with a newer schema that the licence type does not
+    /// declare, as JSON (times in UTC): carried along, not dropped.
+    fn unknown_fields(
+        &self,
+        written: &apache_avro::types::Value,
+        schema: &Schema,
+    ) -> BTreeMap<String, serde_json::Value> {
+        let utc = govex_bus::zone::TimeZone::parse("UTC").unwrap_or_default();
+        match crate::dossier::avro_to_json(written, schema, &utc) {
+            serde_json::Value::Object(fields) => {
+                fields.into_iter().filter(|(name, _)| !self.known.iter().any(|k| k == name)).collect()
+            }
+            _ => BTreeMap::new(),
+        }
     }
 
     /// Applies one record; `Ok` only once the store has it durably.
     pub async fn handle(&self, message: &OwnedMessage) -> Result<(), HandlerError> {
         let envelope =
             Envelope::from_message(message).map_err(|e| dead_letter("envelope", "envelope", e.to_string()))?;
-        let record: Licence = match self.decoder.decode_into(message.payload().unwrap_or_default()).await {
-            Ok(record) => record,
+        let decoded = self.decoder.decode_into_carrying::<Licence>(message.payload().unwrap_or_default()).await;
+        let (record, written) = match decoded {
+            Ok(decoded) => decoded,
             Err(CodecError::Registry(e)) => return Err(HandlerError::Retry(e.to_string())),
             Err(e) => {
                 self.metrics.count("rejected", e.class());
@@ -92,6 +115,7 @@ impl LicenceSink {
             superseded_by: None,
             last_event_id: envelope.event_id,
             last_event_ms: envelope.event_time_millis().unwrap_or(0),
+            extra: written.map(|(value, schema)| self.unknown_fields(&value, schema)).unwrap_or_default(),
         };
         let applied = self.store.apply(incoming, envelope.event_id).map_err(|e| HandlerError::Retry(e.to_string()))?;
         match applied {

@@ -14,7 +14,7 @@
 //! A licence and its index entries and event id are written in one transaction, so a crash
 //! leaves a record applied or not applied, never half.
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -64,6 +64,10 @@ pub struct StoredLicence {
     pub last_event_id: Uuid,
     /// Event time (ms) of the last record applied; older records never overwrite newer ones.
     pub last_event_ms: u64,
+    /// Fields of the record this node's licence type does not declare (a steward added
+    /// them in a newer version), as JSON, carried along unchanged (times in UTC).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 /// A stored licence reads as its licence (`stored.status`, `stored.licence_id`): the store's
@@ -337,6 +341,7 @@ mod tests_support {
             superseded_by: None,
             last_event_id: Uuid::now_v7(),
             last_event_ms: event_ms,
+            extra: BTreeMap::new(),
         }
     }
 }

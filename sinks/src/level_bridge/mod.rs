@@ -62,6 +62,22 @@ pub struct Link {
     pub registry: RegistryClient,
 }
 
+impl Link {
+    /// The topics this link pulls: its configured ones and those `catalog` says flow its way,
+    /// sorted, without repeats.
+    pub fn topics_with(&self, catalog: &govex_schemas::Catalog) -> Vec<String> {
+        let flow = match self.direction {
+            Direction::Up => govex_schemas::Flow::Up,
+            Direction::Down => govex_schemas::Flow::Down,
+        };
+        let mut topics = self.topics.clone();
+        topics.extend(catalog.topics_flowing(flow));
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+}
+
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Link")
@@ -361,10 +377,15 @@ impl Bridge {
 
     /// Runs one link until `shutdown`: a heartbeat, and a consumer of the remote topics that
     /// stores each source offset only after the local produce is acknowledged.
+    ///
+    /// The topics pulled are the link's configured ones and those the live catalogue says
+    /// flow this link's way; when the catalogue changes them (a steward onboarded a record
+    /// type that travels up, say), the link subscribes again, without a restart.
     pub async fn run_link(
         self: Arc<Self>,
         link: Link,
         group_prefix: &str,
+        catalog: govex_schemas::LiveCatalog,
         shutdown: CancellationToken,
     ) -> Result<RunStats, govex_bus::BusError> {
         let labels = LinkLabels { link: link.name.clone() };
@@ -390,34 +411,68 @@ impl Bridge {
                 }
             })
         };
-        let settings = ConsumerSettings {
-            group_id: format!("{group_prefix}-{}-bridge-{}", self.local, link.remote),
-            topics: link.topics.clone(),
-            // Each lane waits for its record's acknowledgement before the next (that is what
-            // lets the offset follow the ack); many lanes keep many records in flight.
-            lanes: 256,
-            lane_capacity: 16,
-        };
-        let consumer = AtLeastOnceConsumer::new(&link.config, &link.bootstrap, settings)
-            .map_err(govex_bus::BusError::Client)?
-            .with_lag_gauges(self.bus.lag_gauges());
         let registry = link.registry.clone();
         let running =
             Arc::new(Running { name: link.name.clone(), remote: link.remote, direction: link.direction, registry });
-        let bridge = self.clone();
-        let dlq = self.dlq.clone();
-        let stats = consumer
-            .run(
-                move |message| {
-                    let (bridge, running) = (bridge.clone(), running.clone());
-                    async move { bridge.forward(&running, &message).await }
-                },
-                Some(dlq),
-                shutdown,
-            )
-            .await;
+        let mut total = RunStats::default();
+        let outcome = loop {
+            let topics = link.topics_with(&catalog.current());
+            // Where the forwarded records go: a record type that travels may be new here.
+            if let Err(e) = self.bus.ensure_topics(&topics).await {
+                tracing::warn!(link = %link.name, error = %e, "a topic the link writes to could not be made");
+            }
+            let settings = ConsumerSettings {
+                group_id: format!("{group_prefix}-{}-bridge-{}", self.local, link.remote),
+                topics: topics.clone(),
+                // Each lane waits for its record's acknowledgement before the next (that is
+                // what lets the offset follow the ack); many lanes keep many records in flight.
+                lanes: 256,
+                lane_capacity: 16,
+            };
+            let consumer = match AtLeastOnceConsumer::new(&link.config, &link.bootstrap, settings) {
+                Ok(consumer) => consumer.with_lag_gauges(self.bus.lag_gauges()),
+                Err(e) => break Err(govex_bus::BusError::Client(e)),
+            };
+            let this_set = shutdown.child_token();
+            let watch = {
+                let (catalog, this_set, link, topics) =
+                    (catalog.clone(), this_set.clone(), link.clone(), topics.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            () = this_set.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        }
+                        if link.topics_with(&catalog.current()) != topics {
+                            tracing::info!(link = %link.name, "the catalogue changed what travels: the link subscribes again");
+                            this_set.cancel();
+                            return;
+                        }
+                    }
+                })
+            };
+            let (bridge, running_now, dlq) = (self.clone(), running.clone(), self.dlq.clone());
+            let stats = consumer
+                .run(
+                    move |message| {
+                        let (bridge, running) = (bridge.clone(), running_now.clone());
+                        async move { bridge.forward(&running, &message).await }
+                    },
+                    Some(dlq),
+                    this_set.clone(),
+                )
+                .await;
+            this_set.cancel();
+            let _ = watch.await;
+            total.received += stats.received;
+            total.finished += stats.finished;
+            total.dead_lettered += stats.dead_lettered;
+            if shutdown.is_cancelled() {
+                break Ok(total);
+            }
+        };
         heartbeat.abort();
-        Ok(stats)
+        outcome
     }
 }
 
