@@ -1015,6 +1015,195 @@ mod tests {
         (dir, registry)
     }
 
+    /// What a registry serves: every subject's versions with ids and texts (soft-deleted
+    /// ones too), every id's text, the levels and modes, and the next id.
+    #[allow(clippy::type_complexity)]
+    fn served(r: &Registry) -> (Vec<(String, u32, u32, String, bool)>, Vec<(u32, String)>, Vec<String>, u32) {
+        let mut versions = Vec::new();
+        for subject in r.subjects(true).unwrap() {
+            let live = r.versions(&subject, false).unwrap_or_default();
+            for v in r.versions(&subject, true).unwrap() {
+                let found = r.version(&subject, VersionSelector::Number(v), true).unwrap();
+                versions.push((subject.clone(), v, found.id, found.schema, !live.contains(&v)));
+            }
+        }
+        let ids = (1..20).filter_map(|id| r.schema_by_id(id).ok().map(|t| (id, t))).collect();
+        let mut settings =
+            vec![r.global_compatibility().unwrap().as_str().to_owned(), r.global_mode().unwrap().as_str().to_owned()];
+        for subject in r.subjects(true).unwrap() {
+            settings.push(format!(
+                "{subject}: {:?} {:?}",
+                r.subject_compatibility(&subject).unwrap(),
+                r.subject_mode(&subject).unwrap()
+            ));
+        }
+        let next = r.tree.get(NEXT_ID).unwrap().map(|v| read_u32(&v).unwrap()).unwrap_or(1);
+        (versions, ids, settings, next)
+    }
+
+    /// A registry with a bit of everything: shared ids, a soft delete, a purge, levels, modes.
+    fn busy() -> (tempfile::TempDir, Registry) {
+        let (dir, r) = open();
+        r.register("a", V1).unwrap();
+        r.register("b", V1).unwrap();
+        r.register("a", V2).unwrap();
+        r.register("c", r#"{"type":"string"}"#).unwrap();
+        r.delete_version("c", VersionSelector::Number(1), false).unwrap();
+        r.register("d", r#"{"type":"long"}"#).unwrap();
+        r.delete_subject("d", false).unwrap();
+        r.delete_subject("d", true).unwrap();
+        r.set_compatibility(Some("a"), Compatibility::Full).unwrap();
+        r.set_compatibility(None, Compatibility::None).unwrap();
+        r.set_mode(Some("b"), Mode::Readonly).unwrap();
+        (dir, r)
+    }
+
+    #[test]
+    fn a_view_that_applies_a_registrys_state_serves_what_it_serves() {
+        let (_dir, r) = busy();
+        let view = Registry::temporary().unwrap();
+        for (offset, change) in r.state().unwrap().iter().enumerate() {
+            let (key, value) = change.encode();
+            view.apply_record(offset as i64, &key, value.as_deref()).unwrap();
+        }
+        assert_eq!(served(&view), served(&r));
+        assert_eq!(view.log_offset().unwrap(), Some(r.state().unwrap().len() as i64));
+        // The purged subject's schema keeps its id: an id never loses its meaning.
+        assert_eq!(view.schema_by_id(4).unwrap(), r#"{"type":"long"}"#);
+        view.reset_log_offset().unwrap();
+        assert_eq!(view.log_offset().unwrap(), None);
+    }
+
+    #[test]
+    fn a_view_of_the_compacted_log_equals_a_view_of_every_record() {
+        // Every change as the writer made it, then only the last record of each key, in
+        // order: what compaction leaves.
+        let (_dir, r) = open();
+        let journal = Arc::new(Recorder::default());
+        let r = r.with_journal(journal.clone());
+        *journal.view.lock().unwrap() = Some(r.clone());
+        r.register("a", V1).unwrap();
+        r.register("a", V2).unwrap();
+        r.delete_version("a", VersionSelector::Number(1), false).unwrap();
+        r.delete_version("a", VersionSelector::Number(1), true).unwrap();
+        r.set_mode(Some("a"), Mode::Readonly).unwrap();
+        r.delete_mode("a").unwrap();
+        r.set_compatibility(None, Compatibility::Forward).unwrap();
+        *journal.view.lock().unwrap() = None;
+        let records = journal.records.lock().unwrap().clone();
+        let full = Registry::temporary().unwrap();
+        for (offset, (key, value)) in records.iter().enumerate() {
+            full.apply_record(offset as i64, key, value.as_deref()).unwrap();
+        }
+        let compacted = Registry::temporary().unwrap();
+        for (offset, (key, value)) in records.iter().enumerate() {
+            if records[offset + 1..].iter().all(|(later, _)| later != key) {
+                compacted.apply_record(offset as i64, key, value.as_deref()).unwrap();
+            }
+        }
+        assert_eq!(served(&full), served(&r));
+        assert_eq!(served(&compacted), served(&r));
+        assert_eq!(r.versions("a", true).unwrap(), [2]);
+    }
+
+    #[test]
+    fn ids_arriving_out_of_order_keep_the_lowest_for_an_identity_and_the_next_id_past_all() {
+        let view = Registry::temporary().unwrap();
+        let put = |offset: i64, change: Change| {
+            let (key, value) = change.encode();
+            view.apply_record(offset, &key, value.as_deref()).unwrap();
+        };
+        put(0, Change::Schema { id: 5, text: V1.into() });
+        put(1, Change::Schema { id: 2, text: V1_SPACED.into() });
+        put(2, Change::Version { subject: "s".into(), version: 1, id: 2, deleted: false });
+        // The same identity under two ids (only two writers at once could do it): a lookup
+        // finds the lowest, and a new id goes past every one seen.
+        assert_eq!(view.lookup("s", V1, false).unwrap().id, 2);
+        assert_eq!(view.tree.get(NEXT_ID).unwrap().map(|v| read_u32(&v).unwrap()), Some(6));
+        // A schema that is not Avro, and a record that is not a change, are skipped and
+        // counted as applied.
+        put(3, Change::Schema { id: 9, text: "not a schema".into() });
+        view.apply_record(4, b"garbage", None).unwrap();
+        assert!(matches!(view.schema_by_id(9), Err(RegistryError::SchemaNotFound(9))));
+        assert_eq!(view.log_offset().unwrap(), Some(5));
+        // A later record for an id replaces its text everywhere, identity index included.
+        put(5, Change::Schema { id: 5, text: V2.into() });
+        assert_eq!(view.schema_by_id(5).unwrap(), V2);
+        let v2_identity = canon_key(&identity(&parse(V2).unwrap(), V2));
+        assert_eq!(view.tree.get(v2_identity).unwrap().map(|v| read_u32(&v).unwrap()), Some(5));
+        // ... but not where the old text's identity points at a lower id, and a higher id
+        // with a known identity never takes it over.
+        assert_eq!(view.lookup("s", V1, false).unwrap().id, 2);
+        put(6, Change::Schema { id: 7, text: V1.into() });
+        assert_eq!(view.lookup("s", V1, false).unwrap().id, 2);
+    }
+
+    #[test]
+    fn a_view_decides_a_write_only_once_it_has_caught_up() {
+        struct Behind;
+        impl Journal for Behind {
+            fn catch_up(&self) -> Result<(), String> {
+                Err("the view applied up to offset 3 of 9".into())
+            }
+            fn append(&self, _: &[Change]) -> Result<(), String> {
+                Ok(())
+            }
+        }
+        let (_dir, r) = open();
+        let view = r.clone().with_journal(Arc::new(Behind));
+        for refused in [view.register("a", V1).map(|_| ()), view.delete_subject("a", false).map(|_| ())] {
+            assert!(matches!(&refused, Err(RegistryError::Log(m)) if m.contains("offset 3 of 9")), "{refused:?}");
+        }
+        assert!(r.subjects(true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_view_that_takes_no_writes_stores_nothing_when_its_journal_refuses() {
+        struct Refusing;
+        impl Journal for Refusing {
+            fn catch_up(&self) -> Result<(), String> {
+                Ok(())
+            }
+            fn append(&self, _: &[Change]) -> Result<(), String> {
+                Err("this process follows the topic and takes no writes".into())
+            }
+        }
+        let (_dir, r) = open();
+        r.register("a", V1).unwrap();
+        let view = r.clone().with_journal(Arc::new(Refusing));
+        // A schema the subject has is found without a write.
+        assert_eq!(view.register("a", V1).unwrap(), 1);
+        let refused = view.register("a", V2).unwrap_err();
+        assert!(matches!(&refused, RegistryError::Log(m) if m.contains("takes no writes")), "{refused}");
+        assert!(view.set_mode(None, Mode::Readonly).is_err());
+        assert_eq!(r.versions("a", false).unwrap(), [1]);
+        assert_eq!(r.global_mode().unwrap(), Mode::Readwrite);
+    }
+
+    /// A journal that records each change as the topic would carry it and applies it to the
+    /// view, as the Kafka journal does (the change lands in the view only from the record).
+    #[derive(Default)]
+    struct Recorder {
+        records: Mutex<Vec<(Vec<u8>, Option<Vec<u8>>)>>,
+        view: Mutex<Option<Registry>>,
+    }
+
+    impl Journal for Recorder {
+        fn catch_up(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn append(&self, changes: &[Change]) -> Result<(), String> {
+            let view = self.view.lock().unwrap().clone().ok_or("no view")?;
+            let mut records = self.records.lock().unwrap();
+            for change in changes {
+                let (key, value) = change.encode();
+                view.apply_record(records.len() as i64, &key, value.as_deref()).map_err(|e| e.to_string())?;
+                records.push((key, value));
+            }
+            Ok(())
+        }
+    }
+
     #[test]
     fn ids_are_stable_across_subjects_and_restarts() {
         let dir = tempfile::tempdir().unwrap();
