@@ -1182,9 +1182,12 @@ mod tests {
 
     /// A journal that records each change as the topic would carry it and applies it to the
     /// view, as the Kafka journal does (the change lands in the view only from the record).
+    /// A record of the registry's topic: key and value (none: a tombstone).
+    type Record = (Vec<u8>, Option<Vec<u8>>);
+
     #[derive(Default)]
     struct Recorder {
-        records: Mutex<Vec<(Vec<u8>, Option<Vec<u8>>)>>,
+        records: Mutex<Vec<Record>>,
         view: Mutex<Option<Registry>>,
     }
 
