@@ -275,10 +275,18 @@ fn follow(shared: &Shared, registry: &Registry, consumer: &BaseConsumer<LogConte
         // Everything already fetched is applied before one flush.
         while let Some(result) = polled {
             let outcome = result.map_err(|e| e.to_string()).and_then(|message| {
-                registry
+                let kept = registry
                     .apply_record(message.offset(), message.key().unwrap_or_default(), message.payload())
-                    .map(|()| message.offset() + 1)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                // A record that would have changed an id's or a version's meaning was
+                // skipped; the writer puts what the view kept back on the topic, so that the
+                // last record of the key (what compaction keeps) agrees with every view.
+                if let (Some(kept), Some(producer)) = (kept, &shared.producer) {
+                    if let Err(e) = produce(producer, &shared.runtime, std::slice::from_ref(&kept)) {
+                        tracing::error!(topic = TOPIC, error = %e, "registry view: what it kept could not be put back");
+                    }
+                }
+                Ok(message.offset() + 1)
             });
             match outcome {
                 Ok(offset) => next = Some(offset),

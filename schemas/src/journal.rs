@@ -142,8 +142,39 @@ impl Change {
         }
     }
 
-    /// The change a record stands for.
+    /// The change a record stands for, refusing what the registry never writes: an id or
+    /// version outside 1..=2^31-1, a level or mode Confluent does not name, a subject the
+    /// registry would refuse.
     pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Self, BadRecord> {
+        let change = Self::parse(key, value)?;
+        let number = |what: &str, n: u32| match (1..=crate::store::MAX_ID).contains(&n) {
+            true => Ok(()),
+            false => Err(BadRecord(format!("{what} {n} is outside 1..={}", crate::store::MAX_ID))),
+        };
+        let subject = |s: &str| crate::store::check_subject(s).map_err(|e| BadRecord(e.to_string()));
+        match &change {
+            Self::Schema { id, .. } => number("schema id", *id)?,
+            Self::Version { subject: s, version, id, .. } => {
+                subject(s)?;
+                number("version", *version)?;
+                number("schema id", *id)?;
+            }
+            Self::Purge { subject: s, version } => {
+                subject(s)?;
+                number("version", *version)?;
+            }
+            Self::Compatibility { level: Some(level), .. } if level.parse::<crate::Compatibility>().is_err() => {
+                return Err(BadRecord(format!("compatibility level {level:?}")))
+            }
+            Self::Mode { mode: Some(mode), .. } if mode.parse::<crate::Mode>().is_err() => {
+                return Err(BadRecord(format!("mode {mode:?}")))
+            }
+            _ => {}
+        }
+        Ok(change)
+    }
+
+    fn parse(key: &[u8], value: Option<&[u8]>) -> Result<Self, BadRecord> {
         let bad = |what: &str, e: serde_json::Error| BadRecord(format!("{what}: {e}"));
         let key: Key = serde_json::from_slice(key).map_err(|e| bad("key", e))?;
         Ok(match (key, value) {

@@ -30,10 +30,7 @@
 //! same id, in every subject, even after deletes); a subject's version numbers only grow;
 //! nothing is stored when a request is refused.
 
-use std::{
-    path::Path,
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::{path::Path, sync::Arc};
 
 use apache_avro::Schema;
 use serde::{Deserialize, Serialize};
@@ -238,7 +235,7 @@ pub struct Registry {
     db: sled::Db,
     /// Changes read, then write, several keys; one writer at a time keeps ids dense and
     /// versions gap-free.
-    write_lock: Arc<Mutex<()>>,
+    write_lock: Arc<parking_lot::Mutex<()>>,
     /// What else a new version must satisfy to be stored (the node's: a department record
     /// type must compile into a contract), so a schema that cannot be used is refused at
     /// push and never reaches an intake.
@@ -256,6 +253,8 @@ const NEXT_ID: &[u8] = b"meta/next_id";
 const IDENTITY: &[u8] = b"meta/identity";
 const IDENTITY_VERSION: &[u8] = b"3";
 const LOG_OFFSET: &[u8] = b"meta/log_offset";
+/// How long a write waits for the one before it.
+const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Registry {
     /// Opens (or creates) the registry under `dir`.
@@ -266,7 +265,8 @@ impl Registry {
     /// Uses the `registry` tree of an already open sled database.
     pub fn with_db(db: sled::Db) -> Result<Self, RegistryError> {
         let tree = db.open_tree("registry")?;
-        let registry = Self { tree, db, write_lock: Arc::new(Mutex::new(())), contract: None, journal: None };
+        let registry =
+            Self { tree, db, write_lock: Arc::new(parking_lot::Mutex::new(())), contract: None, journal: None };
         registry.reindex()?;
         Ok(registry)
     }
@@ -300,15 +300,39 @@ impl Registry {
     /// with it (one sled batch, so a crash cannot apply a record without its offset).
     /// A record this code cannot read is skipped with a warning: the view stays usable, and
     /// the writer never writes one.
-    pub fn apply_record(&self, offset: i64, key: &[u8], value: Option<&[u8]>) -> Result<(), RegistryError> {
+    ///
+    /// A record that would give a schema id another schema, or a version another schema id
+    /// (two writers at once, or a producer that is not the registry), is skipped too: an id
+    /// and a version never change meaning in a view. The change the view keeps instead is
+    /// returned, for the writer to put back on the topic (so that compaction, which keeps the
+    /// last record of a key, keeps the view's).
+    pub fn apply_record(&self, offset: i64, key: &[u8], value: Option<&[u8]>) -> Result<Option<Change>, RegistryError> {
         let mut batch = sled::Batch::default();
-        match Change::decode(key, value) {
+        let kept = match Change::decode(key, value) {
             Ok(change) => self.apply(&change, &mut batch)?,
-            Err(e) => tracing::warn!(offset, error = %e, "registry topic: a record is skipped"),
+            Err(e) => {
+                tracing::warn!(offset, error = %e, "registry topic: a record is skipped");
+                None
+            }
+        };
+        if let Some(kept) = &kept {
+            tracing::error!(
+                offset,
+                kept = ?kept.encode().0,
+                "registry topic: a record would change what an id or a version means (two registry writers, or a producer that is not the registry?); it is skipped"
+            );
         }
         batch.insert(LOG_OFFSET, &(offset + 1).to_be_bytes());
         self.tree.apply_batch(batch)?;
-        Ok(())
+        Ok(kept)
+    }
+
+    /// Takes the write lock, waiting at most as long as one write may take: a caller behind
+    /// a write that waits for an unreachable topic is answered, not queued for ever.
+    fn lock_writes(&self) -> Result<parking_lot::MutexGuard<'_, ()>, RegistryError> {
+        self.write_lock.try_lock_for(WRITE_WAIT).ok_or_else(|| {
+            RegistryError::Log(format!("another write has been in progress for {} s; retry", WRITE_WAIT.as_secs()))
+        })
     }
 
     /// Forgets which records of the topic were applied, so that the topic is read again
@@ -358,30 +382,20 @@ impl Registry {
     /// state of one key, whatever came before, so applying a compacted topic gives the same
     /// store as applying every record; only the identity index is derived, and it keeps the
     /// lowest id of an identity, whatever order the ids arrive in.
-    fn apply(&self, change: &Change, batch: &mut sled::Batch) -> Result<(), RegistryError> {
+    fn apply(&self, change: &Change, batch: &mut sled::Batch) -> Result<Option<Change>, RegistryError> {
         match change {
             Change::Schema { id, text } => {
                 let schema = match parse(text) {
                     Ok(schema) => schema,
                     Err(e) => {
                         tracing::warn!(id, error = %e, "registry topic: schema is not valid Avro; skipped");
-                        return Ok(());
+                        return Ok(None);
                     }
                 };
-                let previous = self.tree.get(id_key(*id))?;
-                if previous.as_deref() == Some(text.as_bytes()) {
-                    return Ok(());
-                }
-                if let Some(previous) = previous {
-                    // Only two writers at once could give one id two texts; the last wins
-                    // everywhere, and the old text's identity no longer points at it.
-                    let previous = String::from_utf8_lossy(&previous).into_owned();
-                    if let Ok(old) = parse(&previous) {
-                        let old_key = canon_key(&identity(&old, &previous));
-                        if self.tree.get(&old_key)?.map(|v| read_u32(&v)).transpose()? == Some(*id) {
-                            batch.remove(old_key);
-                        }
-                    }
+                if let Some(previous) = self.tree.get(id_key(*id))? {
+                    // An id keeps the schema it first had: the first record wins.
+                    return Ok((previous.as_ref() != text.as_bytes())
+                        .then(|| Change::Schema { id: *id, text: String::from_utf8_lossy(&previous).into_owned() }));
                 }
                 batch.insert(id_key(*id), text.as_bytes());
                 let canon = canon_key(&identity(&schema, text));
@@ -390,11 +404,25 @@ impl Registry {
                     _ => batch.insert(canon, &id.to_be_bytes()),
                 }
                 let next = self.tree.get(NEXT_ID)?.map(|v| read_u32(&v)).transpose()?.unwrap_or(1);
+                // Ids are at most i32::MAX (Confluent's ids are Java ints; decode refuses more).
                 if *id >= next {
-                    batch.insert(NEXT_ID, &(id + 1).to_be_bytes());
+                    batch.insert(NEXT_ID, &id.saturating_add(1).to_be_bytes());
                 }
             }
             Change::Version { subject, version, id, deleted } => {
+                // A version keeps its schema id until it is deleted for good: a soft delete
+                // changes only the flag.
+                if let Some(current) = self.tree.get(version_key(subject, *version))? {
+                    let (current_id, current_deleted) = read_version_value(&current)?;
+                    if current_id != *id {
+                        return Ok(Some(Change::Version {
+                            subject: subject.clone(),
+                            version: *version,
+                            id: current_id,
+                            deleted: current_deleted,
+                        }));
+                    }
+                }
                 batch.insert(version_key(subject, *version), version_value(*id, *deleted).as_slice())
             }
             Change::Purge { subject, version } => batch.remove(version_key(subject, *version)),
@@ -407,7 +435,7 @@ impl Registry {
                 None => batch.remove(subject_key("mode/", subject)),
             },
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Before a write decides anything: a view first applies whatever its topic holds.
@@ -458,11 +486,33 @@ impl Registry {
     /// journal returns once this view applied them), else in the tree as one batch.
     fn write(&self, changes: &[Change]) -> Result<(), RegistryError> {
         if let Some(journal) = &self.journal {
-            return journal.append(changes).map_err(RegistryError::Log);
+            journal.append(changes).map_err(RegistryError::Log)?;
+            // What was acknowledged must be what the view holds: a record another writer put
+            // first (two registry processes on one topic) kept the id or version, and this
+            // write did not happen.
+            for change in changes {
+                let held = match change {
+                    Change::Schema { id, text } => self.tree.get(id_key(*id))?.as_deref() == Some(text.as_bytes()),
+                    Change::Version { subject, version, id, deleted } => {
+                        self.tree.get(version_key(subject, *version))?.as_deref()
+                            == Some(version_value(*id, *deleted).as_slice())
+                    }
+                    _ => true,
+                };
+                if !held {
+                    return Err(RegistryError::Log(format!(
+                        "another writer of {} took what this change needed ({:?}); nothing was registered, retry",
+                        crate::journal::TOPIC,
+                        String::from_utf8_lossy(&change.encode().0)
+                    )));
+                }
+            }
+            return Ok(());
         }
         let mut batch = sled::Batch::default();
         for change in changes {
-            self.apply(change, &mut batch)?;
+            // Decided on this store under the write lock: nothing can be in the way.
+            let _ = self.apply(change, &mut batch)?;
         }
         self.commit(batch)
     }
@@ -476,7 +526,7 @@ impl Registry {
         check_subject(subject)?;
         let schema = parse(schema_text)?;
         let canonical = identity(&schema, schema_text);
-        let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self.lock_writes()?;
         self.catch_up()?;
         let known_id = self.tree.get(canon_key(&canonical))?.map(|v| read_u32(&v)).transpose()?;
         let entries = self.entries(subject)?;
@@ -513,11 +563,19 @@ impl Registry {
             Some(id) => id,
             None => {
                 let next = self.tree.get(NEXT_ID)?.map(|v| read_u32(&v)).transpose()?.unwrap_or(1);
+                if next > MAX_ID {
+                    return Err(RegistryError::InvalidSchema(format!(
+                        "no schema id is left (the highest is {MAX_ID})"
+                    )));
+                }
                 changes.push(Change::Schema { id: next, text: schema_text.to_owned() });
                 next
             }
         };
-        let version = entries.last().map_or(1, |e| e.version + 1);
+        let version = entries.last().map_or(1, |e| e.version.saturating_add(1));
+        if version > MAX_ID {
+            return Err(RegistryError::InvalidVersion(version.to_string()));
+        }
         changes.push(Change::Version { subject: subject.to_owned(), version, id, deleted: false });
         self.write(&changes)?;
         tracing::info!(subject, id, version, "schema registered");
@@ -649,7 +707,7 @@ impl Registry {
     /// Deletes every version of `subject`: soft first, then, with `permanent`, for good.
     /// Returns the versions deleted.
     pub fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<u32>, RegistryError> {
-        let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self.lock_writes()?;
         self.catch_up()?;
         let entries = self.entries(subject)?;
         if entries.is_empty() {
@@ -695,7 +753,7 @@ impl Registry {
         selector: VersionSelector,
         permanent: bool,
     ) -> Result<u32, RegistryError> {
-        let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self.lock_writes()?;
         self.catch_up()?;
         let entries = self.entries(subject)?;
         if entries.is_empty() || (!permanent && entries.iter().all(|e| e.deleted)) {
@@ -816,7 +874,7 @@ impl Registry {
             "cfg/" => Change::Compatibility { subject, level: value },
             _ => Change::Mode { subject, mode: value },
         };
-        let _guard = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self.lock_writes()?;
         self.write(&[change])
     }
 
@@ -847,7 +905,13 @@ impl Registry {
             let entries = self.entries(&subject)?;
             let latest = entries.iter().rev().find(|e| !e.deleted).map(|e| e.version);
             for entry in &entries {
-                out.push((subject.clone(), self.schema_by_id(entry.id)?, Some(entry.version) == latest));
+                // A version whose schema this view never got (a record not from the
+                // registry) says nothing about what a new version may be.
+                match self.schema_by_id(entry.id) {
+                    Ok(text) => out.push((subject.clone(), text, Some(entry.version) == latest)),
+                    Err(RegistryError::SchemaNotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(out)
@@ -897,6 +961,9 @@ pub fn check_subject(subject: &str) -> Result<(), RegistryError> {
     }
     Ok(())
 }
+
+/// The highest schema id and version number: Confluent's are Java ints.
+pub const MAX_ID: u32 = i32::MAX as u32;
 
 /// The longest subject name the registry stores.
 pub const MAX_SUBJECT_BYTES: usize = 255;
@@ -1001,6 +1068,8 @@ fn read_u32(bytes: &[u8]) -> Result<u32, RegistryError> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
 
     const V1: &str = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"}]}"#;
@@ -1126,16 +1195,42 @@ mod tests {
         view.apply_record(4, b"garbage", None).unwrap();
         assert!(matches!(view.schema_by_id(9), Err(RegistryError::SchemaNotFound(9))));
         assert_eq!(view.log_offset().unwrap(), Some(5));
-        // A later record for an id replaces its text everywhere, identity index included.
-        put(5, Change::Schema { id: 5, text: V2.into() });
-        assert_eq!(view.schema_by_id(5).unwrap(), V2);
+        // A later record giving an id another text is skipped, and the view says what it
+        // kept, for the writer to put back.
+        let (key, value) = Change::Schema { id: 5, text: V2.into() }.encode();
+        let kept = view.apply_record(5, &key, value.as_deref()).unwrap();
+        assert_eq!(kept, Some(Change::Schema { id: 5, text: V1.into() }));
+        assert_eq!(view.schema_by_id(5).unwrap(), V1);
         let v2_identity = canon_key(&identity(&parse(V2).unwrap(), V2));
-        assert_eq!(view.tree.get(v2_identity).unwrap().map(|v| read_u32(&v).unwrap()), Some(5));
-        // ... but not where the old text's identity points at a lower id, and a higher id
-        // with a known identity never takes it over.
-        assert_eq!(view.lookup("s", V1, false).unwrap().id, 2);
+        assert_eq!(view.tree.get(v2_identity).unwrap(), None);
+        // A higher id with a known identity never takes it over.
         put(6, Change::Schema { id: 7, text: V1.into() });
         assert_eq!(view.lookup("s", V1, false).unwrap().id, 2);
+        // A version keeps its id (a soft delete changes only the flag); a version record
+        // pointing at another id is skipped, and a record's numbers stay in Java's int range.
+        let (key, value) = Change::Version { subject: "s".into(), version: 1, id: 7, deleted: false }.encode();
+        assert_eq!(
+            view.apply_record(7, &key, value.as_deref()).unwrap(),
+            Some(Change::Version { subject: "s".into(), version: 1, id: 2, deleted: false })
+        );
+        put(8, Change::Version { subject: "s".into(), version: 1, id: 2, deleted: true });
+        assert_eq!(view.versions("s", true).unwrap(), [1]);
+        assert!(view.versions("s", false).is_err());
+        put(9, Change::Schema { id: u32::MAX, text: V2.into() });
+        put(10, Change::Version { subject: "s".into(), version: u32::MAX, id: 2, deleted: false });
+        assert_eq!(view.tree.get(NEXT_ID).unwrap().map(|v| read_u32(&v).unwrap()), Some(8));
+        assert_eq!(view.versions("s", true).unwrap(), [1]);
+        assert_eq!(view.log_offset().unwrap(), Some(11));
+    }
+
+    #[test]
+    fn a_version_whose_schema_never_came_does_not_block_registrations() {
+        let view = Registry::temporary().unwrap();
+        let (key, value) = Change::Version { subject: "ghost".into(), version: 1, id: 999, deleted: false }.encode();
+        view.apply_record(0, &key, value.as_deref()).unwrap();
+        let check: ContractCheck = Arc::new(|_: &str, _: &str, _: &[(String, String, bool)]| Ok(()));
+        let view = view.with_contract_check(check);
+        assert_eq!(view.register("a", V1).unwrap(), 1);
     }
 
     #[test]

@@ -191,3 +191,83 @@ async fn a_registry_whose_kafka_is_gone_answers_reads_and_refuses_writes_with_th
     broker.broker_up(1).unwrap();
     registry.shutdown().await.unwrap();
 }
+
+/// Records the registry did not write (a second writer, or anyone else producing to its
+/// topic) cannot change what an id or a version means, cannot stop the registry, and what the
+/// views kept is put back on the topic, so that compaction keeps it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_registry_did_not_write_change_no_ids_meaning_and_stop_nothing() {
+    use govex_bus::rdkafka::{
+        config::ClientConfig,
+        producer::{BaseProducer, BaseRecord, Producer},
+    };
+    let broker = std::sync::Arc::new(shared_broker());
+    let dir = tempfile::tempdir().unwrap();
+    let registry =
+        govex::node::start(process(dir.path(), broker.bootstrap_servers(), &[Component::Registry])).await.unwrap();
+    let url = format!("http://{}", registry.registry_addr.unwrap());
+    let original = r#"{"type":"record","name":"Mine","fields":[{"name":"a","type":"int"}]}"#;
+    let (status, answer) = register(&url, "mine", original).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["id"].as_u64().unwrap();
+
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", broker.bootstrap_servers()).create().unwrap();
+    let hijack = r#"{"type":"record","name":"Hijacked","fields":[{"name":"b","type":"string"}]}"#;
+    let records = [
+        (format!(r#"{{"kind":"schema","id":{id}}}"#), Some(json!({ "schema": hijack }).to_string())),
+        (r#"{"kind":"schema","id":4294967295}"#.to_owned(), Some(json!({ "schema": hijack }).to_string())),
+        (r#"{"kind":"version","subject":"mine","version":1}"#.to_owned(), Some(r#"{"id":999,"deleted":false}"#.into())),
+        (
+            r#"{"kind":"version","subject":"ghost","version":1}"#.to_owned(),
+            Some(r#"{"id":999,"deleted":false}"#.into()),
+        ),
+        (r#"{"kind":"mode","subject":""}"#.to_owned(), Some(r#"{"mode":"BOGUS"}"#.into())),
+    ];
+    for (key, value) in &records {
+        let mut record = BaseRecord::<String, String>::to(TOPIC).key(key).partition(0);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    // The registry still serves what it acknowledged, and takes the next push.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let next = loop {
+        let (status, answer) = register(&url, "theirs", r#"{"type":"record","name":"Theirs","fields":[]}"#).await;
+        if status == 200 {
+            break answer["id"].as_u64().unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "pushes stay refused: {status} {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(next, id + 1);
+    let http = reqwest::Client::new();
+    let by_id: Value = http.get(format!("{url}/schemas/ids/{id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(by_id["schema"], original);
+    let mine: Value = http.get(format!("{url}/subjects/mine/versions/1")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(mine["id"].as_u64(), Some(id), "{mine}");
+    let mode: Value = http.get(format!("{url}/mode")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(mode["mode"], "READWRITE");
+
+    // The last record of each hijacked key is the registry's again: compaction keeps it.
+    let bus =
+        govex_bus::Bus::on_embedded(&crate::support::bus_config(), broker.clone(), &govex_bus::Metrics::new()).unwrap();
+    let mut last: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    let mut read = bus.read_to_end(TOPIC, &Default::default()).await.unwrap();
+    while let Some(message) = read.recv().await {
+        use govex_bus::record::Message;
+        let message = message.unwrap();
+        last.insert(message.key().unwrap_or_default().to_vec(), message.payload().map(<[u8]>::to_vec));
+    }
+    let value_of =
+        |key: &str| last.get(key.as_bytes()).cloned().flatten().map(|v| serde_json::from_slice::<Value>(&v).unwrap());
+    assert_eq!(value_of(&format!(r#"{{"kind":"schema","id":{id}}}"#)), Some(json!({ "schema": original })));
+    assert_eq!(
+        value_of(r#"{"kind":"version","subject":"mine","version":1}"#),
+        Some(json!({ "id": id, "deleted": false }))
+    );
+    registry.shutdown().await.unwrap();
+}

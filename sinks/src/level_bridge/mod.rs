@@ -303,11 +303,13 @@ impl Bridge {
         };
         let local = match self.registry.register(&format!("{topic}-value"), &text).await {
             Ok(local) => local,
-            Err(RegistryClientError::Unavailable { .. } | RegistryClientError::Failed { .. }) => {
+            Err(e @ (RegistryClientError::Unavailable { .. } | RegistryClientError::Failed { .. })) => {
+                // Retried: a registry that is down, or (in a process that only follows the
+                // registry's topic) a schema a steward has yet to push here, may take it later.
                 return Err(HandlerError::Retry(format!(
-                    "this node's registry did not take schema {id} of {}",
+                    "this node's registry did not take schema {id} of {} yet: {e}",
                     link.remote
-                )))
+                )));
             }
             Err(e) => {
                 return Err(dead_letter(
