@@ -98,7 +98,17 @@ impl SchemaLog {
             |e: govex_schemas::RegistryError| BusError::CreateTopic { topic: TOPIC.into(), error: e.to_string() };
         if let Some(producer) = &producer {
             let state = registry.state().map_err(storage)?;
-            let behind = registry.log_offset().map_err(storage)?.is_none_or(|applied| applied > high);
+            let applied = registry.log_offset().map_err(storage)?;
+            // Another topic under the same name (deleted and filled again) may hold as many
+            // records: the last record this view applied must be where it was.
+            let replaced = match (applied, registry.last_record().map_err(storage)?) {
+                (Some(applied), Some(last)) if applied > 0 && applied <= high => {
+                    let config = client(ClientRole::Admin);
+                    tokio::task::spawn_blocking(move || !still_there(config, applied - 1, &last)).await.unwrap_or(false)
+                }
+                _ => false,
+            };
+            let behind = replaced || applied.is_none_or(|applied| applied > high);
             if !state.is_empty() && behind {
                 tracing::warn!(
                     topic = TOPIC,
@@ -264,6 +274,31 @@ fn produce(
         }
     }
     Ok(last)
+}
+
+/// Whether the topic still holds `last` at `offset`. A record compacted away (a later one
+/// has its key) or one that cannot be read in time counts as there: only a different record
+/// at that very offset says the topic is another one.
+fn still_there(mut config: rdkafka::ClientConfig, offset: i64, last: &(Vec<u8>, Option<Vec<u8>>)) -> bool {
+    config.set("group.id", "govex-registry-view").set("enable.auto.commit", "false");
+    let Ok(consumer) = config.create_with_context::<_, BaseConsumer<LogContext>>(LogContext) else { return true };
+    let mut assignment = TopicPartitionList::new();
+    if assignment.add_partition_offset(TOPIC, 0, Offset::Offset(offset)).is_err()
+        || consumer.assign(&assignment).is_err()
+    {
+        return true;
+    }
+    let deadline = Instant::now() + BOUND;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) if message.offset() == offset => {
+                return message.key().unwrap_or_default() == last.0.as_slice() && message.payload() == last.1.as_deref()
+            }
+            Some(Ok(_)) => return true,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Applies every record of the topic to the view, in order, until stopped.

@@ -253,6 +253,7 @@ const NEXT_ID: &[u8] = b"meta/next_id";
 const IDENTITY: &[u8] = b"meta/identity";
 const IDENTITY_VERSION: &[u8] = b"3";
 const LOG_OFFSET: &[u8] = b"meta/log_offset";
+const LOG_LAST: &[u8] = b"meta/log_last";
 /// How long a write waits for the one before it.
 const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -323,8 +324,15 @@ impl Registry {
             );
         }
         batch.insert(LOG_OFFSET, &(offset + 1).to_be_bytes());
+        batch.insert(LOG_LAST, encode_record(key, value));
         self.tree.apply_batch(batch)?;
         Ok(kept)
+    }
+
+    /// The last record this view applied (key, value), to tell its topic from another one
+    /// with as many records (a topic deleted and filled again).
+    pub fn last_record(&self) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, RegistryError> {
+        self.tree.get(LOG_LAST)?.map(|bytes| decode_record(&bytes)).transpose()
     }
 
     /// Takes the write lock, waiting at most as long as one write may take: a caller behind
@@ -338,7 +346,10 @@ impl Registry {
     /// Forgets which records of the topic were applied, so that the topic is read again
     /// from its start (after the writer wrote the whole state to a topic that lost it).
     pub fn reset_log_offset(&self) -> Result<(), RegistryError> {
-        self.tree.remove(LOG_OFFSET)?;
+        let mut batch = sled::Batch::default();
+        batch.remove(LOG_OFFSET);
+        batch.remove(LOG_LAST);
+        self.tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -1060,6 +1071,33 @@ fn split_version_key(key: &[u8]) -> Result<(String, u32), RegistryError> {
     Ok((subject, read_u32(&version[1..])?))
 }
 
+/// A record as `meta/log_last` keeps it: the key's length (u32 BE), the key, then 1 and the
+/// value, or 0 for a tombstone.
+fn encode_record(key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
+    let mut out = (key.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(key);
+    match value {
+        Some(value) => {
+            out.push(1);
+            out.extend_from_slice(value);
+        }
+        None => out.push(0),
+    }
+    out
+}
+
+#[allow(clippy::type_complexity)]
+fn decode_record(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), RegistryError> {
+    let corrupt = || RegistryError::Corrupt("the last applied record".into());
+    let length = read_u32(bytes.get(..4).ok_or_else(corrupt)?)? as usize;
+    let key = bytes.get(4..4 + length).ok_or_else(corrupt)?.to_vec();
+    match bytes.get(4 + length) {
+        Some(1) => Ok((key, Some(bytes[5 + length..].to_vec()))),
+        Some(0) => Ok((key, None)),
+        _ => Err(corrupt()),
+    }
+}
+
 fn read_u32(bytes: &[u8]) -> Result<u32, RegistryError> {
     let array: [u8; 4] =
         bytes.try_into().map_err(|_| RegistryError::Corrupt(format!("expected 4 bytes, found {}", bytes.len())))?;
@@ -1137,10 +1175,15 @@ mod tests {
         }
         assert_eq!(served(&view), served(&r));
         assert_eq!(view.log_offset().unwrap(), Some(r.state().unwrap().len() as i64));
+        let last = r.state().unwrap().last().unwrap().encode();
+        assert_eq!(view.last_record().unwrap(), Some(last));
         // The purged subject's schema keeps its id: an id never loses its meaning.
         assert_eq!(view.schema_by_id(4).unwrap(), r#"{"type":"long"}"#);
         view.reset_log_offset().unwrap();
         assert_eq!(view.log_offset().unwrap(), None);
+        assert_eq!(view.last_record().unwrap(), None);
+        view.apply_record(0, b"k", None).unwrap();
+        assert_eq!(view.last_record().unwrap(), Some((b"k".to_vec(), None)));
     }
 
     #[test]

@@ -271,3 +271,53 @@ async fn records_the_registry_did_not_write_change_no_ids_meaning_and_stop_nothi
     );
     registry.shutdown().await.unwrap();
 }
+
+/// A registry started on a topic that is not the one it read (deleted and filled again with
+/// more records than it had applied) tells them apart by its last record, writes its state
+/// back, and a process following the new topic sees every schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_on_a_replaced_topic_writes_its_state_back() {
+    use govex_bus::rdkafka::{
+        config::ClientConfig,
+        producer::{BaseProducer, BaseRecord, Producer},
+    };
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let first = shared_broker();
+    let registry =
+        govex::node::start(process(dirs[0].path(), first.bootstrap_servers(), &[Component::Registry])).await.unwrap();
+    let url = format!("http://{}", registry.registry_addr.unwrap());
+    let (status, answer) = register(&url, SUBJECT, &with_fields(&[REMARK])).await;
+    assert_eq!(status, 200, "{answer}");
+    let before = contents(&url).await;
+    let applied = crate::support::records_in_topic(first.bootstrap_servers(), TOPIC, 1);
+    registry.shutdown().await.unwrap();
+    drop(first);
+
+    // Another cluster, whose topic of that name holds more records than were applied, none
+    // of them the registry's.
+    let second = shared_broker();
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", second.bootstrap_servers()).create().unwrap();
+    for n in 0..applied + 10 {
+        let key = format!(r#"{{"kind":"compatibility","subject":"junk{n}"}}"#);
+        let record = BaseRecord::<String, str>::to(TOPIC).key(&key).payload(r#"{"compatibilityLevel":"NONE"}"#);
+        producer.send(record.partition(0)).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let mut config = process(dirs[0].path(), second.bootstrap_servers(), &[Component::Registry]);
+    config.listen.registry = SocketAddr::from(([127, 0, 0, 1], 0));
+    let registry = govex::node::start(config).await.unwrap();
+    let url = format!("http://{}", registry.registry_addr.unwrap());
+    let (ids, subjects) = contents(&url).await;
+    assert_eq!(ids, before.0);
+    assert!(before.1.iter().all(|(s, v)| subjects.get(s) == Some(v)), "{subjects:?}");
+
+    // A follower on the new cluster takes the pushed version live.
+    let intake =
+        govex::node::start(process(dirs[1].path(), second.bootstrap_servers(), &[Component::Intake])).await.unwrap();
+    let mut record = govex_adapters::samples::sample("housing", "contract-filing", 2).unwrap();
+    record["remark"] = json!("换到新集群");
+    until_status(&format!("http://{}", intake.api_addr().unwrap()), &record, 202).await;
+    intake.shutdown().await.unwrap();
+    registry.shutdown().await.unwrap();
+}
