@@ -279,7 +279,7 @@ fn produce(
 /// Whether the topic still holds `last` at `offset`. A record compacted away (a later one
 /// has its key) or one that cannot be read in time counts as there: only a different record
 /// at that very offset says the topic is another one.
-fn still_there(mut config: rdkafka::ClientConfig, offset: i64, last: &(Vec<u8>, Option<Vec<u8>>)) -> bool {
+fn still_there(mut config: rdkafka::ClientConfig, offset: i64, last: &govex_schemas::journal::Record) -> bool {
     config.set("group.id", "govex-registry-view").set("enable.auto.commit", "false");
     let Ok(consumer) = config.create_with_context::<_, BaseConsumer<LogContext>>(LogContext) else { return true };
     let mut assignment = TopicPartitionList::new();

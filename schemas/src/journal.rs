@@ -28,6 +28,9 @@ use serde::{Deserialize, Serialize};
 /// The registry's topic: one partition, compacted, kept for ever.
 pub const TOPIC: &str = "gov.registry.schemas.v1";
 
+/// A record of the registry's topic as bytes: its key, and its value (`None`: a tombstone).
+pub type Record = (Vec<u8>, Option<Vec<u8>>);
+
 /// One change to the registry's state; one record of its topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -115,7 +118,7 @@ pub struct BadRecord(String);
 
 impl Change {
     /// The record's key and value (`None`: a tombstone).
-    pub fn encode(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+    pub fn encode(&self) -> Record {
         fn json<T: Serialize>(value: &T) -> Vec<u8> {
             // Plain structs of strings and numbers: serializing them cannot fail.
             serde_json::to_vec(value).expect("plain structs serialize")

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     compat::{self, Compatibility},
-    journal::{Change, Journal},
+    journal::{Change, Journal, Record},
 };
 
 /// Errors of the registry. Each maps to one Confluent status and error code in
@@ -331,7 +331,7 @@ impl Registry {
 
     /// The last record this view applied (key, value), to tell its topic from another one
     /// with as many records (a topic deleted and filled again).
-    pub fn last_record(&self) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, RegistryError> {
+    pub fn last_record(&self) -> Result<Option<Record>, RegistryError> {
         self.tree.get(LOG_LAST)?.map(|bytes| decode_record(&bytes)).transpose()
     }
 
@@ -1086,8 +1086,7 @@ fn encode_record(key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
     out
 }
 
-#[allow(clippy::type_complexity)]
-fn decode_record(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), RegistryError> {
+fn decode_record(bytes: &[u8]) -> Result<Record, RegistryError> {
     let corrupt = || RegistryError::Corrupt("the last applied record".into());
     let length = read_u32(bytes.get(..4).ok_or_else(corrupt)?)? as usize;
     let key = bytes.get(4..4 + length).ok_or_else(corrupt)?.to_vec();
@@ -1320,9 +1319,6 @@ mod tests {
 
     /// A journal that records each change as the topic would carry it and applies it to the
     /// view, as the Kafka journal does (the change lands in the view only from the record).
-    /// A record of the registry's topic: key and value (none: a tombstone).
-    type Record = (Vec<u8>, Option<Vec<u8>>);
-
     #[derive(Default)]
     struct Recorder {
         records: Mutex<Vec<Record>>,
