@@ -234,6 +234,14 @@ pub fn plan(config: &NodeConfig) -> Result<Plan> {
             "invalid configuration: components includes registry, but registry.url points at another registry; \
              run the registry here or use that one, not both"
         ),
+        (_, false) if config.registry.writer_url.is_some() => bail!(
+            "invalid configuration: registry.writer_url makes this process's registry a read replica, but components \
+             does not include registry"
+        ),
+        (None, true) if config.registry.writer_url.is_some() && config.bus.brokers.is_none() => bail!(
+            "invalid configuration: a read replica (registry.writer_url) follows the registry's topic on a shared \
+             cluster: set bus.brokers (the embedded bus is this process's own)"
+        ),
         // No registry here and none named: this process follows the registry's topic on a
         // cluster it shares with the registry component, which only a real cluster can be.
         (None, false) if config.bus.brokers.is_none() => bail!(
@@ -456,8 +464,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         (None, true) => Some(ops::bind("schema registry", config.listen.registry).await?),
         _ => None,
     };
-    let registry_store = match (&registry_url, runs(Component::Registry)) {
-        (None, true) => Some(open_registry(config.data_dir.join("registry"))?),
+    // A read replica keeps its view in memory: the topic is its data, the writer's volume the
+    // only one.
+    let registry_store = match (&registry_url, runs(Component::Registry), &config.registry.writer_url) {
+        (None, true, None) => Some(open_registry(config.data_dir.join("registry"))?),
         _ => None,
     };
 
@@ -477,6 +487,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         (None, store) => {
             let (store, role) = match store {
                 Some(store) => (store, SchemaLogRole::Writer),
+                // A process with no registry component, or a read replica: a view of the
+                // topic that takes no writes of its own.
                 None => (
                     Registry::temporary().context("an in-memory registry view cannot be made")?,
                     SchemaLogRole::Follower,
@@ -726,6 +738,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let stop = Stop { stop: background.clone(), cut: cut.clone() };
     background_tasks.spawn(serve(ops_listener, None, ops_router, limits, stop, connections));
     let registry_addr = match (registry_listener, registry.local_store()) {
+        // A read replica serves its view too.
         (Some(listener), Some(store)) => {
             let addr = listener.local_addr()?;
             let access = Arc::new(RegistryAccess {
@@ -734,8 +747,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
                 read_access: config.registry.read_access,
             });
             // The document is open to read, whatever the registry's access rules.
-            let router =
-                govex_schemas::http::router(store, access).route("/openapi.json", openapi::route(openapi::REGISTRY));
+            let mut router = govex_schemas::http::router(store.clone(), access)
+                .route("/openapi.json", openapi::route(openapi::REGISTRY));
+            if let Some(writer) = &config.registry.writer_url {
+                router = router.layer(axum::middleware::from_fn_with_state(
+                    Arc::new(forward::Writer::new(writer, store.clone())),
+                    forward::writes_to_the_writer,
+                ));
+            }
             let router = with_route_list(router, openapi::routes(openapi::REGISTRY));
             let connections = background_tasks.clone();
             let stop = Stop { stop: background.clone(), cut: cut.clone() };
@@ -914,4 +933,120 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     node.print_endpoints();
     shutdown.await;
     node.shutdown().await
+}
+
+/// A read replica's forwarding of registry writes to the writer, as Confluent's followers
+/// forward to their leader: the caller's method, path, query, token and body, the writer's
+/// answer unchanged. Reads (and the POSTs that only read: a lookup, a compatibility test) are
+/// served from the replica's own view.
+mod forward {
+    use std::time::Duration;
+
+    use axum::{
+        body::{to_bytes, Body},
+        extract::{Request, State},
+        http::{header, Method, StatusCode},
+        middleware::Next,
+        response::{IntoResponse, Response},
+    };
+
+    /// The largest body forwarded: a schema, with room to spare.
+    const MAX_BODY: usize = 4 * 1024 * 1024;
+
+    pub struct Writer {
+        base: String,
+        client: reqwest::Client,
+        /// This replica's view, which a forwarded write waits for before it is answered.
+        view: govex_schemas::Registry,
+    }
+
+    impl Writer {
+        pub fn new(base: &str, view: govex_schemas::Registry) -> Self {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default();
+            Self { base: base.trim_end_matches('/').to_owned(), client, view }
+        }
+    }
+
+    /// Whether a request changes the registry.
+    fn is_write(method: &Method, path: &str) -> bool {
+        match *method {
+            Method::PUT | Method::DELETE => true,
+            Method::POST => path.starts_with("/subjects/") && path.ends_with("/versions"),
+            _ => false,
+        }
+    }
+
+    fn failed(message: String) -> Response {
+        let body = serde_json::json!({ "error_code": 50003, "message": message }).to_string();
+        (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, govex_schemas::http::CONTENT_TYPE)], body)
+            .into_response()
+    }
+
+    pub async fn writes_to_the_writer(
+        State(writer): State<std::sync::Arc<Writer>>,
+        request: Request,
+        next: Next,
+    ) -> Response {
+        if !is_write(request.method(), request.uri().path()) {
+            return next.run(request).await;
+        }
+        let (parts, body) = request.into_parts();
+        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let Ok(body) = to_bytes(body, MAX_BODY).await else {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large").into_response();
+        };
+        let Ok(method) = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()) else {
+            return failed("the method cannot be forwarded".into());
+        };
+        let mut forwarded = writer.client.request(method, format!("{}{path_and_query}", writer.base)).body(body);
+        for name in [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT] {
+            if let Some(value) = parts.headers.get(&name).and_then(|v| v.to_str().ok()) {
+                forwarded = forwarded.header(name.as_str(), value);
+            }
+        }
+        let answer = match forwarded.send().await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(writer = %writer.base, error = %e, "a registry write could not be forwarded to the writer");
+                return failed(format!("error while forwarding the request to the registry's writer: {e}"));
+            }
+        };
+        let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let content_type = answer
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(govex_schemas::http::CONTENT_TYPE)
+            .to_owned();
+        if status.is_success() {
+            // Read-your-writes on this replica: its view takes the write before the answer.
+            let view = writer.view.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || view.caught_up()).await {
+                tracing::warn!(error = %e, "a forwarded write is answered before this replica's view has it");
+            }
+        }
+        match answer.bytes().await {
+            Ok(bytes) => (status, [(header::CONTENT_TYPE, content_type)], Body::from(bytes)).into_response(),
+            Err(e) => failed(format!("the registry's writer's answer could not be read: {e}")),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn writes_are_told_from_reads_that_post() {
+            assert!(is_write(&Method::POST, "/subjects/a-value/versions"));
+            assert!(is_write(&Method::PUT, "/config"));
+            assert!(is_write(&Method::DELETE, "/subjects/a-value"));
+            assert!(!is_write(&Method::POST, "/subjects/a-value"));
+            assert!(!is_write(&Method::POST, "/compatibility/subjects/a-value/versions"));
+            assert!(!is_write(&Method::GET, "/subjects/a-value/versions"));
+        }
+    }
 }

@@ -528,6 +528,11 @@ pub struct RegistryConfig {
     /// that wants mutual TLS, this process's certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<RegistryTlsConfig>,
+    /// Makes this process's registry a read replica: it serves the registry's API from its
+    /// own view of the registry's topic and forwards every write to the registry at this
+    /// URL (the one writer). Absent: this process's registry is the writer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_url: Option<String>,
 }
 
 /// TLS of this process towards an external registry.
@@ -551,7 +556,7 @@ fn default_true() -> bool {
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        Self { url: None, token: None, http_writes: true, read_access: ReadAccess::Open, tls: None }
+        Self { url: None, token: None, http_writes: true, read_access: ReadAccess::Open, tls: None, writer_url: None }
     }
 }
 

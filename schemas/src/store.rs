@@ -449,6 +449,13 @@ impl Registry {
         Ok(None)
     }
 
+    /// Waits (up to the journal's bound) until this view has applied everything its topic
+    /// holds now: a read replica answers a write it forwarded only then, so that the caller
+    /// reads its write there.
+    pub fn caught_up(&self) -> Result<(), RegistryError> {
+        self.catch_up()
+    }
+
     /// Before a write decides anything: a view first applies whatever its topic holds.
     fn catch_up(&self) -> Result<(), RegistryError> {
         match &self.journal {

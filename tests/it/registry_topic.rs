@@ -321,3 +321,57 @@ async fn a_registry_on_a_replaced_topic_writes_its_state_back() {
     intake.shutdown().await.unwrap();
     registry.shutdown().await.unwrap();
 }
+
+/// Several registry replicas serve: a read replica answers from its own view of the topic
+/// and forwards writes to the writer, answering them once its view has them; with the
+/// writer gone it still serves reads, and a write says where forwarding failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_replica_serves_its_view_and_forwards_writes_to_the_writer() {
+    let broker = shared_broker();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let writer =
+        govex::node::start(process(dirs[0].path(), broker.bootstrap_servers(), &[Component::Registry])).await.unwrap();
+    let writer_url = format!("http://{}", writer.registry_addr.unwrap());
+    let mut config = process(dirs[1].path(), broker.bootstrap_servers(), &[Component::Registry]);
+    config.registry.writer_url = Some(writer_url.clone());
+    let replica = govex::node::start(config).await.unwrap();
+    let replica_url = format!("http://{}", replica.registry_addr.unwrap());
+    assert!(!dirs[1].path().join("registry").exists(), "a read replica keeps no registry store on disk");
+    assert_eq!(contents(&replica_url).await, contents(&writer_url).await);
+
+    // A push through the replica is the writer's, and readable on the replica at once.
+    let (status, answer) = register(&replica_url, SUBJECT, &with_fields(&[REMARK])).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["id"].as_u64().unwrap();
+    let http = reqwest::Client::new();
+    for url in [&replica_url, &writer_url] {
+        let latest: Value =
+            http.get(format!("{url}/subjects/{SUBJECT}/versions/latest")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(latest["id"].as_u64(), Some(id), "{url}: {latest}");
+    }
+    // The writer decides: an incompatible push through the replica is refused with its rule,
+    // and one without a steward's token is refused by the writer's access rule.
+    let breaking = with_fields(&[r#"{"name": "floor", "type": "int"}"#]);
+    let (status, answer) = register(&replica_url, SUBJECT, &breaking).await;
+    assert_eq!((status, answer["error_code"].as_u64()), (409, Some(409)), "{answer}");
+    let anonymous = http
+        .post(format!("{replica_url}/subjects/{SUBJECT}/versions"))
+        .json(&json!({ "schema": breaking }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+
+    writer.shutdown().await.unwrap();
+    let versions: Value =
+        http.get(format!("{replica_url}/subjects/{SUBJECT}/versions")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(versions, json!([1, 2]));
+    let (status, answer) = register(
+        &replica_url,
+        SUBJECT,
+        &with_fields(&[REMARK, r#"{"name": "x", "type": ["null", "string"], "default": null}"#]),
+    )
+    .await;
+    assert_eq!((status, answer["error_code"].as_u64()), (503, Some(50003)), "{answer}");
+    replica.shutdown().await.unwrap();
+}
