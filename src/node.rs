@@ -400,9 +400,20 @@ impl Plan {
         let names: Vec<&str> = self.components.iter().map(|c| c.name()).collect();
         let registry = match &self.registry_url {
             Some(url) => url.clone(),
-            None if self.components.contains(&Component::Registry) => {
-                format!("served here on {}, kept in topic {}", config.listen.registry, govex_schemas::journal::TOPIC)
-            }
+            None if self.components.contains(&Component::Registry) => match &config.registry.writer_url {
+                Some(writer) => format!(
+                    "read replica served here on {}, following topic {}; writes forwarded to {writer}",
+                    config.listen.registry,
+                    govex_schemas::journal::TOPIC
+                ),
+                None => {
+                    format!(
+                        "served here on {}, kept in topic {}",
+                        config.listen.registry,
+                        govex_schemas::journal::TOPIC
+                    )
+                }
+            },
             None => format!("followed in topic {}", govex_schemas::journal::TOPIC),
         };
         let links = match (self.links.is_empty(), config.division.parent()) {

@@ -65,8 +65,10 @@ def main(rendered, govex):
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         components = set(env["GOVEX_COMPONENTS"].split(","))
         claims = [c["metadata"]["name"] for c in workload["spec"].get("volumeClaimTemplates", [])]
-        if components & STATEFUL and (workload["kind"] != "StatefulSet" or "data" not in claims):
-            fail(f"{name}: runs {sorted(components & STATEFUL)} without a volume claim for sled")
+        # A registry read replica keeps its view in memory: the topic is its data.
+        stateful = components & STATEFUL - ({"registry"} if "GOVEX_REGISTRY__WRITER_URL" in env else set())
+        if stateful and (workload["kind"] != "StatefulSet" or "data" not in claims):
+            fail(f"{name}: runs {sorted(stateful)} without a volume claim for sled")
 
         # Every file the config names must be on a volume the container mounts.
         mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/govex/node.toml")

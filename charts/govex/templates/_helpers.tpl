@@ -145,6 +145,10 @@ containers:
         value: {{ .components | quote }}
       {{- /* With govex's own registry the other pods name none: they follow its topic on
       the cluster, so their readiness does not hang on the registry pod. */}}
+      {{- with .writerUrl }}
+      - name: GOVEX_REGISTRY__WRITER_URL
+        value: {{ . | quote }}
+      {{- end }}
       {{- if and .registryUrl $v.schemaRegistry.url }}
       - name: GOVEX_REGISTRY__URL
         value: {{ include "govex.registryUrl" $root | quote }}
@@ -332,6 +336,10 @@ affinity:
 {{- define "govex.podMetadata" -}}
 labels:
   {{- include "govex.selectorLabels" . | nindent 2 }}
+  {{- if has .component (list "registry" "registry-read") }}
+  {{- /* The registry's Service selects the writer and its read replicas by this. */}}
+  govex.io/registry-api: "true"
+  {{- end }}
   {{- with .root.Values.podLabels }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
