@@ -8,10 +8,12 @@
 //! push sees the push. Every other process (an intake, a sink) follows the same topic into a
 //! view of its own and takes no writes.
 //!
-//! A writer whose view holds more than the topic (the embedded bus keeps nothing across a
-//! restart; a topic deleted by mistake) first writes its whole state back to the topic, then
-//! reads the topic from the start; a view that lost its volume reads it from the start. Either
-//! way the topic and the view end up holding the same registry, with the same ids.
+//! A writer whose view holds more than an empty topic (the embedded bus keeps nothing across
+//! a restart; a topic deleted by mistake) first writes its whole state back to the topic,
+//! then reads the topic from the start; a view that lost its volume reads it from the start.
+//! Either way the topic and the view end up holding the same registry, with the same ids. A
+//! writer whose topic holds records it did not read (another topic of that name) does not
+//! start: which registry is right is an operator's call, and the error says how to make it.
 
 use std::{
     sync::{
@@ -109,6 +111,21 @@ impl SchemaLog {
                 _ => false,
             };
             let behind = replaced || applied.is_none_or(|applied| applied > high);
+            if !state.is_empty() && behind && high > 0 {
+                // Views that read this topic apply its records first (the first record of a
+                // key wins): writing this registry's state after them would give its ids
+                // other meanings than theirs. An operator decides which registry is right.
+                return Err(BusError::CreateTopic {
+                    topic: TOPIC.into(),
+                    error: format!(
+                        "it holds {high} records this registry did not read (its store applied {} of them{}); \
+                         to go by the topic, move the registry's store (<data_dir>/registry) away and start again; \
+                         to go by this registry, delete the topic and start again, and the registry writes its state back",
+                        applied.map_or("none".to_owned(), |a| a.to_string()),
+                        if replaced { ", and its last record is not where it was" } else { "" }
+                    ),
+                });
+            }
             if !state.is_empty() && behind {
                 tracing::warn!(
                     topic = TOPIC,
@@ -304,6 +321,9 @@ fn still_there(mut config: rdkafka::ClientConfig, offset: i64, last: &govex_sche
 /// Applies every record of the topic to the view, in order, until stopped.
 fn follow(shared: &Shared, registry: &Registry, consumer: &BaseConsumer<LogContext>) {
     let mut last_error_logged: Option<Instant> = None;
+    // Each key is put back once per run: two writers on one topic (a mistake the views log)
+    // would otherwise put their records back after each other's for ever.
+    let mut put_back: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let mut next = None;
         let mut polled = consumer.poll(Duration::from_millis(100));
@@ -317,7 +337,12 @@ fn follow(shared: &Shared, registry: &Registry, consumer: &BaseConsumer<LogConte
                 // skipped; the writer puts what the view kept back on the topic, so that the
                 // last record of the key (what compaction keeps) agrees with every view.
                 if let (Some(kept), Some(producer)) = (kept, &shared.producer) {
-                    if let Err(e) = produce(producer, &shared.runtime, std::slice::from_ref(&kept)) {
+                    if !put_back.insert(kept.encode().0) {
+                        tracing::error!(
+                            topic = TOPIC,
+                            "registry view: a key is contested again; is a second registry writing this topic?"
+                        );
+                    } else if let Err(e) = produce(producer, &shared.runtime, std::slice::from_ref(&kept)) {
                         tracing::error!(topic = TOPIC, error = %e, "registry view: what it kept could not be put back");
                     }
                 }

@@ -150,6 +150,11 @@ impl Change {
     /// registry would refuse.
     pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Self, BadRecord> {
         let change = Self::parse(key, value)?;
+        // Compaction tells keys apart by their bytes: a key spelled otherwise (members in
+        // another order, spaces, escapes) would outlive the registry's record of the same key.
+        if change.encode().0 != key {
+            return Err(BadRecord("the key is not spelled as the registry spells it".into()));
+        }
         let number = |what: &str, n: u32| match (1..=crate::store::MAX_ID).contains(&n) {
             true => Ok(()),
             false => Err(BadRecord(format!("{what} {n} is outside 1..={}", crate::store::MAX_ID))),

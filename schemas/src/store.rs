@@ -408,6 +408,13 @@ impl Registry {
                     return Ok((previous.as_ref() != text.as_bytes())
                         .then(|| Change::Schema { id: *id, text: String::from_utf8_lossy(&previous).into_owned() }));
                 }
+                // The writer hands out ids one after another: an id far past the next one is
+                // not the registry's, and would use up the ids left.
+                let next = self.tree.get(NEXT_ID)?.map(|v| read_u32(&v)).transpose()?.unwrap_or(1);
+                if *id > next.saturating_add(MAX_ID_GAP) {
+                    tracing::warn!(id, next, "registry topic: a schema id far past the next one is skipped");
+                    return Ok(None);
+                }
                 batch.insert(id_key(*id), text.as_bytes());
                 let canon = canon_key(&identity(&schema, text));
                 match self.tree.get(&canon)?.map(|v| read_u32(&v)).transpose()? {
@@ -436,7 +443,16 @@ impl Registry {
                 }
                 batch.insert(version_key(subject, *version), version_value(*id, *deleted).as_slice())
             }
-            Change::Purge { subject, version } => batch.remove(version_key(subject, *version)),
+            Change::Purge { subject, version } => {
+                // The registry deletes a version for good only once it is soft-deleted.
+                if let Some(current) = self.tree.get(version_key(subject, *version))? {
+                    let (id, deleted) = read_version_value(&current)?;
+                    if !deleted {
+                        return Ok(Some(Change::Version { subject: subject.clone(), version: *version, id, deleted }));
+                    }
+                }
+                batch.remove(version_key(subject, *version))
+            }
             Change::Compatibility { subject, level } => match level {
                 Some(level) => batch.insert(subject_key("cfg/", subject), level.as_bytes()),
                 None => batch.remove(subject_key("cfg/", subject)),
@@ -500,6 +516,37 @@ impl Registry {
         Ok(())
     }
 
+    /// After a write lost a race for a schema id (another writer's schema has it), the
+    /// versions it wrote for that id would name the other schema: they are deleted for good
+    /// (soft, then for good, as the registry always does), so that nothing of the refused
+    /// write stays registered.
+    fn undo_half(&self, changes: &[Change]) -> Result<(), RegistryError> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        let mut undo = Vec::new();
+        for change in changes {
+            let Change::Version { subject, version, id, .. } = change else { continue };
+            let mut lost = false;
+            for wrote in changes {
+                if let Change::Schema { id: schema_id, text } = wrote {
+                    lost |= schema_id == id && self.tree.get(id_key(*id))?.as_deref() != Some(text.as_bytes());
+                }
+            }
+            let landed = self.tree.get(version_key(subject, *version))?.map(|v| read_version_value(&v)).transpose()?;
+            if lost && landed.is_some_and(|(landed_id, _)| landed_id == *id) {
+                undo.push(Change::Version { subject: subject.clone(), version: *version, id: *id, deleted: true });
+                undo.push(Change::Purge { subject: subject.clone(), version: *version });
+            }
+        }
+        if !undo.is_empty() {
+            tracing::warn!(
+                versions = undo.len() / 2,
+                "a write lost a race for its schema id: its versions are deleted"
+            );
+            journal.append(&undo).map_err(RegistryError::Log)?;
+        }
+        Ok(())
+    }
+
     /// Makes `changes` happen: on the topic first when this registry is a view of one (the
     /// journal returns once this view applied them), else in the tree as one batch.
     fn write(&self, changes: &[Change]) -> Result<(), RegistryError> {
@@ -518,6 +565,7 @@ impl Registry {
                     _ => true,
                 };
                 if !held {
+                    self.undo_half(changes)?;
                     return Err(RegistryError::Log(format!(
                         "another writer of {} took what this change needed ({:?}); nothing was registered, retry",
                         crate::journal::TOPIC,
@@ -983,6 +1031,11 @@ pub fn check_subject(subject: &str) -> Result<(), RegistryError> {
 /// The highest schema id and version number: Confluent's are Java ints.
 pub const MAX_ID: u32 = i32::MAX as u32;
 
+/// How far past the next id a view takes a schema id from the topic. Ids are handed out one
+/// after another; a compacted topic may bring a few out of order (records put back after a
+/// conflict), never thousands.
+const MAX_ID_GAP: u32 = 10_000;
+
 /// The longest subject name the registry stores.
 pub const MAX_SUBJECT_BYTES: usize = 255;
 
@@ -1270,6 +1323,61 @@ mod tests {
         assert_eq!(view.tree.get(NEXT_ID).unwrap().map(|v| read_u32(&v).unwrap()), Some(8));
         assert_eq!(view.versions("s", true).unwrap(), [1]);
         assert_eq!(view.log_offset().unwrap(), Some(11));
+    }
+
+    #[test]
+    fn a_write_that_loses_its_schema_id_to_another_writer_leaves_nothing_registered() {
+        /// A journal whose topic already got another writer's schema under the next id.
+        struct Raced(Mutex<Option<Registry>>, Mutex<i64>);
+        impl Journal for Raced {
+            fn catch_up(&self) -> Result<(), String> {
+                Ok(())
+            }
+            fn append(&self, changes: &[Change]) -> Result<(), String> {
+                let view = self.0.lock().unwrap().clone().unwrap();
+                let mut offset = self.1.lock().unwrap();
+                let theirs = Change::Schema { id: 1, text: V2.into() };
+                for change in std::iter::once(&theirs).chain(changes) {
+                    let (key, value) = change.encode();
+                    view.apply_record(*offset, &key, value.as_deref()).map_err(|e| e.to_string())?;
+                    *offset += 1;
+                }
+                Ok(())
+            }
+        }
+        let (_dir, r) = open();
+        let journal = Arc::new(Raced(Mutex::new(None), Mutex::new(0)));
+        let view = r.with_journal(journal.clone());
+        *journal.0.lock().unwrap() = Some(view.clone());
+        let refused = view.register("a", V1).unwrap_err();
+        assert!(matches!(&refused, RegistryError::Log(m) if m.contains("another writer")), "{refused}");
+        *journal.0.lock().unwrap() = None;
+        // Version 1 of `a` would have named the other writer's schema: it is gone.
+        assert!(view.subjects(true).unwrap().is_empty(), "{:?}", view.subjects(true));
+        assert_eq!(view.schema_by_id(1).unwrap(), V2);
+    }
+
+    #[test]
+    fn records_the_registry_never_writes_are_skipped() {
+        let view = Registry::temporary().unwrap();
+        let put = |offset: i64, change: Change| {
+            let (key, value) = change.encode();
+            view.apply_record(offset, &key, value.as_deref()).unwrap()
+        };
+        put(0, Change::Schema { id: 1, text: V1.into() });
+        put(1, Change::Version { subject: "s".into(), version: 1, id: 1, deleted: false });
+        // A tombstone for a live version: the registry deletes for good only soft-deleted ones.
+        let kept = put(2, Change::Purge { subject: "s".into(), version: 1 });
+        assert_eq!(kept, Some(Change::Version { subject: "s".into(), version: 1, id: 1, deleted: false }));
+        assert_eq!(view.versions("s", false).unwrap(), [1]);
+        // An id far past the next one would use up the ids left.
+        put(3, Change::Schema { id: MAX_ID, text: V2.into() });
+        assert!(view.schema_by_id(MAX_ID).is_err());
+        assert_eq!(view.tree.get(NEXT_ID).unwrap().map(|v| read_u32(&v).unwrap()), Some(2));
+        // A key spelled otherwise than the registry spells it.
+        view.apply_record(4, br#"{"id":1,"kind":"schema"}"#, Some(br#"{"schema":"\"string\""}"#)).unwrap();
+        assert_eq!(view.schema_by_id(1).unwrap(), V1);
+        assert_eq!(view.log_offset().unwrap(), Some(5));
     }
 
     #[test]

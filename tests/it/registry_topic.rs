@@ -273,10 +273,11 @@ async fn records_the_registry_did_not_write_change_no_ids_meaning_and_stop_nothi
 }
 
 /// A registry started on a topic that is not the one it read (deleted and filled again with
-/// more records than it had applied) tells them apart by its last record, writes its state
-/// back, and a process following the new topic sees every schema.
+/// more records than it had applied) tells them apart by its last record and does not start,
+/// saying what to do; on an empty topic it writes its state back, and a process following
+/// that topic sees every schema.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registry_on_a_replaced_topic_writes_its_state_back() {
+async fn a_registry_on_a_replaced_topic_refuses_and_on_an_empty_one_writes_its_state_back() {
     use govex_bus::rdkafka::{
         config::ClientConfig,
         producer::{BaseProducer, BaseRecord, Producer},
@@ -306,6 +307,15 @@ async fn a_registry_on_a_replaced_topic_writes_its_state_back() {
     producer.flush(Duration::from_secs(10)).unwrap();
     let mut config = process(dirs[0].path(), second.bootstrap_servers(), &[Component::Registry]);
     config.listen.registry = SocketAddr::from(([127, 0, 0, 1], 0));
+    let refused = format!("{:#}", govex::node::start(config).await.err().unwrap());
+    assert!(refused.contains("records this registry did not read"), "{refused}");
+    assert!(refused.contains("its last record is not where it was"), "{refused}");
+    assert!(refused.contains("move the registry's store"), "{refused}");
+
+    // An empty topic of that name: the registry writes its state back.
+    let third = shared_broker();
+    let mut config = process(dirs[0].path(), third.bootstrap_servers(), &[Component::Registry]);
+    config.listen.registry = SocketAddr::from(([127, 0, 0, 1], 0));
     let registry = govex::node::start(config).await.unwrap();
     let url = format!("http://{}", registry.registry_addr.unwrap());
     let (ids, subjects) = contents(&url).await;
@@ -314,7 +324,7 @@ async fn a_registry_on_a_replaced_topic_writes_its_state_back() {
 
     // A follower on the new cluster takes the pushed version live.
     let intake =
-        govex::node::start(process(dirs[1].path(), second.bootstrap_servers(), &[Component::Intake])).await.unwrap();
+        govex::node::start(process(dirs[1].path(), third.bootstrap_servers(), &[Component::Intake])).await.unwrap();
     let mut record = govex_adapters::samples::sample("housing", "contract-filing", 2).unwrap();
     record["remark"] = json!("换到新集群");
     until_status(&format!("http://{}", intake.api_addr().unwrap()), &record, 202).await;
