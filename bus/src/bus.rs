@@ -274,15 +274,11 @@ impl Bus {
         from: &std::collections::BTreeMap<i32, i64>,
         name: &str,
     ) -> Result<Vec<String>, BusError> {
-        use rdkafka::message::{Headers, Message};
         let mut records = self.read_to_end(topic, from).await?;
         let mut values = Vec::new();
         while let Some(message) = records.recv().await {
-            if let Some(headers) = message?.headers() {
-                for header in headers.iter().filter(|h| h.key == name) {
-                    values.push(String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned());
-                }
-            }
+            let message = message?;
+            values.extend(message.headers_named(name).map(|v| String::from_utf8_lossy(v).into_owned()));
         }
         Ok(values)
     }
@@ -299,7 +295,7 @@ impl Bus {
         &self,
         topic: &str,
         from: &std::collections::BTreeMap<i32, i64>,
-    ) -> Result<tokio::sync::mpsc::Receiver<Result<rdkafka::message::OwnedMessage, BusError>>, BusError> {
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<crate::record::Incoming, BusError>>, BusError> {
         use rdkafka::message::Message;
         let until = self.high_watermarks(topic).await?;
         let mut config = self.config.client_config(&self.bootstrap, ClientRole::Admin);
@@ -354,7 +350,7 @@ impl Bus {
                     if message.offset() + 1 >= high {
                         open.remove(&message.partition());
                     }
-                    if tx.blocking_send(Ok(message.detach())).is_err() {
+                    if tx.blocking_send(Ok(message.detach().into())).is_err() {
                         return Ok(()); // the reader went away
                     }
                 }

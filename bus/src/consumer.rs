@@ -17,7 +17,6 @@ use std::{
 use rdkafka::{
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::{KafkaError, RDKafkaErrorCode},
-    message::{Message, OwnedMessage},
     ClientContext,
 };
 use tokio::sync::{mpsc, watch};
@@ -26,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{BusConfig, ClientRole},
     dlq::{DeadLetter, DeadLetterQueue},
+    record::Incoming,
 };
 
 /// What a handler says about a record it could not apply.
@@ -328,7 +328,7 @@ impl AtLeastOnceConsumer {
     /// dead-letters go to `dlq`; a failed dead-letter write is retried like a failed handler.
     pub async fn run<H, F>(self, handler: H, dlq: Option<DeadLetterQueue>, shutdown: CancellationToken) -> RunStats
     where
-        H: Fn(OwnedMessage) -> F + Send + Sync + 'static,
+        H: Fn(Incoming) -> F + Send + Sync + 'static,
         F: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
@@ -337,7 +337,7 @@ impl AtLeastOnceConsumer {
         let mut lanes = Vec::with_capacity(lanes_count);
         let mut workers = Vec::with_capacity(lanes_count);
         for _ in 0..lanes_count {
-            let (lane_tx, lane_rx) = mpsc::channel::<OwnedMessage>(self.settings.lane_capacity.max(1));
+            let (lane_tx, lane_rx) = mpsc::channel::<Incoming>(self.settings.lane_capacity.max(1));
             lanes.push(lane_tx);
             workers.push(tokio::spawn(lane(lane_rx, handler.clone(), dlq.clone(), done_tx.clone(), shutdown.clone())));
         }
@@ -387,7 +387,7 @@ impl AtLeastOnceConsumer {
                 }
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
-                        let message = message.detach();
+                        let message = Incoming::from(message.detach());
                         let tp = (message.topic().to_owned(), message.partition());
                         trackers.entry(tp).or_default().begin(message.offset());
                         stats.received += 1;
@@ -469,7 +469,7 @@ impl AtLeastOnceConsumer {
     }
 }
 
-fn lane_for(message: &OwnedMessage, lanes: usize) -> usize {
+fn lane_for(message: &Incoming, lanes: usize) -> usize {
     let mut hasher = DefaultHasher::new();
     message.topic().hash(&mut hasher);
     match message.key() {
@@ -480,13 +480,13 @@ fn lane_for(message: &OwnedMessage, lanes: usize) -> usize {
 }
 
 async fn lane<H, F>(
-    mut inbox: mpsc::Receiver<OwnedMessage>,
+    mut inbox: mpsc::Receiver<Incoming>,
     handler: Arc<H>,
     dlq: Option<DeadLetterQueue>,
     done: mpsc::UnboundedSender<(String, i32, i64, bool)>,
     shutdown: CancellationToken,
 ) where
-    H: Fn(OwnedMessage) -> F + Send + Sync + 'static,
+    H: Fn(Incoming) -> F + Send + Sync + 'static,
     F: Future<Output = Result<(), HandlerError>> + Send + 'static,
 {
     while let Some(message) = inbox.recv().await {

@@ -6,7 +6,9 @@ use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
 };
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+
+use crate::record::Incoming;
 
 use crate::{
     metrics::Metrics,
@@ -70,7 +72,8 @@ impl DeadLetterQueue {
     }
 
     /// Sends `original` to its topic's dead-letter topic and waits for the broker.
-    pub async fn send(&self, original: &OwnedMessage, letter: &DeadLetter) -> Result<Delivered, ProduceError> {
+    pub async fn send(&self, original: &Incoming, letter: &DeadLetter) -> Result<Delivered, ProduceError> {
+        let original = original.message();
         let partition = original.partition().to_string();
         let offset = original.offset().to_string();
         let mut headers = OwnedHeaders::new();

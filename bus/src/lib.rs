@@ -35,11 +35,7 @@ pub mod zone;
 
 pub use bus::{Bus, BusError};
 
-/// A consumed record and the trait that reads it: what sinks handle, without naming rdkafka
-/// (only this crate does).
-pub mod record {
-    pub use rdkafka::message::{Message, OwnedMessage};
-}
+pub mod record;
 pub use codec::{CodecError, Decoder, Encoder};
 pub use config::{ConfigError, NodeConfig};
 pub use consumer::{AtLeastOnceConsumer, ConsumerSettings, HandlerError};
@@ -47,6 +43,7 @@ pub use division::Division;
 pub use envelope::{hex, Department, Envelope};
 pub use metrics::Metrics;
 pub use producer::{Delivered, Outgoing, Producer};
+pub use record::Incoming;
 pub use registry_client::RegistryClient;
 
 /// Re-exported so that tests and benchmarks elsewhere in the workspace can inject faults and

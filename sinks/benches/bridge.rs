@@ -20,7 +20,6 @@ use govex_bus::{
     dlq::DeadLetterQueue,
     embedded::EmbeddedBroker,
     envelope::Envelope,
-    rdkafka::message::{Message, Timestamp},
     Bus, Department, Division, Metrics, Outgoing, RegistryClient,
 };
 use govex_schemas::Registry;
@@ -103,12 +102,7 @@ fn main() {
             move |message| {
                 let (producer, counter) = (producer.clone(), counter.clone());
                 async move {
-                    let outgoing = Outgoing {
-                        topic: RAW_TOPIC.into(),
-                        key: message.key().unwrap_or_default().to_vec(),
-                        payload: message.payload().unwrap_or_default().to_vec(),
-                        headers: message.headers().cloned().unwrap_or_default(),
-                    };
+                    let outgoing = message.copy_to(RAW_TOPIC);
                     producer.publish(outgoing).await.map_err(|e| govex_bus::HandlerError::Retry(e.to_string()))?;
                     counter.fetch_add(1, Ordering::Relaxed);
                     Ok(())
@@ -200,9 +194,7 @@ fn main() {
             move |message| {
                 let (lat, seen, stop) = (lat.clone(), seen_in.clone(), stop_in.clone());
                 async move {
-                    if let (Some(envelope), Timestamp::CreateTime(appended)) =
-                        (message.headers().and_then(|h| Envelope::from_headers(h).ok()), message.timestamp())
-                    {
+                    if let (Ok(envelope), Some(appended)) = (message.envelope(), message.timestamp_ms()) {
                         if let Some(origin) = envelope.event_time_millis() {
                             lat.lock().push((origin, appended.saturating_sub(origin as i64)));
                         }

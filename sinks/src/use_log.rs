@@ -565,7 +565,6 @@ pub async fn replicated(
     registry: &govex_bus::RegistryClient,
     writer: &str,
 ) -> Result<(Vec<AuditEntry>, Option<Anchor>), String> {
-    use govex_bus::record::Message;
     let parse = |topic: &str| {
         apache_avro::Schema::parse_str(schema_text(topic)).map_err(|e| format!("the bundled schema of {topic}: {e}"))
     };

@@ -201,7 +201,6 @@ async fn a_two_way_city_county_link_does_not_loop() {
 
 /// The schema id of every value on `topic`.
 async fn schema_ids(bus: &Bus, topic: &str) -> Vec<u32> {
-    use govex_bus::rdkafka::message::Message;
     let mut records = bus.read_to_end(topic, &Default::default()).await.unwrap();
     let mut ids = Vec::new();
     while let Some(message) = records.recv().await {

@@ -4,7 +4,6 @@ use apache_avro::Schema;
 use govex_bus::{
     codec::{parse_frame, CodecError},
     envelope::Envelope,
-    rdkafka::message::Message,
     Decoder, Department, Division, Encoder, Outgoing,
 };
 
@@ -38,7 +37,7 @@ async fn a_published_record_is_consumed_and_decoded_to_an_equal_value_with_every
     let mut received = Vec::new();
     while received.len() < sent.len() {
         let message = collector.next().await;
-        let envelope = Envelope::from_headers(message.headers().expect("headers")).unwrap();
+        let envelope = message.envelope().unwrap();
         let value: TestPermit = decoder.decode_into(message.payload().unwrap()).await.unwrap();
         assert_eq!(message.key(), Some(value.key.as_bytes()), "the key is the natural key");
         received.push((envelope, value));

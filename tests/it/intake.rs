@@ -12,7 +12,6 @@ use govex_adapters::{
 };
 use govex_bus::{
     config::{Role, TokenConfig},
-    rdkafka::message::Message,
     Decoder, Department, NodeConfig,
 };
 use serde_json::{json, Value};
@@ -109,7 +108,7 @@ async fn every_department_record_is_accepted_once_the_broker_has_it_and_reads_ba
         let message = collector.next().await;
         let (body, answer) = &sent[message.topic()];
         assert_eq!(message.offset(), answer["offset"].as_i64().unwrap());
-        let envelope = govex_bus::Envelope::from_headers(message.headers().unwrap()).unwrap();
+        let envelope = message.envelope().unwrap();
         assert_eq!(envelope.event_id.to_string(), answer["event_id"].as_str().unwrap());
         assert_eq!(envelope.origin_division, node.config.division);
         let schema = govex_schemas::bundled_schemas().find(|s| s.topic == message.topic()).unwrap();

@@ -15,6 +15,7 @@ mod fault_suite;
 mod faults;
 mod import;
 mod intake;
+mod layers;
 mod leaks;
 mod live_schema;
 mod new_department;

@@ -203,7 +203,6 @@ async fn a_fifth_department_is_added_to_a_running_node_as_data_alone() {
     assert_eq!(crate::support::records_in_topic(node.bus.bootstrap_servers(), TOPIC, partitions), 1);
     let mut collector = crate::support::collect(&node.bus, "read-new-department", &[TOPIC]);
     let message = collector.next().await;
-    use govex_bus::rdkafka::Message;
     assert_eq!(message.key(), Some(b"91110000600037341L".as_slice()));
     let reader = node.registry.latest(&format!("{TOPIC}-value")).await.unwrap().1;
     let decoded =

@@ -12,7 +12,6 @@ use govex_bus::{
     auth::{hash_token, Role},
     config::TokenConfig,
     envelope::Envelope,
-    rdkafka::message::Message,
     Decoder, Department, Division, Encoder, Outgoing,
 };
 

@@ -258,7 +258,6 @@ async fn records_the_registry_did_not_write_change_no_ids_meaning_and_stop_nothi
     let mut last: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
     let mut read = bus.read_to_end(TOPIC, &Default::default()).await.unwrap();
     while let Some(message) = read.recv().await {
-        use govex_bus::record::Message;
         let message = message.unwrap();
         last.insert(message.key().unwrap_or_default().to_vec(), message.payload().map(<[u8]>::to_vec));
     }

@@ -107,7 +107,7 @@ pub fn permit(key: &str, seq: i64) -> TestPermit {
 
 /// A consumer that hands every record it receives to the test, in a channel.
 pub struct Collector {
-    rx: tokio::sync::mpsc::UnboundedReceiver<govex_bus::rdkafka::message::OwnedMessage>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<govex_bus::Incoming>,
     stop: tokio_util::sync::CancellationToken,
     run: tokio::task::JoinHandle<govex_bus::consumer::RunStats>,
 }
@@ -141,7 +141,7 @@ pub fn collect(bus: &Bus, group: &str, topics: &[&str]) -> Collector {
 
 impl Collector {
     /// The next record; fails the test after 30 s without one.
-    pub async fn next(&mut self) -> govex_bus::rdkafka::message::OwnedMessage {
+    pub async fn next(&mut self) -> govex_bus::Incoming {
         tokio::time::timeout(Duration::from_secs(30), self.rx.recv())
             .await
             .expect("a record arrives")

@@ -13,9 +13,7 @@ use apache_avro::Schema;
 use chrono::{Datelike, Duration as Days, NaiveDate, Weekday};
 use govex_bus::{
     consumer::{ConsumerSettings, HandlerError, RunStats},
-    envelope::Envelope,
-    record::{Message, OwnedMessage},
-    Bus, CodecError, Decoder, Metrics, RegistryClient,
+    Bus, CodecError, Decoder, Incoming, Metrics, RegistryClient,
 };
 use govex_schemas::records::{CaseEvent, CaseStage as Stage};
 use prometheus_client::{
@@ -96,8 +94,8 @@ impl CaseStats {
     }
 
     /// Applies one case event.
-    pub async fn handle(&self, message: &OwnedMessage) -> Result<(), HandlerError> {
-        let Some(envelope) = Envelope::from_message(message).ok() else { return Ok(()) };
+    pub async fn handle(&self, message: &Incoming) -> Result<(), HandlerError> {
+        let Some(envelope) = message.envelope().ok() else { return Ok(()) };
         if self.events.contains_key(envelope.event_id.as_bytes()).map_err(|e| HandlerError::Retry(e.to_string()))? {
             return Ok(());
         }

@@ -18,9 +18,7 @@ use apache_avro::{schema::RecordSchema, types::Value as Avro, Schema};
 use govex_bus::{
     consumer::{ConsumerSettings, HandlerError, RunStats},
     dlq::{DeadLetter, DeadLetterQueue},
-    envelope::Envelope,
-    record::{Message, OwnedMessage},
-    Bus, CodecError, Decoder, Metrics, RegistryClient,
+    Bus, CodecError, Decoder, Incoming, Metrics, RegistryClient,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -225,11 +223,11 @@ impl DossierSink {
     }
 
     /// Applies one record; `Ok` once it is durable (or was already there).
-    pub async fn handle(&self, message: &OwnedMessage) -> Result<(), HandlerError> {
+    pub async fn handle(&self, message: &Incoming) -> Result<(), HandlerError> {
         let dead = |stage: &str, class: &str, message: String| {
             HandlerError::DeadLetter(DeadLetter { stage: stage.into(), error_class: class.into(), message })
         };
-        let envelope = Envelope::from_message(message).map_err(|e| dead("envelope", "envelope", e.to_string()))?;
+        let envelope = message.envelope().map_err(|e| dead("envelope", "envelope", e.to_string()))?;
         let decoder = self.decoder(message.topic()).await?;
         // As written: a field a steward added in a newer version than this node's (a remark,
         // say) is carried to the clerk, not dropped.

@@ -8,9 +8,7 @@ use apache_avro::Schema;
 use govex_bus::{
     consumer::{ConsumerSettings, HandlerError, RunStats},
     dlq::{DeadLetter, DeadLetterQueue},
-    envelope::Envelope,
-    record::{Message, OwnedMessage},
-    Bus, CodecError, Decoder, Metrics, RegistryClient,
+    Bus, CodecError, Decoder, Incoming, Metrics, RegistryClient,
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -96,9 +94,8 @@ impl LicenceSink {
     }
 
     /// Applies one record; `Ok` only once the store has it durably.
-    pub async fn handle(&self, message: &OwnedMessage) -> Result<(), HandlerError> {
-        let envelope =
-            Envelope::from_message(message).map_err(|e| dead_letter("envelope", "envelope", e.to_string()))?;
+    pub async fn handle(&self, message: &Incoming) -> Result<(), HandlerError> {
+        let envelope = message.envelope().map_err(|e| dead_letter("envelope", "envelope", e.to_string()))?;
         let decoded = self.decoder.decode_into_carrying::<Licence>(message.payload().unwrap_or_default()).await;
         let (record, written) = match decoded {
             Ok(decoded) => decoded,

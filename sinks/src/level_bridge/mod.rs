@@ -24,9 +24,8 @@ use govex_bus::{
     consumer::{AtLeastOnceConsumer, ConsumerSettings, HandlerError, RunStats},
     dlq::{DeadLetter, DeadLetterQueue},
     envelope::Envelope,
-    record::{Message, OwnedMessage},
     registry_client::RegistryClientError,
-    Bus, Division, Metrics, Outgoing, RegistryClient,
+    Bus, Division, Incoming, Metrics, Outgoing, RegistryClient,
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -323,9 +322,10 @@ impl Bridge {
         Ok(local)
     }
 
-    async fn forward(&self, link: &Running, message: &OwnedMessage) -> Result<(), HandlerError> {
+    async fn forward(&self, link: &Running, message: &Incoming) -> Result<(), HandlerError> {
         let labels = LinkLabels { link: link.name.clone() };
-        let envelope = Envelope::from_message(message)
+        let envelope = message
+            .envelope()
             .map_err(|e| dead_letter("envelope", "envelope", format!("the record's envelope cannot be read: {e}")))?;
         if link.direction == Direction::Up && !envelope.origin_division.is_within(link.remote) {
             return Err(dead_letter(
