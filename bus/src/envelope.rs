@@ -347,6 +347,14 @@ impl Envelope {
         };
         let event_id = Uuid::parse_str(required(header::EVENT_ID)?)
             .map_err(|e| EnvelopeError::Invalid { header: header::EVENT_ID, reason: e.to_string() })?;
+        // The sinks order a key's events by the time in the id: an id without one cannot be
+        // placed, and is refused here rather than taken for the oldest event.
+        if event_id.get_version_num() != 7 {
+            return Err(EnvelopeError::Invalid {
+                header: header::EVENT_ID,
+                reason: format!("version {} UUID; a UUIDv7 (time-ordered) is required", event_id.get_version_num()),
+            });
+        }
         let hop_trail = match text(header::HOP_TRAIL)? {
             None | Some("") => Vec::new(),
             Some(trail) => trail.split(',').map(|d| division(header::HOP_TRAIL, d)).collect::<Result<_, _>>()?,
@@ -383,6 +391,17 @@ mod tests {
         assert_eq!(back, envelope);
         assert!(back.has_visited(Division::parse("610900").unwrap()));
         assert!(back.event_time_millis().unwrap() > 1_700_000_000_000);
+    }
+
+    #[test]
+    fn an_event_id_without_a_time_is_refused_not_taken_for_the_oldest() {
+        let mut envelope = Envelope::new(Department::TAX, Division::parse("610921").unwrap(), "deed-tax-payment");
+        envelope.event_id = Uuid::new_v4();
+        let refused = Envelope::from_headers(&envelope.to_headers()).unwrap_err();
+        assert!(
+            matches!(&refused, EnvelopeError::Invalid { header: header::EVENT_ID, reason } if reason.contains("UUIDv7")),
+            "{refused}"
+        );
     }
 
     #[test]

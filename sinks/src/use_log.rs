@@ -362,7 +362,7 @@ impl UseLog {
                         return Err(RestoreError::Contradiction { seq: entry.seq });
                     }
                     let use_key = [entry.subject.as_bytes(), &[0], &entry.seq.to_be_bytes()].concat();
-                    let value = serde_json::to_vec(entry).unwrap_or_default();
+                    let value = to_json(entry)?;
                     self.audit.insert(entry.seq.to_be_bytes(), value)?;
                     self.uses.insert(use_key, &[])?;
                     head = Some(entry.clone());
@@ -430,7 +430,7 @@ impl UseLog {
             hash: String::new(),
         };
         entry.hash = entry.compute_hash();
-        let value = serde_json::to_vec(&entry).unwrap_or_default();
+        let value = to_json(&entry)?;
         let use_key = [subject.as_bytes(), &[0], &seq.to_be_bytes()].concat();
         (&self.audit, &self.uses)
             .transaction(|(audit, uses)| {
@@ -891,4 +891,10 @@ mod tests {
         assert_eq!(checked_purpose(Some(&longest)).unwrap(), longest, "200 characters, not bytes");
         assert_eq!(checked_purpose(Some(&format!("{longest}长"))).unwrap_err().0, "purpose-too-long");
     }
+}
+
+/// An entry as the store keeps it. Serializing a struct of strings and numbers does not fail;
+/// if it ever did, the write fails and nothing (no empty value) is stored.
+fn to_json(entry: &AuditEntry) -> Result<Vec<u8>, sled::Error> {
+    serde_json::to_vec(entry).map_err(|e| sled::Error::Unsupported(format!("a use-log entry does not serialize: {e}")))
 }

@@ -114,7 +114,10 @@ impl IdempotencyStore {
 
     fn write(&self, key: &str, record: &KeyRecord) -> Result<(), sled::Error> {
         self.purge_expired()?;
-        let bytes = serde_json::to_vec(record).unwrap_or_default();
+        // A record of strings and numbers always serializes; if it ever did not, nothing
+        // (no empty value) is stored and the caller sees a storage error.
+        let bytes = serde_json::to_vec(record)
+            .map_err(|e| sled::Error::Unsupported(format!("an idempotency record does not serialize: {e}")))?;
         self.inner.by_time.insert(time_key(record.first_seen_ms, key), &[])?;
         self.inner.keys.insert(key, bytes)?;
         self.inner.db.flush()?;

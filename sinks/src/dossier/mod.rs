@@ -240,7 +240,8 @@ impl DossierSink {
         let part = Part {
             topic: message.topic().to_owned(),
             event_id: envelope.event_id,
-            event_ms: envelope.event_time_millis().unwrap_or(0),
+            // A parsed envelope's id is a UUIDv7 (`Envelope::from_headers` refuses others).
+            event_ms: envelope.event_time_millis().unwrap_or_default(),
             source_department: envelope.source_department.to_string(),
             record,
         };

@@ -111,7 +111,8 @@ impl LicenceSink {
             licence: record,
             superseded_by: None,
             last_event_id: envelope.event_id,
-            last_event_ms: envelope.event_time_millis().unwrap_or(0),
+            // A parsed envelope's id is a UUIDv7 (`Envelope::from_headers` refuses others).
+            last_event_ms: envelope.event_time_millis().unwrap_or_default(),
             extra: written.map(|(value, schema)| self.unknown_fields(&value, schema)).unwrap_or_default(),
         };
         let applied = self.store.apply(incoming, envelope.event_id).map_err(|e| HandlerError::Retry(e.to_string()))?;
