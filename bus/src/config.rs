@@ -122,7 +122,8 @@ impl NodeConfig {
 pub enum Component {
     /// The Confluent-compatible schema registry, stored under `data_dir/registry`.
     Registry,
-    /// The department intake API (`/v1/intake/...`), `GET /` and `GET /catalog`.
+    /// The department intake API (`POST /v1/{department}/{record}` and its `:validate`,
+    /// batch and schema routes), `GET /` and `GET /catalog`.
     Intake,
     /// The e-licence store: its sink, and its licence, verify and use-log APIs.
     Elicense,
