@@ -20,7 +20,7 @@ impl CheckContext {
 
     /// Today's date, in China Standard Time (UTC+8), for birth dates.
     pub fn today(&self) -> NaiveDate {
-        (self.now + chrono::Duration::hours(8)).date_naive()
+        govex_bus::zone::china_date(self.now)
     }
 }
 

@@ -7,7 +7,7 @@
 //! saving time now), `UTC`, and `+HH:MM` / `-HH:MM`. A zone with daylight saving time would
 //! need the tz database, which no user of this exchange has needed.
 
-use chrono::{DateTime, FixedOffset, SecondsFormat};
+use chrono::{DateTime, FixedOffset, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Named zones and their offsets in seconds.
@@ -20,6 +20,28 @@ const NAMED: [(&str, i32); 7] = [
     ("Asia/Taipei", 8 * 3600),
     ("UTC", 0),
 ];
+
+/// Now, in milliseconds since the Unix epoch (0 on a clock set before 1970): the one clock
+/// reading the stores, the use log and the bridges take.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The date in China Standard Time (UTC+8) at `instant`: the day a birth date or a licence's
+/// validity is judged by, whatever zone the node displays times in.
+pub fn china_date(instant: DateTime<Utc>) -> NaiveDate {
+    (instant + chrono::Duration::hours(8)).date_naive()
+}
+
+/// A date as Avro's `date` holds it: days since 1970-01-01.
+pub fn epoch_days(date: NaiveDate) -> i32 {
+    (date - NaiveDate::default()).num_days() as i32
+}
+
+/// The date `days` after 1970-01-01 (`None` out of chrono's range).
+pub fn epoch_date(days: i32) -> Option<NaiveDate> {
+    NaiveDate::default().checked_add_signed(chrono::Duration::days(i64::from(days)))
+}
 
 /// A time zone for display.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +126,19 @@ impl std::fmt::Display for TimeZone {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_are_epoch_days_and_the_day_is_chinas() {
+        let date = NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
+        assert_eq!(epoch_days(date), 20_789);
+        assert_eq!(epoch_date(20_789), Some(date));
+        assert_eq!(epoch_date(0), NaiveDate::from_ymd_opt(1970, 1, 1));
+        assert_eq!(epoch_date(i32::MAX), None);
+        // 17:00 UTC is already the next day in China.
+        let evening = DateTime::parse_from_rfc3339("2026-12-01T17:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(china_date(evening), date);
+        assert!(now_ms() > 1_700_000_000_000);
+    }
 
     #[test]
     fn instants_render_in_the_zone() {

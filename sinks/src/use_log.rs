@@ -155,9 +155,7 @@ fn schema_text(topic: &str) -> &'static str {
     govex_schemas::bundled_schemas().find(|s| s.topic == topic).map(|s| s.text).unwrap_or_default()
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+use govex_bus::zone::now_ms;
 
 fn io_error(message: String) -> sled::Error {
     sled::Error::Io(std::io::Error::other(message))
@@ -414,10 +412,7 @@ impl UseLog {
             }
             None => (1, "0".repeat(64)),
         };
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let at_ms = now_ms();
         let mut entry = AuditEntry {
             seq,
             prev_hash,

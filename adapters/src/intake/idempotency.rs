@@ -14,12 +14,7 @@
 //! makes that a range scan). Every call that touches the disk is blocking and is made off the
 //! async workers by the caller (`spawn_blocking`).
 
-use std::{
-    collections::HashMap,
-    path::Path,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -64,9 +59,7 @@ struct Inner {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub use govex_bus::zone::now_ms;
 
 fn time_key(first_seen_ms: u64, key: &str) -> Vec<u8> {
     let mut index = first_seen_ms.to_be_bytes().to_vec();

@@ -168,9 +168,7 @@ pub fn avro_to_json(value: &Avro, schema: &Schema, zone: &TimeZone) -> Value {
         (Avro::TimestampMillis(ms), _) => {
             json!(zone.rfc3339(*ms))
         }
-        (Avro::Date(days), _) => json!(chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
-            .and_then(|d| d.checked_add_signed(chrono::Duration::days(i64::from(*days))))
-            .map(|d| d.to_string())),
+        (Avro::Date(days), _) => json!(govex_bus::zone::epoch_date(*days).map(|d| d.to_string())),
         (Avro::Enum(_, symbol), _) => json!(symbol),
         (Avro::String(s), _) => json!(s),
         (Avro::Int(n), _) => json!(n),

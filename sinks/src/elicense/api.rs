@@ -148,10 +148,7 @@ fn storage_failed(e: sled::Error) -> Response {
 }
 
 fn date(days: i32) -> String {
-    NaiveDate::from_ymd_opt(1970, 1, 1)
-        .and_then(|d| d.checked_add_signed(chrono::Duration::days(i64::from(days))))
-        .map(|d| d.to_string())
-        .unwrap_or_default()
+    govex_bus::zone::epoch_date(days).map(|d| d.to_string()).unwrap_or_default()
 }
 
 /// The licence's fields, as the one declaration of them (`govex_schemas::records::Licence`)
@@ -410,7 +407,7 @@ pub fn verdict(
     if !mismatches.is_empty() {
         return ("mismatch", mismatches);
     }
-    let days_today = (today - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32;
+    let days_today = govex_bus::zone::epoch_days(today);
     let mut reasons = Vec::new();
     if let Some(newer) = &licence.superseded_by {
         reasons.push(format!("superseded by {newer}"));
@@ -480,7 +477,7 @@ async fn verify(
             return storage_failed(e);
         }
     };
-    let today = (Utc::now() + chrono::Duration::hours(8)).date_naive();
+    let today = govex_bus::zone::china_date(Utc::now());
     let (result, reasons) = verdict(stored.as_ref(), request.content_hash.as_deref(), &request.fields, today);
     if let Err(e) = api.store.use_log().log_use(department.as_str(), &purpose, "verify", &id, result).await {
         counted("error");

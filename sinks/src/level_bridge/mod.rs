@@ -363,10 +363,7 @@ impl Bridge {
                     .get_or_create(&TopicLabels { link: link.name.clone(), topic: message.topic().to_owned() })
                     .inc();
                 if let Some(origin_ms) = envelope.event_time_millis() {
-                    let now_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis() as u64)
-                        .unwrap_or(0);
+                    let now_ms = govex_bus::zone::now_ms();
                     self.metrics
                         .hop_latency
                         .get_or_create(&labels)
@@ -400,10 +397,7 @@ impl Bridge {
                     let up = probe.check(Duration::from_secs(2)).await.is_ok();
                     metrics.link_up.get_or_create(&labels).set(i64::from(up));
                     if up {
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map(|d| d.as_secs() as i64)
-                            .unwrap_or(0);
+                        let now = (govex_bus::zone::now_ms() / 1000) as i64;
                         metrics.heartbeat.get_or_create(&labels).set(now);
                     }
                     tokio::select! {
