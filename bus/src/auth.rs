@@ -46,6 +46,16 @@ pub enum AuthError {
     Unknown,
 }
 
+impl AuthError {
+    /// The title and detail of the 401 answer, the same on every API.
+    pub fn title_and_detail(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Missing => ("Authentication required", "send Authorization: Bearer <token>"),
+            Self::Unknown => ("Authentication failed", "the token is not valid"),
+        }
+    }
+}
+
 /// Who a request comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller<'a> {
@@ -206,10 +216,7 @@ fn describe(token: &TokenConfig) -> String {
 
 /// The 401 answer for a request that is not authenticated.
 pub fn unauthenticated(error: AuthError) -> Response {
-    let (title, detail) = match error {
-        AuthError::Missing => ("Authentication required", "send Authorization: Bearer <department token>"),
-        AuthError::Unknown => ("Authentication failed", "the token is not valid"),
-    };
+    let (title, detail) = error.title_and_detail();
     problem(StatusCode::UNAUTHORIZED, "unauthenticated", title, detail, Value::Null)
 }
 

@@ -20,7 +20,7 @@ use govex_bus::{config::IntakeConfig, Department};
 use serde_json::json;
 
 use super::{
-    auth::{AuthError, Role, Tokens},
+    auth::{Role, Tokens},
     idempotency::{self, IdempotencyStore, KeyRecord, StoredAnswer},
     EventIds, Intake, Rejection,
 };
@@ -142,15 +142,8 @@ async fn input_contract(
     headers: HeaderMap,
 ) -> Response {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if server.tokens.authenticate(authorization).is_err() {
-        return problem(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "Authentication required",
-            "send Authorization: Bearer <token>",
-            &[],
-        )
-        .into_response();
+    if let Err(e) = server.tokens.authenticate(authorization) {
+        return govex_bus::auth::unauthenticated(e);
     }
     let found = Department::known(&department).and_then(|d| server.intake.record_type(d, &record).ok());
     let Some(record_type) = found else {
@@ -201,23 +194,9 @@ async fn handle(
                 &[],
             )
         }
-        Err(AuthError::Missing) => {
-            return problem(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "Authentication required",
-                "send Authorization: Bearer <department token>",
-                &[],
-            )
-        }
-        Err(AuthError::Unknown) => {
-            return problem(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "Authentication failed",
-                "the token is not valid",
-                &[],
-            )
+        Err(e) => {
+            let (title, detail) = e.title_and_detail();
+            return problem(StatusCode::UNAUTHORIZED, "unauthenticated", title, detail, &[]);
         }
     };
     let Some(department) = Department::known(&department) else {
