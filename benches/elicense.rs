@@ -287,7 +287,7 @@ fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
 }
 
 async fn use_log_benchmark() {
-    use govex_sinks::use_log::{Replication, UseLog};
+    use govex_sinks::use_log::{Replication, Use, UseAction, UseLog};
     const USES: usize = 2_000;
     let broker = Arc::new(EmbeddedBroker::start(3).expect("embedded broker"));
     let config = BusConfig::default();
@@ -305,9 +305,15 @@ async fn use_log_benchmark() {
                 let log = log.clone();
                 async move {
                     let started = Instant::now();
-                    log.log_use("tax", "契税征收核验", "verify", &format!("L{round}-{i}"), "valid")
-                        .await
-                        .expect("logged");
+                    let subject = format!("L{round}-{i}");
+                    let used = Use {
+                        caller: "tax",
+                        purpose: "契税征收核验",
+                        action: UseAction::Verify,
+                        subject: &subject,
+                        result: "valid",
+                    };
+                    log.log_use(used).await.expect("logged");
                     started.elapsed()
                 }
             });

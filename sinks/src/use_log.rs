@@ -29,6 +29,53 @@ use crate::flush::GroupFlush;
 /// The most characters a stated purpose may have.
 pub const MAX_PURPOSE_CHARS: usize = 200;
 
+/// What a use of personal data was: the route that answered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseAction {
+    /// A licence read (`GET /v1/licences/{id}`).
+    Get,
+    /// A holder's licences listed (one entry per licence shown).
+    Holder,
+    /// A licence verified.
+    Verify,
+    /// A licence's uses listed.
+    Uses,
+    /// A property unit's dossier read.
+    Dossier,
+    /// A record of a catalogued resource read from the shared view.
+    Resource,
+}
+
+impl UseAction {
+    /// The name the log's entries carry (and the chain hashes).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Holder => "holder",
+            Self::Verify => "verify",
+            Self::Uses => "uses",
+            Self::Dossier => "dossier",
+            Self::Resource => "resource",
+        }
+    }
+}
+
+/// One use to log: who, why, what, of which subject (a licence id, a masked holder, a unit),
+/// and what the answer was (`found`, `not_found`, a verdict, `listed`).
+#[derive(Debug, Clone, Copy)]
+pub struct Use<'a> {
+    /// The caller's department.
+    pub caller: &'a str,
+    /// The purpose the caller stated.
+    pub purpose: &'a str,
+    /// The route.
+    pub action: UseAction,
+    /// What was read.
+    pub subject: &'a str,
+    /// The answer.
+    pub result: &'a str,
+}
+
 /// One use of personal data (a licence, a holder's licences, a dossier), in the
 /// append-only, hash-chained use log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -380,29 +427,17 @@ impl UseLog {
     /// Appends one use to the chain and returns once it is on disk: the API answers only
     /// after this, so a use that was answered is never lost to a crash. Concurrent callers
     /// share one flush ([`GroupFlush`](crate::flush::GroupFlush)).
-    pub async fn log_use(
-        &self,
-        caller: &str,
-        purpose: &str,
-        action: &str,
-        subject: &str,
-        result: &str,
-    ) -> Result<AuditEntry, sled::Error> {
-        let entry = self.record_use(caller, purpose, action, subject, result)?;
+    pub async fn log_use(&self, used: Use<'_>) -> Result<AuditEntry, sled::Error> {
+        let entry = self.record_use(used)?;
         self.flush().await?;
         Ok(entry)
     }
 
     /// Appends one use to the chain and returns it (written, not yet flushed: see
     /// [`LicenceStore::log_use`]).
-    pub fn record_use(
-        &self,
-        caller: &str,
-        purpose: &str,
-        action: &str,
-        subject: &str,
-        result: &str,
-    ) -> Result<AuditEntry, sled::Error> {
+    pub fn record_use(&self, used: Use<'_>) -> Result<AuditEntry, sled::Error> {
+        let Use { caller, purpose, action, subject, result } = used;
+        let action = action.as_str();
         let _guard = self.audit_lock.lock();
         let (seq, prev_hash) = match self.audit.last()? {
             Some((_, bytes)) => {
@@ -673,7 +708,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = UseLog::open_dir(dir.path()).unwrap();
         for n in 0..5 {
-            store.record_use("provident-fund", "购房提取核验", "verify", &format!("L{n}"), "valid").unwrap();
+            store
+                .record_use(Use {
+                    caller: "provident-fund",
+                    purpose: "购房提取核验",
+                    action: UseAction::Verify,
+                    subject: &format!("L{n}"),
+                    result: "valid",
+                })
+                .unwrap();
         }
         assert_eq!(store.verify_chain().unwrap(), (5, None));
         // Change the purpose of entry 3 without fixing its hash.
@@ -698,7 +741,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = UseLog::open_dir(&dir.path().join("a")).unwrap();
         for subject in ["L1", "L2", "L1"] {
-            log.record_use("tax", "核验", "verify", subject, "valid").unwrap();
+            log.record_use(Use {
+                caller: "tax",
+                purpose: "核验",
+                action: UseAction::Verify,
+                subject: subject,
+                result: "valid",
+            })
+            .unwrap();
         }
         let seqs: Vec<u64> = log.uses_of("L1").unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [1, 3]);
@@ -714,7 +764,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = UseLog::open_dir(dir.path()).unwrap();
         for n in 0..4 {
-            log.record_use("tax", "核验", "verify", &format!("L{n}"), "valid").unwrap();
+            log.record_use(Use {
+                caller: "tax",
+                purpose: "核验",
+                action: UseAction::Verify,
+                subject: &format!("L{n}"),
+                result: "valid",
+            })
+            .unwrap();
         }
         // Entry 2 claims to be entry 5, with a hash that fits its content.
         let key = 2u64.to_be_bytes();
@@ -728,7 +785,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = UseLog::open_dir(dir.path()).unwrap();
         for n in 0..4 {
-            log.record_use("tax", "核验", "verify", &format!("L{n}"), "valid").unwrap();
+            log.record_use(Use {
+                caller: "tax",
+                purpose: "核验",
+                action: UseAction::Verify,
+                subject: &format!("L{n}"),
+                result: "valid",
+            })
+            .unwrap();
         }
         log.audit_tree().insert(3u64.to_be_bytes(), b"not json".as_slice()).unwrap();
         let (intact, broken) = log.verify_chain().unwrap();
@@ -742,7 +806,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = UseLog::open_dir(dir.path()).unwrap();
         for i in 0..n {
-            log.record_use("tax", "契税征收核验", "verify", &format!("L{i}"), "valid").unwrap();
+            log.record_use(Use {
+                caller: "tax",
+                purpose: "契税征收核验",
+                action: UseAction::Verify,
+                subject: &format!("L{i}"),
+                result: "valid",
+            })
+            .unwrap();
         }
         (dir, log)
     }
@@ -823,7 +894,15 @@ mod tests {
         assert_eq!(older.verify_chain().unwrap(), (5, None));
         // A disk that went its own way: refused, naming the entry, and left as it was.
         let (_other_dir, other) = log_of(0);
-        other.record_use("housing", "另有用途", "get", "L0", "found").unwrap();
+        other
+            .record_use(Use {
+                caller: "housing",
+                purpose: "另有用途",
+                action: UseAction::Get,
+                subject: "L0",
+                result: "found",
+            })
+            .unwrap();
         let refused = other.restore(&replicated).unwrap_err();
         assert!(matches!(refused, RestoreError::Contradiction { seq: 1 }), "{refused}");
         assert_eq!(other.entries().unwrap().len(), 1);
@@ -859,9 +938,24 @@ mod tests {
         let (_log_dir, log) = log_of(0);
         log.replicate(Arc::new(replication));
         for i in 0..3 {
-            log.log_use("tax", "契税征收核验", "verify", &format!("L{i}"), "valid").await.unwrap();
+            log.log_use(Use {
+                caller: "tax",
+                purpose: "契税征收核验",
+                action: UseAction::Verify,
+                subject: &format!("L{i}"),
+                result: "valid",
+            })
+            .await
+            .unwrap();
         }
-        log.record_use("tax", "契税征收核验", "holder", "L9", "found").unwrap();
+        log.record_use(Use {
+            caller: "tax",
+            purpose: "契税征收核验",
+            action: UseAction::Holder,
+            subject: "L9",
+            result: "found",
+        })
+        .unwrap();
         log.flush().await.unwrap();
         log.flush().await.unwrap();
         let anchor = log.anchor().await.unwrap().unwrap();

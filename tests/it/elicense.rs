@@ -236,7 +236,15 @@ fn govex_audit_verify_names_the_first_broken_link() {
     {
         let store = LicenceStore::open(&data.path().join("elicense")).unwrap();
         for n in 0..4 {
-            store.use_log().record_use("tax", "契税征收核验", "verify", &format!("L{n}"), "valid").unwrap();
+            let subject = format!("L{n}");
+            let used = govex_sinks::use_log::Use {
+                caller: "tax",
+                purpose: "契税征收核验",
+                action: govex_sinks::use_log::UseAction::Verify,
+                subject: &subject,
+                result: "valid",
+            };
+            store.use_log().record_use(used).unwrap();
         }
     }
     let run = || {

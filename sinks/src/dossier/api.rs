@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::DossierStore;
-use crate::use_log::{checked_purpose, purpose_problem, UseLog};
+use crate::use_log::{checked_purpose, purpose_problem, Use, UseAction, UseLog};
 
 /// What the API needs.
 pub struct DossierApi {
@@ -145,7 +145,11 @@ async fn dossier(
     // Found or not, as far as the caller may read: the caller reads its own use-log entries.
     let readable = |topic: &str| catalog.by_topic(topic).is_some_and(|r| r.may_read(caller.as_str()));
     let result = if parts.iter().any(|(_, part)| readable(&part.topic)) { "found" } else { "not_found" };
-    if let Err(e) = api.use_log.log_use(caller.as_str(), &purpose, "dossier", &unit, result).await {
+    if let Err(e) = api
+        .use_log
+        .log_use(Use { caller: caller.as_str(), purpose: &purpose, action: UseAction::Dossier, subject: &unit, result })
+        .await
+    {
         return unavailable(e);
     }
     let mut body = serde_json::Map::new();
@@ -256,7 +260,17 @@ async fn resource_record(
     };
     let result = if found.is_some() { "found" } else { "not_found" };
     let subject = format!("{}/{}", resource.id, logged_key(&key));
-    if let Err(e) = api.use_log.log_use(caller.as_str(), &purpose, "resource", &subject, result).await {
+    if let Err(e) = api
+        .use_log
+        .log_use(Use {
+            caller: caller.as_str(),
+            purpose: &purpose,
+            action: UseAction::Resource,
+            subject: &subject,
+            result,
+        })
+        .await
+    {
         return unavailable(e);
     }
     let Some(part) = found else {

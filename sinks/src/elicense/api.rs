@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::store::{LicenceStore, Status, StoredLicence};
-use crate::use_log::{checked_purpose, purpose_problem};
+use crate::use_log::{checked_purpose, purpose_problem, Use, UseAction};
 
 /// What the API needs.
 pub struct LicenceApi {
@@ -273,7 +273,12 @@ async fn get_licence(
         Err(e) => return storage_failed(e),
     };
     let result = if found.is_some() { "found" } else { "not_found" };
-    if let Err(e) = api.store.use_log().log_use(department.as_str(), &purpose, "get", &id, result).await {
+    if let Err(e) = api
+        .store
+        .use_log()
+        .log_use(Use { caller: department.as_str(), purpose: &purpose, action: UseAction::Get, subject: &id, result })
+        .await
+    {
         return storage_failed(e);
     }
     match found {
@@ -344,12 +349,24 @@ async fn holder_licences(
     // before the answer.
     let log = api.store.use_log();
     if licences.is_empty() {
-        if let Err(e) = log.record_use(department.as_str(), &purpose, "holder", &mask(holder), "not_found") {
+        if let Err(e) = log.record_use(Use {
+            caller: department.as_str(),
+            purpose: &purpose,
+            action: UseAction::Holder,
+            subject: &mask(holder),
+            result: "not_found",
+        }) {
             return storage_failed(e);
         }
     }
     for licence in &licences {
-        if let Err(e) = log.record_use(department.as_str(), &purpose, "holder", &licence.licence_id, "found") {
+        if let Err(e) = log.record_use(Use {
+            caller: department.as_str(),
+            purpose: &purpose,
+            action: UseAction::Holder,
+            subject: &licence.licence_id,
+            result: "found",
+        }) {
             return storage_failed(e);
         }
     }
@@ -382,15 +399,73 @@ fn presented_field(licence: &StoredLicence, name: &str) -> Option<Value> {
     }
 }
 
-/// The verdict on a presented licence, and every reason for it.
+/// What a verification found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Valid today, as presented.
+    Valid,
+    /// No licence with this identifier.
+    NotFound,
+    /// A presented field or the content hash differs from the licence's.
+    Mismatch,
+    /// Past its last day, or expired.
+    Expired,
+    /// Before its first day.
+    NotYetValid,
+    /// Suspended.
+    Suspended,
+    /// Revoked.
+    Revoked,
+    /// Withdrawn.
+    Withdrawn,
+    /// Cancelled.
+    Cancelled,
+    /// Transferred.
+    Transferred,
+    /// Any other status.
+    Invalid,
+}
+
+impl Outcome {
+    /// The name answers, metrics and the use log carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::NotFound => "not_found",
+            Self::Mismatch => "mismatch",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::Suspended => "suspended",
+            Self::Revoked => "revoked",
+            Self::Withdrawn => "withdrawn",
+            Self::Cancelled => "cancelled",
+            Self::Transferred => "transferred",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// The verdict on a presented licence: the outcome and every reason for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// What the verification found.
+    pub outcome: Outcome,
+    /// Why, field by field (names, never values).
+    pub reasons: Vec<String>,
+}
+
+/// The verdict on a presented licence.
 pub fn verdict(
     stored: Option<&StoredLicence>,
     content_hash: Option<&str>,
     fields: &serde_json::Map<String, Value>,
     today: NaiveDate,
-) -> (&'static str, Vec<String>) {
+) -> Verdict {
     let Some(licence) = stored else {
-        return ("not_found", vec!["the store has no licence with this identifier".into()]);
+        return Verdict {
+            outcome: Outcome::NotFound,
+            reasons: vec!["the store has no licence with this identifier".into()],
+        };
     };
     let mut mismatches = Vec::new();
     if let Some(hash) = content_hash {
@@ -405,35 +480,35 @@ pub fn verdict(
         }
     }
     if !mismatches.is_empty() {
-        return ("mismatch", mismatches);
+        return Verdict { outcome: Outcome::Mismatch, reasons: mismatches };
     }
     let days_today = govex_bus::zone::epoch_days(today);
     let mut reasons = Vec::new();
     if let Some(newer) = &licence.superseded_by {
         reasons.push(format!("superseded by {newer}"));
     }
-    let result = match licence.status {
+    let outcome = match licence.status {
         Status::Valid if licence.valid_until.is_some_and(|until| until < days_today) => {
             reasons.push(format!("valid until {}", date(licence.valid_until.unwrap_or_default())));
-            "expired"
+            Outcome::Expired
         }
         Status::Valid if licence.valid_from > days_today => {
             reasons.push(format!("valid from {}", date(licence.valid_from)));
-            "not_yet_valid"
+            Outcome::NotYetValid
         }
-        Status::Valid => "valid",
-        Status::Suspended => "suspended",
-        Status::Revoked => "revoked",
-        Status::Expired => "expired",
-        Status::Withdrawn => "withdrawn",
-        Status::Cancelled => "cancelled",
-        Status::Transferred => "transferred",
-        Status::Other => "invalid",
+        Status::Valid => Outcome::Valid,
+        Status::Suspended => Outcome::Suspended,
+        Status::Revoked => Outcome::Revoked,
+        Status::Expired => Outcome::Expired,
+        Status::Withdrawn => Outcome::Withdrawn,
+        Status::Cancelled => Outcome::Cancelled,
+        Status::Transferred => Outcome::Transferred,
+        Status::Other => Outcome::Invalid,
     };
-    if result != "valid" && reasons.is_empty() {
+    if outcome != Outcome::Valid && reasons.is_empty() {
         reasons.push(format!("status {} ({:?})", licence.status.code(), licence.status));
     }
-    (result, reasons)
+    Verdict { outcome, reasons }
 }
 
 async fn verify(
@@ -478,8 +553,21 @@ async fn verify(
         }
     };
     let today = govex_bus::zone::china_date(Utc::now());
-    let (result, reasons) = verdict(stored.as_ref(), request.content_hash.as_deref(), &request.fields, today);
-    if let Err(e) = api.store.use_log().log_use(department.as_str(), &purpose, "verify", &id, result).await {
+    let Verdict { outcome, reasons } =
+        verdict(stored.as_ref(), request.content_hash.as_deref(), &request.fields, today);
+    let result = outcome.as_str();
+    if let Err(e) = api
+        .store
+        .use_log()
+        .log_use(Use {
+            caller: department.as_str(),
+            purpose: &purpose,
+            action: UseAction::Verify,
+            subject: &id,
+            result,
+        })
+        .await
+    {
         counted("error");
         return storage_failed(e);
     }
@@ -510,7 +598,7 @@ async fn uses(
         },
         Err(_) => Vec::new(),
     };
-    uses.retain(|entry| entry.action != "dossier");
+    uses.retain(|entry| entry.action != UseAction::Dossier.as_str());
     let sees_all = role == Role::Auditor || department.as_str() == api.resource().owner;
     let listed: Vec<Value> = match sees_all {
         true => uses.iter().map(|entry| json!(entry)).collect(),
@@ -531,7 +619,10 @@ async fn uses(
         Role::Auditor => format!("{department} (auditor)"),
         _ => department.as_str().to_owned(),
     };
-    if let Err(e) = log.log_use(&logged_as, &purpose, "uses", &id, "listed").await {
+    if let Err(e) = log
+        .log_use(Use { caller: &logged_as, purpose: &purpose, action: UseAction::Uses, subject: &id, result: "listed" })
+        .await
+    {
         return storage_failed(e);
     }
     Json(json!({ "licence_id": id, "uses": listed })).into_response()
