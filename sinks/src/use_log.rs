@@ -699,6 +699,12 @@ pub fn is_format_character(c: char) -> bool {
     matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
+/// An entry as the store keeps it. Serializing a struct of strings and numbers does not fail;
+/// if it ever did, the write fails and nothing (no empty value) is stored.
+fn to_json(entry: &AuditEntry) -> Result<Vec<u8>, sled::Error> {
+    serde_json::to_vec(entry).map_err(|e| sled::Error::Unsupported(format!("a use-log entry does not serialize: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -742,11 +748,7 @@ mod tests {
         let log = UseLog::open_dir(&dir.path().join("a")).unwrap();
         for subject in ["L1", "L2", "L1"] {
             log.record_use(Use {
-                caller: "tax",
-                purpose: "核验",
-                action: UseAction::Verify,
-                subject: subject,
-                result: "valid",
+                caller: "tax", purpose: "核验", action: UseAction::Verify, subject, result: "valid"
             })
             .unwrap();
         }
@@ -980,10 +982,4 @@ mod tests {
         assert_eq!(checked_purpose(Some(&longest)).unwrap(), longest, "200 characters, not bytes");
         assert_eq!(checked_purpose(Some(&format!("{longest}长"))).unwrap_err().0, "purpose-too-long");
     }
-}
-
-/// An entry as the store keeps it. Serializing a struct of strings and numbers does not fail;
-/// if it ever did, the write fails and nothing (no empty value) is stored.
-fn to_json(entry: &AuditEntry) -> Result<Vec<u8>, sled::Error> {
-    serde_json::to_vec(entry).map_err(|e| sled::Error::Unsupported(format!("a use-log entry does not serialize: {e}")))
 }
