@@ -16,4 +16,5 @@ pub mod dossier;
 pub mod elicense;
 pub mod flush;
 pub mod level_bridge;
+pub mod resubscribe;
 pub mod use_log;

@@ -288,51 +288,23 @@ pub async fn run(
     catalog: govex_schemas::LiveCatalog,
     shutdown: CancellationToken,
 ) -> Result<RunStats, govex_bus::BusError> {
-    let mut total = RunStats::default();
-    loop {
-        let topics = topics_of(&catalog.current());
-        let consumer = bus.consumer(ConsumerSettings {
-            group_id: group_id.clone(),
-            topics: topics.clone(),
-            lanes: 16,
-            lane_capacity: 256,
-        })?;
-        let dlq = DeadLetterQueue::new(bus.producer().clone(), "dossier", metrics);
-        let this_set = shutdown.child_token();
-        let watch = {
-            let (catalog, this_set, topics) = (catalog.clone(), this_set.clone(), topics.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = this_set.cancelled() => return,
-                        () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-                    }
-                    if topics_of(&catalog.current()) != topics {
-                        tracing::info!("the catalogue lists other topics: the shared view subscribes again");
-                        this_set.cancel();
-                        return;
-                    }
-                }
-            })
-        };
-        let sink = sink.clone();
-        let stats = consumer
-            .run(
-                move |message| {
-                    let sink = sink.clone();
-                    async move { sink.handle(&message).await }
-                },
-                Some(dlq),
-                this_set.clone(),
-            )
-            .await;
-        this_set.cancel();
-        let _ = watch.await;
-        total.received += stats.received;
-        total.finished += stats.finished;
-        total.dead_lettered += stats.dead_lettered;
-        if shutdown.is_cancelled() {
-            return Ok(total);
+    crate::resubscribe::on_catalogue_topics(catalog, topics_of, "dossier", shutdown, |topics, stop| {
+        let (sink, group_id) = (sink.clone(), group_id.clone());
+        async move {
+            let consumer = bus.consumer(ConsumerSettings { group_id, topics, lanes: 16, lane_capacity: 256 })?;
+            let dlq = DeadLetterQueue::new(bus.producer().clone(), "dossier", metrics);
+            let stats = consumer
+                .run(
+                    move |message| {
+                        let sink = sink.clone();
+                        async move { sink.handle(&message).await }
+                    },
+                    Some(dlq),
+                    stop,
+                )
+                .await;
+            Ok(stats)
         }
-    }
+    })
+    .await
 }

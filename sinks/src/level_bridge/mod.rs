@@ -410,63 +410,40 @@ impl Bridge {
         let registry = link.registry.clone();
         let running =
             Arc::new(Running { name: link.name.clone(), remote: link.remote, direction: link.direction, registry });
-        let mut total = RunStats::default();
-        let outcome = loop {
-            let topics = link.topics_with(&catalog.current());
-            // Where the forwarded records go: a record type that travels may be new here.
-            if let Err(e) = self.bus.ensure_topics(&topics).await {
-                tracing::warn!(link = %link.name, error = %e, "a topic the link writes to could not be made");
-            }
-            let settings = ConsumerSettings {
-                group_id: format!("{group_prefix}-{}-bridge-{}", self.local, link.remote),
-                topics: topics.clone(),
+        let topics_of = {
+            let link = link.clone();
+            move |catalog: &govex_schemas::Catalog| link.topics_with(catalog)
+        };
+        let outcome = crate::resubscribe::on_catalogue_topics(catalog, topics_of, &link.name, shutdown, |topics, stop| {
+            let (bridge, running) = (self.clone(), running.clone());
+            let group_id = format!("{group_prefix}-{}-bridge-{}", self.local, link.remote);
+            let (config, bootstrap) = (link.config.clone(), link.bootstrap.clone());
+            async move {
+                // Where the forwarded records go: a record type that travels may be new here.
+                if let Err(e) = bridge.bus.ensure_topics(&topics).await {
+                    tracing::warn!(link = %running.name, error = %e, "a topic the link writes to could not be made");
+                }
                 // Each lane waits for its record's acknowledgement before the next (that is
                 // what lets the offset follow the ack); many lanes keep many records in flight.
-                lanes: 256,
-                lane_capacity: 16,
-            };
-            let consumer = match AtLeastOnceConsumer::new(&link.config, &link.bootstrap, settings) {
-                Ok(consumer) => consumer.with_lag_gauges(self.bus.lag_gauges()),
-                Err(e) => break Err(govex_bus::BusError::Client(e)),
-            };
-            let this_set = shutdown.child_token();
-            let watch = {
-                let (catalog, this_set, link, topics) =
-                    (catalog.clone(), this_set.clone(), link.clone(), topics.clone());
-                tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            () = this_set.cancelled() => return,
-                            () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        }
-                        if link.topics_with(&catalog.current()) != topics {
-                            tracing::info!(link = %link.name, "the catalogue changed what travels: the link subscribes again");
-                            this_set.cancel();
-                            return;
-                        }
-                    }
-                })
-            };
-            let (bridge, running_now, dlq) = (self.clone(), running.clone(), self.dlq.clone());
-            let stats = consumer
-                .run(
-                    move |message| {
-                        let (bridge, running) = (bridge.clone(), running_now.clone());
-                        async move { bridge.forward(&running, &message).await }
-                    },
-                    Some(dlq),
-                    this_set.clone(),
-                )
-                .await;
-            this_set.cancel();
-            let _ = watch.await;
-            total.received += stats.received;
-            total.finished += stats.finished;
-            total.dead_lettered += stats.dead_lettered;
-            if shutdown.is_cancelled() {
-                break Ok(total);
+                let settings = ConsumerSettings { group_id, topics, lanes: 256, lane_capacity: 16 };
+                let consumer = AtLeastOnceConsumer::new(&config, &bootstrap, settings)
+                    .map_err(govex_bus::BusError::Client)?
+                    .with_lag_gauges(bridge.bus.lag_gauges());
+                let dlq = bridge.dlq.clone();
+                let stats = consumer
+                    .run(
+                        move |message| {
+                            let (bridge, running) = (bridge.clone(), running.clone());
+                            async move { bridge.forward(&running, &message).await }
+                        },
+                        Some(dlq),
+                        stop,
+                    )
+                    .await;
+                Ok(stats)
             }
-        };
+        })
+        .await;
         heartbeat.abort();
         outcome
     }
