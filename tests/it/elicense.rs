@@ -309,26 +309,23 @@ async fn fields_a_newer_licence_schema_adds_are_carried_along_and_masked_by_the_
         bundled.replacen(r#"personal_fields = ["holder_identifier_number", "holder_name", "surface"]"#, personal, 1);
     assert_ne!(edited, bundled);
     std::fs::write(&catalog_file, edited).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !reqwest::get(format!("{base}/catalog")).await.unwrap().text().await.unwrap().contains("holder_phone") {
-        assert!(tokio::time::Instant::now() < deadline, "the catalogue naming holder_phone never went live");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let within = Duration::from_secs(20);
+    support::eventually("the catalogue naming holder_phone going live", within, || async {
+        let catalogue = reqwest::get(format!("{base}/catalog")).await.unwrap().text().await.unwrap();
+        catalogue.contains("holder_phone").then_some(())
+    })
+    .await;
 
     let mut record = govex_adapters::samples::sample("platform", "licence", 3).unwrap();
     record["remark"] = json!("换证补发");
     record["holder_phone"] = json!("13912345678");
     let id = record["licence_id"].as_str().unwrap().to_owned();
-    loop {
+    support::eventually("v2 of the licence going live", within, || async {
         let answer =
             http.post(format!("{base}/v1/platform/licence")).bearer_auth(token("platform")).json(&record).send().await;
-        let answer = answer.unwrap();
-        if answer.status() == StatusCode::ACCEPTED {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "v2 never went live: {}", answer.text().await.unwrap());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (answer.unwrap().status() == StatusCode::ACCEPTED).then_some(())
+    })
+    .await;
     let read = |department: &'static str| {
         let (http, url) = (http.clone(), format!("{base}/v1/licences/{id}"));
         async move {
@@ -337,14 +334,11 @@ async fn fields_a_newer_licence_schema_adds_are_carried_along_and_masked_by_the_
             (response.status(), response.json::<Value>().await.unwrap_or(Value::Null))
         }
     };
-    let full = loop {
+    let full = support::eventually("the licence in the store", within, || async {
         let (status, body) = read("land-registry").await;
-        if status == StatusCode::OK {
-            break body;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the store never had the licence");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        (status == StatusCode::OK).then_some(body)
+    })
+    .await;
     assert_eq!(full["remark"], "换证补发", "{full}");
     assert_eq!(full["holder_phone"], "13912345678", "{full}");
     let (status, masked) = read("housing").await;

@@ -2,11 +2,7 @@
 //! (`examples/departments/market-regulation/`), its catalogue entry and a token. No Rust, no
 //! rebuild, no restart.
 
-use std::{
-    path::Path,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use govex_bus::{
     auth::{hash_token, Role},
@@ -33,15 +29,8 @@ async fn catalogue_ids(api: &str) -> Vec<String> {
 }
 
 /// Retries `f` every 50 ms until it is `Some` or 10 s passed.
-async fn within_10s<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(done) = f().await {
-            return done;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{what} did not happen within 10 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn within_10s<T, F: std::future::Future<Output = Option<T>>>(what: &str, f: impl FnMut() -> F) -> T {
+    crate::support::eventually(what, Duration::from_secs(10), f).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

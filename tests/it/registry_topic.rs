@@ -94,15 +94,11 @@ async fn submit(api: &str, record: &Value) -> (u16, Value) {
 
 /// Submits until the answer is `want` (a version going live), for at most 10 s.
 async fn until_status(api: &str, record: &Value, want: u16) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    crate::support::eventually(&format!("an answer {want}"), Duration::from_secs(10), || async {
         let (status, answer) = submit(api, record).await;
-        if status == want {
-            return answer;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "still {status} after 10 s: {answer}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (status == want).then_some(answer)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

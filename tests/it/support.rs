@@ -155,6 +155,23 @@ impl Collector {
     }
 }
 
+/// Retries `attempt` every 50 ms until it gives `Some`, and returns that; fails the test,
+/// naming `what`, when `within` passes first. The one deadline loop the tests share.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    within: Duration,
+    mut attempt: impl FnMut() -> F,
+) -> T {
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(done) = attempt().await {
+            return done;
+        }
+        assert!(started.elapsed() < within, "{what} did not happen within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until `url` (a `/readyz`) answers 200; fails the test after 60 s, with the last
 /// answer. Readiness is worked out in the background, once the consumers have caught up.
 pub async fn wait_ready(url: &str) {
