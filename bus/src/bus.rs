@@ -36,6 +36,14 @@ pub enum BusError {
         /// Why.
         error: String,
     },
+    /// The registry's topic cannot be followed or written as the registry's view needs.
+    #[error("the registry's topic {topic}: {error}")]
+    RegistryTopic {
+        /// The topic.
+        topic: String,
+        /// Why.
+        error: String,
+    },
     /// The brokers did not answer a metadata request.
     #[error("brokers {bootstrap} unreachable: {error}")]
     Unreachable {

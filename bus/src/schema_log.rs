@@ -97,7 +97,7 @@ impl SchemaLog {
             Role::Follower => None,
         };
         let storage =
-            |e: govex_schemas::RegistryError| BusError::CreateTopic { topic: TOPIC.into(), error: e.to_string() };
+            |e: govex_schemas::RegistryError| BusError::RegistryTopic { topic: TOPIC.into(), error: e.to_string() };
         if let Some(producer) = &producer {
             let state = registry.state().map_err(storage)?;
             let applied = registry.log_offset().map_err(storage)?;
@@ -115,7 +115,7 @@ impl SchemaLog {
                 // Views that read this topic apply its records first (the first record of a
                 // key wins): writing this registry's state after them would give its ids
                 // other meanings than theirs. An operator decides which registry is right.
-                return Err(BusError::CreateTopic {
+                return Err(BusError::RegistryTopic {
                     topic: TOPIC.into(),
                     error: format!(
                         "it holds {high} records this registry did not read (its store applied {} of them{}); \
@@ -137,7 +137,7 @@ impl SchemaLog {
                     .await
                     .map_err(|e| e.to_string())
                     .and_then(|r| r)
-                    .map_err(|error| BusError::CreateTopic { topic: TOPIC.into(), error })?;
+                    .map_err(|error| BusError::RegistryTopic { topic: TOPIC.into(), error })?;
                 registry.reset_log_offset().map_err(storage)?;
             }
         }
@@ -156,7 +156,7 @@ impl SchemaLog {
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(TOPIC, 0, Offset::Offset(from))
-            .map_err(|e| BusError::CreateTopic { topic: TOPIC.into(), error: e.to_string() })?;
+            .map_err(|e| BusError::RegistryTopic { topic: TOPIC.into(), error: e.to_string() })?;
         consumer.assign(&assignment).map_err(BusError::Client)?;
         let watermarks: BaseConsumer<LogContext> =
             client(ClientRole::Admin).create_with_context(LogContext).map_err(BusError::Client)?;
@@ -174,7 +174,7 @@ impl SchemaLog {
                 let (shared, registry) = (shared.clone(), registry.clone());
                 move || follow(&shared, &registry, &consumer)
             })
-            .map_err(|e| BusError::CreateTopic { topic: TOPIC.into(), error: e.to_string() })?;
+            .map_err(|e| BusError::RegistryTopic { topic: TOPIC.into(), error: e.to_string() })?;
         let log = Self { shared: shared.clone(), thread: Some(thread) };
         let view = registry.with_journal(Arc::new(Handle(shared.clone())));
         // A view that cannot catch up now still serves what it holds; its writes wait for it.
@@ -357,9 +357,8 @@ fn follow(shared: &Shared, registry: &Registry, consumer: &BaseConsumer<LogConte
                     }
                     shared.applied.lock().unwrap_or_else(PoisonError::into_inner).error = Some(error);
                     // A store error would repeat at once; the record is fetched again after a seek.
-                    if let Some(offset) = next.or(Some(registry.log_offset().ok().flatten().unwrap_or(0))) {
-                        let _ = consumer.seek(TOPIC, 0, Offset::Offset(offset), Duration::from_secs(1));
-                    }
+                    let offset = next.unwrap_or_else(|| registry.log_offset().ok().flatten().unwrap_or(0));
+                    let _ = consumer.seek(TOPIC, 0, Offset::Offset(offset), Duration::from_secs(1));
                     std::thread::sleep(Duration::from_millis(200));
                     break;
                 }

@@ -319,7 +319,7 @@ impl Registry {
         if let Some(kept) = &kept {
             tracing::error!(
                 offset,
-                kept = ?kept.encode().0,
+                kept = %String::from_utf8_lossy(&kept.encode().0),
                 "registry topic: a record would change what an id or a version means (two registry writers, or a producer that is not the registry?); it is skipped"
             );
         }
@@ -421,7 +421,6 @@ impl Registry {
                     Some(known) if known <= *id => {}
                     _ => batch.insert(canon, &id.to_be_bytes()),
                 }
-                let next = self.tree.get(NEXT_ID)?.map(|v| read_u32(&v)).transpose()?.unwrap_or(1);
                 // Ids are at most i32::MAX (Confluent's ids are Java ints; decode refuses more).
                 if *id >= next {
                     batch.insert(NEXT_ID, &id.saturating_add(1).to_be_bytes());

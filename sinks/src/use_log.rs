@@ -709,19 +709,18 @@ fn to_json(entry: &AuditEntry) -> Result<Vec<u8>, sled::Error> {
 mod tests {
     use super::*;
 
+    /// A use to log, as the tests make them.
+    fn used<'a>(caller: &'a str, purpose: &'a str, action: UseAction, subject: &'a str, result: &'a str) -> Use<'a> {
+        Use { caller, purpose, action, subject, result }
+    }
+
     #[test]
     fn tampering_with_the_use_log_is_found() {
         let dir = tempfile::tempdir().unwrap();
         let store = UseLog::open_dir(dir.path()).unwrap();
         for n in 0..5 {
             store
-                .record_use(Use {
-                    caller: "provident-fund",
-                    purpose: "购房提取核验",
-                    action: UseAction::Verify,
-                    subject: &format!("L{n}"),
-                    result: "valid",
-                })
+                .record_use(used("provident-fund", "购房提取核验", UseAction::Verify, &format!("L{n}"), "valid"))
                 .unwrap();
         }
         assert_eq!(store.verify_chain().unwrap(), (5, None));
@@ -766,14 +765,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = UseLog::open_dir(dir.path()).unwrap();
         for n in 0..4 {
-            log.record_use(Use {
-                caller: "tax",
-                purpose: "核验",
-                action: UseAction::Verify,
-                subject: &format!("L{n}"),
-                result: "valid",
-            })
-            .unwrap();
+            log.record_use(used("tax", "核验", UseAction::Verify, &format!("L{n}"), "valid")).unwrap();
         }
         // Entry 2 claims to be entry 5, with a hash that fits its content.
         let key = 2u64.to_be_bytes();
@@ -787,14 +779,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = UseLog::open_dir(dir.path()).unwrap();
         for n in 0..4 {
-            log.record_use(Use {
-                caller: "tax",
-                purpose: "核验",
-                action: UseAction::Verify,
-                subject: &format!("L{n}"),
-                result: "valid",
-            })
-            .unwrap();
+            log.record_use(used("tax", "核验", UseAction::Verify, &format!("L{n}"), "valid")).unwrap();
         }
         log.audit_tree().insert(3u64.to_be_bytes(), b"not json".as_slice()).unwrap();
         let (intact, broken) = log.verify_chain().unwrap();
@@ -808,14 +793,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = UseLog::open_dir(dir.path()).unwrap();
         for i in 0..n {
-            log.record_use(Use {
-                caller: "tax",
-                purpose: "契税征收核验",
-                action: UseAction::Verify,
-                subject: &format!("L{i}"),
-                result: "valid",
-            })
-            .unwrap();
+            log.record_use(used("tax", "契税征收核验", UseAction::Verify, &format!("L{i}"), "valid")).unwrap();
         }
         (dir, log)
     }
@@ -896,15 +874,7 @@ mod tests {
         assert_eq!(older.verify_chain().unwrap(), (5, None));
         // A disk that went its own way: refused, naming the entry, and left as it was.
         let (_other_dir, other) = log_of(0);
-        other
-            .record_use(Use {
-                caller: "housing",
-                purpose: "另有用途",
-                action: UseAction::Get,
-                subject: "L0",
-                result: "found",
-            })
-            .unwrap();
+        other.record_use(used("housing", "另有用途", UseAction::Get, "L0", "found")).unwrap();
         let refused = other.restore(&replicated).unwrap_err();
         assert!(matches!(refused, RestoreError::Contradiction { seq: 1 }), "{refused}");
         assert_eq!(other.entries().unwrap().len(), 1);
@@ -940,24 +910,9 @@ mod tests {
         let (_log_dir, log) = log_of(0);
         log.replicate(Arc::new(replication));
         for i in 0..3 {
-            log.log_use(Use {
-                caller: "tax",
-                purpose: "契税征收核验",
-                action: UseAction::Verify,
-                subject: &format!("L{i}"),
-                result: "valid",
-            })
-            .await
-            .unwrap();
+            log.log_use(used("tax", "契税征收核验", UseAction::Verify, &format!("L{i}"), "valid")).await.unwrap();
         }
-        log.record_use(Use {
-            caller: "tax",
-            purpose: "契税征收核验",
-            action: UseAction::Holder,
-            subject: "L9",
-            result: "found",
-        })
-        .unwrap();
+        log.record_use(used("tax", "契税征收核验", UseAction::Holder, "L9", "found")).unwrap();
         log.flush().await.unwrap();
         log.flush().await.unwrap();
         let anchor = log.anchor().await.unwrap().unwrap();
