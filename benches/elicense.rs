@@ -22,9 +22,12 @@ use std::{
 };
 
 use govex_bus::{
-    config::BusConfig, consumer::ConsumerSettings, embedded::EmbeddedBroker, envelope::Envelope,
-    identifiers::mod37_36_check, Bus, Department, Division, Encoder, Metrics, Outgoing, RegistryClient,
+    config::BusConfig, consumer::ConsumerSettings, embedded::EmbeddedBroker, envelope::Envelope, Bus, Encoder, Metrics,
+    Outgoing, RegistryClient,
 };
+use govex_schemas::identifiers::mod37_36_check;
+use govex_schemas::Department;
+use govex_schemas::Division;
 use govex_sinks::elicense::{
     sink::{LicenceSink, SinkMetrics},
     LicenceStore, TOPIC,
@@ -169,7 +172,7 @@ async fn http_benchmark() {
     let config = format!(
         "division = \"610921\"\ndata_dir = \"{}\"\n[bus]\nbrokers = \"{bootstrap}\"\n[listen]\napi = \"127.0.0.1:{api}\"\nregistry = \"127.0.0.1:{registry}\"\nops = \"127.0.0.1:{ops}\"\n[api]\nreads_per_second = 0\n[[intake.tokens]]\ndepartment = \"provident-fund\"\nsha256 = \"{}\"\n",
         data.path().display(),
-        govex_bus::auth::hash_token(token)
+        govex_http::auth::hash_token(token)
     );
     let config_path = data.path().join("node.toml");
     std::fs::write(&config_path, config).expect("config");

@@ -10,15 +10,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::config::NodeConfig;
 use anyhow::{bail, Context, Result};
 use govex_adapters::samples::{citizen_id, property_unit_number, sample};
-use govex_bus::{
-    auth::{hash_token, new_token},
-    config::{LinkConfig, TokenConfig},
-    embedded::EmbeddedBroker,
-    identifiers::mask,
-    Division, NodeConfig,
-};
+use govex_bus::embedded::EmbeddedBroker;
+use govex_http::auth::{hash_token, new_token};
+use govex_http::config::TokenConfig;
+use govex_schemas::identifiers::mask;
+use govex_schemas::Division;
+use govex_sinks::level_bridge::config::LinkConfig;
 use serde_json::{json, Value};
 
 use crate::node::{self, RunningNode};
@@ -91,7 +91,7 @@ struct Demo {
     started: Instant,
     steps: Vec<(String, Duration)>,
     /// The zone times are shown in (the nodes').
-    zone: govex_bus::zone::TimeZone,
+    zone: govex_schemas::zone::TimeZone,
 }
 
 impl Demo {
@@ -206,7 +206,7 @@ pub async fn run(data: &Path) -> Result<()> {
     let (province, city, county) =
         (province.context("the province node")?, city.context("the city node")?, county.context("the county node")?);
     for (level, node) in levels.iter().zip([&province, &city, &county]) {
-        let name = govex_bus::identifiers::shaanxi_division(level.division).map(|d| d.name).unwrap_or_default();
+        let name = govex_schemas::identifiers::shaanxi_division(level.division).map(|d| d.name).unwrap_or_default();
         println!("  {:<8} {} {:<6} API http://{}", level.name, level.division, name, node.api_addr()?);
     }
     let http = reqwest::Client::new();

@@ -8,7 +8,7 @@
 //! input is shown masked, whatever it was checked as.
 
 use chrono::NaiveDate;
-use govex_bus::identifiers;
+use govex_schemas::identifiers;
 
 /// What kind of identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -3,12 +3,14 @@
 
 use std::{path::PathBuf, sync::Arc};
 
+use crate::config::NodeConfig;
 use anyhow::{bail, Context, Result};
 use govex_adapters::{
     import::{run_import, FileFormat, ImportOptions, ImportSummary, Progress, TextEncoding},
     intake::Intake,
 };
-use govex_bus::{Bus, Department, Metrics, NodeConfig, RegistryClient};
+use govex_bus::{Bus, Metrics, RegistryClient};
+use govex_schemas::Department;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 

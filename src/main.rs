@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use govex_bus::{config::LogFormat, embedded::EmbeddedBroker, telemetry, NodeConfig};
+use govex::config::NodeConfig;
+use govex_bus::{config::LogFormat, embedded::EmbeddedBroker, telemetry};
 
 /// govex: a Kafka data-sharing exchange for government department systems.
 ///
@@ -344,7 +345,7 @@ async fn run() -> Result<()> {
             result
         }
         Command::Token { command: TokenCommand::New { department, label, role } } => {
-            let department: govex_bus::Department = department.parse().map_err(|_| anyhow::anyhow!("'{department}' is not a department: a department is a name such as tax or market-regulation (lower-case letters, digits and single hyphens)"))?;
+            let department: govex_schemas::Department = department.parse().map_err(|_| anyhow::anyhow!("'{department}' is not a department: a department is a name such as tax or market-regulation (lower-case letters, digits and single hyphens)"))?;
             let role = match role.as_str() {
                 "department" | "steward" | "auditor" => role,
                 other => anyhow::bail!("'{other}' is not a role: expected department, steward or auditor"),

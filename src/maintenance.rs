@@ -1,8 +1,9 @@
 //! Operators' maintenance commands on a stopped node's stores: checking the use log's hash
 //! chain, and rebuilding the e-licence store from its topic.
 
+use crate::config::NodeConfig;
 use anyhow::{bail, Context, Result};
-use govex_bus::{Bus, Metrics, NodeConfig, RegistryClient};
+use govex_bus::{Bus, Metrics, RegistryClient};
 use govex_sinks::{
     elicense::{sink, LicenceStore},
     use_log::{self, UseLog},

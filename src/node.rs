@@ -7,6 +7,8 @@ use std::{
     time::Duration,
 };
 
+use crate::config::Component;
+use crate::config::NodeConfig;
 use anyhow::{bail, Context, Result};
 use axum::{routing::get, Json, Router};
 use govex_adapters::intake::{
@@ -15,16 +17,13 @@ use govex_adapters::intake::{
     idempotency::IdempotencyStore,
     Intake,
 };
-use govex_bus::problem::with_route_list;
 use govex_bus::schema_log::{Role as SchemaLogRole, SchemaLog};
-use govex_bus::server::serve;
-use govex_bus::server::Stop;
-use govex_bus::{
-    auth::RegistryAccess,
-    config::Component,
-    ops::{self, Readiness},
-    Bus, Metrics, NodeConfig, RegistryClient,
-};
+use govex_bus::{Bus, Metrics, RegistryClient};
+use govex_http::auth::RegistryAccess;
+use govex_http::ops::{self, Readiness};
+use govex_http::problem::with_route_list;
+use govex_http::server::serve;
+use govex_http::server::Stop;
 use govex_schemas::{bundled_schemas, Catalog, LiveCatalog, Registry};
 use govex_sinks::{
     dossier::{self, api::DossierApi, DossierSink, DossierStore},
@@ -301,7 +300,7 @@ pub fn plan(config: &NodeConfig) -> Result<Plan> {
     // The division must be one the intake itself would take as a record's division.
     // The division must be one the intake itself would take as a record's division.
     let code = config.division.to_string();
-    match govex_bus::identifiers::division(&code) {
+    match govex_schemas::identifiers::division(&code) {
         Err(rule) => bail!("invalid configuration: division {code} is not a GB/T 2260 division in force ({rule})"),
         Ok(current) if current != code => {
             bail!("invalid configuration: division {code} was retired; its successor is {current}")
@@ -334,10 +333,10 @@ pub fn preflight(config: &NodeConfig) -> Result<Plan> {
         registry_client(url, config)?;
     }
     if let (true, Some(tls)) = (config.serves_api(), &config.listen.tls) {
-        govex_bus::server::acceptor(tls, "listen.tls")?;
+        govex_http::server::acceptor(tls, "listen.tls")?;
     }
     if let (None, Some(tls)) = (&plan.registry_url, &config.listen.registry_tls) {
-        govex_bus::server::acceptor(tls, "listen.registry_tls")?;
+        govex_http::server::acceptor(tls, "listen.registry_tls")?;
     }
     Ok(plan)
 }
@@ -464,11 +463,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let ops_listener = ops::bind("ops endpoints", config.listen.ops).await?;
     // Certificates are read before anything runs, so that a bad file stops the start cleanly.
     let api_tls = match (&api_listener, &config.listen.tls) {
-        (Some(_), Some(tls)) => Some(govex_bus::server::acceptor(tls, "listen.tls")?),
+        (Some(_), Some(tls)) => Some(govex_http::server::acceptor(tls, "listen.tls")?),
         _ => None,
     };
     let registry_tls = match (&registry_url, &config.listen.registry_tls) {
-        (None, Some(tls)) => Some(govex_bus::server::acceptor(tls, "listen.registry_tls")?),
+        (None, Some(tls)) => Some(govex_http::server::acceptor(tls, "listen.registry_tls")?),
         _ => None,
     };
     let registry_listener = match (&registry_url, runs(Component::Registry)) {

@@ -22,8 +22,10 @@ use govex_bus::{
     config::{BusConfig, ClientRole},
     embedded::EmbeddedBroker,
     rdkafka::producer::{FutureProducer, FutureRecord},
-    Bus, Department, Division, Metrics, RegistryClient,
+    Bus, Metrics, RegistryClient,
 };
+use govex_schemas::Department;
+use govex_schemas::Division;
 
 const RECORDS: usize = 100_000;
 /// The Python peer runs about 40 times slower: it gets a prefix of the records, so one run of

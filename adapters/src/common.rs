@@ -20,7 +20,7 @@ impl CheckContext {
 
     /// Today's date, in China Standard Time (UTC+8), for birth dates.
     pub fn today(&self) -> NaiveDate {
-        govex_bus::zone::china_date(self.now)
+        govex_schemas::zone::china_date(self.now)
     }
 }
 

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use apache_avro::schema::{RecordField, RecordSchema, Schema};
-use govex_bus::Department;
+use govex_schemas::Department;
 use serde_json::{json, Map, Value};
 
 use crate::{

@@ -33,7 +33,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use govex_bus::{Bus, Department};
+use govex_bus::Bus;
+use govex_schemas::Department;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};

@@ -18,7 +18,7 @@
 pub mod common;
 pub mod contract;
 /// The identifier rules live in `bus`, where sinks reach them too.
-pub use govex_bus::identifiers;
+pub use govex_schemas::identifiers;
 pub mod import;
 pub mod intake;
 pub mod land_registry;

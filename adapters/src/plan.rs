@@ -378,7 +378,7 @@ impl Plan {
                 }
             },
             Schema::Date => match chrono::NaiveDate::parse_from_str(text.unwrap_or_default(), "%Y-%m-%d") {
-                Ok(date) => Avro::Date(govex_bus::zone::epoch_days(date)),
+                Ok(date) => Avro::Date(govex_schemas::zone::epoch_days(date)),
                 Err(_) => {
                     checks.fail(&at.render(), "date-format", "must be a real date YYYY-MM-DD");
                     Avro::Date(0)

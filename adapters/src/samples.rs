@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 pub fn citizen_id(n: u32) -> String {
     let body = format!("61090219800101{:03}", n % 1000);
     // Seventeen digits always have a check character.
-    let check = govex_bus::identifiers::citizen_id_check(&body).unwrap_or('0');
+    let check = govex_schemas::identifiers::citizen_id_check(&body).unwrap_or('0');
     format!("{body}{check}")
 }
 
@@ -78,7 +78,7 @@ pub fn sample(department: &str, record: &str, n: u32) -> Option<Value> {
         ("platform", "licence") => {
             let serial = format!("SN{n:08}");
             let body = format!("11100000000013338W011{}{serial}001", "11430000006122244L");
-            let check = govex_bus::identifiers::mod37_36_check(&body).unwrap_or('0');
+            let check = govex_schemas::identifiers::mod37_36_check(&body).unwrap_or('0');
             json!({
                 "licence_id": format!("1.2.156.3005.2.11100000000013338W011.11430000006122244L.{serial}.001.{check}"),
                 "type_code": "11100000000013338W011",

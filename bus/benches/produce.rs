@@ -20,8 +20,9 @@ use govex_bus::{
         message::OwnedHeaders,
         producer::{FutureProducer, FutureRecord, Producer as _},
     },
-    Bus, Department, Division, Encoder, Metrics, Outgoing, RegistryClient,
+    Bus, Encoder, Metrics, Outgoing, RegistryClient,
 };
+use govex_schemas::{Department, Division};
 use serde::Serialize;
 
 const RECORDS: usize = 200_000;

@@ -11,12 +11,16 @@
 //! holds the typed views of records that code needs (the e-licence), each declared once and
 //! tested against its schema.
 //!
+//! [`domain`] holds what every part shares and no part does I/O with: departments, division
+//! codes, the identifiers records carry, and the clock and calendar people read.
+//!
 //! This crate knows nothing of Kafka; `bus` builds on it.
 
 pub mod bundled;
 pub mod catalog;
 pub mod compat;
 pub mod diff;
+pub mod domain;
 pub mod http;
 pub mod journal;
 pub mod lint;
@@ -26,5 +30,6 @@ pub mod store;
 pub use bundled::{bundled_schemas, BundledSchema};
 pub use catalog::{Catalog, Flow, LiveCatalog, Resource, Sharing};
 pub use compat::{can_read, Compatibility, Incompatibility};
+pub use domain::{identifiers, zone, Department, Division};
 pub use journal::{Change, Journal};
 pub use store::{Mode, Registry, RegistryError, SubjectVersion, VersionSelector};

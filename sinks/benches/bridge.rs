@@ -15,14 +15,14 @@ use std::{
 };
 
 use govex_bus::{
-    config::{BridgeConfig, BusConfig, LinkConfig},
-    consumer::ConsumerSettings,
-    dlq::DeadLetterQueue,
-    embedded::EmbeddedBroker,
-    envelope::Envelope,
-    Bus, Department, Division, Metrics, Outgoing, RegistryClient,
+    config::BusConfig, consumer::ConsumerSettings, dlq::DeadLetterQueue, embedded::EmbeddedBroker, envelope::Envelope,
+    Bus, Metrics, Outgoing, RegistryClient,
 };
+use govex_schemas::Department;
+use govex_schemas::Division;
 use govex_schemas::Registry;
+use govex_sinks::level_bridge::config::BridgeConfig;
+use govex_sinks::level_bridge::config::LinkConfig;
 use govex_sinks::level_bridge::{links, Bridge, BridgeMetrics};
 use tokio_util::sync::CancellationToken;
 

@@ -202,7 +202,7 @@ fn schema_text(topic: &str) -> &'static str {
     govex_schemas::bundled_schemas().find(|s| s.topic == topic).map(|s| s.text).unwrap_or_default()
 }
 
-use govex_bus::zone::now_ms;
+use govex_schemas::zone::now_ms;
 
 fn io_error(message: String) -> sled::Error {
     sled::Error::Io(std::io::Error::other(message))
@@ -212,7 +212,7 @@ fn io_error(message: String) -> sled::Error {
 pub struct Replication {
     producer: govex_bus::Producer,
     writer: String,
-    origin: govex_bus::Division,
+    origin: govex_schemas::Division,
     entries: govex_bus::Encoder,
     anchors: govex_bus::Encoder,
     /// One publisher at a time: concurrent readers share one round of acknowledgements.
@@ -230,7 +230,7 @@ impl Replication {
         bus: &govex_bus::Bus,
         registry: &govex_bus::RegistryClient,
         writer: String,
-        origin: govex_bus::Division,
+        origin: govex_schemas::Division,
     ) -> Result<Self, ReplicationError> {
         let config = govex_bus::config::BusConfig { linger_ms: 0, ..bus.config().clone() };
         let producer = govex_bus::Producer::new(&config, bus.bootstrap_servers(), &govex_bus::Metrics::new())
@@ -244,7 +244,7 @@ impl Replication {
     }
 
     fn outgoing(&self, topic: &str, key: String, payload: Vec<u8>, record_type: &str) -> govex_bus::Outgoing {
-        let envelope = govex_bus::Envelope::new(govex_bus::Department::PLATFORM, self.origin, record_type);
+        let envelope = govex_bus::Envelope::new(govex_schemas::Department::PLATFORM, self.origin, record_type);
         govex_bus::Outgoing::new(topic, key, payload, &envelope)
     }
 }
@@ -684,7 +684,7 @@ pub fn checked_purpose(purpose: Option<&str>) -> Result<String, (&'static str, S
 pub fn purpose_problem(rule: &str, message: &str) -> axum::response::Response {
     let errors = serde_json::json!([{ "pointer": "/purpose", "rule": rule, "message": message }]);
     let title = if rule == "purpose-too-long" { "Purpose too long" } else { "Purpose required" };
-    govex_bus::problem::problem(
+    govex_http::problem::problem(
         axum::http::StatusCode::BAD_REQUEST,
         "purpose",
         title,
@@ -905,7 +905,7 @@ mod tests {
         let bus = govex_bus::Bus::on_embedded(&config, broker, &govex_bus::Metrics::new()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let registry = govex_bus::RegistryClient::local(govex_schemas::Registry::open(&dir.path().join("r")).unwrap());
-        let division = govex_bus::Division::parse("610921").unwrap();
+        let division = govex_schemas::Division::parse("610921").unwrap();
         let replication = Replication::new(&bus, &registry, "w-1".into(), division).await.unwrap();
         let (_log_dir, log) = log_of(0);
         log.replicate(Arc::new(replication));

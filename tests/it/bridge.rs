@@ -3,10 +3,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use govex_bus::{
-    config::LinkConfig, embedded::EmbeddedBroker, envelope::Envelope, Bus, Department, Division, Encoder, Metrics,
-    NodeConfig, Outgoing, RegistryClient,
-};
+use govex::config::NodeConfig;
+use govex_bus::{embedded::EmbeddedBroker, envelope::Envelope, Bus, Encoder, Metrics, Outgoing, RegistryClient};
+use govex_schemas::Department;
+use govex_schemas::Division;
+use govex_sinks::level_bridge::config::LinkConfig;
 use serde::Serialize;
 
 use crate::{elicense, node::test_node_config, support};
@@ -226,11 +227,11 @@ async fn schema_ids_are_translated_between_registries_and_what_cannot_be_forward
     let mut county = config(dirs[1].path(), "610921", &county_broker);
     county.bridge.parent = Some(link(&city_broker, None));
     county.audit.anchor_interval_secs = 1;
-    county.intake.tokens.push(govex_bus::config::TokenConfig {
+    county.intake.tokens.push(govex_http::config::TokenConfig {
         department: "tax".into(),
-        sha256: govex_bus::auth::hash_token("bridge-test-tax"),
+        sha256: govex_http::auth::hash_token("bridge-test-tax"),
         label: None,
-        role: govex_bus::auth::Role::Department,
+        role: govex_http::auth::Role::Department,
     });
     let city = govex::node::start(city).await.unwrap();
     let county = govex::node::start(county).await.unwrap();
@@ -317,11 +318,11 @@ async fn a_record_type_added_as_data_is_carried_up_when_the_catalogue_says_it_fl
     let mut county = config(dirs[1].path(), "610921", &county_broker);
     county.bridge.parent = Some(link(&city_broker, None));
     county.intake.schema_refresh_ms = 200;
-    county.intake.tokens.push(govex_bus::config::TokenConfig {
+    county.intake.tokens.push(govex_http::config::TokenConfig {
         department: "market-regulation".into(),
-        sha256: govex_bus::auth::hash_token("test-token-of-market-regulation"),
+        sha256: govex_http::auth::hash_token("test-token-of-market-regulation"),
         label: None,
-        role: govex_bus::auth::Role::Department,
+        role: govex_http::auth::Role::Department,
     });
     let city = govex::node::start(city).await.unwrap();
     let county = govex::node::start(county).await.unwrap();

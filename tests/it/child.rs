@@ -9,7 +9,8 @@ use std::{
     time::Duration,
 };
 
-use govex_bus::{config::Role, NodeConfig};
+use govex::config::NodeConfig;
+use govex_http::config::Role;
 
 /// The token a child node gives `department`'s system.
 pub fn child_token(department: &str) -> String {
@@ -155,9 +156,9 @@ pub fn child_config(dir: &Path, brokers: Option<&str>) -> NodeConfig {
     config.bus.brokers = brokers.map(str::to_owned);
     config.intake.tokens = ["land-registry", "housing", "tax", "provident-fund", "platform"]
         .into_iter()
-        .map(|department| govex_bus::config::TokenConfig {
+        .map(|department| govex_http::config::TokenConfig {
             department: department.into(),
-            sha256: govex_bus::auth::hash_token(&child_token(department)),
+            sha256: govex_http::auth::hash_token(&child_token(department)),
             label: None,
             role: Role::Department,
         })

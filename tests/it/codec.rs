@@ -4,8 +4,10 @@ use apache_avro::Schema;
 use govex_bus::{
     codec::{parse_frame, CodecError},
     envelope::Envelope,
-    Decoder, Department, Division, Encoder, Outgoing,
+    Decoder, Encoder, Outgoing,
 };
+use govex_schemas::Department;
+use govex_schemas::Division;
 
 use crate::support::{self, permit, TestPermit, PERMIT_SCHEMA};
 

@@ -5,8 +5,10 @@
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
+use govex::config::Component;
+use govex::config::NodeConfig;
 use govex_adapters::{intake::auth::hash_token, samples::sample};
-use govex_bus::{config::Component, embedded::EmbeddedBroker, NodeConfig};
+use govex_bus::embedded::EmbeddedBroker;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -14,7 +16,7 @@ use crate::node::test_node_config;
 
 fn process_config(dir: &Path, bootstrap: &str, components: &[Component], registry: Option<String>) -> NodeConfig {
     let mut config = test_node_config(dir);
-    config.division = govex_bus::Division::parse("610921").unwrap();
+    config.division = govex_schemas::Division::parse("610921").unwrap();
     config.bus.brokers = Some(bootstrap.to_owned());
     config.bus.replication_factor = 1;
     config.components = components.to_vec();
@@ -55,7 +57,7 @@ async fn a_node_split_into_registry_intake_and_store_processes_works_as_one() {
 
     // The intake starts first and waits for the registry it is pointed at.
     let mut intake_config = process_config(dirs[0].path(), &bootstrap, &[Component::Intake], Some(registry_url));
-    intake_config.intake.tokens = vec![govex_bus::config::TokenConfig {
+    intake_config.intake.tokens = vec![govex_http::config::TokenConfig {
         department: "platform".into(),
         sha256: hash_token("test-token-of-platform"),
         label: None,

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use govex_bus::NodeConfig;
+use govex::config::NodeConfig;
 
 fn load(text: &str) -> (tempfile::TempDir, Result<NodeConfig, govex_bus::ConfigError>) {
     let dir = tempfile::tempdir().unwrap();
@@ -58,7 +58,7 @@ fn a_commands_own_variable_does_not_trip_the_node_config() {
     // `govex schema` reads GOVEX_REGISTRY_URL; a node started in the same shell must not
     // take it for a setting.
     let env = [("GOVEX_REGISTRY_URL".to_owned(), "http://127.0.0.1:8081".to_owned())];
-    let config = govex_bus::NodeConfig::load(None, env).expect("the variable is the schema command's");
+    let config = govex::config::NodeConfig::load(None, env).expect("the variable is the schema command's");
     assert_eq!(config.registry.url, None);
 }
 

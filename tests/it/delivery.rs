@@ -11,8 +11,10 @@ use govex_bus::{
     consumer::{ConsumerSettings, HandlerError},
     envelope::Envelope,
     rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr},
-    Department, Division, Outgoing,
+    Outgoing,
 };
+use govex_schemas::Department;
+use govex_schemas::Division;
 use tokio_util::sync::CancellationToken;
 
 use crate::support;

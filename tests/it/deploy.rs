@@ -6,7 +6,9 @@
 use std::{collections::BTreeSet, path::Path, sync::Arc};
 
 use govex_adapters::common::CheckContext;
-use govex_bus::{config::LinkConfig, embedded::EmbeddedBroker, Division};
+use govex_bus::embedded::EmbeddedBroker;
+use govex_schemas::Division;
+use govex_sinks::level_bridge::config::LinkConfig;
 
 use crate::node::test_node_config;
 

@@ -111,7 +111,9 @@ async fn the_dossier_gathers_every_department_and_honours_sharing_classes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_added_in_a_newer_version_reaches_the_dossier() {
     use govex_adapters::{common::CheckContext, plan::Plan};
-    use govex_bus::{producer::Outgoing, Department, Division, Encoder, Envelope};
+    use govex_bus::{producer::Outgoing, Encoder, Envelope};
+    use govex_schemas::Department;
+    use govex_schemas::Division;
 
     let dir = tempfile::tempdir().unwrap();
     let node = govex::node::start(intake_config(dir.path())).await.unwrap();

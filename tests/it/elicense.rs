@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use govex_bus::{
-    envelope::Envelope, identifiers::mod37_36_check, Department, Division, Encoder, Outgoing, RegistryClient,
-};
+use govex_bus::{envelope::Envelope, Encoder, Outgoing, RegistryClient};
+use govex_schemas::identifiers::mod37_36_check;
+use govex_schemas::Department;
+use govex_schemas::Division;
 use govex_sinks::elicense::{sink, LicenceStore, Status, TOPIC};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -281,7 +281,7 @@ async fn slow_and_idle_clients_do_not_hold_a_shutdown_and_a_publish_in_progress_
     config.listen.tls_handshake_timeout_secs = 120;
     config.listen.keep_alive_idle_secs = 120;
     config.listen.shutdown_grace_secs = 2;
-    config.listen.registry_tls = Some(govex_bus::config::TlsConfig {
+    config.listen.registry_tls = Some(govex_http::config::TlsConfig {
         cert_path: crate::tls::write(dir.path(), "cert.pem", &cert),
         key_path: crate::tls::write(dir.path(), "key.pem", &key),
         client_ca_path: None,
@@ -452,12 +452,12 @@ async fn a_bridge_killed_mid_stream_and_restarted_loses_nothing_and_forwards_eac
     let (city_broker, county_broker) = (ChildBroker::start().await, ChildBroker::start().await);
     let (city_dir, county_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut city_config = child_config(city_dir.path(), Some(&city_broker.bootstrap));
-    city_config.division = govex_bus::Division::parse("610900").unwrap();
+    city_config.division = govex_schemas::Division::parse("610900").unwrap();
     let city = ChildNode::start(city_dir.path(), &city_config).await;
     let mut county_config = child_config(county_dir.path(), Some(&county_broker.bootstrap));
-    county_config.division = govex_bus::Division::parse("610921").unwrap();
+    county_config.division = govex_schemas::Division::parse("610921").unwrap();
     let city_registry = city.process.printed("schema registry").await.trim_end_matches("/subjects").to_owned();
-    county_config.bridge.parent = Some(govex_bus::config::LinkConfig {
+    county_config.bridge.parent = Some(govex_sinks::level_bridge::config::LinkConfig {
         division: None,
         brokers: city_broker.bootstrap.clone(),
         registry: Some(city_registry),

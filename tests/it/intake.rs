@@ -4,16 +4,17 @@
 use std::collections::HashMap;
 
 use apache_avro::Schema;
+use govex::config::NodeConfig;
 use govex_adapters::{
     common::CheckContext,
     identifiers,
     intake::{auth::hash_token, Rejection},
     samples::sample,
 };
-use govex_bus::{
-    config::{Role, TokenConfig},
-    Decoder, Department, NodeConfig,
-};
+use govex_bus::Decoder;
+use govex_http::config::Role;
+use govex_http::config::TokenConfig;
+use govex_schemas::Department;
 use serde_json::{json, Value};
 
 use crate::{node::test_node_config, support::records_in_topic};

@@ -18,8 +18,9 @@ use govex_bus::{
         message::{Headers, Message},
         ClientConfig,
     },
-    Bus, Department, Division, Encoder, Metrics, Outgoing, RegistryClient,
+    Bus, Encoder, Metrics, Outgoing, RegistryClient,
 };
+use govex_schemas::{Department, Division};
 use govex_sinks::elicense::{Status, TOPIC};
 use serde_json::{json, Value};
 
@@ -51,7 +52,7 @@ async fn no_answer_log_metric_or_dead_letter_carries_a_personal_identifier() {
     let entries: String = [("tax", "department"), ("land-registry", "department"), ("platform", "steward")]
         .iter()
         .map(|(department, role)| {
-            let hash = govex_bus::auth::hash_token(&format!("leak-{department}-{role}"));
+            let hash = govex_http::auth::hash_token(&format!("leak-{department}-{role}"));
             format!("[[tokens]]\ndepartment = \"{department}\"\nsha256 = \"{hash}\"\nrole = \"{role}\"\n")
         })
         .collect();

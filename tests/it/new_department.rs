@@ -4,10 +4,8 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use govex_bus::{
-    auth::{hash_token, Role},
-    config::TokenConfig,
-};
+use govex_http::auth::{hash_token, Role};
+use govex_http::config::TokenConfig;
 use serde_json::{json, Value};
 
 use crate::node::{test_node_config, STEWARD_TOKEN};

@@ -3,7 +3,8 @@
 use std::{net::SocketAddr, path::Path};
 
 use apache_avro::Schema;
-use govex_bus::{NodeConfig, RegistryClient};
+use govex::config::NodeConfig;
+use govex_bus::RegistryClient;
 
 use crate::support::{permit, PERMIT_SCHEMA};
 
@@ -17,11 +18,11 @@ pub fn test_node_config(data_dir: &Path) -> NodeConfig {
     config.listen.ops = any;
     config.bus.session_timeout_ms = 6_000;
     // A data steward's token, for the tests that write the registry over HTTP.
-    config.intake.tokens = vec![govex_bus::config::TokenConfig {
+    config.intake.tokens = vec![govex_http::config::TokenConfig {
         department: "platform".into(),
-        sha256: govex_bus::auth::hash_token(STEWARD_TOKEN),
+        sha256: govex_http::auth::hash_token(STEWARD_TOKEN),
         label: Some("steward".into()),
-        role: govex_bus::auth::Role::Steward,
+        role: govex_http::auth::Role::Steward,
     }];
     config
 }
@@ -116,9 +117,9 @@ async fn the_catalogue_is_served_and_its_owners_are_departments() {
     assert_eq!(resources.len(), govex_schemas::bundled_schemas().count());
     for resource in resources {
         let owner = resource["owner"].as_str().unwrap();
-        assert!(owner.parse::<govex_bus::Department>().is_ok(), "owner {owner} is a department");
+        assert!(owner.parse::<govex_schemas::Department>().is_ok(), "owner {owner} is a department");
         for subscriber in resource["subscribers"].as_array().unwrap() {
-            assert!(subscriber.as_str().unwrap().parse::<govex_bus::Department>().is_ok(), "{subscriber}");
+            assert!(subscriber.as_str().unwrap().parse::<govex_schemas::Department>().is_ok(), "{subscriber}");
         }
         assert!(node.topics.contains(&resource["topic"].as_str().unwrap().to_owned()));
     }

@@ -61,7 +61,7 @@ fn every_route_is_documented_with_its_methods() {
     for (name, text, sources) in [
         ("api", openapi::API, api_sources.as_slice()),
         ("registry", openapi::REGISTRY, [include_str!("../../schemas/src/http.rs")].as_slice()),
-        ("ops", openapi::OPS, [include_str!("../../bus/src/ops.rs")].as_slice()),
+        ("ops", openapi::OPS, [include_str!("../../http/src/ops.rs")].as_slice()),
     ] {
         let documented = operations(&document(text));
         let mut routed: BTreeSet<(String, String)> = sources.iter().flat_map(|s| routes_in(s)).collect();

@@ -197,7 +197,7 @@ fn a_user_error_prints_its_message_only_and_help_answers_its_own_help() {
 async fn repeated_client_errors_are_shown_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = crate::node::test_node_config(dir.path());
-    config.components = vec![govex_bus::config::Component::Registry];
+    config.components = vec![govex::config::Component::Registry];
     let node = govex::node::start(config).await.unwrap();
     let file = dir.path().join("payments.ndjson");
     std::fs::write(&file, b"{}\n").unwrap();

@@ -8,12 +8,11 @@ use apache_avro::{
     types::Value::{self, *},
     Decimal, Schema,
 };
-use govex_bus::{
-    auth::{hash_token, Role},
-    config::TokenConfig,
-    envelope::Envelope,
-    Decoder, Department, Division, Encoder, Outgoing,
-};
+use govex_bus::{envelope::Envelope, Decoder, Encoder, Outgoing};
+use govex_http::auth::{hash_token, Role};
+use govex_http::config::TokenConfig;
+use govex_schemas::Department;
+use govex_schemas::Division;
 
 use crate::node::test_node_config;
 

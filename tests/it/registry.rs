@@ -175,11 +175,11 @@ async fn the_registry_answers_like_confluents() {
 async fn registry_writes_need_a_steward_and_bad_subjects_cannot_corrupt_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_node_config(dir.path());
-    config.intake.tokens.push(govex_bus::config::TokenConfig {
+    config.intake.tokens.push(govex_http::config::TokenConfig {
         department: "tax".into(),
-        sha256: govex_bus::auth::hash_token("test-token-of-tax"),
+        sha256: govex_http::auth::hash_token("test-token-of-tax"),
         label: None,
-        role: govex_bus::auth::Role::Department,
+        role: govex_http::auth::Role::Department,
     });
     let node = govex::node::start(config).await.unwrap();
     let base = format!("http://{}", node.registry_addr.unwrap());
@@ -267,7 +267,7 @@ async fn a_read_only_registry_missing_a_bundled_schema_can_be_repaired() {
     let error = format!("{:#}", whole.err().expect("a whole node needs its bundled schemas"));
     assert!(error.contains("start the registry alone"), "{error}");
     let mut alone = test_node_config(dir.path());
-    alone.components = vec![govex_bus::config::Component::Registry];
+    alone.components = vec![govex::config::Component::Registry];
     let registry = govex::node::start(alone).await.unwrap();
     let api = Api { base: format!("http://{}", registry.registry_addr.unwrap()), http: reqwest::Client::new() };
     assert_eq!(api.call(Method::PUT, "/mode", Some(json!({"mode": "READWRITE"}))).await.0, 200);

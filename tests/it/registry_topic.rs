@@ -5,7 +5,9 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
-use govex_bus::{config::Component, embedded::EmbeddedBroker, NodeConfig};
+use govex::config::Component;
+use govex::config::NodeConfig;
+use govex_bus::embedded::EmbeddedBroker;
 use govex_schemas::journal::TOPIC;
 use serde_json::{json, Value};
 
@@ -29,7 +31,7 @@ fn shared_broker() -> EmbeddedBroker {
 
 fn process(dir: &Path, bootstrap: &str, components: &[Component]) -> NodeConfig {
     let mut config = intake_config(dir);
-    config.division = govex_bus::Division::parse("610921").unwrap();
+    config.division = govex_schemas::Division::parse("610921").unwrap();
     config.bus.brokers = Some(bootstrap.to_owned());
     config.bus.replication_factor = 1;
     config.components = components.to_vec();

@@ -4,7 +4,7 @@
 
 use std::{path::Path, sync::Arc};
 
-use govex_bus::config::TlsConfig;
+use govex_http::config::TlsConfig;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::{
@@ -111,7 +111,7 @@ async fn the_registry_over_mutual_tls_serves_known_clients_only() {
     let (server_cert, server_key) = pki.leaf(&["127.0.0.1"]);
     let ca_path = write(dir.path(), "ca.pem", &pki.ca.pem());
     let mut config = crate::node::test_node_config(&dir.path().join("registry"));
-    config.components = vec![govex_bus::config::Component::Registry];
+    config.components = vec![govex::config::Component::Registry];
     config.listen.registry_tls = Some(TlsConfig {
         cert_path: write(dir.path(), "server.pem", &server_cert),
         key_path: write(dir.path(), "server.key", &server_key),
@@ -140,7 +140,7 @@ async fn the_registry_over_mutual_tls_serves_known_clients_only() {
 
     // A process of the node reaches it through its registry.tls settings.
     let mut intake = crate::intake::intake_config(&dir.path().join("intake"));
-    intake.components = vec![govex_bus::config::Component::Intake];
+    intake.components = vec![govex::config::Component::Intake];
     intake.registry.url = Some(url);
     intake.registry.tls = Some(tls);
     // The mock cluster has no CreateTopics; an operator's cluster would have the topics.

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::intake::config::IntakeConfig;
 use axum::{
     body::{Body, Bytes},
     extract::{Path, State},
@@ -16,7 +17,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use govex_bus::{config::IntakeConfig, Department};
+use govex_schemas::Department;
 use serde_json::json;
 
 use super::{
@@ -26,7 +27,7 @@ use super::{
 };
 use crate::validation::Violation;
 
-pub use govex_bus::problem::PROBLEM_JSON;
+pub use govex_http::problem::PROBLEM_JSON;
 
 /// What the intake server needs.
 pub struct IntakeServer {
@@ -96,7 +97,7 @@ fn problem(status: StatusCode, kind: &str, title: &str, detail: impl Into<String
     Answer {
         status,
         content_type: PROBLEM_JSON,
-        body: govex_bus::problem::problem_body(status, kind, title, detail, errors),
+        body: govex_http::problem::problem_body(status, kind, title, detail, errors),
     }
 }
 
@@ -143,7 +144,7 @@ async fn input_contract(
 ) -> Response {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     if let Err(e) = server.tokens.authenticate(authorization) {
-        return govex_bus::auth::unauthenticated(e);
+        return govex_http::auth::unauthenticated(e);
     }
     let found = Department::known(&department).and_then(|d| server.intake.record_type(d, &record).ok());
     let Some(record_type) = found else {
@@ -345,7 +346,7 @@ async fn read_body(server: &IntakeServer, body: Body, batch: bool) -> Result<Rea
         let Some(chunk) = next else { break };
         let chunk = match chunk {
             Ok(chunk) => chunk,
-            Err(e) if govex_bus::server::is_body_timeout(&e) => {
+            Err(e) if govex_http::server::is_body_timeout(&e) => {
                 return Err(too_slow("the client paused too long while sending the body"))
             }
             Err(_) => {

@@ -59,7 +59,7 @@ struct Inner {
 }
 
 /// Milliseconds since the Unix epoch.
-pub use govex_bus::zone::now_ms;
+pub use govex_schemas::zone::now_ms;
 
 fn time_key(first_seen_ms: u64, key: &str) -> Vec<u8> {
     let mut index = first_seen_ms.to_be_bytes().to_vec();

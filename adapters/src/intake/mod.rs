@@ -6,7 +6,8 @@
 //! broker has acknowledged. [`http`] serves it to department systems.
 
 /// Department tokens live in `bus`, shared with the sinks' APIs.
-pub use govex_bus::auth;
+pub use govex_http::auth;
+pub mod config;
 pub mod http;
 pub mod idempotency;
 
@@ -19,8 +20,10 @@ use std::{
 use govex_bus::{
     producer::{Delivered, Outgoing, Producer},
     registry_client::SubjectVersion,
-    Bus, Department, Division, Envelope, Metrics, RegistryClient,
+    Bus, Envelope, Metrics, RegistryClient,
 };
+use govex_schemas::Department;
+use govex_schemas::Division;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},

@@ -12,11 +12,9 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use govex_bus::{
-    auth::{require_token, Role, Tokens},
-    identifiers::{mask, mask_name},
-    problem::problem,
-};
+use govex_http::auth::{require_token, Role, Tokens};
+use govex_http::problem::problem;
+use govex_schemas::identifiers::{mask, mask_name};
 use govex_schemas::LiveCatalog;
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -11,7 +11,7 @@
 
 pub mod api;
 
-use govex_bus::zone::TimeZone;
+use govex_schemas::zone::TimeZone;
 use std::{path::Path, sync::Arc};
 
 use apache_avro::{schema::RecordSchema, types::Value as Avro, Schema};
@@ -168,7 +168,7 @@ pub fn avro_to_json(value: &Avro, schema: &Schema, zone: &TimeZone) -> Value {
         (Avro::TimestampMillis(ms), _) => {
             json!(zone.rfc3339(*ms))
         }
-        (Avro::Date(days), _) => json!(govex_bus::zone::epoch_date(*days).map(|d| d.to_string())),
+        (Avro::Date(days), _) => json!(govex_schemas::zone::epoch_date(*days).map(|d| d.to_string())),
         (Avro::Enum(_, symbol), _) => json!(symbol),
         (Avro::String(s), _) => json!(s),
         (Avro::Int(n), _) => json!(n),

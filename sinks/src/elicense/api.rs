@@ -12,12 +12,11 @@ use axum::{
     Json, Router,
 };
 use chrono::{NaiveDate, Utc};
-use govex_bus::{
-    auth::{require_token, Role, Tokens},
-    identifiers::{mask, mask_name},
-    problem::{problem, JsonBody},
-    Department, Metrics,
-};
+use govex_bus::Metrics;
+use govex_http::auth::{require_token, Role, Tokens};
+use govex_http::problem::{problem, JsonBody};
+use govex_schemas::identifiers::{mask, mask_name};
+use govex_schemas::Department;
 use govex_schemas::Resource;
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -44,7 +43,7 @@ pub struct LicenceApi {
     /// Metrics.
     pub metrics: ApiMetrics,
     /// The zone times are shown in.
-    pub zone: govex_bus::zone::TimeZone,
+    pub zone: govex_schemas::zone::TimeZone,
 }
 
 impl LicenceApi {
@@ -148,14 +147,14 @@ fn storage_failed(e: sled::Error) -> Response {
 }
 
 fn date(days: i32) -> String {
-    govex_bus::zone::epoch_date(days).map(|d| d.to_string()).unwrap_or_default()
+    govex_schemas::zone::epoch_date(days).map(|d| d.to_string()).unwrap_or_default()
 }
 
 /// The licence's fields, as the one declaration of them (`govex_schemas::records::Licence`)
 /// serializes them, with times and dates in the forms callers send and see: `issued_at` in
 /// RFC 3339 (in `zone`), `valid_from`/`valid_until` as `YYYY-MM-DD`, and `status_code` beside
 /// `status`.
-fn fields(licence: &StoredLicence, zone: &govex_bus::zone::TimeZone) -> serde_json::Map<String, Value> {
+fn fields(licence: &StoredLicence, zone: &govex_schemas::zone::TimeZone) -> serde_json::Map<String, Value> {
     let mut fields = match serde_json::to_value(&licence.licence) {
         Ok(Value::Object(fields)) => fields,
         // A struct of strings, numbers and maps always serializes to an object.
@@ -207,7 +206,7 @@ fn is_personal(resource: &Resource, field: &str) -> bool {
 }
 
 /// The licence as a caller sees it: personal fields masked unless `entitled`.
-fn view(licence: &StoredLicence, entitled: bool, resource: &Resource, zone: &govex_bus::zone::TimeZone) -> Value {
+fn view(licence: &StoredLicence, entitled: bool, resource: &Resource, zone: &govex_schemas::zone::TimeZone) -> Value {
     let mut view = fields(licence, zone);
     let (number, name) = if entitled {
         (licence.holder_identifier_number.clone(), licence.holder_name.clone())
@@ -394,7 +393,7 @@ struct VerifyRequest {
 fn presented_field(licence: &StoredLicence, name: &str) -> Option<Value> {
     match presentable(name) {
         // The zone only shapes `issued_at`, which cannot be presented.
-        true => fields(licence, &govex_bus::zone::TimeZone::default()).remove(name),
+        true => fields(licence, &govex_schemas::zone::TimeZone::default()).remove(name),
         false => Some(json!(licence.surface.get(name)?)),
     }
 }
@@ -482,7 +481,7 @@ pub fn verdict(
     if !mismatches.is_empty() {
         return Verdict { outcome: Outcome::Mismatch, reasons: mismatches };
     }
-    let days_today = govex_bus::zone::epoch_days(today);
+    let days_today = govex_schemas::zone::epoch_days(today);
     let mut reasons = Vec::new();
     if let Some(newer) = &licence.superseded_by {
         reasons.push(format!("superseded by {newer}"));
@@ -552,7 +551,7 @@ async fn verify(
             return storage_failed(e);
         }
     };
-    let today = govex_bus::zone::china_date(Utc::now());
+    let today = govex_schemas::zone::china_date(Utc::now());
     let Verdict { outcome, reasons } =
         verdict(stored.as_ref(), request.content_hash.as_deref(), &request.fields, today);
     let result = outcome.as_str();
@@ -591,7 +590,7 @@ async fn uses(
     let log = api.store.use_log();
     // The log also holds dossier reads (by property unit) and holder look-ups that found
     // nothing (by masked holder): this route lists the uses of a licence, nothing else.
-    let mut uses = match govex_bus::identifiers::licence_id(&id) {
+    let mut uses = match govex_schemas::identifiers::licence_id(&id) {
         Ok(_) => match log.uses_of(&id) {
             Ok(uses) => uses,
             Err(e) => return storage_failed(e),

@@ -84,7 +84,7 @@ impl LicenceSink {
         written: &apache_avro::types::Value,
         schema: &Schema,
     ) -> BTreeMap<String, serde_json::Value> {
-        let utc = govex_bus::zone::TimeZone::parse("UTC").unwrap_or_default();
+        let utc = govex_schemas::zone::TimeZone::parse("UTC").unwrap_or_default();
         match crate::dossier::avro_to_json(written, schema, &utc) {
             serde_json::Value::Object(fields) => {
                 fields.into_iter().filter(|(name, _)| !self.known.iter().any(|k| k == name)).collect()
@@ -105,7 +105,7 @@ impl LicenceSink {
                 return Err(dead_letter("decode", e.class(), e.to_string()));
             }
         };
-        let version = govex_bus::identifiers::licence_id(&record.licence_id).map(|id| id.version).unwrap_or(0);
+        let version = govex_schemas::identifiers::licence_id(&record.licence_id).map(|id| id.version).unwrap_or(0);
         let incoming = StoredLicence {
             version,
             licence: record,

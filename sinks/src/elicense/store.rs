@@ -240,7 +240,7 @@ impl LicenceStore {
     /// (the later write would undo the earlier one, turning a revoked licence valid again).
     pub fn apply(&self, incoming: StoredLicence, event_id: Uuid) -> Result<Result<Applied, ApplyError>, sled::Error> {
         use sled::transaction::ConflictableTransactionError::Abort;
-        if let Err(rule) = govex_bus::identifiers::licence_id(&incoming.licence_id) {
+        if let Err(rule) = govex_schemas::identifiers::licence_id(&incoming.licence_id) {
             if self.events.contains_key(event_id.as_bytes())? {
                 return Ok(Ok(Applied::Duplicate));
             }
@@ -312,7 +312,7 @@ mod tests_support {
 
     pub(super) fn licence_id(serial: &str, version: u16) -> String {
         let body = format!("11100000000013338W011{}{serial}{version:03}", "11430000006122244L");
-        let check = govex_bus::identifiers::mod37_36_check(&body).unwrap();
+        let check = govex_schemas::identifiers::mod37_36_check(&body).unwrap();
         format!("1.2.156.3005.2.11100000000013338W011.11430000006122244L.{serial}.{version:03}.{check}")
     }
 

@@ -17,16 +17,21 @@
 //! origin is not under that child) goes to this node's dead-letter topic with its reason,
 //! never silently away.
 
+pub mod config;
+
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use crate::level_bridge::config::BridgeConfig;
+use crate::level_bridge::config::LinkConfig;
 use govex_bus::{
-    config::{BridgeConfig, BusConfig, LinkConfig},
+    config::BusConfig,
     consumer::{AtLeastOnceConsumer, ConsumerSettings, HandlerError, RunStats},
     dlq::{DeadLetter, DeadLetterQueue},
     envelope::Envelope,
     registry_client::RegistryClientError,
-    Bus, Division, Incoming, Metrics, Outgoing, RegistryClient,
+    Bus, Incoming, Metrics, Outgoing, RegistryClient,
 };
+use govex_schemas::Division;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -363,7 +368,7 @@ impl Bridge {
                     .get_or_create(&TopicLabels { link: link.name.clone(), topic: message.topic().to_owned() })
                     .inc();
                 if let Some(origin_ms) = envelope.event_time_millis() {
-                    let now_ms = govex_bus::zone::now_ms();
+                    let now_ms = govex_schemas::zone::now_ms();
                     self.metrics
                         .hop_latency
                         .get_or_create(&labels)
@@ -397,7 +402,7 @@ impl Bridge {
                     let up = probe.check(Duration::from_secs(2)).await.is_ok();
                     metrics.link_up.get_or_create(&labels).set(i64::from(up));
                     if up {
-                        let now = (govex_bus::zone::now_ms() / 1000) as i64;
+                        let now = (govex_schemas::zone::now_ms() / 1000) as i64;
                         metrics.heartbeat.get_or_create(&labels).set(now);
                     }
                     tokio::select! {
@@ -452,7 +457,7 @@ impl Bridge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use govex_bus::Department;
+    use govex_schemas::Department;
 
     fn division(code: &str) -> Division {
         Division::parse(code).unwrap()

@@ -18,11 +18,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use govex_bus::Metrics;
+use govex_schemas::Department;
+
 pub use crate::config::Role;
 use crate::{
     config::{ApiConfig, ReadAccess, TokenConfig},
     problem::problem,
-    Department, Metrics,
 };
 
 /// Lower-case hex SHA-256 of a token, as configuration stores it.

@@ -12,7 +12,7 @@ use std::{collections::HashMap, sync::OnceLock};
 use chrono::NaiveDate;
 
 /// The Shaanxi division table: code, name, successor code.
-const SHAANXI: &str = include_str!("../data/shaanxi-divisions.tsv");
+const SHAANXI: &str = include_str!("../../data/shaanxi-divisions.tsv");
 
 /// A known division.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,10 +45,10 @@ fn shaanxi() -> &'static HashMap<&'static str, KnownDivision> {
 /// Checks a division code: shape and province (GB/T 2260), and for Shaanxi (61) that the
 /// code exists. Returns the current code (a retired code maps to its successor).
 pub fn division(code: &str) -> Result<String, &'static str> {
-    let parsed = crate::Division::parse(code).map_err(|e| match e {
-        crate::division::DivisionError::Shape { .. } => "division-shape",
-        crate::division::DivisionError::UnknownProvince(_) => "division-province",
-        crate::division::DivisionError::CountyWithoutPrefecture(_) => "division-shape",
+    let parsed = super::Division::parse(code).map_err(|e| match e {
+        super::division::DivisionError::Shape { .. } => "division-shape",
+        super::division::DivisionError::UnknownProvince(_) => "division-province",
+        super::division::DivisionError::CountyWithoutPrefecture(_) => "division-shape",
     })?;
     if !code.starts_with("61") {
         return Ok(parsed.to_string());

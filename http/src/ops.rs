@@ -12,7 +12,7 @@ use axum::{
 };
 use tokio::net::TcpListener;
 
-use crate::{bus::Bus, metrics::Metrics, registry_client::RegistryClient};
+use govex_bus::{Bus, Metrics, RegistryClient};
 
 /// What `/readyz` checks.
 #[derive(Clone)]
