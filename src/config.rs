@@ -25,7 +25,7 @@ use govex_adapters::intake::config::IntakeConfig;
 use govex_bus::config::{BusConfig, ConfigError, LogConfig, RegistryTlsConfig};
 use govex_http::config::{ApiConfig, ListenConfig, ReadAccess};
 use govex_schemas::Division;
-use govex_sinks::level_bridge::config::BridgeConfig;
+use govex_sinks::{level_bridge::config::BridgeConfig, use_log::AuditConfig};
 
 /// The prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "GOVEX_";
@@ -79,44 +79,8 @@ pub struct NodeConfig {
     pub components: Vec<Component>,
 }
 
-/// The use log outside the node's disk: every entry is published to `gov.audit.use-log.v1`
-/// before the read it records is answered, and the chain's head to the compacted
-/// `gov.audit.anchor.v1` regularly and at shutdown.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditConfig {
-    /// The name of this process's use log in the topics: stable across restarts and lost
-    /// volumes (a StatefulSet pod's name), different for every e-licence replica. Default:
-    /// `<division>-<HOSTNAME>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub writer: Option<String>,
-    /// Seconds between anchors of the chain's head.
-    #[serde(default = "default_anchor_interval_secs")]
-    pub anchor_interval_secs: u64,
-}
-
-fn default_anchor_interval_secs() -> u64 {
-    30
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self { writer: None, anchor_interval_secs: default_anchor_interval_secs() }
-    }
-}
-
 /// `GOVEX_*` variables that belong to a command's own options, not to the node's settings.
 const COMMAND_VARIABLES: [&str; 2] = ["CONFIG", "REGISTRY_URL"];
-
-impl NodeConfig {
-    /// The name of this process's use log (see [`AuditConfig::writer`]).
-    pub fn use_log_writer(&self) -> String {
-        self.audit.writer.clone().unwrap_or_else(|| {
-            let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "node".into());
-            format!("{}-{host}", self.division)
-        })
-    }
-}
 
 /// A part of a node, run by any process whose `components` list names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -11,4 +11,5 @@ pub mod id_cmd;
 pub mod import_cmd;
 pub mod maintenance;
 pub mod node;
+pub mod registry;
 pub mod schema_cmd;

@@ -19,7 +19,7 @@ fn is_locked(error: &sled::Error) -> bool {
 /// registry it serves on `listen.registry`.
 fn maintenance_registry(config: &NodeConfig) -> Result<RegistryClient> {
     if let Some(url) = &config.registry.url {
-        return crate::node::registry_client(url, config);
+        return crate::registry::client(url, config);
     }
     let dir = config.data_dir.join("registry");
     if !dir.join("db").exists() {
@@ -79,7 +79,7 @@ pub async fn audit_verify(config: &NodeConfig) -> Result<bool> {
     if config.bus.brokers.is_none() {
         return Ok(intact);
     }
-    let writer = config.use_log_writer();
+    let writer = config.audit.writer(config.division);
     let registry = maintenance_registry(config)?;
     let bus = Bus::start(&config.bus, &Metrics::new())?;
     let (replicated, anchor) = use_log::replicated(&bus, &registry, &writer)
@@ -146,7 +146,7 @@ pub async fn rebuild_elicense(config: &NodeConfig) -> Result<()> {
         false => None,
     };
     let registry = match &config.registry.url {
-        Some(url) => crate::node::registry_client(url, config)?,
+        Some(url) => crate::registry::client(url, config)?,
         None => {
             let dir = config.data_dir.join("registry");
             if !dir.exists() {

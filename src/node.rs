@@ -1,4 +1,6 @@
-//! One node: its registry, its bus, its HTTP servers, and their start-up and shutdown order.
+//! One node: what this process runs of it, started in order from its configuration (plan,
+//! listeners, bus, registry, topics, catalogue, then each component's builder), served, and
+//! stopped in the order the brief prescribes.
 
 use std::{
     net::SocketAddr,
@@ -7,32 +9,23 @@ use std::{
     time::Duration,
 };
 
-use crate::config::Component;
-use crate::config::NodeConfig;
-use anyhow::{bail, Context, Result};
-use axum::{routing::get, Json, Router};
-use govex_adapters::intake::{
-    auth::Tokens,
-    http::{router as intake_router, IntakeServer},
-    idempotency::IdempotencyStore,
-    Intake,
+use anyhow::{bail, Context as _, Result};
+use axum::{routing::get, Json};
+use govex_adapters::intake::{auth::Tokens, Intake};
+use govex_bus::{schema_log::SchemaLog, Bus, Metrics, RegistryClient};
+use govex_http::{
+    context::Parts,
+    ops::{self, Readiness},
+    problem::with_route_list,
+    server::{acceptor, serve, Stop, TlsAcceptor},
+    Context,
 };
-use govex_bus::schema_log::{Role as SchemaLogRole, SchemaLog};
-use govex_bus::{Bus, Metrics, RegistryClient};
-use govex_http::auth::RegistryAccess;
-use govex_http::ops::{self, Readiness};
-use govex_http::problem::with_route_list;
-use govex_http::server::serve;
-use govex_http::server::Stop;
-use govex_schemas::{bundled_schemas, Catalog, LiveCatalog, Registry};
-use govex_sinks::{
-    dossier::{self, api::DossierApi, DossierSink, DossierStore},
-    elicense::{
-        self,
-        api::{ApiMetrics, LicenceApi},
-        sink::{LicenceSink, SinkMetrics},
-        LicenceStore,
-    },
+use govex_schemas::{bundled_schemas, Catalog, LiveCatalog};
+use tokio::net::TcpListener;
+
+use crate::{
+    config::{Component, NodeConfig},
+    registry,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -70,6 +63,8 @@ pub struct RunningNode {
     intake_tasks: TaskTracker,
     background: CancellationToken,
     background_tasks: TaskTracker,
+    /// What the components shared (their stores): kept open while the node runs.
+    _context: Context,
 }
 
 /// Makes sure `dir` exists and can be written, before anything is started.
@@ -79,62 +74,6 @@ fn check_data_dir(dir: &Path) -> Result<()> {
     std::fs::write(&probe, b"ok").with_context(|| format!("data directory {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
-}
-
-fn open_registry(dir: PathBuf) -> Result<Registry> {
-    let registry = Registry::open(&dir).with_context(|| {
-        format!(
-            "schema registry store {} cannot be opened (is another govex node using this data directory?)",
-            dir.display()
-        )
-    })?;
-    // A department record type that cannot be compiled into a contract is refused at push,
-    // so it never reaches an intake.
-    Ok(registry.with_contract_check(Arc::new(|subject: &str, text: &str, history: &[(String, String, bool)]| {
-        govex_adapters::contract::usable(subject, text, history).map_err(|e| e.to_string())
-    })))
-}
-
-/// How long start-up keeps trying a registry that does not answer yet. In Kubernetes the
-/// registry's pod may start after the others; waiting here beats a crash loop.
-const REGISTRY_WAIT: Duration = Duration::from_secs(120);
-
-/// Seeds the registry with the bundled schemas whose subjects it does not have
-/// (TopicNameStrategy), retrying while it is unreachable, and returns the topics to make:
-/// the bundled ones and those of record types stewards added.
-async fn seed_schemas(registry: &RegistryClient) -> Result<Vec<String>> {
-    let deadline = tokio::time::Instant::now() + REGISTRY_WAIT;
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match govex_adapters::intake::seed(registry).await {
-            Ok(()) => break,
-            Err(govex_adapters::intake::IntakeError::Registry(e))
-                if matches!(e, govex_bus::registry_client::RegistryClientError::Unavailable { .. })
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                tracing::warn!(registry = %registry.describe(), error = %e, "schema registry not reachable yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e).with_context(|| format!("the registry {} cannot be seeded", registry.describe())),
-        }
-    }
-    let subjects = registry.subjects().await.with_context(|| format!("{} lists no subjects", registry.describe()))?;
-    let mut topics: Vec<String> = bundled_schemas().map(|s| s.topic.to_owned()).collect();
-    // The topics of record types stewards added; a subject that is not one (a steward's own,
-    // another system's) gets no topic from govex.
-    for subject in subjects {
-        let Some(topic) = govex_adapters::contract::topic_of(&subject) else { continue };
-        if topics.iter().any(|t| t == topic) {
-            continue;
-        }
-        let latest = registry.version(&subject, "latest").await.with_context(|| format!("{subject} cannot be read"))?;
-        let schema = apache_avro::Schema::parse_str(&latest.schema);
-        if schema.is_ok_and(|s| govex_adapters::contract::declared(&s).is_ok_and(|d| d.is_some())) {
-            topics.push(topic.to_owned());
-        }
-    }
-    Ok(topics)
 }
 
 /// The catalogue in `path`, checked against the registry's latest schemas of its topics.
@@ -195,17 +134,6 @@ async fn follow_catalog(
             Err(_) => {}
         }
     }
-}
-
-/// The client of the external registry at `url`, with the configured token and TLS.
-pub fn registry_client(url: &str, config: &NodeConfig) -> Result<RegistryClient> {
-    let token = config.registry.token.as_deref();
-    Ok(match &config.registry.tls {
-        Some(tls) => {
-            RegistryClient::https(url, token, tls).map_err(anyhow::Error::msg).context("invalid configuration")?
-        }
-        None => RegistryClient::http_with_token(url, token),
-    })
 }
 
 /// What a configuration asks of this process, worked out and checked before anything
@@ -330,7 +258,7 @@ pub fn preflight(config: &NodeConfig) -> Result<Plan> {
         link.config.check_properties(&what).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     }
     if let Some(url) = &plan.registry_url {
-        registry_client(url, config)?;
+        registry::client(url, config)?;
     }
     if let (true, Some(tls)) = (config.serves_api(), &config.listen.tls) {
         govex_http::server::acceptor(tls, "listen.tls")?;
@@ -394,6 +322,11 @@ fn check_data_dir_can_be_made(dir: &Path) -> Result<()> {
 }
 
 impl Plan {
+    /// Whether this process uses the event topics: any component but a registry on its own.
+    pub fn uses_bus(&self) -> bool {
+        self.components.iter().any(|c| *c != Component::Registry)
+    }
+
     /// What `govex config check` prints.
     pub fn summary(&self, config: &NodeConfig) -> Vec<String> {
         let names: Vec<&str> = self.components.iter().map(|c| c.name()).collect();
@@ -449,88 +382,53 @@ impl Plan {
     }
 }
 
-/// Starts a node, or the components of one that `config.components` names. Fails fast,
-/// naming the cause, when a port is taken or the data directory is unusable; nothing is left
-/// running on failure.
-pub async fn start(config: NodeConfig) -> Result<RunningNode> {
-    let Plan { components, registry_url, tokens, links: bridge_links } = plan(&config)?;
-    let runs = |c: Component| components.contains(&c);
-    check_data_dir(&config.data_dir)?;
-    let api_listener = match config.serves_api() {
-        true => Some(ops::bind("API", config.listen.api).await?),
-        false => None,
-    };
-    let ops_listener = ops::bind("ops endpoints", config.listen.ops).await?;
-    // Certificates are read before anything runs, so that a bad file stops the start cleanly.
-    let api_tls = match (&api_listener, &config.listen.tls) {
-        (Some(_), Some(tls)) => Some(govex_http::server::acceptor(tls, "listen.tls")?),
-        _ => None,
-    };
-    let registry_tls = match (&registry_url, &config.listen.registry_tls) {
-        (None, Some(tls)) => Some(govex_http::server::acceptor(tls, "listen.registry_tls")?),
-        _ => None,
-    };
-    let registry_listener = match (&registry_url, runs(Component::Registry)) {
-        (None, true) => Some(ops::bind("schema registry", config.listen.registry).await?),
-        _ => None,
-    };
-    // A read replica keeps its view in memory: the topic is its data, the writer's volume the
-    // only one.
-    let registry_store = match (&registry_url, runs(Component::Registry), &config.registry.writer_url) {
-        (None, true, None) => Some(open_registry(config.data_dir.join("registry"))?),
-        _ => None,
-    };
+/// A bound listener and the TLS it is served with.
+pub type Listener = (TcpListener, Option<TlsAcceptor>);
 
-    if config.serves_api() && tokens.is_empty() {
+/// The listeners of this process, bound (and their certificates read) before anything
+/// starts, so that a taken port or a bad file stops the start cleanly.
+struct Listeners {
+    api: Option<Listener>,
+    ops: TcpListener,
+    registry: Option<Listener>,
+}
+
+impl Listeners {
+    async fn bind(config: &NodeConfig, plan: &Plan) -> Result<Self> {
+        let listen = &config.listen;
+        let api = match config.serves_api() {
+            true => Some((
+                ops::bind("API", listen.api).await?,
+                listen.tls.as_ref().map(|tls| acceptor(tls, "listen.tls")).transpose()?,
+            )),
+            false => None,
+        };
+        let ops = ops::bind("ops endpoints", listen.ops).await?;
+        let registry = match (&plan.registry_url, plan.components.contains(&Component::Registry)) {
+            (None, true) => Some((
+                ops::bind("schema registry", listen.registry).await?,
+                listen.registry_tls.as_ref().map(|tls| acceptor(tls, "listen.registry_tls")).transpose()?,
+            )),
+            _ => None,
+        };
+        Ok(Self { api, ops, registry })
+    }
+}
+
+/// Starts a node, or the components of one that `config.components` names. Fails fast,
+/// naming the cause, when a port is taken or the data directory is unusable; a component that
+/// fails to start stops every one started before it, so nothing is left running on failure.
+pub async fn start(config: NodeConfig) -> Result<RunningNode> {
+    let plan = plan(&config)?;
+    check_data_dir(&config.data_dir)?;
+    let mut listeners = Listeners::bind(&config, &plan).await?;
+    if config.serves_api() && plan.tokens.is_empty() {
         tracing::warn!("no department tokens configured: the APIs refuse every request; add [[intake.tokens]] (govex token new <department>)");
     }
     let metrics = Metrics::new();
-    let tokens = match config.serves_api() {
-        true => tokens.with_read_limit(&config.api, &metrics),
-        false => tokens,
-    };
     let bus = Bus::start(&config.bus, &metrics)?;
-    // The registry is a view of its topic: the registry component writes it, every other
-    // process without a registry URL follows it into a view of its own.
-    let (registry, schema_log) = match (&registry_url, registry_store) {
-        (Some(url), _) => (registry_client(url, &config)?, None),
-        (None, store) => {
-            let (store, role) = match store {
-                Some(store) => (store, SchemaLogRole::Writer),
-                // A process with no registry component, or a read replica: a view of the
-                // topic that takes no writes of its own.
-                None => (
-                    Registry::temporary().context("an in-memory registry view cannot be made")?,
-                    SchemaLogRole::Follower,
-                ),
-            };
-            let (view, log) = SchemaLog::start(&bus, store, role)
-                .await
-                .with_context(|| format!("the registry's topic {} cannot be used", govex_schemas::journal::TOPIC))?;
-            (RegistryClient::local(view), Some(log))
-        }
-    };
-    // A registry on its own writes only its own topic: it leaves the event topics to the
-    // processes that use them.
-    let uses_bus = components.iter().any(|c| *c != Component::Registry);
-    let topics = match seed_schemas(&registry).await {
-        Ok(topics) => topics,
-        // A registry that refuses the bundled schemas (a steward deleted one and set READONLY,
-        // say) must still come up on its own, or nothing could put it right.
-        Err(e) if !uses_bus => {
-            tracing::error!(error = %format!("{e:#}"), "the registry refuses a bundled schema; serving it so that a steward can repair it");
-            bundled_schemas().map(|s| s.topic.to_owned()).collect()
-        }
-        Err(e) => {
-            return Err(e.context(
-                "if the registry refuses it (read-only, incompatible), start the registry alone \
-                 (components = [\"registry\"]) and let a steward repair it",
-            ))
-        }
-    };
-    if uses_bus {
-        bus.ensure_topics(&topics).await?;
-    }
+    let (registry, schema_log) = registry::view(&config, &plan, &bus).await?;
+    let topics = registry::seed(&plan, &registry, &bus).await?;
     // After seeding: a steward's catalogue is checked against the registry's schemas.
     let catalog = match &config.catalog_file {
         Some(path) => {
@@ -538,260 +436,120 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         }
         None => Catalog::bundled().context("the bundled resource catalogue is invalid")?,
     };
-
-    let intake_stop = CancellationToken::new();
-    let cut = CancellationToken::new();
-    let intake_tasks = TaskTracker::new();
-    let background = CancellationToken::new();
-    let background_tasks = TaskTracker::new();
-    let group = |sink: &str| format!("{}-{}-{sink}", config.bus.group_prefix, config.division);
-    let live_catalog = LiveCatalog::new(catalog.clone());
+    let tokens = match config.serves_api() {
+        true => plan.tokens.clone().with_read_limit(&config.api, &metrics),
+        false => plan.tokens.clone(),
+    };
+    let mut cx = Context::new(Parts {
+        division: config.division,
+        data_dir: config.data_dir.clone(),
+        time_zone: config.time_zone.clone(),
+        group_prefix: config.bus.group_prefix.clone(),
+        bus,
+        registry,
+        metrics,
+        tokens,
+        catalog: LiveCatalog::new(catalog),
+        refresh: Duration::from_millis(config.intake.schema_refresh_ms.max(100)),
+    });
     if let Some(path) = config.catalog_file.clone() {
         // A steward's change to the catalogue file (a ConfigMap, say) is taken without a
         // restart, once it parses and matches the registry's schemas.
-        let every = Duration::from_millis(config.intake.schema_refresh_ms.max(100));
-        background_tasks.spawn(follow_catalog(path, registry.clone(), live_catalog.clone(), every, background.clone()));
+        let (registry, live, every, stop) = (cx.registry.clone(), cx.catalog.clone(), cx.refresh, cx.stop.clone());
+        cx.tasks.spawn(follow_catalog(path, registry, live, every, stop));
     }
+    let mut registry_addr = None;
+    for component in plan.components.clone() {
+        if let Err(e) = build(component, &config, &mut cx, &mut listeners, &mut registry_addr).await {
+            cx.abandon().await;
+            return Err(e.context(format!("the {} component cannot start", component.name())));
+        }
+    }
+    RunningNode::serve(config, plan, cx, listeners, registry_addr, schema_log, topics)
+}
 
-    let info =
-        NodeInfo { division: config.division.to_string(), components: components.clone(), topics: topics.clone() };
-    let mut api_router = Router::new()
-        .route("/", get(move || async move { Json(info) }))
-        .route("/openapi.json", openapi::route(openapi::API));
-    // What this node's API port serves, for the answer to a route it does not.
-    let mut api_routes: Vec<&str> = vec!["GET /", "GET /openapi.json"];
-    let mut intake = None;
-    if runs(Component::Intake) {
-        let idempotency_dir = config.data_dir.join("intake");
-        let idempotency =
-            IdempotencyStore::open(&idempotency_dir, Duration::from_secs(config.intake.idempotency_window_secs))
-                .with_context(|| format!("intake store {} cannot be opened", idempotency_dir.display()))?;
-        let accepting = Arc::new(Intake::new(&registry, &bus, config.division, &metrics).await?);
-        // Versions stewards push go live without a restart.
-        background_tasks.spawn(
-            accepting
-                .clone()
-                .follow(Duration::from_millis(config.intake.schema_refresh_ms.max(100)), background.clone()),
-        );
-        let server = Arc::new(IntakeServer::new(
-            accepting.clone(),
-            tokens.clone(),
-            idempotency,
-            config.intake.clone(),
-            intake_tasks.clone(),
-        ));
-        let catalog = live_catalog.clone();
-        api_router = api_router
-            .route("/catalog", get(move || async move { Json(catalog.current().as_ref().clone()) }))
-            .merge(intake_router(server));
-        api_routes.push("GET /catalog");
-        api_routes.extend(govex_adapters::intake::http::ROUTES);
-        intake = Some(accepting);
+/// Builds `component` into the node `cx`: the one place that names every component.
+async fn build(
+    component: Component,
+    config: &NodeConfig,
+    cx: &mut Context,
+    listeners: &mut Listeners,
+    registry_addr: &mut Option<SocketAddr>,
+) -> Result<()> {
+    match component {
+        Component::Registry => *registry_addr = registry::build(cx, config, listeners.registry.take())?,
+        Component::Intake => govex_adapters::intake::component::build(cx, &config.intake).await?,
+        Component::Elicense => govex_sinks::elicense::component::build(cx, &config.audit).await?,
+        Component::Dossier => govex_sinks::dossier::component::build(cx, &config.audit).await?,
+        Component::Cases => govex_sinks::case_stats::component::build(cx)?,
+        Component::Bridge => govex_sinks::level_bridge::component::build(cx, &config.bridge)?,
     }
-    // The e-licence store's database also holds the use log, which the dossier API writes
-    // too: every read of personal data lands in one chain.
-    let licences = match runs(Component::Elicense) || runs(Component::Dossier) {
-        true => {
-            let elicense_dir = config.data_dir.join("elicense");
-            Some(
-                LicenceStore::open(&elicense_dir)
-                    .with_context(|| format!("e-licence store {} cannot be opened", elicense_dir.display()))?,
-            )
-        }
-        false => None,
-    };
-    // The use log outside the node's disk: restored from its topic where the disk lacks
-    // entries (a lost or older volume), then replicated before every answer and anchored.
-    if let Some(licences) = &licences {
-        let writer = config.use_log_writer();
-        let use_log = licences.use_log().clone();
-        let (replicated, _) = govex_sinks::use_log::replicated(&bus, &registry, &writer)
-            .await
-            .map_err(anyhow::Error::msg)
-            .context("the replicated use log cannot be read")?;
-        let restored = use_log.restore(&replicated).context("the use log cannot be restored from its topic")?;
-        if restored > 0 {
-            tracing::warn!(restored, writer, "use-log entries missing on disk were restored from the topic");
-        }
-        let replication = govex_sinks::use_log::Replication::new(&bus, &registry, writer, config.division).await?;
-        use_log.replicate(Arc::new(replication));
-        let (stop, every) = (background.clone(), Duration::from_secs(config.audit.anchor_interval_secs.max(1)));
-        background_tasks.spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            loop {
-                let stopping = tokio::select! {
-                    _ = stop.cancelled() => true,
-                    _ = ticks.tick() => false,
+    Ok(())
+}
+
+impl RunningNode {
+    /// Serves the department API the components built and the ops endpoints, once every
+    /// component started.
+    fn serve(
+        config: NodeConfig,
+        plan: Plan,
+        mut cx: Context,
+        listeners: Listeners,
+        registry_addr: Option<SocketAddr>,
+        schema_log: Option<SchemaLog>,
+        topics: Vec<String>,
+    ) -> Result<Self> {
+        let limits = config.listen.limits();
+        let intake_stop = CancellationToken::new();
+        let (api_router, component_routes) = cx.take_api();
+        let api_addr = match listeners.api {
+            Some((listener, tls)) => {
+                let info = NodeInfo {
+                    division: config.division.to_string(),
+                    components: plan.components.clone(),
+                    topics: topics.clone(),
                 };
-                match use_log.anchor().await {
-                    Ok(Some(anchor)) if stopping => tracing::info!(seq = anchor.seq, "use log anchored at shutdown"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "the use log could not be anchored; trying again"),
-                }
-                if stopping {
-                    break;
-                }
+                let router = api_router
+                    .route("/", get(move || async move { Json(info) }))
+                    .route("/openapi.json", openapi::route(openapi::API));
+                let routes = ["GET /", "GET /openapi.json"].map(String::from).into_iter().chain(component_routes);
+                let router = with_route_list(router, routes.collect());
+                let stop = Stop { stop: intake_stop.clone(), cut: cx.cut.clone() };
+                let addr = listener.local_addr()?;
+                cx.requests.spawn(serve(listener, tls, router, limits, stop, cx.requests.clone()));
+                Some(addr)
             }
-        });
+            None => None,
+        };
+        let ops_addr = listeners.ops.local_addr()?;
+        let readiness = Readiness { bus: plan.uses_bus().then(|| cx.bus.clone()), registry: cx.registry.clone() };
+        let ops_router = ops::router(cx.metrics.clone(), readiness.watch(cx.stop.clone()))
+            .route("/openapi.json", openapi::route(openapi::OPS));
+        let ops_router = with_route_list(ops_router, openapi::routes(openapi::OPS));
+        // The ops port has connections of its own: a flood on the API leaves the probes answering.
+        let stop = Stop { stop: cx.stop.clone(), cut: cx.cut.clone() };
+        cx.tasks.spawn(serve(listeners.ops, None, ops_router, limits, stop, cx.tasks.clone()));
+        tracing::info!(division = %config.division, components = ?plan.components, api_addr = ?api_addr, %ops_addr, topics = topics.len(), "node started");
+        Ok(RunningNode {
+            components: plan.components,
+            intake: cx.shared::<Arc<Intake>>(),
+            config,
+            api_addr,
+            registry_addr,
+            ops_addr,
+            bus: cx.bus.clone(),
+            registry: cx.registry.clone(),
+            _schema_log: schema_log,
+            metrics: cx.metrics.clone(),
+            topics,
+            intake_stop,
+            cut: cx.cut.clone(),
+            intake_tasks: cx.requests.clone(),
+            background: cx.stop.clone(),
+            background_tasks: cx.tasks.clone(),
+            _context: cx,
+        })
     }
-    let dossiers = match runs(Component::Dossier) {
-        true => {
-            let dossier_dir = config.data_dir.join("dossier");
-            Some(
-                DossierStore::open(&dossier_dir)
-                    .with_context(|| format!("dossier store {} cannot be opened", dossier_dir.display()))?,
-            )
-        }
-        false => None,
-    };
-    if let (true, Some(licences)) = (runs(Component::Elicense), &licences) {
-        let licence_resource =
-            catalog.by_topic(elicense::TOPIC).cloned().context("the catalogue has no entry for e-licences")?;
-        let licence_api = Arc::new(LicenceApi {
-            store: licences.clone(),
-            tokens: tokens.clone(),
-            resource: licence_resource,
-            catalog: live_catalog.clone(),
-            metrics: ApiMetrics::register(&metrics),
-            zone: config.time_zone.clone(),
-        });
-        api_router = api_router.merge(elicense::api::router(licence_api));
-        api_routes.extend(elicense::api::ROUTES);
-        let sink = Arc::new(LicenceSink::new(licences.clone(), registry.clone(), SinkMetrics::register(&metrics)));
-        let (bus, metrics, stop, group_id) = (bus.clone(), metrics.clone(), background.clone(), group("elicense"));
-        background_tasks.spawn(async move {
-            if let Err(e) = elicense::sink::run(sink, &bus, group_id, &metrics, stop).await {
-                tracing::error!(error = %e, "the e-licence sink could not start");
-            }
-        });
-    }
-    if let (Some(dossiers), Some(licences)) = (dossiers, &licences) {
-        let dossier_api = Arc::new(DossierApi {
-            store: dossiers.clone(),
-            tokens: tokens.clone(),
-            catalog: live_catalog.clone(),
-            use_log: licences.use_log().clone(),
-        });
-        api_router = api_router.merge(dossier::api::router(dossier_api));
-        api_routes.extend(dossier::api::ROUTES);
-        let sink = Arc::new(DossierSink::new(dossiers, registry.clone(), config.time_zone.clone()));
-        let (bus, metrics, stop, group_id) = (bus.clone(), metrics.clone(), background.clone(), group("dossier"));
-        let catalog = live_catalog.clone();
-        background_tasks.spawn(async move {
-            if let Err(e) = dossier::run(sink, &bus, group_id, &metrics, catalog, stop).await {
-                tracing::error!(error = %e, "the dossier sink could not start");
-            }
-        });
-    }
-    if runs(Component::Cases) {
-        let cases_dir = config.data_dir.join("cases");
-        let case_stats = Arc::new(
-            govex_sinks::case_stats::CaseStats::open(&cases_dir, registry.clone(), &metrics)
-                .with_context(|| format!("case statistics store {} cannot be opened", cases_dir.display()))?,
-        );
-        let (bus, stop, group_id) = (bus.clone(), background.clone(), group("cases"));
-        background_tasks.spawn(async move {
-            if let Err(e) = govex_sinks::case_stats::run(case_stats, &bus, group_id, stop).await {
-                tracing::error!(error = %e, "the case statistics sink could not start");
-            }
-        });
-    }
-    if runs(Component::Bridge) {
-        // Level bridges: pull up-routes from the children's clusters, down-routes from the parent's.
-        if bridge_links.is_empty() && !config.components.is_empty() {
-            tracing::warn!(
-                "the bridge component runs, but [bridge] configures no parent or children: nothing to forward"
-            );
-        }
-        if !bridge_links.is_empty() {
-            let bridge = Arc::new(govex_sinks::level_bridge::Bridge::new(
-                config.division,
-                bus.clone(),
-                registry.clone(),
-                config.bridge.clone(),
-                govex_sinks::level_bridge::BridgeMetrics::register(&metrics),
-                govex_bus::dlq::DeadLetterQueue::new(bus.producer().clone(), "level-bridge", &metrics),
-            ));
-            for link in bridge_links {
-                let (bridge, stop, prefix) = (bridge.clone(), background.clone(), config.bus.group_prefix.clone());
-                let catalog = live_catalog.clone();
-                tracing::info!(link = %link.name, remote = %link.bootstrap, topics = ?link.topics, "bridge link starting");
-                background_tasks.spawn(async move {
-                    let name = link.name.clone();
-                    if let Err(e) = bridge.run_link(link, &prefix, catalog, stop).await {
-                        tracing::error!(link = %name, error = %e, "a bridge link could not start");
-                    }
-                });
-            }
-        }
-    }
-
-    let limits = config.listen.limits();
-    let api_addr = match api_listener {
-        Some(listener) => {
-            let addr = listener.local_addr()?;
-            let connections = intake_tasks.clone();
-            let stop = Stop { stop: intake_stop.clone(), cut: cut.clone() };
-            let api_router = with_route_list(api_router, api_routes.iter().map(|r| r.to_string()).collect());
-            intake_tasks.spawn(serve(listener, api_tls, api_router, limits, stop, connections));
-            Some(addr)
-        }
-        None => None,
-    };
-    let ops_addr = ops_listener.local_addr()?;
-    let readiness = Readiness { bus: uses_bus.then(|| bus.clone()), registry: registry.clone() };
-    let ops_router = ops::router(metrics.clone(), readiness.watch(background.clone()))
-        .route("/openapi.json", openapi::route(openapi::OPS));
-    let ops_router = with_route_list(ops_router, openapi::routes(openapi::OPS));
-    // The ops port has connections of its own: a flood on the API leaves the probes answering.
-    let connections = background_tasks.clone();
-    let stop = Stop { stop: background.clone(), cut: cut.clone() };
-    background_tasks.spawn(serve(ops_listener, None, ops_router, limits, stop, connections));
-    let registry_addr = match (registry_listener, registry.local_store()) {
-        // A read replica serves its view too.
-        (Some(listener), Some(store)) => {
-            let addr = listener.local_addr()?;
-            let access = Arc::new(RegistryAccess {
-                tokens: tokens.clone(),
-                http_writes: config.registry.http_writes,
-                read_access: config.registry.read_access,
-            });
-            // The document is open to read, whatever the registry's access rules.
-            let mut router = govex_schemas::http::router(store.clone(), access)
-                .route("/openapi.json", openapi::route(openapi::REGISTRY));
-            if let Some(writer) = &config.registry.writer_url {
-                router = router.layer(axum::middleware::from_fn_with_state(
-                    Arc::new(forward::Writer::new(writer, store.clone())),
-                    forward::writes_to_the_writer,
-                ));
-            }
-            let router = with_route_list(router, openapi::routes(openapi::REGISTRY));
-            let connections = background_tasks.clone();
-            let stop = Stop { stop: background.clone(), cut: cut.clone() };
-            background_tasks.spawn(serve(listener, registry_tls, router, limits, stop, connections));
-            Some(addr)
-        }
-        _ => None,
-    };
-    tracing::info!(division = %config.division, components = ?components, api_addr = ?api_addr, %ops_addr, topics = topics.len(), "node started");
-    Ok(RunningNode {
-        config,
-        components,
-        api_addr,
-        registry_addr,
-        ops_addr,
-        bus,
-        registry,
-        _schema_log: schema_log,
-        metrics,
-        topics,
-        intake,
-        intake_stop,
-        cut,
-        intake_tasks,
-        background,
-        background_tasks,
-    })
 }
 
 /// The OpenAPI 3.1 documents of the node's three ports, kept beside the handlers they
@@ -943,120 +701,4 @@ pub async fn run(config: NodeConfig, shutdown: impl std::future::Future<Output =
     node.print_endpoints();
     shutdown.await;
     node.shutdown().await
-}
-
-/// A read replica's forwarding of registry writes to the writer, as Confluent's followers
-/// forward to their leader: the caller's method, path, query, token and body, the writer's
-/// answer unchanged. Reads (and the POSTs that only read: a lookup, a compatibility test) are
-/// served from the replica's own view.
-mod forward {
-    use std::time::Duration;
-
-    use axum::{
-        body::{to_bytes, Body},
-        extract::{Request, State},
-        http::{header, Method, StatusCode},
-        middleware::Next,
-        response::{IntoResponse, Response},
-    };
-
-    /// The largest body forwarded: a schema, with room to spare.
-    const MAX_BODY: usize = 4 * 1024 * 1024;
-
-    pub struct Writer {
-        base: String,
-        client: reqwest::Client,
-        /// This replica's view, which a forwarded write waits for before it is answered.
-        view: govex_schemas::Registry,
-    }
-
-    impl Writer {
-        pub fn new(base: &str, view: govex_schemas::Registry) -> Self {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default();
-            Self { base: base.trim_end_matches('/').to_owned(), client, view }
-        }
-    }
-
-    /// Whether a request changes the registry.
-    fn is_write(method: &Method, path: &str) -> bool {
-        match *method {
-            Method::PUT | Method::DELETE => true,
-            Method::POST => path.starts_with("/subjects/") && path.ends_with("/versions"),
-            _ => false,
-        }
-    }
-
-    fn failed(message: String) -> Response {
-        let body = serde_json::json!({ "error_code": 50003, "message": message }).to_string();
-        (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, govex_schemas::http::CONTENT_TYPE)], body)
-            .into_response()
-    }
-
-    pub async fn writes_to_the_writer(
-        State(writer): State<std::sync::Arc<Writer>>,
-        request: Request,
-        next: Next,
-    ) -> Response {
-        if !is_write(request.method(), request.uri().path()) {
-            return next.run(request).await;
-        }
-        let (parts, body) = request.into_parts();
-        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let Ok(body) = to_bytes(body, MAX_BODY).await else {
-            return (StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large").into_response();
-        };
-        let Ok(method) = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()) else {
-            return failed("the method cannot be forwarded".into());
-        };
-        let mut forwarded = writer.client.request(method, format!("{}{path_and_query}", writer.base)).body(body);
-        for name in [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT] {
-            if let Some(value) = parts.headers.get(&name).and_then(|v| v.to_str().ok()) {
-                forwarded = forwarded.header(name.as_str(), value);
-            }
-        }
-        let answer = match forwarded.send().await {
-            Ok(answer) => answer,
-            Err(e) => {
-                tracing::warn!(writer = %writer.base, error = %e, "a registry write could not be forwarded to the writer");
-                return failed(format!("error while forwarding the request to the registry's writer: {e}"));
-            }
-        };
-        let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let content_type = answer
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(govex_schemas::http::CONTENT_TYPE)
-            .to_owned();
-        if status.is_success() {
-            // Read-your-writes on this replica: its view takes the write before the answer.
-            let view = writer.view.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || view.caught_up()).await {
-                tracing::warn!(error = %e, "a forwarded write is answered before this replica's view has it");
-            }
-        }
-        match answer.bytes().await {
-            Ok(bytes) => (status, [(header::CONTENT_TYPE, content_type)], Body::from(bytes)).into_response(),
-            Err(e) => failed(format!("the registry's writer's answer could not be read: {e}")),
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn writes_are_told_from_reads_that_post() {
-            assert!(is_write(&Method::POST, "/subjects/a-value/versions"));
-            assert!(is_write(&Method::PUT, "/config"));
-            assert!(is_write(&Method::DELETE, "/subjects/a-value"));
-            assert!(!is_write(&Method::POST, "/subjects/a-value"));
-            assert!(!is_write(&Method::POST, "/compatibility/subjects/a-value/versions"));
-            assert!(!is_write(&Method::GET, "/subjects/a-value/versions"));
-        }
-    }
 }

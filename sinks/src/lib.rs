@@ -17,4 +17,5 @@ pub mod elicense;
 pub mod flush;
 pub mod level_bridge;
 pub mod resubscribe;
+pub mod sink;
 pub mod use_log;

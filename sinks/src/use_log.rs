@@ -26,6 +26,42 @@ use sled::Transactional;
 
 use crate::flush::GroupFlush;
 
+/// The use log outside the node's disk: every entry is published to `gov.audit.use-log.v1`
+/// before the read it records is answered, and the chain's head to the compacted
+/// `gov.audit.anchor.v1` regularly and at shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The name of this process's use log in the topics: stable across restarts and lost
+    /// volumes (a StatefulSet pod's name), different for every e-licence replica. Default:
+    /// `<division>-<HOSTNAME>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
+    /// Seconds between anchors of the chain's head.
+    #[serde(default = "default_anchor_interval_secs")]
+    pub anchor_interval_secs: u64,
+}
+
+fn default_anchor_interval_secs() -> u64 {
+    30
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { writer: None, anchor_interval_secs: default_anchor_interval_secs() }
+    }
+}
+
+impl AuditConfig {
+    /// The name of this process's use log (see [`AuditConfig::writer`]).
+    pub fn writer(&self, division: govex_schemas::Division) -> String {
+        self.writer.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "node".into());
+            format!("{division}-{host}")
+        })
+    }
+}
+
 /// The most characters a stated purpose may have.
 pub const MAX_PURPOSE_CHARS: usize = 200;
 

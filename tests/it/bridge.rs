@@ -10,7 +10,7 @@ use govex_schemas::Division;
 use govex_sinks::level_bridge::config::LinkConfig;
 use serde::Serialize;
 
-use crate::{elicense, node::test_node_config, support};
+use crate::{elicense, support, support::test_node_config};
 
 const CASES: &str = "gov.case.event.v1";
 const LICENCES: &str = "gov.elicense.licence.v1";
@@ -332,7 +332,7 @@ async fn a_record_type_added_as_data_is_carried_up_when_the_catalogue_says_it_fl
     for node in [&city, &county] {
         let pushed = http
             .post(format!("http://{}/subjects/{MARKET}-value/versions", node.registry_addr.unwrap()))
-            .bearer_auth(crate::node::STEWARD_TOKEN)
+            .bearer_auth(crate::support::STEWARD_TOKEN)
             .json(&serde_json::json!({ "schema": schema }))
             .send()
             .await

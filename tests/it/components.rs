@@ -12,7 +12,7 @@ use govex_bus::embedded::EmbeddedBroker;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::node::test_node_config;
+use crate::support::test_node_config;
 
 fn process_config(dir: &Path, bootstrap: &str, components: &[Component], registry: Option<String>) -> NodeConfig {
     let mut config = test_node_config(dir);
@@ -153,4 +153,27 @@ async fn a_process_without_the_registry_must_be_told_where_it_is() {
     both.registry.url = Some("http://registry:8081".into());
     let error = govex::node::start(both).await.err().unwrap();
     assert!(format!("{error:#}").contains("not both"), "{error:#}");
+}
+
+/// A component that cannot start stops the ones started before it: the e-licence store's
+/// sink and use-log tasks end and its database is closed again (sled locks its files while one
+/// is open, so opening it here would fail if anything still held it).
+#[tokio::test]
+async fn a_component_that_cannot_start_stops_every_one_started_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // The dossier's store cannot be opened where a file is in the way; the e-licence
+    // component, before it in start-up order, has started by then.
+    std::fs::write(data.join("dossier"), b"not a directory").unwrap();
+    let mut config = test_node_config(&data);
+    config.components = vec![Component::Registry, Component::Elicense, Component::Dossier];
+    let error = match govex::node::start(config).await {
+        Ok(_) => panic!("a node whose dossier store cannot be opened started"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("the dossier component cannot start") && error.contains("dossier store"), "{error}");
+    assert!(data.join("elicense").is_dir(), "the e-licence component had started: {error}");
+    let reopened = govex_sinks::elicense::LicenceStore::open(&data.join("elicense"));
+    assert!(reopened.is_ok(), "something still holds the e-licence store: {:?}", reopened.err());
 }

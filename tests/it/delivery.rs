@@ -209,7 +209,7 @@ async fn records_still_queued_at_shutdown_are_delivered_by_the_flush() {
     test.broker.create_topic(topic, 3, 3).unwrap();
     // A node on this cluster with a long linger, so records sit in the producer's queue.
     let dir = tempfile::tempdir().unwrap();
-    let mut config = crate::node::test_node_config(dir.path());
+    let mut config = crate::support::test_node_config(dir.path());
     config.bus.brokers = Some(test.bus.bootstrap_servers().to_owned());
     config.bus.linger_ms = 3_000;
     // The mock cluster has no CreateTopics API: make the node's own topics beforehand, as an

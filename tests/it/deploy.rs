@@ -10,7 +10,7 @@ use govex_bus::embedded::EmbeddedBroker;
 use govex_schemas::Division;
 use govex_sinks::level_bridge::config::LinkConfig;
 
-use crate::node::test_node_config;
+use crate::support::test_node_config;
 
 fn repo_file(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);

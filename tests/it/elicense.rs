@@ -299,7 +299,7 @@ async fn fields_a_newer_licence_schema_adds_are_carried_along_and_masked_by_the_
     let v2 = v1.replacen(r#"{"name": "division""#, added, 1);
     let pushed = http
         .post(format!("http://{}/subjects/{TOPIC}-value/versions", node.registry_addr.unwrap()))
-        .bearer_auth(crate::node::STEWARD_TOKEN)
+        .bearer_auth(crate::support::STEWARD_TOKEN)
         .json(&json!({ "schema": v2 }))
         .send()
         .await

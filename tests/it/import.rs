@@ -14,7 +14,7 @@ use std::{
 use govex_adapters::samples::sample;
 use govex_bus::{embedded::EmbeddedBroker, Bus, Metrics};
 
-use crate::{node::test_node_config, support};
+use crate::{support, support::test_node_config};
 
 const TOPIC: &str = "gov.tax.deed-tax-payment.v1";
 

@@ -17,7 +17,7 @@ use govex_http::config::TokenConfig;
 use govex_schemas::Department;
 use serde_json::{json, Value};
 
-use crate::{node::test_node_config, support::records_in_topic};
+use crate::{support::records_in_topic, support::test_node_config};
 
 const RECORDS: [(&str, &str, &str); 4] = [
     ("land-registry", "registration", "gov.land-registry.registration.v1"),

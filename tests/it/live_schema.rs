@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::{json, Value};
 
-use crate::{intake::intake_config, node::STEWARD_TOKEN};
+use crate::{intake::intake_config, support::STEWARD_TOKEN};
 
 const SUBJECT: &str = "gov.housing.contract-filing.v1-value";
 const TOPIC: &str = "gov.housing.contract-filing.v1";

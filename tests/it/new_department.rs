@@ -8,7 +8,7 @@ use govex_http::auth::{hash_token, Role};
 use govex_http::config::TokenConfig;
 use serde_json::{json, Value};
 
-use crate::node::{test_node_config, STEWARD_TOKEN};
+use crate::support::{test_node_config, STEWARD_TOKEN};
 
 const EXAMPLE: &str = "examples/departments/market-regulation";
 const TOPIC: &str = "gov.market-regulation.business-licence.v1";

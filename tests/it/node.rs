@@ -6,29 +6,7 @@ use apache_avro::Schema;
 use govex::config::NodeConfig;
 use govex_bus::RegistryClient;
 
-use crate::support::{permit, PERMIT_SCHEMA};
-
-/// A node config on the embedded bus with every port chosen by the OS.
-pub fn test_node_config(data_dir: &Path) -> NodeConfig {
-    let mut config = NodeConfig::embedded_default();
-    config.data_dir = data_dir.to_path_buf();
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.listen.api = any;
-    config.listen.registry = any;
-    config.listen.ops = any;
-    config.bus.session_timeout_ms = 6_000;
-    // A data steward's token, for the tests that write the registry over HTTP.
-    config.intake.tokens = vec![govex_http::config::TokenConfig {
-        department: "platform".into(),
-        sha256: govex_http::auth::hash_token(STEWARD_TOKEN),
-        label: Some("steward".into()),
-        role: govex_http::auth::Role::Steward,
-    }];
-    config
-}
-
-/// The token of the steward [`test_node_config`] configures.
-pub const STEWARD_TOKEN: &str = "test-token-of-steward";
+use crate::support::{permit, test_node_config, PERMIT_SCHEMA, STEWARD_TOKEN};
 
 #[tokio::test]
 async fn a_node_serves_its_registry_to_a_remote_codec_and_reports_ready() {

@@ -55,6 +55,7 @@ fn every_route_is_documented_with_its_methods() {
     let api_sources = [
         include_str!("../../src/node.rs"),
         include_str!("../../adapters/src/intake/http.rs"),
+        include_str!("../../adapters/src/intake/component.rs"),
         include_str!("../../sinks/src/elicense/api.rs"),
         include_str!("../../sinks/src/dossier/api.rs"),
     ];

@@ -196,7 +196,7 @@ fn a_user_error_prints_its_message_only_and_help_answers_its_own_help() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_client_errors_are_shown_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = crate::node::test_node_config(dir.path());
+    let mut config = crate::support::test_node_config(dir.path());
     config.components = vec![govex::config::Component::Registry];
     let node = govex::node::start(config).await.unwrap();
     let file = dir.path().join("payments.ndjson");
@@ -257,7 +257,7 @@ async fn every_acknowledged_push_survives_a_kill_of_the_registry() {
     let bootstrap = line.rsplit(' ').next().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.toml");
-    let hash = govex_adapters::intake::auth::hash_token(crate::node::STEWARD_TOKEN);
+    let hash = govex_adapters::intake::auth::hash_token(crate::support::STEWARD_TOKEN);
     std::fs::write(
         &tokens,
         format!("[[tokens]]\ndepartment = \"platform\"\nrole = \"steward\"\nsha256 = \"{hash}\"\n"),
@@ -273,7 +273,7 @@ async fn every_acknowledged_push_survives_a_kill_of_the_registry() {
         async move {
             let response = http
                 .post(format!("{url}/subjects/crash-{n}/versions"))
-                .bearer_auth(crate::node::STEWARD_TOKEN)
+                .bearer_auth(crate::support::STEWARD_TOKEN)
                 .json(&serde_json::json!({ "schema": schema }))
                 .send()
                 .await

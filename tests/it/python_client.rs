@@ -14,7 +14,7 @@ use govex_http::config::TokenConfig;
 use govex_schemas::Department;
 use govex_schemas::Division;
 
-use crate::node::test_node_config;
+use crate::support::test_node_config;
 
 const TOPIC: &str = "gov.tax.deed-tax-payment.v1";
 

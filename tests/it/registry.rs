@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::node::test_node_config;
+use crate::support::test_node_config;
 
 const V1: &str = r#"{"type":"record","name":"Filing","namespace":"cn.gov.exchange.test","fields":[{"name":"number","type":"string"}]}"#;
 const V2: &str = r#"{"type":"record","name":"Filing","namespace":"cn.gov.exchange.test","fields":[{"name":"number","type":"string"},{"name":"area","type":"double","default":0}]}"#;
@@ -18,7 +18,7 @@ struct Api {
 impl Api {
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut request =
-            self.http.request(method, format!("{}{path}", self.base)).bearer_auth(crate::node::STEWARD_TOKEN);
+            self.http.request(method, format!("{}{path}", self.base)).bearer_auth(crate::support::STEWARD_TOKEN);
         if let Some(body) = body {
             request = request.header("content-type", "application/vnd.schemaregistry.v1+json").body(body.to_string());
         }
@@ -203,7 +203,7 @@ async fn registry_writes_need_a_steward_and_bad_subjects_cannot_corrupt_it() {
     assert_eq!(put_config(Some("test-token-of-tax")).await, (403, Some(40301)), "a department's token");
     let api = Api { base: base.clone(), http: http.clone() };
     assert_eq!(api.call(Method::GET, "/config", None).await.1["compatibilityLevel"], "BACKWARD", "nothing changed");
-    assert_eq!(put_config(Some(crate::node::STEWARD_TOKEN)).await.0, 200, "a steward's token");
+    assert_eq!(put_config(Some(crate::support::STEWARD_TOKEN)).await.0, 200, "a steward's token");
 
     // Subjects with a control character or invalid UTF-8 are refused with Confluent's 42208,
     // and the store keeps answering for every real subject.

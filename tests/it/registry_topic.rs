@@ -11,7 +11,7 @@ use govex_bus::embedded::EmbeddedBroker;
 use govex_schemas::journal::TOPIC;
 use serde_json::{json, Value};
 
-use crate::{intake::intake_config, node::STEWARD_TOKEN};
+use crate::{intake::intake_config, support::STEWARD_TOKEN};
 
 const SUBJECT: &str = "gov.housing.contract-filing.v1-value";
 const REMARK: &str =

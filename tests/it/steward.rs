@@ -2,12 +2,12 @@
 
 use std::{path::Path, process::Command};
 
-use crate::node::test_node_config;
+use crate::support::test_node_config;
 
 fn govex(args: &[&str], dir: &Path) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_govex"))
         .args(args)
-        .env("GOVEX_REGISTRY__TOKEN", crate::node::STEWARD_TOKEN)
+        .env("GOVEX_REGISTRY__TOKEN", crate::support::STEWARD_TOKEN)
         .current_dir(dir)
         .output()
         .expect("govex runs");

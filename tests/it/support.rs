@@ -1,6 +1,9 @@
-//! Shared set-up: an embedded cluster, a registry on disk, and the record the tests send.
+//! Shared set-up: an embedded cluster, a registry on disk, a node's config, the record the
+//! tests send, and [`eventually`], the one way a test waits for something.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use govex::config::NodeConfig;
 
 use govex_bus::{
     config::BusConfig,
@@ -186,3 +189,25 @@ pub async fn wait_ready(url: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A node config on the embedded bus with every port chosen by the OS.
+pub fn test_node_config(data_dir: &Path) -> NodeConfig {
+    let mut config = NodeConfig::embedded_default();
+    config.data_dir = data_dir.to_path_buf();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.listen.api = any;
+    config.listen.registry = any;
+    config.listen.ops = any;
+    config.bus.session_timeout_ms = 6_000;
+    // A data steward's token, for the tests that write the registry over HTTP.
+    config.intake.tokens = vec![govex_http::config::TokenConfig {
+        department: "platform".into(),
+        sha256: govex_http::auth::hash_token(STEWARD_TOKEN),
+        label: Some("steward".into()),
+        role: govex_http::auth::Role::Steward,
+    }];
+    config
+}
+
+/// The token of the steward [`test_node_config`] configures.
+pub const STEWARD_TOKEN: &str = "test-token-of-steward";

@@ -110,7 +110,7 @@ async fn the_registry_over_mutual_tls_serves_known_clients_only() {
     let pki = Pki::new("govex registry CA");
     let (server_cert, server_key) = pki.leaf(&["127.0.0.1"]);
     let ca_path = write(dir.path(), "ca.pem", &pki.ca.pem());
-    let mut config = crate::node::test_node_config(&dir.path().join("registry"));
+    let mut config = crate::support::test_node_config(&dir.path().join("registry"));
     config.components = vec![govex::config::Component::Registry];
     config.listen.registry_tls = Some(TlsConfig {
         cert_path: write(dir.path(), "server.pem", &server_cert),
@@ -129,11 +129,12 @@ async fn the_registry_over_mutual_tls_serves_known_clients_only() {
         r#"{"type":"record","name":"T","namespace":"cn.gov.exchange.test","fields":[{"name":"a","type":"string"}]}"#;
 
     // A client with a certificate from the CA and a steward's token writes.
-    let known = govex_bus::RegistryClient::https(&url, Some(crate::node::STEWARD_TOKEN), &tls).unwrap();
+    let known = govex_bus::RegistryClient::https(&url, Some(crate::support::STEWARD_TOKEN), &tls).unwrap();
     assert!(known.register("gov.test.tls.v1-value", schema).await.unwrap() > 0);
     // Without a client certificate, or over plain HTTP, nothing is read.
     let anonymous = govex_bus::config::RegistryTlsConfig { ca_path, client_cert_path: None, client_key_path: None };
-    let no_certificate = govex_bus::RegistryClient::https(&url, Some(crate::node::STEWARD_TOKEN), &anonymous).unwrap();
+    let no_certificate =
+        govex_bus::RegistryClient::https(&url, Some(crate::support::STEWARD_TOKEN), &anonymous).unwrap();
     assert!(no_certificate.subjects().await.is_err(), "no client certificate");
     let plain = govex_bus::RegistryClient::http(&url.replace("https", "http"));
     assert!(plain.subjects().await.is_err(), "plain HTTP");

@@ -7,6 +7,7 @@
 
 /// Department tokens live in `bus`, shared with the sinks' APIs.
 pub use govex_http::auth;
+pub mod component;
 pub mod config;
 pub mod http;
 pub mod idempotency;

@@ -7,20 +7,18 @@
 //! ACCEPTED before it cannot be timed: it is counted apart, as incomplete data
 //! (`govex_case_completed_without_acceptance_total{division}`), not as on time.
 
-use std::{path::Path, sync::Arc};
+pub mod component;
+
+use std::path::Path;
 
 use apache_avro::Schema;
 use chrono::{Datelike, Duration as Days, NaiveDate, Weekday};
-use govex_bus::{
-    consumer::{ConsumerSettings, HandlerError, RunStats},
-    Bus, CodecError, Decoder, Incoming, Metrics, RegistryClient,
-};
+use govex_bus::{consumer::HandlerError, CodecError, Decoder, Incoming, Metrics, RegistryClient};
 use govex_schemas::records::{CaseEvent, CaseStage as Stage};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
 };
-use tokio_util::sync::CancellationToken;
 
 /// The topic.
 pub const TOPIC: &str = govex_schemas::records::topics::CASE_EVENT;
@@ -142,26 +140,20 @@ impl CaseStats {
     }
 }
 
-/// Consumes the case topic until `shutdown`.
-pub async fn run(
-    stats: Arc<CaseStats>,
-    bus: &Bus,
-    group_id: String,
-    shutdown: CancellationToken,
-) -> Result<RunStats, govex_bus::BusError> {
+impl crate::sink::Sink for CaseStats {
+    const NAME: &'static str = "cases";
     // One lane: a case's acceptance is counted before its completion.
-    let consumer =
-        bus.consumer(ConsumerSettings { group_id, topics: vec![TOPIC.into()], lanes: 1, lane_capacity: 256 })?;
-    Ok(consumer
-        .run(
-            move |message| {
-                let stats = stats.clone();
-                async move { stats.handle(&message).await }
-            },
-            None,
-            shutdown,
-        )
-        .await)
+    const LANES: crate::sink::Lanes = crate::sink::Lanes { lanes: 1, lane_capacity: 256 };
+    // Statistics are derived: a record they cannot count is counted as skipped, not kept.
+    const DEAD_LETTERS: Option<&'static str> = None;
+
+    fn topics(&self, _: &govex_schemas::Catalog) -> Vec<String> {
+        vec![TOPIC.into()]
+    }
+
+    async fn apply(&self, record: &Incoming) -> Result<(), HandlerError> {
+        self.handle(record).await
+    }
 }
 
 #[cfg(test)]

@@ -10,19 +10,15 @@
 //! masking personal fields.
 
 pub mod api;
+pub mod component;
 
 use govex_schemas::zone::TimeZone;
 use std::{path::Path, sync::Arc};
 
 use apache_avro::{schema::RecordSchema, types::Value as Avro, Schema};
-use govex_bus::{
-    consumer::{ConsumerSettings, HandlerError, RunStats},
-    dlq::{DeadLetter, DeadLetterQueue},
-    Bus, CodecError, Decoder, Incoming, Metrics, RegistryClient,
-};
+use govex_bus::{consumer::HandlerError, dlq::DeadLetter, CodecError, Decoder, Incoming, RegistryClient};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// The topics a dossier is made of, and the kind each one fills.
@@ -277,34 +273,18 @@ fn topics_of(catalog: &govex_schemas::Catalog) -> Vec<String> {
     topics
 }
 
-/// Consumes the dossier's topics and the catalogue's until `shutdown`. When the catalogue
-/// comes to list other topics (a steward added a resource), the consumer is closed, with its
-/// offsets, and a new one subscribes to the new set (checked every two seconds).
-pub async fn run(
-    sink: Arc<DossierSink>,
-    bus: &Bus,
-    group_id: String,
-    metrics: &Metrics,
-    catalog: govex_schemas::LiveCatalog,
-    shutdown: CancellationToken,
-) -> Result<RunStats, govex_bus::BusError> {
-    crate::resubscribe::on_catalogue_topics(catalog, topics_of, "dossier", shutdown, |topics, stop| {
-        let (sink, group_id) = (sink.clone(), group_id.clone());
-        async move {
-            let consumer = bus.consumer(ConsumerSettings { group_id, topics, lanes: 16, lane_capacity: 256 })?;
-            let dlq = DeadLetterQueue::new(bus.producer().clone(), "dossier", metrics);
-            let stats = consumer
-                .run(
-                    move |message| {
-                        let sink = sink.clone();
-                        async move { sink.handle(&message).await }
-                    },
-                    Some(dlq),
-                    stop,
-                )
-                .await;
-            Ok(stats)
-        }
-    })
-    .await
+impl crate::sink::Sink for DossierSink {
+    const NAME: &'static str = "dossier";
+    const LANES: crate::sink::Lanes = crate::sink::Lanes { lanes: 16, lane_capacity: 256 };
+    const DEAD_LETTERS: Option<&'static str> = Some("dossier");
+
+    /// The dossier's own topics and every catalogued resource's: a steward's new resource is
+    /// subscribed to within seconds.
+    fn topics(&self, catalog: &govex_schemas::Catalog) -> Vec<String> {
+        topics_of(catalog)
+    }
+
+    async fn apply(&self, record: &Incoming) -> Result<(), HandlerError> {
+        self.handle(record).await
+    }
 }

@@ -8,6 +8,7 @@
 //! `POST /v1/licences/{id}/verify` and `GET /v1/licences/{id}/uses`.
 
 pub mod api;
+pub mod component;
 pub mod sink;
 pub mod store;
 

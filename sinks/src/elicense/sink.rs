@@ -2,19 +2,14 @@
 //! offset is stored only after the sled write is flushed; a redelivery after a crash finds
 //! the event id applied and changes nothing.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use apache_avro::Schema;
-use govex_bus::{
-    consumer::{ConsumerSettings, HandlerError, RunStats},
-    dlq::{DeadLetter, DeadLetterQueue},
-    Bus, CodecError, Decoder, Incoming, Metrics, RegistryClient,
-};
+use govex_bus::{consumer::HandlerError, dlq::DeadLetter, Bus, CodecError, Decoder, Incoming, Metrics, RegistryClient};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
 };
-use tokio_util::sync::CancellationToken;
 
 use super::{
     store::{Applied, Licence, LicenceStore, StoredLicence},
@@ -187,25 +182,16 @@ pub async fn rebuild(store: LicenceStore, bus: &Bus, registry: RegistryClient) -
     Ok(report)
 }
 
-/// Consumes the licence topic into `store` until `shutdown`.
-pub async fn run(
-    sink: Arc<LicenceSink>,
-    bus: &Bus,
-    group_id: String,
-    metrics: &Metrics,
-    shutdown: CancellationToken,
-) -> Result<RunStats, govex_bus::BusError> {
-    let consumer =
-        bus.consumer(ConsumerSettings { group_id, topics: vec![TOPIC.into()], lanes: 16, lane_capacity: 64 })?;
-    let dlq = DeadLetterQueue::new(bus.producer().clone(), "elicense-store", metrics);
-    Ok(consumer
-        .run(
-            move |message| {
-                let sink = sink.clone();
-                async move { sink.handle(&message).await }
-            },
-            Some(dlq),
-            shutdown,
-        )
-        .await)
+impl crate::sink::Sink for LicenceSink {
+    const NAME: &'static str = "elicense";
+    const LANES: crate::sink::Lanes = crate::sink::Lanes { lanes: 16, lane_capacity: 64 };
+    const DEAD_LETTERS: Option<&'static str> = Some("elicense-store");
+
+    fn topics(&self, _: &govex_schemas::Catalog) -> Vec<String> {
+        vec![TOPIC.into()]
+    }
+
+    async fn apply(&self, record: &Incoming) -> Result<(), HandlerError> {
+        self.handle(record).await
+    }
 }

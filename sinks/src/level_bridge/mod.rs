@@ -17,6 +17,7 @@
 //! origin is not under that child) goes to this node's dead-letter topic with its reason,
 //! never silently away.
 
+pub mod component;
 pub mod config;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};

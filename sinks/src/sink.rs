@@ -1,0 +1,88 @@
+//! What every sink is, and the one runner that serves them all.
+//!
+//! A sink says which topics it reads, how many keys it applies at once, where its refusals
+//! go, and how it applies one record ([`Sink::apply`], `Ok` only once the effect is durable).
+//! [`run`] does the rest, the same way for every sink: an at-least-once consumer whose offsets
+//! are stored only after `apply` returned `Ok` (the contiguous finished prefix per partition),
+//! a record `apply` refuses to the sink's dead-letter topic with its reason, a record it cannot
+//! apply yet retried, the consumer's own metrics, and a new subscription whenever the live
+//! catalogue changes the topics the sink reads.
+
+use std::{future::Future, sync::Arc};
+
+use govex_bus::{
+    consumer::{ConsumerSettings, HandlerError, RunStats},
+    dlq::DeadLetterQueue,
+    Bus, BusError, Incoming, Metrics,
+};
+use govex_schemas::{Catalog, LiveCatalog};
+use tokio_util::sync::CancellationToken;
+
+/// How a sink applies records side by side: `lanes` keys at once (records of one key always
+/// in order, in one lane), each lane holding at most `lane_capacity` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lanes {
+    /// Keys applied at once.
+    pub lanes: usize,
+    /// Records queued per lane before the consumer waits.
+    pub lane_capacity: usize,
+}
+
+/// A sink: applies the records of some topics to a store, idempotently by event id, so that
+/// at-least-once delivery gives exactly-once effect.
+pub trait Sink: Send + Sync + 'static {
+    /// The sink's name: the suffix of its consumer group (`<prefix>-<division>-<name>`).
+    const NAME: &'static str;
+    /// Its lanes.
+    const LANES: Lanes;
+    /// The component name its dead letters are labelled with; `None`: a record it refuses is
+    /// skipped and counted by the sink, with no dead-letter topic (derived statistics).
+    const DEAD_LETTERS: Option<&'static str>;
+
+    /// The topics it reads under `catalog`; read again when the catalogue changes.
+    fn topics(&self, catalog: &Catalog) -> Vec<String>;
+
+    /// Applies one record: `Ok` once its effect is durable (the offset may then be stored),
+    /// [`HandlerError::DeadLetter`] for a record it will never apply,
+    /// [`HandlerError::Retry`] for one it cannot apply yet.
+    fn apply(&self, record: &Incoming) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// Runs `sink` until `shutdown`: consumes its topics in the group `group_id` and applies every
+/// record through [`Sink::apply`]. Returns what it received, finished and dead-lettered, or
+/// the error that kept its consumer from starting.
+pub async fn run<S: Sink>(
+    sink: Arc<S>,
+    bus: &Bus,
+    group_id: String,
+    metrics: &Metrics,
+    catalog: LiveCatalog,
+    shutdown: CancellationToken,
+) -> Result<RunStats, BusError> {
+    let topics_of = {
+        let sink = sink.clone();
+        move |catalog: &Catalog| sink.topics(catalog)
+    };
+    crate::resubscribe::on_catalogue_topics(catalog, topics_of, S::NAME, shutdown, |topics, stop| {
+        let (sink, group_id) = (sink.clone(), group_id.clone());
+        async move {
+            let Lanes { lanes, lane_capacity } = S::LANES;
+            let consumer = bus.consumer(ConsumerSettings { group_id, topics, lanes, lane_capacity })?;
+            let dlq = S::DEAD_LETTERS.map(|component| DeadLetterQueue::new(bus.producer().clone(), component, metrics));
+            let apply = move |record: Incoming| {
+                let sink = sink.clone();
+                async move { sink.apply(&record).await }
+            };
+            Ok(consumer.run(apply, dlq, stop).await)
+        }
+    })
+    .await
+}
+
+/// Runs `sink` in the background of the node `cx` builds, in the group
+/// `<prefix>-<division>-<name>`, until the node stops.
+pub fn start<S: Sink>(cx: &govex_http::Context, sink: Arc<S>) {
+    let (bus, metrics, catalog, stop) = (cx.bus.clone(), cx.metrics.clone(), cx.catalog.clone(), cx.stop.clone());
+    let group_id = cx.group(S::NAME);
+    cx.spawn(S::NAME, async move { run(sink, &bus, group_id, &metrics, catalog, stop).await.map(drop) });
+}
