@@ -1,9 +1,6 @@
 //! The node as a whole: start-up failures, its registry over HTTP, its ops endpoints.
 
-use std::{net::SocketAddr, path::Path};
-
 use apache_avro::Schema;
-use govex::config::NodeConfig;
 use govex_bus::RegistryClient;
 
 use crate::support::{permit, test_node_config, PERMIT_SCHEMA, STEWARD_TOKEN};
