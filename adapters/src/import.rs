@@ -654,11 +654,7 @@ pub async fn run_import(
         }
         ledger.record(&sent)?;
         for (record, rejection) in rejected {
-            let violations = match rejection {
-                Rejection::Invalid(violations) => violations,
-                Rejection::Malformed(detail) => vec![Violation::new("", "malformed-json", detail)],
-                Rejection::Unavailable(detail) => vec![Violation::new("", "unavailable", detail)],
-            };
+            let violations = rejection.violations();
             for violation in &violations {
                 *summary.rejected_by_rule.entry(violation.rule.clone()).or_default() += 1;
             }

@@ -83,9 +83,10 @@ impl CodecError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Self::Registry(RegistryClientError::Unavailable { .. }))
     }
+}
 
-    /// A short, stable class name for metrics labels and dead-letter headers.
-    pub fn class(&self) -> &'static str {
+impl crate::dlq::Refusal for CodecError {
+    fn class(&self) -> &'static str {
         match self {
             Self::TooShort { .. } => "too_short",
             Self::WrongMagicByte { .. } => "wrong_magic_byte",

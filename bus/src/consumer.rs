@@ -39,6 +39,13 @@ pub enum HandlerError {
     DeadLetter(DeadLetter),
 }
 
+impl HandlerError {
+    /// The record was refused at `stage` for `error`: dead-letter it.
+    pub fn refused(stage: crate::dlq::Stage, error: &impl crate::dlq::Refusal) -> Self {
+        Self::DeadLetter(DeadLetter::new(stage, error))
+    }
+}
+
 /// Per partition, the offsets handed out and which of them are finished.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
@@ -332,7 +339,7 @@ impl AtLeastOnceConsumer {
         F: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, i32, i64, bool)>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let lanes_count = self.settings.lanes.max(1);
         let mut lanes = Vec::with_capacity(lanes_count);
         let mut workers = Vec::with_capacity(lanes_count);
@@ -359,7 +366,7 @@ impl AtLeastOnceConsumer {
             tokio::select! {
                 biased;
                 Some(done) = done_rx.recv() => {
-                    let tp = (done.0.clone(), done.1);
+                    let tp = (done.topic.clone(), done.partition);
                     if let Some(last) = self.finish(&mut trackers, done, &mut stats) {
                         let next = progress.stored.entry(tp).or_default();
                         *next = (*next).max(last + 1);
@@ -453,11 +460,11 @@ impl AtLeastOnceConsumer {
     fn finish(
         &self,
         trackers: &mut HashMap<(String, i32), OffsetTracker>,
-        (topic, partition, offset, dead): (String, i32, i64, bool),
+        Finished { topic, partition, offset, outcome }: Finished,
         stats: &mut RunStats,
     ) -> Option<i64> {
         stats.finished += 1;
-        stats.dead_lettered += u64::from(dead);
+        stats.dead_lettered += u64::from(outcome == Outcome::DeadLettered);
         let tracker = trackers.get_mut(&(topic.clone(), partition))?;
         let last = tracker.finish(offset)?;
         // `store_offset` stores `last + 1`, the next offset to read.
@@ -467,6 +474,23 @@ impl AtLeastOnceConsumer {
         }
         Some(last)
     }
+}
+
+/// A record a lane is done with, for the offset tracker.
+struct Finished {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    outcome: Outcome,
+}
+
+/// How a lane finished a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// The handler applied it (its effect is durable).
+    Applied,
+    /// The handler refused it and the dead-letter topic has it.
+    DeadLettered,
 }
 
 fn lane_for(message: &Incoming, lanes: usize) -> usize {
@@ -483,7 +507,7 @@ async fn lane<H, F>(
     mut inbox: mpsc::Receiver<Incoming>,
     handler: Arc<H>,
     dlq: Option<DeadLetterQueue>,
-    done: mpsc::UnboundedSender<(String, i32, i64, bool)>,
+    done: mpsc::UnboundedSender<Finished>,
     shutdown: CancellationToken,
 ) where
     H: Fn(Incoming) -> F + Send + Sync + 'static,
@@ -491,17 +515,19 @@ async fn lane<H, F>(
 {
     while let Some(message) = inbox.recv().await {
         let mut backoff = Duration::from_millis(50);
-        let dead = loop {
+        let finished = loop {
             let outcome = match handler(message.clone()).await {
-                Ok(()) => Ok(false),
+                Ok(()) => Ok(Outcome::Applied),
                 Err(HandlerError::DeadLetter(letter)) => match &dlq {
-                    Some(dlq) => dlq.send(&message, &letter).await.map(|_| true).map_err(|e| e.to_string()),
+                    Some(dlq) => {
+                        dlq.send(&message, &letter).await.map(|_| Outcome::DeadLettered).map_err(|e| e.to_string())
+                    }
                     None => Err(format!("no dead-letter queue for a record that needs one: {}", letter.message)),
                 },
                 Err(HandlerError::Retry(reason)) => Err(reason),
             };
             match outcome {
-                Ok(dead) => break Some(dead),
+                Ok(outcome) => break Some(outcome),
                 Err(reason) => {
                     tracing::warn!(
                         topic = message.topic(),
@@ -518,9 +544,10 @@ async fn lane<H, F>(
                 }
             }
         };
-        match dead {
-            Some(dead) => {
-                let _ = done.send((message.topic().to_owned(), message.partition(), message.offset(), dead));
+        match finished {
+            Some(outcome) => {
+                let (topic, partition, offset) = (message.topic().to_owned(), message.partition(), message.offset());
+                let _ = done.send(Finished { topic, partition, offset, outcome });
             }
             None => return,
         }

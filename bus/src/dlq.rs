@@ -33,15 +33,57 @@ pub mod header {
     pub const MESSAGE: &str = "__connect.errors.exception.message";
 }
 
+/// The stage at which a sink gave up on a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Its headers are not a govex envelope.
+    Envelope,
+    /// Its value does not decode.
+    Decode,
+    /// Its schema cannot be used here (a bridge: unknown to the neighbour, refused locally).
+    Schema,
+    /// It came from where it may not (a bridge: a child's record from outside the child).
+    Origin,
+    /// It decodes, but the store refuses it (a licence lifecycle it does not allow).
+    Apply,
+}
+
+impl Stage {
+    /// The name in the `__connect.errors.stage` header and the metric's label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Envelope => "envelope",
+            Stage::Decode => "decode",
+            Stage::Schema => "schema",
+            Stage::Origin => "origin",
+            Stage::Apply => "apply",
+        }
+    }
+}
+
+/// An error a record can be dead-lettered for: its message (which must not contain a
+/// personal identifier in full) and a short, stable class naming its kind.
+pub trait Refusal: std::fmt::Display {
+    /// The class: a variant's name in snake case, such as `unknown_schema_id`.
+    fn class(&self) -> &'static str;
+}
+
 /// Why a record is dead-lettered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
-    /// The stage that failed: `decode`, `validate`, `apply`, ...
-    pub stage: String,
-    /// A short, stable error class, e.g. `unknown_schema_id`.
-    pub error_class: String,
+    /// The stage that failed.
+    pub stage: Stage,
+    /// The class of the error ([`Refusal::class`]).
+    pub error_class: &'static str,
     /// The error's message. Must not contain a personal identifier in full.
     pub message: String,
+}
+
+impl DeadLetter {
+    /// The dead letter of a record refused at `stage` for `error`.
+    pub fn new(stage: Stage, error: &impl Refusal) -> Self {
+        Self { stage, error_class: error.class(), message: error.to_string() }
+    }
 }
 
 /// The dead-letter topic of `topic`.
@@ -87,8 +129,8 @@ impl DeadLetterQueue {
             (header::PARTITION, &partition),
             (header::OFFSET, &offset),
             (header::CONNECTOR, &self.component),
-            (header::STAGE, &letter.stage),
-            (header::CLASS, &letter.error_class),
+            (header::STAGE, letter.stage.as_str()),
+            (header::CLASS, letter.error_class),
             (header::MESSAGE, &letter.message),
         ];
         for (key, value) in context {
@@ -105,15 +147,15 @@ impl DeadLetterQueue {
             .get_or_create(&DeadLetterLabels {
                 component: self.component.clone(),
                 topic: original.topic().to_owned(),
-                stage: letter.stage.clone(),
+                stage: letter.stage.as_str().to_owned(),
             })
             .inc();
         tracing::warn!(
             topic = original.topic(),
             partition = original.partition(),
             offset = original.offset(),
-            stage = %letter.stage,
-            class = %letter.error_class,
+            stage = letter.stage.as_str(),
+            class = letter.error_class,
             "record sent to the dead-letter topic"
         );
         Ok(delivered)

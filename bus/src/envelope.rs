@@ -139,6 +139,12 @@ pub enum EnvelopeError {
     },
 }
 
+impl crate::dlq::Refusal for EnvelopeError {
+    fn class(&self) -> &'static str {
+        "envelope"
+    }
+}
+
 /// The headers of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {

@@ -234,7 +234,7 @@ async fn records_still_queued_at_shutdown_are_delivered_by_the_flush() {
 
 #[tokio::test]
 async fn a_record_the_handler_cannot_apply_goes_to_the_dlq_with_connect_headers() {
-    use govex_bus::dlq::{header, DeadLetter, DeadLetterQueue};
+    use govex_bus::dlq::{header, DeadLetter, DeadLetterQueue, Stage};
 
     let test = support::test_bus(support::bus_config());
     let topic = "gov.test.dlq.v1";
@@ -259,8 +259,8 @@ async fn a_record_the_handler_cannot_apply_goes_to_the_dlq_with_connect_headers(
                 let seq = seq_of(message.payload());
                 if seq == 4 {
                     return Err(HandlerError::DeadLetter(DeadLetter {
-                        stage: "apply".into(),
-                        error_class: "lifecycle".into(),
+                        stage: Stage::Apply,
+                        error_class: "lifecycle",
                         message: "a revoked licence cannot be renewed".into(),
                     }));
                 }

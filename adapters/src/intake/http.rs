@@ -169,79 +169,89 @@ async fn input_contract(
         .into_response()
 }
 
+/// The form a request sends its records in, from the path's `:batch` suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// One JSON record (`application/json`).
+    Single,
+    /// Many records, one JSON document per line.
+    Batch,
+}
+
+impl Form {
+    /// The content types the form is sent with; the first is the one an error names.
+    fn media_types(self) -> &'static [&'static str] {
+        match self {
+            Form::Single => &["application/json"],
+            Form::Batch => &["application/x-ndjson", "application/jsonl", "application/json-seq"],
+        }
+    }
+}
+
+/// A request the intake will read the body of: its caller may send this record type, in this
+/// form and content type.
+struct Admitted {
+    department: Department,
+    record: String,
+    form: Form,
+    /// `:validate`: check only, publish nothing.
+    validate_only: bool,
+    idempotency_key: Option<String>,
+}
+
+/// `POST /v1/{department}/{record}[:batch][:validate]`.
 async fn handle(
     State(server): State<Arc<IntakeServer>>,
     Path((department, record)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let (record, validate) = match record.strip_suffix(":validate") {
-        Some(record) => (record.to_owned(), true),
-        None => (record, false),
+    // Everything but the body is checked first: a caller who may not send learns nothing
+    // more and costs no memory.
+    let request = match admit(&server, &department, record, &headers) {
+        Ok(request) => request,
+        Err(refusal) => return refusal,
     };
-    let (record, batch) = match record.strip_suffix(":batch") {
-        Some(record) => (record.to_owned(), true),
-        None => (record, false),
+    let body = match read_body(&server, body, request.form).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
     };
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = match server.tokens.authenticate(authorization) {
-        Ok(caller) if caller.role == Role::Department => caller.department,
-        Ok(caller) => {
-            return problem(
-                StatusCode::FORBIDDEN,
-                "role",
-                "Not allowed for this token's role",
-                format!("a {} token cannot send records; use the department system's token", caller.role.as_str()),
-                &[],
-            )
-        }
-        Err(e) => {
-            let (title, detail) = e.title_and_detail();
-            return problem(StatusCode::UNAUTHORIZED, "unauthenticated", title, detail, &[]);
-        }
-    };
-    let Some(department) = Department::known(&department) else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "unknown-record",
-            "Unknown department",
-            // The path segment is the caller's and is not echoed (it may be anything).
-            "no such department: GET /catalog lists who sends what",
-            &[],
-        );
-    };
-    if caller != department {
-        return problem(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Another department's record",
-            format!("a {caller} token cannot submit {department} records"),
-            &[],
-        );
+    match request.validate_only {
+        true => validate(&server, request, body).await,
+        false => publish(server, request, body).await,
     }
+}
+
+/// Checks who calls, what record type and form they send, the content type and the
+/// idempotency key.
+fn admit(server: &IntakeServer, department: &str, record: String, headers: &HeaderMap) -> Result<Admitted, Answer> {
+    let (record, validate_only) = match record.strip_suffix(":validate") {
+        Some(record) => (record.to_owned(), true),
+        None => (record, false),
+    };
+    let (record, form) = match record.strip_suffix(":batch") {
+        Some(record) => (record.to_owned(), Form::Batch),
+        None => (record, Form::Single),
+    };
+    let department = authorize(server, department, headers)?;
     if !server.intake.knows(department, &record) {
-        return problem(
+        return Err(problem(
             StatusCode::NOT_FOUND,
             "unknown-record",
             "Unknown record type",
             format!("{department} does not send that record type: GET /catalog lists who sends what"),
             &[],
-        );
+        ));
     }
-    let media = media_type(&headers);
-    let accepted_media: &[&str] = if batch {
-        &["application/x-ndjson", "application/jsonl", "application/json-seq"]
-    } else {
-        &["application/json"]
-    };
-    if !accepted_media.contains(&media.as_str()) {
-        return problem(
+    let accepted = form.media_types();
+    if !accepted.contains(&media_type(headers).as_str()) {
+        return Err(problem(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
             "Unsupported content type",
-            format!("send Content-Type: {}", accepted_media[0]),
+            format!("send Content-Type: {}", accepted[0]),
             &[],
-        );
+        ));
     }
     let idempotency_key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
@@ -249,31 +259,77 @@ async fn handle(
             Some(key.to_owned())
         }
         Some(_) => {
-            return problem(
+            return Err(problem(
                 StatusCode::BAD_REQUEST,
                 "idempotency-key",
                 "Invalid Idempotency-Key",
                 "use 1 to 255 visible ASCII characters",
                 &[],
-            )
+            ))
         }
     };
-    let body = match read_body(&server, body, batch).await {
-        Ok(body) => body,
-        Err(refusal) => return refusal,
-    };
-    if validate {
-        // Nothing is published, so nothing is remembered: the key, if any, is not used.
-        let intake = server.intake.clone();
-        let max_lines = server.limits.max_batch_lines;
-        return tokio::task::spawn_blocking(move || validation_answer(&intake, department, &record, body, max_lines))
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "an intake validation failed");
-                problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "retry", &[])
-            });
-    }
+    Ok(Admitted { department, record, form, validate_only, idempotency_key })
+}
 
+/// The department the caller's token belongs to, when it is a department's token and the
+/// path names that same department.
+fn authorize(server: &IntakeServer, department: &str, headers: &HeaderMap) -> Result<Department, Answer> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = match server.tokens.authenticate(authorization) {
+        Ok(caller) if caller.role == Role::Department => caller.department,
+        Ok(caller) => {
+            return Err(problem(
+                StatusCode::FORBIDDEN,
+                "role",
+                "Not allowed for this token's role",
+                format!("a {} token cannot send records; use the department system's token", caller.role.as_str()),
+                &[],
+            ))
+        }
+        Err(e) => {
+            let (title, detail) = e.title_and_detail();
+            return Err(problem(StatusCode::UNAUTHORIZED, "unauthenticated", title, detail, &[]));
+        }
+    };
+    let Some(department) = Department::known(department) else {
+        return Err(problem(
+            StatusCode::NOT_FOUND,
+            "unknown-record",
+            "Unknown department",
+            // The path segment is the caller's and is not echoed (it may be anything).
+            "no such department: GET /catalog lists who sends what",
+            &[],
+        ));
+    };
+    if caller != department {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Another department's record",
+            format!("a {caller} token cannot submit {department} records"),
+            &[],
+        ));
+    }
+    Ok(department)
+}
+
+/// `:validate`: checks the body, publishes nothing, and so remembers nothing (an
+/// idempotency key, if any, is not used).
+async fn validate(server: &IntakeServer, request: Admitted, body: ReadBody) -> Answer {
+    let (intake, max_lines) = (server.intake.clone(), server.limits.max_batch_lines);
+    let Admitted { department, record, .. } = request;
+    tokio::task::spawn_blocking(move || validation_answer(&intake, department, &record, body, max_lines))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "an intake validation failed");
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "retry", &[])
+        })
+}
+
+/// Publishes the body's records and answers once the broker has them (or answers again what
+/// an earlier request with the same idempotency key was answered).
+async fn publish(server: Arc<IntakeServer>, request: Admitted, body: ReadBody) -> Answer {
+    let Admitted { department, record, idempotency_key, .. } = request;
     // From here on the request runs in a task of its own: a client that hangs up must not
     // cancel a publish half done (its records would be on the topic with no answer kept).
     let tasks = server.tasks.clone();
@@ -306,7 +362,7 @@ async fn handle(
 /// A request body read within the limits, and the share of the intake's memory budget it
 /// holds until its answer is given.
 struct ReadBody {
-    batch: bool,
+    form: Form,
     bytes: Bytes,
     /// The non-blank lines (a batch) or the whole body (one record).
     lines: Vec<Bytes>,
@@ -316,11 +372,13 @@ struct ReadBody {
 /// Reads a body chunk by chunk and refuses it the moment it passes a limit: its size, its
 /// number of lines (counted as they arrive), or the memory all bodies being handled may take
 /// together (`intake.max_in_flight_bytes`).
-async fn read_body(server: &IntakeServer, body: Body, batch: bool) -> Result<ReadBody, Answer> {
+async fn read_body(server: &IntakeServer, body: Body, form: Form) -> Result<ReadBody, Answer> {
     use futures::StreamExt;
     let limits = &server.limits;
-    let limit = if batch { limits.max_batch_bytes } else { limits.max_body_bytes };
-    let max_lines = if batch { limits.max_batch_lines } else { usize::MAX };
+    let (limit, max_lines) = match form {
+        Form::Single => (limits.max_body_bytes, usize::MAX),
+        Form::Batch => (limits.max_batch_bytes, limits.max_batch_lines),
+    };
     let too_large =
         |detail: String| problem(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request body too large", detail, &[]);
     let busy = || {
@@ -376,8 +434,11 @@ async fn read_body(server: &IntakeServer, body: Body, batch: bool) -> Result<Rea
         buffer.extend_from_slice(&chunk);
     }
     let bytes = Bytes::from(buffer);
-    let lines = if batch { split_lines(&bytes) } else { vec![bytes.clone()] };
-    Ok(ReadBody { batch, bytes, lines, _budget: budget })
+    let lines = match form {
+        Form::Single => vec![bytes.clone()],
+        Form::Batch => split_lines(&bytes),
+    };
+    Ok(ReadBody { form, bytes, lines, _budget: budget })
 }
 
 /// Budget permits for `n` bytes: one per KiB, rounded up (a semaphore counts in `u32`).
@@ -447,7 +508,10 @@ async fn answer_once(
 ) -> Answer {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
-    hasher.update(if body.batch { b"batch\0" as &[u8] } else { b"single\0" });
+    hasher.update(match body.form {
+        Form::Batch => b"batch\0" as &[u8],
+        Form::Single => b"single\0",
+    });
     hasher.update(&body.bytes);
     let fingerprint = govex_bus::hex(&hasher.finalize());
     let unavailable = |e: &dyn std::fmt::Display| {
@@ -532,7 +596,7 @@ fn validation_answer(
     max_lines: usize,
 ) -> Answer {
     let context = crate::common::CheckContext::now();
-    if !body.batch {
+    if body.form == Form::Single {
         return match intake.check(department, record, &body.bytes, &context) {
             Ok(checked) => Answer {
                 status: StatusCode::OK,
@@ -566,17 +630,8 @@ fn validation_answer(
                 valid += 1;
                 json!({ "line": i + 1, "status": "valid" })
             }
-            Err(Rejection::Malformed(detail)) => {
-                json!({ "line": i + 1, "status": "invalid", "errors": [Violation::new("", "malformed-json", detail)] })
-            }
-            Err(Rejection::Invalid(violations)) => {
-                // As in a batch's answer: at most MAX_LISTED violations in all.
-                let shown = if listed + violations.len() <= MAX_LISTED { violations.len() } else { 1 };
-                listed += shown;
-                json!({ "line": i + 1, "status": "invalid", "errors": &violations[..shown] })
-            }
-            Err(Rejection::Unavailable(detail)) => {
-                json!({ "line": i + 1, "status": "invalid", "errors": [Violation::new("", "unavailable", detail)] })
+            Err(rejection) => {
+                json!({ "line": i + 1, "status": "invalid", "errors": listed_errors(&rejection, &mut listed) })
             }
         })
         .collect();
@@ -588,8 +643,19 @@ fn validation_answer(
 /// already): past them a rejected line shows its first.
 const MAX_LISTED: usize = 10_000;
 
+/// A refused line's errors in a batch answer, counting them into `listed` (see
+/// [`MAX_LISTED`]).
+fn listed_errors(rejection: &Rejection, listed: &mut usize) -> Vec<Violation> {
+    let mut violations = rejection.violations();
+    if *listed + violations.len() > MAX_LISTED {
+        violations.truncate(1);
+    }
+    *listed += violations.len();
+    violations
+}
+
 async fn answer(server: &IntakeServer, department: Department, record: &str, body: ReadBody, ids: EventIds) -> Answer {
-    if !body.batch {
+    if body.form == Form::Single {
         return match server.intake.accept(department, record, &body.bytes, ids).await {
             Ok(accepted) => Answer {
                 status: StatusCode::ACCEPTED,
@@ -623,19 +689,12 @@ async fn answer(server: &IntakeServer, department: Department, record: &str, bod
                 accepted += 1;
                 json!({ "line": i + 1, "status": "accepted", "event_id": a.event_id, "topic": a.topic, "partition": a.partition, "offset": a.offset })
             }
-            Err(Rejection::Malformed(detail)) => {
-                json!({ "line": i + 1, "status": "rejected", "errors": [Violation::new("", "malformed-json", detail.clone())] })
-            }
-            Err(Rejection::Invalid(violations)) => {
-                // A batch's answer lists at most MAX_LISTED violations in all; past them, a
-                // rejected line shows its first.
-                let shown = if listed + violations.len() <= MAX_LISTED { violations.len() } else { 1 };
-                listed += shown;
-                json!({ "line": i + 1, "status": "rejected", "errors": &violations[..shown] })
-            }
             // Acknowledged lines keep their answer; a line the broker did not take is reported
             // as such, so the caller resubmits that line alone (under a new key).
             Err(Rejection::Unavailable(_)) => json!({ "line": i + 1, "status": "unavailable", "errors": [Violation::new("", "unavailable", "not published; resubmit this line")] }),
+            Err(rejection) => {
+                json!({ "line": i + 1, "status": "rejected", "errors": listed_errors(rejection, &mut listed) })
+            }
         })
         .collect();
     let unavailable = outcomes.iter().filter(|o| matches!(o, Err(Rejection::Unavailable(_)))).count();

@@ -63,6 +63,16 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// The violations to report for the refused record: a body that is not JSON, or a
+    /// broker that did not take it, is one violation at the record's root.
+    pub fn violations(&self) -> Vec<Violation> {
+        match self {
+            Self::Invalid(violations) => violations.clone(),
+            Self::Malformed(detail) => vec![Violation::new("", "malformed-json", detail.clone())],
+            Self::Unavailable(detail) => vec![Violation::new("", "unavailable", detail.clone())],
+        }
+    }
+
     /// A short reason for metrics labels.
     pub fn reason(&self) -> &str {
         match self {

@@ -101,7 +101,10 @@ impl CaseStats {
             Ok(event) => event,
             Err(CodecError::Registry(e)) => return Err(HandlerError::Retry(e.to_string())),
             Err(e) => {
-                tracing::warn!(class = e.class(), "a case event could not be read; not counted");
+                tracing::warn!(
+                    class = govex_bus::dlq::Refusal::class(&e),
+                    "a case event could not be read; not counted"
+                );
                 return Ok(());
             }
         };

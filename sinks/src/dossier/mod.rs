@@ -16,7 +16,7 @@ use govex_schemas::zone::TimeZone;
 use std::{path::Path, sync::Arc};
 
 use apache_avro::{schema::RecordSchema, types::Value as Avro, Schema};
-use govex_bus::{consumer::HandlerError, dlq::DeadLetter, CodecError, Decoder, Incoming, RegistryClient};
+use govex_bus::{consumer::HandlerError, dlq::Stage, CodecError, Decoder, Incoming, RegistryClient};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -218,17 +218,14 @@ impl DossierSink {
 
     /// Applies one record; `Ok` once it is durable (or was already there).
     pub async fn handle(&self, message: &Incoming) -> Result<(), HandlerError> {
-        let dead = |stage: &str, class: &str, message: String| {
-            HandlerError::DeadLetter(DeadLetter { stage: stage.into(), error_class: class.into(), message })
-        };
-        let envelope = message.envelope().map_err(|e| dead("envelope", "envelope", e.to_string()))?;
+        let envelope = message.envelope().map_err(|e| HandlerError::refused(Stage::Envelope, &e))?;
         let decoder = self.decoder(message.topic()).await?;
         // As written: a field a steward added in a newer version than this node's (a remark,
         // say) is carried to the clerk, not dropped.
         let (value, written_with) = match decoder.decode_as_written(message.payload().unwrap_or_default()).await {
             Ok(decoded) => decoded,
             Err(CodecError::Registry(e)) => return Err(HandlerError::Retry(e.to_string())),
-            Err(e) => return Err(dead("decode", e.class(), e.to_string())),
+            Err(e) => return Err(HandlerError::refused(Stage::Decode, &e)),
         };
         let record = avro_to_json(&value, written_with, &self.zone);
         let part = Part {
@@ -248,11 +245,22 @@ impl DossierSink {
         }
         if let Some((_, kind)) = PARTS.iter().find(|(topic, _)| *topic == message.topic()) {
             let Some(unit) = part.record.get("property_unit_number").and_then(Value::as_str).map(str::to_owned) else {
-                return Err(dead("apply", "no_unit", "the record has no property_unit_number".into()));
+                return Err(HandlerError::refused(Stage::Apply, &NoUnit));
             };
             self.store.apply(&unit, kind, &part).await.map_err(|e| HandlerError::Retry(e.to_string()))?;
         }
         Ok(())
+    }
+}
+
+/// A record of a dossier's part without the property unit it belongs to.
+#[derive(Debug, thiserror::Error)]
+#[error("the record has no property_unit_number")]
+struct NoUnit;
+
+impl govex_bus::dlq::Refusal for NoUnit {
+    fn class(&self) -> &'static str {
+        "no_unit"
     }
 }
 

@@ -5,7 +5,11 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use apache_avro::Schema;
-use govex_bus::{consumer::HandlerError, dlq::DeadLetter, Bus, CodecError, Decoder, Incoming, Metrics, RegistryClient};
+use govex_bus::{
+    consumer::HandlerError,
+    dlq::{Refusal as _, Stage},
+    Bus, CodecError, Decoder, Incoming, Metrics, RegistryClient,
+};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -54,10 +58,6 @@ pub struct LicenceSink {
     known: Vec<String>,
 }
 
-fn dead_letter(stage: &str, class: &str, message: String) -> HandlerError {
-    HandlerError::DeadLetter(DeadLetter { stage: stage.into(), error_class: class.into(), message })
-}
-
 impl LicenceSink {
     /// A sink writing to `store`, reading values with the bundled licence schema.
     pub fn new(store: LicenceStore, registry: RegistryClient, metrics: SinkMetrics) -> Self {
@@ -90,14 +90,14 @@ impl LicenceSink {
 
     /// Applies one record; `Ok` only once the store has it durably.
     pub async fn handle(&self, message: &Incoming) -> Result<(), HandlerError> {
-        let envelope = message.envelope().map_err(|e| dead_letter("envelope", "envelope", e.to_string()))?;
+        let envelope = message.envelope().map_err(|e| HandlerError::refused(Stage::Envelope, &e))?;
         let decoded = self.decoder.decode_into_carrying::<Licence>(message.payload().unwrap_or_default()).await;
         let (record, written) = match decoded {
             Ok(decoded) => decoded,
             Err(CodecError::Registry(e)) => return Err(HandlerError::Retry(e.to_string())),
             Err(e) => {
                 self.metrics.count("rejected", e.class());
-                return Err(dead_letter("decode", e.class(), e.to_string()));
+                return Err(HandlerError::refused(Stage::Decode, &e));
             }
         };
         let version = govex_schemas::identifiers::licence_id(&record.licence_id).map(|id| id.version).unwrap_or(0);
@@ -121,7 +121,7 @@ impl LicenceSink {
             Ok(Applied::Stale) => self.metrics.count("skipped", "stale"),
             Err(e) => {
                 self.metrics.count("rejected", e.class());
-                return Err(dead_letter("apply", e.class(), e.to_string()));
+                return Err(HandlerError::refused(Stage::Apply, &e));
             }
         }
         self.store.flush().await.map_err(|e| HandlerError::Retry(e.to_string()))?;
@@ -168,9 +168,14 @@ pub async fn rebuild(store: LicenceStore, bus: &Bus, registry: RegistryClient) -
         };
         match result {
             Ok(()) => {}
-            Err(HandlerError::DeadLetter(letter)) if letter.stage == "apply" => report.refused += 1,
+            Err(HandlerError::DeadLetter(letter)) if letter.stage == Stage::Apply => report.refused += 1,
             Err(HandlerError::DeadLetter(letter)) => {
-                tracing::warn!(partition = message.partition(), offset = message.offset(), class = %letter.error_class, "a licence record could not be read");
+                tracing::warn!(
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    class = letter.error_class,
+                    "a licence record could not be read"
+                );
                 report.unreadable += 1;
             }
             Err(HandlerError::Retry(reason)) => {

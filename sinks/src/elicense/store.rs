@@ -121,9 +121,8 @@ pub enum ApplyError {
     ContentChanged,
 }
 
-impl ApplyError {
-    /// A short class for metrics and dead letters.
-    pub fn class(&self) -> &'static str {
+impl govex_bus::dlq::Refusal for ApplyError {
+    fn class(&self) -> &'static str {
         match self {
             Self::InvalidIdentifier(_) => "invalid_identifier",
             Self::Lifecycle { .. } => "lifecycle",

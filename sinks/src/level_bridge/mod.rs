@@ -27,7 +27,7 @@ use crate::level_bridge::config::LinkConfig;
 use govex_bus::{
     config::BusConfig,
     consumer::{AtLeastOnceConsumer, ConsumerSettings, HandlerError, RunStats},
-    dlq::{DeadLetter, DeadLetterQueue},
+    dlq::{DeadLetterQueue, Refusal, Stage},
     envelope::Envelope,
     registry_client::RegistryClientError,
     Bus, Incoming, Metrics, Outgoing, RegistryClient,
@@ -272,8 +272,28 @@ struct Running {
     registry: RegistryClient,
 }
 
-fn dead_letter(stage: &str, class: &str, message: String) -> HandlerError {
-    HandlerError::DeadLetter(DeadLetter { stage: stage.into(), error_class: class.into(), message })
+/// Why a bridge cannot forward a record as it is; it goes to this node's dead-letter topic.
+#[derive(Debug, thiserror::Error)]
+enum Unforwardable {
+    #[error("schema id {id} is not known to the registry of {remote}")]
+    UnknownSchemaId { id: u32, remote: Division },
+    #[error("schema id {id} of {remote} cannot be registered here: {reason}")]
+    SchemaRefused { id: u32, remote: Division, reason: RegistryClientError },
+    #[error("origin division {origin} is not under the child {child}")]
+    OriginOutsideChild { origin: Division, child: Division },
+    #[error("the value is not in the Confluent wire format (magic byte 0, 4-byte schema id)")]
+    WireFormat,
+}
+
+impl Refusal for Unforwardable {
+    fn class(&self) -> &'static str {
+        match self {
+            Self::UnknownSchemaId { .. } => "unknown_schema_id",
+            Self::SchemaRefused { .. } => "schema_refused",
+            Self::OriginOutsideChild { .. } => "origin_outside_child",
+            Self::WireFormat => "wire_format",
+        }
+    }
 }
 
 impl Bridge {
@@ -298,10 +318,9 @@ impl Bridge {
         let text = match link.registry.schema_text_by_id(id).await {
             Ok(text) => text,
             Err(RegistryClientError::UnknownSchemaId(_)) => {
-                return Err(dead_letter(
-                    "schema",
-                    "unknown-schema-id",
-                    format!("schema id {id} is not known to the registry of {}", link.remote),
+                return Err(HandlerError::refused(
+                    Stage::Schema,
+                    &Unforwardable::UnknownSchemaId { id, remote: link.remote },
                 ))
             }
             Err(e) => return Err(HandlerError::Retry(e.to_string())),
@@ -317,10 +336,9 @@ impl Bridge {
                 )));
             }
             Err(e) => {
-                return Err(dead_letter(
-                    "schema",
-                    "schema-refused",
-                    format!("schema id {id} of {} cannot be registered here: {e}", link.remote),
+                return Err(HandlerError::refused(
+                    Stage::Schema,
+                    &Unforwardable::SchemaRefused { id, remote: link.remote, reason: e },
                 ))
             }
         };
@@ -330,14 +348,11 @@ impl Bridge {
 
     async fn forward(&self, link: &Running, message: &Incoming) -> Result<(), HandlerError> {
         let labels = LinkLabels { link: link.name.clone() };
-        let envelope = message
-            .envelope()
-            .map_err(|e| dead_letter("envelope", "envelope", format!("the record's envelope cannot be read: {e}")))?;
+        let envelope = message.envelope().map_err(|e| HandlerError::refused(Stage::Envelope, &e))?;
         if link.direction == Direction::Up && !envelope.origin_division.is_within(link.remote) {
-            return Err(dead_letter(
-                "origin",
-                "origin-outside-child",
-                format!("origin division {} is not under the child {}", envelope.origin_division, link.remote),
+            return Err(HandlerError::refused(
+                Stage::Origin,
+                &Unforwardable::OriginOutsideChild { origin: envelope.origin_division, child: link.remote },
             ));
         }
         match decide(self.local, &envelope, &self.config) {
@@ -352,11 +367,7 @@ impl Bridge {
             Decision::Forward(forwarded) => {
                 let mut payload = message.payload().unwrap_or_default().to_vec();
                 if payload.len() < 5 || payload[0] != 0 {
-                    return Err(dead_letter(
-                        "schema",
-                        "wire-format",
-                        "the value is not in the Confluent wire format (magic byte 0, 4-byte schema id)".into(),
-                    ));
+                    return Err(HandlerError::refused(Stage::Schema, &Unforwardable::WireFormat));
                 }
                 let id = u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]);
                 let local = self.translate(link, message.topic(), id).await?;
