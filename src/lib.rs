@@ -1,10 +1,13 @@
 //! The `govex` node: composes the workspace's crates into one running node.
 //!
-//! [`node::start`] brings a node up from a [`NodeConfig`](crate::config::NodeConfig) in a fixed
-//! order (data directory, listeners, registry, bus, schemas and topics, servers) and returns a
-//! [`node::RunningNode`] that knows its bound addresses; [`node::RunningNode::shutdown`]
-//! takes it down in the order the brief prescribes. `main.rs` only parses the command line.
+//! [`config`] is a node's configuration (each section owned by the part it configures) and
+//! its loader. [`node::start`] brings a node up from it in a fixed order (plan, listeners,
+//! bus, [`registry`] view and seeding, catalogue, then each component's builder) and returns a
+//! [`node::RunningNode`] that knows its bound addresses; [`node::RunningNode::shutdown`] takes
+//! it down in the order the brief prescribes. The `*_cmd` modules, [`maintenance`] and
+//! [`demo`] are the other commands. `main.rs` only parses the command line.
 
+pub mod broker_cmd;
 pub mod config;
 pub mod demo;
 pub mod id_cmd;
@@ -13,3 +16,4 @@ pub mod maintenance;
 pub mod node;
 pub mod registry;
 pub mod schema_cmd;
+pub mod token_cmd;

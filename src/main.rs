@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use govex::config::NodeConfig;
-use govex_bus::{config::LogFormat, embedded::EmbeddedBroker, telemetry};
+use govex_bus::{config::LogFormat, telemetry};
 
 /// govex: a Kafka data-sharing exchange for government department systems.
 ///
@@ -345,22 +345,7 @@ async fn run() -> Result<()> {
             result
         }
         Command::Token { command: TokenCommand::New { department, label, role } } => {
-            let department: govex_schemas::Department = department.parse().map_err(|_| anyhow::anyhow!("'{department}' is not a department: a department is a name such as tax or market-regulation (lower-case letters, digits and single hyphens)"))?;
-            let role = match role.as_str() {
-                "department" | "steward" | "auditor" => role,
-                other => anyhow::bail!("'{other}' is not a role: expected department, steward or auditor"),
-            };
-            let token = govex_adapters::intake::auth::new_token();
-            println!("token (give it to the {department} system; it is not stored anywhere):\n  {token}\n");
-            // In the node's config the table is [[intake.tokens]]; in a file named by
-            // intake.tokens_file (a Kubernetes Secret) it is [[tokens]].
-            println!("config entry (only the hash is kept; in an intake.tokens_file write [[tokens]] instead):\n[[intake.tokens]]\ndepartment = \"{department}\"\nsha256 = \"{}\"", govex_adapters::intake::auth::hash_token(&token));
-            if let Some(label) = label {
-                println!("label = \"{label}\"");
-            }
-            if role != "department" {
-                println!("role = \"{role}\"");
-            }
+            print!("{}", govex::token_cmd::new_token(&department, label.as_deref(), &role)?);
             Ok(())
         }
         Command::Id { value, kind, complete } => {
@@ -380,25 +365,7 @@ async fn run() -> Result<()> {
         }
         Command::Broker { brokers } => {
             telemetry::init(if cli.log_json { LogFormat::Json } else { LogFormat::Text });
-            let stop = govex_bus::shutdown::listen();
-            let broker = EmbeddedBroker::start(brokers).context("the embedded broker could not start")?;
-            tracing::warn!("the embedded broker keeps messages in memory only and is for trial use");
-            // The mock cluster has no CreateTopics API, so the nodes sharing it could not make
-            // their topics: make every bundled topic and its dead-letter topic here (the
-            // embedded cluster makes the registry's topic itself).
-            let defaults = govex_bus::config::BusConfig::default();
-            for schema in govex_schemas::bundled_schemas() {
-                for topic in [schema.topic.to_owned(), govex_bus::dlq::dlq_topic(schema.topic)] {
-                    broker
-                        .create_topic(&topic, defaults.partitions, defaults.replication_factor)
-                        .with_context(|| format!("topic {topic} could not be created"))?;
-                }
-            }
-            println!("embedded broker running; bootstrap servers: {}", broker.bootstrap_servers());
-            println!("point nodes at it with GOVEX_BUS__BROKERS={}", broker.bootstrap_servers());
-            stop.await;
-            drop(broker);
-            Ok(())
+            govex::broker_cmd::run(brokers, govex_bus::shutdown::listen()).await
         }
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use govex_bus::{Bus, Metrics, RegistryClient};
 use govex_sinks::{
     elicense::{sink, LicenceStore},
-    use_log::{self, UseLog},
+    use_log,
 };
 
 /// Whether opening a sled database failed because another process holds it.
@@ -92,7 +92,7 @@ pub async fn audit_verify(config: &NodeConfig) -> Result<bool> {
         Some(local) => use_log::compare(local, &replicated, anchor.as_ref()),
         None => {
             // The replicated copy checked on its own: its chain, and the anchor against it.
-            let walked = UseLog::chain_findings(&replicated);
+            let walked = use_log::chain::findings(&replicated);
             let mut findings = walked;
             findings.extend(use_log::compare(&replicated, &[], anchor.as_ref()));
             findings

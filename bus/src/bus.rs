@@ -306,12 +306,8 @@ impl Bus {
     ) -> Result<tokio::sync::mpsc::Receiver<Result<crate::record::Incoming, BusError>>, BusError> {
         use rdkafka::message::Message;
         let until = self.high_watermarks(topic).await?;
-        let mut config = self.config.client_config(&self.bootstrap, ClientRole::Admin);
-        config
-            .set("group.id", "govex-scan")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest");
+        let config =
+            self.config.client_config(&self.bootstrap, ClientRole::Reader { group_id: "govex-scan", until_eof: true });
         let (topic, from) = (topic.to_owned(), from.clone());
         let bootstrap = self.bootstrap.clone();
         let failed = move |error: String| BusError::Unreachable { bootstrap: bootstrap.clone(), error };

@@ -247,6 +247,20 @@ pub enum ClientRole<'a> {
         /// The full consumer group id.
         group_id: &'a str,
     },
+    /// A producer that sends at once (`linger.ms` 0) and gives up after
+    /// `delivery_timeout_ms`: each record holds up an answer (a steward's push).
+    PromptProducer {
+        /// How long the broker may take to acknowledge a record.
+        delivery_timeout_ms: u64,
+    },
+    /// A consumer that reads partitions it assigns itself, from the offsets it gives, and
+    /// commits nothing: a store's view of its topic, a rebuild.
+    Reader {
+        /// The group id librdkafka requires of a consumer (never joined, nothing committed).
+        group_id: &'a str,
+        /// Whether it is told when it reaches the end of a partition (a read to the end).
+        until_eof: bool,
+    },
     /// Metadata and administration.
     Admin,
 }
@@ -349,6 +363,24 @@ impl BusConfig {
                 if !consumer_protocol {
                     config.set("session.timeout.ms", self.session_timeout_ms.to_string());
                 }
+            }
+            ClientRole::PromptProducer { delivery_timeout_ms } => {
+                config
+                    .set("enable.idempotence", "true")
+                    .set("acks", "all")
+                    .set("delivery.timeout.ms", delivery_timeout_ms.to_string())
+                    .set("linger.ms", "0");
+            }
+            ClientRole::Reader { group_id, until_eof } => {
+                config
+                    .set("group.id", group_id)
+                    .set("enable.auto.commit", "false")
+                    .set("auto.offset.reset", "earliest")
+                    .set("enable.partition.eof", until_eof.to_string())
+                    // A registry view must see a steward's push within the refresh the README
+                    // states; the mock cluster holds a fetch for the whole wait when no record
+                    // comes, a real broker answers as records arrive.
+                    .set("fetch.wait.max.ms", "100");
             }
             ClientRole::Admin => {}
         }

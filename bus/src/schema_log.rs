@@ -38,6 +38,9 @@ use crate::{
     config::ClientRole,
 };
 
+/// How a view reads the registry's topic: partition 0 from its own offset, committing nothing.
+const VIEW_READER: ClientRole<'static> = ClientRole::Reader { group_id: "govex-registry-view", until_eof: false };
+
 /// How long a write waits for the broker and the view, and how long catching up may take.
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -88,10 +91,9 @@ impl SchemaLog {
         let client = |role: ClientRole<'_>| config.client_config(bus.bootstrap_servers(), role);
         let producer: Option<FutureProducer<LogContext>> = match role {
             Role::Writer => {
-                let mut producer = client(ClientRole::Producer);
                 // A steward's push is answered within the bound, not the event topics' delivery
                 // timeout: a change the broker did not take by then is reported as not made.
-                producer.set("delivery.timeout.ms", BOUND.as_millis().to_string()).set("linger.ms", "0");
+                let producer = client(ClientRole::PromptProducer { delivery_timeout_ms: BOUND.as_millis() as u64 });
                 Some(producer.create_with_context(LogContext).map_err(BusError::Client)?)
             }
             Role::Follower => None,
@@ -105,7 +107,7 @@ impl SchemaLog {
             // records: the last record this view applied must be where it was.
             let replaced = match (applied, registry.last_record().map_err(storage)?) {
                 (Some(applied), Some(last)) if applied > 0 && applied <= high => {
-                    let config = client(ClientRole::Admin);
+                    let config = client(VIEW_READER);
                     tokio::task::spawn_blocking(move || !still_there(config, applied - 1, &last)).await.unwrap_or(false)
                 }
                 _ => false,
@@ -142,17 +144,8 @@ impl SchemaLog {
             }
         }
         let from = registry.log_offset().map_err(storage)?.unwrap_or(0);
-        let consumer: BaseConsumer<LogContext> = {
-            let mut consumer = client(ClientRole::Admin);
-            consumer
-                .set("group.id", "govex-registry-view")
-                .set("enable.auto.commit", "false")
-                .set("auto.offset.reset", "earliest")
-                // A steward's push must reach every view within the refresh the README states;
-                // the mock cluster holds a fetch for the whole wait when no record comes.
-                .set("fetch.wait.max.ms", "100");
-            consumer.create_with_context(LogContext).map_err(BusError::Client)?
-        };
+        let consumer: BaseConsumer<LogContext> =
+            { client(VIEW_READER).create_with_context(LogContext).map_err(BusError::Client)? };
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(TOPIC, 0, Offset::Offset(from))
@@ -296,8 +289,7 @@ fn produce(
 /// Whether the topic still holds `last` at `offset`. A record compacted away (a later one
 /// has its key) or one that cannot be read in time counts as there: only a different record
 /// at that very offset says the topic is another one.
-fn still_there(mut config: rdkafka::ClientConfig, offset: i64, last: &govex_schemas::journal::Record) -> bool {
-    config.set("group.id", "govex-registry-view").set("enable.auto.commit", "false");
+fn still_there(config: rdkafka::ClientConfig, offset: i64, last: &govex_schemas::journal::Record) -> bool {
     let Ok(consumer) = config.create_with_context::<_, BaseConsumer<LogContext>>(LogContext) else { return true };
     let mut assignment = TopicPartitionList::new();
     if assignment.add_partition_offset(TOPIC, 0, Offset::Offset(offset)).is_err()

@@ -18,11 +18,17 @@
 //! level by the bridge), so that a rolled-back, truncated or rewritten log is found by
 //! `govex audit verify` ([`compare`]).
 
+pub mod chain;
+pub mod replication;
+
 use std::{path::Path, sync::Arc};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sled::Transactional;
+
+pub use chain::{compare, Anchor, AuditEntry, BrokenLink};
+use replication::EntryRecord;
+pub use replication::{replicated, Replication, ReplicationError, ANCHOR_TOPIC, USE_LOG_TOPIC};
 
 use crate::flush::GroupFlush;
 
@@ -112,192 +118,12 @@ pub struct Use<'a> {
     pub result: &'a str,
 }
 
-/// One use of personal data (a licence, a holder's licences, a dossier), in the
-/// append-only, hash-chained use log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    /// Position in the chain, from 1.
-    pub seq: u64,
-    /// Hash of the entry before (64 zeros for the first).
-    pub prev_hash: String,
-    /// When (ms since the epoch).
-    pub at_ms: u64,
-    /// The calling department.
-    pub caller: String,
-    /// The stated purpose (用证事由).
-    pub purpose: String,
-    /// What was done: `get`, `verify`, `holder`, `uses`, `dossier`.
-    pub action: String,
-    /// The licence or property unit concerned (the masked holder for a holder look-up that
-    /// found nothing).
-    pub subject: String,
-    /// The outcome (`found`, `not_found`, `valid`, `revoked`, ...).
-    pub result: String,
-    /// SHA-256 over every field above, with `prev_hash`.
-    pub hash: String,
-}
-
-impl AuditEntry {
-    /// The hash this entry should carry.
-    pub fn compute_hash(&self) -> String {
-        let mut hasher = Sha256::new();
-        for part in [
-            self.seq.to_string().as_str(),
-            &self.prev_hash,
-            &self.at_ms.to_string(),
-            &self.caller,
-            &self.purpose,
-            &self.action,
-            &self.subject,
-            &self.result,
-        ] {
-            // Length-prefixed, so that no two different entries hash the same bytes.
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part.as_bytes());
-        }
-        hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-/// A chain check that found a broken link.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokenLink {
-    /// The first entry whose hash or link does not hold.
-    pub seq: u64,
-    /// What is wrong.
-    pub reason: String,
-}
-
-/// The topic every use-log entry is published to before its read is answered.
-pub const USE_LOG_TOPIC: &str = govex_schemas::records::topics::USE_LOG;
-/// The compacted topic of the chains' heads, one per use log.
-pub const ANCHOR_TOPIC: &str = govex_schemas::records::topics::ANCHOR;
-
-/// An entry as it travels on [`USE_LOG_TOPIC`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct EntryRecord {
-    writer: String,
-    seq: i64,
-    prev_hash: String,
-    at_ms: i64,
-    caller: String,
-    purpose: String,
-    action: String,
-    subject: String,
-    result: String,
-    hash: String,
-}
-
-impl EntryRecord {
-    fn new(writer: &str, e: &AuditEntry) -> Self {
-        Self {
-            writer: writer.to_owned(),
-            seq: e.seq as i64,
-            prev_hash: e.prev_hash.clone(),
-            at_ms: e.at_ms as i64,
-            caller: e.caller.clone(),
-            purpose: e.purpose.clone(),
-            action: e.action.clone(),
-            subject: e.subject.clone(),
-            result: e.result.clone(),
-            hash: e.hash.clone(),
-        }
-    }
-
-    fn entry(self) -> AuditEntry {
-        AuditEntry {
-            seq: self.seq as u64,
-            prev_hash: self.prev_hash,
-            at_ms: self.at_ms as u64,
-            caller: self.caller,
-            purpose: self.purpose,
-            action: self.action,
-            subject: self.subject,
-            result: self.result,
-            hash: self.hash,
-        }
-    }
-}
-
-/// The head of a use log at one moment, as [`ANCHOR_TOPIC`] holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Anchor {
-    /// The use log.
-    pub writer: String,
-    /// The head's sequence number.
-    pub seq: i64,
-    /// The head's hash.
-    pub hash: String,
-    /// When the head entry was written.
-    pub at_ms: i64,
-    /// When the anchor was published.
-    pub anchored_at_ms: i64,
-}
-
-fn schema_text(topic: &str) -> &'static str {
-    govex_schemas::bundled_schemas().find(|s| s.topic == topic).map(|s| s.text).unwrap_or_default()
-}
-
 use govex_schemas::zone::now_ms;
 
 fn io_error(message: String) -> sled::Error {
     sled::Error::Io(std::io::Error::other(message))
 }
 
-/// Where a use log is replicated: the node's producer and the two topics' encoders.
-pub struct Replication {
-    producer: govex_bus::Producer,
-    writer: String,
-    origin: govex_schemas::Division,
-    entries: govex_bus::Encoder,
-    anchors: govex_bus::Encoder,
-    /// One publisher at a time: concurrent readers share one round of acknowledgements.
-    publishing: tokio::sync::Mutex<()>,
-}
-
-impl Replication {
-    /// Replication of the use log named `writer` to `bus`, with the topics' schemas
-    /// registered in `registry`.
-    ///
-    /// It has a producer of its own that sends at once (`linger.ms` 0): every entry holds
-    /// up a read's answer, where the node's producer lingers to fill batches. Its metrics
-    /// are not exported (the node's producer's are).
-    pub async fn new(
-        bus: &govex_bus::Bus,
-        registry: &govex_bus::RegistryClient,
-        writer: String,
-        origin: govex_schemas::Division,
-    ) -> Result<Self, ReplicationError> {
-        let config = govex_bus::config::BusConfig { linger_ms: 0, ..bus.config().clone() };
-        let producer = govex_bus::Producer::new(&config, bus.bootstrap_servers(), &govex_bus::Metrics::new())
-            .map_err(govex_bus::BusError::Client)?;
-        let entries =
-            govex_bus::Encoder::register(registry, &format!("{USE_LOG_TOPIC}-value"), schema_text(USE_LOG_TOPIC))
-                .await?;
-        let anchors =
-            govex_bus::Encoder::register(registry, &format!("{ANCHOR_TOPIC}-value"), schema_text(ANCHOR_TOPIC)).await?;
-        Ok(Self { producer, writer, origin, entries, anchors, publishing: Default::default() })
-    }
-
-    fn outgoing(&self, topic: &str, key: String, payload: Vec<u8>, record_type: &str) -> govex_bus::Outgoing {
-        let envelope = govex_bus::Envelope::new(govex_schemas::Department::PLATFORM, self.origin, record_type);
-        govex_bus::Outgoing::new(topic, key, payload, &envelope)
-    }
-}
-
-/// Why the use log cannot be replicated.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplicationError {
-    /// The topics' schemas could not be registered.
-    #[error("the use-log topics' schemas cannot be registered: {0}")]
-    Schema(#[from] govex_bus::CodecError),
-    /// The producer could not be made.
-    #[error("the use log's producer cannot be created: {0}")]
-    Client(#[from] govex_bus::BusError),
-}
-
-/// The key of entry `seq` of `writer` on [`USE_LOG_TOPIC`]: one per entry, so that
-/// compaction keeps every one.
 fn entry_key(writer: &str, seq: u64) -> String {
     format!("{writer}\0{seq:020}")
 }
@@ -435,7 +261,7 @@ impl UseLog {
                 }
                 None => {
                     let (expected_seq, expected_prev) =
-                        head.as_ref().map_or((1, "0".repeat(64)), |h| (h.seq + 1, h.hash.clone()));
+                        head.as_ref().map_or((1, chain::GENESIS.to_owned()), |h| (h.seq + 1, h.hash.clone()));
                     if entry.seq != expected_seq
                         || entry.prev_hash != expected_prev
                         || entry.compute_hash() != entry.hash
@@ -481,7 +307,7 @@ impl UseLog {
                     serde_json::from_slice(&bytes).map_err(|e| sled::Error::Unsupported(e.to_string()))?;
                 (last.seq + 1, last.hash)
             }
-            None => (1, "0".repeat(64)),
+            None => (1, chain::GENESIS.to_owned()),
         };
         let at_ms = now_ms();
         let mut entry = AuditEntry {
@@ -524,55 +350,14 @@ impl UseLog {
         Ok(out)
     }
 
-    /// Walks the whole chain; the first entry whose hash or link does not hold.
+    /// Walks the whole chain on disk: how many entries hold, and the first whose hash or link
+    /// does not.
     pub fn verify_chain(&self) -> Result<(u64, Option<BrokenLink>), sled::Error> {
-        let mut previous_hash = "0".repeat(64);
-        let mut expected_seq = 1;
-        for item in self.audit.iter() {
+        chain::walk(self.audit.iter().map(|item| {
             let (key, bytes) = item?;
             let seq = u64::from_be_bytes(key.as_ref().try_into().unwrap_or([0; 8]));
-            let Ok(entry) = serde_json::from_slice::<AuditEntry>(&bytes) else {
-                return Ok((expected_seq - 1, Some(BrokenLink { seq, reason: "the entry does not parse".into() })));
-            };
-            let broken = |reason: String| Ok((expected_seq - 1, Some(BrokenLink { seq, reason })));
-            if seq != expected_seq || entry.seq != seq {
-                return broken(format!(
-                    "expected entry {expected_seq}, found {seq} (an entry was removed or inserted)"
-                ));
-            }
-            if entry.prev_hash != previous_hash {
-                return broken("its link to the entry before does not match".into());
-            }
-            if entry.compute_hash() != entry.hash {
-                return broken("its content does not match its hash (the entry was altered)".into());
-            }
-            previous_hash = entry.hash;
-            expected_seq += 1;
-        }
-        Ok((expected_seq - 1, None))
-    }
-
-    /// What is wrong with a chain given as entries (a replicated copy): its first broken
-    /// link, if any.
-    pub fn chain_findings(entries: &[AuditEntry]) -> Vec<String> {
-        let mut previous = "0".repeat(64);
-        for (i, entry) in entries.iter().enumerate() {
-            let expected = i as u64 + 1;
-            let reason = if entry.seq != expected {
-                Some(format!("expected entry {expected}, found {}", entry.seq))
-            } else if entry.prev_hash != previous {
-                Some("its link to the entry before does not match".to_owned())
-            } else if entry.compute_hash() != entry.hash {
-                Some("its content does not match its hash".to_owned())
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                return vec![format!("BROKEN at replicated entry {}: {reason}", entry.seq)];
-            }
-            previous = entry.hash.clone();
-        }
-        Vec::new()
+            Ok((seq, serde_json::from_slice::<AuditEntry>(&bytes).ok()))
+        }))
     }
 
     /// Every entry on disk, in order (for comparing with the replicated copy).
@@ -622,83 +407,6 @@ pub enum RestoreError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] sled::Error),
-}
-
-/// This use log's entries on [`USE_LOG_TOPIC`], in order (each sequence number once), and
-/// its latest anchor on [`ANCHOR_TOPIC`], read from the beginning to the end offsets.
-pub async fn replicated(
-    bus: &govex_bus::Bus,
-    registry: &govex_bus::RegistryClient,
-    writer: &str,
-) -> Result<(Vec<AuditEntry>, Option<Anchor>), String> {
-    let parse = |topic: &str| {
-        apache_avro::Schema::parse_str(schema_text(topic)).map_err(|e| format!("the bundled schema of {topic}: {e}"))
-    };
-    let entries_decoder = govex_bus::Decoder::new(registry.clone(), &parse(USE_LOG_TOPIC)?);
-    let anchors_decoder = govex_bus::Decoder::new(registry.clone(), &parse(ANCHOR_TOPIC)?);
-    let prefix = format!("{writer}\0");
-    let mut entries = std::collections::BTreeMap::new();
-    let mut records = bus.read_to_end(USE_LOG_TOPIC, &Default::default()).await.map_err(|e| e.to_string())?;
-    while let Some(message) = records.recv().await {
-        let message = message.map_err(|e| e.to_string())?;
-        if !message.key().is_some_and(|k| k.starts_with(prefix.as_bytes())) {
-            continue;
-        }
-        let record: EntryRecord =
-            entries_decoder.decode_into(message.payload().unwrap_or_default()).await.map_err(|e| {
-                format!("{USE_LOG_TOPIC} partition {} offset {}: {e}", message.partition(), message.offset())
-            })?;
-        entries.insert(record.seq, record.entry());
-    }
-    let mut anchor = None;
-    let mut records = bus.read_to_end(ANCHOR_TOPIC, &Default::default()).await.map_err(|e| e.to_string())?;
-    while let Some(message) = records.recv().await {
-        let message = message.map_err(|e| e.to_string())?;
-        if message.key() != Some(writer.as_bytes()) {
-            continue;
-        }
-        // One key, one partition: the last read is the latest.
-        let record: Anchor = anchors_decoder.decode_into(message.payload().unwrap_or_default()).await.map_err(|e| {
-            format!("{ANCHOR_TOPIC} partition {} offset {}: {e}", message.partition(), message.offset())
-        })?;
-        anchor = Some(record);
-    }
-    Ok((entries.into_values().collect(), anchor))
-}
-
-/// What comparing a chain on disk with its replicated copy and its anchor found; empty when
-/// they agree. Each finding names the entry and what happened to it.
-pub fn compare(local: &[AuditEntry], replicated: &[AuditEntry], anchor: Option<&Anchor>) -> Vec<String> {
-    let mut findings = Vec::new();
-    let local_head = local.last().map_or(0, |e| e.seq);
-    let by_seq: std::collections::HashMap<u64, &AuditEntry> = local.iter().map(|e| (e.seq, e)).collect();
-    if let Some(rewritten) = replicated.iter().find(|r| by_seq.get(&r.seq).is_some_and(|l| l.hash != r.hash)) {
-        findings.push(format!(
-            "REWRITTEN: entry {} on disk differs from its replicated copy (and so may every entry after it)",
-            rewritten.seq
-        ));
-    }
-    let replicated_head = replicated.last().map_or(0, |e| e.seq);
-    if replicated_head > local_head {
-        findings.push(format!(
-            "TRUNCATED or ROLLED BACK: the disk ends at entry {local_head}; the replicated log holds entries up to {replicated_head} ({} missing)",
-            replicated_head - local_head
-        ));
-    }
-    if let Some(anchor) = anchor {
-        let anchored = anchor.seq as u64;
-        match by_seq.get(&anchored) {
-            None if anchored > local_head => findings.push(format!(
-                "ROLLED BACK: the anchor published at {} ms names entry {anchored}; the disk ends at entry {local_head}",
-                anchor.anchored_at_ms
-            )),
-            Some(entry) if entry.hash != anchor.hash => {
-                findings.push(format!("REWRITTEN: entry {anchored} on disk does not carry the anchored hash"))
-            }
-            _ => {}
-        }
-    }
-    findings
 }
 
 /// The stated purpose of a read (用证事由/用数事由), checked: present, not blank, at most
@@ -864,7 +572,7 @@ mod tests {
             entry.hash = entry.compute_hash();
             previous = entry.hash.clone();
         }
-        assert!(UseLog::chain_findings(&rewritten).is_empty(), "intact by itself");
+        assert!(chain::findings(&rewritten).is_empty(), "intact by itself");
         let findings = compare(&rewritten, &all, Some(&anchor));
         assert_eq!(findings.len(), 2, "{findings:?}");
         assert!(findings[0].starts_with("REWRITTEN: entry 3 on disk"), "{findings:?}");
@@ -875,21 +583,24 @@ mod tests {
     fn a_replicated_chain_is_walked_like_the_one_on_disk() {
         let (_dir, log) = log_of(4);
         let all = log.entries().unwrap();
-        assert!(UseLog::chain_findings(&all).is_empty());
+        assert!(chain::findings(&all).is_empty());
         let mut gap = all.clone();
         gap.remove(1);
-        assert_eq!(UseLog::chain_findings(&gap), ["BROKEN at replicated entry 3: expected entry 2, found 3"]);
+        assert_eq!(
+            chain::findings(&gap),
+            ["BROKEN at replicated entry 3: expected entry 2, found 3 (an entry was removed or inserted)"]
+        );
         let mut altered = all.clone();
         altered[2].result = "revoked".into();
         assert_eq!(
-            UseLog::chain_findings(&altered),
-            ["BROKEN at replicated entry 3: its content does not match its hash"]
+            chain::findings(&altered),
+            ["BROKEN at replicated entry 3: its content does not match its hash (the entry was altered)"]
         );
         let mut relinked = all.clone();
         relinked[3].prev_hash = "0".repeat(64);
         relinked[3].hash = relinked[3].compute_hash();
         assert_eq!(
-            UseLog::chain_findings(&relinked),
+            chain::findings(&relinked),
             ["BROKEN at replicated entry 4: its link to the entry before does not match"]
         );
     }
