@@ -39,7 +39,7 @@ const SECONDS_PER_RATE: u64 = 4;
 const RATES: [u64; 8] = [500, 1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 8_000];
 const SINK_RECORDS: usize = 20_000;
 
-use govex_schemas::records::{IdentifierType, Licence, LicenceStatus};
+use govex_schemas::records::Licence;
 
 fn licence_id(n: usize) -> String {
     let serial = format!("B{n:07}");
@@ -51,25 +51,7 @@ fn licence_id(n: usize) -> String {
 }
 
 fn licence(n: usize) -> Licence {
-    Licence {
-        licence_id: licence_id(n),
-        type_code: "11100000000013338W011".into(),
-        type_name: "不动产权证书".into(),
-        licence_number: format!("陕(2026)汉阴县不动产权第{n:07}号"),
-        issuer_code: "11430000006122244L".into(),
-        issuer_name: "汉阴县不动产登记中心".into(),
-        holder_identifier_type: IdentifierType::CitizenId,
-        holder_identifier_number: "11010519491231002X".into(),
-        holder_name: "王小明".into(),
-        issued_at: 1_790_000_000_000,
-        valid_from: 20_000,
-        valid_until: None,
-        status: LicenceStatus::Valid,
-        surface: [("坐落".to_owned(), "汉阴县城关镇".to_owned())].into(),
-        previous_licence_id: None,
-        content_hash: "ab".repeat(32),
-        division: "610921".into(),
-    }
+    Licence { licence_number: format!("陕(2026)汉阴县不动产权第{n:07}号"), ..Licence::example(licence_id(n)) }
 }
 
 async fn publish(bus: &Bus, registry: &RegistryClient, count: usize) {

@@ -23,6 +23,13 @@ pub struct TokenConfig {
     pub role: Role,
 }
 
+impl TokenConfig {
+    /// The entry of `token` (kept only as its hash) for `department`, with `role` and no label.
+    pub fn of(department: &str, token: &str, role: Role) -> Self {
+        Self { department: department.into(), sha256: crate::auth::hash_token(token), label: None, role }
+    }
+}
+
 /// What a token may do. Roles do not add up: a steward's token cannot send records, a
 /// department's token cannot write the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

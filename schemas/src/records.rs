@@ -136,6 +136,32 @@ pub struct Licence {
     pub division: String,
 }
 
+impl Licence {
+    /// A valid real-estate certificate of Hanyin county (610921) with id `licence_id`: the one
+    /// sample licence tests, benchmarks and the demo start from.
+    pub fn example(licence_id: impl Into<String>) -> Self {
+        Self {
+            licence_id: licence_id.into(),
+            type_code: "11100000000013338W011".into(),
+            type_name: "不动产权证书".into(),
+            licence_number: "陕(2026)汉阴县不动产权第0000001号".into(),
+            issuer_code: "11430000006122244L".into(),
+            issuer_name: "汉阴县不动产登记中心".into(),
+            holder_identifier_type: IdentifierType::CitizenId,
+            holder_identifier_number: "11010519491231002X".into(),
+            holder_name: "王小明".into(),
+            issued_at: 1_790_000_000_000,
+            valid_from: 20_000,
+            valid_until: None,
+            status: LicenceStatus::Valid,
+            surface: [("坐落".to_owned(), "汉阴县城关镇".to_owned())].into(),
+            previous_licence_id: None,
+            content_hash: "ab".repeat(32),
+            division: "610921".into(),
+        }
+    }
+}
+
 /// Case stage (`CaseStage` of `gov.case.event.v1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -202,23 +228,11 @@ mod tests {
 
     fn licence() -> Licence {
         Licence {
-            licence_id: "1.2.156.3005.2.11100000000013338W011.610921.SN1.001.0".into(),
-            type_code: "11100000000013338W011".into(),
-            type_name: "不动产权证书".into(),
-            licence_number: "陕(2026)汉阴县不动产权第0000001号".into(),
-            issuer_code: "11430000006122244L".into(),
-            issuer_name: "汉阴县不动产登记中心".into(),
-            holder_identifier_type: IdentifierType::CitizenId,
             holder_identifier_number: "610902198001010019".into(),
-            holder_name: "王小明".into(),
-            issued_at: 1_790_000_000_000,
-            valid_from: 20_000,
             valid_until: Some(30_000),
             status: LicenceStatus::Suspended,
-            surface: [("坐落".to_owned(), "汉阴县城关镇".to_owned())].into(),
             previous_licence_id: Some("1.2.156.3005.2.11100000000013338W011.610921.SN0.001.0".into()),
-            content_hash: "ab".repeat(32),
-            division: "610921".into(),
+            ..Licence::example("1.2.156.3005.2.11100000000013338W011.610921.SN1.001.0")
         }
     }
 

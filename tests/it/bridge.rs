@@ -227,12 +227,11 @@ async fn schema_ids_are_translated_between_registries_and_what_cannot_be_forward
     let mut county = config(dirs[1].path(), "610921", &county_broker);
     county.bridge.parent = Some(link(&city_broker, None));
     county.audit.anchor_interval_secs = 1;
-    county.intake.tokens.push(govex_http::config::TokenConfig {
-        department: "tax".into(),
-        sha256: govex_http::auth::hash_token("bridge-test-tax"),
-        label: None,
-        role: govex_http::auth::Role::Department,
-    });
+    county.intake.tokens.push(govex_http::config::TokenConfig::of(
+        "tax",
+        "bridge-test-tax",
+        govex_http::auth::Role::Department,
+    ));
     let city = govex::node::start(city).await.unwrap();
     let county = govex::node::start(county).await.unwrap();
 
@@ -263,11 +262,10 @@ async fn schema_ids_are_translated_between_registries_and_what_cannot_be_forward
         .await
         .unwrap();
     assert_eq!(verified.status(), 200);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while support::records_in_topic(city_broker.bootstrap_servers(), "gov.audit.anchor.v1", 3) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no county anchor reached the city");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::support::until("no county anchor reached the city", Duration::from_secs(60), || {
+        support::records_in_topic(city_broker.bootstrap_servers(), "gov.audit.anchor.v1", 3) > 0
+    })
+    .await;
 
     // A record without an envelope goes to the county's dead-letter topic with its reason.
     let bare = Outgoing {
@@ -318,12 +316,11 @@ async fn a_record_type_added_as_data_is_carried_up_when_the_catalogue_says_it_fl
     let mut county = config(dirs[1].path(), "610921", &county_broker);
     county.bridge.parent = Some(link(&city_broker, None));
     county.intake.schema_refresh_ms = 200;
-    county.intake.tokens.push(govex_http::config::TokenConfig {
-        department: "market-regulation".into(),
-        sha256: govex_http::auth::hash_token("test-token-of-market-regulation"),
-        label: None,
-        role: govex_http::auth::Role::Department,
-    });
+    county.intake.tokens.push(govex_http::config::TokenConfig::of(
+        "market-regulation",
+        "test-token-of-market-regulation",
+        govex_http::auth::Role::Department,
+    ));
     let city = govex::node::start(city).await.unwrap();
     let county = govex::node::start(county).await.unwrap();
 

@@ -156,12 +156,7 @@ pub fn child_config(dir: &Path, brokers: Option<&str>) -> NodeConfig {
     config.bus.brokers = brokers.map(str::to_owned);
     config.intake.tokens = ["land-registry", "housing", "tax", "provident-fund", "platform"]
         .into_iter()
-        .map(|department| govex_http::config::TokenConfig {
-            department: department.into(),
-            sha256: govex_http::auth::hash_token(&child_token(department)),
-            label: None,
-            role: Role::Department,
-        })
+        .map(|department| govex_http::config::TokenConfig::of(department, &child_token(department), Role::Department))
         .collect();
     config
 }

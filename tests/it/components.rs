@@ -57,12 +57,8 @@ async fn a_node_split_into_registry_intake_and_store_processes_works_as_one() {
 
     // The intake starts first and waits for the registry it is pointed at.
     let mut intake_config = process_config(dirs[0].path(), &bootstrap, &[Component::Intake], Some(registry_url));
-    intake_config.intake.tokens = vec![govex_http::config::TokenConfig {
-        department: "platform".into(),
-        sha256: hash_token("test-token-of-platform"),
-        label: None,
-        role: Default::default(),
-    }];
+    intake_config.intake.tokens =
+        vec![govex_http::config::TokenConfig::of("platform", "test-token-of-platform", Default::default())];
     let intake_start = tokio::spawn(govex::node::start(intake_config));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!intake_start.is_finished(), "the intake did not wait for the registry");

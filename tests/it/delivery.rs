@@ -159,11 +159,10 @@ async fn a_restarted_consumer_resumes_after_the_stored_offsets() {
         None,
         stop.clone(),
     ));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while handled.lock().unwrap().len() < 50 {
-        assert!(tokio::time::Instant::now() < deadline, "first run did not handle 50 records");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::until("first run did not handle 50 records", Duration::from_secs(60), || {
+        handled.lock().unwrap().len() >= 50
+    })
+    .await;
     stop.cancel();
     let stats = run.await.unwrap();
     assert!(stats.received > 50, "the first run fetched past the failing record");
@@ -190,11 +189,10 @@ async fn a_restarted_consumer_resumes_after_the_stored_offsets() {
         .await
         .expect("the restarted consumer is assigned the partition")
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while seen.lock().unwrap().len() < 50 {
-        assert!(tokio::time::Instant::now() < deadline, "second run received {} records", seen.lock().unwrap().len());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::until("the second run did not receive 50 records", Duration::from_secs(60), || {
+        seen.lock().unwrap().len() >= 50
+    })
+    .await;
     stop.cancel();
     run.await.unwrap();
     let mut seen = seen.lock().unwrap().clone();
@@ -271,11 +269,8 @@ async fn a_record_the_handler_cannot_apply_goes_to_the_dlq_with_connect_headers(
         Some(dlq),
         stop.clone(),
     ));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while applied.lock().unwrap().len() < 9 {
-        assert!(tokio::time::Instant::now() < deadline, "records did not arrive");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::until("records did not arrive", Duration::from_secs(60), || applied.lock().unwrap().len() >= 9)
+        .await;
     stop.cancel();
     let stats = run.await.unwrap();
     assert_eq!(stats.dead_lettered, 1);

@@ -6,11 +6,7 @@ use std::time::Duration;
 use govex_adapters::samples::{property_unit_number, sample};
 use serde_json::Value;
 
-use crate::intake::intake_config;
-
-fn token(department: &str) -> String {
-    format!("test-token-of-{department}")
-}
+use crate::{intake::intake_config, support::token};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dossier_gathers_every_department_and_honours_sharing_classes() {

@@ -13,7 +13,10 @@ use govex_sinks::elicense::{sink, LicenceStore, Status, TOPIC};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::{intake::intake_config, support};
+use crate::{
+    intake::intake_config,
+    support::{self, token},
+};
 
 /// A valid licence identifier for `serial` and `version`.
 pub fn licence_id(serial: &str, version: u16) -> String {
@@ -63,10 +66,6 @@ pub async fn publish_from(bus: &govex_bus::Bus, registry: &RegistryClient, recor
         let outgoing = Outgoing::new(TOPIC, record.licence_id.clone(), encoder.encode(record).unwrap(), &envelope);
         bus.producer().publish(outgoing).await.unwrap();
     }
-}
-
-fn token(department: &str) -> String {
-    format!("test-token-of-{department}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,16 +175,12 @@ async fn licences_are_served_verified_masked_and_every_use_is_logged() {
         .unwrap_or(Value::Null);
     assert!(uses.get("uses").is_none(), "an unknown token reads nothing");
     // The licences' owner (the platform) sees every department's uses.
-    let uses: Value = http
-        .get(format!("{base}/v1/licences/{}/uses", licence_id("SN0001", 1)))
-        .query(&[("purpose", "审计")])
-        .bearer_auth(token("platform"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let uses: Value = crate::support::json(
+        http.get(format!("{base}/v1/licences/{}/uses", licence_id("SN0001", 1)))
+            .query(&[("purpose", "审计")])
+            .bearer_auth(token("platform")),
+    )
+    .await;
     let entries = uses["uses"].as_array().unwrap();
     let actions: Vec<(&str, &str, &str)> = entries
         .iter()
@@ -197,16 +192,12 @@ async fn licences_are_served_verified_masked_and_every_use_is_logged() {
     assert!(entries.iter().any(|e| e["purpose"] == purpose));
 
     // A holder's licences.
-    let listed: Value = http
-        .get(format!("{base}/v1/holders/{holder}/licences"))
-        .query(&[("purpose", "查询名下证照"), ("type", "11100000000013338W011")])
-        .bearer_auth(token("land-registry"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = crate::support::json(
+        http.get(format!("{base}/v1/holders/{holder}/licences"))
+            .query(&[("purpose", "查询名下证照"), ("type", "11100000000013338W011")])
+            .bearer_auth(token("land-registry")),
+    )
+    .await;
     assert_eq!(listed["licences"].as_array().unwrap().len(), 5);
 
     // The record the store could not apply went to the dead-letter topic.

@@ -470,6 +470,7 @@ async fn a_bridge_killed_mid_stream_and_restarted_loses_nothing_and_forwards_eac
     let (status, _) = post_batch(&city.api, "licence", None, batch("licence", 0, HALF)).await;
     assert_eq!(status, 200);
     // SIGKILL the county while its bridge is part way through.
+    // Polled tightly: the kill must land while the bridge is still forwarding.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while records_on(&county_broker.bootstrap, LICENCES) < 200 {
         assert!(std::time::Instant::now() < deadline, "the bridge forwarded nothing");

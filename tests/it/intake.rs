@@ -17,7 +17,7 @@ use govex_http::config::TokenConfig;
 use govex_schemas::Department;
 use serde_json::{json, Value};
 
-use crate::{support::records_in_topic, support::test_node_config};
+use crate::support::{records_in_topic, test_node_config, token};
 
 const RECORDS: [(&str, &str, &str); 4] = [
     ("land-registry", "registration", "gov.land-registry.registration.v1"),
@@ -25,10 +25,6 @@ const RECORDS: [(&str, &str, &str); 4] = [
     ("tax", "deed-tax-payment", "gov.tax.deed-tax-payment.v1"),
     ("provident-fund", "event", "gov.provident-fund.event.v1"),
 ];
-
-pub fn token(department: &str) -> String {
-    format!("test-token-of-{department}")
-}
 
 pub fn intake_config(dir: &std::path::Path) -> NodeConfig {
     let mut config = test_node_config(dir);

@@ -109,15 +109,12 @@ async fn a_pushed_version_goes_live_without_a_restart_and_a_refused_one_changes_
     println!("version 2 live {} ms after the push", pushed.elapsed().as_millis());
     assert_eq!(first["topic"], TOPIC, "{first}");
     // The input contract it serves says so too.
-    let contract: Value = reqwest::Client::new()
-        .get(format!("{api}/v1/housing/contract-filing/schema"))
-        .bearer_auth("test-token-of-housing")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let contract: Value = crate::support::json(
+        reqwest::Client::new()
+            .get(format!("{api}/v1/housing/contract-filing/schema"))
+            .bearer_auth("test-token-of-housing"),
+    )
+    .await;
     assert_eq!(contract["properties"]["remark"]["maxLength"], 200, "{contract}");
     assert!(!contract["required"].as_array().unwrap().contains(&json!("remark")), "optional: {contract}");
     // Too long by the new contract.

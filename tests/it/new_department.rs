@@ -50,12 +50,11 @@ async fn a_fifth_department_is_added_to_a_running_node_as_data_alone() {
     });
     // Readers: tax may see its personal fields (the entry's personal_data_readers), housing not.
     for department in ["tax", "housing"] {
-        config.intake.tokens.push(TokenConfig {
-            department: department.into(),
-            sha256: hash_token(&format!("test-token-of-{department}")),
-            label: None,
-            role: Role::Department,
-        });
+        config.intake.tokens.push(TokenConfig::of(
+            department,
+            &format!("test-token-of-{department}"),
+            Role::Department,
+        ));
     }
     let partitions = config.bus.partitions;
     let node = govex::node::start(config).await.unwrap();

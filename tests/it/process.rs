@@ -309,14 +309,8 @@ async fn every_acknowledged_push_survives_a_kill_of_the_registry() {
         let subjects: Vec<String> = http.get(format!("{url}/subjects")).send().await.unwrap().json().await.unwrap();
         let crashed: Vec<&String> = subjects.iter().filter(|s| s.starts_with("crash-")).collect();
         for (n, id) in &acknowledged {
-            let found: serde_json::Value = http
-                .get(format!("{url}/subjects/crash-{n}/versions/latest"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let found: serde_json::Value =
+                crate::support::json(http.get(format!("{url}/subjects/crash-{n}/versions/latest"))).await;
             assert_eq!(found["id"].as_u64(), Some(*id), "crash-{n} on {}: {found}", volume.display());
             assert_eq!(found["schema"].as_str(), Some(schema(*n).as_str()));
         }

@@ -175,12 +175,11 @@ async fn the_registry_answers_like_confluents() {
 async fn registry_writes_need_a_steward_and_bad_subjects_cannot_corrupt_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_node_config(dir.path());
-    config.intake.tokens.push(govex_http::config::TokenConfig {
-        department: "tax".into(),
-        sha256: govex_http::auth::hash_token("test-token-of-tax"),
-        label: None,
-        role: govex_http::auth::Role::Department,
-    });
+    config.intake.tokens.push(govex_http::config::TokenConfig::of(
+        "tax",
+        "test-token-of-tax",
+        govex_http::auth::Role::Department,
+    ));
     let node = govex::node::start(config).await.unwrap();
     let base = format!("http://{}", node.registry_addr.unwrap());
     let http = reqwest::Client::new();

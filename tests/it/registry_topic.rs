@@ -86,7 +86,7 @@ async fn contents(registry: &str) -> (BTreeMap<u32, String>, BTreeMap<String, Ve
 async fn submit(api: &str, record: &Value) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(format!("{api}/v1/housing/contract-filing"))
-        .bearer_auth(crate::intake::token("housing"))
+        .bearer_auth(crate::support::token("housing"))
         .json(record)
         .send()
         .await

@@ -211,3 +211,18 @@ pub fn test_node_config(data_dir: &Path) -> NodeConfig {
 
 /// The token of the steward [`test_node_config`] configures.
 pub const STEWARD_TOKEN: &str = "test-token-of-steward";
+
+/// Sends `request` and reads the answer as JSON: a test's way of asking a node.
+pub async fn json(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// The token the test configurations give `department` (`test-token-of-<department>`).
+pub fn token(department: &str) -> String {
+    format!("test-token-of-{department}")
+}
+
+/// Waits until `done` holds, checking every 50 ms; fails the test naming `what` after `within`.
+pub async fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    eventually(what, within, || std::future::ready(done().then_some(()))).await
+}

@@ -31,13 +31,8 @@ def to_json(value):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--registry", required=True)
-    parser.add_argument("--topic", required=True)
-    parser.add_argument("--schema-file", required=True)
-    parser.add_argument("--key", required=True)
-    parser.add_argument("--steward-token", required=True)
-    parser.add_argument("--department-token", required=True)
+    for option in ("bootstrap", "registry", "topic", "schema-file", "key", "steward-token", "department-token"):
+        parser.add_argument(f"--{option}", required=True)
     args = parser.parse_args()
 
     registry = SchemaRegistryClient({"url": args.registry, "basic.auth.user.info": f"steward:{args.steward_token}"})

@@ -8,7 +8,6 @@ non-zero when fewer came.
 
 import argparse
 import datetime
-import decimal
 import json
 import struct
 import sys
@@ -21,19 +20,15 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 
-def to_json(value):
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, (datetime.datetime, datetime.date)):
-        return value.isoformat()
-    raise TypeError(f"cannot show {type(value)}")
+def shown(value):
+    """Decimals as their text, dates and instants in ISO 8601."""
+    return value.isoformat() if isinstance(value, (datetime.datetime, datetime.date)) else str(value)
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--registry", required=True)
-    parser.add_argument("--topic", required=True)
+    for option in ("bootstrap", "registry", "topic"):
+        parser.add_argument(f"--{option}", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=30)
     args = parser.parse_args()
@@ -57,7 +52,7 @@ def main():
             continue
         schema_id = struct.unpack(">I", message.value()[1:5])[0]
         value = deserializer(message.value(), SerializationContext(args.topic, MessageField.VALUE))
-        print(f"RECORD {schema_id} {json.dumps(value, default=to_json, ensure_ascii=False)}", flush=True)
+        print(f"RECORD {schema_id} {json.dumps(value, default=shown, ensure_ascii=False)}", flush=True)
         got += 1
     consumer.close()
     if got < args.count:

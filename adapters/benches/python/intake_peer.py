@@ -123,13 +123,9 @@ MAPPERS = {"tax": map_tax, "housing": map_housing, "land-registry": map_land, "p
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--topic", required=True)
-    parser.add_argument("--department", required=True)
-    parser.add_argument("--json-schema", required=True)
-    parser.add_argument("--avro-schema", required=True)
+    for option in ("bootstrap", "topic", "department", "json-schema", "avro-schema", "input"):
+        parser.add_argument(f"--{option}", required=True)
     parser.add_argument("--schema-id", type=int, required=True)
-    parser.add_argument("--input", required=True)
     args = parser.parse_args()
 
     with open(args.json_schema, encoding="utf-8") as f:

@@ -317,25 +317,7 @@ mod tests_support {
 
     pub(super) fn licence(id: &str, status: Status, event_ms: u64) -> StoredLicence {
         StoredLicence {
-            licence: Licence {
-                licence_id: id.to_owned(),
-                type_code: "11100000000013338W011".into(),
-                type_name: "不动产权证书".into(),
-                licence_number: "陕(2026)汉阴县不动产权第0000001号".into(),
-                issuer_code: "11430000006122244L".into(),
-                issuer_name: "汉阴县不动产登记中心".into(),
-                holder_identifier_type: IdentifierType::CitizenId,
-                holder_identifier_number: "11010519491231002X".into(),
-                holder_name: "王小明".into(),
-                issued_at: 1_790_000_000_000,
-                valid_from: 20_000,
-                valid_until: None,
-                status,
-                surface: Default::default(),
-                previous_licence_id: None,
-                content_hash: "ab".repeat(32),
-                division: "610921".into(),
-            },
+            licence: Licence { status, surface: Default::default(), ..Licence::example(id) },
             version: 1,
             superseded_by: None,
             last_event_id: Uuid::now_v7(),
