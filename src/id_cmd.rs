@@ -229,25 +229,21 @@ fn credit_code(code: &str, first_position: usize) -> Vec<String> {
     if !out.is_empty() {
         return out;
     }
-    let organisation: String = chars[8..16].iter().collect();
-    if let Some(expected) = identifiers::organisation_code_check(&organisation) {
-        if chars[16] != expected {
+    // Each check character covers the characters before it: the organisation code's
+    // (GB 11714) characters 9-16, the code's own all 17.
+    type Check = fn(&str) -> Option<char>;
+    let checks: [(&str, usize, usize, Check); 2] = [
+        ("the organisation code's check, GB 11714", 8, 16, identifiers::organisation_code_check),
+        ("the check character", 0, 17, identifiers::credit_code_check),
+    ];
+    for (what, from, at_check, check) in checks {
+        let covered: String = chars[from..at_check].iter().collect();
+        if let Some(expected) = check(&covered).filter(|expected| chars[at_check] != *expected) {
             out.push(format!(
-                "character {} (the organisation code's check, GB 11714) should be {expected} if characters {}-{} are right",
-                at(16),
-                at(8),
-                at(15)
-            ));
-        }
-    }
-    let first17: String = chars[..17].iter().collect();
-    if let Some(expected) = identifiers::credit_code_check(&first17) {
-        if chars[17] != expected {
-            out.push(format!(
-                "character {} (the check character) should be {expected} if characters {}-{} are right",
-                at(17),
-                at(0),
-                at(16)
+                "character {} ({what}) should be {expected} if characters {}-{} are right",
+                at(at_check),
+                at(from),
+                at(at_check - 1)
             ));
         }
     }

@@ -458,9 +458,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         let (registry, live, every, stop) = (cx.registry.clone(), cx.catalog.clone(), cx.refresh, cx.stop.clone());
         cx.tasks.spawn(follow_catalog(path, registry, live, every, stop));
     }
+    if plan.components.contains(&Component::Bridge) && plan.links.is_empty() && !config.components.is_empty() {
+        tracing::warn!("the bridge component runs, but [bridge] configures no parent or children: nothing to forward");
+    }
     let mut registry_addr = None;
     for component in plan.components.clone() {
         if let Err(e) = build(component, &config, &mut cx, &mut listeners, &mut registry_addr).await {
+            // The registry's view stops following before the bus it follows goes.
+            drop(schema_log);
             cx.abandon().await;
             return Err(e.context(format!("the {} component cannot start", component.name())));
         }

@@ -644,13 +644,7 @@ mod tests {
         );
         let record = RecordType::compile("t-value", 1, 1, &text).unwrap().unwrap();
         let schema = Schema::parse_str(&text).unwrap();
-        let read = |payload: &[u8]| {
-            apache_avro::reader::datum::GenericDatumReader::builder(&schema)
-                .build()
-                .unwrap()
-                .read_value(&mut &payload[5..])
-                .unwrap()
-        };
+        let read = |payload: &[u8]| crate::plan::read_wire(&schema, payload);
         let (_, payload) =
             record.check(json!({"a": "k", "opt": {"z": "610921"}, "n": 5.0, "l": 7}), &CheckContext::now()).unwrap();
         let shown = format!("{:?}", read(&payload));

@@ -652,6 +652,17 @@ pub mod checks {
     }
 }
 
+/// The value of a Confluent wire-format payload written with `schema` (tests read back what
+/// the plan wrote with apache-avro's reader).
+#[cfg(test)]
+pub(crate) fn read_wire(schema: &Schema, wire: &[u8]) -> apache_avro::types::Value {
+    apache_avro::reader::datum::GenericDatumReader::builder(schema)
+        .build()
+        .unwrap()
+        .read_value(&mut &wire[5..])
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -691,14 +702,7 @@ mod tests {
             // a map no order; apache-avro's value tree keeps one in a HashMap): then the
             // same values.
             if own != generic {
-                let read = |bytes: &[u8]| {
-                    apache_avro::reader::datum::GenericDatumReader::builder(&schema)
-                        .build()
-                        .unwrap()
-                        .read_value(&mut &bytes[5..])
-                        .unwrap()
-                };
-                assert_eq!(read(&own), read(&generic), "{record} {n}: the record");
+                assert_eq!(read_wire(&schema, &own), read_wire(&schema, &generic), "{record} {n}: the record");
                 assert!(text.contains("\"map\""), "{record} {n}: only a map may differ in its bytes");
             }
             all.update(key.as_bytes());

@@ -331,7 +331,7 @@ impl BusConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", bootstrap);
         match role {
-            ClientRole::Producer => {
+            ClientRole::Producer | ClientRole::PromptProducer { .. } => {
                 // The no-loss profile: the broker acknowledges only once every in-sync replica
                 // has the record, and the idempotent producer keeps retries from duplicating or
                 // reordering it.
@@ -364,12 +364,16 @@ impl BusConfig {
                     config.set("session.timeout.ms", self.session_timeout_ms.to_string());
                 }
             }
+            ClientRole::Reader { .. } | ClientRole::Admin => {}
+        }
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        // What these roles are comes after the operator's properties: they are not defaults to
+        // tune (a `linger.ms` for the event topics must not hold up a steward's push).
+        match role {
             ClientRole::PromptProducer { delivery_timeout_ms } => {
-                config
-                    .set("enable.idempotence", "true")
-                    .set("acks", "all")
-                    .set("delivery.timeout.ms", delivery_timeout_ms.to_string())
-                    .set("linger.ms", "0");
+                config.set("delivery.timeout.ms", delivery_timeout_ms.to_string()).set("linger.ms", "0");
             }
             ClientRole::Reader { group_id, until_eof } => {
                 config
@@ -382,10 +386,7 @@ impl BusConfig {
                     // comes, a real broker answers as records arrive.
                     .set("fetch.wait.max.ms", "100");
             }
-            ClientRole::Admin => {}
-        }
-        for (key, value) in &self.properties {
-            config.set(key, value);
+            ClientRole::Producer | ClientRole::Consumer { .. } | ClientRole::Admin => {}
         }
         config
     }
@@ -394,6 +395,23 @@ impl BusConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_roles_own_settings_outrank_the_operators_properties_and_the_profiles_do_not() {
+        let properties = [("linger.ms", "3000"), ("delivery.timeout.ms", "600000"), ("group.id", "mine")];
+        let bus = BusConfig {
+            properties: properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..BusConfig::default()
+        };
+        let prompt = bus.client_config("b:9092", ClientRole::PromptProducer { delivery_timeout_ms: 10_000 });
+        assert_eq!(prompt.get("linger.ms"), Some("0"), "a push is sent at once");
+        assert_eq!(prompt.get("delivery.timeout.ms"), Some("10000"), "and bounded");
+        assert_eq!(prompt.get("compression.type"), Some("lz4"), "with the producer profile");
+        let reader = bus.client_config("b:9092", ClientRole::Reader { group_id: "view", until_eof: true });
+        assert_eq!((reader.get("group.id"), reader.get("enable.auto.commit")), (Some("view"), Some("false")));
+        let producer = bus.client_config("b:9092", ClientRole::Producer);
+        assert_eq!(producer.get("linger.ms"), Some("3000"), "the operator tunes the event topics' producer");
+    }
 
     #[test]
     fn topics_are_created_with_explicit_settings_and_contradictions_are_named() {

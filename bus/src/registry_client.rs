@@ -323,7 +323,7 @@ impl RegistryClient {
     pub async fn compatibility_level(&self, subject: &str) -> Result<String, RegistryClientError> {
         match &*self.source {
             Source::Local(registry) => registry
-                .effective_compatibility(subject)
+                .effective_setting::<govex_schemas::Compatibility>(subject)
                 .map(|l| l.as_str().to_owned())
                 .map_err(|e| self.local_error(e)),
             Source::Http { .. } => {

@@ -14,11 +14,11 @@ use axum::{
     Router,
 };
 use serde::{Deserialize, Deserializer};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::{
     compat::Compatibility,
-    store::{Mode, Registry, RegistryError, VersionSelector},
+    store::{Mode, Registry, RegistryError, Setting, VersionSelector},
 };
 
 /// The content type Confluent's registry answers with.
@@ -150,10 +150,18 @@ fn routes(registry: Registry) -> Router {
         .route("/schemas/ids/{id}/versions", get(get_schema_versions))
         .route("/schemas/ids/{id}/subjects", get(get_schema_subjects))
         .route("/schemas/types", get(|| async { reply(StatusCode::OK, json!(["AVRO"])) }))
-        .route("/config", get(get_global_config).put(put_global_config))
-        .route("/config/{subject}", get(get_subject_config).put(put_subject_config).delete(delete_subject_config))
-        .route("/mode", get(get_global_mode).put(put_global_mode))
-        .route("/mode/{subject}", get(get_subject_mode).put(put_subject_mode).delete(delete_subject_mode))
+        .route("/config", get(get_global_setting::<Compatibility>).put(put_global_setting::<Compatibility>))
+        .route(
+            "/config/{subject}",
+            get(get_subject_setting::<Compatibility>)
+                .put(put_subject_setting::<Compatibility>)
+                .delete(delete_subject_setting::<Compatibility>),
+        )
+        .route("/mode", get(get_global_setting::<Mode>).put(put_global_setting::<Mode>))
+        .route(
+            "/mode/{subject}",
+            get(get_subject_setting::<Mode>).put(put_subject_setting::<Mode>).delete(delete_subject_setting::<Mode>),
+        )
         .route("/compatibility/subjects/{subject}/versions", post(test_all_versions))
         .route("/compatibility/subjects/{subject}/versions/{version}", post(test_version))
         .with_state(registry)
@@ -397,108 +405,95 @@ async fn get_schema_subjects(
     ok(json!(subjects))
 }
 
-#[derive(Deserialize)]
-struct ConfigRequest {
-    compatibility: String,
+/// How `/config` and `/mode` speak a [`Setting`]: the field a `GET` (and a `DELETE`) answers
+/// with, the field a `PUT` sends and answers with, and how a `PUT`'s value is read.
+trait Served: Setting {
+    const GET_FIELD: &'static str;
+    const PUT_FIELD: &'static str;
+    /// What a `PUT` sends, in an error about its body.
+    const WHAT: &'static str;
+    /// Confluent's error code for a body that does not parse.
+    const BAD_BODY: u32;
+    fn parse(text: &str) -> Result<Self, RegistryError>;
 }
 
-fn parse_level(body: &[u8]) -> Result<Compatibility, ApiError> {
-    let request: ConfigRequest = parse_body(body, 42203, "compatibility level")?;
-    Ok(request
-        .compatibility
-        .to_uppercase()
-        .parse::<Compatibility>()
-        .map_err(|_| RegistryError::InvalidCompatibilityLevel(request.compatibility))?)
+impl Served for Compatibility {
+    const GET_FIELD: &'static str = "compatibilityLevel";
+    const PUT_FIELD: &'static str = "compatibility";
+    const WHAT: &'static str = "compatibility level";
+    const BAD_BODY: u32 = 42203;
+    fn parse(text: &str) -> Result<Self, RegistryError> {
+        text.to_uppercase().parse().map_err(|_| RegistryError::InvalidCompatibilityLevel(text.to_owned()))
+    }
 }
 
-async fn get_global_config(State(registry): State<Registry>) -> Result<Response, ApiError> {
-    ok(json!({ "compatibilityLevel": registry.global_compatibility()?.as_str() }))
+impl Served for Mode {
+    const GET_FIELD: &'static str = "mode";
+    const PUT_FIELD: &'static str = "mode";
+    const WHAT: &'static str = "mode";
+    const BAD_BODY: u32 = 42204;
+    fn parse(text: &str) -> Result<Self, RegistryError> {
+        text.to_uppercase().parse()
+    }
 }
 
-async fn put_global_config(State(registry): State<Registry>, body: Bytes) -> Result<Response, ApiError> {
-    let level = parse_level(&body)?;
-    off_thread(move || registry.set_compatibility(None, level)).await?;
-    ok(json!({ "compatibility": level.as_str() }))
+/// `{"<field>": "<value>"}`.
+fn setting_answer(field: &str, value: &str) -> Result<Response, ApiError> {
+    ok(Value::Object([(field.to_owned(), Value::from(value))].into_iter().collect()))
 }
 
-async fn get_subject_config(
+/// A `PUT`'s body: `{"<PUT_FIELD>": "<value>"}`.
+fn parse_setting<S: Served>(body: &[u8]) -> Result<S, ApiError> {
+    let request: serde_json::Map<String, Value> = parse_body(body, S::BAD_BODY, S::WHAT)?;
+    let Some(Value::String(text)) = request.get(S::PUT_FIELD) else {
+        return Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: S::BAD_BODY,
+            message: format!("Invalid {}: the field `{}` (a string) is missing", S::WHAT, S::PUT_FIELD),
+        });
+    };
+    Ok(S::parse(text)?)
+}
+
+async fn get_global_setting<S: Served>(State(registry): State<Registry>) -> Result<Response, ApiError> {
+    setting_answer(S::GET_FIELD, registry.global_setting::<S>()?.as_str())
+}
+
+async fn put_global_setting<S: Served>(State(registry): State<Registry>, body: Bytes) -> Result<Response, ApiError> {
+    let value = parse_setting::<S>(&body)?;
+    off_thread(move || registry.set_setting(None, value)).await?;
+    setting_answer(S::PUT_FIELD, value.as_str())
+}
+
+async fn get_subject_setting<S: Served>(
     State(registry): State<Registry>,
     Path(subject): Path<String>,
     Query(flags): Query<Flags>,
 ) -> Result<Response, ApiError> {
-    let level = match (registry.subject_compatibility(&subject)?, flags.default_to_global) {
-        (Some(level), _) => level,
-        (None, true) => registry.global_compatibility()?,
-        (None, false) => return Err(RegistryError::SubjectCompatibilityNotConfigured(subject).into()),
+    let value = match (registry.subject_setting::<S>(&subject)?, flags.default_to_global) {
+        (Some(value), _) => value,
+        (None, true) => registry.global_setting::<S>()?,
+        (None, false) => return Err(S::not_configured(&subject).into()),
     };
-    ok(json!({ "compatibilityLevel": level.as_str() }))
+    setting_answer(S::GET_FIELD, value.as_str())
 }
 
-async fn put_subject_config(
+async fn put_subject_setting<S: Served>(
     State(registry): State<Registry>,
     Path(subject): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let level = parse_level(&body)?;
-    off_thread(move || registry.set_compatibility(Some(&subject), level)).await?;
-    ok(json!({ "compatibility": level.as_str() }))
+    let value = parse_setting::<S>(&body)?;
+    off_thread(move || registry.set_setting(Some(&subject), value)).await?;
+    setting_answer(S::PUT_FIELD, value.as_str())
 }
 
-async fn delete_subject_config(
+async fn delete_subject_setting<S: Served>(
     State(registry): State<Registry>,
     Path(subject): Path<String>,
 ) -> Result<Response, ApiError> {
-    ok(json!({ "compatibilityLevel": off_thread(move || registry.delete_compatibility(&subject)).await?.as_str() }))
-}
-
-#[derive(Deserialize)]
-struct ModeRequest {
-    mode: String,
-}
-
-fn parse_mode(body: &[u8]) -> Result<Mode, ApiError> {
-    let request: ModeRequest = parse_body(body, 42204, "mode")?;
-    Ok(request.mode.to_uppercase().parse::<Mode>()?)
-}
-
-async fn get_global_mode(State(registry): State<Registry>) -> Result<Response, ApiError> {
-    ok(json!({ "mode": registry.global_mode()?.as_str() }))
-}
-
-async fn put_global_mode(State(registry): State<Registry>, body: Bytes) -> Result<Response, ApiError> {
-    let mode = parse_mode(&body)?;
-    off_thread(move || registry.set_mode(None, mode)).await?;
-    ok(json!({ "mode": mode.as_str() }))
-}
-
-async fn get_subject_mode(
-    State(registry): State<Registry>,
-    Path(subject): Path<String>,
-    Query(flags): Query<Flags>,
-) -> Result<Response, ApiError> {
-    let mode = match (registry.subject_mode(&subject)?, flags.default_to_global) {
-        (Some(mode), _) => mode,
-        (None, true) => registry.global_mode()?,
-        (None, false) => return Err(RegistryError::SubjectModeNotConfigured(subject).into()),
-    };
-    ok(json!({ "mode": mode.as_str() }))
-}
-
-async fn put_subject_mode(
-    State(registry): State<Registry>,
-    Path(subject): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let mode = parse_mode(&body)?;
-    off_thread(move || registry.set_mode(Some(&subject), mode)).await?;
-    ok(json!({ "mode": mode.as_str() }))
-}
-
-async fn delete_subject_mode(
-    State(registry): State<Registry>,
-    Path(subject): Path<String>,
-) -> Result<Response, ApiError> {
-    ok(json!({ "mode": off_thread(move || registry.delete_mode(&subject)).await?.as_str() }))
+    let previous = off_thread(move || registry.delete_setting::<S>(&subject)).await?;
+    setting_answer(S::GET_FIELD, previous.as_str())
 }
 
 fn compatibility_reply(messages: Vec<String>, verbose: bool) -> Result<Response, ApiError> {

@@ -183,6 +183,9 @@ impl Change {
     }
 
     fn parse(key: &[u8], value: Option<&[u8]>) -> Result<Self, BadRecord> {
+        fn parse_optional<T: serde::de::DeserializeOwned>(value: Option<&[u8]>) -> serde_json::Result<Option<T>> {
+            value.map(serde_json::from_slice).transpose()
+        }
         let bad = |what: &str, e: serde_json::Error| BadRecord(format!("{what}: {e}"));
         let key: Key = serde_json::from_slice(key).map_err(|e| bad("key", e))?;
         Ok(match (key, value) {
@@ -198,20 +201,16 @@ impl Change {
                 Self::Version { subject, version, id: value.id, deleted: value.deleted }
             }
             (Key::Version { subject, version }, None) => Self::Purge { subject, version },
-            (Key::Compatibility { subject }, value) => Self::Compatibility {
-                subject,
-                level: value
-                    .map(|v| serde_json::from_slice::<CompatibilityValue>(v).map(|c| c.compatibility_level))
-                    .transpose()
-                    .map_err(|e| bad("compatibility value", e))?,
-            },
-            (Key::Mode { subject }, value) => Self::Mode {
-                subject,
-                mode: value
-                    .map(|v| serde_json::from_slice::<ModeValue>(v).map(|m| m.mode))
-                    .transpose()
-                    .map_err(|e| bad("mode value", e))?,
-            },
+            // A setting's tombstone removes it.
+            (Key::Compatibility { subject }, value) => {
+                let value: Option<CompatibilityValue> =
+                    parse_optional(value).map_err(|e| bad("compatibility value", e))?;
+                Self::Compatibility { subject, level: value.map(|c| c.compatibility_level) }
+            }
+            (Key::Mode { subject }, value) => {
+                let value: Option<ModeValue> = parse_optional(value).map_err(|e| bad("mode value", e))?;
+                Self::Mode { subject, mode: value.map(|m| m.mode) }
+            }
         })
     }
 }

@@ -32,4 +32,4 @@ pub use catalog::{Catalog, Flow, LiveCatalog, Resource, Sharing};
 pub use compat::{can_read, Compatibility, Incompatibility};
 pub use domain::{identifiers, zone, Department, Division};
 pub use journal::{Change, Journal};
-pub use store::{Mode, Registry, RegistryError, SubjectVersion, VersionSelector};
+pub use store::{Mode, Registry, RegistryError, Setting, SubjectVersion, VersionSelector};

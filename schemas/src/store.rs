@@ -191,6 +191,41 @@ impl Mode {
     }
 }
 
+/// A setting a subject may have of its own, with a global default: the compatibility level
+/// (`/config`) and the mode (`/mode`).
+pub trait Setting: Copy + std::str::FromStr + Send + 'static {
+    /// Its keys' prefix in the store (and the journal's key kind).
+    const PREFIX: &'static str;
+    /// What applies where neither the subject nor the registry sets one.
+    const DEFAULT: Self;
+    /// Its name, as stored and answered.
+    fn as_str(self) -> &'static str;
+    /// The error for a subject that has none of its own.
+    fn not_configured(subject: &str) -> RegistryError;
+}
+
+impl Setting for Compatibility {
+    const PREFIX: &'static str = "cfg/";
+    const DEFAULT: Self = DEFAULT_COMPATIBILITY;
+    fn as_str(self) -> &'static str {
+        Compatibility::as_str(self)
+    }
+    fn not_configured(subject: &str) -> RegistryError {
+        RegistryError::SubjectCompatibilityNotConfigured(subject.to_owned())
+    }
+}
+
+impl Setting for Mode {
+    const PREFIX: &'static str = "mode/";
+    const DEFAULT: Self = Mode::Readwrite;
+    fn as_str(self) -> &'static str {
+        Mode::as_str(self)
+    }
+    fn not_configured(subject: &str) -> RegistryError {
+        RegistryError::SubjectModeNotConfigured(subject.to_owned())
+    }
+}
+
 impl std::str::FromStr for Mode {
     type Err = RegistryError;
 
@@ -600,10 +635,10 @@ impl Registry {
                 return Ok(id);
             }
         }
-        if self.effective_mode(subject)? == Mode::Readonly {
+        if self.effective_setting::<Mode>(subject)? == Mode::Readonly {
             return Err(RegistryError::ReadOnly(subject.to_owned()));
         }
-        let level = self.effective_compatibility(subject)?;
+        let level = self.effective_setting::<Compatibility>(subject)?;
         let existing = self.live_schemas(&entries)?;
         let problems = compat::check(level, &schema, &existing);
         if !problems.is_empty() {
@@ -656,7 +691,7 @@ impl Registry {
         schema_text: &str,
     ) -> Result<Vec<String>, RegistryError> {
         let schema = parse(schema_text)?;
-        let level = self.effective_compatibility(subject)?;
+        let level = self.effective_setting::<Compatibility>(subject)?;
         let existing = match selector {
             None => {
                 let entries = self.entries(subject)?;
@@ -778,7 +813,7 @@ impl Registry {
         if entries.is_empty() {
             return Err(RegistryError::SubjectNotFound(subject.to_owned()));
         }
-        if self.effective_mode(subject)? == Mode::Readonly {
+        if self.effective_setting::<Mode>(subject)? == Mode::Readonly {
             return Err(RegistryError::ReadOnly(subject.to_owned()));
         }
         let all_deleted = entries.iter().all(|e| e.deleted);
@@ -792,10 +827,10 @@ impl Registry {
             for e in &entries {
                 changes.push(Change::Purge { subject: subject_owned(), version: e.version });
             }
-            if self.subject_compatibility(subject)?.is_some() {
+            if self.subject_setting::<Compatibility>(subject)?.is_some() {
                 changes.push(Change::Compatibility { subject: subject_owned(), level: None });
             }
-            if self.subject_mode(subject)?.is_some() {
+            if self.subject_setting::<Mode>(subject)?.is_some() {
                 changes.push(Change::Mode { subject: subject_owned(), mode: None });
             }
         } else {
@@ -824,7 +859,7 @@ impl Registry {
         if entries.is_empty() || (!permanent && entries.iter().all(|e| e.deleted)) {
             return Err(RegistryError::SubjectNotFound(subject.to_owned()));
         }
-        if self.effective_mode(subject)? == Mode::Readonly {
+        if self.effective_setting::<Mode>(subject)? == Mode::Readonly {
             return Err(RegistryError::ReadOnly(subject.to_owned()));
         }
         let entry = match selector {
@@ -856,68 +891,34 @@ impl Registry {
         Ok(entry.version)
     }
 
-    /// The subject's own compatibility level (`None`: the global one applies).
-    pub fn subject_compatibility(&self, subject: &str) -> Result<Option<Compatibility>, RegistryError> {
-        self.read_setting("cfg/", subject)
+    /// The subject's own `S` (`None`: the global one applies).
+    pub fn subject_setting<S: Setting>(&self, subject: &str) -> Result<Option<S>, RegistryError> {
+        self.read_setting(S::PREFIX, subject)
     }
 
-    /// The global compatibility level.
-    pub fn global_compatibility(&self) -> Result<Compatibility, RegistryError> {
-        Ok(self.read_setting("cfg/", "")?.unwrap_or(DEFAULT_COMPATIBILITY))
+    /// The global `S`.
+    pub fn global_setting<S: Setting>(&self) -> Result<S, RegistryError> {
+        Ok(self.read_setting(S::PREFIX, "")?.unwrap_or(S::DEFAULT))
     }
 
-    /// The level that applies to `subject`.
-    pub fn effective_compatibility(&self, subject: &str) -> Result<Compatibility, RegistryError> {
-        match self.subject_compatibility(subject)? {
-            Some(level) => Ok(level),
-            None => self.global_compatibility(),
+    /// The `S` that applies to `subject`: its own, or the global one.
+    pub fn effective_setting<S: Setting>(&self, subject: &str) -> Result<S, RegistryError> {
+        match self.subject_setting(subject)? {
+            Some(value) => Ok(value),
+            None => self.global_setting(),
         }
     }
 
-    /// Sets the level of `subject`, or the global level when `subject` is `None`.
-    pub fn set_compatibility(&self, subject: Option<&str>, level: Compatibility) -> Result<(), RegistryError> {
+    /// Sets the `S` of `subject`, or the global one when `subject` is `None`.
+    pub fn set_setting<S: Setting>(&self, subject: Option<&str>, value: S) -> Result<(), RegistryError> {
         subject.map(check_subject).transpose()?;
-        self.write_setting("cfg/", subject.unwrap_or(""), Some(level.as_str()))
+        self.write_setting(S::PREFIX, subject.unwrap_or(""), Some(value.as_str()))
     }
 
-    /// Removes the subject's own level; returns the level it had.
-    pub fn delete_compatibility(&self, subject: &str) -> Result<Compatibility, RegistryError> {
-        let previous = self
-            .subject_compatibility(subject)?
-            .ok_or_else(|| RegistryError::SubjectCompatibilityNotConfigured(subject.to_owned()))?;
-        self.write_setting("cfg/", subject, None)?;
-        Ok(previous)
-    }
-
-    /// The subject's own mode (`None`: the global one applies).
-    pub fn subject_mode(&self, subject: &str) -> Result<Option<Mode>, RegistryError> {
-        self.read_setting("mode/", subject)
-    }
-
-    /// The global mode.
-    pub fn global_mode(&self) -> Result<Mode, RegistryError> {
-        Ok(self.read_setting("mode/", "")?.unwrap_or(Mode::Readwrite))
-    }
-
-    /// The mode that applies to `subject`.
-    pub fn effective_mode(&self, subject: &str) -> Result<Mode, RegistryError> {
-        match self.subject_mode(subject)? {
-            Some(mode) => Ok(mode),
-            None => self.global_mode(),
-        }
-    }
-
-    /// Sets the mode of `subject`, or the global mode when `subject` is `None`.
-    pub fn set_mode(&self, subject: Option<&str>, mode: Mode) -> Result<(), RegistryError> {
-        subject.map(check_subject).transpose()?;
-        self.write_setting("mode/", subject.unwrap_or(""), Some(mode.as_str()))
-    }
-
-    /// Removes the subject's own mode; returns the mode it had.
-    pub fn delete_mode(&self, subject: &str) -> Result<Mode, RegistryError> {
-        let previous =
-            self.subject_mode(subject)?.ok_or_else(|| RegistryError::SubjectModeNotConfigured(subject.to_owned()))?;
-        self.write_setting("mode/", subject, None)?;
+    /// Removes the subject's own `S`; returns the one it had.
+    pub fn delete_setting<S: Setting>(&self, subject: &str) -> Result<S, RegistryError> {
+        let previous = self.subject_setting(subject)?.ok_or_else(|| S::not_configured(subject))?;
+        self.write_setting(S::PREFIX, subject, None)?;
         Ok(previous)
     }
 
@@ -1193,13 +1194,15 @@ mod tests {
             }
         }
         let ids = (1..20).filter_map(|id| r.schema_by_id(id).ok().map(|t| (id, t))).collect();
-        let mut settings =
-            vec![r.global_compatibility().unwrap().as_str().to_owned(), r.global_mode().unwrap().as_str().to_owned()];
+        let mut settings = vec![
+            r.global_setting::<Compatibility>().unwrap().as_str().to_owned(),
+            r.global_setting::<Mode>().unwrap().as_str().to_owned(),
+        ];
         for subject in r.subjects(true).unwrap() {
             settings.push(format!(
                 "{subject}: {:?} {:?}",
-                r.subject_compatibility(&subject).unwrap(),
-                r.subject_mode(&subject).unwrap()
+                r.subject_setting::<Compatibility>(&subject).unwrap(),
+                r.subject_setting::<Mode>(&subject).unwrap()
             ));
         }
         let next = r.tree.get(NEXT_ID).unwrap().map(|v| read_u32(&v).unwrap()).unwrap_or(1);
@@ -1217,9 +1220,9 @@ mod tests {
         r.register("d", r#"{"type":"long"}"#).unwrap();
         r.delete_subject("d", false).unwrap();
         r.delete_subject("d", true).unwrap();
-        r.set_compatibility(Some("a"), Compatibility::Full).unwrap();
-        r.set_compatibility(None, Compatibility::None).unwrap();
-        r.set_mode(Some("b"), Mode::Readonly).unwrap();
+        r.set_setting(Some("a"), Compatibility::Full).unwrap();
+        r.set_setting(None, Compatibility::None).unwrap();
+        r.set_setting(Some("b"), Mode::Readonly).unwrap();
         (dir, r)
     }
 
@@ -1256,9 +1259,9 @@ mod tests {
         r.register("a", V2).unwrap();
         r.delete_version("a", VersionSelector::Number(1), false).unwrap();
         r.delete_version("a", VersionSelector::Number(1), true).unwrap();
-        r.set_mode(Some("a"), Mode::Readonly).unwrap();
-        r.delete_mode("a").unwrap();
-        r.set_compatibility(None, Compatibility::Forward).unwrap();
+        r.set_setting(Some("a"), Mode::Readonly).unwrap();
+        r.delete_setting::<Mode>("a").unwrap();
+        r.set_setting(None, Compatibility::Forward).unwrap();
         *journal.view.lock().unwrap() = None;
         let records = journal.records.lock().unwrap().clone();
         let full = Registry::temporary().unwrap();
@@ -1426,9 +1429,9 @@ mod tests {
         assert_eq!(view.register("a", V1).unwrap(), 1);
         let refused = view.register("a", V2).unwrap_err();
         assert!(matches!(&refused, RegistryError::Log(m) if m.contains("takes no writes")), "{refused}");
-        assert!(view.set_mode(None, Mode::Readonly).is_err());
+        assert!(view.set_setting(None, Mode::Readonly).is_err());
         assert_eq!(r.versions("a", false).unwrap(), [1]);
-        assert_eq!(r.global_mode().unwrap(), Mode::Readwrite);
+        assert_eq!(r.global_setting::<Mode>().unwrap(), Mode::Readwrite);
     }
 
     /// A journal that records each change as the topic would carry it and applies it to the
@@ -1566,13 +1569,16 @@ mod tests {
         assert_eq!(registry.versions("s", false).unwrap(), vec![1, 2]);
         assert!(registry.schema_by_id(3).is_err(), "no id was taken");
 
-        registry.set_compatibility(Some("s"), Compatibility::None).unwrap();
-        registry.set_mode(Some("s"), Mode::Readonly).unwrap();
+        registry.set_setting(Some("s"), Compatibility::None).unwrap();
+        registry.set_setting(Some("s"), Mode::Readonly).unwrap();
         assert!(matches!(registry.register("s", V3_BREAKS), Err(RegistryError::ReadOnly(_))));
-        assert_eq!(registry.delete_mode("s").unwrap(), Mode::Readonly);
+        assert_eq!(registry.delete_setting::<Mode>("s").unwrap(), Mode::Readonly);
         assert_eq!(registry.register("s", V3_BREAKS).unwrap(), 3);
-        assert_eq!(registry.delete_compatibility("s").unwrap(), Compatibility::None);
-        assert!(matches!(registry.delete_compatibility("s"), Err(RegistryError::SubjectCompatibilityNotConfigured(_))));
+        assert_eq!(registry.delete_setting::<Compatibility>("s").unwrap(), Compatibility::None);
+        assert!(matches!(
+            registry.delete_setting::<Compatibility>("s"),
+            Err(RegistryError::SubjectCompatibilityNotConfigured(_))
+        ));
     }
 
     #[test]
@@ -1623,7 +1629,7 @@ mod tests {
         ] {
             assert!(matches!(registry.register(subject, V2), Err(RegistryError::InvalidSubject(_))), "{subject:?}");
             assert!(matches!(
-                registry.set_compatibility(Some(subject), Compatibility::None),
+                registry.set_setting(Some(subject), Compatibility::None),
                 Err(RegistryError::InvalidSubject(_))
             ));
         }

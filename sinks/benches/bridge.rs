@@ -31,6 +31,12 @@ const TOPIC: &str = "gov.case.event.v1";
 const RAW_TOPIC: &str = "bench.raw-forward";
 
 /// Records `first..first + count`, each with its own key (one case each).
+/// A consumer of the bench's topic in `group`, with `lanes` lanes of `lane_capacity` records.
+fn consumer_of(bus: &Bus, group: &str, lanes: usize, lane_capacity: usize) -> govex_bus::AtLeastOnceConsumer {
+    let settings = ConsumerSettings { group_id: group.into(), topics: vec![TOPIC.into()], lanes, lane_capacity };
+    bus.consumer(settings).expect("consumer")
+}
+
 fn records(origin: Division, first: usize, count: usize) -> Vec<Outgoing> {
     (first..first + count)
         .map(|n| {
@@ -87,14 +93,7 @@ fn main() {
         }
 
         // Raw consume-and-produce: same consumer profile and lanes, produce, await the ack.
-        let consumer = source_bus
-            .consumer(ConsumerSettings {
-                group_id: "raw".into(),
-                topics: vec![TOPIC.into()],
-                lanes: 256,
-                lane_capacity: 16,
-            })
-            .expect("consumer");
+        let consumer = consumer_of(&source_bus, "raw", 256, 16);
         let stop = CancellationToken::new();
         let forwarded = Arc::new(AtomicU64::new(0));
         let (producer, counter) = (target_bus.producer().clone(), forwarded.clone());
@@ -117,14 +116,7 @@ fn main() {
 
         // The bridge, pulling the same topic into the target cluster.
         let bridge_config = BridgeConfig {
-            parent: Some(LinkConfig {
-                division: None,
-                brokers: source.bootstrap_servers().to_owned(),
-                registry: Some("http://127.0.0.1:9".into()),
-                registry_token: None,
-                registry_tls: None,
-                properties: Default::default(),
-            }),
+            parent: Some(LinkConfig::new(source.bootstrap_servers(), "http://127.0.0.1:9")),
             down_topics: vec![TOPIC.into()],
             ..BridgeConfig::default()
         };
@@ -179,14 +171,7 @@ fn main() {
         let _ = running.await;
 
         // Read the steady-rate records back from the target: append time minus origin time.
-        let reader = target_bus
-            .consumer(ConsumerSettings {
-                group_id: "latency".into(),
-                topics: vec![TOPIC.into()],
-                lanes: 1,
-                lane_capacity: 1024,
-            })
-            .expect("consumer");
+        let reader = consumer_of(&target_bus, "latency", 1, 1024);
         let latencies = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let (seen, lat, stop_reading) = (Arc::new(AtomicU64::new(0)), latencies.clone(), CancellationToken::new());
         let (seen_in, stop_in) = (seen.clone(), stop_reading.clone());

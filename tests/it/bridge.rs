@@ -58,11 +58,7 @@ fn config(dir: &std::path::Path, division: &str, cluster: &Cluster) -> NodeConfi
 fn link(cluster: &Cluster, division: Option<&str>) -> LinkConfig {
     LinkConfig {
         division: division.map(|d| Division::parse(d).unwrap()),
-        brokers: cluster.bootstrap_servers().to_owned(),
-        registry: Some(format!("http://{}", cluster.registry)),
-        registry_token: None,
-        registry_tls: None,
-        properties: Default::default(),
+        ..LinkConfig::new(cluster.bootstrap_servers(), format!("http://{}", cluster.registry))
     }
 }
 

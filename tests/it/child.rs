@@ -40,17 +40,19 @@ pub struct ChildProcess {
     pub stderr: Arc<Mutex<Vec<u8>>>,
 }
 
+/// `govex args...` with `env`, logging warnings, its output piped: every child process a test
+/// starts is made here.
+pub fn govex<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_govex"));
+    command.args(args).env("RUST_LOG", "warn").envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+}
+
 impl ChildProcess {
     /// Starts `govex args...` with `env`.
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_govex"))
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("govex starts");
+        let mut child = govex(args, env).spawn().expect("govex starts");
         let stdout = drain(child.stdout.take().unwrap());
         let stderr = drain(child.stderr.take().unwrap());
         Self { child, stdout, stderr }

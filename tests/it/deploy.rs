@@ -61,14 +61,7 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_exposed_by_a_node() 
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_node_config(dir.path());
     config.division = Division::parse("610921").unwrap();
-    config.bridge.parent = Some(LinkConfig {
-        division: None,
-        brokers: city.bootstrap_servers().to_owned(),
-        registry: Some("http://127.0.0.1:9".into()),
-        registry_token: None,
-        registry_tls: None,
-        properties: Default::default(),
-    });
+    config.bridge.parent = Some(LinkConfig::new(city.bootstrap_servers(), "http://127.0.0.1:9"));
     let node = govex::node::start(config).await.unwrap();
 
     let exposition = reqwest::get(format!("http://{}/metrics", node.ops_addr)).await.unwrap().text().await.unwrap();

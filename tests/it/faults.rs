@@ -97,6 +97,15 @@ fn answered_ids(answer: &Value) -> Vec<String> {
     answer["results"].as_array().unwrap().iter().filter_map(|r| r["event_id"].as_str().map(str::to_owned)).collect()
 }
 
+/// A node process with the test configuration, on a broker process of its own.
+async fn node_on_its_broker() -> (ChildBroker, tempfile::TempDir, govex::config::NodeConfig, ChildNode) {
+    let broker = ChildBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = child_config(dir.path(), Some(&broker.bootstrap));
+    let node = ChildNode::start(dir.path(), &config).await;
+    (broker, dir, config, node)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_mid_batch_gets_its_batch_published_once() {
     const LINES: u32 = 5_000;
@@ -145,10 +154,7 @@ async fn a_client_that_hangs_up_mid_batch_gets_its_batch_published_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_a_crash_republishes_the_same_event_ids_and_the_store_holds_each_licence_once() {
     const LINES: u32 = 3_000;
-    let broker = ChildBroker::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = child_config(dir.path(), Some(&broker.bootstrap));
-    let mut node = ChildNode::start(dir.path(), &config).await;
+    let (broker, dir, config, mut node) = node_on_its_broker().await;
     let body = batch("licence", 0, LINES);
     let sending = {
         let (api, body) = (node.api.clone(), body.clone());
@@ -419,10 +425,7 @@ async fn wait_metric(node: &ChildNode, metric: &str, at_least: f64, what: &str) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_elicense_sink_killed_mid_stream_and_restarted_neither_loses_nor_duplicates() {
     const HALF: u32 = 3_000;
-    let broker = ChildBroker::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = child_config(dir.path(), Some(&broker.bootstrap));
-    let mut node = ChildNode::start(dir.path(), &config).await;
+    let (broker, dir, config, mut node) = node_on_its_broker().await;
     let (status, answer) = post_batch(&node.api, "licence", None, batch("licence", 0, HALF)).await;
     assert_eq!((status, answer["accepted"].as_u64()), (200, Some(u64::from(HALF))));
     // SIGKILL while the sink is part way through: no drain, no final commit.
@@ -521,10 +524,7 @@ fn leftovers(data: &std::path::Path) -> Vec<String> {
 async fn a_rebuild_of_a_stopped_node_uses_its_own_registry_ends_at_the_end_offsets_and_refuses_what_it_cannot_read() {
     use govex_bus::rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     const LICENCES_SENT: u32 = 500;
-    let broker = ChildBroker::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = child_config(dir.path(), Some(&broker.bootstrap));
-    let mut node = ChildNode::start(dir.path(), &config).await;
+    let (broker, dir, config, mut node) = node_on_its_broker().await;
     let (status, _) = post_batch(&node.api, "licence", None, batch("licence", 0, LICENCES_SENT)).await;
     assert_eq!(status, 200);
     wait_metric(&node, "govex_elicense_store_licences", f64::from(LICENCES_SENT), "the sink stalled").await;

@@ -6,7 +6,7 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Child,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -39,17 +39,20 @@ fn write_file(dir: &Path, lines: u32) -> (PathBuf, usize) {
 }
 
 fn spawn_import(file: &Path, bootstrap: &str, registry: &str, batch: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_govex"))
-        .args(["import", "tax", "deed-tax-payment"])
-        .arg(file)
-        .args(["--batch-lines", batch])
-        .env("GOVEX_BUS__BROKERS", bootstrap)
-        .env("GOVEX_LISTEN__REGISTRY", registry)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    let args = [std::ffi::OsStr::new("import"), "tax".as_ref(), "deed-tax-payment".as_ref(), file.as_os_str()];
+    let env = [("GOVEX_BUS__BROKERS", bootstrap.to_owned()), ("GOVEX_LISTEN__REGISTRY", registry.to_owned())];
+    crate::child::govex(&args, &env).args(["--batch-lines", batch]).spawn().unwrap()
+}
+
+/// Runs `govex import` of `file` to its end, waiting off the async workers.
+fn import_to_end(
+    file: &Path,
+    bootstrap: &str,
+    registry: &str,
+    batch: &str,
+) -> impl std::future::Future<Output = std::process::Output> {
+    let child = spawn_import(file, bootstrap, registry, batch);
+    async move { tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap() }
 }
 
 fn done_through(file: &Path) -> usize {
@@ -169,13 +172,8 @@ async fn a_batch_sent_before_a_crash_is_not_sent_again() {
     let (file, valid) = write_file(work.path(), 100);
     let registry = setup.node.registry_addr.unwrap().to_string();
     let bootstrap = setup.broker.bootstrap_servers().to_owned();
-    let run = |batch: &'static str| {
-        let (file, bootstrap, registry) = (file.clone(), bootstrap.clone(), registry.clone());
-        tokio::task::spawn_blocking(move || {
-            spawn_import(&file, &bootstrap, &registry, batch).wait_with_output().unwrap()
-        })
-    };
-    assert_eq!(run("10").await.unwrap().status.code(), Some(2), "finished, with rejects");
+    let run = |batch: &str| import_to_end(&file, &bootstrap, &registry, batch);
+    assert_eq!(run("10").await.status.code(), Some(2), "finished, with rejects");
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64);
 
     // What a crash right after the last batch's send leaves behind: the batch pending in the
@@ -198,12 +196,7 @@ async fn a_batch_sent_before_a_crash_is_not_sent_again() {
     // The next import in the folder, even of a copy of the file, finds the batch first.
     let copy = work.path().join("payments-copy.ndjson");
     std::fs::copy(&file, &copy).unwrap();
-    let output = tokio::task::spawn_blocking({
-        let (copy, bootstrap, registry) = (copy.clone(), bootstrap.clone(), registry.clone());
-        move || spawn_import(&copy, &bootstrap, &registry, "10").wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
+    let output = import_to_end(&copy, &bootstrap, &registry, "10").await;
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64, "the pending batch was already there");
     let ledger = std::fs::read_to_string(&ledger_path).unwrap();
@@ -223,19 +216,14 @@ async fn a_batch_sent_before_a_crash_is_not_sent_again() {
         })
         .collect();
     std::fs::write(&reformatted, text).unwrap();
-    let output = tokio::task::spawn_blocking({
-        let (reformatted, bootstrap, registry) = (reformatted.clone(), bootstrap.clone(), registry.clone());
-        move || spawn_import(&reformatted, &bootstrap, &registry, "10").wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
+    let output = import_to_end(&reformatted, &bootstrap, &registry, "10").await;
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64, "a reformatted file is the same records");
 
     // A ledger that lost lines is refused, not taken as "nothing published"; lines that are not
     // hashes are named.
     std::fs::write(&ledger_path, format!("{}\nnot a hash\n{}x\n", hashes[..10].join("\n"), &hashes[0][..31])).unwrap();
-    let output = run("10").await.unwrap();
+    let output = run("10").await;
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("it lost lines"), "{stderr}");
@@ -286,12 +274,9 @@ async fn a_fixed_csv_reimports_only_what_is_new() {
     let short_row = "V-short,CITIZEN_ID";
     let write = |rows: &[String]| std::fs::write(&file, format!("{header}\n{}\n", rows.join("\n"))).unwrap();
     write(&[line(1, good), line(2, good), line(3, good), line(4, bad), short_row.to_owned()]);
-    let run = || {
-        let (file, bootstrap, registry) = (file.clone(), bootstrap.clone(), registry.clone());
-        tokio::task::spawn_blocking(move || spawn_import(&file, &bootstrap, &registry, "2").wait_with_output().unwrap())
-    };
+    let run = || import_to_end(&file, &bootstrap, &registry, "2");
 
-    let output = run().await.unwrap();
+    let output = run().await;
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stdout));
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), 3);
     let out = String::from_utf8_lossy(&output.stdout);
@@ -323,7 +308,7 @@ async fn a_fixed_csv_reimports_only_what_is_new() {
     // A rejects file someone edited is not overwritten by a rerun of the source, and a link
     // planted where the rejects go is not followed.
     std::fs::write(&rejects_path, rejects.replace(bad, good)).unwrap();
-    let output = run().await.unwrap();
+    let output = run().await;
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("changed since an import wrote it"));
     assert_eq!(std::fs::read_to_string(&rejects_path).unwrap(), rejects.replace(bad, good), "the fixes are kept");
@@ -331,7 +316,7 @@ async fn a_fixed_csv_reimports_only_what_is_new() {
     let elsewhere = work.path().join("elsewhere.txt");
     std::fs::write(&elsewhere, "precious").unwrap();
     std::os::unix::fs::symlink(&elsewhere, &rejects_path).unwrap();
-    let output = run().await.unwrap();
+    let output = run().await;
     assert_eq!(output.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("is a symbolic link"),
@@ -344,7 +329,7 @@ async fn a_fixed_csv_reimports_only_what_is_new() {
     let errors_path = work.path().join("payments.csv.errors.ndjson");
     std::fs::remove_file(&errors_path).unwrap();
     std::os::unix::fs::symlink(&elsewhere, &errors_path).unwrap();
-    let output = run().await.unwrap();
+    let output = run().await;
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("errors.ndjson: is a symbolic link"), "{stderr}");
@@ -356,18 +341,18 @@ async fn a_fixed_csv_reimports_only_what_is_new() {
     let state = std::fs::read(&state_path).unwrap();
     std::fs::remove_file(&state_path).unwrap();
     std::fs::create_dir(&state_path).unwrap();
-    let output = run().await.unwrap();
+    let output = run().await;
     assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stdout));
     std::fs::remove_dir(&state_path).unwrap();
     std::fs::write(&state_path, state).unwrap();
 
     // The source is fixed and a row added: the fixed and the new rows arrive, nothing twice.
     write(&[line(1, good), line(2, good), line(3, good), line(4, good), line(5, good), line(6, good)]);
-    let output = run().await.unwrap();
+    let output = run().await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), 6);
     assert!(!rejects_path.exists(), "nothing rejected: no rejects file");
-    let output = run().await.unwrap();
+    let output = run().await;
     assert!(output.status.success());
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), 6, "a rerun publishes nothing");
     let out = String::from_utf8_lossy(&output.stdout);

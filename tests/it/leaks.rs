@@ -4,7 +4,7 @@
 //! searched for it.
 
 use std::{
-    process::{Command, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -58,19 +58,17 @@ async fn no_answer_log_metric_or_dead_letter_carries_a_personal_identifier() {
         .collect();
     std::fs::write(&tokens, entries).unwrap();
     let any = "127.0.0.1:0";
-    let mut node = Command::new(env!("CARGO_BIN_EXE_govex"))
-        .arg("node")
-        .env("GOVEX_DIVISION", "610921")
-        .env("GOVEX_DATA_DIR", dir.path().join("data"))
-        .env("GOVEX_INTAKE__TOKENS_FILE", &tokens)
-        .env("GOVEX_LISTEN__API", any)
-        .env("GOVEX_LISTEN__REGISTRY", any)
-        .env("GOVEX_LISTEN__OPS", any)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let env = [
+        ("GOVEX_DIVISION", "610921".to_owned()),
+        ("GOVEX_DATA_DIR", dir.path().join("data").display().to_string()),
+        ("GOVEX_INTAKE__TOKENS_FILE", tokens.display().to_string()),
+        ("GOVEX_LISTEN__API", any.to_owned()),
+        ("GOVEX_LISTEN__REGISTRY", any.to_owned()),
+        ("GOVEX_LISTEN__OPS", any.to_owned()),
+        // Every line, so that a leak at any level is found.
+        ("RUST_LOG", "debug".to_owned()),
+    ];
+    let mut node = crate::child::govex(&["node"], &env).spawn().unwrap();
     let stdout = drain(node.stdout.take().unwrap());
     let stderr = drain(node.stderr.take().unwrap());
     let api = printed(&stdout, "API").await.trim_end_matches('/').to_owned();

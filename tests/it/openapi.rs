@@ -14,7 +14,9 @@ const METHODS: [&str; 4] = ["get", "post", "put", "delete"];
 /// `(path, method)` of every `.route(...)` in a router's source.
 fn routes_in(source: &str) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
-    for call in source.split(".route(\"").skip(1) {
+    // `.route("/path", ...)`, the path on the same line or the next (rustfmt breaks a long one).
+    for call in source.split(".route(").skip(1) {
+        let Some(call) = call.trim_start().strip_prefix('"') else { continue };
         let (path, rest) = call.split_once('"').unwrap();
         // The handlers of this route, up to the next route or the end of the chain.
         let handlers = rest.split(".route(").next().unwrap().split(".with_state").next().unwrap();

@@ -10,14 +10,7 @@ use std::{
 
 /// Starts `govex` with `args` and `env`, and returns it with a channel of its stdout lines.
 fn spawn(args: &[&str], env: &[(&str, String)]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_govex"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("govex starts");
+    let mut child = crate::child::govex(args, env).stderr(Stdio::null()).spawn().expect("govex starts");
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

@@ -20,13 +20,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-
-def to_json(value):
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, datetime.datetime):
-        return int(value.timestamp() * 1000)
-    raise TypeError(f"cannot show {type(value)}")
+from shown import shown_with
 
 
 def main():
@@ -62,7 +56,7 @@ def main():
         return 1
     record = deserializer(message.value(), context)
     headers = {k: v.decode() for k, v in (message.headers() or [])}
-    print("GOT " + json.dumps({"key": message.key().decode(), "value": record, "headers": headers}, default=to_json, ensure_ascii=False), flush=True)
+    print("GOT " + json.dumps({"key": message.key().decode(), "value": record, "headers": headers}, default=shown_with(lambda instant: int(instant.timestamp() * 1000)), ensure_ascii=False), flush=True)
 
     with open(args.schema_file, encoding="utf-8") as f:
         schema_text = f.read()

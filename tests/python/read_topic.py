@@ -7,7 +7,6 @@ non-zero when fewer came.
 """
 
 import argparse
-import datetime
 import json
 import struct
 import sys
@@ -19,10 +18,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-
-def shown(value):
-    """Decimals as their text, dates and instants in ISO 8601."""
-    return value.isoformat() if isinstance(value, (datetime.datetime, datetime.date)) else str(value)
+from shown import shown_with
 
 
 def main():
@@ -52,7 +48,7 @@ def main():
             continue
         schema_id = struct.unpack(">I", message.value()[1:5])[0]
         value = deserializer(message.value(), SerializationContext(args.topic, MessageField.VALUE))
-        print(f"RECORD {schema_id} {json.dumps(value, default=shown, ensure_ascii=False)}", flush=True)
+        print(f"RECORD {schema_id} {json.dumps(value, default=shown_with(lambda instant: instant.isoformat()), ensure_ascii=False)}", flush=True)
         got += 1
     consumer.close()
     if got < args.count:

@@ -15,7 +15,7 @@ use axum::{
 use govex_http::auth::{require_token, Role, Tokens};
 use govex_http::problem::problem;
 use govex_schemas::identifiers::{mask, mask_name};
-use govex_schemas::LiveCatalog;
+use govex_schemas::{Department, LiveCatalog};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -115,16 +115,22 @@ struct PurposeQuery {
     purpose: Option<String>,
 }
 
+/// The department a department's token reading `what` belongs to, within the token's read
+/// limit; or the answer that refuses it.
+fn reader(api: &DossierApi, headers: &HeaderMap, what: &'static str) -> Result<Department, Box<Response>> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    api.tokens.authorize_read(authorization, &[Role::Department], what).map(|caller| caller.department)
+}
+
 async fn dossier(
     State(api): State<Arc<DossierApi>>,
     Path(unit): Path<String>,
     Query(query): Query<PurposeQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = match api.tokens.authorize_read(authorization, &[Role::Department], "dossiers") {
-        Ok(caller) => caller.department,
-        Err(response) => return *response,
+    let caller = match reader(&api, &headers, "dossiers") {
+        Ok(caller) => caller,
+        Err(refusal) => return *refusal,
     };
     let purpose = match checked_purpose(query.purpose.as_deref()) {
         Ok(purpose) => purpose,
@@ -204,10 +210,9 @@ async fn resource_record(
     Query(query): Query<PurposeQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = match api.tokens.authorize_read(authorization, &[Role::Department], "resources") {
-        Ok(caller) => caller.department,
-        Err(response) => return *response,
+    let caller = match reader(&api, &headers, "resources") {
+        Ok(caller) => caller,
+        Err(refusal) => return *refusal,
     };
     let catalog = api.catalog.current();
     // Licences and the audit topics have APIs of their own, with their own rules (surface

@@ -12,7 +12,7 @@ use super::{config::BridgeConfig, links, Bridge, BridgeMetrics};
 pub fn build(cx: &mut Context, config: &BridgeConfig) -> Result<(), StartError> {
     let links = links(cx.division, cx.bus.config(), config).map_err(failed("the bridge links cannot be made"))?;
     if links.is_empty() {
-        tracing::info!("the bridge component runs, but [bridge] configures no parent or children: nothing to forward");
+        tracing::debug!("[bridge] configures no parent or children: nothing to forward");
         return Ok(());
     }
     let bridge = Arc::new(Bridge::new(

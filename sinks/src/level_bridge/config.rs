@@ -58,6 +58,21 @@ pub struct LinkConfig {
     pub properties: BTreeMap<String, String>,
 }
 
+impl LinkConfig {
+    /// A neighbour at `brokers` whose records carry ids of the registry at `registry`, with no
+    /// token, TLS or properties of its own.
+    pub fn new(brokers: impl Into<String>, registry: impl Into<String>) -> Self {
+        Self {
+            division: None,
+            brokers: brokers.into(),
+            registry: Some(registry.into()),
+            registry_token: None,
+            registry_tls: None,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
 impl Default for BridgeConfig {
     fn default() -> Self {
         Self {

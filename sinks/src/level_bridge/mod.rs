@@ -524,11 +524,8 @@ mod tests {
     fn the_parent_is_derived_and_children_are_named() {
         let neighbour = |division: Option<Division>, brokers: &str, registry: Option<&str>| LinkConfig {
             division,
-            brokers: brokers.into(),
             registry: registry.map(str::to_owned),
-            registry_token: None,
-            registry_tls: None,
-            properties: Default::default(),
+            ..LinkConfig::new(brokers, "")
         };
         let mut bridge = BridgeConfig {
             parent: Some(neighbour(None, "p:9092", Some("http://p:8081"))),
