@@ -233,6 +233,25 @@ impl<'s> Checker<'s> {
         self.found.push(Incompatibility { kind, location: location.to_owned(), message });
     }
 
+    /// Whether the reader's named type (a `kind`: record, enum, fixed) reads the writer's by
+    /// name or alias; reports it when not, with `hint`.
+    fn names_read(
+        &mut self,
+        kind: &str,
+        (reader, aliases): (&Name, Option<&Vec<apache_avro::schema::Alias>>),
+        writer: &Name,
+        path: &str,
+        hint: &str,
+    ) -> bool {
+        let read = names_match(reader, aliases, writer);
+        if !read {
+            let (reader, writer) = (reader.fullname(None), writer.fullname(None));
+            let message = format!("the reader's {kind} {reader} does not read the writer's {kind} {writer}{hint}");
+            self.report(IncompatibilityKind::NameMismatch, &format!("{path}/name"), message);
+        }
+        read
+    }
+
     fn check(&mut self, reader: &'s Schema, writer: &'s Schema, path: String) {
         let reader_names = std::mem::take(&mut self.reader_names);
         let writer_names = std::mem::take(&mut self.writer_names);
@@ -290,16 +309,8 @@ impl<'s> Checker<'s> {
         match (r, w) {
             (Schema::Record(rr), Schema::Record(wr)) => self.check_record(rr, wr, path),
             (Schema::Enum(re), Schema::Enum(we)) => {
-                if !names_match(&re.name, re.aliases.as_ref(), &we.name) {
-                    return self.report(
-                        K::NameMismatch,
-                        &format!("{path}/name"),
-                        format!(
-                            "the reader's enum {} does not read the writer's enum {}",
-                            re.name.fullname(None),
-                            we.name.fullname(None)
-                        ),
-                    );
+                if !self.names_read("enum", (&re.name, re.aliases.as_ref()), &we.name, &path, "") {
+                    return;
                 }
                 let missing: Vec<&str> =
                     we.symbols.iter().filter(|s| !re.symbols.contains(s)).map(String::as_str).collect();
@@ -316,16 +327,8 @@ impl<'s> Checker<'s> {
                 }
             }
             (Schema::Fixed(rf), Schema::Fixed(wf)) => {
-                if !names_match(&rf.name, rf.aliases.as_ref(), &wf.name) {
-                    return self.report(
-                        K::NameMismatch,
-                        &format!("{path}/name"),
-                        format!(
-                            "the reader's fixed {} does not read the writer's fixed {}",
-                            rf.name.fullname(None),
-                            wf.name.fullname(None)
-                        ),
-                    );
+                if !self.names_read("fixed", (&rf.name, rf.aliases.as_ref()), &wf.name, &path, "") {
+                    return;
                 }
                 if rf.size != wf.size {
                     self.report(
@@ -366,16 +369,9 @@ impl<'s> Checker<'s> {
     }
 
     fn check_record(&mut self, rr: &'s RecordSchema, wr: &'s RecordSchema, path: String) {
-        if !names_match(&rr.name, rr.aliases.as_ref(), &wr.name) {
-            return self.report(
-                IncompatibilityKind::NameMismatch,
-                &format!("{path}/name"),
-                format!(
-                    "the reader's record {} does not read the writer's record {} (add an alias to rename)",
-                    rr.name.fullname(None),
-                    wr.name.fullname(None)
-                ),
-            );
+        let hint = " (add an alias to rename)";
+        if !self.names_read("record", (&rr.name, rr.aliases.as_ref()), &wr.name, &path, hint) {
+            return;
         }
         let pair = (rr.name.fullname(None), wr.name.fullname(None));
         if !self.in_progress.insert(pair.clone()) {

@@ -6,12 +6,11 @@ use std::time::Duration;
 use govex_adapters::samples::{property_unit_number, sample};
 use serde_json::Value;
 
-use crate::{intake::intake_config, support::token};
+use crate::support::token;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dossier_gathers_every_department_and_honours_sharing_classes() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let (_dir, node) = crate::intake::intake_node().await;
     let http = reqwest::Client::new();
     let base = format!("http://{}", node.api_addr().unwrap());
     for (department, record) in
@@ -111,8 +110,7 @@ async fn a_field_added_in_a_newer_version_reaches_the_dossier() {
     use govex_schemas::Department;
     use govex_schemas::Division;
 
-    let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let (_dir, node) = crate::intake::intake_node().await;
     let topic = "gov.housing.contract-filing.v1";
     let v1 = govex_schemas::bundled_schemas().find(|s| s.topic == topic).unwrap().text;
     let remark = r#"{"name": "remark", "type": ["null", "string"], "default": null, "doc": "备注。A remark."}"#;

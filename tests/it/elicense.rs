@@ -70,8 +70,7 @@ pub async fn publish_from(bus: &govex_bus::Bus, registry: &RegistryClient, recor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn licences_are_served_verified_masked_and_every_use_is_logged() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let (dir, node) = crate::intake::intake_node().await;
     let holder = "11010519491231002X";
     let mut expired = licence("SN0005", Status::Valid, holder);
     expired.valid_until = Some(20_100); // 2025-01-13: long past

@@ -67,6 +67,9 @@ fn done_through(file: &Path) -> usize {
 struct Setup {
     broker: Arc<EmbeddedBroker>,
     node: govex::node::RunningNode,
+    /// The broker's bootstrap servers and the node's registry, for `govex import`.
+    bootstrap: String,
+    registry: String,
     _data: tempfile::TempDir,
 }
 
@@ -81,7 +84,8 @@ async fn setup() -> Setup {
     let mut config = test_node_config(data.path());
     config.bus.brokers = Some(broker.bootstrap_servers().to_owned());
     let node = govex::node::start(config).await.unwrap();
-    Setup { broker, node, _data: data }
+    let (bootstrap, registry) = (broker.bootstrap_servers().to_owned(), node.registry_addr.unwrap().to_string());
+    Setup { broker, node, bootstrap, registry, _data: data }
 }
 
 /// Import header values on the topic: line → how many times it was published.
@@ -99,8 +103,7 @@ async fn an_import_killed_mid_way_and_rerun_publishes_each_line_exactly_once() {
     let setup = setup().await;
     let work = tempfile::tempdir().unwrap();
     let (file, valid) = write_file(work.path(), 20_000);
-    let registry = setup.node.registry_addr.unwrap().to_string();
-    let bootstrap = setup.broker.bootstrap_servers().to_owned();
+    let (bootstrap, registry) = (setup.bootstrap.clone(), setup.registry.clone());
 
     let mut first = spawn_import(&file, &bootstrap, &registry, "20");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -170,8 +173,7 @@ async fn a_batch_sent_before_a_crash_is_not_sent_again() {
     let setup = setup().await;
     let work = tempfile::tempdir().unwrap();
     let (file, valid) = write_file(work.path(), 100);
-    let registry = setup.node.registry_addr.unwrap().to_string();
-    let bootstrap = setup.broker.bootstrap_servers().to_owned();
+    let (bootstrap, registry) = (setup.bootstrap.clone(), setup.registry.clone());
     let run = |batch: &str| import_to_end(&file, &bootstrap, &registry, batch);
     assert_eq!(run("10").await.status.code(), Some(2), "finished, with rejects");
     assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64);
@@ -258,8 +260,7 @@ fn flatten(value: &serde_json::Value, prefix: &str, out: &mut Vec<(String, Strin
 async fn a_fixed_csv_reimports_only_what_is_new() {
     let setup = setup().await;
     let work = tempfile::tempdir().unwrap();
-    let registry = setup.node.registry_addr.unwrap().to_string();
-    let bootstrap = setup.broker.bootstrap_servers().to_owned();
+    let (bootstrap, registry) = (setup.bootstrap.clone(), setup.registry.clone());
     let file = work.path().join("payments.csv");
     let row = |n: u32, authority: &str| {
         let mut record = sample("tax", "deed-tax-payment", n).unwrap();

@@ -26,6 +26,13 @@ const RECORDS: [(&str, &str, &str); 4] = [
     ("provident-fund", "event", "gov.provident-fund.event.v1"),
 ];
 
+/// A node with [`intake_config`], in a directory of its own that lives as long as it is kept.
+pub async fn intake_node() -> (tempfile::TempDir, govex::node::RunningNode) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    (dir, node)
+}
+
 pub fn intake_config(dir: &std::path::Path) -> NodeConfig {
     let mut config = test_node_config(dir);
     // The four departments, the platform, and a steward's and an auditor's token.
@@ -75,8 +82,7 @@ async fn post(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_department_record_is_accepted_once_the_broker_has_it_and_reads_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let (_dir, node) = intake_node().await;
     let mut sent = HashMap::new();
     for (department, record, topic) in RECORDS {
         let body = sample(department, record, 7).unwrap();
@@ -233,8 +239,7 @@ fn set(body: &mut Value, pointer: &str, value: Value) {
 
 #[tokio::test]
 async fn every_domain_rule_passes_the_sample_and_fails_its_case() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let (_dir, node) = intake_node().await;
     let context = CheckContext::now();
     for (department, record, _) in RECORDS {
         let body = sample(department, record, 1).unwrap();
@@ -286,8 +291,7 @@ async fn every_domain_rule_passes_the_sample_and_fails_its_case() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_content_type_size_and_problem_details() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let (_dir, node) = intake_node().await;
     let body = sample("tax", "deed-tax-payment", 3).unwrap().to_string();
     let path = "/v1/tax/deed-tax-payment";
 
@@ -336,8 +340,7 @@ async fn auth_content_type_size_and_problem_details() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_answers_line_by_line_and_publishes_only_the_valid_lines() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let (_dir, node) = intake_node().await;
     let mut lines = Vec::new();
     for n in 0..10u32 {
         let mut body = sample("housing", "contract-filing", n).unwrap();
@@ -391,8 +394,7 @@ async fn a_batch_answers_line_by_line_and_publishes_only_the_valid_lines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_with_the_same_idempotency_key_gets_the_first_answer_and_publishes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let (dir, node) = intake_node().await;
     let body = sample("tax", "deed-tax-payment", 9).unwrap().to_string();
     let path = "/v1/tax/deed-tax-payment";
     let first = post(&node, path, Some(&token("tax")), "application/json", body.clone(), Some("req-0001")).await;
@@ -500,8 +502,7 @@ fn assert_valid(department: &str, body: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arbitrary_json_and_bytes_never_panic_and_never_pass_an_invalid_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let (_dir, node) = intake_node().await;
     let context = CheckContext::now();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut accepted = 0;
@@ -541,8 +542,7 @@ async fn arbitrary_json_and_bytes_never_panic_and_never_pass_an_invalid_record()
 /// in the first answer, and the `:validate` forms say so without publishing anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_violation_comes_in_one_answer_and_validate_publishes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let (_dir, node) = intake_node().await;
     let path = "/v1/tax/deed-tax-payment";
     let good = sample("tax", "deed-tax-payment", 3).unwrap();
     let mut bad = good.clone();
@@ -608,8 +608,7 @@ async fn every_violation_comes_in_one_answer_and_validate_publishes_nothing() {
 /// on each of the three ports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_answer_problem_details_with_the_routes() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let (_dir, node) = intake_node().await;
     let client = reqwest::Client::new();
     let api = node.api_addr().unwrap();
     let registry = node.registry_addr.unwrap();

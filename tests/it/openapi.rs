@@ -7,8 +7,6 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::intake::intake_config;
-
 const METHODS: [&str; 4] = ["get", "post", "put", "delete"];
 
 /// `(path, method)` of every `.route(...)` in a router's source.
@@ -93,8 +91,7 @@ fn every_route_is_documented_with_its_methods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_port_serves_its_document_and_routes_every_operation() {
     use govex::node::openapi;
-    let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let (_dir, node) = crate::intake::intake_node().await;
     let http = reqwest::Client::new();
     for (base, text) in [
         (format!("http://{}", node.api_addr().unwrap()), openapi::API),

@@ -61,8 +61,7 @@ fn printed_licence(serial: &str) -> crate::elicense::LicenceOut {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_not_entitled_learns_nothing_about_a_holder() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let (_dir, node) = crate::intake::intake_node().await;
     let id = licence_id("PD0001", 1);
     publish(&node.bus, &node.registry, &[printed_licence("PD0001")]).await;
     let api = Api { base: format!("http://{}", node.api_addr().unwrap()), http: reqwest::Client::new() };
@@ -192,8 +191,7 @@ async fn a_caller_not_entitled_learns_nothing_about_a_holder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dossier_reads_state_a_purpose_and_land_in_the_use_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let (dir, node) = crate::intake::intake_node().await;
     let api = Api { base: format!("http://{}", node.api_addr().unwrap()), http: reqwest::Client::new() };
     let filing = govex_adapters::samples::sample("housing", "contract-filing", 7).unwrap();
     assert_eq!(api.post("/v1/housing/contract-filing", "housing", filing).await.status(), StatusCode::ACCEPTED);
@@ -269,8 +267,7 @@ async fn reads_are_rate_limited_per_token_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anonymous_caller_is_refused_before_its_body_is_read() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
+    let (_dir, node) = crate::intake::intake_node().await;
     for path in ["/v1/licences/x/verify", "/v1/holders/licences"] {
         let mut stream = tokio::net::TcpStream::connect(node.api_addr().unwrap()).await.unwrap();
         // Two megabytes announced, a few bytes sent: the answer must not wait for the rest.

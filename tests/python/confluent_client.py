@@ -20,7 +20,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from shown import shown_with
+from support import messages, shown_with
 
 
 def main():
@@ -40,16 +40,7 @@ def main():
     })
     consumer.subscribe([args.topic])
     deserializer = AvroDeserializer(registry)
-    deadline = datetime.datetime.now() + datetime.timedelta(seconds=60)
-    message = None
-    while message is None and datetime.datetime.now() < deadline:
-        candidate = consumer.poll(1.0)
-        if candidate is None:
-            continue
-        if candidate.error():
-            print(f"consumer error: {candidate.error()}", file=sys.stderr)
-            continue
-        message = candidate
+    message = next(messages(consumer, 60), None)
     consumer.close()
     if message is None:
         print("no record arrived from govex", file=sys.stderr)

@@ -10,7 +10,6 @@ import argparse
 import json
 import struct
 import sys
-import time
 import uuid
 
 from confluent_kafka import Consumer
@@ -18,7 +17,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from shown import shown_with
+from support import messages, shown_with
 
 
 def main():
@@ -38,18 +37,13 @@ def main():
     })
     consumer.subscribe([args.topic])
     got = 0
-    deadline = time.monotonic() + args.seconds
-    while got < args.count and time.monotonic() < deadline:
-        message = consumer.poll(0.5)
-        if message is None:
-            continue
-        if message.error():
-            print(f"consumer error: {message.error()}", file=sys.stderr)
-            continue
+    for message in messages(consumer, args.seconds):
         schema_id = struct.unpack(">I", message.value()[1:5])[0]
         value = deserializer(message.value(), SerializationContext(args.topic, MessageField.VALUE))
         print(f"RECORD {schema_id} {json.dumps(value, default=shown_with(lambda instant: instant.isoformat()), ensure_ascii=False)}", flush=True)
         got += 1
+        if got == args.count:
+            break
     consumer.close()
     if got < args.count:
         print(f"only {got} of {args.count} records came", file=sys.stderr)
