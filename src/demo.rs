@@ -99,6 +99,12 @@ impl Demo {
         self.tokens.iter().find(|(d, _)| d == department).map(|(_, t)| t.as_str()).unwrap_or_default()
     }
 
+    /// Sends the `n`th sample `record` of `department` to its intake route.
+    async fn post_sample(&self, node: &RunningNode, department: &str, record: &str, n: u32) -> Result<Value> {
+        let body = sample(department, record, n).context("sample")?;
+        self.post(node, department, &format!("/v1/{department}/{record}"), &body).await
+    }
+
     async fn post(&self, node: &RunningNode, department: &str, path: &str, body: &Value) -> Result<Value> {
         let response = self
             .http
@@ -246,22 +252,13 @@ async fn scenario(demo: &mut Demo, province: &RunningNode, city: &RunningNode, c
 
     let t = Instant::now();
     println!("1. Housing files the sale contract of U to B (网签备案) at the county node.");
-    let answer = demo
-        .post(
-            county,
-            "housing",
-            "/v1/housing/contract-filing",
-            &sample("housing", "contract-filing", n).context("sample")?,
-        )
-        .await?;
+    let answer = demo.post_sample(county, "housing", "contract-filing", n).await?;
     println!("   {}", accepted(&answer));
     demo.step("1 contract filing accepted", t);
 
     let t = Instant::now();
     println!("2. Tax records B's deed-tax payment for U (契税完税).");
-    let answer = demo
-        .post(county, "tax", "/v1/tax/deed-tax-payment", &sample("tax", "deed-tax-payment", n).context("sample")?)
-        .await?;
+    let answer = demo.post_sample(county, "tax", "deed-tax-payment", n).await?;
     println!("   {}", accepted(&answer));
     demo.step("2 deed-tax payment accepted", t);
 
@@ -300,14 +297,7 @@ async fn scenario(demo: &mut Demo, province: &RunningNode, city: &RunningNode, c
 
     let t = Instant::now();
     println!("   The transfer is approved: land registry publishes the registration.");
-    let answer = demo
-        .post(
-            county,
-            "land-registry",
-            "/v1/land-registry/registration",
-            &sample("land-registry", "registration", n).context("sample")?,
-        )
-        .await?;
+    let answer = demo.post_sample(county, "land-registry", "registration", n).await?;
     println!("   {}", accepted(&answer));
     let licence = sample("platform", "licence", n).context("sample")?;
     let licence_id = licence["licence_id"].as_str().unwrap_or_default().to_owned();

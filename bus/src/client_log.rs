@@ -60,6 +60,11 @@ pub fn log(level: RDKafkaLogLevel, fac: &str, message: &str) {
 
 /// A librdkafka client error, shown unless the same one was shown within [`WINDOW`].
 pub fn error(error: &KafkaError, reason: &str) {
+    // The end of a partition is what a read to the end asks to be told (`enable.partition.eof`):
+    // librdkafka reports it through the error callback, but nothing is wrong.
+    if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+        return;
+    }
     if let Some(suffix) = admit(&format!("{error}: {reason}"), Instant::now()) {
         tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}{suffix}");
     }

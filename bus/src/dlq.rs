@@ -15,21 +15,18 @@ use crate::{
     producer::{Delivered, Outgoing, ProduceError, Producer},
 };
 
-/// Kafka Connect's dead-letter header names (`errors.deadletterqueue.context.headers.enable`).
+/// Kafka Connect's dead-letter header names (`errors.deadletterqueue.context.headers.enable`),
+/// so that the same tooling reads both: where the record was read (topic, partition, offset),
+/// which component gave up on it (connector) and at which stage, and the error's class and
+/// message.
+#[allow(missing_docs)] // each is named for what it holds, as Kafka Connect names it
 pub mod header {
-    /// Topic the record was read from.
     pub const TOPIC: &str = "__connect.errors.topic";
-    /// Partition it was read from.
     pub const PARTITION: &str = "__connect.errors.partition";
-    /// Offset it was read at.
     pub const OFFSET: &str = "__connect.errors.offset";
-    /// The component that gave up on it.
     pub const CONNECTOR: &str = "__connect.errors.connector.name";
-    /// Processing stage that failed (`decode`, `validate`, `apply`, ...).
     pub const STAGE: &str = "__connect.errors.stage";
-    /// The error's class.
     pub const CLASS: &str = "__connect.errors.exception.class.name";
-    /// The error's message.
     pub const MESSAGE: &str = "__connect.errors.exception.message";
 }
 
