@@ -30,6 +30,14 @@ impl Metrics {
         f(registry.sub_registry_with_prefix("govex"));
     }
 
+    /// Registers a clone of `metric` (a family or metric shares its state with its clones)
+    /// as `name` with `help`, and gives it back: a component makes each metric it keeps with
+    /// one call.
+    pub fn add<M: prometheus_client::registry::Metric + Clone>(&self, name: &str, help: &str, metric: M) -> M {
+        self.register(|registry| registry.register(name, help, metric.clone()));
+        metric
+    }
+
     /// The metric `name` (under the `govex` prefix), registered on first use and the same
     /// handle for every later caller.
     pub fn shared<M>(&self, name: &str, help: &str) -> M

@@ -110,20 +110,12 @@ impl Producer {
     pub fn new(config: &BusConfig, bootstrap: &str, metrics: &Metrics) -> Result<Self, KafkaError> {
         let inner: FutureProducer<LogContext> =
             config.client_config(bootstrap, ClientRole::Producer).create_with_context(LogContext)?;
-        let producer_metrics = ProducerMetrics::default();
-        metrics.register(|r| {
-            r.register("bus_produced_records", "Records the broker acknowledged", producer_metrics.delivered.clone());
-            r.register(
-                "bus_produce_failures",
-                "Records the broker did not take after every retry",
-                producer_metrics.failed.clone(),
-            );
-            r.register(
-                "bus_producer_in_flight_records",
-                "Records enqueued and not yet acknowledged",
-                producer_metrics.in_flight.clone(),
-            );
-        });
+        let m = metrics;
+        let producer_metrics = ProducerMetrics {
+            delivered: m.add("bus_produced_records", "Records the broker acknowledged", Family::default()),
+            failed: m.add("bus_produce_failures", "Records not delivered after every retry", Family::default()),
+            in_flight: m.add("bus_producer_in_flight_records", "Records not yet acknowledged", Gauge::default()),
+        };
         Ok(Self { inner, metrics: producer_metrics })
     }
 

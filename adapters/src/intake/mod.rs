@@ -110,6 +110,10 @@ struct TypeLabels {
     record: String,
 }
 
+/// The intake's latency buckets: from half a millisecond (a record the broker acknowledges at
+/// once) to seconds (a broker under strain).
+const LATENCY_BUCKETS_SECONDS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
 #[derive(Clone)]
 struct IntakeMetrics {
     records: Family<RecordLabels, Counter>,
@@ -182,38 +186,26 @@ impl Intake {
         metrics: &Metrics,
     ) -> Result<Self, IntakeError> {
         seed(registry).await?;
+        let latency: Family<_, _> = Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS_SECONDS));
         let intake_metrics = IntakeMetrics {
-            records: Family::default(),
-            latency: Family::new_with_constructor(|| {
-                Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
-            }),
-            in_flight: Gauge::default(),
-            versions: Family::default(),
-            refresh_errors: Counter::default(),
-        };
-        metrics.register(|r| {
-            r.register(
+            records: metrics.add(
                 "intake_records",
                 "Department records accepted or rejected, by reason",
-                intake_metrics.records.clone(),
-            );
-            r.register(
-                "intake_latency_seconds",
-                "Time from request to broker acknowledgement",
-                intake_metrics.latency.clone(),
-            );
-            r.register("intake_in_flight_requests", "Intake requests being handled", intake_metrics.in_flight.clone());
-            r.register(
+                Family::default(),
+            ),
+            latency: metrics.add("intake_latency_seconds", "Time from request to broker acknowledgement", latency),
+            in_flight: metrics.add("intake_in_flight_requests", "Intake requests being handled", Gauge::default()),
+            versions: metrics.add(
                 "intake_schema_version",
-                "The registered schema version each record type is taken and encoded by",
-                intake_metrics.versions.clone(),
-            );
-            r.register(
+                "The schema version each type is encoded by",
+                Family::default(),
+            ),
+            refresh_errors: metrics.add(
                 "intake_schema_refresh_errors",
                 "Failed reads of the registry while following it (the versions in use stay live)",
-                intake_metrics.refresh_errors.clone(),
-            );
-        });
+                Counter::default(),
+            ),
+        };
         let intake = Self {
             types: RwLock::new(Arc::default()),
             registry: registry.clone(),

@@ -160,6 +160,9 @@ struct TopicLabels {
     topic: String,
 }
 
+/// Hop latency buckets, from a millisecond (a neighbour on the same network) to ten seconds.
+const HOP_BUCKETS_SECONDS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
 /// The bridges' metrics.
 #[derive(Clone)]
 pub struct BridgeMetrics {
@@ -175,45 +178,35 @@ pub struct BridgeMetrics {
 impl BridgeMetrics {
     /// Registers the bridges' metrics.
     pub fn register(metrics: &Metrics) -> Self {
-        let bridge = Self {
-            forwarded: Family::default(),
-            dropped_loops: Family::default(),
-            filtered: Family::default(),
-            hop_latency: Family::new_with_constructor(|| {
-                Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
-            }),
-            link_up: Family::default(),
-            heartbeat: Family::default(),
-        };
-        metrics.register(|r| {
-            r.register("bridge_forwarded_records", "Records a bridge forwarded", bridge.forwarded.clone());
-            r.register(
+        let hop_latency: Family<_, _> = Family::new_with_constructor(|| Histogram::new(HOP_BUCKETS_SECONDS));
+        Self {
+            forwarded: metrics.add("bridge_forwarded_records", "Records a bridge forwarded", Family::default()),
+            dropped_loops: metrics.add(
                 "bridge_dropped_loop_records",
                 "Records dropped because this node is already in their hop trail",
-                bridge.dropped_loops.clone(),
-            );
-            r.register(
+                Family::default(),
+            ),
+            filtered: metrics.add(
                 "bridge_filtered_records",
                 "Records not forwarded by the origin or record-type filters",
-                bridge.filtered.clone(),
-            );
-            r.register(
+                Family::default(),
+            ),
+            hop_latency: metrics.add(
                 "bridge_hop_latency_seconds",
                 "From a record's origin event time to its arrival here",
-                bridge.hop_latency.clone(),
-            );
-            r.register(
+                hop_latency,
+            ),
+            link_up: metrics.add(
                 "bridge_link_up",
                 "1 when the link's remote cluster answered the last heartbeat",
-                bridge.link_up.clone(),
-            );
-            r.register(
+                Family::default(),
+            ),
+            heartbeat: metrics.add(
                 "bridge_heartbeat_timestamp_seconds",
                 "When the link's remote cluster last answered",
-                bridge.heartbeat.clone(),
-            );
-        });
-        bridge
+                Family::default(),
+            ),
+        }
     }
 }
 
