@@ -55,6 +55,27 @@ fn config(dir: &std::path::Path, division: &str, cluster: &Cluster) -> NodeConfi
     config
 }
 
+/// A city (610900) and a county (610921) node, on `city` and `county`, linked to each other.
+fn city_and_county(dirs: &[tempfile::TempDir], city: &Cluster, county: &Cluster) -> (NodeConfig, NodeConfig) {
+    let mut city_config = config(dirs[0].path(), "610900", city);
+    city_config.bridge.children = vec![link(county, Some("610921"))];
+    let mut county_config = config(dirs[1].path(), "610921", county);
+    county_config.bridge.parent = Some(link(city, None));
+    (city_config, county_config)
+}
+
+/// Starts `city` and `county`, the county taking records from `department`'s system (its token
+/// is [`support::token`]).
+async fn start_with_county_token(
+    city: NodeConfig,
+    mut county: NodeConfig,
+    department: &str,
+) -> (govex::node::RunningNode, govex::node::RunningNode) {
+    let role = govex_http::auth::Role::Department;
+    county.intake.tokens.push(govex_http::config::TokenConfig::of(department, &support::token(department), role));
+    (govex::node::start(city).await.unwrap(), govex::node::start(county).await.unwrap())
+}
+
 fn link(cluster: &Cluster, division: Option<&str>) -> LinkConfig {
     LinkConfig {
         division: division.map(|d| Division::parse(d).unwrap()),
@@ -169,11 +190,8 @@ async fn a_two_way_city_county_link_does_not_loop() {
     let (city_broker, county_broker) = (cluster(), cluster());
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let both_ways = vec![CASES.to_owned()];
-    let mut city = config(dirs[0].path(), "610900", &city_broker);
-    city.bridge.children = vec![link(&county_broker, Some("610921"))];
+    let (mut city, mut county) = city_and_county(&dirs, &city_broker, &county_broker);
     city.bridge.down_topics = both_ways.clone();
-    let mut county = config(dirs[1].path(), "610921", &county_broker);
-    county.bridge.parent = Some(link(&city_broker, None));
     county.bridge.down_topics = both_ways;
     let city = govex::node::start(city).await.unwrap();
     let county = govex::node::start(county).await.unwrap();
@@ -218,18 +236,9 @@ async fn schema_ids_are_translated_between_registries_and_what_cannot_be_forward
         let other = r#"{"type":"record","name":"Other","namespace":"cn.gov.exchange.test","fields":[{"name":"x","type":"long"}]}"#;
         registry.register("a-steward-subject-value", other).unwrap();
     }
-    let mut city = config(dirs[0].path(), "610900", &city_broker);
-    city.bridge.children = vec![link(&county_broker, Some("610921"))];
-    let mut county = config(dirs[1].path(), "610921", &county_broker);
-    county.bridge.parent = Some(link(&city_broker, None));
+    let (city, mut county) = city_and_county(&dirs, &city_broker, &county_broker);
     county.audit.anchor_interval_secs = 1;
-    county.intake.tokens.push(govex_http::config::TokenConfig::of(
-        "tax",
-        "bridge-test-tax",
-        govex_http::auth::Role::Department,
-    ));
-    let city = govex::node::start(city).await.unwrap();
-    let county = govex::node::start(county).await.unwrap();
+    let (city, county) = start_with_county_token(city, county, "tax").await;
 
     let licence = elicense::licence("TR0001", govex_sinks::elicense::Status::Valid, "11010519491231002X");
     elicense::publish_from(&city.bus, &city.registry, &[licence], "610900").await;
@@ -252,7 +261,7 @@ async fn schema_ids_are_translated_between_registries_and_what_cannot_be_forward
     // A use at the county is anchored there, and the anchor travels up to the city.
     let verified = reqwest::Client::new()
         .post(format!("http://{}/v1/licences/x/verify", county.api_addr().unwrap()))
-        .bearer_auth("bridge-test-tax")
+        .bearer_auth(support::token("tax"))
         .json(&serde_json::json!({ "purpose": "契税征收核验" }))
         .send()
         .await
@@ -305,20 +314,11 @@ async fn a_record_type_added_as_data_is_carried_up_when_the_catalogue_says_it_fl
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let catalog_file = dirs[2].path().join("catalog.toml");
     std::fs::write(&catalog_file, std::fs::read_to_string(repo.join("schemas/catalog.toml")).unwrap()).unwrap();
-    let mut city = config(dirs[0].path(), "610900", &city_broker);
-    city.bridge.children = vec![link(&county_broker, Some("610921"))];
+    let (mut city, mut county) = city_and_county(&dirs, &city_broker, &county_broker);
     city.catalog_file = Some(catalog_file.clone());
     city.intake.schema_refresh_ms = 200;
-    let mut county = config(dirs[1].path(), "610921", &county_broker);
-    county.bridge.parent = Some(link(&city_broker, None));
     county.intake.schema_refresh_ms = 200;
-    county.intake.tokens.push(govex_http::config::TokenConfig::of(
-        "market-regulation",
-        "test-token-of-market-regulation",
-        govex_http::auth::Role::Department,
-    ));
-    let city = govex::node::start(city).await.unwrap();
-    let county = govex::node::start(county).await.unwrap();
+    let (city, county) = start_with_county_token(city, county, "market-regulation").await;
 
     // Stewards onboard the record type at both levels, and the city's catalogue lists it.
     let http = reqwest::Client::new();
@@ -339,13 +339,9 @@ async fn a_record_type_added_as_data_is_carried_up_when_the_catalogue_says_it_fl
 
     let county_api = format!("http://{}", county.api_addr().unwrap());
     support::eventually("the county taking the record", Duration::from_secs(20), || async {
-        let answer = http
-            .post(format!("{county_api}/v1/market-regulation/business-licence"))
-            .bearer_auth("test-token-of-market-regulation")
-            .json(&record)
-            .send()
-            .await
-            .unwrap();
+        let answer =
+            support::post(&format!("{county_api}/v1/market-regulation/business-licence"), "market-regulation", &record)
+                .await;
         (answer.status() == 202).then_some(())
     })
     .await;

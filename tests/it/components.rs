@@ -113,13 +113,7 @@ async fn a_node_split_into_registry_intake_and_store_processes_works_as_one() {
         .await
         .unwrap();
     assert!(not_served(on_intake.status()), "the intake process answered a licence read with {}", on_intake.status());
-    let on_store = http
-        .post(format!("{store_base}/v1/platform/licence"))
-        .bearer_auth("test-token-of-platform")
-        .json(&record)
-        .send()
-        .await
-        .unwrap();
+    let on_store = crate::support::post(&format!("{store_base}/v1/platform/licence"), "platform", &record).await;
     assert!(not_served(on_store.status()), "the store process answered an intake request with {}", on_store.status());
     let about: Value = http.get(format!("{store_base}/")).send().await.unwrap().json().await.unwrap();
     assert_eq!(about["components"], serde_json::json!(["elicense", "dossier", "cases"]));

@@ -100,12 +100,10 @@ async fn published_lines(broker: &Arc<EmbeddedBroker>) -> HashMap<String, usize>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_killed_mid_way_and_rerun_publishes_each_line_exactly_once() {
-    let setup = setup().await;
-    let work = tempfile::tempdir().unwrap();
-    let (file, valid) = write_file(work.path(), 20_000);
-    let (bootstrap, registry) = (setup.bootstrap.clone(), setup.registry.clone());
+    let (setup, work) = (setup().await, tempfile::tempdir().unwrap());
+    let ((file, valid), bootstrap, registry) = (write_file(work.path(), 20_000), &setup.bootstrap, &setup.registry);
 
-    let mut first = spawn_import(&file, &bootstrap, &registry, "20");
+    let mut first = spawn_import(&file, bootstrap, registry, "20");
     let deadline = Instant::now() + Duration::from_secs(120);
     while done_through(&file) < 2_000 {
         assert!(Instant::now() < deadline, "the import made no progress");
@@ -139,7 +137,7 @@ async fn an_import_killed_mid_way_and_rerun_publishes_each_line_exactly_once() {
         "no line arrived twice: {:?}",
         counts.iter().filter(|(_, n)| **n > 1).take(5).collect::<Vec<_>>()
     );
-    assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64);
+    assert_eq!(support::records_in_topic(bootstrap, TOPIC, 3), valid as i64);
     let errors = std::fs::read_to_string(work.path().join("payments.ndjson.errors.ndjson")).unwrap();
     let mut lines: Vec<u64> = errors
         .lines()
@@ -163,20 +161,18 @@ async fn an_import_killed_mid_way_and_rerun_publishes_each_line_exactly_once() {
     .await
     .unwrap();
     assert!(third.status.success(), "{}", String::from_utf8_lossy(&third.stdout));
-    assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), 20_000);
+    assert_eq!(support::records_in_topic(bootstrap, TOPIC, 3), 20_000);
     assert!(published_lines(&setup.broker).await.values().all(|n| *n == 1));
     setup.node.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_sent_before_a_crash_is_not_sent_again() {
-    let setup = setup().await;
-    let work = tempfile::tempdir().unwrap();
-    let (file, valid) = write_file(work.path(), 100);
-    let (bootstrap, registry) = (setup.bootstrap.clone(), setup.registry.clone());
-    let run = |batch: &str| import_to_end(&file, &bootstrap, &registry, batch);
+    let (setup, work) = (setup().await, tempfile::tempdir().unwrap());
+    let ((file, valid), bootstrap, registry) = (write_file(work.path(), 100), &setup.bootstrap, &setup.registry);
+    let run = |batch: &str| import_to_end(&file, bootstrap, registry, batch);
     assert_eq!(run("10").await.status.code(), Some(2), "finished, with rejects");
-    assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64);
+    assert_eq!(support::records_in_topic(bootstrap, TOPIC, 3), valid as i64);
 
     // What a crash right after the last batch's send leaves behind: the batch pending in the
     // folder's state, and its 9 published records missing from the ledger.
@@ -198,9 +194,9 @@ async fn a_batch_sent_before_a_crash_is_not_sent_again() {
     // The next import in the folder, even of a copy of the file, finds the batch first.
     let copy = work.path().join("payments-copy.ndjson");
     std::fs::copy(&file, &copy).unwrap();
-    let output = import_to_end(&copy, &bootstrap, &registry, "10").await;
+    let output = import_to_end(&copy, bootstrap, registry, "10").await;
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64, "the pending batch was already there");
+    assert_eq!(support::records_in_topic(bootstrap, TOPIC, 3), valid as i64, "the pending batch was already there");
     let ledger = std::fs::read_to_string(&ledger_path).unwrap();
     assert_eq!(ledger.lines().filter(|l| !l.is_empty()).count(), valid, "the arrived batch is in the ledger again");
 
@@ -218,9 +214,9 @@ async fn a_batch_sent_before_a_crash_is_not_sent_again() {
         })
         .collect();
     std::fs::write(&reformatted, text).unwrap();
-    let output = import_to_end(&reformatted, &bootstrap, &registry, "10").await;
+    let output = import_to_end(&reformatted, bootstrap, registry, "10").await;
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64, "a reformatted file is the same records");
+    assert_eq!(support::records_in_topic(bootstrap, TOPIC, 3), valid as i64, "a reformatted file is the same records");
 
     // A ledger that lost lines is refused, not taken as "nothing published"; lines that are not
     // hashes are named.
@@ -230,7 +226,7 @@ async fn a_batch_sent_before_a_crash_is_not_sent_again() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("it lost lines"), "{stderr}");
     assert!(stderr.contains("unreadable=2"), "{stderr}");
-    assert_eq!(support::records_in_topic(&bootstrap, TOPIC, 3), valid as i64);
+    assert_eq!(support::records_in_topic(bootstrap, TOPIC, 3), valid as i64);
     setup.node.shutdown().await.unwrap();
 }
 

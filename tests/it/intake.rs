@@ -28,9 +28,15 @@ const RECORDS: [(&str, &str, &str); 4] = [
 
 /// A node with [`intake_config`], in a directory of its own that lives as long as it is kept.
 pub async fn intake_node() -> (tempfile::TempDir, govex::node::RunningNode) {
+    intake_node_with(|_| {}).await
+}
+
+/// A node with [`intake_config`] as `change` leaves it.
+pub async fn intake_node_with(change: impl FnOnce(&mut NodeConfig)) -> (tempfile::TempDir, govex::node::RunningNode) {
     let dir = tempfile::tempdir().unwrap();
-    let node = govex::node::start(intake_config(dir.path())).await.unwrap();
-    (dir, node)
+    let mut config = intake_config(dir.path());
+    change(&mut config);
+    (dir, govex::node::start(config).await.unwrap())
 }
 
 pub fn intake_config(dir: &std::path::Path) -> NodeConfig {

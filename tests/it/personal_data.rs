@@ -11,14 +11,10 @@ use serde_json::{json, Value};
 
 use crate::{
     elicense::{licence, licence_id, publish},
-    intake::intake_config,
+    support::token,
 };
 
 const HOLDER: &str = "61092119800101123X";
-
-fn token(name: &str) -> String {
-    format!("test-token-of-{name}")
-}
 
 struct Api {
     base: String,
@@ -237,11 +233,11 @@ async fn dossier_reads_state_a_purpose_and_land_in_the_use_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_are_rate_limited_per_token_with_retry_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = intake_config(dir.path());
-    config.api.reads_per_second = 1;
-    config.api.read_burst = 3;
-    let node = govex::node::start(config).await.unwrap();
+    let (_dir, node) = crate::intake::intake_node_with(|config| {
+        config.api.reads_per_second = 1;
+        config.api.read_burst = 3;
+    })
+    .await;
     let api = Api { base: format!("http://{}", node.api_addr().unwrap()), http: reqwest::Client::new() };
     let path = format!("/v1/licences/{}", licence_id("RL0001", 1));
     let mut statuses = Vec::new();
@@ -287,12 +283,12 @@ async fn an_anonymous_caller_is_refused_before_its_body_is_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_flooding_clients_cannot_hold_a_node() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = intake_config(dir.path());
-    config.listen.max_connections = 8;
-    config.listen.header_read_timeout_secs = 1;
-    config.listen.body_timeout_secs = 1;
-    let node = govex::node::start(config).await.unwrap();
+    let (_dir, node) = crate::intake::intake_node_with(|config| {
+        config.listen.max_connections = 8;
+        config.listen.header_read_timeout_secs = 1;
+        config.listen.body_timeout_secs = 1;
+    })
+    .await;
     let api = node.api_addr().unwrap();
     // Eight connections that never finish their headers take every API connection.
     let mut slow = Vec::new();

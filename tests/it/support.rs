@@ -226,3 +226,9 @@ pub fn token(department: &str) -> String {
 pub async fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     eventually(what, within, || std::future::ready(done().then_some(()))).await
 }
+
+/// `POST`s `body` to `url` as `department` (with [`token`]).
+pub async fn post(url: &str, department: &str, body: &serde_json::Value) -> reqwest::Response {
+    let request = reqwest::Client::new().post(url).bearer_auth(token(department)).json(body);
+    request.send().await.unwrap()
+}

@@ -577,6 +577,10 @@ mod tests {
         assert_eq!(findings.len(), 2, "{findings:?}");
         assert!(findings[0].starts_with("REWRITTEN: entry 3 on disk"), "{findings:?}");
         assert!(findings[1].starts_with("REWRITTEN: entry 6 on disk does not carry the anchored hash"), "{findings:?}");
+        // An entry removed from the middle of the disk is the walk's finding, not a rollback:
+        // the anchor names an entry before the disk's head.
+        let gap: Vec<AuditEntry> = all.iter().filter(|e| e.seq != 3).cloned().collect();
+        assert!(compare(&gap, &[], Some(&anchor_at(&all[2]))).is_empty(), "the anchor's entry is older than the head");
     }
 
     #[test]
