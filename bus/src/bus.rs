@@ -31,17 +31,17 @@ pub enum BusError {
     /// A topic could not be created.
     #[error("topic {topic} could not be created: {error}")]
     CreateTopic {
-        /// The topic.
+        /// The topic that could not be made.
         topic: String,
-        /// Why.
+        /// The broker's reason.
         error: String,
     },
     /// The registry's topic cannot be followed or written as the registry's view needs.
     #[error("the registry's topic {topic}: {error}")]
     RegistryTopic {
-        /// The topic.
+        /// The registry's topic (`gov.registry.schemas.v1`).
         topic: String,
-        /// Why.
+        /// What went wrong, and where (the broker, the view's store).
         error: String,
     },
     /// The brokers did not answer a metadata request.

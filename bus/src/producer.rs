@@ -38,7 +38,7 @@ pub struct Delivered {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("delivery to topic {topic} failed: {error}")]
 pub struct ProduceError {
-    /// The topic.
+    /// Where the record was going.
     pub topic: String,
     /// librdkafka's error.
     pub error: KafkaError,
@@ -47,7 +47,7 @@ pub struct ProduceError {
 /// One record to publish.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    /// The topic.
+    /// The topic it is published to.
     pub topic: String,
     /// The natural key.
     pub key: Vec<u8>,

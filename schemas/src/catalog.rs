@@ -132,7 +132,7 @@ pub enum CatalogError {
     UnknownTopic {
         /// The resource id.
         resource: String,
-        /// The topic.
+        /// The topic it names.
         topic: String,
     },
     /// Two resources share an id or a topic: who may read a record would depend on the

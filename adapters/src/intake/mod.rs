@@ -43,11 +43,11 @@ use crate::{
 pub struct Accepted {
     /// The event id (UUIDv7) in the record's headers.
     pub event_id: Uuid,
-    /// The topic.
+    /// The topic it is on.
     pub topic: String,
-    /// The partition.
+    /// Its partition there (records of one key share one).
     pub partition: i32,
-    /// The offset.
+    /// Its position in that partition: with the topic and partition, where a reader finds it.
     pub offset: i64,
 }
 

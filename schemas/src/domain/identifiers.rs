@@ -1,6 +1,6 @@
-//! The identifiers department records carry, and their check characters
-//! (`shared/reference/identifiers.md`): citizen identity numbers (GB 11643), unified social
-//! credit codes (GB 32100 with the GB 11714 organisation-code check), division codes
+//! The identifiers department records carry, and their check characters: citizen identity
+//! numbers (GB 11643), unified social credit codes (GB 32100 with the GB 11714
+//! organisation-code check), division codes
 //! (GB/T 2260, every county-level code of Shaanxi shipped as data), e-licence identifiers
 //! (ISO 7064 MOD 37,36) and property unit numbers.
 //!

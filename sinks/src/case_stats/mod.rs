@@ -20,7 +20,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family},
 };
 
-/// The topic.
+/// What case statistics are counted from: the platform's case events.
 pub const TOPIC: &str = govex_schemas::records::topics::CASE_EVENT;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
