@@ -449,7 +449,7 @@ fn parse_setting<S: Served>(body: &[u8]) -> Result<S, ApiError> {
         return Err(ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             code: S::BAD_BODY,
-            message: format!("Invalid {}: the field `{}` (a string) is missing", S::WHAT, S::PUT_FIELD),
+            message: format!("Invalid {}: the field `{}` must be there, as a string", S::WHAT, S::PUT_FIELD),
         });
     };
     Ok(S::parse(text)?)

@@ -292,6 +292,10 @@ async fn schema_ids_are_translated_between_registries_and_what_cannot_be_forward
     let stages =
         city.bus.scan_header(&format!("{CASES}.dlq"), &Default::default(), "__connect.errors.stage").await.unwrap();
     assert_eq!(stages, vec!["origin"]);
+    // The classes keep the names tools that read `.dlq` topics filter on.
+    let header = "__connect.errors.exception.class.name";
+    let classes = city.bus.scan_header(&format!("{CASES}.dlq"), &Default::default(), header).await.unwrap();
+    assert_eq!(classes, vec!["origin-outside-child"]);
     assert_eq!(support::records_in_topic(city_broker.bootstrap_servers(), CASES, 3), 0);
     county.shutdown().await.unwrap();
     city.shutdown().await.unwrap();

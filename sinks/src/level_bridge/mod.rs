@@ -268,6 +268,8 @@ struct Running {
 /// Why a bridge cannot forward a record as it is; it goes to this node's dead-letter topic.
 #[derive(Debug, thiserror::Error)]
 enum Unforwardable {
+    #[error("the record's envelope cannot be read: {0}")]
+    Envelope(govex_bus::envelope::EnvelopeError),
     #[error("schema id {id} is not known to the registry of {remote}")]
     UnknownSchemaId { id: u32, remote: Division },
     #[error("schema id {id} of {remote} cannot be registered here: {reason}")]
@@ -281,10 +283,13 @@ enum Unforwardable {
 impl Refusal for Unforwardable {
     fn class(&self) -> &'static str {
         match self {
-            Self::UnknownSchemaId { .. } => "unknown_schema_id",
-            Self::SchemaRefused { .. } => "schema_refused",
-            Self::OriginOutsideChild { .. } => "origin_outside_child",
-            Self::WireFormat => "wire_format",
+            // The names dead letters have carried since the bridge was built: tools that
+            // read `.dlq` topics filter on them.
+            Self::Envelope(_) => "envelope",
+            Self::UnknownSchemaId { .. } => "unknown-schema-id",
+            Self::SchemaRefused { .. } => "schema-refused",
+            Self::OriginOutsideChild { .. } => "origin-outside-child",
+            Self::WireFormat => "wire-format",
         }
     }
 }
@@ -341,7 +346,8 @@ impl Bridge {
 
     async fn forward(&self, link: &Running, message: &Incoming) -> Result<(), HandlerError> {
         let labels = LinkLabels { link: link.name.clone() };
-        let envelope = message.envelope().map_err(|e| HandlerError::refused(Stage::Envelope, &e))?;
+        let envelope =
+            message.envelope().map_err(|e| HandlerError::refused(Stage::Envelope, &Unforwardable::Envelope(e)))?;
         if link.direction == Direction::Up && !envelope.origin_division.is_within(link.remote) {
             return Err(HandlerError::refused(
                 Stage::Origin,
