@@ -525,6 +525,113 @@ fn check_rejects_untouched(path: &Path, state: &State) -> Result<(), ImportError
     })
 }
 
+/// Refuses a ledger that holds fewer records than the last import left: it lost lines, and
+/// what they stood for would be published again.
+fn check_ledger_kept(ledger: &Ledger, ledger_path: &Path, state: &State, state_path: &Path) -> Result<(), ImportError> {
+    if ledger.published.len() >= state.published {
+        return Ok(());
+    }
+    Err(ImportError::Refused {
+        path: ledger_path.display().to_string(),
+        reason: format!(
+            "holds {} records, but the last import left {}: it lost lines, and what they stood for would be \
+             published again. Restore it, or delete {} to import as if nothing had been published",
+            ledger.published.len(),
+            state.published,
+            state_path.display()
+        ),
+    })
+}
+
+/// A batch was being sent when an import stopped (of this file or another of the folder):
+/// what of it arrived on `topic` (read from its watermarks) is recorded as published.
+async fn record_what_arrived(
+    bus: &Bus,
+    topic: &str,
+    pending: &PendingBatch,
+    ledger: &mut Ledger,
+) -> Result<(), ImportError> {
+    let arrived: Vec<String> = bus
+        .scan_header(topic, &pending.watermarks, IMPORT_HEADER)
+        .await
+        .map_err(|e| ImportError::Bus(e.to_string()))?
+        .into_iter()
+        .filter(|h| h.len() == 32 && !ledger.published.contains(h))
+        .collect();
+    tracing::info!(
+        arrived = arrived.len(),
+        file = pending.file,
+        first = pending.first_line,
+        last = pending.last_line,
+        "an interrupted batch: what arrived is recorded as published"
+    );
+    ledger.record(&arrived)
+}
+
+/// The rejects file (refused records as they were written, to fix and import again) and its
+/// errors file (one JSON line per refused record, naming its line in both files), with the
+/// length and hash of what was written, so that a rerun can tell whether a person edited it.
+struct Rejects<'a> {
+    rejects: File,
+    errors: File,
+    rejects_path: &'a Path,
+    errors_path: &'a Path,
+    written: Sha256,
+    written_len: u64,
+    /// Lines in the rejects file so far (a CSV record may span several).
+    lines: usize,
+}
+
+impl<'a> Rejects<'a> {
+    /// What the rejects file holds right after [`Rejects::create`]: the header, if any.
+    fn header_only(header: Option<&str>) -> Written {
+        let header_line = header.map(|h| format!("{h}\n")).unwrap_or_default();
+        Written { len: header_line.len() as u64, sha256: govex_bus::hex(&Sha256::digest(header_line.as_bytes())) }
+    }
+
+    /// Creates both files; the rejects file is imported as it is once fixed, so for CSV it
+    /// starts with the header.
+    fn create(rejects_path: &'a Path, errors_path: &'a Path, header: Option<&str>) -> Result<Self, ImportError> {
+        let header_line = header.map(|h| format!("{h}\n")).unwrap_or_default();
+        let mut rejects = private_file(rejects_path)?;
+        rejects.write_all(header_line.as_bytes()).map_err(file_error(rejects_path))?;
+        let mut written = Sha256::new();
+        written.update(header_line.as_bytes());
+        Ok(Self {
+            rejects,
+            errors: private_file(errors_path)?,
+            rejects_path,
+            errors_path,
+            written,
+            written_len: header_line.len() as u64,
+            lines: usize::from(header.is_some()),
+        })
+    }
+
+    /// Writes a refused record and its violations.
+    fn write(&mut self, record: &FileRecord, violations: &[Violation]) -> Result<(), ImportError> {
+        let rejects_line = self.lines + 1;
+        let line = format!("{}\n", record.raw);
+        self.rejects.write_all(line.as_bytes()).map_err(file_error(self.rejects_path))?;
+        self.written.update(line.as_bytes());
+        self.written_len += line.len() as u64;
+        self.lines += record.raw.lines().count().max(1);
+        let entry = serde_json::json!({ "line": record.line, "rejects_line": rejects_line, "errors": violations });
+        writeln!(self.errors, "{entry}").map_err(file_error(self.errors_path))
+    }
+
+    /// Both files on disk.
+    fn sync(&self) -> Result<(), ImportError> {
+        self.rejects.sync_data().map_err(file_error(self.rejects_path))?;
+        self.errors.sync_data().map_err(file_error(self.errors_path))
+    }
+
+    /// What the rejects file holds so far, as the state records it.
+    fn written(&self) -> Written {
+        Written { len: self.written_len, sha256: govex_bus::hex(&self.written.clone().finalize()) }
+    }
+}
+
 /// Imports the file: every record not yet published from this folder is checked and
 /// published, the others skipped. Stops after the current batch when `interrupt` is
 /// cancelled.
@@ -547,40 +654,12 @@ pub async fn run_import(
             path: options.file.display().to_string(),
             reason: format!("{} does not send '{}' records", options.department, options.record),
         })?;
-    let ledger_path = options.ledger_path();
+    let (ledger_path, state_path) = (options.ledger_path(), options.state_path());
     let mut ledger = Ledger::open(&ledger_path, &what)?;
-    let state_path = options.state_path();
     let mut state = read_state(&state_path)?;
-    if ledger.published.len() < state.published {
-        return Err(ImportError::Refused {
-            path: ledger_path.display().to_string(),
-            reason: format!(
-                "holds {} records, but the last import left {}: it lost lines, and what they stood for would be \
-                 published again. Restore it, or delete {} to import as if nothing had been published",
-                ledger.published.len(),
-                state.published,
-                state_path.display()
-            ),
-        });
-    }
+    check_ledger_kept(&ledger, &ledger_path, &state, &state_path)?;
     if let Some(pending) = state.pending.take() {
-        // A batch was being sent when an import stopped (of this file or another of the
-        // folder): what of it arrived is published.
-        let arrived: Vec<String> = bus
-            .scan_header(&topic, &pending.watermarks, IMPORT_HEADER)
-            .await
-            .map_err(|e| ImportError::Bus(e.to_string()))?
-            .into_iter()
-            .filter(|h| h.len() == 32 && !ledger.published.contains(h))
-            .collect();
-        tracing::info!(
-            arrived = arrived.len(),
-            file = pending.file,
-            first = pending.first_line,
-            last = pending.last_line,
-            "an interrupted batch: what arrived is recorded as published"
-        );
-        ledger.record(&arrived)?;
+        record_what_arrived(bus, &topic, &pending, &mut ledger).await?;
     }
     state.published = ledger.published.len();
     state.file = options.file.display().to_string();
@@ -588,21 +667,11 @@ pub async fn run_import(
     let (reject_path, errors_path) = (options.reject_path(), options.errors_path());
     let reject_name = reject_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     check_rejects_untouched(&reject_path, &state)?;
-    // The rejects file is imported as it is once fixed: for CSV it starts with the header.
-    let header_line = header.as_ref().map(|h| format!("{h}\n")).unwrap_or_default();
-    let mut written = Sha256::new();
-    written.update(header_line.as_bytes());
-    let mut written_len = header_line.len() as u64;
-    let mark = |written: &Sha256, len: u64| Written { len, sha256: govex_bus::hex(&written.clone().finalize()) };
-    state.rejects.insert(reject_name.clone(), mark(&written, written_len));
+    // The state expects the new rejects file before it is made: a crash in between leaves a
+    // file that does not match, which the next run refuses to overwrite unread.
+    state.rejects.insert(reject_name.clone(), Rejects::header_only(header.as_deref()));
     write_state(&state_path, &state)?;
-
-    let mut rejects = private_file(&reject_path)?;
-    let mut errors = private_file(&errors_path)?;
-    let reject_fail = file_error(&reject_path);
-    let errors_fail = file_error(&errors_path);
-    rejects.write_all(header_line.as_bytes()).map_err(&reject_fail)?;
-    let mut reject_lines = usize::from(header.is_some());
+    let mut rejects = Rejects::create(&reject_path, &errors_path, header.as_deref())?;
 
     let mut summary = ImportSummary { total: records.len(), ..ImportSummary::default() };
     progress.advance(0, summary.total);
@@ -658,22 +727,14 @@ pub async fn run_import(
             for violation in &violations {
                 *summary.rejected_by_rule.entry(violation.rule.clone()).or_default() += 1;
             }
-            let rejects_line = reject_lines + 1;
-            let line = format!("{}\n", record.raw);
-            rejects.write_all(line.as_bytes()).map_err(&reject_fail)?;
-            written.update(line.as_bytes());
-            written_len += line.len() as u64;
-            reject_lines += record.raw.lines().count().max(1);
-            let entry = serde_json::json!({ "line": record.line, "rejects_line": rejects_line, "errors": violations });
-            writeln!(errors, "{entry}").map_err(&errors_fail)?;
+            rejects.write(record, &violations)?;
             summary.rejected += 1;
         }
-        rejects.sync_data().map_err(&reject_fail)?;
-        errors.sync_data().map_err(&errors_fail)?;
+        rejects.sync()?;
         state.published = ledger.published.len();
         state.done_through = last_line;
         state.pending = None;
-        state.rejects.insert(reject_name.clone(), mark(&written, written_len));
+        state.rejects.insert(reject_name.clone(), rejects.written());
         write_state(&state_path, &state)?;
         progress.advance(summary.skipped + summary.published + summary.rejected, summary.total);
     }
