@@ -199,15 +199,15 @@ async fn a_two_way_city_county_link_does_not_loop() {
     publish_case(&county.bus, &county.registry, "610921", 7).await;
     wait_for_records(&city_broker, CASES, 1).await;
     // The record comes back down to the county's bridge, which must drop it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let metrics = reqwest::get(format!("http://{}/metrics", county.ops_addr)).await.unwrap().text().await.unwrap();
-        if metrics.contains(r#"govex_bridge_dropped_loop_records_total{link="down-from-610900"} 1"#) {
-            break;
+    let ops = county.ops_addr;
+    support::eventually_saw("the county seeing its record come back", Duration::from_secs(60), || async move {
+        let metrics = reqwest::get(format!("http://{ops}/metrics")).await.unwrap().text().await.unwrap();
+        match metrics.contains(r#"govex_bridge_dropped_loop_records_total{link="down-from-610900"} 1"#) {
+            true => Ok(()),
+            false => Err(metrics),
         }
-        assert!(tokio::time::Instant::now() < deadline, "the county never saw its record come back:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     assert_eq!(support::records_in_topic(county_broker.bootstrap_servers(), CASES, 3), 1, "nothing came back");
     assert_eq!(support::records_in_topic(city_broker.bootstrap_servers(), CASES, 3), 1);
     county.shutdown().await.unwrap();
@@ -248,15 +248,15 @@ async fn schema_ids_are_translated_between_registries_and_what_cannot_be_forward
     assert_ne!(city_ids, county_ids, "the registries' ids differ");
     assert_eq!(county_ids, vec![county_licence_id], "the forwarded value names the county's id of its schema");
     // The county's store reads it with the county's registry.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let metrics = reqwest::get(format!("http://{}/metrics", county.ops_addr)).await.unwrap().text().await.unwrap();
-        if metrics.contains("govex_elicense_store_licences 1") {
-            break;
+    let ops = county.ops_addr;
+    support::eventually_saw("the county applying the licence", Duration::from_secs(60), || async move {
+        let metrics = reqwest::get(format!("http://{ops}/metrics")).await.unwrap().text().await.unwrap();
+        match metrics.contains("govex_elicense_store_licences 1") {
+            true => Ok(()),
+            false => Err(metrics),
         }
-        assert!(tokio::time::Instant::now() < deadline, "the county never applied the licence:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 
     // A use at the county is anchored there, and the anchor travels up to the city.
     let verified = reqwest::Client::new()

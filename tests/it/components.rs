@@ -88,21 +88,18 @@ async fn a_node_split_into_registry_intake_and_store_processes_works_as_one() {
     assert_eq!(accepted.status(), StatusCode::ACCEPTED, "{:?}", accepted.text().await);
 
     let store_base = format!("http://{}", store.api_addr().unwrap());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let licence: Value = loop {
-        let response = http
-            .get(format!("{store_base}/v1/licences/{licence_id}"))
-            .query(&[("purpose", "核验")])
-            .bearer_auth("test-token-of-land-registry")
-            .send()
-            .await
-            .unwrap();
-        if response.status() == StatusCode::OK {
-            break response.json().await.unwrap();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the store process never saw the licence");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let licence: Value =
+        crate::support::eventually("the store process seeing the licence", Duration::from_secs(60), || {
+            let request = http.get(format!("{store_base}/v1/licences/{licence_id}")).query(&[("purpose", "核验")]);
+            async move {
+                let response = request.bearer_auth("test-token-of-land-registry").send().await.unwrap();
+                match response.status() == StatusCode::OK {
+                    true => Some(response.json().await.unwrap()),
+                    false => None,
+                }
+            }
+        })
+        .await;
     assert_eq!(licence["licence_id"], licence_id.as_str());
 
     // Each process serves only its own routes.

@@ -33,15 +33,14 @@ async fn the_dossier_gathers_every_department_and_honours_sharing_classes() {
             request.send().await.unwrap().json::<Value>().await.unwrap()
         }
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let clerk = loop {
+    let clerk = crate::support::eventually_saw("the dossier filling", Duration::from_secs(60), || async {
         let view = dossier("land-registry").await;
-        if view["parts"].as_object().is_some_and(|p| p.len() == 3) {
-            break view;
+        match view["parts"].as_object().is_some_and(|p| p.len() == 3) {
+            true => Ok(view),
+            false => Err(view.to_string()),
         }
-        assert!(tokio::time::Instant::now() < deadline, "the dossier did not fill: {view}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     let parts = &clerk["parts"];
     assert_eq!(parts["contract_filing"]["source_department"], "housing");
     assert_eq!(parts["contract_filing"]["record"]["total_price"], "568000.00");
@@ -77,16 +76,17 @@ async fn the_dossier_gathers_every_department_and_honours_sharing_classes() {
         http.post(format!("{base}/v1/housing/contract-filing")).bearer_auth(token("housing")).json(&filing_only).send();
     assert_eq!(response.await.unwrap().status(), 202);
     let other_unit = property_unit_number(43);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let other = loop {
+    let other = crate::support::eventually_saw("the second filing arriving", Duration::from_secs(60), || {
         let request = http.get(format!("{base}/v1/dossiers/{other_unit}")).query(&[("purpose", "并联审核")]);
-        let view: Value = request.bearer_auth(token("housing")).send().await.unwrap().json().await.unwrap();
-        if view["parts"]["contract_filing"].is_object() {
-            break view;
+        async move {
+            let view: Value = request.bearer_auth(token("housing")).send().await.unwrap().json().await.unwrap();
+            match view["parts"]["contract_filing"].is_object() {
+                true => Ok(view),
+                false => Err(view.to_string()),
+            }
         }
-        assert!(tokio::time::Instant::now() < deadline, "the second filing did not arrive: {view}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     assert_eq!(other["parts"]["deed_tax_payment"], housing["parts"]["deed_tax_payment"], "{other}");
 
     let missing = http

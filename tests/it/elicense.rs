@@ -101,15 +101,11 @@ async fn licences_are_served_verified_masked_and_every_use_is_logged() {
             .send()
     };
     // Wait until the sink has applied everything (the last valid licence is SN0005).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    support::eventually("the sink applying the licences", Duration::from_secs(60), || async {
         let response = get(licence_id("SN0005", 1), "land-registry", "等待").await.unwrap();
-        if response.status() == StatusCode::OK {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the sink did not apply the licences");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (response.status() == StatusCode::OK).then_some(())
+    })
+    .await;
 
     // Masking: land registry is entitled to personal data, housing is not.
     let full: Value =

@@ -198,15 +198,14 @@ async fn dossier_reads_state_a_purpose_and_land_in_the_use_log() {
         api.http.get(format!("{}{path}", api.base)).bearer_auth(token("land-registry")).send().await.unwrap();
     assert_eq!(unpurposed.status(), StatusCode::BAD_REQUEST);
     assert_eq!(unpurposed.json::<Value>().await.unwrap()["errors"][0]["rule"], "purpose-required");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let dossier: Value = loop {
+    let dossier: Value = crate::support::eventually("the dossier filling", Duration::from_secs(60), || async {
         let response = api.get(&path, "land-registry", "并联审核").await;
-        if response.status() == StatusCode::OK {
-            break response.json().await.unwrap();
+        match response.status() == StatusCode::OK {
+            true => Some(response.json().await.unwrap()),
+            false => None,
         }
-        assert!(tokio::time::Instant::now() < deadline, "the dossier did not fill");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     let buyers = &dossier["parts"]["contract_filing"]["record"]["buyers"];
     assert_eq!(buyers[0]["identifier_number"], govex_adapters::samples::citizen_id(7), "entitled: unmasked");
     // Provident fund reads the filing without personal data: names show the surname only.

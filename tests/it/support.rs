@@ -222,6 +222,25 @@ pub fn token(department: &str) -> String {
     format!("test-token-of-{department}")
 }
 
+/// Like [`eventually`], and a failure says what the last attempt saw: `attempt` answers
+/// `Ok(done)`, or `Err(what it saw)`.
+pub async fn eventually_saw<T, F: std::future::Future<Output = Result<T, String>>>(
+    what: &str,
+    within: Duration,
+    mut attempt: impl FnMut() -> F,
+) -> T {
+    let started = tokio::time::Instant::now();
+    loop {
+        match attempt().await {
+            Ok(done) => return done,
+            Err(saw) => {
+                assert!(started.elapsed() < within, "{what} did not happen within {within:?}; last seen: {saw}")
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until `done` holds, checking every 50 ms; fails the test naming `what` after `within`.
 pub async fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     eventually(what, within, || std::future::ready(done().then_some(()))).await
