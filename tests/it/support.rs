@@ -165,14 +165,12 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     within: Duration,
     mut attempt: impl FnMut() -> F,
 ) -> T {
-    let started = tokio::time::Instant::now();
-    loop {
-        if let Some(done) = attempt().await {
-            return done;
-        }
-        assert!(started.elapsed() < within, "{what} did not happen within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let nothing = || "nothing yet".to_owned();
+    eventually_saw(what, within, || {
+        let attempted = attempt();
+        async move { attempted.await.ok_or_else(nothing) }
+    })
+    .await
 }
 
 /// Waits until `url` (a `/readyz`) answers 200; fails the test after 60 s, with the last
