@@ -49,7 +49,7 @@ pub struct RunningNode {
     /// The node's registry client.
     pub registry: RegistryClient,
     /// What keeps this process's registry view following its topic (none with an external
-    /// registry); dropped last.
+    /// registry); dropped before the context, whose bus it follows.
     _schema_log: Option<SchemaLog>,
     /// The node's metrics.
     pub metrics: Metrics,
@@ -57,14 +57,12 @@ pub struct RunningNode {
     pub topics: Vec<String>,
     /// The department intake (none when the intake component does not run here).
     intake: Option<Arc<Intake>>,
+    /// Stops the API listener; cancelled first at shutdown.
     intake_stop: CancellationToken,
-    /// Cuts every listener's connections when the shutdown grace period runs out.
-    cut: CancellationToken,
-    intake_tasks: TaskTracker,
-    background: CancellationToken,
-    background_tasks: TaskTracker,
-    /// What the components shared (their stores): kept open while the node runs.
-    _context: Context,
+    /// What the components started and shared: its `requests` are the API's work, its
+    /// `stop` and `tasks` the background's, its `cut` ends every connection when the grace
+    /// period runs out; its stores stay open while the node runs.
+    context: Context,
 }
 
 /// Makes sure `dir` exists and can be written, before anything is started.
@@ -548,11 +546,7 @@ impl RunningNode {
             metrics: cx.metrics.clone(),
             topics,
             intake_stop,
-            cut: cx.cut.clone(),
-            intake_tasks: cx.requests.clone(),
-            background: cx.stop.clone(),
-            background_tasks: cx.tasks.clone(),
-            _context: cx,
+            context: cx,
         })
     }
 }
@@ -642,7 +636,7 @@ impl RunningNode {
     /// Token that background components (consumers) stop on; they must be spawned on
     /// [`RunningNode::spawn_background`] so shutdown waits for them to drain.
     pub fn background_token(&self) -> CancellationToken {
-        self.background.clone()
+        self.context.stop.clone()
     }
 
     /// Runs a background component (a sink's consumer) under the node's shutdown.
@@ -650,7 +644,7 @@ impl RunningNode {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.background_tasks.spawn(task);
+        self.context.tasks.spawn(task);
     }
 
     /// Shuts down in order: stop intake, drain the sinks, flush the producer; the sinks'
@@ -663,7 +657,7 @@ impl RunningNode {
     pub async fn shutdown(self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.config.listen.shutdown_grace();
         let cut_at_deadline = |tasks: TaskTracker, what: &'static str| {
-            let cut = self.cut.clone();
+            let cut = self.context.cut.clone();
             async move {
                 tasks.close();
                 if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
@@ -675,11 +669,11 @@ impl RunningNode {
         };
         tracing::info!("stopping intake");
         self.intake_stop.cancel();
-        cut_at_deadline(self.intake_tasks.clone(), "intake").await;
+        cut_at_deadline(self.context.requests.clone(), "intake").await;
 
         tracing::info!("draining consumers");
-        self.background.cancel();
-        cut_at_deadline(self.background_tasks.clone(), "consumers, ops and registry").await;
+        self.context.stop.cancel();
+        cut_at_deadline(self.context.tasks.clone(), "consumers, ops and registry").await;
 
         tracing::info!(in_flight = self.bus.producer().in_flight(), "flushing the producer");
         self.bus

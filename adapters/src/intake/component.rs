@@ -24,10 +24,7 @@ pub async fn build(cx: &mut Context, config: &IntakeConfig) -> Result<(), StartE
     let intake = Arc::new(intake);
     // Versions stewards push go live without a restart.
     let (following, every, stop) = (intake.clone(), cx.refresh, cx.stop.clone());
-    cx.spawn("intake", async move {
-        following.follow(every, stop).await;
-        Ok::<(), std::convert::Infallible>(())
-    });
+    cx.tasks.spawn(following.follow(every, stop));
     let server = Arc::new(IntakeServer::new(
         intake.clone(),
         cx.tokens.clone(),

@@ -61,7 +61,7 @@ pub async fn store(cx: &mut Context, audit: &AuditConfig) -> Result<LicenceStore
         .map_err(failed("the use log cannot be replicated"))?;
     use_log.replicate(Arc::new(replication));
     let (stop, every) = (cx.stop.clone(), Duration::from_secs(audit.anchor_interval_secs.max(1)));
-    cx.spawn("use-log anchors", async move {
+    cx.tasks.spawn(async move {
         let mut ticks = tokio::time::interval(every);
         loop {
             let stopping = tokio::select! {
@@ -74,7 +74,7 @@ pub async fn store(cx: &mut Context, audit: &AuditConfig) -> Result<LicenceStore
                 Err(e) => tracing::warn!(error = %e, "the use log could not be anchored; trying again"),
             }
             if stopping {
-                return Ok::<(), std::convert::Infallible>(());
+                return;
             }
         }
     });
