@@ -29,6 +29,30 @@ pub fn problem(status: StatusCode, kind: &str, title: &str, detail: impl Into<St
     (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], problem_body(status, kind, title, detail, errors)).into_response()
 }
 
+/// An answer that ends a handler before its work: a refused token, a missing purpose, a store
+/// that failed. Handlers return `Result<Response, Refused>` so that each check is one `?`
+/// instead of a `match` that returns; it is boxed because a `Response` is large and most
+/// results are not refusals.
+pub struct Refused(Box<Response>);
+
+impl From<Response> for Refused {
+    fn from(response: Response) -> Self {
+        Self(Box::new(response))
+    }
+}
+
+impl From<Box<Response>> for Refused {
+    fn from(response: Box<Response>) -> Self {
+        Self(response)
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
 /// A JSON request body of type `T`. A body that is not JSON, or does not fit `T`, is answered
 /// with problem details naming the place (a JSON pointer) and the rule, never the value found
 /// there: axum's own `Json` echoes serde's message, which quotes the value (a citizen

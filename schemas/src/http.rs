@@ -162,8 +162,8 @@ fn routes(registry: Registry) -> Router {
             "/mode/{subject}",
             get(get_subject_setting::<Mode>).put(put_subject_setting::<Mode>).delete(delete_subject_setting::<Mode>),
         )
-        .route("/compatibility/subjects/{subject}/versions", post(test_all_versions))
-        .route("/compatibility/subjects/{subject}/versions/{version}", post(test_version))
+        .route("/compatibility/subjects/{subject}/versions", post(test_compatibility))
+        .route("/compatibility/subjects/{subject}/versions/{version}", post(test_compatibility))
         .with_state(registry)
 }
 
@@ -496,34 +496,28 @@ async fn delete_subject_setting<S: Served>(
     setting_answer(S::GET_FIELD, previous.as_str())
 }
 
-fn compatibility_reply(messages: Vec<String>, verbose: bool) -> Result<Response, ApiError> {
+/// The path of a compatibility test: against one version of the subject, or (no version)
+/// against every version its compatibility setting says to check.
+#[derive(Deserialize)]
+struct CompatibilityPath {
+    subject: String,
+    version: Option<String>,
+}
+
+async fn test_compatibility(
+    State(registry): State<Registry>,
+    Path(path): Path<CompatibilityPath>,
+    Query(flags): Query<Flags>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request = parse_request(&body)?;
+    let version = path.version.as_deref().map(parse_version).transpose()?;
+    let messages = registry.test_compatibility(&path.subject, version, &request.schema)?;
     let mut body = json!({ "is_compatible": messages.is_empty() });
-    if verbose {
+    if flags.verbose {
         body["messages"] = json!(messages);
     }
     ok(body)
-}
-
-async fn test_version(
-    State(registry): State<Registry>,
-    Path((subject, version)): Path<(String, String)>,
-    Query(flags): Query<Flags>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let request = parse_request(&body)?;
-    let messages = registry.test_compatibility(&subject, Some(parse_version(&version)?), &request.schema)?;
-    compatibility_reply(messages, flags.verbose)
-}
-
-async fn test_all_versions(
-    State(registry): State<Registry>,
-    Path(subject): Path<String>,
-    Query(flags): Query<Flags>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let request = parse_request(&body)?;
-    let messages = registry.test_compatibility(&subject, None, &request.schema)?;
-    compatibility_reply(messages, flags.verbose)
 }
 
 #[cfg(test)]

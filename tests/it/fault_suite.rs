@@ -150,20 +150,16 @@ async fn fault_suite_nothing_lost_nothing_doubled() {
     }
 
     under_load!("none (baseline)", 4, {});
+    use RDKafkaRespErr::{
+        RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE as COORDINATOR_NOT_AVAILABLE,
+        RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS as NOT_ENOUGH_REPLICAS,
+        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT as REQUEST_TIMED_OUT,
+    };
     under_load!("produce errors NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT", 4, {
-        let errors = [
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-        ]
-        .repeat(10);
-        broker.request_errors(RDKafkaApiKey::Produce, &errors).unwrap();
+        broker.request_errors(RDKafkaApiKey::Produce, &[NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT].repeat(10)).unwrap();
     });
     under_load!("offset-commit errors", 4, {
-        let errors = [
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
-        ]
-        .repeat(5);
+        let errors = [REQUEST_TIMED_OUT, COORDINATOR_NOT_AVAILABLE].repeat(5);
         broker.request_errors(RDKafkaApiKey::OffsetCommit, &errors).unwrap();
     });
     under_load!("a broker down and up again", 4, {

@@ -134,8 +134,36 @@ async fn every_department_record_is_accepted_once_the_broker_has_it_and_reads_ba
     node.shutdown().await.unwrap();
 }
 
-/// (department, record, JSON pointer to change, new value, expected pointer and rule).
+/// The intake route of deed-tax payments, which most of the HTTP tests send.
+const TAX_PAYMENTS: &str = "/v1/tax/deed-tax-payment";
+
+/// The rule cases, one a line: department, record, the JSON pointer to change, the rule
+/// expected (`rule@pointer` where it is expected at another pointer than the one changed),
+/// and the new value (JSON; `null` removes the field).
+const RULE_CASES: &str = r#"
+tax             deed-tax-payment  /taxpayer/identifier_number     citizen-id-check                               "110105194912310021"
+provident-fund  event             /holder_citizen_id              citizen-id-birth-date                          $future_citizen
+housing         contract-filing   /seller_credit_code             credit-code-check                              "91110000600037341M"
+housing         contract-filing   /seller_credit_code             credit-code-organisation-check                 "91110000600037351L"
+tax             deed-tax-payment  /division                       division-exists                                "610999"
+land-registry   registration      /division                       division-province                              "990921"
+provident-fund  event             /licence_id                     licence-id-check                               "1.2.156.3005.2.11100000000013338W011.11430000006122244L.20230000403.001.V"
+provident-fund  event             /licence_id                     licence-required                               null
+housing         contract-filing   /property_unit_number           property-unit-number-division                  "610999001001GB00001F00010001"
+housing         contract-filing   /property_unit_number           pattern                                        "610921001001GB00001F0001"
+tax             deed-tax-payment  /paid_at                        time-not-in-future                             "2099-01-01T00:00:00+08:00"
+housing         contract-filing   /total_price                    pattern                                        "-1.00"
+housing         contract-filing   /area_m2                        pattern                                        "98.765"
+tax             deed-tax-payment  /tax_amount                     deed-tax-amount                                "8520.01"
+land-registry   registration      /right_holders/0/co_ownership   share-required@/right_holders/0/share_percent  "SHARED"
+land-registry   registration      /right_holders/0/share_percent  share-only-when-shared                         "50.00"
+land-registry   registration      /registration_type              enum                                           "GIFT"
+tax             deed-tax-payment  /voucher_number                 required                                       null
+"#;
+
+/// [`RULE_CASES`] as (department, record, pointer to change, new value, expected pointer and rule).
 fn rule_cases() -> Vec<(&'static str, &'static str, &'static str, Value, &'static str, &'static str)> {
+    // A citizen identity number, right but for a birth date in the future.
     let future_citizen = {
         let body = "61090220990101001";
         let weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
@@ -143,89 +171,18 @@ fn rule_cases() -> Vec<(&'static str, &'static str, &'static str, Value, &'stati
         let check = (12 - sum % 11) % 11;
         format!("{body}{}", if check == 10 { 'X' } else { char::from(b'0' + check as u8) })
     };
-    vec![
-        (
-            "tax",
-            "deed-tax-payment",
-            "/taxpayer/identifier_number",
-            json!("110105194912310021"),
-            "/taxpayer/identifier_number",
-            "citizen-id-check",
-        ),
-        (
-            "provident-fund",
-            "event",
-            "/holder_citizen_id",
-            json!(future_citizen),
-            "/holder_citizen_id",
-            "citizen-id-birth-date",
-        ),
-        (
-            "housing",
-            "contract-filing",
-            "/seller_credit_code",
-            json!("91110000600037341M"),
-            "/seller_credit_code",
-            "credit-code-check",
-        ),
-        (
-            "housing",
-            "contract-filing",
-            "/seller_credit_code",
-            json!("91110000600037351L"),
-            "/seller_credit_code",
-            "credit-code-organisation-check",
-        ),
-        ("tax", "deed-tax-payment", "/division", json!("610999"), "/division", "division-exists"),
-        ("land-registry", "registration", "/division", json!("990921"), "/division", "division-province"),
-        (
-            "provident-fund",
-            "event",
-            "/licence_id",
-            json!("1.2.156.3005.2.11100000000013338W011.11430000006122244L.20230000403.001.V"),
-            "/licence_id",
-            "licence-id-check",
-        ),
-        ("provident-fund", "event", "/licence_id", Value::Null, "/licence_id", "licence-required"),
-        (
-            "housing",
-            "contract-filing",
-            "/property_unit_number",
-            json!("610999001001GB00001F00010001"),
-            "/property_unit_number",
-            "property-unit-number-division",
-        ),
-        (
-            "housing",
-            "contract-filing",
-            "/property_unit_number",
-            json!("610921001001GB00001F0001"),
-            "/property_unit_number",
-            "pattern",
-        ),
-        ("tax", "deed-tax-payment", "/paid_at", json!("2099-01-01T00:00:00+08:00"), "/paid_at", "time-not-in-future"),
-        ("housing", "contract-filing", "/total_price", json!("-1.00"), "/total_price", "pattern"),
-        ("housing", "contract-filing", "/area_m2", json!("98.765"), "/area_m2", "pattern"),
-        ("tax", "deed-tax-payment", "/tax_amount", json!("8520.01"), "/tax_amount", "deed-tax-amount"),
-        (
-            "land-registry",
-            "registration",
-            "/right_holders/0/co_ownership",
-            json!("SHARED"),
-            "/right_holders/0/share_percent",
-            "share-required",
-        ),
-        (
-            "land-registry",
-            "registration",
-            "/right_holders/0/share_percent",
-            json!("50.00"),
-            "/right_holders/0/share_percent",
-            "share-only-when-shared",
-        ),
-        ("land-registry", "registration", "/registration_type", json!("GIFT"), "/registration_type", "enum"),
-        ("tax", "deed-tax-payment", "/voucher_number", Value::Null, "/voucher_number", "required"),
-    ]
+    let cases = RULE_CASES.lines().filter(|line| !line.trim().is_empty());
+    cases
+        .map(|line| {
+            let columns: Vec<&'static str> = line.split_whitespace().collect();
+            let value = match columns[4] {
+                "$future_citizen" => json!(future_citizen),
+                value => serde_json::from_str(value).unwrap_or_else(|e| panic!("{line}: {e}")),
+            };
+            let (rule, expected_at) = columns[3].split_once('@').unwrap_or((columns[3], columns[2]));
+            (columns[0], columns[1], columns[2], value, expected_at, rule)
+        })
+        .collect()
 }
 
 fn set(body: &mut Value, pointer: &str, value: Value) {
@@ -299,7 +256,7 @@ async fn every_domain_rule_passes_the_sample_and_fails_its_case() {
 async fn auth_content_type_size_and_problem_details() {
     let (_dir, node) = intake_node().await;
     let body = sample("tax", "deed-tax-payment", 3).unwrap().to_string();
-    let path = "/v1/tax/deed-tax-payment";
+    let path = TAX_PAYMENTS;
 
     let (status, problem, content) = post(&node, path, None, "application/json", body.clone(), None).await;
     assert_eq!((status, content.as_str()), (401, "application/problem+json"));
@@ -402,7 +359,7 @@ async fn a_batch_answers_line_by_line_and_publishes_only_the_valid_lines() {
 async fn a_retry_with_the_same_idempotency_key_gets_the_first_answer_and_publishes_nothing() {
     let (dir, node) = intake_node().await;
     let body = sample("tax", "deed-tax-payment", 9).unwrap().to_string();
-    let path = "/v1/tax/deed-tax-payment";
+    let path = TAX_PAYMENTS;
     let first = post(&node, path, Some(&token("tax")), "application/json", body.clone(), Some("req-0001")).await;
     assert_eq!(first.0, 202);
     // Concurrent retries wait for the first answer instead of publishing again.
@@ -536,8 +493,7 @@ async fn arbitrary_json_and_bytes_never_panic_and_never_pass_an_invalid_record()
     // And through the HTTP server: it answers every request and stays up.
     for _ in 0..200 {
         let bytes: Vec<u8> = (0..rng.below(300)).map(|_| rng.next() as u8).collect();
-        let status =
-            post(&node, "/v1/tax/deed-tax-payment", Some(&token("tax")), "application/json", bytes, None).await.0;
+        let status = post(&node, TAX_PAYMENTS, Some(&token("tax")), "application/json", bytes, None).await.0;
         assert!(status == 400 || status == 422, "{status}");
     }
     assert_eq!(records_in_topic(node.bus.bootstrap_servers(), "gov.tax.deed-tax-payment.v1", 3), 0);
@@ -549,7 +505,7 @@ async fn arbitrary_json_and_bytes_never_panic_and_never_pass_an_invalid_record()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_violation_comes_in_one_answer_and_validate_publishes_nothing() {
     let (_dir, node) = intake_node().await;
-    let path = "/v1/tax/deed-tax-payment";
+    let path = TAX_PAYMENTS;
     let good = sample("tax", "deed-tax-payment", 3).unwrap();
     let mut bad = good.clone();
     bad["remark"] = json!("not a field");

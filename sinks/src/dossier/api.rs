@@ -6,21 +6,20 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{Path, Query, State},
-    http::{header, HeaderMap, StatusCode},
+    extract::{Path, State},
+    http::StatusCode,
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
 };
 use govex_http::auth::{require_token, Role, Tokens};
-use govex_http::problem::problem;
+use govex_http::problem::{problem, Refused};
 use govex_schemas::identifiers::{mask, mask_name};
 use govex_schemas::{Department, LiveCatalog};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::DossierStore;
-use crate::use_log::{checked_purpose, purpose_problem, Use, UseAction, UseLog};
+use crate::use_log::{stated_purpose, ReadRequest, Use, UseAction, UseLog};
 
 /// What the API needs.
 pub struct DossierApi {
@@ -110,52 +109,42 @@ fn logged_key(key: &str) -> String {
 /// every read, found or not, is a use-log entry.
 const MAX_KEY_BYTES: usize = 256;
 
-#[derive(Deserialize)]
-struct PurposeQuery {
-    purpose: Option<String>,
-}
-
 /// The department a department's token reading `what` belongs to, within the token's read
 /// limit; or the answer that refuses it.
-fn reader(api: &DossierApi, headers: &HeaderMap, what: &'static str) -> Result<Department, Box<Response>> {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    api.tokens.authorize_read(authorization, &[Role::Department], what).map(|caller| caller.department)
+fn reader(api: &DossierApi, read: &ReadRequest, what: &'static str) -> Result<Department, Refused> {
+    Ok(api.tokens.authorize_read(read.authorization.as_deref(), &[Role::Department], what)?.department)
+}
+
+/// A record as `caller` may see it, and whether its personal fields were masked.
+fn as_seen_by(mut record: Value, resource: &govex_schemas::Resource, caller: Department) -> (Value, bool) {
+    let entitled = resource.may_see_personal_data(caller.as_str());
+    if !entitled {
+        for path in &resource.personal_fields {
+            mask_path(&mut record, path);
+        }
+    }
+    (record, !entitled)
 }
 
 async fn dossier(
     State(api): State<Arc<DossierApi>>,
     Path(unit): Path<String>,
-    Query(query): Query<PurposeQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let caller = match reader(&api, &headers, "dossiers") {
-        Ok(caller) => caller,
-        Err(refusal) => return *refusal,
-    };
-    let purpose = match checked_purpose(query.purpose.as_deref()) {
-        Ok(purpose) => purpose,
-        Err((rule, message)) => return purpose_problem(rule, &message),
-    };
+    read: ReadRequest,
+) -> Result<Response, Refused> {
+    let caller = reader(&api, &read, "dossiers")?;
+    let purpose = stated_purpose(read.purpose.as_deref())?;
     let unavailable = |e: sled::Error| {
         tracing::error!(error = %e, "the dossier store failed");
         problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "The dossier store failed", "retry later", Value::Null)
     };
-    let parts = match api.store.dossier(&unit) {
-        Ok(parts) => parts,
-        Err(e) => return unavailable(e),
-    };
+    let parts = api.store.dossier(&unit).map_err(unavailable)?;
     // One catalogue for the whole answer, and its log entry.
     let catalog = api.catalog.current();
     // Found or not, as far as the caller may read: the caller reads its own use-log entries.
     let readable = |topic: &str| catalog.by_topic(topic).is_some_and(|r| r.may_read(caller.as_str()));
     let result = if parts.iter().any(|(_, part)| readable(&part.topic)) { "found" } else { "not_found" };
-    if let Err(e) = api
-        .use_log
-        .log_use(Use { caller: caller.as_str(), purpose: &purpose, action: UseAction::Dossier, subject: &unit, result })
-        .await
-    {
-        return unavailable(e);
-    }
+    let entry = Use { caller: caller.as_str(), purpose: &purpose, action: UseAction::Dossier, subject: &unit, result };
+    api.use_log.log_use(entry).await.map_err(unavailable)?;
     let mut body = serde_json::Map::new();
     // A kind the caller may not read is withheld whether or not a record of it exists, and
     // decides nothing about the answer: what the caller learns is only what it may read.
@@ -173,30 +162,25 @@ async fn dossier(
         if !resource.may_read(caller.as_str()) {
             continue;
         }
-        let mut record = part.record;
-        let entitled = resource.may_see_personal_data(caller.as_str());
-        if !entitled {
-            for path in &resource.personal_fields {
-                mask_path(&mut record, path);
-            }
-        }
+        let (record, masked) = as_seen_by(part.record, resource, caller);
         body.insert(
             kind,
-            json!({ "source_department": part.source_department, "event_id": part.event_id, "personal_data_masked": !entitled, "record": record }),
+            json!({ "source_department": part.source_department, "event_id": part.event_id, "personal_data_masked": masked, "record": record }),
         );
     }
     let found_readable = !body.is_empty();
     body.extend(withheld);
     if !found_readable {
-        return problem(
+        return Err(problem(
             StatusCode::NOT_FOUND,
             "not-found",
             "No dossier",
             "no department has sent a record about this property unit",
             Value::Null,
-        );
+        )
+        .into());
     }
-    Json(json!({ "property_unit_number": unit, "parts": body })).into_response()
+    Ok(Json(json!({ "property_unit_number": unit, "parts": body })).into_response())
 }
 
 /// `GET /v1/resources/{id}/records/{key}?purpose=...`: the newest record of a catalogued
@@ -207,29 +191,26 @@ async fn dossier(
 async fn resource_record(
     State(api): State<Arc<DossierApi>>,
     Path((id, key)): Path<(String, String)>,
-    Query(query): Query<PurposeQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let caller = match reader(&api, &headers, "resources") {
-        Ok(caller) => caller,
-        Err(refusal) => return *refusal,
-    };
+    read: ReadRequest,
+) -> Result<Response, Refused> {
+    let caller = reader(&api, &read, "resources")?;
     let catalog = api.catalog.current();
     // Licences and the audit topics have APIs of their own, with their own rules (surface
     // keys, a department's own use-log entries): they are not served here.
     let served = |topic: &str| !crate::dossier::OWN_API_TOPICS.iter().any(|own| topic.starts_with(own));
     let Some(resource) = catalog.resources.iter().find(|r| r.id == id && served(&r.topic)) else {
         // The id is the caller's and is not echoed; the catalogue is public.
-        return problem(
+        return Err(problem(
             StatusCode::NOT_FOUND,
             "not-found",
             "No such resource",
             "GET /catalog lists the resources",
             Value::Null,
-        );
+        )
+        .into());
     };
     if !resource.may_read(caller.as_str()) {
-        return problem(
+        return Err(problem(
             StatusCode::FORBIDDEN,
             "forbidden",
             "Not shared with this department",
@@ -238,68 +219,49 @@ async fn resource_record(
                 resource.id, resource.sharing, resource.owner
             ),
             Value::Null,
-        );
+        )
+        .into());
     }
-    let purpose = match checked_purpose(query.purpose.as_deref()) {
-        Ok(purpose) => purpose,
-        Err((rule, message)) => return purpose_problem(rule, &message),
-    };
+    let purpose = stated_purpose(read.purpose.as_deref())?;
     if key.len() > MAX_KEY_BYTES {
-        return problem(
+        return Err(problem(
             StatusCode::BAD_REQUEST,
             "key",
             "Key too long",
             format!("a record key has at most {MAX_KEY_BYTES} bytes"),
             Value::Null,
-        );
+        )
+        .into());
     }
     let unavailable = |e: sled::Error| {
         tracing::error!(error = %e, "the shared view failed");
         problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "The shared view failed", "retry later", Value::Null)
     };
-    let found = match api.store.record(&resource.topic, &key) {
-        Ok(found) => found,
-        Err(e) => return unavailable(e),
-    };
+    let found = api.store.record(&resource.topic, &key).map_err(unavailable)?;
     let result = if found.is_some() { "found" } else { "not_found" };
     let subject = format!("{}/{}", resource.id, logged_key(&key));
-    if let Err(e) = api
-        .use_log
-        .log_use(Use {
-            caller: caller.as_str(),
-            purpose: &purpose,
-            action: UseAction::Resource,
-            subject: &subject,
-            result,
-        })
-        .await
-    {
-        return unavailable(e);
-    }
+    let entry =
+        Use { caller: caller.as_str(), purpose: &purpose, action: UseAction::Resource, subject: &subject, result };
+    api.use_log.log_use(entry).await.map_err(unavailable)?;
     let Some(part) = found else {
-        return problem(
+        return Err(problem(
             StatusCode::NOT_FOUND,
             "not-found",
             "No such record",
             "no record of this resource has that key",
             Value::Null,
-        );
+        )
+        .into());
     };
-    let mut record = part.record;
-    let entitled = resource.may_see_personal_data(caller.as_str());
-    if !entitled {
-        for path in &resource.personal_fields {
-            mask_path(&mut record, path);
-        }
-    }
-    Json(json!({
+    let (record, masked) = as_seen_by(part.record, resource, caller);
+    Ok(Json(json!({
         "resource": resource.id,
         "source_department": part.source_department,
         "event_id": part.event_id,
-        "personal_data_masked": !entitled,
+        "personal_data_masked": masked,
         "record": record,
     }))
-    .into_response()
+    .into_response())
 }
 
 #[cfg(test)]

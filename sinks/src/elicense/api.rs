@@ -5,8 +5,8 @@
 use std::{sync::Arc, time::Instant};
 
 use axum::{
-    extract::{Path, Query, State},
-    http::{header, HeaderMap, StatusCode},
+    extract::{Path, State},
+    http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -14,7 +14,7 @@ use axum::{
 use chrono::{NaiveDate, Utc};
 use govex_bus::Metrics;
 use govex_http::auth::{require_token, Role, Tokens};
-use govex_http::problem::{problem, JsonBody};
+use govex_http::problem::{problem, JsonBody, Refused};
 use govex_schemas::identifiers::{mask, mask_name};
 use govex_schemas::Department;
 use govex_schemas::Resource;
@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::store::{LicenceStore, Status, StoredLicence};
-use crate::use_log::{checked_purpose, purpose_problem, Use, UseAction};
+use crate::use_log::{stated_purpose, ReadRequest, Use, UseAction};
 
 /// What the API needs.
 pub struct LicenceApi {
@@ -105,15 +105,13 @@ pub fn router(api: Arc<LicenceApi>) -> Router {
 /// token is checked, one unit of its read budget taken, and the purpose checked.
 fn caller(
     api: &LicenceApi,
-    headers: &HeaderMap,
+    authorization: Option<&str>,
     purpose: Option<&str>,
     roles: &[Role],
     limited_as: &'static str,
-) -> Result<(Department, Role, String), Box<Response>> {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+) -> Result<(Department, Role, String), Refused> {
     let caller = api.tokens.authorize_read(authorization, roles, limited_as)?;
-    let purpose = checked_purpose(purpose).map_err(|(rule, message)| Box::new(purpose_problem(rule, &message)))?;
-    Ok((caller.department, caller.role, purpose))
+    Ok((caller.department, caller.role, stated_purpose(purpose)?))
 }
 
 /// The 403 answer for a caller that sent or asked for personal fields it is not entitled to:
@@ -249,38 +247,18 @@ fn view(licence: &StoredLicence, entitled: bool, resource: &Resource, zone: &gov
     Value::Object(view)
 }
 
-#[derive(Deserialize)]
-struct PurposeQuery {
-    purpose: Option<String>,
-    #[serde(rename = "type")]
-    type_code: Option<String>,
-}
-
 async fn get_licence(
     State(api): State<Arc<LicenceApi>>,
     Path(id): Path<String>,
-    Query(query): Query<PurposeQuery>,
-    headers: HeaderMap,
-) -> Response {
+    read: ReadRequest,
+) -> Result<Response, Refused> {
     let (department, _, purpose) =
-        match caller(&api, &headers, query.purpose.as_deref(), &[Role::Department], "licences") {
-            Ok(c) => c,
-            Err(response) => return *response,
-        };
-    let found = match api.store.get(&id) {
-        Ok(found) => found,
-        Err(e) => return storage_failed(e),
-    };
+        caller(&api, read.authorization.as_deref(), read.purpose.as_deref(), &[Role::Department], "licences")?;
+    let found = api.store.get(&id).map_err(storage_failed)?;
     let result = if found.is_some() { "found" } else { "not_found" };
-    if let Err(e) = api
-        .store
-        .use_log()
-        .log_use(Use { caller: department.as_str(), purpose: &purpose, action: UseAction::Get, subject: &id, result })
-        .await
-    {
-        return storage_failed(e);
-    }
-    match found {
+    let entry = Use { caller: department.as_str(), purpose: &purpose, action: UseAction::Get, subject: &id, result };
+    api.store.use_log().log_use(entry).await.map_err(storage_failed)?;
+    Ok(match found {
         Some(licence) => {
             let resource = api.resource();
             Json(view(&licence, resource.may_see_personal_data(department.as_str()), &resource, &api.zone))
@@ -293,16 +271,16 @@ async fn get_licence(
             "the store has no licence with this identifier",
             Value::Null,
         ),
-    }
+    })
 }
 
 async fn by_holder(
     State(api): State<Arc<LicenceApi>>,
     Path(holder): Path<String>,
-    Query(query): Query<PurposeQuery>,
-    headers: HeaderMap,
-) -> Response {
-    holder_licences(&api, &headers, &holder, query.purpose.as_deref(), query.type_code.as_deref()).await
+    read: ReadRequest,
+) -> Result<Response, Refused> {
+    holder_licences(&api, read.authorization.as_deref(), &holder, read.purpose.as_deref(), read.type_code.as_deref())
+        .await
 }
 
 /// `POST /v1/holders/licences`: the same look-up with the identifier in the body, because
@@ -317,63 +295,43 @@ struct HolderQuery {
 
 async fn by_holder_in_body(
     State(api): State<Arc<LicenceApi>>,
-    headers: HeaderMap,
+    read: ReadRequest,
     JsonBody(query): JsonBody<HolderQuery>,
-) -> Response {
-    holder_licences(&api, &headers, &query.holder, query.purpose.as_deref(), query.type_code.as_deref()).await
+) -> Result<Response, Refused> {
+    let authorization = read.authorization.as_deref();
+    holder_licences(&api, authorization, &query.holder, query.purpose.as_deref(), query.type_code.as_deref()).await
 }
 
 async fn holder_licences(
     api: &LicenceApi,
-    headers: &HeaderMap,
+    authorization: Option<&str>,
     holder: &str,
     purpose: Option<&str>,
     type_code: Option<&str>,
-) -> Response {
-    let (department, _, purpose) = match caller(api, headers, purpose, &[Role::Department], "holders") {
-        Ok(c) => c,
-        Err(response) => return *response,
-    };
+) -> Result<Response, Refused> {
+    let (department, _, purpose) = caller(api, authorization, purpose, &[Role::Department], "holders")?;
     // Whether a holder has licences is itself personal data: a caller not entitled to it
     // must not be able to test guessed identifiers against the store.
     let resource = api.resource();
     if !resource.may_see_personal_data(department.as_str()) {
-        return not_entitled(&resource, department, &["/holder".to_owned()]);
+        return Err(not_entitled(&resource, department, &["/holder".to_owned()]).into());
     }
-    let licences = match api.store.by_holder(holder, type_code) {
-        Ok(licences) => licences,
-        Err(e) => return storage_failed(e),
-    };
+    let licences = api.store.by_holder(holder, type_code).map_err(storage_failed)?;
     // One use per licence shown (or one "not_found"), made durable together by one flush
     // before the answer.
     let log = api.store.use_log();
-    if licences.is_empty() {
-        if let Err(e) = log.record_use(Use {
-            caller: department.as_str(),
-            purpose: &purpose,
-            action: UseAction::Holder,
-            subject: &mask(holder),
-            result: "not_found",
-        }) {
-            return storage_failed(e);
-        }
+    let masked = mask(holder);
+    let shown: Vec<(&str, &str)> = match licences.is_empty() {
+        true => vec![(&masked, "not_found")],
+        false => licences.iter().map(|licence| (licence.licence_id.as_str(), "found")).collect(),
+    };
+    for (subject, result) in shown {
+        let entry = Use { caller: department.as_str(), purpose: &purpose, action: UseAction::Holder, subject, result };
+        log.record_use(entry).map_err(storage_failed)?;
     }
-    for licence in &licences {
-        if let Err(e) = log.record_use(Use {
-            caller: department.as_str(),
-            purpose: &purpose,
-            action: UseAction::Holder,
-            subject: &licence.licence_id,
-            result: "found",
-        }) {
-            return storage_failed(e);
-        }
-    }
-    if let Err(e) = log.flush().await {
-        return storage_failed(e);
-    }
+    log.flush().await.map_err(storage_failed)?;
     let views: Vec<Value> = licences.iter().map(|l| view(l, true, &resource, &api.zone)).collect();
-    Json(json!({ "holder": holder, "licences": views })).into_response()
+    Ok(Json(json!({ "holder": holder, "licences": views })).into_response())
 }
 
 /// A misspelt member (`FIELDS`) would otherwise be skipped and the licence answered `valid`
@@ -513,15 +471,13 @@ pub fn verdict(
 async fn verify(
     State(api): State<Arc<LicenceApi>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    read: ReadRequest,
     JsonBody(request): JsonBody<VerifyRequest>,
-) -> Response {
+) -> Result<Response, Refused> {
     let started = Instant::now();
+    // The purpose of a verification is in its body, with what is presented.
     let (department, _, purpose) =
-        match caller(&api, &headers, request.purpose.as_deref(), &[Role::Department], "licences") {
-            Ok(c) => c,
-            Err(response) => return *response,
-        };
+        caller(&api, read.authorization.as_deref(), request.purpose.as_deref(), &[Role::Department], "licences")?;
     // A caller not entitled to the holder's personal data may not present it either: a
     // verdict on a guessed identifier or name would tell it whether the guess is right.
     // The refusal is decided on the request alone, before the store is read.
@@ -535,7 +491,7 @@ async fn verify(
             .collect();
         if !personal.is_empty() {
             api.metrics.verifications.get_or_create(&ResultLabels { result: "refused".into() }).inc();
-            return not_entitled(&resource, department, &personal);
+            return Err(not_entitled(&resource, department, &personal).into());
         }
     }
     // A verification the store could not answer counts as result="error": the error rate is
@@ -544,34 +500,21 @@ async fn verify(
         api.metrics.verifications.get_or_create(&ResultLabels { result: result.into() }).inc();
         api.metrics.latency.observe(started.elapsed().as_secs_f64());
     };
-    let stored = match api.store.get(&id) {
-        Ok(stored) => stored,
-        Err(e) => {
-            counted("error");
-            return storage_failed(e);
-        }
+    let failed = |e: sled::Error| {
+        counted("error");
+        storage_failed(e)
     };
+    let stored = api.store.get(&id).map_err(failed)?;
     let today = govex_schemas::zone::china_date(Utc::now());
     let Verdict { outcome, reasons } =
         verdict(stored.as_ref(), request.content_hash.as_deref(), &request.fields, today);
     let result = outcome.as_str();
-    if let Err(e) = api
-        .store
-        .use_log()
-        .log_use(Use {
-            caller: department.as_str(),
-            purpose: &purpose,
-            action: UseAction::Verify,
-            subject: &id,
-            result,
-        })
-        .await
-    {
-        counted("error");
-        return storage_failed(e);
-    }
+    let entry = Use { caller: department.as_str(), purpose: &purpose, action: UseAction::Verify, subject: &id, result };
+    api.store.use_log().log_use(entry).await.map_err(failed)?;
     counted(result);
-    Json(json!({ "licence_id": id, "result": result, "reasons": reasons, "status_code": stored.map(|s| s.status.code()) })).into_response()
+    let status_code = stored.map(|s| s.status.code());
+    Ok(Json(json!({ "licence_id": id, "result": result, "reasons": reasons, "status_code": status_code }))
+        .into_response())
 }
 
 /// A licence's use log. A department sees only its own entries; the licences' owner and
@@ -579,22 +522,16 @@ async fn verify(
 async fn uses(
     State(api): State<Arc<LicenceApi>>,
     Path(id): Path<String>,
-    Query(query): Query<PurposeQuery>,
-    headers: HeaderMap,
-) -> Response {
+    read: ReadRequest,
+) -> Result<Response, Refused> {
+    let roles = [Role::Department, Role::Auditor];
     let (department, role, purpose) =
-        match caller(&api, &headers, query.purpose.as_deref(), &[Role::Department, Role::Auditor], "licences") {
-            Ok(c) => c,
-            Err(response) => return *response,
-        };
+        caller(&api, read.authorization.as_deref(), read.purpose.as_deref(), &roles, "licences")?;
     let log = api.store.use_log();
     // The log also holds dossier reads (by property unit) and holder look-ups that found
     // nothing (by masked holder): this route lists the uses of a licence, nothing else.
     let mut uses = match govex_schemas::identifiers::licence_id(&id) {
-        Ok(_) => match log.uses_of(&id) {
-            Ok(uses) => uses,
-            Err(e) => return storage_failed(e),
-        },
+        Ok(_) => log.uses_of(&id).map_err(storage_failed)?,
         Err(_) => Vec::new(),
     };
     uses.retain(|entry| entry.action != UseAction::Dossier.as_str());
@@ -618,11 +555,7 @@ async fn uses(
         Role::Auditor => format!("{department} (auditor)"),
         _ => department.as_str().to_owned(),
     };
-    if let Err(e) = log
-        .log_use(Use { caller: &logged_as, purpose: &purpose, action: UseAction::Uses, subject: &id, result: "listed" })
-        .await
-    {
-        return storage_failed(e);
-    }
-    Json(json!({ "licence_id": id, "uses": listed })).into_response()
+    let entry = Use { caller: &logged_as, purpose: &purpose, action: UseAction::Uses, subject: &id, result: "listed" };
+    log.log_use(entry).await.map_err(storage_failed)?;
+    Ok(Json(json!({ "licence_id": id, "uses": listed })).into_response())
 }

@@ -424,6 +424,41 @@ pub fn checked_purpose(purpose: Option<&str>) -> Result<String, (&'static str, S
     Ok(purpose.to_owned())
 }
 
+/// The stated purpose, checked, or the 400 answer that names the rule.
+pub fn stated_purpose(purpose: Option<&str>) -> Result<String, govex_http::problem::Refused> {
+    checked_purpose(purpose).map_err(|(rule, message)| purpose_problem(rule, &message).into())
+}
+
+/// What a read of personal data carries besides its path: the caller's bearer token, the
+/// purpose it states (`?purpose=`) and the licence API's `?type=` filter. Nothing is checked
+/// here: each route checks in its own order (a resource the caller may not read is refused
+/// before its purpose is looked at).
+#[derive(Deserialize)]
+pub struct ReadRequest {
+    /// The `Authorization` header, if it is text.
+    #[serde(skip)]
+    pub authorization: Option<String>,
+    /// `?purpose=`.
+    pub purpose: Option<String>,
+    /// `?type=`: a licence type code.
+    #[serde(rename = "type")]
+    pub type_code: Option<String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadRequest {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse;
+        let axum::extract::Query(mut read) = axum::extract::Query::<ReadRequest>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| e.into_response())?;
+        let authorization = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        read.authorization = authorization.map(str::to_owned);
+        Ok(read)
+    }
+}
+
 /// The 400 answer for a missing or too long purpose.
 pub fn purpose_problem(rule: &str, message: &str) -> axum::response::Response {
     let errors = serde_json::json!([{ "pointer": "/purpose", "rule": rule, "message": message }]);
