@@ -10,10 +10,9 @@
 //!    against on disk and acknowledged on `gov.audit.use-log.v1`, one at a time and 16 at
 //!    once, same broker, same run.
 
+mod support;
+
 use std::{
-    io::{BufRead, BufReader},
-    net::TcpListener,
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -32,6 +31,7 @@ use govex_sinks::elicense::{
     sink::{LicenceSink, SinkMetrics},
     LicenceStore, TOPIC,
 };
+use govex_sinks::sink::{Lanes, Sink};
 use tokio_util::sync::CancellationToken;
 
 const LICENCES: usize = 2_000;
@@ -66,23 +66,6 @@ async fn publish(bus: &Bus, registry: &RegistryClient, count: usize) {
     for result in bus.producer().publish_all(records).await {
         result.expect("delivered");
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
 async fn run_rate(client: &reqwest::Client, base: &str, token: &str, rate: u64) -> (Duration, Duration, u64, usize) {
@@ -129,71 +112,44 @@ async fn run_rate(client: &reqwest::Client, base: &str, token: &str, rate: u64) 
     let mut latencies = std::mem::take(&mut *latencies.lock());
     latencies.sort();
     let achieved = latencies.len();
-    (percentile(&latencies, 0.50), percentile(&latencies, 0.99), errors.load(Ordering::Relaxed), achieved)
+    (support::percentile(&latencies, 0.50), support::percentile(&latencies, 0.99), errors.load(Ordering::Relaxed), achieved)
 }
 
 async fn http_benchmark() {
-    let binary = env!("CARGO_BIN_EXE_govex");
-    let mut broker = Command::new(binary)
-        .arg("broker")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("govex broker");
-    let line = BufReader::new(broker.stdout.take().expect("stdout"))
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.contains("bootstrap servers:"))
-        .expect("bootstrap line");
-    let _broker = Killed(broker);
-    let bootstrap = line.rsplit(' ').next().expect("address").to_owned();
+    let (_broker, bootstrap) = support::broker();
     let data = tempfile::tempdir().expect("temp dir");
     let token = "bench-token-of-provident-fund";
     // The benchmark measures the API, not the per-token read limit: the limit is off.
-    let (api, registry, ops) = (free_port(), free_port(), free_port());
-    let config = format!(
-        "division = \"610921\"\ndata_dir = \"{}\"\n[bus]\nbrokers = \"{bootstrap}\"\n[listen]\napi = \"127.0.0.1:{api}\"\nregistry = \"127.0.0.1:{registry}\"\nops = \"127.0.0.1:{ops}\"\n[api]\nreads_per_second = 0\n[[intake.tokens]]\ndepartment = \"provident-fund\"\nsha256 = \"{}\"\n",
-        data.path().display(),
-        govex_http::auth::hash_token(token)
+    let sections = format!(
+        "[bus]\nbrokers = \"{bootstrap}\"\n[api]\nreads_per_second = 0\n{}",
+        support::token_section("provident-fund", token)
     );
-    let config_path = data.path().join("node.toml");
-    std::fs::write(&config_path, config).expect("config");
-    let node = Command::new(binary)
-        .args(["node", "--config"])
-        .arg(&config_path)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("govex node");
-    let _node = Killed(node);
+    let node = support::node(data.path(), &sections).await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client");
-    let base = format!("http://127.0.0.1:{api}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while client.get(format!("http://127.0.0.1:{ops}/readyz")).send().await.map_or(true, |r| !r.status().is_success()) {
-        assert!(Instant::now() < deadline, "the node did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let base = node.api.clone();
     let bus = Bus::start(&BusConfig { brokers: Some(bootstrap.clone()), ..BusConfig::default() }, &Metrics::new())
         .expect("bus");
-    publish(&bus, &RegistryClient::http(&format!("http://127.0.0.1:{registry}")), LICENCES).await;
+    publish(&bus, &RegistryClient::http(&node.registry), LICENCES).await;
     let last = format!("{base}/v1/licences/{}?purpose=wait", licence_id(LICENCES - 1));
+    let deadline = Instant::now() + Duration::from_secs(120);
     while !client.get(&last).bearer_auth(token).send().await.is_ok_and(|r| r.status().is_success()) {
-        assert!(Instant::now() < deadline + Duration::from_secs(60), "the store did not fill");
+        assert!(Instant::now() < deadline, "the store did not fill");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     run_rate(&client, &base, token, 500).await; // warm-up
     println!(
         "verify + get over HTTP, 50/50, open loop, {SECONDS_PER_RATE} s per rate, node in its own process on loopback:"
     );
-    println!("{:>10} {:>10} {:>10} {:>10} {:>8}", "rate/s", "p50 ms", "p99 ms", "served/s", "errors");
+    println!("{:>10} {:>10} {:>10} {:>10} {:>8} {:>10}", "rate/s", "p50 ms", "p99 ms", "served/s", "errors", "node MiB");
     let mut best = 0;
     for rate in RATES {
         let (p50, p99, errors, served) = run_rate(&client, &base, token, rate).await;
         println!(
-            "{rate:>10} {:>10.2} {:>10.2} {:>10.0} {errors:>8}",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3,
-            served as f64 / SECONDS_PER_RATE as f64
+            "{rate:>10} {:>10.2} {:>10.2} {:>10.0} {errors:>8} {:>10.0}",
+            support::ms(p50),
+            support::ms(p99),
+            served as f64 / SECONDS_PER_RATE as f64,
+            node.process.peak_mib()
         );
         if p99 < Duration::from_millis(5) && errors == 0 {
             best = rate;
@@ -204,64 +160,105 @@ async fn http_benchmark() {
     println!("highest rate tried with p99 under 5 ms: {best}/s");
 }
 
+/// The licence sink as the node runs it, counting what each flush made durable: the run stops
+/// when every record is durable, and the clock stops with it.
+struct Counted {
+    sink: LicenceSink,
+    written: AtomicU64,
+    durable: AtomicU64,
+    started: std::sync::OnceLock<Instant>,
+    finished: std::sync::OnceLock<Instant>,
+    stop: CancellationToken,
+}
+
+impl Sink for Counted {
+    const NAME: &'static str = "bench-sink";
+    const LANES: Lanes = LicenceSink::LANES;
+    const DEAD_LETTERS: Option<&'static str> = LicenceSink::DEAD_LETTERS;
+
+    fn topics(&self, catalog: &govex_schemas::Catalog) -> Vec<String> {
+        self.sink.topics(catalog)
+    }
+
+    async fn apply(&self, record: &govex_bus::Incoming) -> Result<(), govex_bus::consumer::HandlerError> {
+        self.started.get_or_init(Instant::now);
+        self.sink.apply(record).await?;
+        self.written.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), sled::Error> {
+        // What was written before the flush began is what it makes durable.
+        let written = self.written.load(Ordering::SeqCst);
+        self.sink.flush().await?;
+        if self.durable.fetch_max(written, Ordering::SeqCst).max(written) >= SINK_RECORDS as u64 {
+            self.finished.get_or_init(Instant::now);
+            self.stop.cancel();
+        }
+        Ok(())
+    }
+}
+
 async fn sink_benchmark() {
     let broker = Arc::new(EmbeddedBroker::start(3).expect("embedded broker"));
     broker.create_topic(TOPIC, 3, 3).expect("topic");
     broker.create_topic(&format!("{TOPIC}.dlq"), 3, 3).expect("topic");
-    let bus = Bus::on_embedded(&BusConfig::default(), broker, &Metrics::new()).expect("bus");
+    let metrics = Metrics::new();
+    let bus = Bus::on_embedded(&BusConfig::default(), broker, &metrics).expect("bus");
     let dir = tempfile::tempdir().expect("temp dir");
     let registry =
         RegistryClient::local(govex_schemas::Registry::open(&dir.path().join("registry")).expect("registry"));
     publish(&bus, &registry, SINK_RECORDS).await;
 
-    let consume = |group: &str, handler: Option<Arc<LicenceSink>>| {
-        let bus = bus.clone();
-        let group = group.to_owned();
-        async move {
-            let consumer = bus
-                .consumer(ConsumerSettings {
-                    group_id: group,
-                    topics: vec![TOPIC.into()],
-                    lanes: 16,
-                    lane_capacity: 64,
-                })
-                .expect("consumer");
-            let done = Arc::new(AtomicU64::new(0));
-            let stop = CancellationToken::new();
-            // The clock starts at the first record: the group's join is not the sink's work.
-            let started = Arc::new(std::sync::OnceLock::new());
-            let (done_in, stop_in, started_in) = (done.clone(), stop.clone(), started.clone());
-            let run = tokio::spawn(consumer.run(
-                move |message| {
-                    let (handler, done, stop, started) =
-                        (handler.clone(), done_in.clone(), stop_in.clone(), started_in.clone());
-                    async move {
-                        started.get_or_init(Instant::now);
-                        if let Some(sink) = handler {
-                            sink.handle(&message).await?;
-                        }
-                        if done.fetch_add(1, Ordering::SeqCst) + 1 == SINK_RECORDS as u64 {
-                            stop.cancel();
-                        }
-                        Ok(())
-                    }
-                },
-                None,
-                stop.clone(),
-            ));
-            let _ = run.await;
-            SINK_RECORDS as f64 / started.get().expect("records arrived").elapsed().as_secs_f64()
-        }
+    // The baseline: the same consumer, lanes and topic, each record's offset stored and
+    // nothing applied.
+    let raw = {
+        let consumer = bus
+            .consumer(ConsumerSettings {
+                group_id: "bench-raw".into(),
+                topics: vec![TOPIC.into()],
+                lanes: LicenceSink::LANES.lanes,
+                lane_capacity: LicenceSink::LANES.lane_capacity,
+            })
+            .expect("consumer");
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        // The clock starts at the first record: the group's join is not the sink's work.
+        let started = Arc::new(std::sync::OnceLock::new());
+        let (done_in, stop_in, started_in) = (done.clone(), stop.clone(), started.clone());
+        let handler = move |_message| {
+            started_in.get_or_init(Instant::now);
+            if done_in.fetch_add(1, Ordering::SeqCst) + 1 == SINK_RECORDS as u64 {
+                stop_in.cancel();
+            }
+            std::future::ready(Ok(()))
+        };
+        consumer.run(handler, None, stop).await;
+        SINK_RECORDS as f64 / started.get().expect("records arrived").elapsed().as_secs_f64()
     };
-    let raw = consume("bench-raw", None).await;
     let store = LicenceStore::open(&dir.path().join("elicense")).expect("store");
-    let sink = Arc::new(LicenceSink::new(store.clone(), registry.clone(), SinkMetrics::default()));
-    let applied = consume("bench-sink", Some(sink)).await;
+    let stop = CancellationToken::new();
+    let counted = Arc::new(Counted {
+        sink: LicenceSink::new(store.clone(), registry.clone(), SinkMetrics::default()),
+        written: AtomicU64::new(0),
+        durable: AtomicU64::new(0),
+        started: Default::default(),
+        finished: Default::default(),
+        stop: stop.clone(),
+    });
+    let catalog = govex_schemas::LiveCatalog::new(govex_schemas::Catalog::default());
+    govex_sinks::sink::run(counted.clone(), &bus, "bench-sink".into(), &metrics, catalog, stop).await.expect("sink");
+    let (started, finished) = (counted.started.get().expect("records arrived"), counted.finished.get().expect("all"));
+    let applied = SINK_RECORDS as f64 / (*finished - *started).as_secs_f64();
     assert_eq!(store.len(), SINK_RECORDS);
-    println!("\nsink apply against raw consumption, {SINK_RECORDS} licence records, 16 lanes, embedded broker:");
+    println!(
+        "\nsink apply against raw consumption, {SINK_RECORDS} licence records, {} lanes, embedded broker:",
+        LicenceSink::LANES.lanes
+    );
     println!("raw consumption (offsets stored):         {raw:>10.0} records/s");
     println!("e-licence sink (decode, apply, flush):    {applied:>10.0} records/s");
     println!("ratio sink/raw:                           {:>10.2}", applied / raw);
+    println!("peak memory of this process:              {:>10.0} MiB", support::own_peak_mib());
 }
 
 /// p50 and p99 of `samples`.

@@ -21,6 +21,9 @@ pub async fn run(brokers: i32, shutdown: impl std::future::Future<Output = ()>) 
     }
     println!("embedded broker running; bootstrap servers: {}", broker.bootstrap_servers());
     println!("point nodes at it with GOVEX_BUS__BROKERS={}", broker.bootstrap_servers());
+    // The mock cluster holds each fetch for the whole `fetch.wait.max.ms`, records or not:
+    // with a real broker's default wait a licence would take 100 ms to reach the store.
+    println!("and GOVEX_BUS__FETCH_WAIT_MAX_MS=10: this broker holds every fetch for the whole wait");
     shutdown.await;
     drop(broker);
     Ok(())

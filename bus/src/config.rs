@@ -48,6 +48,14 @@ pub struct BusConfig {
     /// Consumer session timeout.
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u64,
+    /// How long a sink's fetch may wait at a broker when it has no records
+    /// (`fetch.wait.max.ms`). A Kafka broker answers as soon as a record arrives, so on a
+    /// real cluster this only paces an idle consumer's requests. librdkafka's mock cluster
+    /// (`govex broker`) holds every fetch for the whole wait, records or not, so there it is
+    /// how late a record is seen: set 10 against `govex broker`. The embedded bus uses 10
+    /// whatever this says.
+    #[serde(default = "default_fetch_wait_max_ms")]
+    pub fetch_wait_max_ms: u64,
     /// librdkafka properties passed through unchanged to every client, for SASL and TLS
     /// (`security.protocol`, `sasl.mechanism`, `sasl.username`, `ssl.ca.location`, ...).
     #[serde(default)]
@@ -58,7 +66,7 @@ pub struct BusConfig {
     ///   settable from a client) before the first assignment, so consumers use KIP-848's
     ///   consumer group protocol (`group.protocol=consumer`), which has no such wait;
     /// - it holds every fetch for the whole `fetch.wait.max.ms` (500 ms by default) even when
-    ///   records arrive, where a real broker answers at once, so consumers wait 50 ms.
+    ///   records arrive, where a real broker answers at once, so consumers wait 10 ms.
     ///
     /// Not a setting: on a Kafka 4 cluster an operator may set `properties."group.protocol"`.
     #[serde(skip)]
@@ -148,6 +156,15 @@ fn default_session_timeout_ms() -> u64 {
     10_000
 }
 
+fn default_fetch_wait_max_ms() -> u64 {
+    100
+}
+
+/// The fetch wait on librdkafka's mock cluster, which holds each fetch for all of it: long
+/// enough that idle fetches cost little, short enough to keep a licence's way from the intake
+/// to `verify` within tens of milliseconds.
+const MOCK_FETCH_WAIT_MS: u64 = 10;
+
 impl BusConfig {
     /// The settings every topic the node creates gets, as Kafka topic configs: compacted
     /// and kept for ever for a topic a store is rebuilt from (a broker's default 7-day
@@ -208,6 +225,7 @@ impl Default for BusConfig {
             compression: default_compression(),
             group_prefix: default_group_prefix(),
             session_timeout_ms: default_session_timeout_ms(),
+            fetch_wait_max_ms: default_fetch_wait_max_ms(),
             properties: BTreeMap::new(),
             mock_cluster: false,
         }
@@ -353,12 +371,14 @@ impl BusConfig {
                     .set("enable.auto.offset.store", "false")
                     .set("auto.offset.reset", "earliest")
                     .set("enable.partition.eof", "false");
+                let fetch_wait_ms = if self.mock_cluster { MOCK_FETCH_WAIT_MS } else { self.fetch_wait_max_ms };
+                config.set("fetch.wait.max.ms", fetch_wait_ms.to_string());
                 // The consumer protocol has the broker keep the session: librdkafka refuses
                 // session.timeout.ms with it.
                 let consumer_protocol =
                     self.mock_cluster || self.properties.get("group.protocol").map(String::as_str) == Some("consumer");
                 if self.mock_cluster {
-                    config.set("group.protocol", "consumer").set("fetch.wait.max.ms", "50");
+                    config.set("group.protocol", "consumer");
                 }
                 if !consumer_protocol {
                     config.set("session.timeout.ms", self.session_timeout_ms.to_string());

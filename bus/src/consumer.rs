@@ -46,6 +46,10 @@ impl HandlerError {
     }
 }
 
+/// The acknowledgement of a record a handler sent on, still to come (see
+/// [`AtLeastOnceConsumer::run_batched`]).
+pub type Ack = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
 /// Per partition, the offsets handed out and which of them are finished.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
@@ -338,7 +342,43 @@ impl AtLeastOnceConsumer {
         H: Fn(Incoming) -> F + Send + Sync + 'static,
         F: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
+        let written = move |message| {
+            let applied = handler(message);
+            async move { applied.await.map(|()| None) }
+        };
+        let durable = || std::future::ready(Ok(()));
+        self.run_batched(written, durable, dlq, shutdown).await
+    }
+
+    /// As [`run`](Self::run), for a handler whose writes become durable together: `handler`
+    /// writes a record, `durable` makes every write made so far durable. Each lane takes what
+    /// its inbox holds (at most `lane_capacity` records), hands them to `handler` in order,
+    /// then calls `durable` once; only then are their offsets finished. One fsync covers a
+    /// whole batch, the way Kafka Connect's `put` and `flush` share one; a lone record is a
+    /// batch of one, so waiting for company never delays it.
+    ///
+    /// A handler that sends a record on (a bridge) returns its [`Ack`] instead of waiting for
+    /// it: the lane sends the whole batch, in order, then waits for every ack before the
+    /// batch counts as finished, the way MirrorMaker 2 commits only what was delivered. The
+    /// producer keeps the order of what it was given within a partition, so per-key order
+    /// holds. When an ack fails, the records from that one on are sent again, one at a time,
+    /// each waited for: the topic may then hold a record twice (with one event id, which every
+    /// sink drops), but the last copy of each key's records is in their order.
+    pub async fn run_batched<H, F, D, DF>(
+        self,
+        handler: H,
+        durable: D,
+        dlq: Option<DeadLetterQueue>,
+        shutdown: CancellationToken,
+    ) -> RunStats
+    where
+        H: Fn(Incoming) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<Option<Ack>, HandlerError>> + Send + 'static,
+        D: Fn() -> DF + Send + Sync + 'static,
+        DF: Future<Output = Result<(), String>> + Send + 'static,
+    {
         let handler = Arc::new(handler);
+        let durable = Arc::new(durable);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let lanes_count = self.settings.lanes.max(1);
         let mut lanes = Vec::with_capacity(lanes_count);
@@ -346,7 +386,15 @@ impl AtLeastOnceConsumer {
         for _ in 0..lanes_count {
             let (lane_tx, lane_rx) = mpsc::channel::<Incoming>(self.settings.lane_capacity.max(1));
             lanes.push(lane_tx);
-            workers.push(tokio::spawn(lane(lane_rx, handler.clone(), dlq.clone(), done_tx.clone(), shutdown.clone())));
+            let lane = Lane {
+                handler: handler.clone(),
+                durable: durable.clone(),
+                dlq: dlq.clone(),
+                done: done_tx.clone(),
+                shutdown: shutdown.clone(),
+                batch: self.settings.lane_capacity.max(1),
+            };
+            workers.push(tokio::spawn(lane.run(lane_rx)));
         }
         drop(done_tx);
 
@@ -503,53 +551,157 @@ fn lane_for(message: &Incoming, lanes: usize) -> usize {
     (hasher.finish() % lanes as u64) as usize
 }
 
-async fn lane<H, F>(
-    mut inbox: mpsc::Receiver<Incoming>,
+/// One lane: applies the records of its keys in order, a batch at a time.
+struct Lane<H, D> {
     handler: Arc<H>,
+    durable: Arc<D>,
     dlq: Option<DeadLetterQueue>,
     done: mpsc::UnboundedSender<Finished>,
     shutdown: CancellationToken,
-) where
+    /// The most records made durable together.
+    batch: usize,
+}
+
+/// What a lane has handled of its batch and not yet reported finished.
+#[derive(Default)]
+struct Unfinished {
+    finished: Vec<Finished>,
+    /// Acks still to come, by the index of their record in the batch.
+    acks: Vec<(usize, Ack)>,
+}
+
+impl<H, F, D, DF> Lane<H, D>
+where
     H: Fn(Incoming) -> F + Send + Sync + 'static,
-    F: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    F: Future<Output = Result<Option<Ack>, HandlerError>> + Send + 'static,
+    D: Fn() -> DF + Send + Sync + 'static,
+    DF: Future<Output = Result<(), String>> + Send + 'static,
 {
-    while let Some(message) = inbox.recv().await {
-        let mut backoff = Duration::from_millis(50);
-        let finished = loop {
-            let outcome = match handler(message.clone()).await {
-                Ok(()) => Ok(Outcome::Applied),
-                Err(HandlerError::DeadLetter(letter)) => match &dlq {
-                    Some(dlq) => {
-                        dlq.send(&message, &letter).await.map(|_| Outcome::DeadLettered).map_err(|e| e.to_string())
+    /// Until the inbox closes or the run is shut down: takes what the inbox holds, handles it
+    /// record by record, makes it durable, and only then reports it finished. A record that
+    /// cannot be applied yet does not hold back those before it: they are made durable and
+    /// finished first. A lane stopped by shutdown reports nothing of what it has not made
+    /// durable, so all of that is redelivered.
+    async fn run(self, mut inbox: mpsc::Receiver<Incoming>) {
+        let mut batch = Vec::with_capacity(self.batch);
+        while inbox.recv_many(&mut batch, self.batch).await > 0 {
+            let mut unfinished = Unfinished::default();
+            for (index, message) in batch.iter().enumerate() {
+                let (outcome, ack) = match self.attempt(message).await {
+                    Ok(handled) => handled,
+                    Err(_) => {
+                        if !self.complete(&batch, &mut unfinished).await {
+                            return;
+                        }
+                        let Some(handled) = self.handle(message).await else { return };
+                        handled
                     }
-                    None => Err(format!("no dead-letter queue for a record that needs one: {}", letter.message)),
-                },
-                Err(HandlerError::Retry(reason)) => Err(reason),
-            };
-            match outcome {
-                Ok(outcome) => break Some(outcome),
+                };
+                let (topic, partition, offset) = (message.topic().to_owned(), message.partition(), message.offset());
+                unfinished.finished.push(Finished { topic, partition, offset, outcome });
+                unfinished.acks.extend(ack.map(|ack| (index, ack)));
+            }
+            if !self.complete(&batch, &mut unfinished).await {
+                return;
+            }
+            batch.clear();
+        }
+    }
+
+    /// Waits for the acks of what was sent on (sending again from the first that failed),
+    /// makes the writes durable, and reports it all finished; false when the run shuts down
+    /// first.
+    async fn complete(&self, batch: &[Incoming], unfinished: &mut Unfinished) -> bool {
+        let mut failed = None;
+        for (index, ack) in unfinished.acks.iter_mut() {
+            if let Err(reason) = ack.await {
+                tracing::warn!(reason, "a record sent on was not acknowledged; sending it and those after it again");
+                failed = Some(*index);
+                break;
+            }
+        }
+        // Only records that were sent on are sent again: one dead-lettered or skipped the
+        // first time is finished.
+        let again: Vec<usize> = match failed {
+            Some(first) => unfinished.acks.iter().map(|(index, _)| *index).filter(|index| *index >= first).collect(),
+            None => Vec::new(),
+        };
+        unfinished.acks.clear();
+        for index in again {
+            if !self.send_again(&batch[index]).await {
+                return false;
+            }
+        }
+        if unfinished.finished.is_empty() {
+            return true;
+        }
+        if self.retrying("a batch not made durable", move || (self.durable)()).await.is_none() {
+            return false;
+        }
+        for finished in unfinished.finished.drain(..) {
+            let _ = self.done.send(finished);
+        }
+        true
+    }
+
+    /// Hands `message` to the handler and waits for its ack, until it is acknowledged; false
+    /// when the run shuts down first.
+    async fn send_again(&self, message: &Incoming) -> bool {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        let attempt = move || async move {
+            match self.handle(message).await {
+                None => Ok(false),
+                Some((_, None)) => Ok(true),
+                Some((_, Some(ack))) => ack.await.map(|()| true),
+            }
+        };
+        let what = format!("record not acknowledged (topic {topic}, partition {partition}, offset {offset})");
+        self.retrying(&what, attempt).await.unwrap_or(false)
+    }
+
+    /// One try: the record written (or sent on, with the ack to wait for) or dead-lettered,
+    /// or why neither happened.
+    async fn attempt(&self, message: &Incoming) -> Result<(Outcome, Option<Ack>), String> {
+        match (self.handler)(message.clone()).await {
+            Ok(ack) => Ok((Outcome::Applied, ack)),
+            Err(HandlerError::DeadLetter(letter)) => match &self.dlq {
+                Some(dlq) => {
+                    dlq.send(message, &letter).await.map(|_| (Outcome::DeadLettered, None)).map_err(|e| e.to_string())
+                }
+                None => Err(format!("no dead-letter queue for a record that needs one: {}", letter.message)),
+            },
+            Err(HandlerError::Retry(reason)) => Err(reason),
+        }
+    }
+
+    /// Tries `message` until it is written or dead-lettered; `None` when the run shuts down
+    /// first.
+    async fn handle(&self, message: &Incoming) -> Option<(Outcome, Option<Ack>)> {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        let what = format!("record not applied (topic {topic}, partition {partition}, offset {offset})");
+        self.retrying(&what, move || self.attempt(message)).await
+    }
+
+    /// Runs `step` until it succeeds, backing off from 50 ms to 5 s between attempts; `None`
+    /// when the run shuts down first.
+    async fn retrying<T, S, SF>(&self, what: &str, mut step: S) -> Option<T>
+    where
+        S: FnMut() -> SF,
+        SF: Future<Output = Result<T, String>>,
+    {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match step().await {
+                Ok(done) => return Some(done),
                 Err(reason) => {
-                    tracing::warn!(
-                        topic = message.topic(),
-                        partition = message.partition(),
-                        offset = message.offset(),
-                        reason,
-                        "record not applied; retrying"
-                    );
+                    tracing::warn!(reason, "{what}; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.cancelled() => break None,
+                        _ = self.shutdown.cancelled() => return None,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
-        };
-        match finished {
-            Some(outcome) => {
-                let (topic, partition, offset) = (message.topic().to_owned(), message.partition(), message.offset());
-                let _ = done.send(Finished { topic, partition, offset, outcome });
-            }
-            None => return,
         }
     }
 }

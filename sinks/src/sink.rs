@@ -1,11 +1,12 @@
 //! What every sink is, and the one runner that serves them all.
 //!
 //! A sink says which topics it reads, how many keys it applies at once, where its refusals
-//! go, and how it applies one record ([`Sink::apply`], `Ok` only once the effect is durable).
-//! [`run`] does the rest, the same way for every sink: an at-least-once consumer whose offsets
-//! are stored only after `apply` returned `Ok` (the contiguous finished prefix per partition),
-//! a record `apply` refuses to the sink's dead-letter topic with its reason, a record it cannot
-//! apply yet retried, the consumer's own metrics, and a new subscription whenever the live
+//! go, how it writes one record ([`Sink::apply`]) and how it makes its writes durable
+//! ([`Sink::flush`]). [`run`] does the rest, the same way for every sink: an at-least-once
+//! consumer whose lanes write what they hold and flush once per batch, whose offsets are
+//! stored only after that flush (the contiguous finished prefix per partition), a record
+//! `apply` refuses to the sink's dead-letter topic with its reason, a record it cannot apply
+//! yet retried, the consumer's own metrics, and a new subscription whenever the live
 //! catalogue changes the topics the sink reads.
 
 use std::{future::Future, sync::Arc};
@@ -42,10 +43,14 @@ pub trait Sink: Send + Sync + 'static {
     /// The topics it reads under `catalog`; read again when the catalogue changes.
     fn topics(&self, catalog: &Catalog) -> Vec<String>;
 
-    /// Applies one record: `Ok` once its effect is durable (the offset may then be stored),
-    /// [`HandlerError::DeadLetter`] for a record it will never apply,
-    /// [`HandlerError::Retry`] for one it cannot apply yet.
+    /// Writes one record's effect: `Ok` once it is written (durable after the next
+    /// [`flush`](Self::flush)), [`HandlerError::DeadLetter`] for a record it will never
+    /// apply, [`HandlerError::Retry`] for one it cannot apply yet.
     fn apply(&self, record: &Incoming) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Makes every write `apply` has made durable; the runner stores no offset of a batch
+    /// before this returned `Ok`.
+    fn flush(&self) -> impl Future<Output = Result<(), sled::Error>> + Send;
 }
 
 /// Runs `sink` until `shutdown`: consumes its topics in the group `group_id` and applies every
@@ -69,11 +74,18 @@ pub async fn run<S: Sink>(
             let Lanes { lanes, lane_capacity } = S::LANES;
             let consumer = bus.consumer(ConsumerSettings { group_id, topics, lanes, lane_capacity })?;
             let dlq = S::DEAD_LETTERS.map(|component| DeadLetterQueue::new(bus.producer().clone(), component, metrics));
-            let apply = move |record: Incoming| {
+            let apply = {
                 let sink = sink.clone();
-                async move { sink.apply(&record).await }
+                move |record: Incoming| {
+                    let sink = sink.clone();
+                    async move { sink.apply(&record).await.map(|()| None) }
+                }
             };
-            Ok(consumer.run(apply, dlq, stop).await)
+            let flush = move || {
+                let sink = sink.clone();
+                async move { sink.flush().await.map_err(|e| e.to_string()) }
+            };
+            Ok(consumer.run_batched(apply, flush, dlq, stop).await)
         }
     })
     .await

@@ -293,3 +293,135 @@ async fn a_record_the_handler_cannot_apply_goes_to_the_dlq_with_connect_headers(
     assert_eq!(get(header::CONNECTOR).as_deref(), Some("test-sink"));
     assert!(letter.envelope().is_ok(), "the original envelope travels with the dead letter");
 }
+
+/// Runs a second consumer of `topic` in `group` until it has seen `expected` records; their
+/// sequence numbers, sorted.
+async fn resumed(test: &support::TestBus, topic: &str, group: &str, expected: usize) -> Vec<u64> {
+    let consumer = test
+        .bus
+        .consumer(ConsumerSettings { group_id: group.into(), topics: vec![topic.into()], lanes: 4, lane_capacity: 64 })
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (log, stop) = (seen.clone(), CancellationToken::new());
+    let run = tokio::spawn(consumer.run(
+        move |message| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(seq_of(message.payload()));
+                Ok(())
+            }
+        },
+        None,
+        stop.clone(),
+    ));
+    crate::support::until("the resumed consumer did not see the records", Duration::from_secs(60), || {
+        seen.lock().unwrap().len() >= expected
+    })
+    .await;
+    // Anything more would be a record delivered past what was expected.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    run.await.unwrap();
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_unstable();
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_written_but_never_made_durable_stores_no_offset() {
+    let test = support::test_bus(support::bus_config());
+    let topic = "gov.test.durable.v1";
+    test.broker.create_topic(topic, 1, 3).unwrap();
+    let records = (0..200).map(|seq| record(topic, &format!("k{}", seq % 5), seq)).collect::<Vec<_>>();
+    for result in test.bus.producer().publish_all(records).await {
+        result.unwrap();
+    }
+    let settings = ConsumerSettings { group_id: "durable".into(), topics: vec![topic.into()], lanes: 4, lane_capacity: 64 };
+    let (written, flushes) = (Arc::new(Mutex::new(HashSet::new())), Arc::new(Mutex::new(0u32)));
+    let stop = CancellationToken::new();
+    let (log, tries) = (written.clone(), flushes.clone());
+    let run = tokio::spawn(test.bus.consumer(settings).unwrap().run_batched(
+        move |message| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().insert(seq_of(message.payload()));
+                Ok(None)
+            }
+        },
+        // The disk is full: nothing written is ever durable.
+        move || {
+            *tries.lock().unwrap() += 1;
+            std::future::ready(Err("no space left on device".to_owned()))
+        },
+        None,
+        stop.clone(),
+    ));
+    crate::support::until("nothing was written and flushed", Duration::from_secs(60), || {
+        !written.lock().unwrap().is_empty() && *flushes.lock().unwrap() >= 2
+    })
+    .await;
+    stop.cancel();
+    let stats = run.await.unwrap();
+    assert!(stats.received > 0);
+    assert_eq!(stats.finished, 0, "a record written but not durable is not finished");
+    assert_eq!(resumed(&test, topic, "durable", 200).await, (0..200).collect::<Vec<u64>>(), "all redelivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_sent_on_whose_ack_fails_is_sent_again_with_those_after_it_in_order() {
+    let test = support::test_bus(support::bus_config());
+    let topic = "gov.test.acks.v1";
+    test.broker.create_topic(topic, 1, 3).unwrap();
+    let records = (0..100).map(|seq| record(topic, "one-key", seq)).collect::<Vec<_>>();
+    for result in test.bus.producer().publish_all(records).await {
+        result.unwrap();
+    }
+    let settings = ConsumerSettings { group_id: "acks".into(), topics: vec![topic.into()], lanes: 2, lane_capacity: 64 };
+    // What "the target" acknowledged, in the order the acks resolved; record 10's first ack
+    // fails.
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = CancellationToken::new();
+    let (log, failed) = (acknowledged.clone(), failed_once.clone());
+    let run = tokio::spawn(test.bus.consumer(settings).unwrap().run_batched(
+        move |message| {
+            let (log, failed) = (log.clone(), failed.clone());
+            async move {
+                let seq = seq_of(message.payload());
+                let ack: govex_bus::consumer::Ack = Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    if seq == 10 && !failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        return Err("request timed out".to_owned());
+                    }
+                    log.lock().unwrap().push(seq);
+                    Ok(())
+                });
+                Ok(Some(ack))
+            }
+        },
+        || std::future::ready(Ok(())),
+        None,
+        stop.clone(),
+    ));
+    crate::support::until("not every record was acknowledged", Duration::from_secs(60), || {
+        acknowledged.lock().unwrap().iter().collect::<HashSet<_>>().len() == 100
+    })
+    .await;
+    // The offsets follow the acks.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let stats = run.await.unwrap();
+    assert!(failed_once.load(std::sync::atomic::Ordering::SeqCst), "record 10's ack failed once");
+    assert_eq!(stats.finished, 100);
+    // The last copy of each record is in the partition's order: what a reader keeping the
+    // newest of each key ends with is record 99, and no record overtook one before it.
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let last_copy: BTreeMap<u64, usize> = acknowledged.iter().enumerate().map(|(at, seq)| (*seq, at)).collect();
+    let positions: Vec<usize> = last_copy.values().copied().collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "last copies out of order: {acknowledged:?}");
+    assert!(acknowledged.iter().filter(|seq| **seq < 10).count() == 10, "records before the failed one are sent once");
+    // Everything was stored: a consumer of the same group starts after record 99.
+    let later = record(topic, "one-key", 100);
+    test.bus.producer().publish(later).await.unwrap();
+    assert_eq!(resumed(&test, topic, "acks", 1).await, vec![100], "nothing acknowledged is delivered again");
+}

@@ -91,7 +91,7 @@ impl CaseStats {
         })
     }
 
-    /// Applies one case event.
+    /// Applies one case event; durable after the next [`flush`](crate::sink::Sink::flush).
     pub async fn handle(&self, message: &Incoming) -> Result<(), HandlerError> {
         let Some(envelope) = message.envelope().ok() else { return Ok(()) };
         if self.events.contains_key(envelope.event_id.as_bytes()).map_err(|e| HandlerError::Retry(e.to_string()))? {
@@ -138,7 +138,6 @@ impl CaseStats {
             _ => {}
         }
         self.events.insert(envelope.event_id.as_bytes(), &[]).map_err(|e| HandlerError::Retry(e.to_string()))?;
-        self.db.flush_async().await.map_err(|e| HandlerError::Retry(e.to_string()))?;
         Ok(())
     }
 }
@@ -156,6 +155,10 @@ impl crate::sink::Sink for CaseStats {
 
     async fn apply(&self, record: &Incoming) -> Result<(), HandlerError> {
         self.handle(record).await
+    }
+
+    async fn flush(&self) -> Result<(), sled::Error> {
+        self.db.flush_async().await.map(drop)
     }
 }
 

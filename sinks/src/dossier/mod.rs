@@ -64,23 +64,20 @@ impl DossierStore {
     }
 
     /// Keeps `part` as the `kind` of `unit` unless a newer one is there; whether it changed
-    /// anything.
-    pub async fn apply(&self, unit: &str, kind: &str, part: &Part) -> Result<bool, sled::Error> {
-        let changed = newest_wins(&self.parts, format!("{unit}\0{kind}"), part)?;
-        if changed {
-            self.group_flush.flush().await?;
-        }
-        Ok(changed)
+    /// anything. Durable after the next [`flush`](Self::flush).
+    pub fn apply(&self, unit: &str, kind: &str, part: &Part) -> Result<bool, sled::Error> {
+        newest_wins(&self.parts, format!("{unit}\0{kind}"), part)
     }
 
     /// Keeps `part` as the record `key` of `topic` unless a newer one is there; whether it
-    /// changed anything.
-    pub async fn apply_record(&self, topic: &str, key: &str, part: &Part) -> Result<bool, sled::Error> {
-        let changed = newest_wins(&self.records, format!("{topic}\0{key}"), part)?;
-        if changed {
-            self.group_flush.flush().await?;
-        }
-        Ok(changed)
+    /// changed anything. Durable after the next [`flush`](Self::flush).
+    pub fn apply_record(&self, topic: &str, key: &str, part: &Part) -> Result<bool, sled::Error> {
+        newest_wins(&self.records, format!("{topic}\0{key}"), part)
+    }
+
+    /// Makes every write so far durable (concurrent callers share one flush).
+    pub async fn flush(&self) -> Result<(), sled::Error> {
+        self.group_flush.flush().await
     }
 
     /// The record `key` of `topic`, if one came.
@@ -216,7 +213,7 @@ impl DossierSink {
         Ok(decoder)
     }
 
-    /// Applies one record; `Ok` once it is durable (or was already there).
+    /// Applies one record; durable after the store's next flush.
     pub async fn handle(&self, message: &Incoming) -> Result<(), HandlerError> {
         let envelope = message.envelope().map_err(|e| HandlerError::refused(Stage::Envelope, &e))?;
         let decoder = self.decoder(message.topic()).await?;
@@ -238,16 +235,13 @@ impl DossierSink {
         };
         let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
         if !key.is_empty() {
-            self.store
-                .apply_record(message.topic(), &key, &part)
-                .await
-                .map_err(|e| HandlerError::Retry(e.to_string()))?;
+            self.store.apply_record(message.topic(), &key, &part).map_err(|e| HandlerError::Retry(e.to_string()))?;
         }
         if let Some((_, kind)) = PARTS.iter().find(|(topic, _)| *topic == message.topic()) {
             let Some(unit) = part.record.get("property_unit_number").and_then(Value::as_str).map(str::to_owned) else {
                 return Err(HandlerError::refused(Stage::Apply, &NoUnit));
             };
-            self.store.apply(&unit, kind, &part).await.map_err(|e| HandlerError::Retry(e.to_string()))?;
+            self.store.apply(&unit, kind, &part).map_err(|e| HandlerError::Retry(e.to_string()))?;
         }
         Ok(())
     }
@@ -294,5 +288,9 @@ impl crate::sink::Sink for DossierSink {
 
     async fn apply(&self, record: &Incoming) -> Result<(), HandlerError> {
         self.handle(record).await
+    }
+
+    async fn flush(&self) -> Result<(), sled::Error> {
+        self.store.flush().await
     }
 }

@@ -90,6 +90,12 @@ impl LicenceSink {
 
     /// Applies one record; `Ok` only once the store has it durably.
     pub async fn handle(&self, message: &Incoming) -> Result<(), HandlerError> {
+        self.write(message).await?;
+        self.store.flush().await.map_err(|e| HandlerError::Retry(e.to_string()))
+    }
+
+    /// Writes one record to the store; durable after the store's next flush.
+    pub async fn write(&self, message: &Incoming) -> Result<(), HandlerError> {
         let envelope = message.envelope().map_err(|e| HandlerError::refused(Stage::Envelope, &e))?;
         let decoded = self.decoder.decode_into_carrying::<Licence>(message.payload().unwrap_or_default()).await;
         let (record, written) = match decoded {
@@ -124,7 +130,6 @@ impl LicenceSink {
                 return Err(HandlerError::refused(Stage::Apply, &e));
             }
         }
-        self.store.flush().await.map_err(|e| HandlerError::Retry(e.to_string()))?;
         Ok(())
     }
 }
@@ -197,6 +202,10 @@ impl crate::sink::Sink for LicenceSink {
     }
 
     async fn apply(&self, record: &Incoming) -> Result<(), HandlerError> {
-        self.handle(record).await
+        self.write(record).await
+    }
+
+    async fn flush(&self) -> Result<(), sled::Error> {
+        self.store.flush().await
     }
 }

@@ -26,7 +26,7 @@ use crate::level_bridge::config::BridgeConfig;
 use crate::level_bridge::config::LinkConfig;
 use govex_bus::{
     config::BusConfig,
-    consumer::{AtLeastOnceConsumer, ConsumerSettings, HandlerError, RunStats},
+    consumer::{Ack, AtLeastOnceConsumer, ConsumerSettings, HandlerError, RunStats},
     dlq::{DeadLetterQueue, Refusal, Stage},
     envelope::Envelope,
     registry_client::RegistryClientError,
@@ -344,7 +344,7 @@ impl Bridge {
         Ok(local)
     }
 
-    async fn forward(&self, link: &Running, message: &Incoming) -> Result<(), HandlerError> {
+    async fn forward(&self, link: &Running, message: &Incoming) -> Result<Option<Ack>, HandlerError> {
         let labels = LinkLabels { link: link.name.clone() };
         let envelope =
             message.envelope().map_err(|e| HandlerError::refused(Stage::Envelope, &Unforwardable::Envelope(e)))?;
@@ -357,11 +357,11 @@ impl Bridge {
         match decide(self.local, &envelope, &self.config) {
             Decision::Loop => {
                 self.metrics.dropped_loops.get_or_create(&labels).inc();
-                Ok(())
+                Ok(None)
             }
             Decision::Filtered => {
                 self.metrics.filtered.get_or_create(&labels).inc();
-                Ok(())
+                Ok(None)
             }
             Decision::Forward(forwarded) => {
                 let mut payload = message.payload().unwrap_or_default().to_vec();
@@ -373,19 +373,20 @@ impl Bridge {
                 payload[1..5].copy_from_slice(&local.to_be_bytes());
                 let outgoing =
                     Outgoing::new(message.topic(), message.key().unwrap_or_default().to_vec(), payload, &forwarded);
-                self.bus.producer().publish(outgoing).await.map_err(|e| HandlerError::Retry(e.to_string()))?;
-                self.metrics
-                    .forwarded
-                    .get_or_create(&TopicLabels { link: link.name.clone(), topic: message.topic().to_owned() })
-                    .inc();
-                if let Some(origin_ms) = envelope.event_time_millis() {
-                    let now_ms = govex_schemas::zone::now_ms();
-                    self.metrics
-                        .hop_latency
-                        .get_or_create(&labels)
-                        .observe(now_ms.saturating_sub(origin_ms) as f64 / 1000.0);
-                }
-                Ok(())
+                // Sent, not waited for: the lane waits for the ack with the rest of its batch.
+                let delivery = self.bus.producer().enqueue(outgoing).await;
+                let (metrics, topic) = (self.metrics.clone(), TopicLabels { link: link.name.clone(), topic: message.topic().to_owned() });
+                let origin_ms = envelope.event_time_millis();
+                let ack: Ack = Box::pin(async move {
+                    delivery.await.map_err(|e| e.to_string())?;
+                    metrics.forwarded.get_or_create(&topic).inc();
+                    if let Some(origin_ms) = origin_ms {
+                        let now_ms = govex_schemas::zone::now_ms();
+                        metrics.hop_latency.get_or_create(&labels).observe(now_ms.saturating_sub(origin_ms) as f64 / 1000.0);
+                    }
+                    Ok::<(), String>(())
+                });
+                Ok(Some(ack))
             }
         }
     }
@@ -439,23 +440,21 @@ impl Bridge {
                 if let Err(e) = bridge.bus.ensure_topics(&topics).await {
                     tracing::warn!(link = %running.name, error = %e, "a topic the link writes to could not be made");
                 }
-                // Each lane waits for its record's acknowledgement before the next (that is
-                // what lets the offset follow the ack); many lanes keep many records in flight.
-                let settings = ConsumerSettings { group_id, topics, lanes: 256, lane_capacity: 16 };
+                // A lane sends what it holds and waits for the acks together before the offsets
+                // follow (see `run_batched`); lanes keep keys apart, so one slow key does not
+                // hold up the others.
+                let settings = ConsumerSettings { group_id, topics, lanes: 64, lane_capacity: 256 };
                 let consumer = AtLeastOnceConsumer::new(&config, &bootstrap, settings)
                     .map_err(govex_bus::BusError::Client)?
                     .with_lag_gauges(bridge.bus.lag_gauges());
                 let dlq = bridge.dlq.clone();
-                let stats = consumer
-                    .run(
-                        move |message| {
-                            let (bridge, running) = (bridge.clone(), running.clone());
-                            async move { bridge.forward(&running, &message).await }
-                        },
-                        Some(dlq),
-                        stop,
-                    )
-                    .await;
+                let forward = move |message: Incoming| {
+                    let (bridge, running) = (bridge.clone(), running.clone());
+                    async move { bridge.forward(&running, &message).await }
+                };
+                // What is forwarded is durable once acknowledged: nothing else to flush.
+                let durable = || std::future::ready(Ok(()));
+                let stats = consumer.run_batched(forward, durable, Some(dlq), stop).await;
                 Ok(stats)
             }
         })
