@@ -328,8 +328,39 @@ async fn use_log_benchmark() {
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
+        // One part alone, for a profiler: `cargo bench --bench elicense -- sink`.
         if std::env::args().any(|a| a == "use-log") {
             return use_log_benchmark().await;
+        }
+        // The store's own apply rate, one thread, no Kafka: the ceiling of the sink.
+        if std::env::args().any(|a| a == "store") {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = LicenceStore::open(dir.path()).expect("store");
+            let started = Instant::now();
+            for n in 0..SINK_RECORDS {
+                let stored = govex_sinks::elicense::StoredLicence {
+                    licence: licence(n),
+                    version: 1,
+                    superseded_by: None,
+                    last_event_id: uuid::Uuid::now_v7(),
+                    last_event_ms: 1,
+                    extra: Default::default(),
+                };
+                let id = stored.last_event_id;
+                store.apply(stored, id).expect("applied").expect("ok");
+            }
+            let applied = started.elapsed();
+            store.flush().await.expect("flush");
+            println!("store alone: {SINK_RECORDS} applied in {applied:?}, flushed after {:?}", started.elapsed());
+            let files = std::fs::read_dir(dir.path()).expect("store dir").filter_map(|e| e.ok()?.metadata().ok());
+            println!("store size on disk: {} MiB", files.map(|m| m.len()).sum::<u64>() >> 20);
+            return;
+        }
+        if std::env::args().any(|a| a == "sink") {
+            return sink_benchmark().await;
+        }
+        if std::env::args().any(|a| a == "http") {
+            return http_benchmark().await;
         }
         http_benchmark().await;
         sink_benchmark().await;

@@ -36,32 +36,37 @@ use govex_sinks::level_bridge::{links, Bridge, BridgeMetrics};
 use tokio_util::sync::CancellationToken;
 
 const RECORDS: usize = 50_000;
+const ROUNDS: usize = 3;
 const TOPIC: &str = "gov.case.event.v1";
 const RAW_TOPIC: &str = "bench.raw-forward";
 const PIPELINED_TOPIC: &str = "bench.pipelined-copy";
 
 /// The pipelined copy: consumes `TOPIC` from `source` and produces each record to
 /// `PIPELINED_TOPIC` on `target` without waiting; stores each source offset once the target
-/// acknowledged it (acks taken in the order sent), until `RECORDS` are copied.
-async fn pipelined_copy(config: &BusConfig, source: &str, target: &Bus) {
+/// acknowledged it (acks taken in the order sent), until `RECORDS` are copied. Returns the
+/// time from the first record received to the last acknowledged (the group's join is not
+/// the copy's work, as the bridge's clock starts at its first record too).
+async fn pipelined_copy(config: &BusConfig, source: &str, target: &Bus, group: &str) -> Duration {
     use futures::StreamExt;
     use govex_bus::rdkafka::consumer::{Consumer, StreamConsumer};
     let consumer: StreamConsumer = config
-        .client_config(source, govex_bus::config::ClientRole::Consumer { group_id: "pipelined" })
+        .client_config(source, govex_bus::config::ClientRole::Consumer { group_id: group })
         .create()
         .expect("consumer");
     consumer.subscribe(&[TOPIC]).expect("subscribe");
     let mut acks = futures::stream::FuturesOrdered::new();
     let mut copied = 0;
+    let mut first = None;
     while copied < RECORDS {
         tokio::select! {
             Some((delivered, topic, partition, offset)) = acks.next(), if !acks.is_empty() => {
                 let delivered: Result<_, govex_bus::producer::ProduceError> = delivered;
                 delivered.expect("delivered");
-                consumer.store_offset(&topic, partition, offset).expect("offset stored");
+                consumer.store_offset(String::as_str(&topic), partition, offset).expect("offset stored");
                 copied += 1;
             }
             received = consumer.recv() => {
+                first.get_or_insert_with(Instant::now);
                 let message = govex_bus::Incoming::from(received.expect("a record").detach());
                 let (topic, partition, offset) = (message.topic().to_owned(), message.partition(), message.offset());
                 let ack = target.producer().enqueue(message.copy_to(PIPELINED_TOPIC)).await;
@@ -69,6 +74,7 @@ async fn pipelined_copy(config: &BusConfig, source: &str, target: &Bus) {
             }
         }
     }
+    first.map_or(Duration::ZERO, |first| first.elapsed())
 }
 
 /// Records `first..first + count`, each with its own key (one case each).
@@ -95,13 +101,13 @@ async fn high(bus: &Bus, topic: &str) -> i64 {
     bus.high_watermarks(topic).await.map(|w| w.values().sum()).unwrap_or(0)
 }
 
-/// Waits until `topic` on `bus` holds `target` records; returns the time from the first
-/// record's arrival to the last.
-async fn time_until(bus: &Bus, topic: &str, target: i64) -> Duration {
+/// Waits until `topic` on `bus` holds `target` records; returns the time from the arrival of
+/// the first record past `from` to the last.
+async fn time_until(bus: &Bus, topic: &str, from: i64, target: i64) -> Duration {
     let mut first = None;
     loop {
         let now = high(bus, topic).await;
-        if now > 0 && first.is_none() {
+        if now > from && first.is_none() {
             first = Some(Instant::now());
         }
         if now >= target {
@@ -132,12 +138,6 @@ fn main() {
             result.expect("delivered");
         }
 
-        let pipelined_took = {
-            let started = Instant::now();
-            pipelined_copy(&config, source.bootstrap_servers(), &target_bus).await;
-            started.elapsed()
-        };
-
         // Raw consume-and-produce: the consumer's lanes, each producing and awaiting the ack.
         let consumer = consumer_of(&source_bus, "raw", 256, 16);
         let stop = CancellationToken::new();
@@ -156,7 +156,7 @@ fn main() {
             None,
             stop.clone(),
         ));
-        let raw_took = time_until(&target_bus, RAW_TOPIC, RECORDS as i64).await;
+        let raw_took = time_until(&target_bus, RAW_TOPIC, 0, RECORDS as i64).await;
         stop.cancel();
         let _ = raw.await;
 
@@ -188,14 +188,33 @@ fn main() {
             BridgeMetrics::register(&metrics),
             DeadLetterQueue::new(target_bus.producer().clone(), "bench-bridge", &metrics),
         ));
-        let stop = CancellationToken::new();
-        let running = tokio::spawn({
-            let (bridge, link, stop) = (bridge.clone(), link.clone(), stop.clone());
-            // An empty catalogue: the link pulls only its configured topics.
-            let catalog = govex_schemas::LiveCatalog::new(govex_schemas::Catalog::default());
-            async move { bridge.run_link(link, "bench", catalog, stop).await }
-        });
-        let bridge_took = time_until(&target_bus, TOPIC, RECORDS as i64).await;
+        // Rounds, the pipelined copy and the bridge in turn, each reading the whole topic in a
+        // group of its own: the medians are compared (one round alone varies by a third on
+        // this machine).
+        let (mut pipelined_took, mut bridge_took) = (Vec::new(), Vec::new());
+        let mut last_round = None;
+        for round in 0..ROUNDS {
+            let group = format!("pipelined-{round}");
+            pipelined_took.push(pipelined_copy(&config, source.bootstrap_servers(), &target_bus, &group).await);
+            let stop = CancellationToken::new();
+            let running = tokio::spawn({
+                let (bridge, link, stop, prefix) = (bridge.clone(), link.clone(), stop.clone(), format!("bench{round}"));
+                // An empty catalogue: the link pulls only its configured topics.
+                let catalog = govex_schemas::LiveCatalog::new(govex_schemas::Catalog::default());
+                async move { bridge.run_link(link, &prefix, catalog, stop).await }
+            });
+            let (from, to) = ((round * RECORDS) as i64, ((round + 1) * RECORDS) as i64);
+            bridge_took.push(time_until(&target_bus, TOPIC, from, to).await);
+            // The last round's bridge keeps running for the latency measurement.
+            match round + 1 < ROUNDS {
+                true => {
+                    stop.cancel();
+                    let _ = running.await;
+                }
+                false => last_round = Some((stop, running)),
+            }
+        }
+        let (stop, running) = last_round.expect("a round");
 
         // Hop latency: a steady 2,000 records/s for 3 s while the bridge runs.
         let started = Instant::now();
@@ -211,8 +230,8 @@ fn main() {
         for delivery in futures::future::join_all(pending).await {
             delivery.expect("delivered");
         }
-        let total = RECORDS as i64 + 6_000;
-        time_until(&target_bus, TOPIC, total).await;
+        let total = (ROUNDS * RECORDS) as i64 + 6_000;
+        time_until(&target_bus, TOPIC, 0, total).await;
         stop.cancel();
         let _ = running.await;
 
@@ -249,10 +268,13 @@ fn main() {
             steady.get(((steady.len() as f64 * p) as usize).min(steady.len().saturating_sub(1))).copied().unwrap_or(0)
         };
 
+        let median = |mut took: Vec<Duration>| {
+            took.sort();
+            RECORDS as f64 / took[took.len() / 2].as_secs_f64()
+        };
         let raw_rate = RECORDS as f64 / raw_took.as_secs_f64();
-        let pipelined_rate = RECORDS as f64 / pipelined_took.as_secs_f64();
-        let bridge_rate = RECORDS as f64 / bridge_took.as_secs_f64();
-        println!("bridge benchmark: {RECORDS} records of 150 bytes, one key each, between two embedded clusters (3 brokers each)");
+        let (pipelined_rate, bridge_rate) = (median(pipelined_took), median(bridge_took));
+        println!("bridge benchmark: {RECORDS} records of 150 bytes, one key each, between two embedded clusters (3 brokers each), median of {ROUNDS} rounds");
         println!("pipelined raw copy (MirrorMaker 2's way):    {pipelined_rate:>10.0} records/s");
         println!("waiting raw copy (256 lanes, ack each):      {raw_rate:>10.0} records/s");
         println!("bridge forwarding:                           {bridge_rate:>10.0} records/s");
