@@ -112,7 +112,12 @@ async fn run_rate(client: &reqwest::Client, base: &str, token: &str, rate: u64) 
     let mut latencies = std::mem::take(&mut *latencies.lock());
     latencies.sort();
     let achieved = latencies.len();
-    (support::percentile(&latencies, 0.50), support::percentile(&latencies, 0.99), errors.load(Ordering::Relaxed), achieved)
+    (
+        support::percentile(&latencies, 0.50),
+        support::percentile(&latencies, 0.99),
+        errors.load(Ordering::Relaxed),
+        achieved,
+    )
 }
 
 async fn http_benchmark() {
@@ -140,7 +145,10 @@ async fn http_benchmark() {
     println!(
         "verify + get over HTTP, 50/50, open loop, {SECONDS_PER_RATE} s per rate, node in its own process on loopback:"
     );
-    println!("{:>10} {:>10} {:>10} {:>10} {:>8} {:>10}", "rate/s", "p50 ms", "p99 ms", "served/s", "errors", "node MiB");
+    println!(
+        "{:>10} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "rate/s", "p50 ms", "p99 ms", "served/s", "errors", "node MiB"
+    );
     let mut best = 0;
     for rate in RATES {
         let (p50, p99, errors, served) = run_rate(&client, &base, token, rate).await;

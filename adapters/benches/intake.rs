@@ -200,6 +200,10 @@ fn main() {
                 println!("  python peer failed (pip install 'confluent-kafka[avro,schemaregistry]' jsonschema fastavro): {}", e.lines().last().unwrap_or(""));
             }
         }
+        // The node's part and the broker's share this process: its peak is the bound on both.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(str::trim).unwrap_or("n/a");
+        println!("peak memory of this process (intake, producer and embedded broker): {peak}");
         let _ = bus.producer().flush(Duration::from_secs(30));
     });
 }

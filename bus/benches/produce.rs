@@ -187,6 +187,10 @@ fn main() {
         println!("raw rdkafka produce (pre-encoded):   {raw_median:>10.0} records/s (median)");
         println!("wire-format publish path:            {wire_median:>10.0} records/s (median)");
         println!("ratio wire/raw:                      {:>10.2}", wire_median / raw_median);
+        // The node's part and the broker's share this process: its peak is the bound on both.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(str::trim).unwrap_or("n/a");
+        println!("peak memory of this process (producer and embedded broker): {peak}");
 
         // Encoding alone, for the record: the serde writer against apache-avro's Value path.
         let start = Instant::now();

@@ -336,7 +336,8 @@ async fn a_batch_written_but_never_made_durable_stores_no_offset() {
     for result in test.bus.producer().publish_all(records).await {
         result.unwrap();
     }
-    let settings = ConsumerSettings { group_id: "durable".into(), topics: vec![topic.into()], lanes: 4, lane_capacity: 64 };
+    let settings =
+        ConsumerSettings { group_id: "durable".into(), topics: vec![topic.into()], lanes: 4, lane_capacity: 64 };
     let (written, flushes) = (Arc::new(Mutex::new(HashSet::new())), Arc::new(Mutex::new(0u32)));
     let stop = CancellationToken::new();
     let (log, tries) = (written.clone(), flushes.clone());
@@ -376,7 +377,8 @@ async fn a_record_sent_on_whose_ack_fails_is_sent_again_with_those_after_it_in_o
     for result in test.bus.producer().publish_all(records).await {
         result.unwrap();
     }
-    let settings = ConsumerSettings { group_id: "acks".into(), topics: vec![topic.into()], lanes: 2, lane_capacity: 64 };
+    let settings =
+        ConsumerSettings { group_id: "acks".into(), topics: vec![topic.into()], lanes: 2, lane_capacity: 64 };
     // What "the target" acknowledged, in the order the acks resolved; record 10's first ack
     // fails.
     let acknowledged = Arc::new(Mutex::new(Vec::new()));

@@ -375,14 +375,18 @@ impl Bridge {
                     Outgoing::new(message.topic(), message.key().unwrap_or_default().to_vec(), payload, &forwarded);
                 // Sent, not waited for: the lane waits for the ack with the rest of its batch.
                 let delivery = self.bus.producer().enqueue(outgoing).await;
-                let (metrics, topic) = (self.metrics.clone(), TopicLabels { link: link.name.clone(), topic: message.topic().to_owned() });
+                let (metrics, topic) =
+                    (self.metrics.clone(), TopicLabels { link: link.name.clone(), topic: message.topic().to_owned() });
                 let origin_ms = envelope.event_time_millis();
                 let ack: Ack = Box::pin(async move {
                     delivery.await.map_err(|e| e.to_string())?;
                     metrics.forwarded.get_or_create(&topic).inc();
                     if let Some(origin_ms) = origin_ms {
                         let now_ms = govex_schemas::zone::now_ms();
-                        metrics.hop_latency.get_or_create(&labels).observe(now_ms.saturating_sub(origin_ms) as f64 / 1000.0);
+                        metrics
+                            .hop_latency
+                            .get_or_create(&labels)
+                            .observe(now_ms.saturating_sub(origin_ms) as f64 / 1000.0);
                     }
                     Ok::<(), String>(())
                 });
