@@ -48,9 +48,10 @@ pub struct BusConfig {
     /// Consumer session timeout.
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u64,
-    /// How long a sink's fetch may wait at a broker when it has no records
-    /// (`fetch.wait.max.ms`). A Kafka broker answers as soon as a record arrives, so on a
-    /// real cluster this only paces an idle consumer's requests. librdkafka's mock cluster
+    /// How long a consumer's fetch (a sink's, a bridge link's from its neighbour) may wait at
+    /// a broker when it has no records (`fetch.wait.max.ms`, 1 to 300000). A Kafka broker
+    /// answers as soon as a record arrives, so on a real cluster this only paces an idle
+    /// consumer's requests. librdkafka's mock cluster
     /// (`govex broker`) holds every fetch for the whole wait, records or not, so there it is
     /// how late a record is seen: set 10 against `govex broker`. The embedded bus uses 10
     /// whatever this says.
@@ -305,6 +306,11 @@ impl BusConfig {
     /// checks them but without starting one: `govex config check` catches what start would
     /// refuse. The error names the setting and librdkafka's reason.
     pub fn check_properties(&self, what: &str) -> Result<(), String> {
+        // librdkafka takes 0 (every idle consumer would then ask the broker without pause) and
+        // would name its own property for a value above its bound, not the setting written.
+        if !(1..=300_000).contains(&self.fetch_wait_max_ms) {
+            return Err(format!("{what}.fetch_wait_max_ms: {} is not between 1 and 300000", self.fetch_wait_max_ms));
+        }
         for role in [ClientRole::Producer, ClientRole::Consumer { group_id: "config-check" }] {
             let config = self.client_config("localhost:9092", role);
             let mut created = config.create_native_config().map(drop);
@@ -431,6 +437,22 @@ mod tests {
         assert_eq!((reader.get("group.id"), reader.get("enable.auto.commit")), (Some("view"), Some("false")));
         let producer = bus.client_config("b:9092", ClientRole::Producer);
         assert_eq!(producer.get("linger.ms"), Some("3000"), "the operator tunes the event topics' producer");
+    }
+
+    #[test]
+    fn a_fetch_wait_outside_its_bounds_is_named_as_written() {
+        for wait in [0, 300_001] {
+            let bus = BusConfig { fetch_wait_max_ms: wait, ..BusConfig::default() };
+            let error = bus.check_properties("bus").unwrap_err();
+            assert!(error.starts_with("bus.fetch_wait_max_ms: "), "{error}");
+        }
+        let quick = BusConfig { fetch_wait_max_ms: 1, ..BusConfig::default() };
+        assert_eq!(quick.check_properties("bus"), Ok(()));
+        let consumer = quick.client_config("b:9092", ClientRole::Consumer { group_id: "g" });
+        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("1"));
+        let mock = BusConfig { mock_cluster: true, ..quick };
+        let consumer = mock.client_config("b:9092", ClientRole::Consumer { group_id: "g" });
+        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("10"), "the mock cluster's own wait");
     }
 
     #[test]

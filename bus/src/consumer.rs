@@ -360,10 +360,12 @@ impl AtLeastOnceConsumer {
     /// A handler that sends a record on (a bridge) returns its [`Ack`] instead of waiting for
     /// it: the lane sends the whole batch, in order, then waits for every ack before the
     /// batch counts as finished, the way MirrorMaker 2 commits only what was delivered. The
-    /// producer keeps the order of what it was given within a partition, so per-key order
-    /// holds. When an ack fails, the records from that one on are sent again, one at a time,
-    /// each waited for: the topic may then hold a record twice (with one event id, which every
-    /// sink drops), but the last copy of each key's records is in their order.
+    /// idempotent producer keeps the order of what it was given within a partition, so
+    /// per-key order holds while deliveries succeed. When an ack fails (a delivery timed out),
+    /// records after it may have been delivered already: the records from the failed one on
+    /// are sent again, one at a time, each waited for. The topic then holds some records twice
+    /// (with one event id) and, for a moment, a later record of a key before an earlier one;
+    /// the last copy of each key's records is in their order.
     pub async fn run_batched<H, F, D, DF>(
         self,
         handler: H,
@@ -612,12 +614,19 @@ where
     /// makes the writes durable, and reports it all finished; false when the run shuts down
     /// first.
     async fn complete(&self, batch: &[Incoming], unfinished: &mut Unfinished) -> bool {
+        // Every ack is waited for, failed or not: a record after a failed one may still be
+        // delivered, and what the producer holds is counted until it answers. Shutdown does
+        // not wait for a cluster that does not answer: nothing here is finished yet, so all of
+        // it is redelivered.
         let mut failed = None;
         for (index, ack) in unfinished.acks.iter_mut() {
-            if let Err(reason) = ack.await {
+            let answer = tokio::select! {
+                answer = ack => answer,
+                _ = self.shutdown.cancelled() => return false,
+            };
+            if let (Err(reason), None) = (answer, failed) {
                 tracing::warn!(reason, "a record sent on was not acknowledged; sending it and those after it again");
                 failed = Some(*index);
-                break;
             }
         }
         // Only records that were sent on are sent again: one dead-lettered or skipped the
@@ -652,7 +661,10 @@ where
             match self.handle(message).await {
                 None => Ok(false),
                 Some((_, None)) => Ok(true),
-                Some((_, Some(ack))) => ack.await.map(|()| true),
+                Some((_, Some(ack))) => tokio::select! {
+                    answer = ack => answer.map(|()| true),
+                    _ = self.shutdown.cancelled() => Ok(false),
+                },
             }
         };
         let what = format!("record not acknowledged (topic {topic}, partition {partition}, offset {offset})");

@@ -379,25 +379,36 @@ async fn a_record_sent_on_whose_ack_fails_is_sent_again_with_those_after_it_in_o
     }
     let settings =
         ConsumerSettings { group_id: "acks".into(), topics: vec![topic.into()], lanes: 2, lane_capacity: 64 };
-    // What "the target" acknowledged, in the order the acks resolved; record 10's first ack
-    // fails.
+    // "The target": takes records in the order they are sent and answers each in turn, in the
+    // background whether or not anyone waits, as a producer does; record 10's first delivery
+    // times out, so the records after it arrive before it is sent again.
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop = CancellationToken::new();
+    type Answer = tokio::sync::oneshot::Sender<Result<(), String>>;
+    let (to_target, mut target) = tokio::sync::mpsc::unbounded_channel::<(u64, Answer)>();
     let (log, failed) = (acknowledged.clone(), failed_once.clone());
-    let run = tokio::spawn(test.bus.consumer(settings).unwrap().run_batched(
-        move |message| {
-            let (log, failed) = (log.clone(), failed.clone());
-            async move {
-                let seq = seq_of(message.payload());
-                let ack: govex_bus::consumer::Ack = Box::pin(async move {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    if seq == 10 && !failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                        return Err("request timed out".to_owned());
-                    }
+    tokio::spawn(async move {
+        while let Some((seq, answer)) = target.recv().await {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            let result = match seq == 10 && !failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                true => Err("request timed out".to_owned()),
+                false => {
                     log.lock().unwrap().push(seq);
                     Ok(())
-                });
+                }
+            };
+            let _ = answer.send(result);
+        }
+    });
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(test.bus.consumer(settings).unwrap().run_batched(
+        move |message| {
+            let to_target = to_target.clone();
+            async move {
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                to_target.send((seq_of(message.payload()), answer)).unwrap();
+                let ack: govex_bus::consumer::Ack =
+                    Box::pin(async move { answered.await.unwrap_or_else(|_| Err("the target went away".into())) });
                 Ok(Some(ack))
             }
         },
@@ -426,4 +437,42 @@ async fn a_record_sent_on_whose_ack_fails_is_sent_again_with_those_after_it_in_o
     let later = record(topic, "one-key", 100);
     test.bus.producer().publish(later).await.unwrap();
     assert_eq!(resumed(&test, topic, "acks", 1).await, vec![100], "nothing acknowledged is delivered again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_sent_on_but_never_acknowledged_store_no_offset_and_do_not_hold_up_shutdown() {
+    let test = support::test_bus(support::bus_config());
+    let topic = "gov.test.unacknowledged.v1";
+    test.broker.create_topic(topic, 1, 3).unwrap();
+    let records = (0..50).map(|seq| record(topic, &format!("k{}", seq % 3), seq)).collect::<Vec<_>>();
+    for result in test.bus.producer().publish_all(records).await {
+        result.unwrap();
+    }
+    let settings =
+        ConsumerSettings { group_id: "unacked".into(), topics: vec![topic.into()], lanes: 2, lane_capacity: 64 };
+    let sent = Arc::new(Mutex::new(0u32));
+    let stop = CancellationToken::new();
+    let counter = sent.clone();
+    let run = tokio::spawn(test.bus.consumer(settings).unwrap().run_batched(
+        move |_message| {
+            let counter = counter.clone();
+            async move {
+                *counter.lock().unwrap() += 1;
+                // The target cluster never answers.
+                let ack: govex_bus::consumer::Ack = Box::pin(std::future::pending());
+                Ok(Some(ack))
+            }
+        },
+        || std::future::ready(Ok(())),
+        None,
+        stop.clone(),
+    ));
+    crate::support::until("nothing was sent on", Duration::from_secs(60), || *sent.lock().unwrap() > 0).await;
+    stop.cancel();
+    let stats = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("shutdown does not wait for acks that never come")
+        .unwrap();
+    assert_eq!(stats.finished, 0, "no record counts as forwarded before its ack");
+    assert_eq!(resumed(&test, topic, "unacked", 50).await, (0..50).collect::<Vec<u64>>(), "all redelivered");
 }

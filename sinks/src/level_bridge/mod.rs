@@ -447,7 +447,9 @@ impl Bridge {
                 // A lane sends what it holds and waits for the acks together before the offsets
                 // follow (see `run_batched`); lanes keep keys apart, so one slow key does not
                 // hold up the others.
-                let settings = ConsumerSettings { group_id, topics, lanes: 64, lane_capacity: 256 };
+                // 64 × 64: at most about 8,000 records held per link (a lane's batch and its
+                // queue), twice what the waiting lanes held (256 × 16), within the pod's memory.
+                let settings = ConsumerSettings { group_id, topics, lanes: 64, lane_capacity: 64 };
                 let consumer = AtLeastOnceConsumer::new(&config, &bootstrap, settings)
                     .map_err(govex_bus::BusError::Client)?
                     .with_lag_gauges(bridge.bus.lag_gauges());
