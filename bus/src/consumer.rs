@@ -381,7 +381,7 @@ impl AtLeastOnceConsumer {
     {
         let handler = Arc::new(handler);
         let durable = Arc::new(durable);
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Finished>>();
         let lanes_count = self.settings.lanes.max(1);
         let mut lanes = Vec::with_capacity(lanes_count);
         let mut workers = Vec::with_capacity(lanes_count);
@@ -401,6 +401,7 @@ impl AtLeastOnceConsumer {
         drop(done_tx);
 
         let mut trackers: HashMap<(String, i32), OffsetTracker> = HashMap::new();
+        let mut run_of: Option<(String, i32)> = None;
         let mut stats = RunStats::default();
         let mut assignment = self.assignment.clone();
         let mut lag_timer = tokio::time::interval(LAG_INTERVAL);
@@ -416,8 +417,7 @@ impl AtLeastOnceConsumer {
             tokio::select! {
                 biased;
                 Some(done) = done_rx.recv() => {
-                    let tp = (done.topic.clone(), done.partition);
-                    if let Some(last) = self.finish(&mut trackers, done, &mut stats) {
+                    for (tp, last) in self.finish(&mut trackers, done, &mut stats) {
                         let next = progress.stored.entry(tp).or_default();
                         *next = (*next).max(last + 1);
                     }
@@ -445,8 +445,16 @@ impl AtLeastOnceConsumer {
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
                         let message = Incoming::from(message.detach());
-                        let tp = (message.topic().to_owned(), message.partition());
-                        trackers.entry(tp).or_default().begin(message.offset());
+                        // Records come in runs of one partition: its key is made once a run.
+                        let (topic, partition) = (message.topic(), message.partition());
+                        if !run_of.as_ref().is_some_and(|(t, p)| t == topic && *p == partition) {
+                            run_of = Some((topic.to_owned(), partition));
+                        }
+                        let tp = run_of.as_ref().unwrap_or_else(|| unreachable!("set above"));
+                        match trackers.get_mut(tp) {
+                            Some(tracker) => tracker.begin(message.offset()),
+                            None => trackers.entry(tp.clone()).or_default().begin(message.offset()),
+                        }
                         stats.received += 1;
                         let lane_index = lane_for(&message, lanes_count);
                         tokio::select! {
@@ -505,24 +513,35 @@ impl AtLeastOnceConsumer {
         stats
     }
 
-    /// Notes a finished record; returns the last offset of the partition's finished prefix
-    /// when it advanced (and was stored).
+    /// Notes the records of a finished batch; stores, once per partition, the last offset of
+    /// its finished prefix where that advanced, and returns those (partition, last offset).
     fn finish(
         &self,
         trackers: &mut HashMap<(String, i32), OffsetTracker>,
-        Finished { topic, partition, offset, outcome }: Finished,
+        batch: Vec<Finished>,
         stats: &mut RunStats,
-    ) -> Option<i64> {
-        stats.finished += 1;
-        stats.dead_lettered += u64::from(outcome == Outcome::DeadLettered);
-        let tracker = trackers.get_mut(&(topic.clone(), partition))?;
-        let last = tracker.finish(offset)?;
-        // `store_offset` stores `last + 1`, the next offset to read.
-        if let Err(error) = self.consumer.store_offset(&topic, partition, last) {
-            tracing::debug!(error = %error, topic, partition, "offset not stored (partition revoked)");
-            return None;
+    ) -> Vec<((String, i32), i64)> {
+        let mut advanced: HashMap<(String, i32), i64> = HashMap::new();
+        for Finished { topic, partition, offset, outcome } in batch {
+            stats.finished += 1;
+            stats.dead_lettered += u64::from(outcome == Outcome::DeadLettered);
+            let tp = (topic, partition);
+            let Some(tracker) = trackers.get_mut(&tp) else { continue };
+            if let Some(last) = tracker.finish(offset) {
+                // A prefix only grows: the later answer is the larger.
+                advanced.insert(tp, last);
+            }
         }
-        Some(last)
+        let mut stored = Vec::with_capacity(advanced.len());
+        for ((topic, partition), last) in advanced {
+            // `store_offset` stores `last + 1`, the next offset to read.
+            if let Err(error) = self.consumer.store_offset(&topic, partition, last) {
+                tracing::debug!(error = %error, topic, partition, "offset not stored (partition revoked)");
+                continue;
+            }
+            stored.push(((topic, partition), last));
+        }
+        stored
     }
 }
 
@@ -558,7 +577,8 @@ struct Lane<H, D> {
     handler: Arc<H>,
     durable: Arc<D>,
     dlq: Option<DeadLetterQueue>,
-    done: mpsc::UnboundedSender<Finished>,
+    /// Where a lane reports each batch it finished, as one message.
+    done: mpsc::UnboundedSender<Vec<Finished>>,
     shutdown: CancellationToken,
     /// The most records made durable together.
     batch: usize,
@@ -647,9 +667,7 @@ where
         if self.retrying("a batch not made durable", move || (self.durable)()).await.is_none() {
             return false;
         }
-        for finished in unfinished.finished.drain(..) {
-            let _ = self.done.send(finished);
-        }
+        let _ = self.done.send(std::mem::take(&mut unfinished.finished));
         true
     }
 

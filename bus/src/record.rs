@@ -1,6 +1,7 @@
 //! A consumed record as govex's handlers see it: topic, partition, offset, key, value and the
 //! envelope in its headers. Only this crate names rdkafka's types; an `Incoming` owns the
-//! consumed message without copying it.
+//! consumed message without copying it, and its clones share it (a lane hands a clone to each
+//! try of a handler: copying the headers is a C allocation per header).
 
 use rdkafka::message::{Headers, Message, OwnedMessage};
 
@@ -8,7 +9,7 @@ use crate::envelope::{Envelope, EnvelopeError};
 
 /// One consumed record.
 #[derive(Debug, Clone)]
-pub struct Incoming(OwnedMessage);
+pub struct Incoming(std::sync::Arc<OwnedMessage>);
 
 impl Incoming {
     /// A record as it would be consumed (tests and benchmarks hand these to handlers):
@@ -24,7 +25,7 @@ impl Incoming {
         let headers = headers.iter().fold(rdkafka::message::OwnedHeaders::new(), |all, (name, value)| {
             all.insert(rdkafka::message::Header { key: name, value: Some(value) })
         });
-        Self(OwnedMessage::new(
+        Self::from(OwnedMessage::new(
             payload,
             key,
             topic.to_owned(),
@@ -89,7 +90,7 @@ impl Incoming {
 
     /// The envelope its headers carry.
     pub fn envelope(&self) -> Result<Envelope, EnvelopeError> {
-        Envelope::from_message(&self.0)
+        Envelope::from_message(self.0.as_ref())
     }
 
     pub(crate) fn message(&self) -> &OwnedMessage {
@@ -99,6 +100,6 @@ impl Incoming {
 
 impl From<OwnedMessage> for Incoming {
     fn from(message: OwnedMessage) -> Self {
-        Self(message)
+        Self(std::sync::Arc::new(message))
     }
 }

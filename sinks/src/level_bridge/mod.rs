@@ -260,6 +260,8 @@ pub struct Bridge {
 /// One link as it runs: its name, direction and neighbour, and the neighbour's registry.
 struct Running {
     name: String,
+    /// The link's metric labels, made once.
+    labels: LinkLabels,
     remote: Division,
     direction: Direction,
     registry: RegistryClient,
@@ -345,7 +347,7 @@ impl Bridge {
     }
 
     async fn forward(&self, link: &Running, message: &Incoming) -> Result<Option<Ack>, HandlerError> {
-        let labels = LinkLabels { link: link.name.clone() };
+        let labels = &link.labels;
         let envelope =
             message.envelope().map_err(|e| HandlerError::refused(Stage::Envelope, &Unforwardable::Envelope(e)))?;
         if link.direction == Direction::Up && !envelope.origin_division.is_within(link.remote) {
@@ -356,11 +358,11 @@ impl Bridge {
         }
         match decide(self.local, &envelope, &self.config) {
             Decision::Loop => {
-                self.metrics.dropped_loops.get_or_create(&labels).inc();
+                self.metrics.dropped_loops.get_or_create(labels).inc();
                 Ok(None)
             }
             Decision::Filtered => {
-                self.metrics.filtered.get_or_create(&labels).inc();
+                self.metrics.filtered.get_or_create(labels).inc();
                 Ok(None)
             }
             Decision::Forward(forwarded) => {
@@ -375,18 +377,18 @@ impl Bridge {
                     Outgoing::new(message.topic(), message.key().unwrap_or_default().to_vec(), payload, &forwarded);
                 // Sent, not waited for: the lane waits for the ack with the rest of its batch.
                 let delivery = self.bus.producer().enqueue(outgoing).await;
-                let (metrics, topic) =
-                    (self.metrics.clone(), TopicLabels { link: link.name.clone(), topic: message.topic().to_owned() });
+                let topic = TopicLabels { link: link.name.clone(), topic: message.topic().to_owned() };
+                let (forwarded, hop) = (
+                    self.metrics.forwarded.get_or_create(&topic).clone(),
+                    self.metrics.hop_latency.get_or_create(labels).clone(),
+                );
                 let origin_ms = envelope.event_time_millis();
                 let ack: Ack = Box::pin(async move {
                     delivery.await.map_err(|e| e.to_string())?;
-                    metrics.forwarded.get_or_create(&topic).inc();
+                    forwarded.inc();
                     if let Some(origin_ms) = origin_ms {
                         let now_ms = govex_schemas::zone::now_ms();
-                        metrics
-                            .hop_latency
-                            .get_or_create(&labels)
-                            .observe(now_ms.saturating_sub(origin_ms) as f64 / 1000.0);
+                        hop.observe(now_ms.saturating_sub(origin_ms) as f64 / 1000.0);
                     }
                     Ok::<(), String>(())
                 });
@@ -429,8 +431,13 @@ impl Bridge {
             })
         };
         let registry = link.registry.clone();
-        let running =
-            Arc::new(Running { name: link.name.clone(), remote: link.remote, direction: link.direction, registry });
+        let running = Arc::new(Running {
+            name: link.name.clone(),
+            labels: labels.clone(),
+            remote: link.remote,
+            direction: link.direction,
+            registry,
+        });
         let topics_of = {
             let link = link.clone();
             move |catalog: &govex_schemas::Catalog| link.topics_with(catalog)
