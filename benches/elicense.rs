@@ -266,14 +266,13 @@ async fn sink_benchmark() {
     println!("raw consumption (offsets stored):         {raw:>10.0} records/s");
     println!("e-licence sink (decode, apply, flush):    {applied:>10.0} records/s");
     println!("ratio sink/raw:                           {:>10.2}", applied / raw);
-    println!("peak memory of this process:              {:>10.0} MiB", support::own_peak_mib());
+    println!("peak memory of this process:              {:>10.0} MiB", support::memory::own_peak_mib());
 }
 
 /// p50 and p99 of `samples`.
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    (at(0.50), at(0.99))
+    (support::percentile(&samples, 0.50), support::percentile(&samples, 0.99))
 }
 
 async fn use_log_benchmark() {

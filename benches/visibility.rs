@@ -28,10 +28,27 @@ const PROBE_EVERY: u32 = 10;
 const ISSUER: &str = "bench-token-of-the-platform";
 const READER: &str = "bench-token-of-provident-fund";
 
+#[derive(Default)]
 struct Measured {
     accepted: Vec<Duration>,
     visible: Vec<Duration>,
     errors: u64,
+}
+
+impl Measured {
+    /// Notes what sending one licence measured, or its error.
+    fn add(&mut self, outcome: Result<(Duration, Option<Duration>), String>) {
+        match outcome {
+            Ok((accepted, visible)) => {
+                self.accepted.push(accepted);
+                self.visible.extend(visible);
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                self.errors += 1;
+            }
+        }
+    }
 }
 
 /// Sends licence `n` and, when `probe`, polls `verify` every `poll` until it is valid; the time
@@ -84,18 +101,9 @@ async fn licence(
 }
 
 async fn single(client: &reqwest::Client, api: &str, first: u32) -> Measured {
-    let mut measured = Measured { accepted: Vec::new(), visible: Vec::new(), errors: 0 };
+    let mut measured = Measured::default();
     for n in first..first + SINGLE {
-        match licence(client, api, n, true, Duration::from_millis(1)).await {
-            Ok((accepted, visible)) => {
-                measured.accepted.push(accepted);
-                measured.visible.extend(visible);
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                measured.errors += 1;
-            }
-        }
+        measured.add(licence(client, api, n, true, Duration::from_millis(1)).await);
     }
     measured
 }
@@ -112,18 +120,9 @@ async fn steady(client: &reqwest::Client, api: &str, first: u32) -> Measured {
             licence(&client, &api, first + i, i % PROBE_EVERY == 0, Duration::from_millis(2)).await
         }));
     }
-    let mut measured = Measured { accepted: Vec::new(), visible: Vec::new(), errors: 0 };
+    let mut measured = Measured::default();
     for task in tasks {
-        match task.await.expect("task") {
-            Ok((accepted, visible)) => {
-                measured.accepted.push(accepted);
-                measured.visible.extend(visible);
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                measured.errors += 1;
-            }
-        }
+        measured.add(task.await.expect("task"));
     }
     measured
 }

@@ -10,6 +10,9 @@
 //!
 //! Prints records per second and both ratios per department.
 
+#[path = "../../benches/support/memory.rs"]
+mod memory;
+
 use std::{
     path::Path,
     process::Command,
@@ -201,9 +204,7 @@ fn main() {
             }
         }
         // The node's part and the broker's share this process: its peak is the bound on both.
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(str::trim).unwrap_or("n/a");
-        println!("peak memory of this process (intake, producer and embedded broker): {peak}");
+        println!("peak memory of this process (intake, producer and embedded broker): {:.0} MiB", memory::own_peak_mib());
         let _ = bus.producer().flush(Duration::from_secs(30));
     });
 }

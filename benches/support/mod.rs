@@ -31,25 +31,11 @@ impl Drop for Killed {
 impl Killed {
     /// The process's peak resident memory so far (`VmHWM`), in MiB.
     pub fn peak_mib(&self) -> f64 {
-        peak_mib(self.0.id())
+        memory::peak_mib(self.0.id())
     }
 }
 
-/// The peak resident memory (`VmHWM`) of process `pid`, in MiB; 0 where /proc has none.
-pub fn peak_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
-/// This process's own peak resident memory, in MiB.
-pub fn own_peak_mib() -> f64 {
-    peak_mib(std::process::id())
-}
+pub mod memory;
 
 /// `govex broker` in a process of its own; its bootstrap servers.
 pub fn broker() -> (Killed, String) {

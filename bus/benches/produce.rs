@@ -7,6 +7,9 @@
 //! the same run. Prints records per second of both and their ratio.
 //! Rounds alternate so that drift of the machine hits both sides alike.
 
+#[path = "../../benches/support/memory.rs"]
+mod memory;
+
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -188,9 +191,7 @@ fn main() {
         println!("wire-format publish path:            {wire_median:>10.0} records/s (median)");
         println!("ratio wire/raw:                      {:>10.2}", wire_median / raw_median);
         // The node's part and the broker's share this process: its peak is the bound on both.
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(str::trim).unwrap_or("n/a");
-        println!("peak memory of this process (producer and embedded broker): {peak}");
+        println!("peak memory of this process (producer and embedded broker): {:.0} MiB", memory::own_peak_mib());
 
         // Encoding alone, for the record: the serde writer against apache-avro's Value path.
         let start = Instant::now();

@@ -15,6 +15,9 @@
 //! record's origin event time (its UUIDv7) to its append time on the target. Peak memory is
 //! this process's (both clusters, the copies and the bridge).
 
+#[path = "../../benches/support/memory.rs"]
+mod memory;
+
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -280,9 +283,7 @@ fn main() {
         println!("bridge forwarding:                           {bridge_rate:>10.0} records/s");
         println!("ratio bridge/pipelined copy:                 {:>10.2}", bridge_rate / pipelined_rate);
         println!("ratio bridge/waiting copy:                   {:>10.2}", bridge_rate / raw_rate);
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(str::trim).unwrap_or("n/a");
-        println!("peak memory of this process:                 {peak:>13}");
+        println!("peak memory of this process:                 {:>10.0} MiB", memory::own_peak_mib());
         println!(
             "hop latency at 2,000 records/s (origin event time to append on the target): p50 {} ms, p99 {} ms",
             pick(0.50),

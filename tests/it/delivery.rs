@@ -28,8 +28,17 @@ fn seq_of(payload: Option<&[u8]>) -> u64 {
     u64::from_be_bytes(payload.expect("payload").try_into().expect("8 bytes"))
 }
 
-/// Consumes `topic` with a fresh group until `expected` records arrived; returns
-/// (key, seq) in arrival order.
+/// A one-partition `topic` holding records `0..count`, record `seq` keyed `key(seq)`.
+async fn topic_holding(test: &support::TestBus, topic: &str, count: u64, key: impl Fn(u64) -> String) {
+    test.broker.create_topic(topic, 1, 3).unwrap();
+    let records = (0..count).map(|seq| record(topic, &key(seq), seq)).collect::<Vec<_>>();
+    for result in test.bus.producer().publish_all(records).await {
+        result.unwrap();
+    }
+}
+
+/// Consumes `topic` in `group` (a new group reads from the start) until `expected` records
+/// arrived; returns (key, seq) in arrival order.
 async fn consume_all(test: &support::TestBus, topic: &str, group: &str, expected: usize) -> Vec<(String, u64)> {
     let consumer = test
         .bus
@@ -130,11 +139,7 @@ async fn nothing_is_lost_or_duplicated_under_injected_errors_and_a_broker_outage
 async fn a_restarted_consumer_resumes_after_the_stored_offsets() {
     let test = support::test_bus(support::bus_config());
     let topic = "gov.test.resume.v1";
-    test.broker.create_topic(topic, 1, 3).unwrap();
-    let records = (0..100).map(|seq| record(topic, &format!("k{}", seq % 7), seq)).collect::<Vec<_>>();
-    for result in test.bus.producer().publish_all(records).await {
-        result.unwrap();
-    }
+    topic_holding(&test, topic, 100, |seq| format!("k{}", seq % 7)).await;
     let settings =
         || ConsumerSettings { group_id: "resume".into(), topics: vec![topic.into()], lanes: 4, lane_capacity: 64 };
 
@@ -236,12 +241,8 @@ async fn a_record_the_handler_cannot_apply_goes_to_the_dlq_with_connect_headers(
 
     let test = support::test_bus(support::bus_config());
     let topic = "gov.test.dlq.v1";
-    test.broker.create_topic(topic, 1, 3).unwrap();
     test.broker.create_topic(&format!("{topic}.dlq"), 1, 3).unwrap();
-    let records = (0..10).map(|seq| record(topic, &format!("k{seq}"), seq)).collect::<Vec<_>>();
-    for result in test.bus.producer().publish_all(records).await {
-        result.unwrap();
-    }
+    topic_holding(&test, topic, 10, |seq| format!("k{seq}")).await;
     let dlq = DeadLetterQueue::new(test.bus.producer().clone(), "test-sink", &govex_bus::Metrics::new());
     let applied = Arc::new(Mutex::new(Vec::new()));
     let log = applied.clone();
@@ -294,35 +295,10 @@ async fn a_record_the_handler_cannot_apply_goes_to_the_dlq_with_connect_headers(
     assert!(letter.envelope().is_ok(), "the original envelope travels with the dead letter");
 }
 
-/// Runs a second consumer of `topic` in `group` until it has seen `expected` records; their
-/// sequence numbers, sorted.
+/// The sequence numbers, sorted, of the first `expected` records a consumer of `topic` in
+/// `group` gets: on one partition, a record delivered again would come before the new ones.
 async fn resumed(test: &support::TestBus, topic: &str, group: &str, expected: usize) -> Vec<u64> {
-    let consumer = test
-        .bus
-        .consumer(ConsumerSettings { group_id: group.into(), topics: vec![topic.into()], lanes: 4, lane_capacity: 64 })
-        .unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let (log, stop) = (seen.clone(), CancellationToken::new());
-    let run = tokio::spawn(consumer.run(
-        move |message| {
-            let log = log.clone();
-            async move {
-                log.lock().unwrap().push(seq_of(message.payload()));
-                Ok(())
-            }
-        },
-        None,
-        stop.clone(),
-    ));
-    crate::support::until("the resumed consumer did not see the records", Duration::from_secs(60), || {
-        seen.lock().unwrap().len() >= expected
-    })
-    .await;
-    // Anything more would be a record delivered past what was expected.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    run.await.unwrap();
-    let mut seen = seen.lock().unwrap().clone();
+    let mut seen: Vec<u64> = consume_all(test, topic, group, expected).await.into_iter().map(|(_, seq)| seq).collect();
     seen.sort_unstable();
     seen
 }
@@ -331,11 +307,7 @@ async fn resumed(test: &support::TestBus, topic: &str, group: &str, expected: us
 async fn a_batch_written_but_never_made_durable_stores_no_offset() {
     let test = support::test_bus(support::bus_config());
     let topic = "gov.test.durable.v1";
-    test.broker.create_topic(topic, 1, 3).unwrap();
-    let records = (0..200).map(|seq| record(topic, &format!("k{}", seq % 5), seq)).collect::<Vec<_>>();
-    for result in test.bus.producer().publish_all(records).await {
-        result.unwrap();
-    }
+    topic_holding(&test, topic, 200, |seq| format!("k{}", seq % 5)).await;
     let settings =
         ConsumerSettings { group_id: "durable".into(), topics: vec![topic.into()], lanes: 4, lane_capacity: 64 };
     let (written, flushes) = (Arc::new(Mutex::new(HashSet::new())), Arc::new(Mutex::new(0u32)));
@@ -372,11 +344,7 @@ async fn a_batch_written_but_never_made_durable_stores_no_offset() {
 async fn a_record_sent_on_whose_ack_fails_is_sent_again_with_those_after_it_in_order() {
     let test = support::test_bus(support::bus_config());
     let topic = "gov.test.acks.v1";
-    test.broker.create_topic(topic, 1, 3).unwrap();
-    let records = (0..100).map(|seq| record(topic, "one-key", seq)).collect::<Vec<_>>();
-    for result in test.bus.producer().publish_all(records).await {
-        result.unwrap();
-    }
+    topic_holding(&test, topic, 100, |_| "one-key".into()).await;
     let settings =
         ConsumerSettings { group_id: "acks".into(), topics: vec![topic.into()], lanes: 2, lane_capacity: 64 };
     // "The target": takes records in the order they are sent and answers each in turn, in the
@@ -443,11 +411,7 @@ async fn a_record_sent_on_whose_ack_fails_is_sent_again_with_those_after_it_in_o
 async fn records_sent_on_but_never_acknowledged_store_no_offset_and_do_not_hold_up_shutdown() {
     let test = support::test_bus(support::bus_config());
     let topic = "gov.test.unacknowledged.v1";
-    test.broker.create_topic(topic, 1, 3).unwrap();
-    let records = (0..50).map(|seq| record(topic, &format!("k{}", seq % 3), seq)).collect::<Vec<_>>();
-    for result in test.bus.producer().publish_all(records).await {
-        result.unwrap();
-    }
+    topic_holding(&test, topic, 50, |seq| format!("k{}", seq % 3)).await;
     let settings =
         ConsumerSettings { group_id: "unacked".into(), topics: vec![topic.into()], lanes: 2, lane_capacity: 64 };
     let sent = Arc::new(Mutex::new(0u32));
