@@ -447,11 +447,9 @@ impl AtLeastOnceConsumer {
                         let message = Incoming::from(message.detach());
                         // Records come in runs of one partition: its key is made once a run.
                         let (topic, partition) = (message.topic(), message.partition());
-                        if !run_of.as_ref().is_some_and(|(t, p)| t == topic && *p == partition) {
-                            run_of = Some((topic.to_owned(), partition));
-                        }
-                        let tp = run_of.as_ref().unwrap_or_else(|| unreachable!("set above"));
-                        match trackers.get_mut(tp) {
+                        let same_run = run_of.take().filter(|(t, p)| t == topic && *p == partition);
+                        let tp = run_of.insert(same_run.unwrap_or_else(|| (topic.to_owned(), partition)));
+                        match trackers.get_mut(&*tp) {
                             Some(tracker) => tracker.begin(message.offset()),
                             None => trackers.entry(tp.clone()).or_default().begin(message.offset()),
                         }
