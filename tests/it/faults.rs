@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
     child::{child_config, child_token, ChildBroker, ChildNode},
-    support::records_in_topic,
+    support::{records_in_topic, until},
 };
 
 const CASES: &str = "gov.case.event.v1";
@@ -325,9 +325,11 @@ async fn slow_and_idle_clients_do_not_hold_a_shutdown_and_a_publish_in_progress_
         let api = node.api.clone();
         tokio::spawn(async move { post_batch(&api, "case-event", None, batch("case-event", 0, 5_000)).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
+    // SIGTERM once the batch is being published: a node loaded by other tests may take
+    // longer than any fixed pause to get that far, and a batch it never received proves nothing.
     let bootstrap = node.bootstrap.clone();
+    until("the batch's first records on the topic", Duration::from_secs(60), || records_on(&bootstrap, CASES) > 0)
+        .await;
     let (status, took) = node.process.terminate(Duration::from_secs(45)).await;
     assert!(status.success(), "{status}: {}", node.process.stderr_text());
     // Grace (2 s), then the drain and the flush; far below the 120 s the clients could hold.
