@@ -30,6 +30,6 @@ pub mod store;
 pub use bundled::{bundled_schemas, BundledSchema};
 pub use catalog::{Catalog, Flow, LiveCatalog, Resource, Sharing};
 pub use compat::{can_read, Compatibility, Incompatibility};
-pub use domain::{identifiers, zone, Department, Division};
+pub use domain::{calendar, identifiers, zone, Department, Division};
 pub use journal::{Change, Journal};
 pub use store::{Mode, Registry, RegistryError, Setting, SubjectVersion, VersionSelector};

@@ -43,7 +43,7 @@ fn cluster() -> Cluster {
     for topic in [MARKET, &format!("{MARKET}.dlq")] {
         broker.create_topic(topic, 3, 3).unwrap();
     }
-    let registry = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let registry = support::reserved_addr();
     Cluster { broker, registry }
 }
 

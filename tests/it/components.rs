@@ -3,7 +3,7 @@
 //! sharing one external bus (the stores follow the registry's topic instead of calling it). A licence accepted by the intake process becomes readable in the
 //! store process; each process serves only its own routes.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
 use govex::config::Component;
 use govex::config::NodeConfig;
@@ -24,12 +24,6 @@ fn process_config(dir: &Path, bootstrap: &str, components: &[Component], registr
     config
 }
 
-/// A free loopback port, so the intake can be told the registry's address before the
-/// registry is started.
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_split_into_registry_intake_and_store_processes_works_as_one() {
     let broker = EmbeddedBroker::start(1).unwrap();
@@ -41,7 +35,7 @@ async fn a_node_split_into_registry_intake_and_store_processes_works_as_one() {
     }
     let bootstrap = broker.bootstrap_servers().to_owned();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let registry_addr = free_port();
+    let registry_addr = crate::support::reserved_addr();
     let registry_url = format!("http://{registry_addr}");
 
     // The stores read their tokens from a tokens file, as from a mounted Secret.

@@ -22,10 +22,6 @@ use crate::{
 const LICENCES: &str = "gov.elicense.licence.v1";
 const BATCH: u32 = 250;
 
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 /// Sends batch `n` (licences `n * BATCH ..`) under key `batch-n` until it is answered 200;
 /// the event ids it was answered with.
 async fn send_until_acknowledged(api: &str, n: u32) -> Vec<String> {
@@ -117,9 +113,9 @@ async fn fault_suite_nothing_lost_nothing_doubled() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = child_config(dir.path(), Some(&bootstrap));
     // Fixed ports: the load finds the node again after each restart.
-    config.listen.api = free_addr();
-    config.listen.ops = free_addr();
-    config.listen.registry = free_addr();
+    config.listen.api = crate::support::reserved_addr();
+    config.listen.ops = crate::support::reserved_addr();
+    config.listen.registry = crate::support::reserved_addr();
     let mut node = ChildNode::start(dir.path(), &config).await;
     let api = node.api.clone();
     let mut counts = Counts { acknowledged: HashSet::new(), repeats: 0 };

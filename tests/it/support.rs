@@ -188,6 +188,29 @@ pub async fn wait_ready(url: &str) {
     }
 }
 
+/// A loopback address that is free now, for a listener a test must name before it starts (a
+/// node's registry that its neighbour's bridge is told of). It is taken below Linux's
+/// ephemeral range (32768–60999): a port the OS handed out from that range and that was then
+/// let go is the next outgoing connection's local port as readily as anyone's, and a Kafka
+/// client makes many; a node that then binds it finds it in use. Tests in other processes pick
+/// from a start of their own, and a port is checked free before it is given.
+pub fn reserved_addr() -> SocketAddr {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const PORTS: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let start = (std::process::id() ^ nanos) as u16 % PORTS;
+    let _ = NEXT.compare_exchange(0, start.max(1), Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..PORTS {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % PORTS;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + PORTS)
+}
+
 /// A node config on the embedded bus with every port chosen by the OS.
 pub fn test_node_config(data_dir: &Path) -> NodeConfig {
     let mut config = NodeConfig::embedded_default();
