@@ -67,6 +67,9 @@ pub struct NodeConfig {
     /// The use log's replication to Kafka and its anchors.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Subscriptions: how long owners have to answer, and the working-day calendar.
+    #[serde(default)]
+    pub governance: govex_sinks::governance::GovernanceConfig,
     /// The time zone times are shown to people in (API answers, the command line):
     /// `Asia/Shanghai` (the default), another of China's zones, `UTC`, or `+HH:MM`.
     #[serde(default)]
@@ -219,6 +222,7 @@ impl NodeConfig {
             bridge: BridgeConfig::default(),
             api: ApiConfig::default(),
             audit: AuditConfig::default(),
+            governance: Default::default(),
             time_zone: Default::default(),
             components: Vec::new(),
         }

@@ -483,7 +483,7 @@ async fn build(
         Component::Registry => *registry_addr = registry::build(cx, config, listeners.registry.take())?,
         Component::Intake => govex_adapters::intake::component::build(cx, &config.intake).await?,
         Component::Elicense => govex_sinks::elicense::component::build(cx, &config.audit).await?,
-        Component::Dossier => govex_sinks::dossier::component::build(cx, &config.audit).await?,
+        Component::Dossier => govex_sinks::dossier::component::build(cx, &config.audit, &config.governance).await?,
         Component::Cases => govex_sinks::case_stats::component::build(cx)?,
         Component::Bridge => govex_sinks::level_bridge::component::build(cx, &config.bridge)?,
     }

@@ -52,12 +52,14 @@ impl EmbeddedBroker {
                         return;
                     }
                 };
-                // Every govex cluster holds the registry's topic (one partition: its records
-                // are read in the order they were written), and the mock cluster has no
-                // CreateTopics for the nodes sharing it to make it with.
-                if let Err(e) = cluster.create_topic(govex_schemas::journal::TOPIC, 1, broker_count.min(3)) {
-                    let _ = ready_tx.send(Err(e));
-                    return;
+                // Every govex cluster holds the registry's topic and the subscriptions' (one
+                // partition each: their records are read in the order they were written), and
+                // the mock cluster has no CreateTopics for the nodes sharing it to make them with.
+                for log in [govex_schemas::journal::TOPIC, govex_schemas::catalog::SUBSCRIPTION_TOPIC] {
+                    if let Err(e) = cluster.create_topic(log, 1, broker_count.min(3)) {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
                 }
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                 for command in inbox {

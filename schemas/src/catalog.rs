@@ -85,6 +85,10 @@ pub enum Flow {
     Down,
 }
 
+/// The compacted topic the subscriptions to catalogued resources live in (the owners' grants
+/// beyond the catalogue's `subscribers`): one partition, kept for ever, like the registry's.
+pub const SUBSCRIPTION_TOPIC: &str = "gov.governance.subscription.v1";
+
 impl Resource {
     /// Whether `department` may read this resource's records at all.
     pub fn may_read(&self, department: &str) -> bool {

@@ -4,7 +4,8 @@
 //! sink), [`dossier`] (per property unit, what every department holds, for parallel review;
 //! and the shared view of every catalogued resource), [`case_stats`] (completed cases per
 //! division, on time or late) and [`level_bridge`] (county ▸ city ▸ province forwarding
-//! between clusters). [`use_log`] is the hash-chained log of every read of personal data;
+//! between clusters). [`governance`] holds the subscriptions owners grant on request, which
+//! widen who reads a catalogued resource. [`use_log`] is the hash-chained log of every read of personal data;
 //! [`flush`] the group commit the sinks' lanes share. Each sink is built on `bus`'s
 //! at-least-once consumer: a record's effect is durable in sled (or acknowledged by the
 //! local cluster, for a bridge) before its offset may be stored.
@@ -15,6 +16,7 @@ pub mod case_stats;
 pub mod dossier;
 pub mod elicense;
 pub mod flush;
+pub mod governance;
 pub mod level_bridge;
 pub mod resubscribe;
 pub mod sink;

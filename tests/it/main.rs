@@ -13,6 +13,7 @@ mod dossier;
 mod elicense;
 mod fault_suite;
 mod faults;
+mod governance;
 mod import;
 mod intake;
 mod layers;

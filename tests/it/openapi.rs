@@ -58,6 +58,7 @@ fn every_route_is_documented_with_its_methods() {
         include_str!("../../adapters/src/intake/component.rs"),
         include_str!("../../sinks/src/elicense/api.rs"),
         include_str!("../../sinks/src/dossier/api.rs"),
+        include_str!("../../sinks/src/governance/api.rs"),
     ];
     for (name, text, sources) in [
         ("api", openapi::API, api_sources.as_slice()),

@@ -19,6 +19,7 @@ use govex_schemas::{Department, LiveCatalog};
 use serde_json::{json, Value};
 
 use super::DossierStore;
+use crate::governance::Access;
 use crate::use_log::{stated_purpose, ReadRequest, Use, UseAction, UseLog};
 
 /// What the API needs.
@@ -31,6 +32,15 @@ pub struct DossierApi {
     pub catalog: LiveCatalog,
     /// Where every read is recorded (the node's use log).
     pub use_log: UseLog,
+    /// The subscriptions owners approved, which widen the catalogue's readers.
+    pub subscriptions: Option<crate::governance::Subscriptions>,
+}
+
+impl DossierApi {
+    /// What `caller` may do with `resource` today.
+    fn access(&self, resource: &govex_schemas::Resource, caller: Department) -> Access {
+        crate::governance::access(resource, caller.as_str(), self.subscriptions.as_ref(), crate::governance::today())
+    }
 }
 
 /// The route, as the API port lists it to a caller that asked for another.
@@ -115,15 +125,12 @@ fn reader(api: &DossierApi, read: &ReadRequest, what: &'static str) -> Result<De
     Ok(api.tokens.authorize_read(read.authorization.as_deref(), &[Role::Department], what)?.department)
 }
 
-/// A record as `caller` may see it, and whether its personal fields were masked.
-fn as_seen_by(mut record: Value, resource: &govex_schemas::Resource, caller: Department) -> (Value, bool) {
-    let entitled = resource.may_see_personal_data(caller.as_str());
-    if !entitled {
-        for path in &resource.personal_fields {
-            mask_path(&mut record, path);
-        }
+/// A record as a caller with `access` may see it, and whether some personal field was masked.
+fn as_seen_by(mut record: Value, resource: &govex_schemas::Resource, access: &Access) -> (Value, bool) {
+    for path in resource.personal_fields.iter().filter(|path| !access.sees(path)) {
+        mask_path(&mut record, path);
     }
-    (record, !entitled)
+    (record, access.masks_any(resource))
 }
 
 async fn dossier(
@@ -141,7 +148,7 @@ async fn dossier(
     // One catalogue for the whole answer, and its log entry.
     let catalog = api.catalog.current();
     // Found or not, as far as the caller may read: the caller reads its own use-log entries.
-    let readable = |topic: &str| catalog.by_topic(topic).is_some_and(|r| r.may_read(caller.as_str()));
+    let readable = |topic: &str| catalog.by_topic(topic).is_some_and(|r| api.access(r, caller).read);
     let result = if parts.iter().any(|(_, part)| readable(&part.topic)) { "found" } else { "not_found" };
     let entry = Use { caller: caller.as_str(), purpose: &purpose, action: UseAction::Dossier, subject: &unit, result };
     api.use_log.log_use(entry).await.map_err(unavailable)?;
@@ -150,7 +157,7 @@ async fn dossier(
     // decides nothing about the answer: what the caller learns is only what it may read.
     let mut withheld = serde_json::Map::new();
     for (topic, kind) in super::PARTS {
-        if let Some(resource) = catalog.by_topic(topic).filter(|r| !r.may_read(caller.as_str())) {
+        if let Some(resource) = catalog.by_topic(topic).filter(|r| !api.access(r, caller).read) {
             withheld.insert(
                 kind.to_owned(),
                 json!({ "withheld": format!("{} is not shared with {caller} ({:?})", resource.id, resource.sharing) }),
@@ -159,10 +166,11 @@ async fn dossier(
     }
     for (kind, part) in parts {
         let Some(resource) = catalog.by_topic(&part.topic) else { continue };
-        if !resource.may_read(caller.as_str()) {
+        let access = api.access(resource, caller);
+        if !access.read {
             continue;
         }
-        let (record, masked) = as_seen_by(part.record, resource, caller);
+        let (record, masked) = as_seen_by(part.record, resource, &access);
         body.insert(
             kind,
             json!({ "source_department": part.source_department, "event_id": part.event_id, "personal_data_masked": masked, "record": record }),
@@ -209,7 +217,8 @@ async fn resource_record(
         )
         .into());
     };
-    if !resource.may_read(caller.as_str()) {
+    let access = api.access(resource, caller);
+    if !access.read {
         return Err(problem(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -253,7 +262,7 @@ async fn resource_record(
         )
         .into());
     };
-    let (record, masked) = as_seen_by(part.record, resource, caller);
+    let (record, masked) = as_seen_by(part.record, resource, &access);
     Ok(Json(json!({
         "resource": resource.id,
         "source_department": part.source_department,

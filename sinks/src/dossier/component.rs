@@ -12,8 +12,13 @@ use crate::use_log::AuditConfig;
 
 /// Opens the dossier store under `data_dir/dossier` (and the e-licence store, whose use log
 /// records the dossier's reads of personal data), serves the dossier routes, and runs the sink.
-pub async fn build(cx: &mut Context, audit: &AuditConfig) -> Result<(), StartError> {
+pub async fn build(
+    cx: &mut Context,
+    audit: &AuditConfig,
+    governance: &crate::governance::GovernanceConfig,
+) -> Result<(), StartError> {
     let licences = crate::elicense::component::store(cx, audit).await?;
+    let subscriptions = crate::governance::component::build(cx, governance, licences.use_log().clone()).await?;
     let dir = cx.data_dir.join("dossier");
     let store =
         DossierStore::open(&dir).map_err(failed(format!("dossier store {} cannot be opened", dir.display())))?;
@@ -22,6 +27,7 @@ pub async fn build(cx: &mut Context, audit: &AuditConfig) -> Result<(), StartErr
         tokens: cx.tokens.clone(),
         catalog: cx.catalog.clone(),
         use_log: licences.use_log().clone(),
+        subscriptions: Some(subscriptions),
     });
     cx.serve(api::router(dossier_api), api::ROUTES);
     crate::sink::start(cx, Arc::new(DossierSink::new(store, cx.registry.clone(), cx.time_zone.clone())));

@@ -86,6 +86,8 @@ pub enum UseAction {
     Dossier,
     /// A record of a catalogued resource read from the shared view.
     Resource,
+    /// A subscription filed, decided or revoked (the result is its new state).
+    Subscription,
 }
 
 impl UseAction {
@@ -98,6 +100,7 @@ impl UseAction {
             Self::Uses => "uses",
             Self::Dossier => "dossier",
             Self::Resource => "resource",
+            Self::Subscription => "subscription",
         }
     }
 }

@@ -1,0 +1,410 @@
+//! The subscription routes: a department files a request for a resource, the owner answers
+//! it (approves, narrows or rejects, with a reason) and may revoke it; both list what
+//! concerns them. Every change is on the subscription topic before it is answered, and in the
+//! hash-chained use log.
+//!
+//! A caller that is neither the consumer nor the owner of a subscription learns nothing about
+//! it: it is answered as if the id did not exist.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{DefaultBodyLimit, Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use chrono::NaiveDate;
+use govex_bus::Bus;
+use govex_http::{
+    auth::{require_token, Role, Tokens},
+    problem::{problem, JsonBody, Refused},
+};
+use govex_schemas::{calendar::WorkingCalendar, Department, Division, LiveCatalog, Sharing};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{today, view::outgoing, State as Stage, Subscription, Subscriptions};
+use crate::use_log::{checked_purpose, Use, UseAction, UseLog};
+
+/// The longest reason an owner may give.
+const MAX_REASON_CHARS: usize = 500;
+/// The longest period a subscription may ask for, in days: sharing is reviewed, not granted for ever.
+const MAX_PERIOD_DAYS: i64 = 3 * 366;
+/// The most requests one department may have waiting at once: each is held in memory and
+/// on every view, and a department that files more than its owners can answer is told so.
+const MAX_PENDING_PER_CONSUMER: usize = 200;
+/// The largest body a subscription route reads.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// What the routes need.
+pub struct GovernanceApi {
+    /// The view (and, in this process, the writer).
+    pub view: Subscriptions,
+    /// Where changes are published.
+    pub bus: Bus,
+    /// Department tokens.
+    pub tokens: Tokens,
+    /// The catalogue, as the node goes by it now.
+    pub catalog: LiveCatalog,
+    /// Where every request and decision is recorded.
+    pub use_log: UseLog,
+    /// The calendar due days are counted in.
+    pub calendar: WorkingCalendar,
+    /// Working days an owner has to answer.
+    pub answer_within: u32,
+    /// This node's division (the envelope's origin).
+    pub division: Division,
+    /// One change at a time: a change reads a subscription's state, publishes the next one and
+    /// applies it; two at once could both build on the same state.
+    pub writing: tokio::sync::Mutex<()>,
+    /// The subscription metrics.
+    pub metrics: super::component::GovernanceMetrics,
+}
+
+/// The routes, as the API port lists them.
+pub const ROUTES: &[&str] = &[
+    "GET /v1/subscriptions",
+    "POST /v1/subscriptions",
+    "GET /v1/subscriptions/{id}",
+    "POST /v1/subscriptions/{id}/decision",
+    "POST /v1/subscriptions/{id}/revoke",
+];
+
+/// The routes.
+pub fn router(api: Arc<GovernanceApi>) -> Router {
+    Router::new()
+        .route("/v1/subscriptions", get(list).post(file))
+        .route("/v1/subscriptions/{id}", get(show))
+        .route("/v1/subscriptions/{id}/decision", post(decide))
+        .route("/v1/subscriptions/{id}/revoke", post(revoke))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn_with_state(api.tokens.clone(), require_token))
+        .with_state(api)
+}
+
+fn invalid(pointer: &str, rule: &str, message: impl Into<String>) -> Refused {
+    problem(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "Invalid subscription",
+        "the request breaks a rule",
+        json!([{ "pointer": pointer, "rule": rule, "message": message.into() }]),
+    )
+    .into()
+}
+
+fn not_found() -> Refused {
+    problem(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "No such subscription",
+        "GET /v1/subscriptions lists yours",
+        Value::Null,
+    )
+    .into()
+}
+
+fn conflict(detail: String) -> Refused {
+    problem(StatusCode::CONFLICT, "state", "Not in a state that allows this", detail, Value::Null).into()
+}
+
+fn unavailable(what: &str, error: impl std::fmt::Display) -> Refused {
+    tracing::error!(%error, "{what}");
+    problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Subscriptions unavailable", "retry later", Value::Null)
+        .into()
+}
+
+impl GovernanceApi {
+    fn caller(&self, headers: &axum::http::HeaderMap) -> Result<Department, Refused> {
+        let authorization = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        Ok(self.tokens.authorize_read(authorization, &[Role::Department], "subscriptions")?.department)
+    }
+
+    /// Publishes `next` (waiting for the broker), applies it to the view and records it in
+    /// the use log as `caller`'s doing.
+    async fn change(&self, caller: Department, next: Subscription) -> Result<Subscription, Refused> {
+        let record = outgoing(caller, self.division, &next)
+            .map_err(|e| unavailable("a subscription could not be serialized", e))?;
+        self.bus
+            .producer()
+            .publish(record)
+            .await
+            .map_err(|e| unavailable("a subscription could not be published", e))?;
+        self.view.apply(&next).map_err(|e| unavailable("the subscription view failed", e))?;
+        self.view.flush().await.map_err(|e| unavailable("the subscription view failed", e))?;
+        self.metrics.observe(&self.view, today());
+        let subject = format!("subscription/{}", next.id);
+        let entry = Use {
+            caller: caller.as_str(),
+            purpose: &next.purpose,
+            action: UseAction::Subscription,
+            subject: &subject,
+            result: next.state.as_str(),
+        };
+        self.use_log.log_use(entry).await.map_err(|e| unavailable("the use log failed", e))?;
+        Ok(next)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRequest {
+    resource: String,
+    purpose: String,
+    #[serde(default)]
+    fields: Vec<String>,
+    until: NaiveDate,
+}
+
+/// `POST /v1/subscriptions`: a department asks for a resource.
+async fn file(
+    State(api): State<Arc<GovernanceApi>>,
+    headers: axum::http::HeaderMap,
+    JsonBody(request): JsonBody<FileRequest>,
+) -> Result<Response, Refused> {
+    let caller = api.caller(&headers)?;
+    let catalog = api.catalog.current();
+    let Some(resource) = catalog.resources.iter().find(|r| r.id == request.resource) else {
+        return Err(invalid("/resource", "resource-unknown", "no such resource: GET /catalog lists them"));
+    };
+    if resource.sharing == Sharing::NotShared {
+        return Err(invalid("/resource", "resource-not-shared", format!("{} is not shared (不予共享)", resource.id)));
+    }
+    if resource.owner == caller.as_str() {
+        return Err(invalid("/resource", "own-resource", "a department does not ask for its own resource"));
+    }
+    let purpose =
+        checked_purpose(Some(&request.purpose)).map_err(|(rule, message)| invalid("/purpose", rule, message))?;
+    let mut fields = request.fields;
+    fields.sort();
+    fields.dedup();
+    // A path is the catalogue's vocabulary, not a personal value: it may be named.
+    if let Some(unknown) = fields.iter().find(|f| !resource.personal_fields.contains(f)) {
+        return Err(invalid(
+            "/fields",
+            "field-not-personal",
+            format!("{unknown} is not a personal field of {}; GET /catalog lists them", resource.id),
+        ));
+    }
+    let filed_on = today();
+    if request.until <= filed_on || (request.until - filed_on).num_days() > MAX_PERIOD_DAYS {
+        return Err(invalid("/until", "period", format!("a day after today and at most {MAX_PERIOD_DAYS} days ahead")));
+    }
+    let due = api.calendar.add_working_days(filed_on, api.answer_within).map_err(|e| {
+        // The calendar cannot count the deadline: say so, do not guess one.
+        unavailable("a due day cannot be counted", &e);
+        Refused::from(problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "calendar",
+            "No working-day calendar",
+            e.to_string(),
+            Value::Null,
+        ))
+    })?;
+    let _one = api.writing.lock().await;
+    let waiting = api.view.list(|s| s.consumer == caller.as_str() && s.state == Stage::Pending).len();
+    if waiting >= MAX_PENDING_PER_CONSUMER {
+        return Err(conflict(format!(
+            "{caller} has {waiting} requests waiting for an answer, the most it may have at once"
+        )));
+    }
+    let subscription = Subscription {
+        id: uuid::Uuid::now_v7().to_string(),
+        resource: resource.id.clone(),
+        consumer: caller.as_str().to_owned(),
+        owner: resource.owner.clone(),
+        purpose,
+        fields,
+        until: request.until,
+        filed_on,
+        due,
+        state: Stage::Pending,
+        granted_fields: Vec::new(),
+        granted_until: None,
+        decided_on: None,
+        reason: None,
+        version: 1,
+    };
+    let filed = api.change(caller, subscription).await?;
+    Ok((StatusCode::CREATED, Json(filed)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// `consumer` (asked by the caller) or `owner` (for the caller to answer); both by default.
+    #[serde(rename = "as")]
+    role: Option<String>,
+    state: Option<Stage>,
+}
+
+/// `GET /v1/subscriptions`: the caller's requests and those it has to answer.
+async fn list(
+    State(api): State<Arc<GovernanceApi>>,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, Refused> {
+    let caller = api.caller(&headers)?;
+    let (consumer, owner) = match query.role.as_deref() {
+        None => (true, true),
+        Some("consumer") => (true, false),
+        Some("owner") => (false, true),
+        Some(_) => return Err(invalid("/as", "enum", "consumer or owner")),
+    };
+    let me = caller.as_str();
+    let today = today();
+    let found = api.view.list(|s| {
+        ((consumer && s.consumer == me) || (owner && s.owner == me)) && query.state.is_none_or(|state| s.state == state)
+    });
+    let shown: Vec<Value> = found.iter().map(|s| with_overdue(s, today)).collect();
+    Ok(Json(json!({ "subscriptions": shown })).into_response())
+}
+
+fn with_overdue(subscription: &Subscription, today: NaiveDate) -> Value {
+    let mut value = serde_json::to_value(subscription).unwrap_or(Value::Null);
+    value["overdue"] = json!(subscription.is_overdue(today));
+    value
+}
+
+/// The subscription `id` if `caller` is its consumer or its owner.
+fn concerning(api: &GovernanceApi, id: &str, caller: Department) -> Result<Subscription, Refused> {
+    api.view.get(id).filter(|s| s.consumer == caller.as_str() || s.owner == caller.as_str()).ok_or_else(not_found)
+}
+
+/// `GET /v1/subscriptions/{id}`.
+async fn show(
+    State(api): State<Arc<GovernanceApi>>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Refused> {
+    let caller = api.caller(&headers)?;
+    Ok(Json(with_overdue(&concerning(&api, &id, caller)?, today())).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    decision: String,
+    /// The personal fields granted (of those asked); all of them when absent.
+    fields: Option<Vec<String>>,
+    /// The last day granted (no later than asked); as asked when absent.
+    until: Option<NaiveDate>,
+    reason: Option<String>,
+}
+
+fn checked_reason(reason: Option<String>, needed: bool) -> Result<Option<String>, Refused> {
+    let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+    match reason {
+        None if needed => {
+            Err(invalid("/reason", "reason-required", "a rejection, a narrowing or a revocation gives its reason"))
+        }
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => {
+            Err(invalid("/reason", "reason-too-long", format!("at most {MAX_REASON_CHARS} characters")))
+        }
+        other => Ok(other),
+    }
+}
+
+/// `POST /v1/subscriptions/{id}/decision`: the owner approves (perhaps narrowed) or rejects.
+async fn decide(
+    State(api): State<Arc<GovernanceApi>>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(decision): JsonBody<Decision>,
+) -> Result<Response, Refused> {
+    let caller = api.caller(&headers)?;
+    let _one = api.writing.lock().await;
+    let current = concerning(&api, &id, caller)?;
+    if current.owner != caller.as_str() {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Only the owner decides",
+            format!("{} owns {}", current.owner, current.resource),
+            Value::Null,
+        )
+        .into());
+    }
+    if current.state != Stage::Pending {
+        return Err(conflict(format!("the subscription is {}, not pending", current.state.as_str())));
+    }
+    let today = today();
+    let next = match decision.decision.as_str() {
+        "approve" => {
+            let mut fields = decision.fields.unwrap_or_else(|| current.fields.clone());
+            fields.sort();
+            fields.dedup();
+            if let Some(extra) = fields.iter().find(|f| !current.fields.contains(f)) {
+                return Err(invalid(
+                    "/fields",
+                    "not-asked",
+                    format!("{extra} was not asked for: a decision only narrows"),
+                ));
+            }
+            let until = decision.until.unwrap_or(current.until);
+            if until > current.until || until < today {
+                return Err(invalid("/until", "period", "from today up to the day asked for: a decision only narrows"));
+            }
+            let narrowed = fields.len() < current.fields.len() || until < current.until;
+            let reason = checked_reason(decision.reason, narrowed)?;
+            Subscription {
+                state: Stage::Approved,
+                granted_fields: fields,
+                granted_until: Some(until),
+                decided_on: Some(today),
+                reason,
+                version: current.version + 1,
+                ..current
+            }
+        }
+        "reject" => Subscription {
+            state: Stage::Rejected,
+            decided_on: Some(today),
+            reason: checked_reason(decision.reason, true)?,
+            version: current.version + 1,
+            ..current
+        },
+        _ => return Err(invalid("/decision", "enum", "approve or reject")),
+    };
+    Ok(Json(api.change(caller, next).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revocation {
+    reason: Option<String>,
+}
+
+/// `POST /v1/subscriptions/{id}/revoke`: the owner ends an approved subscription, at once.
+async fn revoke(
+    State(api): State<Arc<GovernanceApi>>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(revocation): JsonBody<Revocation>,
+) -> Result<Response, Refused> {
+    let caller = api.caller(&headers)?;
+    let _one = api.writing.lock().await;
+    let current = concerning(&api, &id, caller)?;
+    if current.owner != caller.as_str() {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Only the owner revokes",
+            format!("{} owns {}", current.owner, current.resource),
+            Value::Null,
+        )
+        .into());
+    }
+    if current.state != Stage::Approved {
+        return Err(conflict(format!("the subscription is {}, not approved", current.state.as_str())));
+    }
+    let next = Subscription {
+        state: Stage::Revoked,
+        reason: checked_reason(revocation.reason, true)?,
+        version: current.version + 1,
+        ..current
+    };
+    Ok(Json(api.change(caller, next).await?).into_response())
+}

@@ -1,0 +1,116 @@
+//! Governance joining a node: the subscription view, brought up to the topic before the node
+//! serves and kept following it, the routes, and the metrics.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::NaiveDate;
+use govex_http::{failed, Context, StartError};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{family::Family, gauge::Gauge},
+};
+
+use super::{
+    api::{self, GovernanceApi},
+    view::{self, Governed, View},
+    GovernanceConfig, State, Subscriptions,
+};
+use crate::use_log::UseLog;
+
+/// How often a view reads what other processes published.
+const FOLLOW_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+/// `govex_subscriptions{state}` and `govex_subscription_requests_overdue`.
+#[derive(Clone, Default)]
+pub struct GovernanceMetrics {
+    subscriptions: Family<StateLabel, Gauge>,
+    overdue: Gauge,
+}
+
+impl GovernanceMetrics {
+    fn register(metrics: &govex_bus::Metrics) -> Self {
+        let it = Self::default();
+        metrics.register(|r| {
+            r.register("subscriptions", "Subscriptions by state", it.subscriptions.clone());
+            r.register(
+                "subscription_requests_overdue",
+                "Requests still pending after their due day (working days)",
+                it.overdue.clone(),
+            );
+        });
+        it
+    }
+
+    /// Sets the gauges from `view` as of `today`.
+    pub fn observe(&self, view: &Subscriptions, today: NaiveDate) {
+        let all = view.list(|_| true);
+        for state in [State::Pending, State::Approved, State::Rejected, State::Revoked] {
+            let count = all.iter().filter(|s| s.state == state).count();
+            self.subscriptions.get_or_create(&StateLabel { state: state.as_str().into() }).set(count as i64);
+        }
+        self.overdue.set(all.iter().filter(|s| s.is_overdue(today)).count() as i64);
+    }
+}
+
+/// Makes `T`'s topic if it is missing, writes the view back to a topic that lost its
+/// records, and applies the topic to the view: before the node serves, the view holds what
+/// the topic holds.
+async fn follow_from_start<T: Governed>(cx: &Context, view: &View<T>) -> Result<(), StartError> {
+    let topic = T::TOPIC;
+    cx.bus.ensure_log_topic(topic).await.map_err(failed(format!("topic {topic} cannot be made")))?;
+    let restored = view::restore_topic(&cx.bus, view, cx.division).await;
+    restored.map_err(|e| failed(format!("topic {topic} cannot be restored"))(e))?;
+    view::catch_up(&cx.bus, view).await.map_err(|e| failed(format!("topic {topic} cannot be read"))(e))?;
+    Ok(())
+}
+
+/// Opens the view under `data_dir/governance`, applies the topic to it, follows the topic,
+/// and serves the subscription routes. Returns the view, which every read of a catalogued
+/// resource consults.
+pub async fn build(cx: &mut Context, config: &GovernanceConfig, use_log: UseLog) -> Result<Subscriptions, StartError> {
+    if let Some(view) = cx.shared::<Subscriptions>() {
+        return Ok(view);
+    }
+    let calendar = config.calendar().map_err(|e| failed("the working-day calendar cannot be read")(e))?;
+    let dir = cx.data_dir.join("governance");
+    let db = govex_schemas::store::open_sled(&dir)
+        .map_err(failed(format!("governance views {} cannot be opened", dir.display())))?;
+    let view = Subscriptions::open(&db).map_err(failed("the subscription view cannot be read"))?;
+    follow_from_start(cx, &view).await?;
+    let metrics = GovernanceMetrics::register(&cx.metrics);
+    metrics.observe(&view, super::today());
+    let api = Arc::new(GovernanceApi {
+        view: view.clone(),
+        bus: cx.bus.clone(),
+        tokens: cx.tokens.clone(),
+        catalog: cx.catalog.clone(),
+        use_log,
+        calendar,
+        answer_within: config.answer_within_working_days,
+        division: cx.division,
+        writing: tokio::sync::Mutex::new(()),
+        metrics: metrics.clone(),
+    });
+    cx.serve(api::router(api), api::ROUTES);
+    let (bus, following, stop) = (cx.bus.clone(), view.clone(), cx.stop.clone());
+    cx.tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(FOLLOW_EVERY) => {}
+            }
+            if let Err(error) = view::catch_up(&bus, &following).await {
+                tracing::warn!(%error, "the subscription topic could not be read; trying again");
+            }
+            // Overdue is a matter of the day as much as of the records.
+            metrics.observe(&following, super::today());
+        }
+    });
+    cx.share(view.clone());
+    Ok(view)
+}

@@ -1,0 +1,256 @@
+//! Sharing governance: a department asks for a conditional resource, its owner narrows and
+//! approves the request, the reader sees what was granted and no more, and a revocation
+//! ends it at once. Every step is in the hash-chained use log.
+
+use std::time::Duration;
+
+use govex_adapters::samples::{property_unit_number, sample};
+use serde_json::{json, Value};
+
+use crate::support::token;
+
+const FILINGS: &str = "housing.contract-filing";
+
+/// The bundled catalogue with tax neither a subscriber of housing's contract filings nor a
+/// reader of their personal data: what it reads, a subscription must grant.
+fn catalogue_without_tax() -> String {
+    let bundled = include_str!("../../schemas/catalog.toml");
+    let (before, after) = bundled.split_once("id = \"housing.contract-filing\"").unwrap();
+    let after = after
+        .replacen(
+            r#"subscribers = ["land-registry", "tax", "provident-fund"]"#,
+            r#"subscribers = ["land-registry"]"#,
+            1,
+        )
+        .replacen(
+            r#"personal_data_readers = ["land-registry", "tax"]"#,
+            r#"personal_data_readers = ["land-registry"]"#,
+            1,
+        );
+    format!("{before}id = \"housing.contract-filing\"{after}")
+}
+
+/// Years after the published ones, with no holiday: the test must not depend on the day it runs.
+const LATER_YEARS: &str = "[[year]]\nyear = 2027\nholidays = []\n[[year]]\nyear = 2028\nholidays = []\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tax_asks_housing_narrows_and_approves_reads_are_masked_as_granted_and_a_revocation_ends_them() {
+    let (dir, node) = crate::intake::intake_node_with(|config| {
+        let catalogue = config.data_dir.join("catalog.toml");
+        std::fs::write(&catalogue, catalogue_without_tax()).unwrap();
+        config.catalog_file = Some(catalogue);
+        let calendar = config.data_dir.join("calendar.toml");
+        std::fs::write(&calendar, LATER_YEARS).unwrap();
+        config.governance.calendar_file = Some(calendar);
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", node.api_addr().unwrap());
+    let filing = sample("housing", "contract-filing", 7).unwrap();
+    let buyer_name = filing["buyers"][0]["name"].as_str().unwrap().to_owned();
+    let buyer_id = filing["buyers"][0]["identifier_number"].as_str().unwrap().to_owned();
+    let sent = http.post(format!("{base}/v1/housing/contract-filing")).bearer_auth(token("housing")).json(&filing);
+    assert_eq!(sent.send().await.unwrap().status(), 202);
+    let record_url = format!("{base}/v1/resources/{FILINGS}/records/{}", property_unit_number(7));
+    let read = |department: &'static str| {
+        let request = http.get(&record_url).query(&[("purpose", "契税征收核验")]).bearer_auth(token(department));
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Land registry, a subscriber in the catalogue, sees the filing once it has arrived.
+    crate::support::eventually_saw("the filing in the shared view", Duration::from_secs(60), || async {
+        match read("land-registry").await {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // 1. Before any request: refused.
+    assert_eq!(read("tax").await.0, 403);
+
+    // 2. Tax asks, naming the buyers' names.
+    let today = govex_sinks::governance::today();
+    let until = today + chrono::Days::new(90);
+    let filed = http
+        .post(format!("{base}/v1/subscriptions"))
+        .bearer_auth(token("tax"))
+        .json(&json!({"resource": FILINGS, "purpose": "契税征收核验", "fields": ["buyers[].name"], "until": until}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(filed.status(), 201);
+    let filed: Value = filed.json().await.unwrap();
+    assert_eq!(filed["state"], "pending");
+    let calendar = govex_schemas::calendar::WorkingCalendar::bundled_with(LATER_YEARS).unwrap();
+    assert_eq!(filed["due"], json!(calendar.add_working_days(today, 10).unwrap()), "10 working days");
+    let id = filed["id"].as_str().unwrap().to_owned();
+    assert_eq!(read("tax").await.0, 403, "pending grants nothing");
+
+    // A request that asks for a field that is not personal, or for a resource nobody shares,
+    // is refused naming the field and the rule.
+    for (body, pointer, rule) in [
+        (
+            json!({"resource": FILINGS, "purpose": "x", "fields": ["total_price"], "until": until}),
+            "/fields",
+            "field-not-personal",
+        ),
+        (
+            json!({"resource": "provident-fund.event", "purpose": "x", "until": until}),
+            "/resource",
+            "resource-not-shared",
+        ),
+        (json!({"resource": FILINGS, "purpose": " ", "until": until}), "/purpose", "purpose-required"),
+        (json!({"resource": FILINGS, "purpose": "x", "until": today}), "/until", "period"),
+    ] {
+        let answer =
+            http.post(format!("{base}/v1/subscriptions")).bearer_auth(token("tax")).json(&body).send().await.unwrap();
+        assert_eq!(answer.status(), 422);
+        let problem: Value = answer.json().await.unwrap();
+        assert_eq!(
+            (problem["errors"][0]["pointer"].as_str(), problem["errors"][0]["rule"].as_str()),
+            (Some(pointer), Some(rule)),
+            "{problem}"
+        );
+    }
+
+    // 3. Housing sees it among those it must answer; tax cannot answer its own request, and
+    //    a department it does not concern cannot see it at all.
+    let pending: Value = http
+        .get(format!("{base}/v1/subscriptions?as=owner&state=pending"))
+        .bearer_auth(token("housing"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pending["subscriptions"][0]["id"], id.as_str());
+    assert_eq!(pending["subscriptions"][0]["overdue"], false);
+    let decide = |department: &'static str, body: Value| {
+        http.post(format!("{base}/v1/subscriptions/{id}/decision")).bearer_auth(token(department)).json(&body).send()
+    };
+    assert_eq!(decide("tax", json!({"decision": "approve"})).await.unwrap().status(), 403);
+    let stranger = http.get(format!("{base}/v1/subscriptions/{id}")).bearer_auth(token("provident-fund")).send();
+    assert_eq!(stranger.await.unwrap().status(), 404);
+    // Narrowing without a reason is refused; granting a field not asked for is refused.
+    let unexplained = decide("housing", json!({"decision": "approve", "fields": []})).await.unwrap();
+    assert_eq!(unexplained.status(), 422);
+    let widened =
+        decide("housing", json!({"decision": "approve", "fields": ["buyers[].identifier_number"], "reason": "x"}));
+    assert_eq!(widened.await.unwrap().status(), 422);
+
+    // 4. Housing narrows it to no personal field and approves.
+    let approved = decide("housing", json!({"decision": "approve", "fields": [], "reason": "核验契税无需买受人姓名"}))
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), 200);
+    let approved: Value = approved.json().await.unwrap();
+    assert_eq!(
+        (approved["state"].as_str(), approved["granted_fields"].as_array().map(Vec::len)),
+        (Some("approved"), Some(0))
+    );
+    assert_eq!(decide("housing", json!({"decision": "reject", "reason": "again"})).await.unwrap().status(), 409);
+
+    // 5. Tax reads, with the buyers masked.
+    let (status, seen) = read("tax").await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen["personal_data_masked"], true);
+    let text = seen.to_string();
+    assert!(!text.contains(&buyer_name) && !text.contains(&buyer_id), "{text}");
+    assert_eq!(seen["record"]["total_price"], filing["total_price"]);
+
+    // 6. Housing revokes it: refused again at once.
+    let revoked = http
+        .post(format!("{base}/v1/subscriptions/{id}/revoke"))
+        .bearer_auth(token("housing"))
+        .json(&json!({"reason": "核验已完成"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(read("tax").await.0, 403);
+
+    // 7. Every step is in the use log, whose chain holds.
+    let data_dir = dir.path().to_path_buf();
+    node.shutdown().await.unwrap();
+    let log = govex_sinks::use_log::UseLog::open_dir(&data_dir.join("elicense")).unwrap();
+    let subject = format!("subscription/{id}");
+    let steps: Vec<(String, String)> =
+        log.entries().unwrap().into_iter().filter(|e| e.subject == subject).map(|e| (e.caller, e.result)).collect();
+    let expected = [("tax", "pending"), ("housing", "approved"), ("housing", "revoked")];
+    assert_eq!(steps, expected.map(|(c, r)| (c.to_owned(), r.to_owned())));
+    let reads: Vec<String> = log
+        .entries()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.caller == "tax" && e.action == "resource")
+        .map(|e| e.result)
+        .collect();
+    assert_eq!(reads, ["found"], "tax's one granted read is logged; the refused ones never reached the store");
+    assert_eq!(log.verify_chain().unwrap().1, None, "the chain holds");
+}
+
+/// The subscription topic is the record; the view is rebuilt from it when its volume is lost,
+/// and writes itself back when the topic lost its records (a new embedded bus, a topic made
+/// again): either way the restarted node grants what it granted before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_survives_a_lost_view_and_an_empty_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    // Clusters of their own, outliving a node, with the topics made as an operator makes them
+    // (the mock cluster has no CreateTopics).
+    let cluster = || {
+        let broker = std::sync::Arc::new(govex_bus::embedded::EmbeddedBroker::start(3).unwrap());
+        for schema in govex_schemas::bundled_schemas() {
+            for topic in [schema.topic.to_owned(), format!("{}.dlq", schema.topic)] {
+                broker.create_topic(&topic, 3, 3).unwrap();
+            }
+        }
+        broker
+    };
+    let first_broker = cluster();
+    let mut config = crate::intake::intake_config(dir.path());
+    config.bus.brokers = Some(first_broker.bootstrap_servers().to_owned());
+    let catalogue = dir.path().join("catalog.toml");
+    std::fs::write(&catalogue, catalogue_without_tax()).unwrap();
+    config.catalog_file = Some(catalogue);
+    let calendar = dir.path().join("calendar.toml");
+    std::fs::write(&calendar, LATER_YEARS).unwrap();
+    config.governance.calendar_file = Some(calendar);
+    let node = govex::node::start(config.clone()).await.unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", node.api_addr().unwrap());
+    let until = govex_sinks::governance::today() + chrono::Days::new(30);
+    let body = json!({"resource": FILINGS, "purpose": "契税征收核验", "until": until});
+    let filed = http.post(format!("{base}/v1/subscriptions")).bearer_auth(token("tax")).json(&body).send();
+    let filed: Value = filed.await.unwrap().json().await.unwrap();
+    let id = filed["id"].as_str().unwrap().to_owned();
+    let url = format!("{base}/v1/subscriptions/{id}/decision");
+    let approved = http.post(url).bearer_auth(token("housing")).json(&json!({"decision": "approve"})).send();
+    assert_eq!(approved.await.unwrap().status(), 200);
+    node.shutdown().await.unwrap();
+
+    let state_after_start = |config: govex::config::NodeConfig| {
+        let id = id.clone();
+        async move {
+            let node = govex::node::start(config).await.unwrap();
+            let url = format!("http://{}/v1/subscriptions/{id}", node.api_addr().unwrap());
+            let answer = reqwest::Client::new().get(url).bearer_auth(token("tax")).send().await.unwrap();
+            let state = answer.json::<Value>().await.unwrap()["state"].as_str().map(str::to_owned);
+            node.shutdown().await.unwrap();
+            state
+        }
+    };
+    // The view's volume lost, the topic kept: the view is read back from the topic.
+    std::fs::remove_dir_all(dir.path().join("governance")).unwrap();
+    assert_eq!(state_after_start(config.clone()).await.as_deref(), Some("approved"));
+    // A new cluster whose topic is empty, the volume kept: the view writes itself back, and a
+    // third start, with the volume lost again, reads it from there.
+    let second_broker = cluster();
+    config.bus.brokers = Some(second_broker.bootstrap_servers().to_owned());
+    assert_eq!(state_after_start(config.clone()).await.as_deref(), Some("approved"));
+    std::fs::remove_dir_all(dir.path().join("governance")).unwrap();
+    assert_eq!(state_after_start(config).await.as_deref(), Some("approved"));
+}
