@@ -10,7 +10,7 @@ pub async fn run(brokers: i32, shutdown: impl std::future::Future<Output = ()>) 
     tracing::warn!("the embedded broker keeps messages in memory only and is for trial use");
     // The mock cluster has no CreateTopics API, so the nodes sharing it could not make their
     // topics: make every bundled topic and its dead-letter topic here (the embedded cluster
-    // makes the registry's and the subscriptions' topics itself).
+    // makes the registry's and the governance topics itself).
     let defaults = BusConfig::default();
     for schema in govex_schemas::bundled_schemas() {
         for topic in [schema.topic.to_owned(), dlq_topic(schema.topic)] {

@@ -89,6 +89,10 @@ pub enum Flow {
 /// beyond the catalogue's `subscribers`): one partition, kept for ever, like the registry's.
 pub const SUBSCRIPTION_TOPIC: &str = "gov.governance.subscription.v1";
 
+/// The compacted topic the objections to shared records live in (数据异议), like the
+/// subscriptions'.
+pub const OBJECTION_TOPIC: &str = "gov.governance.objection.v1";
+
 impl Resource {
     /// Whether `department` may read this resource's records at all.
     pub fn may_read(&self, department: &str) -> bool {

@@ -254,3 +254,138 @@ async fn an_approval_survives_a_lost_view_and_an_empty_topic() {
     std::fs::remove_dir_all(dir.path().join("governance")).unwrap();
     assert_eq!(state_after_start(config).await.as_deref(), Some("approved"));
 }
+
+/// Tax objects to the price of a contract filing it reads; every view of the record shows it
+/// disputed until housing resolves the objection, which it can only mark corrected by naming
+/// a newer record of that key that the shared view holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_objection_flags_the_record_everywhere_until_its_owner_resolves_it() {
+    let (dir, node) = crate::intake::intake_node().await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", node.api_addr().unwrap());
+    let unit = property_unit_number(8);
+    let mut filing = sample("housing", "contract-filing", 8).unwrap();
+    let send = |filing: Value| {
+        http.post(format!("{base}/v1/housing/contract-filing")).bearer_auth(token("housing")).json(&filing).send()
+    };
+    assert_eq!(send(filing.clone()).await.unwrap().status(), 202);
+    let record_url = format!("{base}/v1/resources/{FILINGS}/records/{unit}");
+    let read = |department: &'static str| {
+        let request = http.get(&record_url).query(&[("purpose", "契税征收核验")]).bearer_auth(token(department));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let first = crate::support::eventually_saw("the filing in the shared view", Duration::from_secs(60), || async {
+        let seen = read("tax").await;
+        if seen["event_id"].is_string() {
+            Ok(seen)
+        } else {
+            Err(seen.to_string())
+        }
+    })
+    .await;
+    assert_eq!(first["disputed"], json!([]));
+    let dossier = || {
+        let request = http
+            .get(format!("{base}/v1/dossiers/{unit}"))
+            .query(&[("purpose", "并联审核")])
+            .bearer_auth(token("land-registry"));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let raise = |department: &'static str, body: Value| {
+        http.post(format!("{base}/v1/objections")).bearer_auth(token(department)).json(&body).send()
+    };
+    let objection =
+        json!({"resource": FILINGS, "key": unit, "pointer": "/total_price", "reason": "合同价与完税价不符"});
+
+    // Platform does not read housing's filings: it cannot object to one, nor learn whether it exists.
+    assert_eq!(raise("platform", objection.clone()).await.unwrap().status(), 403);
+    // A field the record does not have, a key no record has.
+    let nowhere = json!({"resource": FILINGS, "key": unit, "pointer": "/no_such_field", "reason": "x"});
+    assert_eq!(raise("tax", nowhere).await.unwrap().status(), 422);
+    let unknown =
+        json!({"resource": FILINGS, "key": "610921001001GB99999F99999999", "pointer": "/total_price", "reason": "x"});
+    assert_eq!(raise("tax", unknown).await.unwrap().status(), 404);
+
+    let raised = raise("tax", objection.clone()).await.unwrap();
+    assert_eq!(raised.status(), 201);
+    let raised: Value = raised.json().await.unwrap();
+    let id = raised["id"].as_str().unwrap().to_owned();
+    assert_eq!(raised["outcome"], "open");
+
+    // Disputed wherever the record is shown, to every reader.
+    let disputed =
+        |view: &Value| view["disputed"].as_array().map(|d| d.iter().map(|x| x["pointer"].clone()).collect::<Vec<_>>());
+    assert_eq!(disputed(&read("tax").await), Some(vec![json!("/total_price")]));
+    assert_eq!(disputed(&read("land-registry").await), Some(vec![json!("/total_price")]));
+    assert_eq!(disputed(&dossier().await["parts"]["contract_filing"]), Some(vec![json!("/total_price")]));
+    // The owner finds it in its list.
+    let owner_list: Value = http
+        .get(format!("{base}/v1/objections?as=owner&outcome=open"))
+        .bearer_auth(token("housing"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(owner_list["objections"][0]["id"], id.as_str());
+    assert_eq!(owner_list["objections"][0]["reason"], "合同价与完税价不符");
+
+    let resolve = |department: &'static str, body: Value| {
+        http.post(format!("{base}/v1/objections/{id}/resolution")).bearer_auth(token(department)).json(&body).send()
+    };
+    // Only the owner resolves; "corrected" names a newer record the view holds, not the one objected to.
+    assert_eq!(resolve("tax", json!({"outcome": "rejected", "reason": "x"})).await.unwrap().status(), 403);
+    let premature = resolve("housing", json!({"outcome": "corrected", "correcting_event_id": first["event_id"]}));
+    assert_eq!(premature.await.unwrap().status(), 422);
+    assert_eq!(disputed(&read("tax").await), Some(vec![json!("/total_price")]), "still disputed");
+
+    // Housing sends the corrected filing, then resolves the objection with it.
+    filing["total_price"] = json!("598000.00");
+    assert_eq!(send(filing).await.unwrap().status(), 202);
+    let corrected = crate::support::eventually_saw("the corrected filing", Duration::from_secs(60), || async {
+        let seen = read("tax").await;
+        if seen["record"]["total_price"] == "598000.00" {
+            Ok(seen)
+        } else {
+            Err(seen.to_string())
+        }
+    })
+    .await;
+    let body =
+        json!({"outcome": "corrected", "correcting_event_id": corrected["event_id"], "reason": "已按完税价更正"});
+    let resolved = resolve("housing", body).await.unwrap();
+    assert_eq!(resolved.status(), 200);
+    assert_eq!(resolved.json::<Value>().await.unwrap()["outcome"], "corrected");
+    assert_eq!(read("tax").await["disputed"], json!([]));
+    assert_eq!(dossier().await["parts"]["contract_filing"]["disputed"], json!([]));
+    assert_eq!(resolve("housing", json!({"outcome": "rejected", "reason": "x"})).await.unwrap().status(), 409);
+
+    // A second objection, rejected: a rejection gives its reason.
+    let second: Value = raise("tax", objection).await.unwrap().json().await.unwrap();
+    let url = format!("{base}/v1/objections/{}/resolution", second["id"].as_str().unwrap());
+    let unexplained = http.post(&url).bearer_auth(token("housing")).json(&json!({"outcome": "rejected"})).send();
+    assert_eq!(unexplained.await.unwrap().status(), 422);
+    let rejected =
+        http.post(&url).bearer_auth(token("housing")).json(&json!({"outcome": "rejected", "reason": "价格以备案为准"}));
+    assert_eq!(rejected.send().await.unwrap().status(), 200);
+    assert_eq!(read("tax").await["disputed"], json!([]));
+
+    let metrics = reqwest::get(format!("http://{}/metrics", node.ops_addr)).await.unwrap().text().await.unwrap();
+    for line in [
+        "govex_objections{state=\"open\"} 0",
+        "govex_objections{state=\"corrected\"} 1",
+        "govex_objections{state=\"rejected\"} 1",
+        "govex_objection_resolution_seconds_count 2",
+    ] {
+        assert!(metrics.contains(line), "{line} not in the metrics");
+    }
+
+    let data_dir = dir.path().to_path_buf();
+    node.shutdown().await.unwrap();
+    let log = govex_sinks::use_log::UseLog::open_dir(&data_dir.join("elicense")).unwrap();
+    let subject = format!("objection/{id}");
+    let steps: Vec<(String, String)> =
+        log.entries().unwrap().into_iter().filter(|e| e.subject == subject).map(|e| (e.caller, e.result)).collect();
+    assert_eq!(steps, [("tax".to_owned(), "open".to_owned()), ("housing".to_owned(), "corrected".to_owned())]);
+}

@@ -34,9 +34,17 @@ pub struct DossierApi {
     pub use_log: UseLog,
     /// The subscriptions owners approved, which widen the catalogue's readers.
     pub subscriptions: Option<crate::governance::Subscriptions>,
+    /// The objections raised to shared records: a record with an open one is shown disputed.
+    pub objections: Option<crate::governance::Objections>,
 }
 
 impl DossierApi {
+    /// The open objections to record `key` of `resource`, as every reader is shown them.
+    fn disputes(&self, resource: &govex_schemas::Resource, key: &str) -> Value {
+        let disputes = self.objections.as_ref().map(|o| o.disputes(&resource.id, key)).unwrap_or_default();
+        Value::Array(disputes)
+    }
+
     /// What `caller` may do with `resource` today.
     fn access(&self, resource: &govex_schemas::Resource, caller: Department) -> Access {
         crate::governance::access(resource, caller.as_str(), self.subscriptions.as_ref(), crate::governance::today())
@@ -173,7 +181,13 @@ async fn dossier(
         let (record, masked) = as_seen_by(part.record, resource, &access);
         body.insert(
             kind,
-            json!({ "source_department": part.source_department, "event_id": part.event_id, "personal_data_masked": masked, "record": record }),
+            json!({
+                "source_department": part.source_department,
+                "event_id": part.event_id,
+                "personal_data_masked": masked,
+                "disputed": api.disputes(resource, &unit),
+                "record": record,
+            }),
         );
     }
     let found_readable = !body.is_empty();
@@ -268,6 +282,7 @@ async fn resource_record(
         "source_department": part.source_department,
         "event_id": part.event_id,
         "personal_data_masked": masked,
+        "disputed": api.disputes(resource, &key),
         "record": record,
     }))
     .into_response())

@@ -18,16 +18,18 @@ pub async fn build(
     governance: &crate::governance::GovernanceConfig,
 ) -> Result<(), StartError> {
     let licences = crate::elicense::component::store(cx, audit).await?;
-    let subscriptions = crate::governance::component::build(cx, governance, licences.use_log().clone()).await?;
     let dir = cx.data_dir.join("dossier");
     let store =
         DossierStore::open(&dir).map_err(failed(format!("dossier store {} cannot be opened", dir.display())))?;
+    let (subscriptions, objections) =
+        crate::governance::component::build(cx, governance, licences.use_log().clone(), store.clone()).await?;
     let dossier_api = Arc::new(DossierApi {
         store: store.clone(),
         tokens: cx.tokens.clone(),
         catalog: cx.catalog.clone(),
         use_log: licences.use_log().clone(),
         subscriptions: Some(subscriptions),
+        objections: Some(objections),
     });
     cx.serve(api::router(dossier_api), api::ROUTES);
     crate::sink::start(cx, Arc::new(DossierSink::new(store, cx.registry.clone(), cx.time_zone.clone())));

@@ -25,7 +25,12 @@ use govex_schemas::{calendar::WorkingCalendar, Department, Division, LiveCatalog
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{today, view::outgoing, State as Stage, Subscription, Subscriptions};
+use super::{
+    objection::{Objection, Objections, Outcome},
+    today,
+    view::{outgoing, Governed, View},
+    State as Stage, Subscription, Subscriptions,
+};
 use crate::use_log::{checked_purpose, Use, UseAction, UseLog};
 
 /// The longest reason an owner may give.
@@ -40,8 +45,12 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// What the routes need.
 pub struct GovernanceApi {
-    /// The view (and, in this process, the writer).
+    /// The subscriptions' view (and, in this process, the writer).
     pub view: Subscriptions,
+    /// The objections' view (and writer).
+    pub objections: Objections,
+    /// The shared view of every catalogued resource: an objection is to a record held there.
+    pub records: crate::dossier::DossierStore,
     /// Where changes are published.
     pub bus: Bus,
     /// Department tokens.
@@ -70,6 +79,10 @@ pub const ROUTES: &[&str] = &[
     "GET /v1/subscriptions/{id}",
     "POST /v1/subscriptions/{id}/decision",
     "POST /v1/subscriptions/{id}/revoke",
+    "GET /v1/objections",
+    "POST /v1/objections",
+    "GET /v1/objections/{id}",
+    "POST /v1/objections/{id}/resolution",
 ];
 
 /// The routes.
@@ -79,6 +92,9 @@ pub fn router(api: Arc<GovernanceApi>) -> Router {
         .route("/v1/subscriptions/{id}", get(show))
         .route("/v1/subscriptions/{id}/decision", post(decide))
         .route("/v1/subscriptions/{id}/revoke", post(revoke))
+        .route("/v1/objections", get(list_objections).post(raise))
+        .route("/v1/objections/{id}", get(show_objection))
+        .route("/v1/objections/{id}/resolution", post(resolve))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route_layer(axum::middleware::from_fn_with_state(api.tokens.clone(), require_token))
         .with_state(api)
@@ -122,30 +138,56 @@ impl GovernanceApi {
         Ok(self.tokens.authorize_read(authorization, &[Role::Department], "subscriptions")?.department)
     }
 
-    /// Publishes `next` (waiting for the broker), applies it to the view and records it in
-    /// the use log as `caller`'s doing.
-    async fn change(&self, caller: Department, next: Subscription) -> Result<Subscription, Refused> {
-        let record = outgoing(caller, self.division, &next)
-            .map_err(|e| unavailable("a subscription could not be serialized", e))?;
+    /// Publishes `next` (waiting for the broker), applies it to `view` and records it in the
+    /// use log as `caller`'s doing (`purpose`, `action`, `result`).
+    async fn change<T: Governed>(
+        &self,
+        caller: Department,
+        view: &View<T>,
+        next: &T,
+        logged: Logged<'_>,
+    ) -> Result<(), Refused> {
+        let record =
+            outgoing(caller, self.division, next).map_err(|e| unavailable("a record could not be serialized", e))?;
         self.bus
             .producer()
             .publish(record)
             .await
-            .map_err(|e| unavailable("a subscription could not be published", e))?;
-        self.view.apply(&next).map_err(|e| unavailable("the subscription view failed", e))?;
-        self.view.flush().await.map_err(|e| unavailable("the subscription view failed", e))?;
-        self.metrics.observe(&self.view, today());
-        let subject = format!("subscription/{}", next.id);
+            .map_err(|e| unavailable("a governance record could not be published", e))?;
+        view.apply(next).map_err(|e| unavailable("a governance view failed", e))?;
+        view.flush().await.map_err(|e| unavailable("a governance view failed", e))?;
+        self.metrics.observe(&self.view, &self.objections, today());
+        let subject = format!("{}/{}", logged.kind, next.id());
         let entry = Use {
             caller: caller.as_str(),
-            purpose: &next.purpose,
-            action: UseAction::Subscription,
+            purpose: logged.purpose,
+            action: logged.action,
             subject: &subject,
-            result: next.state.as_str(),
+            result: logged.result,
         };
         self.use_log.log_use(entry).await.map_err(|e| unavailable("the use log failed", e))?;
+        Ok(())
+    }
+
+    /// Publishes a subscription's next state.
+    async fn change_subscription(&self, caller: Department, next: Subscription) -> Result<Subscription, Refused> {
+        let logged = Logged {
+            kind: "subscription",
+            purpose: &next.purpose,
+            action: UseAction::Subscription,
+            result: next.state.as_str(),
+        };
+        self.change(caller, &self.view, &next, logged).await?;
         Ok(next)
     }
+}
+
+/// How a change is written in the use log.
+struct Logged<'a> {
+    kind: &'static str,
+    purpose: &'a str,
+    action: UseAction,
+    result: &'static str,
 }
 
 #[derive(Deserialize)]
@@ -227,7 +269,7 @@ async fn file(
         reason: None,
         version: 1,
     };
-    let filed = api.change(caller, subscription).await?;
+    let filed = api.change_subscription(caller, subscription).await?;
     Ok((StatusCode::CREATED, Json(filed)).into_response())
 }
 
@@ -368,7 +410,7 @@ async fn decide(
         },
         _ => return Err(invalid("/decision", "enum", "approve or reject")),
     };
-    Ok(Json(api.change(caller, next).await?).into_response())
+    Ok(Json(api.change_subscription(caller, next).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -406,5 +448,231 @@ async fn revoke(
         version: current.version + 1,
         ..current
     };
-    Ok(Json(api.change(caller, next).await?).into_response())
+    Ok(Json(api.change_subscription(caller, next).await?).into_response())
+}
+
+/// The most objections one department may have open at once.
+const MAX_OPEN_PER_RAISER: usize = 500;
+/// The longest record key or JSON pointer an objection names.
+const MAX_KEY_BYTES: usize = 256;
+/// The purpose an objection is logged under.
+const OBJECTION_PURPOSE: &str = "数据异议";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RaiseRequest {
+    resource: String,
+    key: String,
+    pointer: String,
+    reason: String,
+}
+
+/// `POST /v1/objections`: a department that may read a record objects to a field of it.
+async fn raise(
+    State(api): State<Arc<GovernanceApi>>,
+    headers: axum::http::HeaderMap,
+    JsonBody(request): JsonBody<RaiseRequest>,
+) -> Result<Response, Refused> {
+    let caller = api.caller(&headers)?;
+    let catalog = api.catalog.current();
+    let served = |topic: &str| !crate::dossier::OWN_API_TOPICS.iter().any(|own| topic.starts_with(own));
+    let Some(resource) = catalog.resources.iter().find(|r| r.id == request.resource && served(&r.topic)) else {
+        return Err(invalid(
+            "/resource",
+            "resource-unknown",
+            "no such resource in the shared view: GET /catalog lists them",
+        ));
+    };
+    if resource.owner == caller.as_str() {
+        return Err(invalid("/resource", "own-resource", "an owner corrects its own records by sending them again"));
+    }
+    // Decided before the store is read: a department that may not read the resource learns
+    // nothing about which keys exist.
+    if !super::access(resource, caller.as_str(), Some(&api.view), today()).read {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Not shared with this department",
+            format!("{} is not shared with {caller}: a department objects to what it reads", resource.id),
+            Value::Null,
+        )
+        .into());
+    }
+    if request.key.is_empty() || request.key.len() > MAX_KEY_BYTES {
+        return Err(invalid("/key", "key", format!("1 to {MAX_KEY_BYTES} bytes")));
+    }
+    if !request.pointer.starts_with('/') || request.pointer.len() > MAX_KEY_BYTES {
+        return Err(invalid(
+            "/pointer",
+            "pointer",
+            format!("a JSON pointer (`/field`), at most {MAX_KEY_BYTES} bytes"),
+        ));
+    }
+    let reason = checked_reason(Some(request.reason), true)?.unwrap_or_default();
+    let record =
+        api.records.record(&resource.topic, &request.key).map_err(|e| unavailable("the shared view failed", e))?;
+    let Some(record) = record else {
+        return Err(problem(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "No such record",
+            "no record of this resource has that key",
+            Value::Null,
+        )
+        .into());
+    };
+    if record.record.pointer(&request.pointer).is_none() {
+        return Err(invalid("/pointer", "pointer-not-found", "the record has no field there"));
+    }
+    let _one = api.writing.lock().await;
+    let open = api.objections.list(|o| o.raised_by == caller.as_str() && o.outcome == Outcome::Open).len();
+    if open >= MAX_OPEN_PER_RAISER {
+        return Err(conflict(format!("{caller} has {open} objections open, the most it may have at once")));
+    }
+    let objection = Objection {
+        id: uuid::Uuid::now_v7().to_string(),
+        resource: resource.id.clone(),
+        key: request.key,
+        pointer: request.pointer,
+        reason,
+        raised_by: caller.as_str().to_owned(),
+        owner: resource.owner.clone(),
+        objected_event_id: record.event_id.to_string(),
+        raised_at_ms: govex_schemas::zone::now_ms(),
+        outcome: Outcome::Open,
+        correcting_event_id: None,
+        resolution: None,
+        resolved_at_ms: None,
+        version: 1,
+    };
+    let logged = Logged { kind: "objection", purpose: OBJECTION_PURPOSE, action: UseAction::Objection, result: "open" };
+    api.change(caller, &api.objections, &objection, logged).await?;
+    Ok((StatusCode::CREATED, Json(objection)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ObjectionQuery {
+    /// `raiser` (raised by the caller) or `owner` (for the caller to resolve); both by default.
+    #[serde(rename = "as")]
+    role: Option<String>,
+    outcome: Option<Outcome>,
+}
+
+/// `GET /v1/objections`: the caller's objections and those it has to resolve.
+async fn list_objections(
+    State(api): State<Arc<GovernanceApi>>,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<ObjectionQuery>,
+) -> Result<Response, Refused> {
+    let caller = api.caller(&headers)?;
+    let (raiser, owner) = match query.role.as_deref() {
+        None => (true, true),
+        Some("raiser") => (true, false),
+        Some("owner") => (false, true),
+        Some(_) => return Err(invalid("/as", "enum", "raiser or owner")),
+    };
+    let me = caller.as_str();
+    let found = api.objections.list(|o| {
+        ((raiser && o.raised_by == me) || (owner && o.owner == me)) && query.outcome.is_none_or(|x| o.outcome == x)
+    });
+    Ok(Json(json!({ "objections": found })).into_response())
+}
+
+/// The objection `id` if `caller` raised it or owns its resource.
+fn objection_concerning(api: &GovernanceApi, id: &str, caller: Department) -> Result<Objection, Refused> {
+    let concerns = |o: &Objection| o.raised_by == caller.as_str() || o.owner == caller.as_str();
+    api.objections.get(id).filter(concerns).ok_or_else(|| {
+        problem(StatusCode::NOT_FOUND, "not-found", "No such objection", "GET /v1/objections lists yours", Value::Null)
+            .into()
+    })
+}
+
+/// `GET /v1/objections/{id}`.
+async fn show_objection(
+    State(api): State<Arc<GovernanceApi>>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Refused> {
+    let caller = api.caller(&headers)?;
+    Ok(Json(objection_concerning(&api, &id, caller)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resolution {
+    outcome: String,
+    correcting_event_id: Option<String>,
+    reason: Option<String>,
+}
+
+/// `POST /v1/objections/{id}/resolution`: the owner resolves an open objection.
+async fn resolve(
+    State(api): State<Arc<GovernanceApi>>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(resolution): JsonBody<Resolution>,
+) -> Result<Response, Refused> {
+    let caller = api.caller(&headers)?;
+    let _one = api.writing.lock().await;
+    let current = objection_concerning(&api, &id, caller)?;
+    if current.owner != caller.as_str() {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Only the owner resolves",
+            format!("{} owns {}", current.owner, current.resource),
+            Value::Null,
+        )
+        .into());
+    }
+    if current.outcome != Outcome::Open {
+        return Err(conflict(format!("the objection is {}, not open", current.outcome.as_str())));
+    }
+    let (outcome, correcting, reason) = match resolution.outcome.as_str() {
+        "corrected" => {
+            let Some(correcting) = resolution.correcting_event_id else {
+                return Err(invalid("/correcting_event_id", "required", "the event id of the record that corrects it"));
+            };
+            // The correction must be the record the shared view holds now, and a newer one
+            // than the record objected to: a flag cleared on a promise would hide an error.
+            let catalog = api.catalog.current();
+            let topic = catalog.resources.iter().find(|r| r.id == current.resource).map(|r| r.topic.clone());
+            let held = match topic {
+                Some(topic) => {
+                    api.records.record(&topic, &current.key).map_err(|e| unavailable("the shared view failed", e))?
+                }
+                None => None,
+            };
+            let is_current = held.is_some_and(|part| part.event_id.to_string() == correcting);
+            if !is_current || correcting == current.objected_event_id {
+                return Err(invalid(
+                    "/correcting_event_id",
+                    "not-the-correction",
+                    "not the event id of a newer record of this key in the shared view: send the corrected record first",
+                ));
+            }
+            (Outcome::Corrected, Some(correcting), checked_reason(resolution.reason, false)?)
+        }
+        "rejected" => (Outcome::Rejected, None, checked_reason(resolution.reason, true)?),
+        _ => return Err(invalid("/outcome", "enum", "corrected or rejected")),
+    };
+    let resolved_at = govex_schemas::zone::now_ms();
+    let next = Objection {
+        outcome,
+        correcting_event_id: correcting,
+        resolution: reason,
+        resolved_at_ms: Some(resolved_at),
+        version: current.version + 1,
+        ..current
+    };
+    let logged = Logged {
+        kind: "objection",
+        purpose: OBJECTION_PURPOSE,
+        action: UseAction::Objection,
+        result: outcome.as_str(),
+    };
+    api.change(caller, &api.objections, &next, logged).await?;
+    api.metrics.resolved(resolved_at.saturating_sub(next.raised_at_ms));
+    Ok(Json(next).into_response())
 }

@@ -7,13 +7,17 @@ use chrono::NaiveDate;
 use govex_http::{failed, Context, StartError};
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{family::Family, gauge::Gauge},
+    metrics::{
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
 };
 
 use super::{
     api::{self, GovernanceApi},
     view::{self, Governed, View},
-    GovernanceConfig, State, Subscriptions,
+    GovernanceConfig, Objections, Outcome, State, Subscriptions,
 };
 use crate::use_log::UseLog;
 
@@ -25,11 +29,26 @@ struct StateLabel {
     state: String,
 }
 
-/// `govex_subscriptions{state}` and `govex_subscription_requests_overdue`.
-#[derive(Clone, Default)]
+/// `govex_subscriptions{state}`, `govex_subscription_requests_overdue`,
+/// `govex_objections{state}` and `govex_objection_resolution_seconds`.
+#[derive(Clone)]
 pub struct GovernanceMetrics {
     subscriptions: Family<StateLabel, Gauge>,
     overdue: Gauge,
+    objections: Family<StateLabel, Gauge>,
+    resolution: Histogram,
+}
+
+impl Default for GovernanceMetrics {
+    fn default() -> Self {
+        Self {
+            subscriptions: Family::default(),
+            overdue: Gauge::default(),
+            objections: Family::default(),
+            // An hour to about three weeks: objections are resolved in working days.
+            resolution: Histogram::new(exponential_buckets(3_600.0, 2.0, 10)),
+        }
+    }
 }
 
 impl GovernanceMetrics {
@@ -42,12 +61,29 @@ impl GovernanceMetrics {
                 "Requests still pending after their due day (working days)",
                 it.overdue.clone(),
             );
+            r.register("objections", "Objections to shared records by outcome", it.objections.clone());
+            r.register_with_unit(
+                "objection_resolution",
+                "Time from an objection to its resolution",
+                prometheus_client::registry::Unit::Seconds,
+                it.resolution.clone(),
+            );
         });
         it
     }
 
-    /// Sets the gauges from `view` as of `today`.
-    pub fn observe(&self, view: &Subscriptions, today: NaiveDate) {
+    /// Counts a resolution that took `millis`.
+    pub fn resolved(&self, millis: u64) {
+        self.resolution.observe(millis as f64 / 1_000.0);
+    }
+
+    /// Sets the gauges from the views as of `today`.
+    pub fn observe(&self, view: &Subscriptions, objections: &Objections, today: NaiveDate) {
+        let all = objections.list(|_| true);
+        for outcome in [Outcome::Open, Outcome::Corrected, Outcome::Rejected] {
+            let count = all.iter().filter(|o| o.outcome == outcome).count();
+            self.objections.get_or_create(&StateLabel { state: outcome.as_str().into() }).set(count as i64);
+        }
         let all = view.list(|_| true);
         for state in [State::Pending, State::Approved, State::Rejected, State::Revoked] {
             let count = all.iter().filter(|s| s.state == state).count();
@@ -72,9 +108,14 @@ async fn follow_from_start<T: Governed>(cx: &Context, view: &View<T>) -> Result<
 /// Opens the view under `data_dir/governance`, applies the topic to it, follows the topic,
 /// and serves the subscription routes. Returns the view, which every read of a catalogued
 /// resource consults.
-pub async fn build(cx: &mut Context, config: &GovernanceConfig, use_log: UseLog) -> Result<Subscriptions, StartError> {
-    if let Some(view) = cx.shared::<Subscriptions>() {
-        return Ok(view);
+pub async fn build(
+    cx: &mut Context,
+    config: &GovernanceConfig,
+    use_log: UseLog,
+    records: crate::dossier::DossierStore,
+) -> Result<(Subscriptions, Objections), StartError> {
+    if let (Some(view), Some(objections)) = (cx.shared::<Subscriptions>(), cx.shared::<Objections>()) {
+        return Ok((view, objections));
     }
     let calendar = config.calendar().map_err(|e| failed("the working-day calendar cannot be read")(e))?;
     let dir = cx.data_dir.join("governance");
@@ -82,10 +123,14 @@ pub async fn build(cx: &mut Context, config: &GovernanceConfig, use_log: UseLog)
         .map_err(failed(format!("governance views {} cannot be opened", dir.display())))?;
     let view = Subscriptions::open(&db).map_err(failed("the subscription view cannot be read"))?;
     follow_from_start(cx, &view).await?;
+    let objections = Objections::open(&db).map_err(failed("the objection view cannot be read"))?;
+    follow_from_start(cx, &objections).await?;
     let metrics = GovernanceMetrics::register(&cx.metrics);
-    metrics.observe(&view, super::today());
+    metrics.observe(&view, &objections, super::today());
     let api = Arc::new(GovernanceApi {
         view: view.clone(),
+        objections: objections.clone(),
+        records,
         bus: cx.bus.clone(),
         tokens: cx.tokens.clone(),
         catalog: cx.catalog.clone(),
@@ -97,7 +142,7 @@ pub async fn build(cx: &mut Context, config: &GovernanceConfig, use_log: UseLog)
         metrics: metrics.clone(),
     });
     cx.serve(api::router(api), api::ROUTES);
-    let (bus, following, stop) = (cx.bus.clone(), view.clone(), cx.stop.clone());
+    let (bus, following, objected, stop) = (cx.bus.clone(), view.clone(), objections.clone(), cx.stop.clone());
     cx.tasks.spawn(async move {
         loop {
             tokio::select! {
@@ -107,10 +152,14 @@ pub async fn build(cx: &mut Context, config: &GovernanceConfig, use_log: UseLog)
             if let Err(error) = view::catch_up(&bus, &following).await {
                 tracing::warn!(%error, "the subscription topic could not be read; trying again");
             }
+            if let Err(error) = view::catch_up(&bus, &objected).await {
+                tracing::warn!(%error, "the objection topic could not be read; trying again");
+            }
             // Overdue is a matter of the day as much as of the records.
-            metrics.observe(&following, super::today());
+            metrics.observe(&following, &objected, super::today());
         }
     });
     cx.share(view.clone());
-    Ok(view)
+    cx.share(objections.clone());
+    Ok((view, objections))
 }

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod component;
+pub mod objection;
 pub mod subscription;
 pub mod view;
 
@@ -18,6 +19,7 @@ use chrono::NaiveDate;
 use govex_schemas::Resource;
 use serde::{Deserialize, Serialize};
 
+pub use objection::{Objection, Objections, Outcome};
 pub use subscription::{Grant, State, Subscription, Subscriptions, TOPIC};
 
 /// `[governance]`: how requests are answered.

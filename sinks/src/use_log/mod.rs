@@ -88,6 +88,8 @@ pub enum UseAction {
     Resource,
     /// A subscription filed, decided or revoked (the result is its new state).
     Subscription,
+    /// An objection raised or resolved (the result is its new outcome).
+    Objection,
 }
 
 impl UseAction {
@@ -101,6 +103,7 @@ impl UseAction {
             Self::Dossier => "dossier",
             Self::Resource => "resource",
             Self::Subscription => "subscription",
+            Self::Objection => "objection",
         }
     }
 }
