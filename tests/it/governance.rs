@@ -104,6 +104,11 @@ async fn tax_asks_housing_narrows_and_approves_reads_are_masked_as_granted_and_a
         ),
         (json!({"resource": FILINGS, "purpose": " ", "until": until}), "/purpose", "purpose-required"),
         (json!({"resource": FILINGS, "purpose": "x", "until": today}), "/until", "period"),
+        (
+            json!({"resource": "elicense.licence", "purpose": "x", "fields": ["holder_name"], "until": until}),
+            "/resource",
+            "resource-not-subscribable",
+        ),
     ] {
         let answer =
             http.post(format!("{base}/v1/subscriptions")).bearer_auth(token("tax")).json(&body).send().await.unwrap();
@@ -154,7 +159,9 @@ async fn tax_asks_housing_narrows_and_approves_reads_are_masked_as_granted_and_a
     );
     assert_eq!(decide("housing", json!({"decision": "reject", "reason": "again"})).await.unwrap().status(), 409);
 
-    // 5. Tax reads, with the buyers masked.
+    // 5. Tax reads, with the buyers masked, for the purpose approved and no other.
+    let other_purpose = http.get(&record_url).query(&[("purpose", "随便看看")]).bearer_auth(token("tax")).send();
+    assert_eq!(other_purpose.await.unwrap().status(), 403);
     let (status, seen) = read("tax").await;
     assert_eq!(status, 200, "{seen}");
     assert_eq!(seen["personal_data_masked"], true);
@@ -177,7 +184,7 @@ async fn tax_asks_housing_narrows_and_approves_reads_are_masked_as_granted_and_a
     let data_dir = dir.path().to_path_buf();
     node.shutdown().await.unwrap();
     let log = govex_sinks::use_log::UseLog::open_dir(&data_dir.join("elicense")).unwrap();
-    let subject = format!("subscription/{id}");
+    let subject = format!("subscription/{id} {FILINGS}");
     let steps: Vec<(String, String)> =
         log.entries().unwrap().into_iter().filter(|e| e.subject == subject).map(|e| (e.caller, e.result)).collect();
     let expected = [("tax", "pending"), ("housing", "approved"), ("housing", "revoked")];
@@ -384,8 +391,185 @@ async fn an_objection_flags_the_record_everywhere_until_its_owner_resolves_it() 
     let data_dir = dir.path().to_path_buf();
     node.shutdown().await.unwrap();
     let log = govex_sinks::use_log::UseLog::open_dir(&data_dir.join("elicense")).unwrap();
-    let subject = format!("objection/{id}");
-    let steps: Vec<(String, String)> =
-        log.entries().unwrap().into_iter().filter(|e| e.subject == subject).map(|e| (e.caller, e.result)).collect();
+    let subject = format!("objection/{id} {FILINGS}/");
+    let steps: Vec<(String, String)> = log
+        .entries()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.subject.starts_with(&subject))
+        .map(|e| (e.caller, e.result))
+        .collect();
     assert_eq!(steps, [("tax".to_owned(), "open".to_owned()), ("housing".to_owned(), "corrected".to_owned())]);
+    let logged_keys: Vec<String> =
+        log.entries().unwrap().into_iter().filter(|e| e.action == "objection").map(|e| e.subject).collect();
+    assert!(logged_keys.iter().all(|s| !s.contains(&unit)), "keys are logged masked: {logged_keys:?}");
+    // The failed look-ups are reads too: logged, with the key masked.
+    let probes: Vec<String> = log
+        .entries()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "objection" && e.subject.starts_with(&format!("{FILINGS}/")))
+        .map(|e| e.result)
+        .collect();
+    assert_eq!(probes, ["no_such_field", "not_found"]);
+}
+
+/// Two processes of one node answer the same request at once, one approving, one rejecting:
+/// the topic decides. Exactly one answer is 200, the other 409, and both views end the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_deciding_one_request_at_once_agree_on_the_first_on_the_topic() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let broker = std::sync::Arc::new(govex_bus::embedded::EmbeddedBroker::start(3).unwrap());
+    for schema in govex_schemas::bundled_schemas() {
+        for topic in [schema.topic.to_owned(), format!("{}.dlq", schema.topic)] {
+            broker.create_topic(&topic, 3, 3).unwrap();
+        }
+    }
+    let config = |dir: &std::path::Path| {
+        let mut config = crate::intake::intake_config(dir);
+        config.bus.brokers = Some(broker.bootstrap_servers().to_owned());
+        let catalogue = dir.join("catalog.toml");
+        std::fs::write(&catalogue, catalogue_without_tax()).unwrap();
+        config.catalog_file = Some(catalogue);
+        let calendar = dir.join("calendar.toml");
+        std::fs::write(&calendar, LATER_YEARS).unwrap();
+        config.governance.calendar_file = Some(calendar);
+        config
+    };
+    let first = govex::node::start(config(dirs[0].path())).await.unwrap();
+    let mut second_config = config(dirs[1].path());
+    second_config.components = vec![govex::config::Component::Elicense, govex::config::Component::Dossier];
+    // The second follows the registry's topic, which the first writes.
+    let second = govex::node::start(second_config).await.unwrap();
+    let (a, b) = (format!("http://{}", first.api_addr().unwrap()), format!("http://{}", second.api_addr().unwrap()));
+    let http = reqwest::Client::new();
+    let until = govex_sinks::governance::today() + chrono::Days::new(30);
+    let body = json!({"resource": FILINGS, "purpose": "契税征收核验", "until": until});
+    let filed = http.post(format!("{a}/v1/subscriptions")).bearer_auth(token("tax")).json(&body).send();
+    let id = filed.await.unwrap().json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let state_on = |base: String| {
+        let (http, id) = (http.clone(), id.clone());
+        async move {
+            let answer =
+                http.get(format!("{base}/v1/subscriptions/{id}")).bearer_auth(token("tax")).send().await.unwrap();
+            answer.json::<Value>().await.unwrap()["state"].as_str().map(str::to_owned)
+        }
+    };
+    crate::support::eventually_saw("the request on the second process", Duration::from_secs(30), || async {
+        match state_on(b.clone()).await.as_deref() {
+            Some("pending") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let decide = |base: &str, body: Value| {
+        http.post(format!("{base}/v1/subscriptions/{id}/decision")).bearer_auth(token("housing")).json(&body).send()
+    };
+    let (approved, rejected) = tokio::join!(
+        decide(&a, json!({"decision": "approve"})),
+        decide(&b, json!({"decision": "reject", "reason": "不予共享"}))
+    );
+    let mut statuses = [approved.unwrap().status().as_u16(), rejected.unwrap().status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "one decision holds, the other is told it came second");
+    let decided = crate::support::eventually_saw("both processes agreeing", Duration::from_secs(30), || async {
+        let (on_a, on_b) = (state_on(a.clone()).await, state_on(b.clone()).await);
+        match on_a == on_b && on_a.as_deref() != Some("pending") {
+            true => Ok(on_a),
+            false => Err(format!("{on_a:?} / {on_b:?}")),
+        }
+    })
+    .await;
+    assert!(matches!(decided.as_deref(), Some("approved" | "rejected")));
+    second.shutdown().await.unwrap();
+    first.shutdown().await.unwrap();
+}
+
+/// Reads are counted per resource, reading department, purpose category and action, from the
+/// use log: served as JSON to each department as far as it concerns it, and as metrics; a
+/// restart counts them again from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_counted_by_resource_department_and_purpose_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::intake::intake_config(dir.path());
+    let node = govex::node::start(config.clone()).await.unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", node.api_addr().unwrap());
+    let filing = sample("housing", "contract-filing", 9).unwrap();
+    let sent = http.post(format!("{base}/v1/housing/contract-filing")).bearer_auth(token("housing")).json(&filing);
+    assert_eq!(sent.send().await.unwrap().status(), 202);
+    let unit = property_unit_number(9);
+    let read = |department: &'static str, purpose: &'static str| {
+        let url = format!("{base}/v1/resources/{FILINGS}/records/{unit}");
+        let request = http.get(url).query(&[("purpose", purpose)]).bearer_auth(token(department));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    crate::support::eventually_saw("the filing in the shared view", Duration::from_secs(60), || async {
+        match read("land-registry", "不动产转移登记审核").await {
+            200 => Ok(()),
+            status => Err(status.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(read("land-registry", "不动产转移登记审核").await, 200);
+    assert_eq!(read("tax", "契税征收").await, 200);
+    let dossier = http.get(format!("{base}/v1/dossiers/{unit}")).query(&[("purpose", "并联审核")]);
+    assert_eq!(dossier.bearer_auth(token("land-registry")).send().await.unwrap().status(), 200);
+
+    let usage = |base: String, who: &'static str| {
+        let http = http.clone();
+        async move {
+            let answer = http.get(format!("{base}/v1/usage")).bearer_auth(token(who)).send().await.unwrap();
+            let body: Value = answer.json().await.unwrap();
+            let mut rows: Vec<(String, String, String, String, u64)> = body["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let text = |k: &str| r[k].as_str().unwrap().to_owned();
+                    (
+                        text("resource"),
+                        text("department"),
+                        text("category"),
+                        text("action"),
+                        r["count"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            rows.sort();
+            rows
+        }
+    };
+    let row = |resource: &str, department: &str, category: &str, action: &str, count: u64| {
+        (resource.to_owned(), department.to_owned(), category.to_owned(), action.to_owned(), count)
+    };
+    // Housing owns the filings: it sees who read them and why; not the land registry's dossier reads.
+    let for_housing = usage(base.clone(), "housing").await;
+    let polled = for_housing.iter().find(|r| r.1 == "land-registry").map(|r| r.4).unwrap();
+    assert!(polled >= 2, "{for_housing:?}");
+    assert_eq!(
+        for_housing,
+        [row(FILINGS, "land-registry", "review", "resource", polled), row(FILINGS, "tax", "taxation", "resource", 1)]
+    );
+    // Tax sees its own reads only.
+    assert_eq!(usage(base.clone(), "tax").await, [row(FILINGS, "tax", "taxation", "resource", 1)]);
+    // The auditor sees every row, the dossier's too.
+    let all = usage(base.clone(), "auditor").await;
+    assert!(all.contains(&row("dossier", "land-registry", "review", "dossier", 1)), "{all:?}");
+
+    let metrics = reqwest::get(format!("http://{}/metrics", node.ops_addr)).await.unwrap().text().await.unwrap();
+    let line = format!(
+        "govex_usage_total{{resource=\"{FILINGS}\",department=\"tax\",category=\"taxation\",action=\"resource\"}} 1"
+    );
+    assert!(metrics.contains(&line), "{line} not in the metrics");
+
+    node.shutdown().await.unwrap();
+    let node = govex::node::start(config).await.unwrap();
+    let base = format!("http://{}", node.api_addr().unwrap());
+    assert_eq!(
+        usage(base, "tax").await,
+        [row(FILINGS, "tax", "taxation", "resource", 1)],
+        "counted again from the log"
+    );
+    node.shutdown().await.unwrap();
 }

@@ -46,8 +46,9 @@ impl DossierApi {
     }
 
     /// What `caller` may do with `resource` today.
-    fn access(&self, resource: &govex_schemas::Resource, caller: Department) -> Access {
-        crate::governance::access(resource, caller.as_str(), self.subscriptions.as_ref(), crate::governance::today())
+    fn access(&self, resource: &govex_schemas::Resource, caller: Department, purpose: &str) -> Access {
+        let (view, today) = (self.subscriptions.as_ref(), crate::governance::today());
+        crate::governance::access(resource, caller.as_str(), view, today, Some(purpose))
     }
 }
 
@@ -117,7 +118,7 @@ fn mask_all(target: &mut Value, is_name: bool) {
 /// How a record key is named in the use log: its mask and a SHA-256 prefix, so that an
 /// auditor who holds a key can tell whether it was read, while the log (kept for ever,
 /// replicated) never holds a key that is a personal identifier in full.
-fn logged_key(key: &str) -> String {
+pub(crate) fn logged_key(key: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(key.as_bytes());
     format!("{}#{}", mask(key), govex_bus::hex(&digest[..8]))
@@ -156,7 +157,7 @@ async fn dossier(
     // One catalogue for the whole answer, and its log entry.
     let catalog = api.catalog.current();
     // Found or not, as far as the caller may read: the caller reads its own use-log entries.
-    let readable = |topic: &str| catalog.by_topic(topic).is_some_and(|r| api.access(r, caller).read);
+    let readable = |topic: &str| catalog.by_topic(topic).is_some_and(|r| api.access(r, caller, &purpose).read);
     let result = if parts.iter().any(|(_, part)| readable(&part.topic)) { "found" } else { "not_found" };
     let entry = Use { caller: caller.as_str(), purpose: &purpose, action: UseAction::Dossier, subject: &unit, result };
     api.use_log.log_use(entry).await.map_err(unavailable)?;
@@ -165,7 +166,7 @@ async fn dossier(
     // decides nothing about the answer: what the caller learns is only what it may read.
     let mut withheld = serde_json::Map::new();
     for (topic, kind) in super::PARTS {
-        if let Some(resource) = catalog.by_topic(topic).filter(|r| !api.access(r, caller).read) {
+        if let Some(resource) = catalog.by_topic(topic).filter(|r| !api.access(r, caller, &purpose).read) {
             withheld.insert(
                 kind.to_owned(),
                 json!({ "withheld": format!("{} is not shared with {caller} ({:?})", resource.id, resource.sharing) }),
@@ -174,7 +175,7 @@ async fn dossier(
     }
     for (kind, part) in parts {
         let Some(resource) = catalog.by_topic(&part.topic) else { continue };
-        let access = api.access(resource, caller);
+        let access = api.access(resource, caller, &purpose);
         if !access.read {
             continue;
         }
@@ -231,14 +232,16 @@ async fn resource_record(
         )
         .into());
     };
-    let access = api.access(resource, caller);
+    // A subscription covers the purpose it was approved for: the stated purpose decides too.
+    let access = api.access(resource, caller, read.purpose.as_deref().map(str::trim).unwrap_or_default());
     if !access.read {
         return Err(problem(
             StatusCode::FORBIDDEN,
             "forbidden",
             "Not shared with this department",
             format!(
-                "{} is not shared with {caller} ({:?}); its owner is {}",
+                "{} is not shared with {caller} ({:?}) and no approved subscription of {caller} covers this \
+                 purpose; its owner is {}",
                 resource.id, resource.sharing, resource.owner
             ),
             Value::Null,

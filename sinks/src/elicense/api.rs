@@ -87,6 +87,7 @@ pub const ROUTES: &[&str] = &[
     "GET /v1/licences/{id}/uses",
     "GET /v1/holders/{holder}/licences",
     "POST /v1/holders/licences",
+    "GET /v1/usage",
 ];
 
 /// The routes.
@@ -97,6 +98,7 @@ pub fn router(api: Arc<LicenceApi>) -> Router {
         .route("/v1/licences/{id}/uses", get(uses))
         .route("/v1/holders/{holder}/licences", get(by_holder))
         .route("/v1/holders/licences", post(by_holder_in_body))
+        .route("/v1/usage", get(usage))
         .route_layer(axum::middleware::from_fn_with_state(api.tokens.clone(), require_token))
         .with_state(api)
 }
@@ -558,4 +560,26 @@ async fn uses(
     let entry = Use { caller: &logged_as, purpose: &purpose, action: UseAction::Uses, subject: &id, result: "listed" };
     log.log_use(entry).await.map_err(storage_failed)?;
     Ok(Json(json!({ "licence_id": id, "uses": listed })).into_response())
+}
+
+/// `GET /v1/usage`: reads of shared data counted by resource, reading department, purpose
+/// category and action, from the use log. An auditor sees every row; a department the rows
+/// of its own reads and of reads of the resources it owns (who reads its data, and why).
+/// The counts hold no personal data and are not themselves logged as a use.
+async fn usage(State(api): State<Arc<LicenceApi>>, headers: axum::http::HeaderMap) -> Result<Response, Refused> {
+    let authorization = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = api.tokens.authorize_read(authorization, &[Role::Department, Role::Auditor], "usage")?;
+    let catalog = api.catalog.current();
+    let me = caller.department.as_str();
+    let owns = |resource: &str| catalog.resources.iter().any(|r| r.id == resource && r.owner == me);
+    let rows: Vec<_> = api
+        .store
+        .use_log()
+        .usage()
+        .rows()
+        .into_iter()
+        .filter(|row| caller.role == Role::Auditor || row.department == me || owns(&row.resource))
+        .collect();
+    let categories: Vec<&str> = crate::use_log::usage::CATEGORIES.iter().map(|(name, _)| *name).collect();
+    Ok(Json(json!({ "rows": rows, "categories": categories, "other": "other" })).into_response())
 }

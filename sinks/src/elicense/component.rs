@@ -49,6 +49,7 @@ pub async fn store(cx: &mut Context, audit: &AuditConfig) -> Result<LicenceStore
         LicenceStore::open(&dir).map_err(failed(format!("e-licence store {} cannot be opened", dir.display())))?;
     let writer = audit.writer(cx.division);
     let use_log = store.use_log().clone();
+    use_log.usage().register(&cx.metrics);
     let (replicated, _) = use_log::replicated(&cx.bus, &cx.registry, &writer)
         .await
         .map_err(failed("the replicated use log cannot be read"))?;

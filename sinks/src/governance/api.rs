@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use super::{
     objection::{Objection, Objections, Outcome},
     today,
-    view::{outgoing, Governed, View},
+    view::{self, outgoing, Governed, View},
     State as Stage, Subscription, Subscriptions,
 };
 use crate::use_log::{checked_purpose, Use, UseAction, UseLog};
@@ -104,7 +104,7 @@ fn invalid(pointer: &str, rule: &str, message: impl Into<String>) -> Refused {
     problem(
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid",
-        "Invalid subscription",
+        "Invalid request",
         "the request breaks a rule",
         json!([{ "pointer": pointer, "rule": rule, "message": message.into() }]),
     )
@@ -138,8 +138,11 @@ impl GovernanceApi {
         Ok(self.tokens.authorize_read(authorization, &[Role::Department], "subscriptions")?.department)
     }
 
-    /// Publishes `next` (waiting for the broker), applies it to `view` and records it in the
-    /// use log as `caller`'s doing (`purpose`, `action`, `result`).
+    /// Makes `next` the record's state, as `caller`'s doing: in the use log first (so that no
+    /// change is in force without its entry), then on the topic (waiting for the broker), then
+    /// read back from the topic into `view`. The topic decides between two processes that
+    /// changed the same record at once: a change that another one beat to the topic is not in
+    /// force, is logged as `not_applied`, and is answered 409.
     async fn change<T: Governed>(
         &self,
         caller: Department,
@@ -147,32 +150,49 @@ impl GovernanceApi {
         next: &T,
         logged: Logged<'_>,
     ) -> Result<(), Refused> {
-        let record =
-            outgoing(caller, self.division, next).map_err(|e| unavailable("a record could not be serialized", e))?;
-        self.bus
-            .producer()
-            .publish(record)
-            .await
-            .map_err(|e| unavailable("a governance record could not be published", e))?;
-        view.apply(next).map_err(|e| unavailable("a governance view failed", e))?;
-        view.flush().await.map_err(|e| unavailable("a governance view failed", e))?;
-        self.metrics.observe(&self.view, &self.objections, today());
-        let subject = format!("{}/{}", logged.kind, next.id());
-        let entry = Use {
+        let subject = match &logged.about {
+            Some(about) => format!("{}/{} {about}", logged.kind, next.id()),
+            None => format!("{}/{}", logged.kind, next.id()),
+        };
+        let entry = |result| Use {
             caller: caller.as_str(),
             purpose: logged.purpose,
             action: logged.action,
             subject: &subject,
-            result: logged.result,
+            result,
         };
-        self.use_log.log_use(entry).await.map_err(|e| unavailable("the use log failed", e))?;
-        Ok(())
+        self.use_log.log_use(entry(logged.result)).await.map_err(|e| unavailable("the use log failed", e))?;
+        let published = async {
+            let record = outgoing(caller, self.division, next)
+                .map_err(|e| unavailable("a record could not be serialized", e))?;
+            let delivered = self.bus.producer().publish(record).await;
+            delivered.map_err(|e| unavailable("a governance record could not be published", e))?;
+            view::catch_up(&self.bus, view)
+                .await
+                .map_err(|e| unavailable("a governance topic could not be read", e))?;
+            Ok::<_, Refused>(view.get(next.id()).as_ref() == Some(next))
+        };
+        let outcome = published.await;
+        self.metrics.observe(&self.view, &self.objections, today());
+        match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let _ = self.use_log.log_use(entry("not_applied")).await;
+                Err(conflict("another change to it came first; read it again".into()))
+            }
+            Err(refused) => {
+                // Whether it reached the topic is not known: the follower applies it if it did.
+                let _ = self.use_log.log_use(entry("not_confirmed")).await;
+                Err(refused)
+            }
+        }
     }
 
     /// Publishes a subscription's next state.
     async fn change_subscription(&self, caller: Department, next: Subscription) -> Result<Subscription, Refused> {
         let logged = Logged {
             kind: "subscription",
+            about: Some(next.resource.clone()),
             purpose: &next.purpose,
             action: UseAction::Subscription,
             result: next.state.as_str(),
@@ -185,6 +205,8 @@ impl GovernanceApi {
 /// How a change is written in the use log.
 struct Logged<'a> {
     kind: &'static str,
+    /// What the record is about (a resource, a masked key), after its id in the subject.
+    about: Option<String>,
     purpose: &'a str,
     action: UseAction,
     result: &'static str,
@@ -217,6 +239,22 @@ async fn file(
     if resource.owner == caller.as_str() {
         return Err(invalid("/resource", "own-resource", "a department does not ask for its own resource"));
     }
+    // Licences and the audit topics are read through APIs of their own, which a subscription
+    // does not widen: a grant there would be a promise nothing keeps.
+    if crate::dossier::OWN_API_TOPICS.iter().any(|own| resource.topic.starts_with(own)) {
+        return Err(invalid(
+            "/resource",
+            "resource-not-subscribable",
+            format!("{} is read through its own API", resource.id),
+        ));
+    }
+    if resource.sharing == Sharing::Unconditional && request.fields.is_empty() {
+        return Err(invalid(
+            "/fields",
+            "nothing-to-grant",
+            format!("{} is shared with every department already", resource.id),
+        ));
+    }
     let purpose =
         checked_purpose(Some(&request.purpose)).map_err(|(rule, message)| invalid("/purpose", rule, message))?;
     let mut fields = request.fields;
@@ -246,7 +284,9 @@ async fn file(
         ))
     })?;
     let _one = api.writing.lock().await;
-    let waiting = api.view.list(|s| s.consumer == caller.as_str() && s.state == Stage::Pending).len();
+    // A request whose end date passed unanswered cannot be approved any more: it does not count.
+    let waiting =
+        api.view.list(|s| s.consumer == caller.as_str() && s.state == Stage::Pending && s.until >= filed_on).len();
     if waiting >= MAX_PENDING_PER_CONSUMER {
         return Err(conflict(format!(
             "{caller} has {waiting} requests waiting for an answer, the most it may have at once"
@@ -307,6 +347,9 @@ async fn list(
 fn with_overdue(subscription: &Subscription, today: NaiveDate) -> Value {
     let mut value = serde_json::to_value(subscription).unwrap_or(Value::Null);
     value["overdue"] = json!(subscription.is_overdue(today));
+    // Approved and within its period today: what reads go by.
+    let running = subscription.state == Stage::Approved && subscription.granted_until.is_some_and(|u| today <= u);
+    value["running"] = json!(running);
     value
 }
 
@@ -488,7 +531,7 @@ async fn raise(
     }
     // Decided before the store is read: a department that may not read the resource learns
     // nothing about which keys exist.
-    if !super::access(resource, caller.as_str(), Some(&api.view), today()).read {
+    if !super::access(resource, caller.as_str(), Some(&api.view), today(), None).read {
         return Err(problem(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -511,6 +554,24 @@ async fn raise(
     let reason = checked_reason(Some(request.reason), true)?.unwrap_or_default();
     let record =
         api.records.record(&resource.topic, &request.key).map_err(|e| unavailable("the shared view failed", e))?;
+    // Looking a key up is a read like any other: whatever it finds, it is in the use log
+    // before it is answered, under the key masked as every read of the shared view logs it.
+    let probed = match &record {
+        None => Some("not_found"),
+        Some(part) if part.record.pointer(&request.pointer).is_none() => Some("no_such_field"),
+        Some(_) => None,
+    };
+    if let Some(result) = probed {
+        let subject = format!("{}/{}", resource.id, crate::dossier::api::logged_key(&request.key));
+        let entry = Use {
+            caller: caller.as_str(),
+            purpose: OBJECTION_PURPOSE,
+            action: UseAction::Objection,
+            subject: &subject,
+            result,
+        };
+        api.use_log.log_use(entry).await.map_err(|e| unavailable("the use log failed", e))?;
+    }
     let Some(record) = record else {
         return Err(problem(
             StatusCode::NOT_FOUND,
@@ -545,7 +606,9 @@ async fn raise(
         resolved_at_ms: None,
         version: 1,
     };
-    let logged = Logged { kind: "objection", purpose: OBJECTION_PURPOSE, action: UseAction::Objection, result: "open" };
+    let about = Some(format!("{}/{}", objection.resource, crate::dossier::api::logged_key(&objection.key)));
+    let logged =
+        Logged { kind: "objection", about, purpose: OBJECTION_PURPOSE, action: UseAction::Objection, result: "open" };
     api.change(caller, &api.objections, &objection, logged).await?;
     Ok((StatusCode::CREATED, Json(objection)).into_response())
 }
@@ -666,8 +729,10 @@ async fn resolve(
         version: current.version + 1,
         ..current
     };
+    let about = Some(format!("{}/{}", next.resource, crate::dossier::api::logged_key(&next.key)));
     let logged = Logged {
         kind: "objection",
+        about,
         purpose: OBJECTION_PURPOSE,
         action: UseAction::Objection,
         result: outcome.as_str(),

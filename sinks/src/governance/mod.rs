@@ -79,12 +79,19 @@ impl Access {
     }
 }
 
-/// What `caller` may do with `resource` on `today`: the catalogue's starting set, and what the
-/// approved, running subscriptions in `view` add. A resource that is not shared is read by
-/// its owner only, whatever a subscription says (none can be filed for it).
-pub fn access(resource: &Resource, caller: &str, view: Option<&Subscriptions>, today: NaiveDate) -> Access {
+/// What `caller` may do with `resource` on `today`, for a read stating `purpose` (`None`: any):
+/// the catalogue's starting set, and what the approved, running subscriptions in `view` for
+/// that purpose add. A resource that is not shared is read by its owner only, whatever a
+/// subscription says (none can be filed for it).
+pub fn access(
+    resource: &Resource,
+    caller: &str,
+    view: Option<&Subscriptions>,
+    today: NaiveDate,
+    purpose: Option<&str>,
+) -> Access {
     let not_shared = resource.sharing == govex_schemas::catalog::Sharing::NotShared;
-    let grant = view.filter(|_| !not_shared).and_then(|v| v.grant(caller, &resource.id, today));
+    let grant = view.filter(|_| !not_shared).and_then(|v| v.grant(caller, &resource.id, today, purpose));
     Access {
         read: resource.may_read(caller) || grant.is_some(),
         all_personal: resource.may_see_personal_data(caller),

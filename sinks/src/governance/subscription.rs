@@ -115,9 +115,13 @@ impl super::view::Governed for Subscription {
 pub type Subscriptions = super::view::View<Subscription>;
 
 impl Subscriptions {
-    /// What `consumer`'s subscriptions to `resource` grant on `today`; `None` when none covers it.
-    pub fn grant(&self, consumer: &str, resource: &str, today: NaiveDate) -> Option<Grant> {
-        let covering = self.list(|s| s.covers(consumer, resource, today));
+    /// What `consumer`'s subscriptions to `resource` grant on `today` for a read stating
+    /// `purpose` (`None`: for any purpose); `None` when none covers it. A subscription is
+    /// approved for the purpose it was asked for (审核 is of a purpose): a read stating another
+    /// is not covered by it.
+    pub fn grant(&self, consumer: &str, resource: &str, today: NaiveDate, purpose: Option<&str>) -> Option<Grant> {
+        let covering =
+            self.list(|s| s.covers(consumer, resource, today) && purpose.is_none_or(|p| p.trim() == s.purpose));
         if covering.is_empty() {
             return None;
         }
@@ -163,7 +167,7 @@ mod tests {
         let view = Subscriptions::open(&db).unwrap();
         let pending = filed("s1");
         assert!(view.apply(&pending).unwrap());
-        assert_eq!(view.grant("tax", "housing.contract-filing", d("2026-10-01")), None);
+        assert_eq!(view.grant("tax", "housing.contract-filing", d("2026-10-01"), None), None);
         assert!(pending.is_overdue(d("2026-10-17")) && !pending.is_overdue(d("2026-10-16")));
 
         let approved = Subscription {
@@ -175,14 +179,22 @@ mod tests {
         };
         assert!(view.apply(&approved).unwrap());
         assert!(!view.apply(&pending).unwrap(), "the older state is not applied again");
-        assert_eq!(view.grant("tax", "housing.contract-filing", d("2026-11-30")), Some(Grant::default()));
-        assert_eq!(view.grant("tax", "housing.contract-filing", d("2026-12-01")), None, "expired");
-        assert_eq!(view.grant("land-registry", "housing.contract-filing", d("2026-11-01")), None);
-        assert_eq!(view.grant("tax", "tax.deed-tax-payment", d("2026-11-01")), None);
+        assert_eq!(
+            view.grant("tax", "housing.contract-filing", d("2026-11-30"), Some("契税征收")),
+            Some(Grant::default())
+        );
+        assert_eq!(
+            view.grant("tax", "housing.contract-filing", d("2026-11-30"), Some("别的用途")),
+            None,
+            "another purpose"
+        );
+        assert_eq!(view.grant("tax", "housing.contract-filing", d("2026-12-01"), None), None, "expired");
+        assert_eq!(view.grant("land-registry", "housing.contract-filing", d("2026-11-01"), None), None);
+        assert_eq!(view.grant("tax", "tax.deed-tax-payment", d("2026-11-01"), None), None);
 
         let revoked = Subscription { state: State::Revoked, version: 3, ..approved.clone() };
         view.apply(&revoked).unwrap();
-        assert_eq!(view.grant("tax", "housing.contract-filing", d("2026-11-01")), None, "revoked");
+        assert_eq!(view.grant("tax", "housing.contract-filing", d("2026-11-01"), None), None, "revoked");
         drop((view, db));
         let reopened = Subscriptions::open(&govex_schemas::store::open_sled(dir.path()).unwrap()).unwrap();
         assert_eq!(reopened.get("s1"), Some(revoked));

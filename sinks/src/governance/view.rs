@@ -12,7 +12,7 @@ use std::{
 use serde::{de::DeserializeOwned, Serialize};
 
 /// A record the governance topics carry.
-pub trait Governed: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+pub trait Governed: Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + 'static {
     /// Its topic: one partition, compacted, kept for ever.
     const TOPIC: &'static str;
     /// Its tree in the governance database.
@@ -30,11 +30,20 @@ pub struct View<T> {
     meta: sled::Tree,
     db: sled::Db,
     all: Arc<RwLock<BTreeMap<String, T>>>,
+    /// One reader of the topic at a time: two would apply the same records (harmless) and
+    /// could set the offset back (not).
+    reading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<T> Clone for View<T> {
     fn clone(&self) -> Self {
-        Self { tree: self.tree.clone(), meta: self.meta.clone(), db: self.db.clone(), all: self.all.clone() }
+        Self {
+            tree: self.tree.clone(),
+            meta: self.meta.clone(),
+            db: self.db.clone(),
+            all: self.all.clone(),
+            reading: self.reading.clone(),
+        }
     }
 }
 
@@ -49,11 +58,16 @@ impl<T: Governed> View<T> {
                 .map_err(|e| sled::Error::Unsupported(format!("a stored {} record does not read: {e}", T::TREE)))?;
             all.insert(record.id().to_owned(), record);
         }
-        Ok(Self { meta: db.open_tree("meta")?, tree, db: db.clone(), all: Arc::new(RwLock::new(all)) })
+        let all = Arc::new(RwLock::new(all));
+        Ok(Self { meta: db.open_tree("meta")?, tree, db: db.clone(), all, reading: Default::default() })
     }
 
     /// Applies `record` unless the view holds its id at the same or a newer version; whether
     /// it changed the view. Durable after [`Self::flush`].
+    ///
+    /// Records are applied in the topic's order (see [`catch_up`]), so of two changes made
+    /// from the same version by two processes, the first on the topic is the one every view
+    /// keeps: the topic decides, and a writer learns whether its change won by reading it back.
     pub fn apply(&self, record: &T) -> Result<bool, sled::Error> {
         let mut all = self.all.write().unwrap_or_else(PoisonError::into_inner);
         if all.get(record.id()).is_some_and(|held| held.version() >= record.version()) {
@@ -104,6 +118,7 @@ impl<T: Governed> View<T> {
 
 /// Applies what `T`'s topic holds past the view's offset; how many records it read.
 pub async fn catch_up<T: Governed>(bus: &govex_bus::Bus, view: &View<T>) -> Result<u64, String> {
+    let _one = view.reading.lock().await;
     let from = BTreeMap::from([(0, view.next_offset().map_err(|e| e.to_string())?)]);
     let mut records = bus.read_to_end(T::TOPIC, &from).await.map_err(|e| e.to_string())?;
     let (mut read, mut next) = (0, None);

@@ -20,6 +20,7 @@
 
 pub mod chain;
 pub mod replication;
+pub mod usage;
 
 use std::{path::Path, sync::Arc};
 
@@ -147,12 +148,14 @@ pub struct UseLog {
     audit_lock: Arc<parking_lot::Mutex<()>>,
     /// Concurrent readers share fsyncs (with the store whose database holds the log).
     group_flush: Arc<GroupFlush>,
+    /// The reads counted by resource, department and purpose (from the entries themselves).
+    usage: Arc<usage::Usage>,
 }
 
 impl UseLog {
     /// The use log in `db`, flushed through `group_flush` (the one of `db`).
     pub fn open(db: &sled::Db, group_flush: Arc<GroupFlush>) -> Result<Self, sled::Error> {
-        Ok(Self {
+        let log = Self {
             db: db.clone(),
             audit: db.open_tree("audit")?,
             uses: db.open_tree("uses")?,
@@ -160,7 +163,18 @@ impl UseLog {
             replication: Default::default(),
             audit_lock: Default::default(),
             group_flush,
-        })
+            usage: Default::default(),
+        };
+        // The statistics are the log's: counted once over the whole chain, then as it grows.
+        for entry in log.entries()? {
+            log.usage.count(&entry);
+        }
+        Ok(log)
+    }
+
+    /// The reads this log holds, counted (see [`usage`]).
+    pub fn usage(&self) -> &usage::Usage {
+        &self.usage
     }
 
     /// The use log in the sled database at `dir` (for tools and tests; a node opens it with
@@ -285,6 +299,7 @@ impl UseLog {
                     let value = to_json(entry)?;
                     self.audit.insert(entry.seq.to_be_bytes(), value)?;
                     self.uses.insert(use_key, &[])?;
+                    self.usage.count(entry);
                     head = Some(entry.clone());
                     restored += 1;
                 }
@@ -344,6 +359,7 @@ impl UseLog {
                 Ok(())
             })
             .map_err(crate::elicense::store::sled_error)?;
+        self.usage.count(&entry);
         Ok(entry)
     }
 
