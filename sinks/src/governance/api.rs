@@ -122,6 +122,27 @@ fn not_found() -> Refused {
     .into()
 }
 
+/// Refuses `caller` unless it is `owner`, the department that owns `resource` and alone
+/// `does` this (decides, revokes, resolves).
+fn only_the_owner(owner: &str, caller: Department, does: &str, resource: &str) -> Result<(), Refused> {
+    if owner == caller.as_str() {
+        return Ok(());
+    }
+    let title = format!("Only the owner {does}");
+    Err(problem(StatusCode::FORBIDDEN, "forbidden", &title, format!("{owner} owns {resource}"), Value::Null).into())
+}
+
+/// Which sides of a list `?as=` asks for: the caller's own (`asker`: `consumer`, `raiser`),
+/// the owner's, or both when absent.
+fn sides(role: Option<&str>, asker: &str) -> Result<(bool, bool), Refused> {
+    match role {
+        None => Ok((true, true)),
+        Some("owner") => Ok((false, true)),
+        Some(side) if side == asker => Ok((true, false)),
+        Some(_) => Err(invalid("/as", "enum", format!("{asker} or owner"))),
+    }
+}
+
 fn conflict(detail: String) -> Refused {
     problem(StatusCode::CONFLICT, "state", "Not in a state that allows this", detail, Value::Null).into()
 }
@@ -329,12 +350,7 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, Refused> {
     let caller = api.caller(&headers)?;
-    let (consumer, owner) = match query.role.as_deref() {
-        None => (true, true),
-        Some("consumer") => (true, false),
-        Some("owner") => (false, true),
-        Some(_) => return Err(invalid("/as", "enum", "consumer or owner")),
-    };
+    let (consumer, owner) = sides(query.role.as_deref(), "consumer")?;
     let me = caller.as_str();
     let today = today();
     let found = api.view.list(|s| {
@@ -402,16 +418,7 @@ async fn decide(
     let caller = api.caller(&headers)?;
     let _one = api.writing.lock().await;
     let current = concerning(&api, &id, caller)?;
-    if current.owner != caller.as_str() {
-        return Err(problem(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Only the owner decides",
-            format!("{} owns {}", current.owner, current.resource),
-            Value::Null,
-        )
-        .into());
-    }
+    only_the_owner(&current.owner, caller, "decides", &current.resource)?;
     if current.state != Stage::Pending {
         return Err(conflict(format!("the subscription is {}, not pending", current.state.as_str())));
     }
@@ -472,16 +479,7 @@ async fn revoke(
     let caller = api.caller(&headers)?;
     let _one = api.writing.lock().await;
     let current = concerning(&api, &id, caller)?;
-    if current.owner != caller.as_str() {
-        return Err(problem(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Only the owner revokes",
-            format!("{} owns {}", current.owner, current.resource),
-            Value::Null,
-        )
-        .into());
-    }
+    only_the_owner(&current.owner, caller, "revokes", &current.resource)?;
     if current.state != Stage::Approved {
         return Err(conflict(format!("the subscription is {}, not approved", current.state.as_str())));
     }
@@ -629,12 +627,7 @@ async fn list_objections(
     Query(query): Query<ObjectionQuery>,
 ) -> Result<Response, Refused> {
     let caller = api.caller(&headers)?;
-    let (raiser, owner) = match query.role.as_deref() {
-        None => (true, true),
-        Some("raiser") => (true, false),
-        Some("owner") => (false, true),
-        Some(_) => return Err(invalid("/as", "enum", "raiser or owner")),
-    };
+    let (raiser, owner) = sides(query.role.as_deref(), "raiser")?;
     let me = caller.as_str();
     let found = api.objections.list(|o| {
         ((raiser && o.raised_by == me) || (owner && o.owner == me)) && query.outcome.is_none_or(|x| o.outcome == x)
@@ -679,16 +672,7 @@ async fn resolve(
     let caller = api.caller(&headers)?;
     let _one = api.writing.lock().await;
     let current = objection_concerning(&api, &id, caller)?;
-    if current.owner != caller.as_str() {
-        return Err(problem(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Only the owner resolves",
-            format!("{} owns {}", current.owner, current.resource),
-            Value::Null,
-        )
-        .into());
-    }
+    only_the_owner(&current.owner, caller, "resolves", &current.resource)?;
     if current.outcome != Outcome::Open {
         return Err(conflict(format!("the objection is {}, not open", current.outcome.as_str())));
     }
