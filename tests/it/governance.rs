@@ -158,6 +158,17 @@ async fn tax_asks_housing_narrows_and_approves_reads_are_masked_as_granted_and_a
         (Some("approved"), Some(0))
     );
     assert_eq!(decide("housing", json!({"decision": "reject", "reason": "again"})).await.unwrap().status(), 409);
+    // Answered the day it was filed: on time, in its own view and in the on-time rate.
+    let shown = http.get(format!("{base}/v1/subscriptions/{id}")).bearer_auth(token("tax")).send();
+    let shown: Value = shown.await.unwrap().json().await.unwrap();
+    assert_eq!((shown["answered_on_time"].as_bool(), shown["running"].as_bool()), (Some(true), Some(true)));
+    let metrics = reqwest::get(format!("http://{}/metrics", node.ops_addr)).await.unwrap().text().await.unwrap();
+    for line in [
+        "govex_subscription_requests_answered{on_time=\"true\"} 1",
+        "govex_subscription_requests_answered{on_time=\"false\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} not in the metrics");
+    }
 
     // 5. Tax reads, with the buyers masked, for the purpose approved and no other.
     let other_purpose = http.get(&record_url).query(&[("purpose", "随便看看")]).bearer_auth(token("tax")).send();

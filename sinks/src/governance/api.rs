@@ -363,6 +363,7 @@ async fn list(
 fn with_overdue(subscription: &Subscription, today: NaiveDate) -> Value {
     let mut value = serde_json::to_value(subscription).unwrap_or(Value::Null);
     value["overdue"] = json!(subscription.is_overdue(today));
+    value["answered_on_time"] = json!(subscription.answered_on_time());
     // Approved and within its period today: what reads go by.
     let running = subscription.state == Stage::Approved && subscription.granted_until.is_some_and(|u| today <= u);
     value["running"] = json!(running);

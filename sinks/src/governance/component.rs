@@ -29,12 +29,18 @@ struct StateLabel {
     state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OnTimeLabel {
+    on_time: String,
+}
+
 /// `govex_subscriptions{state}`, `govex_subscription_requests_overdue`,
 /// `govex_objections{state}` and `govex_objection_resolution_seconds`.
 #[derive(Clone)]
 pub struct GovernanceMetrics {
     subscriptions: Family<StateLabel, Gauge>,
     overdue: Gauge,
+    answered: Family<OnTimeLabel, Gauge>,
     objections: Family<StateLabel, Gauge>,
     resolution: Histogram,
 }
@@ -44,6 +50,7 @@ impl Default for GovernanceMetrics {
         Self {
             subscriptions: Family::default(),
             overdue: Gauge::default(),
+            answered: Family::default(),
             objections: Family::default(),
             // An hour to about three weeks: objections are resolved in working days.
             resolution: Histogram::new(exponential_buckets(3_600.0, 2.0, 10)),
@@ -60,6 +67,11 @@ impl GovernanceMetrics {
                 "subscription_requests_overdue",
                 "Requests still pending after their due day (working days)",
                 it.overdue.clone(),
+            );
+            r.register(
+                "subscription_requests_answered",
+                "Requests answered, by whether by their due day (on-time rate: on_time=\"true\" over all)",
+                it.answered.clone(),
             );
             r.register("objections", "Objections to shared records by outcome", it.objections.clone());
             r.register_with_unit(
@@ -90,6 +102,10 @@ impl GovernanceMetrics {
             self.subscriptions.get_or_create(&StateLabel { state: state.as_str().into() }).set(count as i64);
         }
         self.overdue.set(all.iter().filter(|s| s.is_overdue(today)).count() as i64);
+        for on_time in [true, false] {
+            let count = all.iter().filter(|s| s.answered_on_time() == Some(on_time)).count();
+            self.answered.get_or_create(&OnTimeLabel { on_time: on_time.to_string() }).set(count as i64);
+        }
     }
 }
 

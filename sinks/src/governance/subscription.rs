@@ -85,6 +85,11 @@ impl Subscription {
             && self.granted_until.is_some_and(|until| today <= until)
     }
 
+    /// Whether the owner answered it by its due day (按期办结); `None` while it waits.
+    pub fn answered_on_time(&self) -> Option<bool> {
+        self.decided_on.map(|decided| decided <= self.due)
+    }
+
     /// Whether it is still waiting for an answer after its due day.
     pub fn is_overdue(&self, today: NaiveDate) -> bool {
         self.state == State::Pending && today > self.due
@@ -178,6 +183,9 @@ mod tests {
             ..pending.clone()
         };
         assert!(view.apply(&approved).unwrap());
+        assert_eq!(pending.answered_on_time(), None);
+        let answered = |day| Subscription { decided_on: Some(d(day)), ..approved.clone() }.answered_on_time();
+        assert_eq!((answered("2026-10-16"), answered("2026-10-19")), (Some(true), Some(false)), "due 16 October");
         assert!(!view.apply(&pending).unwrap(), "the older state is not applied again");
         assert_eq!(
             view.grant("tax", "housing.contract-filing", d("2026-11-30"), Some("契税征收")),
