@@ -206,6 +206,12 @@ async fn dossier(
     Ok(Json(json!({ "property_unit_number": unit, "parts": body })).into_response())
 }
 
+/// The answer for a key no record of a resource has.
+pub(crate) fn no_such_record() -> Refused {
+    let detail = "no record of this resource has that key";
+    problem(StatusCode::NOT_FOUND, "not-found", "No such record", detail, Value::Null).into()
+}
+
 /// `GET /v1/resources/{id}/records/{key}?purpose=...`: the newest record of a catalogued
 /// resource by its key, for a department the catalogue lets read it, with personal fields
 /// masked unless it is entitled to them. Whether the caller may read the resource is decided
@@ -220,8 +226,7 @@ async fn resource_record(
     let catalog = api.catalog.current();
     // Licences and the audit topics have APIs of their own, with their own rules (surface
     // keys, a department's own use-log entries): they are not served here.
-    let served = |topic: &str| !crate::dossier::OWN_API_TOPICS.iter().any(|own| topic.starts_with(own));
-    let Some(resource) = catalog.resources.iter().find(|r| r.id == id && served(&r.topic)) else {
+    let Some(resource) = catalog.resources.iter().find(|r| r.id == id && !super::has_own_api(&r.topic)) else {
         // The id is the caller's and is not echoed; the catalogue is public.
         return Err(problem(
             StatusCode::NOT_FOUND,
@@ -269,16 +274,7 @@ async fn resource_record(
     let entry =
         Use { caller: caller.as_str(), purpose: &purpose, action: UseAction::Resource, subject: &subject, result };
     api.use_log.log_use(entry).await.map_err(unavailable)?;
-    let Some(part) = found else {
-        return Err(problem(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "No such record",
-            "no record of this resource has that key",
-            Value::Null,
-        )
-        .into());
-    };
+    let Some(part) = found else { return Err(no_such_record()) };
     let (record, masked) = as_seen_by(part.record, resource, &access);
     Ok(Json(json!({
         "resource": resource.id,

@@ -262,12 +262,17 @@ impl govex_bus::dlq::Refusal for NoUnit {
 /// view: licences (surface keys, verification) and the audit topics.
 pub const OWN_API_TOPICS: [&str; 2] = [govex_schemas::records::topics::LICENCE, "gov.audit."];
 
+/// Whether `topic` is one of [`OWN_API_TOPICS`]: not in the shared view, and no subscription
+/// or objection is about it.
+pub fn has_own_api(topic: &str) -> bool {
+    OWN_API_TOPICS.iter().any(|own| topic.starts_with(own))
+}
+
 /// The topics the sink reads: the dossier's three and every other topic the catalogue lists.
 fn topics_of(catalog: &govex_schemas::Catalog) -> Vec<String> {
     let mut topics: Vec<String> = PARTS.iter().map(|(t, _)| (*t).to_owned()).collect();
     for resource in &catalog.resources {
-        let own_api = OWN_API_TOPICS.iter().any(|own| resource.topic.starts_with(own));
-        if !own_api && !topics.contains(&resource.topic) {
+        if !has_own_api(&resource.topic) && !topics.contains(&resource.topic) {
             topics.push(resource.topic.clone());
         }
     }

@@ -50,6 +50,14 @@ pub async fn store(cx: &mut Context, audit: &AuditConfig) -> Result<LicenceStore
     let writer = audit.writer(cx.division);
     let use_log = store.use_log().clone();
     use_log.usage().register(&cx.metrics);
+    let counting = use_log.clone();
+    cx.tasks.spawn(async move {
+        match tokio::task::spawn_blocking(move || counting.count_past_usage()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the usage statistics could not be counted from the use log"),
+            Err(e) => tracing::error!(error = %e, "counting the usage statistics stopped"),
+        }
+    });
     let (replicated, _) = use_log::replicated(&cx.bus, &cx.registry, &writer)
         .await
         .map_err(failed("the replicated use log cannot be read"))?;

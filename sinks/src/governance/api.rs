@@ -262,7 +262,7 @@ async fn file(
     }
     // Licences and the audit topics are read through APIs of their own, which a subscription
     // does not widen: a grant there would be a promise nothing keeps.
-    if crate::dossier::OWN_API_TOPICS.iter().any(|own| resource.topic.starts_with(own)) {
+    if crate::dossier::has_own_api(&resource.topic) {
         return Err(invalid(
             "/resource",
             "resource-not-subscribable",
@@ -517,8 +517,8 @@ async fn raise(
 ) -> Result<Response, Refused> {
     let caller = api.caller(&headers)?;
     let catalog = api.catalog.current();
-    let served = |topic: &str| !crate::dossier::OWN_API_TOPICS.iter().any(|own| topic.starts_with(own));
-    let Some(resource) = catalog.resources.iter().find(|r| r.id == request.resource && served(&r.topic)) else {
+    let served = |r: &&govex_schemas::Resource| r.id == request.resource && !crate::dossier::has_own_api(&r.topic);
+    let Some(resource) = catalog.resources.iter().find(served) else {
         return Err(invalid(
             "/resource",
             "resource-unknown",
@@ -571,16 +571,7 @@ async fn raise(
         };
         api.use_log.log_use(entry).await.map_err(|e| unavailable("the use log failed", e))?;
     }
-    let Some(record) = record else {
-        return Err(problem(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "No such record",
-            "no record of this resource has that key",
-            Value::Null,
-        )
-        .into());
-    };
+    let Some(record) = record else { return Err(crate::dossier::api::no_such_record()) };
     if record.record.pointer(&request.pointer).is_none() {
         return Err(invalid("/pointer", "pointer-not-found", "the record has no field there"));
     }

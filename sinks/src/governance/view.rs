@@ -109,17 +109,19 @@ impl<T: Governed> View<T> {
     pub fn list(&self, select: impl Fn(&T) -> bool) -> Vec<T> {
         self.all.read().unwrap_or_else(PoisonError::into_inner).values().filter(|r| select(r)).cloned().collect()
     }
-
-    /// Whether any record `select` keeps is held.
-    pub fn any(&self, select: impl Fn(&T) -> bool) -> bool {
-        self.all.read().unwrap_or_else(PoisonError::into_inner).values().any(select)
-    }
 }
 
 /// Applies what `T`'s topic holds past the view's offset; how many records it read.
 pub async fn catch_up<T: Governed>(bus: &govex_bus::Bus, view: &View<T>) -> Result<u64, String> {
     let _one = view.reading.lock().await;
-    let from = BTreeMap::from([(0, view.next_offset().map_err(|e| e.to_string())?)]);
+    let next = view.next_offset().map_err(|e| e.to_string())?;
+    // Followed every 2 s in every process: ask for the end first, and make a reader only when
+    // there is something past what the view holds.
+    let end = bus.high_watermarks(T::TOPIC).await.map_err(|e| e.to_string())?.get(&0).copied().unwrap_or(0);
+    if end <= next {
+        return Ok(0);
+    }
+    let from = BTreeMap::from([(0, next)]);
     let mut records = bus.read_to_end(T::TOPIC, &from).await.map_err(|e| e.to_string())?;
     let (mut read, mut next) = (0, None);
     while let Some(record) = records.recv().await {

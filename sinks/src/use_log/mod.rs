@@ -165,16 +165,27 @@ impl UseLog {
             group_flush,
             usage: Default::default(),
         };
-        // The statistics are the log's: counted once over the whole chain, then as it grows.
-        for entry in log.entries()? {
-            log.usage.count(&entry);
-        }
+        // Entries appended from now on are counted as they come; those already here, by
+        // `count_past_usage`, which a node runs in the background (a tool opening the log
+        // for a check should not read the whole chain for statistics it never shows).
+        log.usage.set_past(log.head()?.map_or(0, |head| head.seq));
         Ok(log)
     }
 
     /// The reads this log holds, counted (see [`usage`]).
     pub fn usage(&self) -> &usage::Usage {
         &self.usage
+    }
+
+    /// Counts the entries that were in the log when it was opened, one at a time (the chain
+    /// may be long); the counts are complete when this returns.
+    pub fn count_past_usage(&self) -> Result<(), sled::Error> {
+        for item in self.audit.range(..=self.usage.past().to_be_bytes()) {
+            let (_, bytes) = item?;
+            let entry: AuditEntry = serde_json::from_slice(&bytes).map_err(|e| io_error(e.to_string()))?;
+            self.usage.count(&entry);
+        }
+        Ok(())
     }
 
     /// The use log in the sled database at `dir` (for tools and tests; a node opens it with

@@ -75,9 +75,20 @@ pub struct UsageRow {
 pub struct Usage {
     counts: Mutex<BTreeMap<UsageLabels, u64>>,
     family: Family<UsageLabels, Counter>,
+    /// The last sequence number in the log when it was opened: entries up to it are counted
+    /// by a pass over the chain, those after it as they are appended.
+    past: std::sync::atomic::AtomicU64,
 }
 
 impl Usage {
+    pub(super) fn set_past(&self, seq: u64) {
+        self.past.store(seq, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(super) fn past(&self) -> u64 {
+        self.past.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Counts `entry` if it is usage.
     pub fn count(&self, entry: &AuditEntry) {
         let Some(resource) = resource_of(entry) else { return };
