@@ -10,6 +10,7 @@
 pub mod broker_cmd;
 pub mod config;
 pub mod demo;
+pub mod dlq_cmd;
 pub mod id_cmd;
 pub mod import_cmd;
 pub mod maintenance;

@@ -126,6 +126,27 @@ enum Command {
         #[arg(long)]
         complete: bool,
     },
+    /// Dead letters, for data stewards: `govex dlq list` shows what the sinks refused and why,
+    /// `govex dlq show <id>` one of them with its record (personal fields masked), and
+    /// `govex dlq replay <id>...|--topic T [--partition P --from A --to B]|--all` puts them
+    /// back once the cause is fixed (a schema registered, a missing licence arrived). A
+    /// dead letter put back once is skipped unless --again; its record applies at most once
+    /// either way (its event id). Talks to a node's API with a steward's token.
+    ///
+    /// Exit status: 0 done, 2 a replay left some not put back (or more remain), 1 could not run.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+        /// The node's API.
+        #[arg(long, global = true, default_value = govex::dlq_cmd::DEFAULT_API, env = "GOVEX_API_URL")]
+        api: String,
+        /// A steward's token (an auditor's may list and show).
+        #[arg(long, global = true, env = "GOVEX_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print JSON for machines instead of lines for people.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Run a standalone embedded broker and print its bootstrap address, so several govex
     /// processes on one machine can share one bus (in memory, for trial use).
     Broker {
@@ -139,6 +160,50 @@ enum Command {
 enum ConfigCommand {
     /// Check the configuration and print what this process would run.
     Check,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters, oldest first per partition.
+    List {
+        /// Of this topic only (the records' topic or its .dlq).
+        #[arg(long)]
+        topic: Option<String>,
+        /// open (never put back) or replayed.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many (up to 500).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one dead letter and its record, personal fields masked.
+    Show {
+        /// Its id: <dead-letter topic>/<partition>/<offset>.
+        id: String,
+    },
+    /// Put dead letters back on their topics for the component that refused them.
+    Replay {
+        /// Dead letters by id.
+        ids: Vec<String>,
+        /// Or those of one topic.
+        #[arg(long, conflicts_with = "ids")]
+        topic: Option<String>,
+        /// Of one partition of its dead-letter topic.
+        #[arg(long, requires = "topic")]
+        partition: Option<i32>,
+        /// From this offset (inclusive).
+        #[arg(long, requires = "partition")]
+        from: Option<i64>,
+        /// To this offset (inclusive).
+        #[arg(long, requires = "partition")]
+        to: Option<i64>,
+        /// Or every dead letter.
+        #[arg(long, conflicts_with_all = ["ids", "topic"])]
+        all: bool,
+        /// Also those put back before.
+        #[arg(long)]
+        again: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -291,6 +356,21 @@ async fn run() -> Result<()> {
             let format = if cli.log_json { LogFormat::Json } else { config.log.format };
             telemetry::init(format);
             govex::node::run(config, govex_bus::shutdown::listen()).await
+        }
+        Command::Dlq { command, api, token, json } => {
+            use govex::dlq_cmd::Request;
+            let Some(token) = token else { anyhow::bail!("a steward's token: --token or GOVEX_TOKEN") };
+            let request = match command {
+                DlqCommand::List { topic, state, limit } => Request::List { topic, state, limit },
+                DlqCommand::Show { id } => Request::Show { id },
+                DlqCommand::Replay { ids, topic, partition, from, to, all, again } => {
+                    Request::Replay { ids, topic, partition, from, to, all, again }
+                }
+            };
+            if !govex::dlq_cmd::run(&api, &token, request, json).await? {
+                std::process::exit(2);
+            }
+            Ok(())
         }
         Command::Config { command: ConfigCommand::Check, config } => {
             let config = NodeConfig::load(config.as_deref(), std::env::vars())?;

@@ -145,6 +145,8 @@ pub struct RunStats {
     pub finished: u64,
     /// Records dead-lettered.
     pub dead_lettered: u64,
+    /// Replays of dead letters meant for another component, passed by.
+    pub passed_by: u64,
 }
 
 /// Whether each consumer group of a bus has caught up: joined its group and handled every
@@ -523,6 +525,7 @@ impl AtLeastOnceConsumer {
         for Finished { topic, partition, offset, outcome } in batch {
             stats.finished += 1;
             stats.dead_lettered += u64::from(outcome == Outcome::DeadLettered);
+            stats.passed_by += u64::from(outcome == Outcome::PassedBy);
             let tp = (topic, partition);
             let Some(tracker) = trackers.get_mut(&tp) else { continue };
             if let Some(last) = tracker.finish(offset) {
@@ -558,6 +561,8 @@ enum Outcome {
     Applied,
     /// The handler refused it and the dead-letter topic has it.
     DeadLettered,
+    /// A replay of a dead letter meant for another component: not handed to the handler.
+    PassedBy,
 }
 
 fn lane_for(message: &Incoming, lanes: usize) -> usize {
@@ -690,6 +695,11 @@ where
     /// One try: the record written (or sent on, with the ack to wait for) or dead-lettered,
     /// or why neither happened.
     async fn attempt(&self, message: &Incoming) -> Result<(Outcome, Option<Ack>), String> {
+        // Every reader of the topic saw the original; only the component that refused it is
+        // to see its replay (a statistic would count it twice, a bridge forward it twice).
+        if crate::dlq::passes_by(message, self.dlq.as_ref().map(DeadLetterQueue::component)) {
+            return Ok((Outcome::PassedBy, None));
+        }
         match (self.handler)(message.clone()).await {
             Ok(ack) => Ok((Outcome::Applied, ack)),
             Err(HandlerError::DeadLetter(letter)) => match &self.dlq {

@@ -28,6 +28,12 @@ pub mod header {
     pub const STAGE: &str = "__connect.errors.stage";
     pub const CLASS: &str = "__connect.errors.exception.class.name";
     pub const MESSAGE: &str = "__connect.errors.exception.message";
+    /// On a record a steward replayed from a dead-letter topic: the one component (the
+    /// `CONNECTOR` that refused it) that is to apply it; every other reader of the topic
+    /// passes it by, having seen the original already.
+    pub const REPLAY_FOR: &str = "govex.replay.for";
+    /// On a replayed record: the dead letter it came from, `<dead-letter topic>/<partition>/<offset>`.
+    pub const REPLAY_OF: &str = "govex.replay.of";
 }
 
 /// The stage at which a sink gave up on a record.
@@ -95,6 +101,96 @@ struct DeadLetterLabels {
     stage: String,
 }
 
+/// What a dead letter's headers say about it (see [`header`]); `None` where a header is
+/// missing, on a record some other tool wrote to a dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Context {
+    /// The topic the record was read from.
+    pub topic: Option<String>,
+    /// Its partition there.
+    pub partition: Option<i32>,
+    /// Its offset there.
+    pub offset: Option<i64>,
+    /// The component that refused it.
+    pub component: Option<String>,
+    /// The stage at which it was refused.
+    pub stage: Option<String>,
+    /// The error's class.
+    pub class: Option<String>,
+    /// The error's message.
+    pub message: Option<String>,
+    /// The dead letter it was replayed from, when it was refused again after a replay.
+    pub replay_of: Option<String>,
+}
+
+impl Context {
+    /// Reads the context headers of a record of a dead-letter topic.
+    pub fn of(letter: &Incoming) -> Self {
+        let text = |name: &str| letter.header(name).map(|v| String::from_utf8_lossy(v).into_owned());
+        Self {
+            topic: text(header::TOPIC),
+            partition: text(header::PARTITION).and_then(|p| p.parse().ok()),
+            offset: text(header::OFFSET).and_then(|o| o.parse().ok()),
+            component: text(header::CONNECTOR),
+            stage: text(header::STAGE),
+            class: text(header::CLASS),
+            message: text(header::MESSAGE),
+            replay_of: text(header::REPLAY_OF),
+        }
+    }
+}
+
+/// Why a dead letter cannot be replayed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReplayError {
+    /// It does not say which topic it came from or which component refused it.
+    #[error("the dead letter has no {0} header: it was not written by govex")]
+    NoContext(&'static str),
+    /// It names a topic it cannot have come from.
+    #[error("the dead letter names topic {0:?}, which is not the topic of its dead-letter topic")]
+    WrongTopic(String),
+}
+
+/// The record that replays `letter`, a record of a dead-letter topic: the original key, value
+/// and headers (its envelope, so the same event id, which every store drops the second time)
+/// back on the topic it was read from, without the dead-letter context, marked for the
+/// component that refused it alone ([`header::REPLAY_FOR`]).
+pub fn replay(letter: &Incoming) -> Result<Outgoing, ReplayError> {
+    let context = Context::of(letter);
+    let topic = context.topic.ok_or(ReplayError::NoContext(header::TOPIC))?;
+    let component = context.component.ok_or(ReplayError::NoContext(header::CONNECTOR))?;
+    // A dead letter goes back only where it came from: a record in `a.dlq` claiming `b` is not
+    // a way to write to `b`.
+    if dlq_topic(&topic) != letter.topic() {
+        return Err(ReplayError::WrongTopic(topic));
+    }
+    let of = format!("{}/{}/{}", letter.topic(), letter.partition(), letter.offset());
+    let mut headers = OwnedHeaders::new();
+    if let Some(existing) = letter.message().headers() {
+        for h in existing.iter().filter(|h| !h.key.starts_with("__connect.errors.") && !h.key.starts_with("govex.replay.")) {
+            headers = headers.insert(Header { key: h.key, value: h.value });
+        }
+    }
+    headers = headers
+        .insert(Header { key: header::REPLAY_FOR, value: Some(component.as_bytes()) })
+        .insert(Header { key: header::REPLAY_OF, value: Some(of.as_bytes()) });
+    Ok(Outgoing {
+        topic,
+        key: letter.key().unwrap_or_default().to_vec(),
+        payload: letter.payload().unwrap_or_default().to_vec(),
+        headers,
+    })
+}
+
+/// Whether a reader whose dead letters are labelled `component` (`None`: one without a
+/// dead-letter topic) passes `record` by: a replay meant for another component.
+pub fn passes_by(record: &Incoming, component: Option<&str>) -> bool {
+    match record.header(header::REPLAY_FOR) {
+        None => false,
+        Some(target) => component.map(str::as_bytes) != Some(target),
+    }
+}
+
 /// Writes dead letters for one component.
 #[derive(Clone)]
 pub struct DeadLetterQueue {
@@ -110,6 +206,11 @@ impl DeadLetterQueue {
         Self { producer, component: component.into(), dead_letters }
     }
 
+    /// The component its dead letters are labelled with.
+    pub fn component(&self) -> &str {
+        &self.component
+    }
+
     /// Sends `original` to its topic's dead-letter topic and waits for the broker.
     pub async fn send(&self, original: &Incoming, letter: &DeadLetter) -> Result<Delivered, ProduceError> {
         let original = original.message();
@@ -117,7 +218,9 @@ impl DeadLetterQueue {
         let offset = original.offset().to_string();
         let mut headers = OwnedHeaders::new();
         if let Some(existing) = original.headers() {
-            for h in existing.iter() {
+            // A replay refused again keeps which dead letter it was (`REPLAY_OF`) and loses
+            // whom it was for: the new context says that.
+            for h in existing.iter().filter(|h| h.key != header::REPLAY_FOR) {
                 headers = headers.insert(Header { key: h.key, value: h.value });
             }
         }

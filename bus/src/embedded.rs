@@ -55,7 +55,7 @@ impl EmbeddedBroker {
                 // Every govex cluster holds the registry's topic and the governance topics (one
                 // partition each: their records are read in the order they were written), and
                 // the mock cluster has no CreateTopics for the nodes sharing it to make them with.
-                let catalog = [govex_schemas::catalog::SUBSCRIPTION_TOPIC, govex_schemas::catalog::OBJECTION_TOPIC];
+                let catalog = govex_schemas::catalog::GOVERNANCE_TOPICS;
                 for log in [govex_schemas::journal::TOPIC].into_iter().chain(catalog) {
                     if let Err(e) = cluster.create_topic(log, 1, broker_count.min(3)) {
                         let _ = ready_tx.send(Err(e));

@@ -93,6 +93,13 @@ pub const SUBSCRIPTION_TOPIC: &str = "gov.governance.subscription.v1";
 /// subscriptions'.
 pub const OBJECTION_TOPIC: &str = "gov.governance.objection.v1";
 
+/// The compacted topic that records which dead letters a steward replayed, when and by whom,
+/// like the subscriptions'.
+pub const REPLAY_TOPIC: &str = "gov.governance.dlq-replay.v1";
+
+/// Every governance topic: one partition each, compacted, kept for ever.
+pub const GOVERNANCE_TOPICS: [&str; 3] = [SUBSCRIPTION_TOPIC, OBJECTION_TOPIC, REPLAY_TOPIC];
+
 impl Resource {
     /// Whether `department` may read this resource's records at all.
     pub fn may_read(&self, department: &str) -> bool {

@@ -56,6 +56,7 @@ where
         total.received += stats.received;
         total.finished += stats.finished;
         total.dead_lettered += stats.dead_lettered;
+        total.passed_by += stats.passed_by;
         if shutdown.is_cancelled() {
             return Ok(total);
         }

@@ -159,6 +159,10 @@ pub async fn rebuild(store: LicenceStore, bus: &Bus, registry: RegistryClient) -
     let mut report = Rebuilt::default();
     while let Some(message) = records.recv().await {
         let message = message?;
+        // As the live sink does: a replay meant for another component is passed by.
+        if govex_bus::dlq::passes_by(&message, <LicenceSink as crate::sink::Sink>::DEAD_LETTERS) {
+            continue;
+        }
         report.read += 1;
         let mut attempt = 0;
         let result = loop {

@@ -16,6 +16,7 @@ use prometheus_client::{
 
 use super::{
     api::{self, GovernanceApi},
+    dead_letters::{self, DeadLetterApi, Replays},
     view::{self, Governed, View},
     GovernanceConfig, Objections, Outcome, State, Subscriptions,
 };
@@ -141,6 +142,9 @@ pub async fn build(
     follow_from_start(cx, &view).await?;
     let objections = Objections::open(&db).map_err(failed("the objection view cannot be read"))?;
     follow_from_start(cx, &objections).await?;
+    let replays = Replays::open(&db).map_err(failed("the dead-letter replay view cannot be read"))?;
+    follow_from_start(cx, &replays).await?;
+    let api_use_log = use_log.clone();
     let metrics = GovernanceMetrics::register(&cx.metrics);
     metrics.observe(&view, &objections, super::today());
     let api = Arc::new(GovernanceApi {
@@ -150,7 +154,7 @@ pub async fn build(
         bus: cx.bus.clone(),
         tokens: cx.tokens.clone(),
         catalog: cx.catalog.clone(),
-        use_log,
+        use_log: use_log.clone(),
         calendar,
         answer_within: config.answer_within_working_days,
         division: cx.division,
@@ -158,6 +162,18 @@ pub async fn build(
         metrics: metrics.clone(),
     });
     cx.serve(api::router(api), api::ROUTES);
+    let dead_letters = Arc::new(DeadLetterApi {
+        bus: cx.bus.clone(),
+        registry: cx.registry.clone(),
+        catalog: cx.catalog.clone(),
+        tokens: cx.tokens.clone(),
+        use_log: api_use_log,
+        replays: replays.clone(),
+        zone: cx.time_zone.clone(),
+        division: cx.division,
+        replaying: tokio::sync::Mutex::new(()),
+    });
+    cx.serve(dead_letters::router(dead_letters), dead_letters::ROUTES);
     let (bus, following, objected, stop) = (cx.bus.clone(), view.clone(), objections.clone(), cx.stop.clone());
     cx.tasks.spawn(async move {
         loop {
@@ -170,6 +186,9 @@ pub async fn build(
             }
             if let Err(error) = view::catch_up(&bus, &objected).await {
                 tracing::warn!(%error, "the objection topic could not be read; trying again");
+            }
+            if let Err(error) = view::catch_up(&bus, &replays).await {
+                tracing::warn!(%error, "the dead-letter replay topic could not be read; trying again");
             }
             // Overdue is a matter of the day as much as of the records.
             metrics.observe(&following, &objected, super::today());

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod component;
+pub mod dead_letters;
 pub mod objection;
 pub mod subscription;
 pub mod view;

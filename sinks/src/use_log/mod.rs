@@ -91,6 +91,8 @@ pub enum UseAction {
     Subscription,
     /// An objection raised or resolved (the result is its new outcome).
     Objection,
+    /// A dead letter shown to a steward or put back (`shown`, `replayed`).
+    DeadLetter,
 }
 
 impl UseAction {
@@ -105,6 +107,7 @@ impl UseAction {
             Self::Resource => "resource",
             Self::Subscription => "subscription",
             Self::Objection => "objection",
+            Self::DeadLetter => "dead-letter",
         }
     }
 }
