@@ -4,6 +4,7 @@
 mod bridge;
 mod child;
 mod codec;
+mod dead_letters;
 mod components;
 mod config;
 mod delivery;
