@@ -70,7 +70,8 @@ pub async fn run(api: &str, token: &str, request: Request, json: bool) -> Result
             if *all {
                 body["all"] = json!(true);
             }
-            for (name, value) in [("topic", json!(topic)), ("partition", json!(partition)), ("from", json!(from)), ("to", json!(to))]
+            for (name, value) in
+                [("topic", json!(topic)), ("partition", json!(partition)), ("from", json!(from)), ("to", json!(to))]
             {
                 if !value.is_null() {
                     body[name] = value;
@@ -79,7 +80,8 @@ pub async fn run(api: &str, token: &str, request: Request, json: bool) -> Result
             http.post(format!("{base}/v1/dead-letters/replay")).json(&body)
         }
     };
-    let response = answer.bearer_auth(token).send().await.with_context(|| format!("the node at {base} did not answer"))?;
+    let response =
+        answer.bearer_auth(token).send().await.with_context(|| format!("the node at {base} did not answer"))?;
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
@@ -131,7 +133,9 @@ fn print_for_people(request: &Request, body: &Value) {
             println!("{} dead letters{}", body["total"], if body["more"] == true { " (more than shown)" } else { "" });
         }
         Request::Show { .. } => {
-            for field in ["id", "component", "stage", "class", "message", "key", "event_id", "record_type", "source_department"] {
+            for field in
+                ["id", "component", "stage", "class", "message", "key", "event_id", "record_type", "source_department"]
+            {
                 println!("{field:18} {}", text(&body[field]));
             }
             println!("{:18} {}", "from", text(&body["from"]));
@@ -141,7 +145,13 @@ fn print_for_people(request: &Request, body: &Value) {
         }
         Request::Replay { .. } => {
             for replay in body["replayed"].as_array().into_iter().flatten() {
-                println!("replayed {} -> {}/{}/{}", text(&replay["id"]), text(&replay["topic"]), replay["partition"], replay["offset"]);
+                println!(
+                    "replayed {} -> {}/{}/{}",
+                    text(&replay["id"]),
+                    text(&replay["topic"]),
+                    replay["partition"],
+                    replay["offset"]
+                );
             }
             for refused in body["refused"].as_array().into_iter().flatten() {
                 println!("not replayed {}: {}", text(&refused["id"]), text(&refused["reason"]));

@@ -167,7 +167,9 @@ pub fn replay(letter: &Incoming) -> Result<Outgoing, ReplayError> {
     let of = format!("{}/{}/{}", letter.topic(), letter.partition(), letter.offset());
     let mut headers = OwnedHeaders::new();
     if let Some(existing) = letter.message().headers() {
-        for h in existing.iter().filter(|h| !h.key.starts_with("__connect.errors.") && !h.key.starts_with("govex.replay.")) {
+        for h in
+            existing.iter().filter(|h| !h.key.starts_with("__connect.errors.") && !h.key.starts_with("govex.replay."))
+        {
             headers = headers.insert(Header { key: h.key, value: h.value });
         }
     }

@@ -4,9 +4,9 @@
 mod bridge;
 mod child;
 mod codec;
-mod dead_letters;
 mod components;
 mod config;
+mod dead_letters;
 mod delivery;
 mod demo;
 mod deploy;

@@ -181,7 +181,11 @@ impl Selection {
         };
         let topic = if topic.ends_with(".dlq") { topic.clone() } else { dlq_topic(topic) };
         if !known.contains(&topic) {
-            return Err(invalid("/topic", "topic-unknown", "no catalogued resource has this topic: GET /catalog lists them"));
+            return Err(invalid(
+                "/topic",
+                "topic-unknown",
+                "no catalogued resource has this topic: GET /catalog lists them",
+            ));
         }
         if (self.from.is_some() || self.to.is_some()) && self.partition.is_none() {
             return Err(invalid("/partition", "partition-required", "a range of offsets is of one partition: name it"));
@@ -473,7 +477,8 @@ async fn replay(
     let known = dead_letter_topics(&api.catalog.current());
     let mut selections = Vec::new();
     for (n, id) in request.ids.iter().enumerate() {
-        let wrong = || invalid(&format!("/ids/{n}"), "id", "<dead-letter topic>/<partition>/<offset> of a catalogued topic");
+        let wrong =
+            || invalid(&format!("/ids/{n}"), "id", "<dead-letter topic>/<partition>/<offset> of a catalogued topic");
         let parsed = id.rsplitn(3, '/').collect::<Vec<_>>();
         let [offset, partition, topic] = parsed.as_slice() else { return Err(wrong()) };
         let (Ok(partition), Ok(offset)) = (partition.parse(), offset.parse()) else { return Err(wrong()) };
