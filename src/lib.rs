@@ -9,6 +9,7 @@
 
 pub mod broker_cmd;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod dlq_cmd;
 pub mod id_cmd;

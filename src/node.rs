@@ -515,7 +515,19 @@ impl RunningNode {
                 let router = api_router
                     .route("/", get(move || async move { Json(info) }))
                     .route("/openapi.json", openapi::route(openapi::API));
-                let routes = ["GET /", "GET /openapi.json"].map(String::from).into_iter().chain(component_routes);
+                // The console asks this router, in process, as the person signed in.
+                let console = crate::console::router(
+                    router.clone(),
+                    cx.tokens.clone(),
+                    cx.registry.clone(),
+                    tls.is_some(),
+                );
+                let router = router.merge(console);
+                let routes = ["GET /", "GET /openapi.json"]
+                    .into_iter()
+                    .chain(crate::console::ROUTES.iter().copied())
+                    .map(String::from)
+                    .chain(component_routes);
                 let router = with_route_list(router, routes.collect());
                 let stop = Stop { stop: intake_stop.clone(), cut: cx.cut.clone() };
                 let addr = listener.local_addr()?;
