@@ -150,9 +150,9 @@ struct Signed {
 struct Form(HashMap<String, String>);
 
 impl Form {
-    fn parse(body: &Bytes) -> Result<Self, Response> {
+    fn parse(body: &Bytes) -> Result<Self, Box<Response>> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-            .map_err(|_| (StatusCode::BAD_REQUEST, "the form does not read").into_response())?;
+            .map_err(|_| Box::new((StatusCode::BAD_REQUEST, "the form does not read").into_response()))?;
         Ok(Self(pairs.into_iter().collect()))
     }
 
@@ -201,11 +201,13 @@ impl Console {
 
     /// The session of a form that changes something: signed in, and the form's CSRF token is
     /// the session's.
-    fn signed_form(&self, headers: &HeaderMap, form: &Form) -> Result<Signed, Response> {
-        let Some(signed) = self.signed(headers) else { return Err(Redirect::to("/console/").into_response()) };
+    fn signed_form(&self, headers: &HeaderMap, form: &Form) -> Result<Signed, Box<Response>> {
+        let Some(signed) = self.signed(headers) else {
+            return Err(Box::new(Redirect::to("/console/").into_response()));
+        };
         if !constant_time_eq(form.get("csrf").as_bytes(), signed.csrf.as_bytes()) {
-            return Err((StatusCode::FORBIDDEN, "the form is not this session's (CSRF token): reload the page")
-                .into_response());
+            let refused = (StatusCode::FORBIDDEN, "the form is not this session's (CSRF token): reload the page");
+            return Err(Box::new(refused.into_response()));
         }
         Ok(signed)
     }
@@ -229,8 +231,9 @@ impl Console {
         let Ok(response) = self.api.clone().oneshot(request).await;
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), MAX_ANSWER_BYTES).await.unwrap_or_default();
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| json!({"title": String::from_utf8_lossy(&bytes).chars().take(500).collect::<String>()}));
+        let value = serde_json::from_slice(&bytes).unwrap_or_else(
+            |_| json!({"title": String::from_utf8_lossy(&bytes).chars().take(500).collect::<String>()}),
+        );
         (status, value)
     }
 
@@ -288,12 +291,7 @@ fn table(headers: &[&str], rows: &[String], id: &str) -> String {
 }
 
 /// After an action: back to `page` when the API took it, or the page again with why not.
-async fn after(
-    console: &Console,
-    headers: &HeaderMap,
-    page: &str,
-    (status, answer): (StatusCode, Value),
-) -> Response {
+async fn after(console: &Console, headers: &HeaderMap, page: &str, (status, answer): (StatusCode, Value)) -> Response {
     if status.is_success() {
         return Redirect::to(page).into_response();
     }
@@ -331,7 +329,7 @@ async fn home(State(console): State<Arc<Console>>, headers: HeaderMap) -> Respon
 async fn login(State(console): State<Arc<Console>>, body: Bytes) -> Response {
     let form = match Form::parse(&body) {
         Ok(form) => form,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let token = form.get("token").to_owned();
     let (who, role) = match console.tokens.authenticate_token(&token) {
@@ -344,7 +342,12 @@ async fn login(State(console): State<Arc<Console>>, body: Bytes) -> Response {
         }
         Err(_) => {
             tracing::warn!("a console sign-in with an unknown token");
-            let page = console.page(None, "govex console", Some("That token is not known here."), r#"<p><a href="/console/">Try again</a></p>"#);
+            let page = console.page(
+                None,
+                "govex console",
+                Some("That token is not known here."),
+                r#"<p><a href="/console/">Try again</a></p>"#,
+            );
             return (StatusCode::UNAUTHORIZED, page).into_response();
         }
     };
@@ -361,7 +364,8 @@ async fn login(State(console): State<Arc<Console>>, body: Bytes) -> Response {
         sessions.insert(id.clone(), Session { token, who, role, csrf: new_token(), started: now, used: now });
     }
     let secure = if console.secure { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/console; Max-Age={}{secure}", LIFETIME.as_secs());
+    let cookie =
+        format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/console; Max-Age={}{secure}", LIFETIME.as_secs());
     let mut response = Redirect::to("/console/").into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -372,7 +376,7 @@ async fn login(State(console): State<Arc<Console>>, body: Bytes) -> Response {
 async fn logout(State(console): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
     let form = match Form::parse(&body) {
         Ok(form) => form,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     if console.signed_form(&headers, &form).is_ok() {
         if let Some(id) = Console::session_id(&headers) {
@@ -402,11 +406,11 @@ macro_rules! signed_form {
     ($console:expr, $headers:expr, $body:expr) => {{
         let form = match Form::parse(&$body) {
             Ok(form) => form,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         match $console.signed_form(&$headers, &form) {
             Ok(signed) => (signed, form),
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         }
     }};
 }
@@ -418,11 +422,16 @@ async fn requests(State(console): State<Arc<Console>>, headers: HeaderMap) -> Re
 
 async fn requests_page(console: &Console, signed: &Signed, notice: Option<&str>) -> Html<String> {
     if signed.role != Role::Department {
-        return console.page(Some(signed), "Requests", notice, "<p>Requests are filed and answered by departments.</p>");
+        return console.page(
+            Some(signed),
+            "Requests",
+            notice,
+            "<p>Requests are filed and answered by departments.</p>",
+        );
     }
     let (_, catalog) = console.ask(signed, Method::GET, "/catalog", None).await;
     let me = signed.who.split(' ').next().unwrap_or_default().to_owned();
-    let options: String = catalog["resources"]
+    let options: String = catalog["resource"]
         .as_array()
         .into_iter()
         .flatten()
@@ -474,7 +483,11 @@ async fn requests_page(console: &Console, signed: &Signed, notice: Option<&str>)
         })
         .collect();
     body.push_str("<h2>Waiting for your answer</h2>");
-    body.push_str(&table(&["From", "Resource", "Purpose", "Fields asked", "Until", "Due", "Answer"], &rows, "to-answer"));
+    body.push_str(&table(
+        &["From", "Resource", "Purpose", "Fields asked", "Until", "Due", "Answer"],
+        &rows,
+        "to-answer",
+    ));
     let (_, all) = console.ask(signed, Method::GET, "/v1/subscriptions", None).await;
     let all = all["subscriptions"].as_array().cloned().unwrap_or_default();
     let rows: Vec<String> = all
@@ -505,7 +518,19 @@ async fn requests_page(console: &Console, signed: &Signed, notice: Option<&str>)
         .collect();
     body.push_str("<h2>Every request you filed or own</h2>");
     body.push_str(&table(
-        &["Id", "Consumer", "Owner", "Resource", "Purpose", "State", "Granted fields", "Granted until", "Reason", "On time", ""],
+        &[
+            "Id",
+            "Consumer",
+            "Owner",
+            "Resource",
+            "Purpose",
+            "State",
+            "Granted fields",
+            "Granted until",
+            "Reason",
+            "On time",
+            "",
+        ],
         &rows,
         "all-requests",
     ));
@@ -614,7 +639,12 @@ async fn objections(State(console): State<Arc<Console>>, headers: HeaderMap) -> 
 
 async fn objections_page(console: &Console, signed: &Signed, notice: Option<&str>) -> Html<String> {
     if signed.role != Role::Department {
-        return console.page(Some(signed), "Objections", notice, "<p>Objections are raised and resolved by departments.</p>");
+        return console.page(
+            Some(signed),
+            "Objections",
+            notice,
+            "<p>Objections are raised and resolved by departments.</p>",
+        );
     }
     let csrf = csrf_field(signed);
     let mut body = format!(
@@ -654,7 +684,11 @@ async fn objections_page(console: &Console, signed: &Signed, notice: Option<&str
         })
         .collect();
     body.push_str("<h2>Objections you raised or must resolve</h2>");
-    body.push_str(&table(&["Raised by", "Owner", "Resource", "Key", "Field", "Reason", "Outcome", "Resolution", ""], &rows, "objections"));
+    body.push_str(&table(
+        &["Raised by", "Owner", "Resource", "Key", "Field", "Reason", "Outcome", "Resolution", ""],
+        &rows,
+        "objections",
+    ));
     console.page(Some(signed), "Objections", notice, &body)
 }
 
@@ -693,7 +727,7 @@ async fn catalogue(State(console): State<Arc<Console>>, headers: HeaderMap) -> R
     let signed = signed_or_sign_in!(console, headers);
     let (_, catalog) = console.ask(&signed, Method::GET, "/catalog", None).await;
     let mut rows = Vec::new();
-    for resource in catalog["resources"].as_array().into_iter().flatten() {
+    for resource in catalog["resource"].as_array().into_iter().flatten() {
         let subject = format!("{}-value", resource["topic"].as_str().unwrap_or_default());
         let versions = match console.registry.versions(&subject).await {
             Ok(versions) => {
@@ -723,12 +757,18 @@ async fn catalogue(State(console): State<Arc<Console>>, headers: HeaderMap) -> R
             show(&resource["topic"]),
         ));
     }
-    let body = table(&["Resource", "Owner", "Sharing", "Subscribers", "Personal fields", "Topic", "Schema versions"], &rows, "catalogue");
+    let body = table(
+        &["Resource", "Owner", "Sharing", "Subscribers", "Personal fields", "Topic", "Schema versions"],
+        &rows,
+        "catalogue",
+    );
     console.page(Some(&signed), "Catalogue", None, &body).into_response()
 }
 
 fn pretty(schema: &str) -> String {
-    serde_json::from_str::<Value>(schema).and_then(|v| serde_json::to_string_pretty(&v)).unwrap_or_else(|_| schema.to_owned())
+    serde_json::from_str::<Value>(schema)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| schema.to_owned())
 }
 
 async fn dead_letters(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
@@ -769,13 +809,21 @@ async fn dead_letters_page(console: &Console, signed: &Signed, notice: Option<&s
             )
         })
         .collect();
-    let mut body = format!("<p>{} dead letters{}.</p>", listed["total"], if listed["more"] == true { " (the first 200 shown)" } else { "" });
+    let mut body = format!(
+        "<p>{} dead letters{}.</p>",
+        listed["total"],
+        if listed["more"] == true { " (the first 200 shown)" } else { "" }
+    );
     if steward {
         body.push_str(&format!(
             r#"<form method="post" action="/console/dead-letters/replay" id="replay-all">{csrf}<input type="hidden" name="all" value="true"><button id="replay-all-button">Replay every open dead letter</button></form>"#
         ));
     }
-    body.push_str(&table(&["Id", "Topic", "Component", "Stage", "Class", "Message", "Key (masked)", "State", ""], &rows, "dead-letters"));
+    body.push_str(&table(
+        &["Id", "Topic", "Component", "Stage", "Class", "Message", "Key (masked)", "State", ""],
+        &rows,
+        "dead-letters",
+    ));
     console.page(Some(signed), "Dead letters", notice, &body)
 }
 
@@ -813,8 +861,12 @@ async fn usage(State(console): State<Arc<Console>>, headers: HeaderMap) -> Respo
     }
     if signed.role == Role::Department {
         let (_, owned) = console.ask(&signed, Method::GET, "/v1/subscriptions?as=owner", None).await;
-        let answered: Vec<bool> =
-            owned["subscriptions"].as_array().into_iter().flatten().filter_map(|s| s["answered_on_time"].as_bool()).collect();
+        let answered: Vec<bool> = owned["subscriptions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["answered_on_time"].as_bool())
+            .collect();
         let on_time = answered.iter().filter(|on| **on).count();
         let rate = if answered.is_empty() {
             "no request answered yet".to_owned()

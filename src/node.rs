@@ -516,12 +516,8 @@ impl RunningNode {
                     .route("/", get(move || async move { Json(info) }))
                     .route("/openapi.json", openapi::route(openapi::API));
                 // The console asks this router, in process, as the person signed in.
-                let console = crate::console::router(
-                    router.clone(),
-                    cx.tokens.clone(),
-                    cx.registry.clone(),
-                    tls.is_some(),
-                );
+                let console =
+                    crate::console::router(router.clone(), cx.tokens.clone(), cx.registry.clone(), tls.is_some());
                 let router = router.merge(console);
                 let routes = ["GET /", "GET /openapi.json"]
                     .into_iter()

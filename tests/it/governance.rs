@@ -13,7 +13,7 @@ const FILINGS: &str = "housing.contract-filing";
 
 /// The bundled catalogue with tax neither a subscriber of housing's contract filings nor a
 /// reader of their personal data: what it reads, a subscription must grant.
-fn catalogue_without_tax() -> String {
+pub(crate) fn catalogue_without_tax() -> String {
     let bundled = include_str!("../../schemas/catalog.toml");
     let (before, after) = bundled.split_once("id = \"housing.contract-filing\"").unwrap();
     let after = after
@@ -31,7 +31,7 @@ fn catalogue_without_tax() -> String {
 }
 
 /// Years after the published ones, with no holiday: the test must not depend on the day it runs.
-const LATER_YEARS: &str = "[[year]]\nyear = 2027\nholidays = []\n[[year]]\nyear = 2028\nholidays = []\n";
+pub(crate) const LATER_YEARS: &str = "[[year]]\nyear = 2027\nholidays = []\n[[year]]\nyear = 2028\nholidays = []\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tax_asks_housing_narrows_and_approves_reads_are_masked_as_granted_and_a_revocation_ends_them() {

@@ -6,6 +6,7 @@ mod child;
 mod codec;
 mod components;
 mod config;
+mod console;
 mod dead_letters;
 mod delivery;
 mod demo;
