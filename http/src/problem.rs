@@ -91,7 +91,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "too-large",
                     "Body too large",
-                    "the body is larger than this API takes (2 MiB)",
+                    "the body is larger than this route takes (its limit is in the OpenAPI document)",
                     Value::Null,
                 ),
             }

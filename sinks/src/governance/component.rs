@@ -98,10 +98,15 @@ impl GovernanceMetrics {
             self.objections.get_or_create(&StateLabel { state: outcome.as_str().into() }).set(count as i64);
         }
         let all = view.list(|_| true);
+        // An approved subscription whose period ended grants nothing: counted `expired`, not
+        // `approved`, so the gauge says what is in force.
+        let ended = |s: &super::Subscription| s.state == State::Approved && s.granted_until.is_some_and(|u| u < today);
         for state in [State::Pending, State::Approved, State::Rejected, State::Revoked] {
-            let count = all.iter().filter(|s| s.state == state).count();
+            let count = all.iter().filter(|s| s.state == state && !ended(s)).count();
             self.subscriptions.get_or_create(&StateLabel { state: state.as_str().into() }).set(count as i64);
         }
+        let expired = all.iter().filter(|s| ended(s)).count();
+        self.subscriptions.get_or_create(&StateLabel { state: "expired".into() }).set(expired as i64);
         self.overdue.set(all.iter().filter(|s| s.is_overdue(today)).count() as i64);
         for on_time in [true, false] {
             let count = all.iter().filter(|s| s.answered_on_time() == Some(on_time)).count();

@@ -464,6 +464,11 @@ pub fn checked_purpose(purpose: Option<&str>) -> Result<String, (&'static str, S
     if purpose.chars().count() > MAX_PURPOSE_CHARS {
         return Err(("purpose-too-long", format!("at most {MAX_PURPOSE_CHARS} characters")));
     }
+    // A purpose is written into the use log and shown to auditors and owners: one line of
+    // text, with nothing that could rewrite a terminal or forge a second log line.
+    if purpose.chars().any(char::is_control) {
+        return Err(("purpose-control-characters", "one line of text, without control characters".to_owned()));
+    }
     Ok(purpose.to_owned())
 }
 
@@ -502,10 +507,14 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadRequest {
     }
 }
 
-/// The 400 answer for a missing or too long purpose.
+/// The 400 answer for a missing, too long or multi-line purpose.
 pub fn purpose_problem(rule: &str, message: &str) -> axum::response::Response {
     let errors = serde_json::json!([{ "pointer": "/purpose", "rule": rule, "message": message }]);
-    let title = if rule == "purpose-too-long" { "Purpose too long" } else { "Purpose required" };
+    let title = match rule {
+        "purpose-too-long" => "Purpose too long",
+        "purpose-control-characters" => "Purpose not one line of text",
+        _ => "Purpose required",
+    };
     govex_http::problem::problem(
         axum::http::StatusCode::BAD_REQUEST,
         "purpose",
@@ -765,5 +774,7 @@ mod tests {
         let longest = "长".repeat(MAX_PURPOSE_CHARS);
         assert_eq!(checked_purpose(Some(&longest)).unwrap(), longest, "200 characters, not bytes");
         assert_eq!(checked_purpose(Some(&format!("{longest}长"))).unwrap_err().0, "purpose-too-long");
+        assert_eq!(checked_purpose(Some("核验\n伪造的第二行")).unwrap_err().0, "purpose-control-characters");
+        assert_eq!(checked_purpose(Some("核验\u{1b}[2J")).unwrap_err().0, "purpose-control-characters");
     }
 }
