@@ -6,7 +6,7 @@
 
 use std::{process::Command, time::Duration};
 
-use govex_bus::{envelope::Envelope, Encoder, Outgoing};
+use govex_bus::{envelope::Envelope, Encoder, Outgoing, RegistryClient};
 use govex_schemas::{Department, Division};
 use govex_sinks::elicense::{Status, TOPIC};
 use serde_json::Value;
@@ -190,4 +190,145 @@ async fn a_replay_after_the_fix_applies_each_dead_letter_once_and_a_second_repla
     let count = |result: &str| entries.iter().filter(|e| e.result == result).count();
     assert_eq!((count("shown"), count("replayed")), (1, 1 + N + (N + 1)), "{entries:?}");
     assert!(entries.iter().all(|e| e.caller.starts_with("platform")), "{entries:?}");
+}
+
+/// The node is killed (SIGKILL) while `govex dlq replay --all` is putting dead letters back,
+/// started again, and asked again: every dead letter is put back, every licence ends revoked,
+/// nothing is refused again, and the store holds each licence once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_replay_and_asked_again_puts_every_dead_letter_back_and_applies_each_once() {
+    use crate::{
+        child::{child_config, child_token, ChildBroker, ChildNode},
+        faults::{event_ids, records_on},
+    };
+    const LICENCES: usize = 400;
+    let broker = ChildBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = child_config(dir.path(), Some(&broker.bootstrap));
+    let steward = child_token("steward");
+    config.intake.tokens.push(govex_http::config::TokenConfig::of(
+        "platform",
+        &steward,
+        govex_http::auth::Role::Steward,
+    ));
+    let mut node = ChildNode::start(dir.path(), &config).await;
+    let registry = node.process.printed("schema registry").await.trim_end_matches("/subjects").to_owned();
+    let (schema_id, schema) = RegistryClient::http(&registry).latest(&format!("{TOPIC}-value")).await.unwrap();
+    let encoder = Encoder::new(schema_id, &schema).unwrap();
+    let bus_config = govex_bus::config::BusConfig { brokers: Some(broker.bootstrap.clone()), ..support::bus_config() };
+    let bus = govex_bus::Bus::start(&bus_config, &govex_bus::Metrics::new()).unwrap();
+    let origin = Division::parse("610921").unwrap();
+    let serials: Vec<String> = (0..LICENCES).map(|n| format!("KR{n:04}")).collect();
+    let made = |status: Status| -> Vec<(LicenceOut, Envelope)> {
+        serials
+            .iter()
+            .map(|s| (licence(s, status, HOLDER), Envelope::new(Department::PLATFORM, origin, "licence")))
+            .collect()
+    };
+    let (issues, revocations) = (made(Status::Valid), made(Status::Revoked));
+    let publish = |records: Vec<(LicenceOut, Envelope)>| {
+        let outgoing: Vec<Outgoing> = records
+            .iter()
+            .map(|(r, e)| Outgoing::new(TOPIC, r.licence_id.clone(), encoder.encode(r).unwrap(), e))
+            .collect();
+        let producer = bus.producer().clone();
+        async move {
+            for delivered in producer.publish_all(outgoing).await {
+                delivered.unwrap();
+            }
+        }
+    };
+    publish(revocations).await;
+    let dead = format!("{TOPIC}.dlq");
+    support::until("every revocation dead-lettered", Duration::from_secs(90), || {
+        records_on(&broker.bootstrap, &dead) == LICENCES as i64
+    })
+    .await;
+    publish(issues).await;
+    support::eventually("the licences issued", Duration::from_secs(90), || async {
+        (node.metric("govex_elicense_store_licences").await == LICENCES as f64).then_some(())
+    })
+    .await;
+
+    // Kill the node once some replays are on the topic and before all are.
+    let replaying = {
+        let api = node.api.clone();
+        let steward = steward.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_govex"))
+                .args(["dlq", "replay", "--all", "--api", &api])
+                .env("GOVEX_TOKEN", steward)
+                .output()
+                .unwrap()
+        })
+    };
+    let before = 2 * LICENCES as i64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while records_on(&broker.bootstrap, TOPIC) <= before + 5 {
+        assert!(std::time::Instant::now() < deadline, "no replay reached the topic");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    node.process.kill9();
+    let cut_short = replaying.await.unwrap();
+    let put_back = records_on(&broker.bootstrap, TOPIC) - before;
+    assert!(!cut_short.status.success() && put_back < LICENCES as i64, "the kill came too late: {put_back} put back");
+    eprintln!("killed after {put_back} of {LICENCES} dead letters were put back");
+
+    // Started again and asked again: the rest goes back.
+    let node = ChildNode::start(dir.path(), &config).await;
+    let mut rounds = 0;
+    loop {
+        let output = Command::new(env!("CARGO_BIN_EXE_govex"))
+            .args(["dlq", "replay", "--all", "--api", &node.api])
+            .env("GOVEX_TOKEN", &steward)
+            .output()
+            .unwrap();
+        let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+        rounds += 1;
+        if output.status.success() {
+            break;
+        }
+        assert!(rounds < 5 && output.status.code() == Some(2), "{printed}{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let http = reqwest::Client::new();
+    let open = http
+        .get(format!("{}/v1/dead-letters?state=open", node.api))
+        .bearer_auth(&steward)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(open["total"], 0, "{open}");
+    // Every dead letter's event id went back at least once; those the kill caught between the
+    // replay and its record went back twice, which the store drops.
+    let revocation_ids: std::collections::HashSet<String> = event_ids(&broker.bootstrap, &dead).into_iter().collect();
+    let on_topic = event_ids(&broker.bootstrap, TOPIC);
+    let replayed: std::collections::HashSet<&String> =
+        on_topic.iter().filter(|id| revocation_ids.contains(*id)).collect();
+    assert_eq!(replayed.len(), LICENCES, "every dead letter put back");
+    // The store has read the topic to its end: then every licence must be revoked.
+    support::eventually("the e-licence sink at the topic's end", Duration::from_secs(90), || async {
+        let text = reqwest::get(format!("{}/metrics", node.ops)).await.ok()?.text().await.ok()?;
+        let lags: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("govex_bus_consumer_lag_records{") && l.contains("-elicense\""))
+            .filter(|l| l.contains(&format!("topic=\"{TOPIC}\"")) || !l.contains("topic="))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        let applied = node.metric("govex_elicense_records_total").await;
+        (!lags.is_empty() && lags.iter().all(|lag| *lag == 0.0) && applied > 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(node.metric("govex_elicense_store_licences").await, LICENCES as f64, "each licence once");
+    assert_eq!(records_on(&broker.bootstrap, &dead), LICENCES as i64, "nothing refused again");
+    assert_eq!(node.metric("govex_elicense_records_total{outcome=\"rejected\"").await, 0.0);
+    let mut node = node;
+    node.process.terminate(Duration::from_secs(60)).await;
+    let store = govex_sinks::elicense::LicenceStore::open(&config.data_dir.join("elicense")).unwrap();
+    let all = store.all().unwrap();
+    assert_eq!(all.len(), LICENCES, "each licence once");
+    let revoked = all.iter().filter(|l| l.status == Status::Revoked).count();
+    assert_eq!(revoked, LICENCES, "every revocation applied");
 }
