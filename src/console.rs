@@ -21,7 +21,7 @@ use std::{
 
 use axum::{
     body::{Body, Bytes},
-    extract::{DefaultBodyLimit, Path, Query, State},
+    extract::{DefaultBodyLimit, Path, State},
     http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode},
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -38,8 +38,11 @@ pub const COOKIE: &str = "govex_console";
 const IDLE: Duration = Duration::from_secs(30 * 60);
 /// A session ends this long after sign-in, however used.
 const LIFETIME: Duration = Duration::from_secs(8 * 3600);
-/// Sessions held at once; the oldest goes when a sign-in would pass it.
+/// Sessions held at once; a sign-in past it is refused (no one's session is pushed out by
+/// another's sign-ins).
 const MAX_SESSIONS: usize = 1_000;
+/// Sessions one token holds at once; a sign-in past it ends that token's oldest session.
+const MAX_SESSIONS_PER_TOKEN: usize = 16;
 /// The largest form the console reads.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 /// The largest API answer a page renders.
@@ -74,7 +77,7 @@ pub const ROUTES: &[&str] = &[
     "POST /console/requests",
     "POST /console/requests/{id}/decision",
     "POST /console/requests/{id}/revoke",
-    "GET /console/read",
+    "POST /console/read",
     "GET /console/objections",
     "POST /console/objections",
     "POST /console/objections/{id}/resolution",
@@ -95,7 +98,7 @@ pub fn router(api: Router, tokens: Tokens, registry: RegistryClient, secure: boo
         .route("/console/requests", get(requests).post(file_request))
         .route("/console/requests/{id}/decision", post(decide))
         .route("/console/requests/{id}/revoke", post(revoke))
-        .route("/console/read", get(read))
+        .route("/console/read", post(read))
         .route("/console/objections", get(objections).post(raise))
         .route("/console/objections/{id}/resolution", post(resolve))
         .route("/console/catalogue", get(catalogue))
@@ -103,7 +106,43 @@ pub fn router(api: Router, tokens: Tokens, registry: RegistryClient, secure: boo
         .route("/console/dead-letters/replay", post(replay))
         .route("/console/usage", get(usage))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .layer(axum::middleware::from_fn(guarded))
         .with_state(console)
+}
+
+/// Every console answer: not cached, not framed, not sniffed, no referrer to another site (a
+/// `no-referrer` policy would make the browser send `Origin: null` with its own forms), no
+/// script; and a
+/// form posted from another origin is refused before it is read (a sign-in included).
+async fn guarded(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if request.method() == Method::POST && !same_origin(request.headers()) {
+        return (StatusCode::FORBIDDEN, "a console form is posted from the console's own pages").into_response();
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Whether a form comes from a page of this host: its `Origin` (browsers send it with every
+/// POST) names the `Host` it is sent to. A request without `Origin` is a tool's, not a
+/// browser's, and has no cookie a browser would add for another site.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let authority = origin.split_once("://").map_or("", |(_, rest)| rest);
+    !host.is_empty() && authority == host
 }
 
 /// `text` safe inside HTML text and attribute values.
@@ -356,10 +395,17 @@ async fn login(State(console): State<Arc<Console>>, body: Bytes) -> Response {
     {
         let mut sessions = console.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         sessions.retain(|_, s| now.duration_since(s.used) <= IDLE && now.duration_since(s.started) <= LIFETIME);
-        if sessions.len() >= MAX_SESSIONS {
-            if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.used).map(|(id, _)| id.clone()) {
+        // A token signing in again and again pushes out its own oldest sessions, no one else's.
+        let mine: Vec<(Instant, String)> =
+            sessions.iter().filter(|(_, s)| s.token == token).map(|(id, s)| (s.used, id.clone())).collect();
+        if mine.len() >= MAX_SESSIONS_PER_TOKEN {
+            if let Some((_, oldest)) = mine.into_iter().min() {
                 sessions.remove(&oldest);
             }
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            let page = console.page(None, "govex console", Some("Too many people are signed in; try again later."), "");
+            return (StatusCode::SERVICE_UNAVAILABLE, page).into_response();
         }
         sessions.insert(id.clone(), Session { token, who, role, csrf: new_token(), started: now, used: now });
     }
@@ -535,9 +581,9 @@ async fn requests_page(console: &Console, signed: &Signed, notice: Option<&str>)
         "all-requests",
     ));
     body.push_str(
-        r#"<h2>Read a record</h2><form method="get" action="/console/read" id="read-form">
+        &format!(r#"<h2>Read a record</h2><form method="post" action="/console/read" id="read-form">{csrf}
 <label>Resource <input name="resource" id="read-resource" size="30"></label> <label>Key <input name="key" id="read-key" size="30"></label>
-<label>Purpose <input name="purpose" id="read-purpose" size="20"></label> <button id="read">Read</button></form>"#,
+<label>Purpose <input name="purpose" id="read-purpose" size="20"></label> <button id="read">Read</button></form>"#),
     );
     console.page(Some(signed), "Requests", notice, &body)
 }
@@ -591,20 +637,16 @@ async fn revoke(
     after(&console, &headers, "/console/requests", answer).await
 }
 
-/// `GET /console/read?resource=&key=&purpose=`: one record of the shared view, as the API
-/// shows it to this department (masked as its grants say).
-async fn read(
-    State(console): State<Arc<Console>>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let signed = signed_or_sign_in!(console, headers);
-    let field = |name: &str| query.get(name).map(String::as_str).unwrap_or_default();
+/// `POST /console/read` (resource, key, purpose): one record of the shared view, as the API
+/// shows it to this department (masked as its grants say). A form, not a link: a read is
+/// logged with its purpose, and neither belongs in a URL, a history or another page's hands.
+async fn read(State(console): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (signed, form) = signed_form!(console, headers, body);
     let path = format!(
         "/v1/resources/{}/records/{}?{}",
-        urlencode(field("resource")),
-        urlencode(field("key")),
-        serde_urlencoded::to_string([("purpose", field("purpose"))]).unwrap_or_default()
+        urlencode(form.get("resource")),
+        urlencode(form.get("key")),
+        serde_urlencoded::to_string([("purpose", form.get("purpose"))]).unwrap_or_default()
     );
     let (status, answer) = console.ask(&signed, Method::GET, &path, None).await;
     let body = if status.is_success() {

@@ -60,6 +60,7 @@ pub async fn run(api: &str, token: &str, request: Request, json: bool) -> Result
             let [offset, partition, topic] = parts.as_slice() else {
                 bail!("a dead letter's id is <dead-letter topic>/<partition>/<offset>, as `govex dlq list` prints it")
             };
+            let (topic, partition, offset) = (segment(topic), segment(partition), segment(offset));
             http.get(format!("{base}/v1/dead-letters/{topic}/{partition}/{offset}"))
         }
         Request::Replay { ids, topic, partition, from, to, all, again } => {
@@ -101,17 +102,30 @@ pub async fn run(api: &str, token: &str, request: Request, json: bool) -> Result
         print_for_people(&request, &body);
     }
     Ok(match request {
-        Request::Replay { .. } => body["refused"].as_array().is_none_or(Vec::is_empty) && body["more"] != true,
+        Request::Replay { .. } => body["refused_total"] == 0 && body["more"] != true,
         _ => true,
     })
 }
 
+/// A value for a terminal: a header some other tool wrote may hold escape sequences, which are
+/// shown, not obeyed.
 fn text(value: &Value) -> String {
-    match value {
+    let text = match value {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
+    };
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// One path segment, percent-encoded.
+fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn print_for_people(request: &Request, body: &Value) {
@@ -157,10 +171,10 @@ fn print_for_people(request: &Request, body: &Value) {
                 println!("not replayed {}: {}", text(&refused["id"]), text(&refused["reason"]));
             }
             println!(
-                "{} replayed, {} skipped (replayed before; --again puts them back), {} not replayed{}",
+                "{} replayed, {} skipped (put back before, or refused again after a replay: name it, or --again), {} not replayed{}",
                 body["replayed"].as_array().map_or(0, Vec::len),
-                body["skipped_replayed_before"],
-                body["refused"].as_array().map_or(0, Vec::len),
+                body["skipped"],
+                body["refused_total"],
                 if body["more"] == true { "; more remain: run it again" } else { "" }
             );
         }

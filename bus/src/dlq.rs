@@ -126,7 +126,9 @@ pub struct Context {
 impl Context {
     /// Reads the context headers of a record of a dead-letter topic.
     pub fn of(letter: &Incoming) -> Self {
-        let text = |name: &str| letter.header(name).map(|v| String::from_utf8_lossy(v).into_owned());
+        // The last of each name: the one [`DeadLetterQueue::send`] appended (it drops any the
+        // record came with, but a record some other tool wrote may carry both).
+        let text = |name: &str| letter.headers_named(name).last().map(|v| String::from_utf8_lossy(v).into_owned());
         Self {
             topic: text(header::TOPIC),
             partition: text(header::PARTITION).and_then(|p| p.parse().ok()),
@@ -220,9 +222,11 @@ impl DeadLetterQueue {
         let offset = original.offset().to_string();
         let mut headers = OwnedHeaders::new();
         if let Some(existing) = original.headers() {
-            // A replay refused again keeps which dead letter it was (`REPLAY_OF`) and loses
-            // whom it was for: the new context says that.
-            for h in existing.iter().filter(|h| h.key != header::REPLAY_FOR) {
+            // The context is this component's to say: a record that arrives carrying context
+            // headers (a forged `connector.name`, a stale stage) loses them. A replay refused
+            // again keeps which dead letter it was (`REPLAY_OF`) and loses whom it was for.
+            let kept = |key: &str| !key.starts_with("__connect.errors.") && key != header::REPLAY_FOR;
+            for h in existing.iter().filter(|h| kept(h.key)) {
                 headers = headers.insert(Header { key: h.key, value: h.value });
             }
         }
@@ -261,5 +265,52 @@ impl DeadLetterQueue {
             "record sent to the dead-letter topic"
         );
         Ok(delivered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(topic: &str, headers: &[(&str, &str)]) -> Incoming {
+        let headers: Vec<(String, Vec<u8>)> =
+            headers.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect();
+        Incoming::new(topic, 0, 7, Some(b"k".to_vec()), Some(b"v".to_vec()), &headers)
+    }
+
+    #[test]
+    fn a_replay_goes_back_where_it_came_from_for_the_component_that_refused_it_alone() {
+        let dead = letter(
+            "gov.a.v1.dlq",
+            &[
+                ("event_id", "e"),
+                (header::CONNECTOR, "forged"),
+                (header::TOPIC, "gov.a.v1"),
+                (header::CONNECTOR, "elicense-store"),
+                (header::STAGE, "apply"),
+            ],
+        );
+        // The context is the last of each name: the one the component appended.
+        assert_eq!(Context::of(&dead).component.as_deref(), Some("elicense-store"));
+        let back = replay(&dead).unwrap();
+        assert_eq!(
+            (back.topic.as_str(), back.key.as_slice(), back.payload.as_slice()),
+            ("gov.a.v1", &b"k"[..], &b"v"[..])
+        );
+        let back = Incoming::new(&back.topic, 0, 9, Some(back.key), Some(back.payload), &{
+            back.headers.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect::<Vec<_>>()
+        });
+        assert!(back.header(header::CONNECTOR).is_none() && back.header(header::STAGE).is_none(), "no context");
+        assert_eq!(back.header("event_id"), Some(&b"e"[..]), "the envelope as it was");
+        assert_eq!(back.header(header::REPLAY_OF), Some(&b"gov.a.v1.dlq/0/7"[..]));
+        assert!(!passes_by(&back, Some("elicense-store")));
+        assert!(passes_by(&back, Some("dossier")) && passes_by(&back, None), "every other reader passes it by");
+        assert!(!passes_by(&dead, None), "a record that is no replay is read by all");
+
+        // A dead letter claiming another topic than its own is no way to write to that topic.
+        let claims = letter("gov.a.v1.dlq", &[(header::TOPIC, "gov.b.v1"), (header::CONNECTOR, "dossier")]);
+        assert_eq!(replay(&claims).unwrap_err(), ReplayError::WrongTopic("gov.b.v1".into()));
+        let bare = letter("gov.a.v1.dlq", &[]);
+        assert_eq!(replay(&bare).unwrap_err(), ReplayError::NoContext(header::TOPIC));
     }
 }

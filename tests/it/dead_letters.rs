@@ -137,9 +137,17 @@ async fn a_replay_after_the_fix_applies_each_dead_letter_once_and_a_second_repla
         (records_counted(&node, "applied", "").await == N as u64).then_some(())
     })
     .await;
+    // Every open dead letter but the replay refused again (a sweep leaves those, or a cause
+    // left unfixed would make it go round for ever); that one, named, goes back too.
     let (code, printed) = dlq(&api, &["replay", "--all"]);
     assert_eq!(code, 0, "{printed}");
-    assert!(printed.contains(&format!("{N} replayed, 1 skipped")), "{printed}");
+    assert!(printed.contains(&format!("{} replayed, 2 skipped", N - 1)), "{printed}");
+    let (_, open) = list("?state=open", "steward").await;
+    let again = open["dead_letters"].as_array().unwrap();
+    assert_eq!(again.len(), 1, "{open}");
+    assert_eq!(again[0]["replay_of"], first.as_str());
+    let (code, printed) = dlq(&api, &["replay", again[0]["id"].as_str().unwrap()]);
+    assert!(code == 0 && printed.contains("1 replayed"), "{printed}");
     for serial in &serials {
         let url = format!("{api}/v1/licences/{}", licence_id(serial, 1));
         support::eventually_saw("the licence revoked", Duration::from_secs(60), || async {

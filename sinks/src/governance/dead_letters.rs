@@ -40,7 +40,7 @@ use govex_schemas::{identifiers::mask, Catalog, Division, LiveCatalog};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::view::{self, outgoing, Governed, View};
+use super::view::{outgoing, Governed, View};
 use crate::use_log::{Use, UseAction, UseLog};
 
 pub use govex_schemas::catalog::REPLAY_TOPIC as TOPIC;
@@ -60,8 +60,10 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// A dead letter a steward put back, as the topic [`TOPIC`] records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replay {
-    /// The dead letter: `<dead-letter topic>/<partition>/<offset>`.
+    /// The dead letter and what it held: [`marker_id`].
     pub id: String,
+    /// The dead letter: `<dead-letter topic>/<partition>/<offset>`.
+    pub dead_letter: String,
     /// The event id it carries, when its envelope reads.
     pub event_id: Option<String>,
     /// The component it was put back for.
@@ -98,6 +100,32 @@ pub type Replays = View<Replay>;
 pub fn letter_id(letter: &Incoming) -> String {
     format!("{}/{}/{}", letter.topic(), letter.partition(), letter.offset())
 }
+
+/// What a dead letter carries, to tell it from another at the same place: its event id, or a
+/// hash of its value where it has no envelope.
+fn fingerprint(letter: &Incoming) -> String {
+    match letter.envelope() {
+        Ok(envelope) => envelope.event_id.to_string(),
+        Err(_) => {
+            use sha2::{Digest, Sha256};
+            govex_bus::hex(&Sha256::digest(letter.payload().unwrap_or_default())[..16])
+        }
+    }
+}
+
+/// The id a replay is recorded under: the dead letter's place and what it held. A place alone
+/// is not enough: a dead-letter topic made again (a new embedded bus, a topic deleted and
+/// created, another cluster) numbers its records from 0 again, and a new dead letter at an
+/// old place must not read as put back.
+pub fn marker_id(letter: &Incoming) -> String {
+    format!("{}#{}", letter_id(letter), fingerprint(letter))
+}
+
+/// The components that dead-letter records of this cluster's own topics, whose replays go back
+/// to them. A bridge reads its neighbour's cluster: its dead letters are fixed and sent again at
+/// their source, not put back here, where the neighbours' bridges would forward what this one
+/// refused.
+pub const REPLAYABLE: [&str; 2] = ["elicense-store", "dossier"];
 
 /// The dead-letter topics of `catalog`'s resources, in name order.
 pub fn dead_letter_topics(catalog: &Catalog) -> Vec<String> {
@@ -173,6 +201,9 @@ fn unavailable(what: &str, error: impl std::fmt::Display) -> Refused {
 impl Selection {
     /// The dead-letter topics it reads, of those `known`; an unknown topic is refused.
     fn topics(&self, known: &[String]) -> Result<Vec<String>, Refused> {
+        if !matches!(self.state.as_deref(), None | Some("open" | "replayed")) {
+            return Err(invalid("/state", "enum", "open or replayed"));
+        }
         let Some(topic) = &self.topic else {
             if self.partition.is_some() || self.from.is_some() || self.to.is_some() {
                 return Err(invalid("/topic", "topic-required", "a partition or a range is of one topic: name it"));
@@ -194,9 +225,6 @@ impl Selection {
             if from > to {
                 return Err(invalid("/to", "range", "to is at or after from"));
             }
-        }
-        if !matches!(self.state.as_deref(), None | Some("open" | "replayed")) {
-            return Err(invalid("/state", "enum", "open or replayed"));
         }
         Ok(vec![topic])
     }
@@ -245,8 +273,11 @@ impl Letters<'_> {
                 None => {
                     let Some(topic) = self.topics.pop() else { return Ok(None) };
                     let mut from = BTreeMap::new();
-                    if let (Some(partition), Some(first)) = (self.selection.partition, self.selection.from) {
-                        from.insert(partition, first.max(0));
+                    if let Some(partition) = self.selection.partition {
+                        // One partition: the others are read from their ends, that is not at all.
+                        let ends = self.api.bus.high_watermarks(&topic).await.map_err(failed)?;
+                        from.extend(ends.into_iter().filter(|(p, _)| *p != partition));
+                        from.insert(partition, self.selection.from.unwrap_or(0).max(0));
                     }
                     self.reading.insert(self.api.bus.read_to_end(&topic, &from).await.map_err(failed)?)
                 }
@@ -256,7 +287,14 @@ impl Letters<'_> {
                 continue;
             };
             let letter = record.map_err(failed)?;
-            let replayed = self.api.replays.get(&letter_id(&letter));
+            // Past the range's end: the rest of the partition is not wanted.
+            if self.selection.partition == Some(letter.partition())
+                && self.selection.to.is_some_and(|to| letter.offset() > to)
+            {
+                self.reading = None;
+                continue;
+            }
+            let replayed = self.api.replays.get(&marker_id(&letter));
             if self.selection.keeps(&letter, replayed.as_ref()) {
                 return Ok(Some((letter, replayed)));
             }
@@ -314,11 +352,10 @@ fn caller(api: &DeadLetterApi, headers: &HeaderMap, roles: &[Role]) -> Result<St
 impl DeadLetterApi {
     /// The dead letters `selection` keeps, each partition in offset order, read one at a time
     /// ([`Letters::next`]); the whole read is bounded by [`READ_WITHIN`] from now.
-    fn letters<'a>(&'a self, selection: &'a Selection) -> Result<Letters<'a>, Refused> {
+    fn letters<'a>(&'a self, selection: &'a Selection, deadline: tokio::time::Instant) -> Result<Letters<'a>, Refused> {
         let known = dead_letter_topics(&self.catalog.current());
         let mut topics = selection.topics(&known)?;
         topics.reverse();
-        let deadline = tokio::time::Instant::now() + READ_WITHIN;
         Ok(Letters { api: self, selection, topics, reading: None, deadline })
     }
 
@@ -326,7 +363,8 @@ impl DeadLetterApi {
     /// every personal field of its resource masked; or why it cannot be shown.
     async fn record(&self, letter: &Incoming) -> Value {
         let catalog = self.catalog.current();
-        let Some(topic) = Context::of(letter).topic else { return json!({"unreadable": "no source topic"}) };
+        // The topic the dead-letter topic belongs to, not what a header claims.
+        let Some(topic) = letter.topic().strip_suffix(".dlq") else { return json!({"unreadable": "no source topic"}) };
         let Some(resource) = catalog.resources.iter().find(|r| r.topic == topic) else {
             return json!({"unreadable": "the topic is no catalogued resource's"});
         };
@@ -395,7 +433,7 @@ async fn list(
         state: query.state,
     };
     let (mut shown, mut total) = (Vec::new(), 0_u64);
-    let mut letters = api.letters(&selection)?;
+    let mut letters = api.letters(&selection, tokio::time::Instant::now() + READ_WITHIN)?;
     while let Some((letter, replayed)) = letters.next().await? {
         total += 1;
         if shown.len() < limit {
@@ -420,7 +458,7 @@ async fn show(
         to: Some(offset),
         ..Default::default()
     };
-    let found = api.letters(&selection)?.next().await?;
+    let found = api.letters(&selection, tokio::time::Instant::now() + READ_WITHIN)?.next().await?;
     let Some((letter, replayed)) = found else {
         return Err(problem(
             StatusCode::NOT_FOUND,
@@ -459,8 +497,18 @@ struct ReplayRequest {
     again: bool,
 }
 
+/// The most refusals a replay answer lists one by one (the rest are counted).
+const MAX_LISTED_REFUSALS: usize = 100;
+/// How long one replay request may take, reading and putting back together.
+const REPLAY_WITHIN: Duration = Duration::from_secs(120);
+
 /// `POST /v1/dead-letters/replay`: puts dead letters back, for stewards only. Each goes in the
 /// use log, then back on its topic, then into the replay topic, one at a time.
+///
+/// Skipped unless `again`: a dead letter put back before; and, when a topic or all are asked
+/// for, a replay that was refused again (a new dead letter naming the one it came from):
+/// without that, `--all` with the cause unfixed would put back and have refused the same
+/// records for ever. Named by its id, a replay refused again is put back.
 async fn replay(
     State(api): State<Arc<DeadLetterApi>>,
     headers: HeaderMap,
@@ -476,12 +524,19 @@ async fn replay(
     }
     let known = dead_letter_topics(&api.catalog.current());
     let mut selections = Vec::new();
+    let mut named = BTreeSet::new();
     for (n, id) in request.ids.iter().enumerate() {
         let wrong =
             || invalid(&format!("/ids/{n}"), "id", "<dead-letter topic>/<partition>/<offset> of a catalogued topic");
         let parsed = id.rsplitn(3, '/').collect::<Vec<_>>();
         let [offset, partition, topic] = parsed.as_slice() else { return Err(wrong()) };
-        let (Ok(partition), Ok(offset)) = (partition.parse(), offset.parse()) else { return Err(wrong()) };
+        let (Ok(partition), Ok(offset)) = (partition.parse::<i32>(), offset.parse::<i64>()) else {
+            return Err(wrong());
+        };
+        // The same id twice is one dead letter.
+        if !named.insert((topic.to_string(), partition, offset)) {
+            continue;
+        }
         let selection = Selection {
             topic: Some((*topic).to_owned()),
             partition: Some(partition),
@@ -503,52 +558,81 @@ async fn replay(
             state: None,
         });
     }
+    let by_id = !request.ids.is_empty();
     let _one = api.replaying.lock().await;
-    let (mut replayed, mut refused, mut skipped) = (Vec::new(), Vec::new(), 0_u64);
+    let deadline = tokio::time::Instant::now() + REPLAY_WITHIN;
+    let (mut replayed, mut refused, mut refusals, mut skipped) = (Vec::new(), Vec::new(), 0_u64, 0_u64);
     'selections: for selection in &selections {
-        let mut letters = api.letters(selection)?;
+        let mut letters = api.letters(selection, deadline)?;
         while let Some((letter, before)) = letters.next().await? {
-            if before.is_some() && !request.again {
+            let refused_again = Context::of(&letter).replay_of.is_some();
+            if !request.again && (before.is_some() || (refused_again && !by_id)) {
                 skipped += 1;
                 continue;
             }
             match replay_one(&api, &by, &letter, before).await? {
                 Ok(marker) => replayed.push(marker),
-                Err(e) => refused.push(json!({"id": letter_id(&letter), "reason": e.to_string()})),
+                Err(reason) => {
+                    refusals += 1;
+                    if refused.len() < MAX_LISTED_REFUSALS {
+                        refused.push(json!({"id": letter_id(&letter), "reason": reason}));
+                    }
+                }
             }
-            if replayed.len() + refused.len() >= MAX_REPLAY {
+            // Only what was put back counts: dead letters that cannot be do not hold up the rest.
+            if replayed.len() >= MAX_REPLAY {
                 break 'selections;
             }
         }
     }
-    let more = replayed.len() + refused.len() >= MAX_REPLAY;
-    view::catch_up(&api.bus, &api.replays).await.map_err(|e| unavailable("the replay topic could not be read", e))?;
-    Ok(Json(json!({"replayed": replayed, "skipped_replayed_before": skipped, "refused": refused, "more": more}))
-        .into_response())
+    let more = replayed.len() >= MAX_REPLAY;
+    Ok(Json(json!({
+        "replayed": replayed,
+        "skipped": skipped,
+        "refused": refused,
+        "refused_total": refusals,
+        "more": more,
+    }))
+    .into_response())
 }
 
 /// Puts one dead letter back: in the use log first (nothing goes back without its entry),
-/// then on its topic, then recorded as replayed. Were the record lost (a crash between), the
-/// dead letter shows open and may be put back again: its event id makes that a duplicate.
+/// then on its topic, then recorded as replayed, in the topic and at once in this process's
+/// view. Were the record lost (a crash between), the dead letter shows open and may be put
+/// back again: its event id makes that a duplicate. `Ok(Err(reason))`: it cannot be put back.
 async fn replay_one(
     api: &DeadLetterApi,
     by: &str,
     letter: &Incoming,
     before: Option<Replay>,
-) -> Result<Result<Replay, dlq::ReplayError>, Refused> {
+) -> Result<Result<Replay, String>, Refused> {
+    let component = Context::of(letter).component.unwrap_or_default();
+    if !REPLAYABLE.contains(&component.as_str()) {
+        return Ok(Err(format!(
+            "refused by {component:?}, which does not read this cluster's topic: fix it and send it again at its source"
+        )));
+    }
     let record = match dlq::replay(letter) {
         Ok(record) => record,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Err(e.to_string())),
     };
     let id = letter_id(letter);
-    api.log(by, &format!("dead-letter/{id}"), "replayed").await?;
+    let subject = format!("dead-letter/{id}");
+    api.log(by, &subject, "replayed").await?;
     let topic = record.topic.clone();
-    let delivered =
-        api.bus.producer().publish(record).await.map_err(|e| unavailable("a replay could not be published", e))?;
+    let delivered = match api.bus.producer().publish(record).await {
+        Ok(delivered) => delivered,
+        Err(e) => {
+            // Whether it reached the topic is not known; the log says so.
+            let _ = api.log(by, &subject, "not_confirmed").await;
+            return Err(unavailable("a replay could not be published", e));
+        }
+    };
     let marker = Replay {
-        id,
+        id: marker_id(letter),
+        dead_letter: id,
         event_id: letter.envelope().ok().map(|e| e.event_id.to_string()),
-        component: Context::of(letter).component.unwrap_or_default(),
+        component,
         topic,
         partition: delivered.partition,
         offset: delivered.offset,
@@ -559,5 +643,8 @@ async fn replay_one(
     let published = outgoing(govex_schemas::Department::PLATFORM, api.division, &marker)
         .map_err(|e| unavailable("a replay could not be recorded", e))?;
     api.bus.producer().publish(published).await.map_err(|e| unavailable("a replay could not be recorded", e))?;
+    // Seen at once by this process (the next request, the list): the topic, read back by the
+    // follower, holds it for the others.
+    api.replays.apply(&marker).map_err(|e| unavailable("a replay could not be recorded", e))?;
     Ok(Ok(marker))
 }
