@@ -70,6 +70,9 @@ pub struct NodeConfig {
     /// Subscriptions: how long owners have to answer, and the working-day calendar.
     #[serde(default)]
     pub governance: govex_sinks::governance::GovernanceConfig,
+    /// Front-end databases (前置库): department tables polled into the intake.
+    #[serde(default, skip_serializing_if = "FrontDbConfig::is_empty")]
+    pub frontdb: FrontDbConfig,
     /// The time zone times are shown to people in (API answers, the command line):
     /// `Asia/Shanghai` (the default), another of China's zones, `UTC`, or `+HH:MM`.
     #[serde(default)]
@@ -80,6 +83,23 @@ pub struct NodeConfig {
     /// bridges apart.
     #[serde(default)]
     pub components: Vec<Component>,
+}
+
+/// `[frontdb]`: the front-end databases this node reads department records from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontDbConfig {
+    /// `[[frontdb.sources]]`: tables polled into the intake, run by the process that runs the
+    /// intake.
+    #[serde(default)]
+    pub sources: Vec<govex_adapters::frontdb::SourceConfig>,
+}
+
+impl FrontDbConfig {
+    /// Whether nothing is configured.
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
 }
 
 /// `GOVEX_*` variables that belong to a command's own options, not to the node's settings.
@@ -223,6 +243,7 @@ impl NodeConfig {
             api: ApiConfig::default(),
             audit: AuditConfig::default(),
             governance: Default::default(),
+            frontdb: Default::default(),
             time_zone: Default::default(),
             components: Vec::new(),
         }

@@ -11,6 +11,7 @@ pub mod broker_cmd;
 pub mod config;
 pub mod console;
 pub mod demo;
+pub mod frontdb;
 pub mod dlq_cmd;
 pub mod id_cmd;
 pub mod import_cmd;

@@ -234,6 +234,13 @@ pub fn plan(config: &NodeConfig) -> Result<Plan> {
         Ok(_) => {}
     }
     check_ports(config, runs_registry && registry_url.is_none())?;
+    let mut names = std::collections::HashSet::new();
+    for source in &config.frontdb.sources {
+        source.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        if !names.insert(&source.name) {
+            bail!("invalid configuration: frontdb.sources: two sources are named {:?}", source.name);
+        }
+    }
     check_data_dir_can_be_made(&config.data_dir)?;
     let links = match components.contains(&Component::Bridge) {
         true => govex_sinks::level_bridge::links(config.division, &config.bus, &config.bridge)?,
@@ -481,7 +488,10 @@ async fn build(
 ) -> Result<()> {
     match component {
         Component::Registry => *registry_addr = registry::build(cx, config, listeners.registry.take())?,
-        Component::Intake => govex_adapters::intake::component::build(cx, &config.intake).await?,
+        Component::Intake => {
+            govex_adapters::intake::component::build(cx, &config.intake).await?;
+            crate::frontdb::start_sources(cx, &config.frontdb.sources)?;
+        }
         Component::Elicense => govex_sinks::elicense::component::build(cx, &config.audit).await?,
         Component::Dossier => govex_sinks::dossier::component::build(cx, &config.audit, &config.governance).await?,
         Component::Cases => govex_sinks::case_stats::component::build(cx)?,
@@ -533,7 +543,14 @@ impl RunningNode {
             None => None,
         };
         let ops_addr = listeners.ops.local_addr()?;
-        let readiness = Readiness { bus: plan.uses_bus().then(|| cx.bus.clone()), registry: cx.registry.clone() };
+        let degraded = cx.shared::<govex_adapters::frontdb::DownSources>().map(|down| {
+            let lines = move || {
+                down.list().into_iter().map(|(name, why)| format!("front-end database source {name}: {why}")).collect()
+            };
+            std::sync::Arc::new(lines) as govex_http::ops::Degraded
+        });
+        let readiness =
+            Readiness { bus: plan.uses_bus().then(|| cx.bus.clone()), registry: cx.registry.clone(), degraded };
         let ops_router = ops::router(cx.metrics.clone(), readiness.watch(cx.stop.clone()))
             .route("/openapi.json", openapi::route(openapi::OPS));
         let ops_router = with_route_list(ops_router, openapi::routes(openapi::OPS));

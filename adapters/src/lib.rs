@@ -10,13 +10,14 @@
 //! folder. Around them: [`identifiers`] (check characters of citizen ids, credit codes,
 //! licence ids; division codes), [`validation`] (JSON Schema violations with pointers and
 //! rules), [`common`] (money, instants), [`intake`] (the pipeline every input goes through,
-//! following the registry, and its HTTP server) and [`import`] (NDJSON and CSV files,
-//! resumable).
+//! following the registry, and its HTTP server), [`import`] (NDJSON and CSV files,
+//! resumable) and [`frontdb`] (front-end database tables polled into the intake).
 //!
 //! Adapters depend on `bus` and `schemas`, never on sinks or on each other.
 
 pub mod common;
 pub mod contract;
+pub mod frontdb;
 /// The identifier rules live in `bus`, where sinks reach them too.
 pub use govex_schemas::identifiers;
 pub mod import;

@@ -19,6 +19,7 @@ pub mod codec;
 pub mod config;
 pub mod consumer;
 pub mod dlq;
+pub mod frontdb;
 pub mod embedded;
 pub mod envelope;
 pub mod metrics;

@@ -23,7 +23,13 @@ pub struct Readiness {
     pub bus: Option<Bus>,
     /// The registry that must answer.
     pub registry: RegistryClient,
+    /// Parts that may be down without taking the node out of service (a department's
+    /// front-end database): listed by `/readyz`, which still answers ready.
+    pub degraded: Option<Degraded>,
 }
+
+/// What a part that may be down says about itself: one line per thing down.
+pub type Degraded = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
 /// How often the readiness state is worked out again.
 const READINESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -33,6 +39,7 @@ const READINESS_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct ReadyState {
     problems: Arc<parking_lot::Mutex<Vec<String>>>,
+    degraded: Arc<parking_lot::Mutex<Vec<String>>>,
 }
 
 impl Readiness {
@@ -41,7 +48,10 @@ impl Readiness {
     /// comes), every consumer of the bus has caught up with the end offsets seen at its
     /// start, and the registry answers.
     pub fn watch(self, stop: tokio_util::sync::CancellationToken) -> ReadyState {
-        let state = ReadyState { problems: Arc::new(parking_lot::Mutex::new(vec!["starting".to_owned()])) };
+        let state = ReadyState {
+            problems: Arc::new(parking_lot::Mutex::new(vec!["starting".to_owned()])),
+            degraded: Arc::default(),
+        };
         let shared = state.clone();
         tokio::spawn(async move {
             let mut fatal_logged = false;
@@ -53,6 +63,7 @@ impl Readiness {
                 }
                 let problems = self.problems(&mut fatal_logged).await;
                 *shared.problems.lock() = problems;
+                *shared.degraded.lock() = self.degraded.as_ref().map(|d| d()).unwrap_or_default();
             }
         });
         state
@@ -122,8 +133,11 @@ async fn metrics_handler(State(state): State<OpsState>, headers: HeaderMap) -> R
 
 async fn ready_handler(State(state): State<OpsState>) -> Response {
     let problems = state.ready.problems.lock().clone();
-    if problems.is_empty() {
+    let degraded = state.ready.degraded.lock().clone();
+    if problems.is_empty() && degraded.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
+    } else if problems.is_empty() {
+        (StatusCode::OK, format!("ready\ndegraded: {}\n", degraded.join("\ndegraded: "))).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{}\n", problems.join("\n"))).into_response()
     }

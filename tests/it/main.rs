@@ -14,6 +14,7 @@ mod deploy;
 mod dossier;
 mod elicense;
 mod fault_suite;
+mod frontdb;
 mod faults;
 mod governance;
 mod import;

@@ -571,6 +571,22 @@ impl Intake {
         outcomes
     }
 
+    /// Publishes checked records together (all in flight at once) and waits for each, in order.
+    pub async fn publish_all(&self, checked: Vec<Checked>) -> Vec<Result<Accepted, Rejection>> {
+        let mut pending = Vec::with_capacity(checked.len());
+        for Checked { envelope, outgoing } in checked {
+            let topic = outgoing.topic.clone();
+            pending.push((envelope.event_id, topic, self.producer.enqueue(outgoing).await));
+        }
+        let mut outcomes = Vec::with_capacity(pending.len());
+        for (event_id, topic, delivery) in pending {
+            outcomes.push(
+                delivery.await.map(|d| accepted(event_id, d, &topic)).map_err(|e| Rejection::Unavailable(e.to_string())),
+            );
+        }
+        outcomes
+    }
+
     /// Publishes a checked record and waits for the broker.
     pub async fn publish(&self, checked: Checked) -> Result<Accepted, Rejection> {
         let topic = checked.outgoing.topic.clone();

@@ -1,0 +1,849 @@
+//! Front-end database sources (前置库): a department's system writes the records it shares
+//! into a table next to the exchange; a source polls the table and puts every row through the
+//! intake's checks, as an HTTP record goes, onto the record type's topic.
+//!
+//! Modes, as Kafka Connect's JDBC source names them:
+//! - `incrementing`: rows whose strictly increasing column passed the watermark;
+//! - `timestamp`: rows whose timestamp passed it (all rows of one timestamp together);
+//! - `timestamp+incrementing`: both, `(ts, id)` in order: rows changed in place are taken
+//!   again, and no two rows tie.
+//!
+//! **Commit-delay guard.** A row is taken only once its timestamp is `commit_lag_ms` older than
+//! the database's clock. A transaction that started first but commits last would otherwise
+//! commit a row behind a watermark that already passed it, and the row would never be read
+//! (the JDBC source's best-known way of losing rows). The lag must exceed the department's
+//! longest transaction.
+//!
+//! **Exactly once across crashes.** Each row's event id is derived from the source, the table,
+//! the row's key and its version (its timestamp and increment) and carries the row's timestamp
+//! as its time (in `incrementing` mode, the time its batch was first read, kept with the
+//! watermark): a row published again after a crash has the same id, and the sinks drop it.
+//! The watermark is stored only after the broker acknowledged every row below it.
+//!
+//! **Refused rows** go, with their violations (pointer, rule, message: never a value), to the
+//! source's reject table in the same database, where the department reads them; they are
+//! counted, and the watermark moves past them (fix the row and touch its timestamp, or insert
+//! it again, to send it again).
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::Duration,
+};
+
+use chrono::{DateTime, FixedOffset, NaiveDateTime, SecondsFormat, TimeZone as _};
+use govex_bus::{
+    frontdb::{check_identifier, Bind, Dialect, FrontDb},
+    Metrics,
+};
+use govex_schemas::{zone::TimeZone, Department};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{common::CheckContext, intake::Intake};
+
+/// How a source finds new rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// A strictly increasing column (an identity or sequence).
+    #[serde(rename = "incrementing")]
+    Incrementing,
+    /// A last-modified timestamp.
+    #[serde(rename = "timestamp")]
+    Timestamp,
+    /// A last-modified timestamp and an increasing column to order rows of one timestamp.
+    #[serde(rename = "timestamp+incrementing")]
+    TimestampIncrementing,
+}
+
+/// One `[[frontdb.sources]]` entry: a table a department's system writes its records into.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The source's name: in metrics, the reject table and every event id (`[a-z0-9-]`).
+    pub name: String,
+    /// The department whose records the table holds.
+    pub department: String,
+    /// The record type (`deed-tax-payment`).
+    pub record: String,
+    /// `postgres://user:${PASSWORD}@host/db` or `mysql://...`; the password through `${NAME}`.
+    pub url: String,
+    /// The table (or `schema.table`).
+    pub table: String,
+    /// The columns of its primary key.
+    pub key: Vec<String>,
+    /// How new rows are found.
+    pub mode: Mode,
+    /// The increasing column (`incrementing`, `timestamp+incrementing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incrementing_column: Option<String>,
+    /// The last-modified timestamp column (`timestamp`, `timestamp+incrementing`; in
+    /// `incrementing` mode, if given, the commit-delay guard uses it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_column: Option<String>,
+    /// Field path (as the CSV import names them: `taxpayer.name`, `buyers[0].name`) → column.
+    pub columns: BTreeMap<String, String>,
+    /// How often the table is polled when the last poll found less than a batch, in ms.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Rows read, checked and published together.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Rows are taken once their timestamp is this much older than the database's clock, in ms.
+    #[serde(default = "default_commit_lag_ms")]
+    pub commit_lag_ms: u64,
+    /// Where refused rows are written (see `examples/frontdb/` for its DDL); none: counted only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject_table: Option<String>,
+    /// Connections to the database at most.
+    #[serde(default = "default_connections")]
+    pub connections: u32,
+}
+
+fn default_poll_interval_ms() -> u64 {
+    1_000
+}
+fn default_batch_size() -> usize {
+    1_000
+}
+fn default_commit_lag_ms() -> u64 {
+    5_000
+}
+fn default_connections() -> u32 {
+    2
+}
+
+/// The most rows one poll takes.
+pub const MAX_BATCH: usize = 10_000;
+
+impl SourceConfig {
+    /// Checks what can be checked without the database; errors name the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let at = |what: &str| format!("frontdb.sources {:?}: {what}", self.name);
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+            return Err(at("name: lower-case letters, digits and -"));
+        }
+        Department::parse(&self.department).map_err(|e| at(&format!("department: {e}")))?;
+        Dialect::of(&self.url).map_err(|e| at(&e.to_string()))?;
+        check_identifier(&self.table).map_err(|e| at(&format!("table: {e}")))?;
+        if self.key.is_empty() {
+            return Err(at("key: name the primary key's columns"));
+        }
+        let named = self.key.iter().chain(&self.incrementing_column).chain(&self.timestamp_column);
+        for column in named.chain(self.columns.values()).chain(&self.reject_table) {
+            check_identifier(column).map_err(|e| at(&e))?;
+        }
+        match (self.mode, &self.incrementing_column, &self.timestamp_column) {
+            (Mode::Incrementing, None, _) => return Err(at("mode incrementing needs incrementing_column")),
+            (Mode::Timestamp, _, None) => return Err(at("mode timestamp needs timestamp_column")),
+            (Mode::TimestampIncrementing, None, _) | (Mode::TimestampIncrementing, _, None) => {
+                return Err(at("mode timestamp+incrementing needs timestamp_column and incrementing_column"))
+            }
+            _ => {}
+        }
+        if self.columns.is_empty() {
+            return Err(at("columns: map the record's field paths to columns"));
+        }
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH {
+            return Err(at(&format!("batch_size: 1 to {MAX_BATCH}")));
+        }
+        if self.poll_interval_ms < 50 {
+            return Err(at("poll_interval_ms: at least 50"));
+        }
+        if self.connections == 0 || self.connections > 16 {
+            return Err(at("connections: 1 to 16"));
+        }
+        Ok(())
+    }
+}
+
+/// What a source has read up to: the last row's timestamp (as the database wrote it as text)
+/// and increment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    /// The timestamp, as text.
+    pub ts: Option<String>,
+    /// The increment.
+    pub inc: Option<i64>,
+}
+
+/// A batch read but not yet acknowledged, kept so that its rows get the same ids when it is
+/// read again after a crash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Pending {
+    from: Watermark,
+    first_read_ms: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RowLabels {
+    source: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
+/// `govex_frontdb_source_rows_total{source,outcome}` (read, published, refused),
+/// `govex_frontdb_source_watermark{source}` (the increment, or the timestamp in seconds since
+/// the epoch), `govex_frontdb_source_lag_seconds{source}` (the newest row's timestamp less the
+/// watermark's), `govex_frontdb_source_behind_rows{source}` (increments not read yet) and
+/// `govex_frontdb_source_up{source}`.
+#[derive(Clone)]
+pub struct SourceMetrics {
+    rows: Family<RowLabels, Counter>,
+    watermark: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    lag: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    behind: Family<SourceLabel, Gauge>,
+    up: Family<SourceLabel, Gauge>,
+}
+
+impl SourceMetrics {
+    /// Registered once per process (every source shares the families).
+    pub fn register(metrics: &Metrics) -> Self {
+        Self {
+            rows: metrics.shared("frontdb_source_rows", "Front-end database rows read, published and refused"),
+            watermark: metrics.shared(
+                "frontdb_source_watermark",
+                "What a source has read up to: the increment, or the timestamp in seconds since the epoch",
+            ),
+            lag: metrics.shared(
+                "frontdb_source_lag_seconds",
+                "The newest row's timestamp less the source's watermark, in seconds",
+            ),
+            behind: metrics.shared("frontdb_source_behind_rows", "Increments written but not read yet"),
+            up: metrics.shared("frontdb_source_up", "1 while the source's database answers"),
+        }
+    }
+
+    fn count(&self, source: &str, outcome: &str, n: usize) {
+        let labels = RowLabels { source: source.to_owned(), outcome: outcome.to_owned() };
+        self.rows.get_or_create(&labels).inc_by(n as u64);
+    }
+
+    fn label(source: &str) -> SourceLabel {
+        SourceLabel { source: source.to_owned() }
+    }
+}
+
+/// What the JSON Schema expects at a field path: the text of a column is made into this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Integer,
+    Number,
+    Boolean,
+    DateTime,
+}
+
+fn kind_at(schema: &Value, path: &str) -> Kind {
+    let mut node = schema;
+    for step in path.split('.') {
+        let (name, indexed) = match step.split_once('[') {
+            Some((name, _)) => (name, true),
+            None => (step, false),
+        };
+        node = &node["properties"][name];
+        if indexed {
+            node = &node["items"];
+        }
+    }
+    let types: Vec<&str> = match &node["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if types.contains(&"integer") {
+        Kind::Integer
+    } else if types.contains(&"number") {
+        Kind::Number
+    } else if types.contains(&"boolean") {
+        Kind::Boolean
+    } else if node["format"] == "date-time" {
+        Kind::DateTime
+    } else {
+        Kind::Text
+    }
+}
+
+/// A timestamp as a database writes it as text (`2026-11-19 15:00:00.5+08`, or without a zone,
+/// which is `zone`'s), as an instant.
+pub fn db_instant(text: &str, zone: FixedOffset) -> Option<DateTime<FixedOffset>> {
+    let text = text.trim().replace('T', " ");
+    for format in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%#z"] {
+        if let Ok(instant) = DateTime::parse_from_str(&text, format) {
+            return Some(instant);
+        }
+    }
+    let naive = NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f").ok()?;
+    zone.from_local_datetime(&naive).single()
+}
+
+fn typed(text: String, kind: Kind, zone: FixedOffset) -> Value {
+    // A text the kind does not read stays text: the checks then refuse it, naming the field.
+    match kind {
+        Kind::Text => Value::String(text),
+        Kind::Integer => text.trim().parse::<i64>().map(Value::from).unwrap_or(Value::String(text)),
+        Kind::Number => text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .unwrap_or(Value::String(text)),
+        Kind::Boolean => match text.trim().to_ascii_lowercase().as_str() {
+            "t" | "true" | "1" => Value::Bool(true),
+            "f" | "false" | "0" => Value::Bool(false),
+            _ => Value::String(text),
+        },
+        Kind::DateTime => match db_instant(&text, zone) {
+            Some(instant) => Value::String(instant.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+            None => Value::String(text),
+        },
+    }
+}
+
+/// Sets `a.b[0].c` in `root` (the CSV import's field paths).
+fn set_path(root: &mut Value, path: &str, value: Value) {
+    let mut node = root;
+    let steps: Vec<&str> = path.split('.').collect();
+    for (i, step) in steps.iter().enumerate() {
+        let last = i == steps.len() - 1;
+        let (name, index) = match step.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (*step, None),
+        };
+        let Value::Object(map) = node else { return };
+        let entry = map.entry(name.to_owned()).or_insert(Value::Null);
+        node = match index {
+            None if last => {
+                *entry = value;
+                return;
+            }
+            None => {
+                if !entry.is_object() {
+                    *entry = Value::Object(Map::new());
+                }
+                entry
+            }
+            Some(index) => {
+                if !entry.is_array() {
+                    *entry = Value::Array(Vec::new());
+                }
+                let Value::Array(items) = entry else { return };
+                while items.len() <= index {
+                    items.push(Value::Object(Map::new()));
+                }
+                if last {
+                    items[index] = value;
+                    return;
+                }
+                &mut items[index]
+            }
+        };
+    }
+}
+
+/// The event id of a row: derived from the source, the table, the key and the version, with
+/// `ms` as its time. The same row version read again gets the same id.
+pub fn row_event_id(source: &str, table: &str, key: &[Option<String>], version: &str, ms: u64) -> Uuid {
+    let mut hash = Sha256::new();
+    for part in [source, table] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    for part in key {
+        hash.update(part.as_deref().unwrap_or("\u{0}null").as_bytes());
+        hash.update([0]);
+    }
+    hash.update(version.as_bytes());
+    let digest = hash.finalize();
+    let mut random = [0u8; 10];
+    random.copy_from_slice(&digest[..10]);
+    uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid()
+}
+
+/// One source at work.
+pub struct Source {
+    config: SourceConfig,
+    db: FrontDb,
+    intake: Arc<Intake>,
+    state: sled::Tree,
+    metrics: SourceMetrics,
+    zone: FixedOffset,
+}
+
+/// What one poll did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Polled {
+    /// Rows read.
+    pub read: usize,
+    /// Rows published (acknowledged).
+    pub published: usize,
+    /// Rows refused.
+    pub refused: usize,
+}
+
+/// The columns a poll selects, in order, and what each is.
+struct Plan {
+    sql: String,
+    keys: usize,
+    has_ts: bool,
+    has_inc: bool,
+    binds: Vec<Bind>,
+    /// (field path, kind) of each mapped column, after the key, ts and inc columns.
+    fields: Vec<(String, Kind)>,
+}
+
+impl Source {
+    /// A source reading `config`'s table into `intake`, its state in `state_db`.
+    pub fn new(
+        config: SourceConfig,
+        intake: Arc<Intake>,
+        state_db: &sled::Db,
+        metrics: SourceMetrics,
+        zone: &TimeZone,
+    ) -> Result<Self, String> {
+        config.validate()?;
+        let offset_minutes = zone.offset().local_minus_utc() / 60;
+        let db = FrontDb::connect(&config.url, config.connections, offset_minutes)
+            .map_err(|e| format!("frontdb.sources {:?}: {e}", config.name))?;
+        let state = state_db.open_tree(format!("source:{}", config.name)).map_err(|e| e.to_string())?;
+        Ok(Self { config, db, intake, state, metrics, zone: zone.offset() })
+    }
+
+    /// The source's configuration.
+    pub fn config(&self) -> &SourceConfig {
+        &self.config
+    }
+
+    /// The database (for `govex config check` and the tests).
+    pub fn db(&self) -> &FrontDb {
+        &self.db
+    }
+
+    /// The stored watermark.
+    pub fn watermark(&self) -> Result<Watermark, String> {
+        self.read_state("watermark").map(Option::unwrap_or_default)
+    }
+
+    fn read_state<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, String> {
+        match self.state.get(key).map_err(|e| e.to_string())? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
+    }
+
+    async fn write_state<T: Serialize>(&self, key: &str, value: Option<&T>) -> Result<(), String> {
+        match value {
+            Some(value) => {
+                let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+                self.state.insert(key, bytes).map_err(|e| e.to_string())?;
+            }
+            None => {
+                self.state.remove(key).map_err(|e| e.to_string())?;
+            }
+        }
+        self.state.flush_async().await.map(drop).map_err(|e| e.to_string())
+    }
+
+    /// Checks the table against the mapping: every column named exists; the errors name them.
+    /// Returns the columns' types.
+    pub async fn check_columns(&self) -> Result<BTreeMap<String, String>, String> {
+        let at = |what: String| format!("frontdb.sources {:?} ({}): {what}", self.config.name, self.db.described());
+        let columns: BTreeMap<String, String> =
+            self.db.columns(&self.config.table).await.map_err(|e| at(e.to_string()))?.into_iter().collect();
+        if columns.is_empty() {
+            return Err(at(format!("table {} not found (or it has no columns this user can see)", self.config.table)));
+        }
+        let c = &self.config;
+        let named = c.key.iter().chain(&c.incrementing_column).chain(&c.timestamp_column).chain(c.columns.values());
+        let missing: Vec<&String> = named.filter(|n| !columns.contains_key(n.as_str())).collect();
+        if !missing.is_empty() {
+            return Err(at(format!("table {} has no column {missing:?}", c.table)));
+        }
+        if let Some(rejects) = &c.reject_table {
+            let have: Vec<String> =
+                self.db.columns(rejects).await.map_err(|e| at(e.to_string()))?.into_iter().map(|(n, _)| n).collect();
+            for needed in ["source", "row_key", "version", "violations"] {
+                if !have.iter().any(|h| h == needed) {
+                    return Err(at(format!("reject table {rejects} has no column {needed} (examples/frontdb/ has its DDL)")));
+                }
+            }
+        }
+        let record = self
+            .intake
+            .record_type(Department::parse(&c.department).map_err(|e| at(e.to_string()))?, &c.record)
+            .map_err(|_| at(format!("{} sends no record type {:?}", c.department, c.record)))?;
+        let schema = record.input_schema();
+        for path in c.columns.keys() {
+            let head = path.split(['.', '[']).next().unwrap_or_default();
+            if schema["properties"].get(head).is_none() {
+                return Err(at(format!("{path}: {} {} has no such field", c.department, c.record)));
+            }
+        }
+        Ok(columns)
+    }
+
+    fn plan(&self, types: &BTreeMap<String, String>, from: &Watermark, schema: &Value) -> Plan {
+        let c = &self.config;
+        let d = self.db.dialect();
+        let mut select: Vec<String> = c.key.iter().map(|k| d.as_text(k)).collect();
+        let ts = c.timestamp_column.as_deref();
+        let inc = c.incrementing_column.as_deref();
+        let has_ts = c.mode != Mode::Incrementing;
+        let has_inc = c.mode != Mode::Timestamp;
+        if has_ts {
+            select.push(d.as_text(ts.unwrap_or_default()));
+        }
+        if has_inc {
+            select.push(d.as_text(inc.unwrap_or_default()));
+        }
+        let fields: Vec<(String, Kind)> = c.columns.keys().map(|path| (path.clone(), kind_at(schema, path))).collect();
+        select.extend(c.columns.values().map(|column| d.as_text(column)));
+        let mut conditions = Vec::new();
+        let mut binds = Vec::new();
+        let ts_type = ts.and_then(|t| types.get(t)).map(String::as_str).unwrap_or("timestamp");
+        let q = |name: &str| d.quote(name);
+        match (c.mode, &from.ts, from.inc) {
+            (Mode::Incrementing, _, Some(last)) => {
+                binds.push(Bind::Int(last));
+                conditions.push(format!("{} > {}", q(inc.unwrap_or_default()), d.placeholder(binds.len())));
+            }
+            (Mode::Timestamp, Some(last), _) => {
+                binds.push(Bind::Text(Some(last.clone())));
+                conditions.push(format!("{} > {}", q(ts.unwrap_or_default()), d.typed_placeholder(binds.len(), ts_type)));
+            }
+            (Mode::TimestampIncrementing, Some(last_ts), Some(last_inc)) => {
+                binds.push(Bind::Text(Some(last_ts.clone())));
+                let first = d.typed_placeholder(binds.len(), ts_type);
+                binds.push(Bind::Text(Some(last_ts.clone())));
+                let second = d.typed_placeholder(binds.len(), ts_type);
+                binds.push(Bind::Int(last_inc));
+                let third = d.placeholder(binds.len());
+                let (t, i) = (q(ts.unwrap_or_default()), q(inc.unwrap_or_default()));
+                conditions.push(format!("({t} > {first} OR ({t} = {second} AND {i} > {third}))"));
+            }
+            _ => {}
+        }
+        if let Some(ts) = ts {
+            // The commit-delay guard.
+            conditions.push(format!("{} < {}", q(ts), d.now_less(c.commit_lag_ms, ts_type)));
+        }
+        let order = match c.mode {
+            Mode::Incrementing => q(inc.unwrap_or_default()),
+            Mode::Timestamp => {
+                let mut order = vec![q(ts.unwrap_or_default())];
+                order.extend(c.key.iter().map(|k| q(k)));
+                order.join(", ")
+            }
+            Mode::TimestampIncrementing => format!("{}, {}", q(ts.unwrap_or_default()), q(inc.unwrap_or_default())),
+        };
+        let filter = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
+        let sql = format!(
+            "SELECT {} FROM {}{filter} ORDER BY {order} LIMIT {}",
+            select.join(", "),
+            self.config.table.split('.').map(|p| d.quote(p)).collect::<Vec<_>>().join("."),
+            c.batch_size
+        );
+        Plan { sql, keys: c.key.len(), has_ts, has_inc, binds, fields }
+    }
+
+    /// One poll: reads at most a batch past the watermark, checks and publishes it, writes the
+    /// refused rows to the reject table, and only then stores the new watermark.
+    pub async fn poll(&self, types: &BTreeMap<String, String>) -> Result<Polled, String> {
+        let c = &self.config;
+        let from = self.watermark()?;
+        let department = Department::parse(&c.department).map_err(|e| e.to_string())?;
+        let record_type = self.intake.record_type(department, &c.record).map_err(|e| e.reason().to_owned())?;
+        let plan = self.plan(types, &from, record_type.input_schema());
+        let mut rows = self.db.fetch_text(&plan.sql, &plan.binds).await.map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            return Ok(Polled::default());
+        }
+        if c.mode == Mode::Timestamp && rows.len() == c.batch_size {
+            // A batch cut inside one timestamp would move the watermark past rows of it not
+            // read yet: the last timestamp's rows wait for the next poll, unless they are all
+            // there is (then the batch is all of that timestamp, read again in full next time
+            // only if it grew, which a timestamp already past the commit lag does not).
+            let ts_at = plan.keys;
+            let last = rows.last().and_then(|r| r[ts_at].clone());
+            let kept: Vec<_> = rows.iter().filter(|r| r[ts_at] != last).cloned().collect();
+            if !kept.is_empty() {
+                rows = kept;
+            }
+        }
+        // The time of a batch's ids in `incrementing` mode: kept before anything is published,
+        // so that the same batch read again after a crash gets the same ids.
+        let pending: Option<Pending> = self.read_state("pending")?;
+        let first_read_ms = match pending {
+            Some(p) if p.from == from => p.first_read_ms,
+            _ => {
+                let fresh = Pending { from: from.clone(), first_read_ms: govex_schemas::zone::now_ms() };
+                self.write_state("pending", Some(&fresh)).await?;
+                fresh.first_read_ms
+            }
+        };
+        let context = CheckContext::now();
+        let mut checked = Vec::with_capacity(rows.len());
+        let mut rejects = Vec::new();
+        let mut last = from.clone();
+        for row in &rows {
+            let key = &row[..plan.keys];
+            let mut at = plan.keys;
+            let ts = plan.has_ts.then(|| {
+                at += 1;
+                row[at - 1].clone()
+            });
+            let inc = plan.has_inc.then(|| {
+                at += 1;
+                row[at - 1].clone()
+            });
+            let ts = ts.flatten();
+            let inc_value = inc.flatten().and_then(|i| i.trim().parse::<i64>().ok());
+            let version = format!("{}|{}", ts.as_deref().unwrap_or(""), inc_value.map(|i| i.to_string()).unwrap_or_default());
+            let ms = match (&ts, plan.has_ts) {
+                (Some(ts), true) => db_instant(ts, self.zone).map_or(first_read_ms, |t| t.timestamp_millis().max(0) as u64),
+                _ => first_read_ms,
+            };
+            let event_id = row_event_id(&c.name, &c.table, key, &version, ms);
+            let mut input = Value::Object(Map::new());
+            for ((path, kind), cell) in plan.fields.iter().zip(&row[at..]) {
+                if let Some(text) = cell {
+                    set_path(&mut input, path, typed(text.clone(), *kind, self.zone));
+                }
+            }
+            match self.intake.check_parsed(department, &c.record, input, &context, Some(event_id)) {
+                Ok(ok) => checked.push(ok),
+                Err(rejection) => rejects.push((key.to_vec(), version.clone(), rejection.violations())),
+            }
+            if plan.has_ts {
+                last.ts = ts.clone();
+            }
+            if plan.has_inc {
+                last.inc = inc_value.or(last.inc);
+            }
+        }
+        let read = rows.len();
+        self.metrics.count(&c.name, "read", read);
+        let published = checked.len();
+        for outcome in self.intake.publish_all(checked).await {
+            // Nothing of this batch is marked read until every row of it is acknowledged: the
+            // next poll reads it again, and its rows get the same ids.
+            outcome.map_err(|e| format!("a row was not acknowledged: {}", e.reason()))?;
+        }
+        self.metrics.count(&c.name, "published", published);
+        let refused = rejects.len();
+        if !rejects.is_empty() {
+            self.write_rejects(rejects).await?;
+            self.metrics.count(&c.name, "refused", refused);
+        }
+        self.write_state("watermark", Some(&last)).await?;
+        self.write_state::<Pending>("pending", None).await?;
+        self.observe(&last).await;
+        Ok(Polled { read, published, refused })
+    }
+
+    async fn write_rejects(&self, rejects: Vec<(Vec<Option<String>>, String, Vec<crate::validation::Violation>)>) -> Result<(), String> {
+        let Some(table) = &self.config.reject_table else {
+            tracing::warn!(source = %self.config.name, rows = rejects.len(), "rows refused (no reject_table to write them to)");
+            return Ok(());
+        };
+        let d = self.db.dialect();
+        let table = table.split('.').map(|p| d.quote(p)).collect::<Vec<_>>().join(".");
+        let columns = "(source, row_key, version, violations)";
+        let values = format!("({}, {}, {}, {})", d.placeholder(1), d.placeholder(2), d.placeholder(3), d.placeholder(4));
+        // The same refusal written twice (a crash before the watermark) is one row.
+        let sql = match d {
+            Dialect::Postgres => format!("INSERT INTO {table} {columns} VALUES {values} ON CONFLICT DO NOTHING"),
+            Dialect::MySql => format!("INSERT IGNORE INTO {table} {columns} VALUES {values}"),
+        };
+        let statements: Vec<(String, Vec<Bind>)> = rejects
+            .into_iter()
+            .map(|(key, version, violations)| {
+                let key = key.iter().map(|k| k.as_deref().unwrap_or("")).collect::<Vec<_>>().join("|");
+                let violations = serde_json::to_string(&violations).unwrap_or_default();
+                let binds = vec![
+                    Bind::Text(Some(self.config.name.clone())),
+                    Bind::Text(Some(key)),
+                    Bind::Text(Some(version)),
+                    Bind::Text(Some(violations)),
+                ];
+                (sql.clone(), binds)
+            })
+            .collect();
+        self.db.execute_all(&statements).await.map_err(|e| format!("the reject table: {e}"))
+    }
+
+    /// Sets the watermark, lag and behind gauges.
+    async fn observe(&self, watermark: &Watermark) {
+        let label = SourceMetrics::label(&self.config.name);
+        let d = self.db.dialect();
+        if let Some(inc) = watermark.inc {
+            self.metrics.watermark.get_or_create(&label).set(inc as f64);
+        }
+        let ts_seconds = watermark.ts.as_deref().and_then(|t| db_instant(t, self.zone)).map(|t| t.timestamp_millis() as f64 / 1000.0);
+        if let (Some(seconds), None) = (ts_seconds, watermark.inc) {
+            self.metrics.watermark.get_or_create(&label).set(seconds);
+        }
+        let table = self.config.table.split('.').map(|p| d.quote(p)).collect::<Vec<_>>().join(".");
+        if let (Some(ts), Some(seconds)) = (&self.config.timestamp_column, ts_seconds) {
+            let sql = format!("SELECT {} FROM {table} ORDER BY {} DESC LIMIT 1", d.as_text(ts), d.quote(ts));
+            if let Ok(rows) = self.db.fetch_text(&sql, &[]).await {
+                let newest = rows.first().and_then(|r| r[0].as_deref()).and_then(|t| db_instant(t, self.zone));
+                if let Some(newest) = newest {
+                    let lag = (newest.timestamp_millis() as f64 / 1000.0 - seconds).max(0.0);
+                    self.metrics.lag.get_or_create(&label).set(lag);
+                }
+            }
+        }
+        if let (Some(inc), Some(last)) = (&self.config.incrementing_column, watermark.inc) {
+            let sql = format!("SELECT {} FROM {table} ORDER BY {} DESC LIMIT 1", d.as_text(inc), d.quote(inc));
+            if let Ok(rows) = self.db.fetch_text(&sql, &[]).await {
+                if let Some(newest) = rows.first().and_then(|r| r[0].as_deref()).and_then(|t| t.trim().parse::<i64>().ok()) {
+                    self.metrics.behind.get_or_create(&label).set((newest - last).max(0));
+                }
+            }
+        }
+    }
+
+    /// Polls until `stop`: at once again after a full batch, after `poll_interval_ms`
+    /// otherwise; a database that does not answer is tried again with backoff (1 s to 60 s),
+    /// shown as `govex_frontdb_source_up 0` and in `down`, and the rest of the node goes on.
+    pub async fn run(self, stop: CancellationToken, down: DownSources) {
+        let label = SourceMetrics::label(&self.config.name);
+        let mut backoff = Duration::from_secs(1);
+        let mut types = None;
+        loop {
+            let result = async {
+                let types = match &types {
+                    Some(types) => types,
+                    None => types.insert(self.check_columns().await?),
+                };
+                self.poll(types).await
+            }
+            .await;
+            let wait = match result {
+                Ok(polled) => {
+                    self.metrics.up.get_or_create(&label).set(1);
+                    down.clear(&self.config.name);
+                    backoff = Duration::from_secs(1);
+                    if polled.read == self.config.batch_size {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_millis(self.config.poll_interval_ms)
+                    }
+                }
+                Err(error) => {
+                    self.metrics.up.get_or_create(&label).set(0);
+                    down.set(&self.config.name, &error);
+                    tracing::warn!(source = %self.config.name, db = %self.db.described(), %error, retry_in_ms = backoff.as_millis() as u64, "a front-end database source could not be read; trying again");
+                    types = None;
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    wait
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// The sources whose database does not answer now, and why: `/readyz` lists them (without
+/// failing: the rest of the node serves on).
+#[derive(Clone, Default)]
+pub struct DownSources(Arc<std::sync::Mutex<BTreeMap<String, String>>>);
+
+impl DownSources {
+    fn set(&self, name: &str, why: &str) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name.to_owned(), why.to_owned());
+    }
+
+    fn clear(&self, name: &str) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
+    }
+
+    /// Each source down, with why.
+    pub fn list(&self) -> Vec<(String, String)> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(|(a, b)| (a.clone(), b.clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn database_text_becomes_what_the_schema_expects() {
+        let zone = FixedOffset::east_opt(8 * 3600).unwrap();
+        assert_eq!(typed("5".into(), Kind::Integer, zone), json!(5));
+        assert_eq!(typed("5 days".into(), Kind::Integer, zone), json!("5 days"), "left for the checks to refuse");
+        assert_eq!(typed("t".into(), Kind::Boolean, zone), json!(true));
+        assert_eq!(typed("0".into(), Kind::Boolean, zone), json!(false));
+        assert_eq!(typed("2026-11-19 15:00:00".into(), Kind::DateTime, zone), json!("2026-11-19T15:00:00+08:00"));
+        assert_eq!(typed("2026-11-19 07:00:00.25+00".into(), Kind::DateTime, zone), json!("2026-11-19T07:00:00.250+00:00"));
+        assert_eq!(typed("568000.00".into(), Kind::Text, zone), json!("568000.00"));
+        let schema = json!({"properties": {
+            "buyers": {"type": "array", "items": {"properties": {"name": {"type": "string"}}}},
+            "days": {"type": ["integer", "null"]},
+            "at": {"type": "string", "format": "date-time"},
+        }});
+        assert_eq!(kind_at(&schema, "buyers[0].name"), Kind::Text);
+        assert_eq!(kind_at(&schema, "days"), Kind::Integer);
+        assert_eq!(kind_at(&schema, "at"), Kind::DateTime);
+        let mut record = json!({});
+        set_path(&mut record, "buyers[0].name", json!("王小明"));
+        set_path(&mut record, "taxpayer.identifier_type", json!("CITIZEN_ID"));
+        assert_eq!(record, json!({"buyers": [{"name": "王小明"}], "taxpayer": {"identifier_type": "CITIZEN_ID"}}));
+    }
+
+    #[test]
+    fn a_row_version_has_one_id_and_another_version_another() {
+        let key = [Some("42".to_owned())];
+        let a = row_event_id("s", "t", &key, "2026-11-19 15:00:00|7", 1_790_000_000_000);
+        assert_eq!(a, row_event_id("s", "t", &key, "2026-11-19 15:00:00|7", 1_790_000_000_000));
+        assert_ne!(a, row_event_id("s", "t", &key, "2026-11-19 15:00:01|7", 1_790_000_000_000));
+        assert_ne!(a, row_event_id("other", "t", &key, "2026-11-19 15:00:00|7", 1_790_000_000_000));
+        assert_eq!(a.get_version_num(), 7, "a UUIDv7, as every envelope's");
+    }
+
+    #[test]
+    fn a_source_is_checked_before_it_touches_a_database() {
+        let mut config = SourceConfig {
+            name: "tax-payments".into(),
+            department: "tax".into(),
+            record: "deed-tax-payment".into(),
+            url: "mysql://root@127.0.0.1/test".into(),
+            table: "deed_tax_out".into(),
+            key: vec!["id".into()],
+            mode: Mode::TimestampIncrementing,
+            incrementing_column: Some("id".into()),
+            timestamp_column: Some("updated_at".into()),
+            columns: [("voucher_number".to_owned(), "voucher_no".to_owned())].into(),
+            poll_interval_ms: 1000,
+            batch_size: 500,
+            commit_lag_ms: 2000,
+            reject_table: Some("deed_tax_rejects".into()),
+            connections: 2,
+        };
+        assert!(config.validate().is_ok());
+        config.columns.insert("taxpayer.name".into(), "name; DROP TABLE x".into());
+        assert!(config.validate().unwrap_err().contains("not a table or column name"));
+        config.columns.remove("taxpayer.name");
+        config.timestamp_column = None;
+        assert!(config.validate().unwrap_err().contains("timestamp+incrementing needs"));
+    }
+}

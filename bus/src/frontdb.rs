@@ -1,0 +1,343 @@
+//! Front-end databases (前置库): the PostgreSQL and MySQL/MariaDB databases beside the exchange
+//! that department systems write the records they share into, and read what they receive
+//! from. This is the one place that speaks to them (as `rdkafka` is spoken to in one place):
+//! connecting, the two dialects, reading rows as text, and writing in one transaction.
+//!
+//! Rows are read as text (`CAST(col AS TEXT)`, `CAST(col AS CHAR)`), typed by the caller from
+//! the record type's JSON Schema, so that no column type of a department's choosing can make
+//! a value unreadable. Sessions run in the source's time zone, so that a `timestamp` without a
+//! zone means what the department's system meant by it.
+
+use std::time::Duration;
+
+use sqlx::{mysql::MySqlPoolOptions, postgres::PgPoolOptions, Executor, MySqlPool, PgPool, Row};
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `postgres://` or `postgresql://`.
+    Postgres,
+    /// `mysql://` or `mariadb://`.
+    MySql,
+}
+
+impl Dialect {
+    /// The dialect of `url`, or why it has none.
+    pub fn of(url: &str) -> Result<Self, FrontDbError> {
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
+        match scheme.as_str() {
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            "mysql" | "mariadb" => Ok(Self::MySql),
+            _ => Err(FrontDbError::Url("the URL starts with postgres:// or mysql://".into())),
+        }
+    }
+
+    /// `name` quoted as an identifier. Names come from configuration, never from a request, and
+    /// are checked by [`check_identifier`] first; quoting keeps reserved words usable.
+    pub fn quote(self, name: &str) -> String {
+        match self {
+            Self::Postgres => format!("\"{name}\""),
+            Self::MySql => format!("`{name}`"),
+        }
+    }
+
+    /// The `n`th (1-based) bind placeholder.
+    pub fn placeholder(self, n: usize) -> String {
+        match self {
+            Self::Postgres => format!("${n}"),
+            Self::MySql => "?".to_owned(),
+        }
+    }
+
+    /// `column` read as text.
+    pub fn as_text(self, column: &str) -> String {
+        match self {
+            Self::Postgres => format!("CAST({} AS TEXT)", self.quote(column)),
+            Self::MySql => format!("CAST({} AS CHAR)", self.quote(column)),
+        }
+    }
+
+    /// The placeholder `n` compared with a column of `data_type`: PostgreSQL compares a text
+    /// bind only with text, so it is cast to the column's own type; MySQL converts by itself.
+    pub fn typed_placeholder(self, n: usize, data_type: &str) -> String {
+        match self {
+            Self::Postgres => format!("CAST(${n} AS {data_type})"),
+            Self::MySql => "?".to_owned(),
+        }
+    }
+
+    /// The database's own clock less `lag_ms`, comparable with a column of `data_type`.
+    pub fn now_less(self, lag_ms: u64, data_type: &str) -> String {
+        let zoned = data_type.contains("with time zone") || data_type == "timestamptz";
+        match self {
+            Self::Postgres if zoned => format!("(CURRENT_TIMESTAMP - INTERVAL '{lag_ms} milliseconds')"),
+            Self::Postgres => format!("(LOCALTIMESTAMP - INTERVAL '{lag_ms} milliseconds')"),
+            Self::MySql => format!("(NOW(6) - INTERVAL {} MICROSECOND)", lag_ms * 1000),
+        }
+    }
+}
+
+/// Whether `name` may be used as a table or column name: letters, digits and `_`, at most 63
+/// characters, optionally one `schema.` prefix. Anything else is refused at configuration
+/// time, so that no configured name is SQL.
+pub fn check_identifier(name: &str) -> Result<(), String> {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !p.starts_with(|c: char| c.is_ascii_digit())
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() <= 2 && parts.iter().all(|p| part_ok(p)) {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a table or column name (letters, digits and _, at most 63; one schema. prefix)"))
+    }
+}
+
+/// A front-end database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontDbError {
+    /// The URL is not one this node can use.
+    #[error("URL: {0}")]
+    Url(String),
+    /// The database did not answer or refused.
+    #[error("{0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for FrontDbError {
+    fn from(e: sqlx::Error) -> Self {
+        // sqlx's messages carry no bound values; a URL is never part of them.
+        Self::Database(e.to_string())
+    }
+}
+
+/// A value bound to a statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bind {
+    /// Text, or NULL.
+    Text(Option<String>),
+    /// An integer.
+    Int(i64),
+}
+
+#[derive(Clone)]
+enum Pool {
+    Postgres(PgPool),
+    MySql(MySqlPool),
+}
+
+/// A connection pool to one front-end database. Cheap to clone.
+#[derive(Clone)]
+pub struct FrontDb {
+    pool: Pool,
+    dialect: Dialect,
+    described: String,
+}
+
+impl std::fmt::Debug for FrontDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.described)
+    }
+}
+
+/// `url` without its password, for logs and errors.
+pub fn describe(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((credentials, host)) => {
+                let user = credentials.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}@{host}")
+            }
+            None => format!("{scheme}://{rest}"),
+        },
+        None => "(not a URL)".to_owned(),
+    }
+}
+
+impl FrontDb {
+    /// A pool to `url` of at most `connections`, whose sessions run at `utc_offset_minutes`.
+    /// It connects lazily: a database that is down now is tried again at each use.
+    pub fn connect(url: &str, connections: u32, utc_offset_minutes: i32) -> Result<Self, FrontDbError> {
+        let dialect = Dialect::of(url)?;
+        let (sign, minutes) = if utc_offset_minutes < 0 { ('-', -utc_offset_minutes) } else { ('+', utc_offset_minutes) };
+        let offset = format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60);
+        let acquire = Duration::from_secs(5);
+        let pool = match dialect {
+            Dialect::Postgres => {
+                // The INTERVAL form reads the offset as ISO 8601 does (east positive).
+                let set = format!("SET TIME ZONE INTERVAL '{offset}' HOUR TO MINUTE");
+                let options = PgPoolOptions::new().max_connections(connections).acquire_timeout(acquire).after_connect(
+                    move |connection, _| {
+                        let set = set.clone();
+                        Box::pin(async move { connection.execute(set.as_str()).await.map(drop) })
+                    },
+                );
+                Pool::Postgres(options.connect_lazy(url).map_err(|e| FrontDbError::Url(e.to_string()))?)
+            }
+            Dialect::MySql => {
+                let set = format!("SET time_zone = '{offset}'");
+                let options = MySqlPoolOptions::new().max_connections(connections).acquire_timeout(acquire).after_connect(
+                    move |connection, _| {
+                        let set = set.clone();
+                        Box::pin(async move { connection.execute(set.as_str()).await.map(drop) })
+                    },
+                );
+                Pool::MySql(options.connect_lazy(url).map_err(|e| FrontDbError::Url(e.to_string()))?)
+            }
+        };
+        Ok(Self { pool, dialect, described: describe(url) })
+    }
+
+    /// Its dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Its URL without the password.
+    pub fn described(&self) -> &str {
+        &self.described
+    }
+
+    /// Asks the database something trivial.
+    pub async fn ping(&self) -> Result<(), FrontDbError> {
+        self.fetch_text("SELECT 1", &[]).await.map(drop)
+    }
+
+    /// The columns of `table` and their types (`information_schema`'s `data_type`), in order;
+    /// empty when the table does not exist.
+    pub async fn columns(&self, table: &str) -> Result<Vec<(String, String)>, FrontDbError> {
+        let (schema, name) = match table.split_once('.') {
+            Some((schema, name)) => (Some(schema.to_owned()), name.to_owned()),
+            None => (None, table.to_owned()),
+        };
+        let sql = match (self.dialect, &schema) {
+            (Dialect::Postgres, None) => "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+            (Dialect::Postgres, Some(_)) => "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                 WHERE table_schema = $2 AND table_name = $1 ORDER BY ordinal_position",
+            (Dialect::MySql, None) => "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR) FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position",
+            (Dialect::MySql, Some(_)) => "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR) FROM information_schema.columns \
+                 WHERE table_name = ? AND table_schema = ? ORDER BY ordinal_position",
+        };
+        let mut binds = vec![Bind::Text(Some(name))];
+        binds.extend(schema.map(|s| Bind::Text(Some(s))));
+        let rows = self.fetch_text(sql, &binds).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|mut row| {
+                let data_type = row.pop()??;
+                let name = row.pop()??;
+                Some((name, data_type.to_ascii_lowercase()))
+            })
+            .collect())
+    }
+
+    /// Runs a query whose every column is text (or NULL) and returns its rows.
+    pub async fn fetch_text(&self, sql: &str, binds: &[Bind]) -> Result<Vec<Vec<Option<String>>>, FrontDbError> {
+        Ok(match &self.pool {
+            Pool::Postgres(pool) => {
+                let mut query = sqlx::query(sql);
+                for bind in binds {
+                    query = match bind {
+                        Bind::Text(text) => query.bind(text.clone()),
+                        Bind::Int(n) => query.bind(*n),
+                    };
+                }
+                let rows = query.fetch_all(pool).await?;
+                rows.iter()
+                    .map(|row| (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect::<Result<_, _>>())
+                    .collect::<Result<_, _>>()?
+            }
+            Pool::MySql(pool) => {
+                let mut query = sqlx::query(sql);
+                for bind in binds {
+                    query = match bind {
+                        Bind::Text(text) => query.bind(text.clone()),
+                        Bind::Int(n) => query.bind(*n),
+                    };
+                }
+                let rows = query.fetch_all(pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        (0..row.len())
+                            .map(|i| {
+                                // MySQL answers a CAST(... AS CHAR) as text, or as bytes with a
+                                // binary collation: both are read.
+                                row.try_get::<Option<String>, _>(i).or_else(|_| {
+                                    row.try_get::<Option<Vec<u8>>, _>(i)
+                                        .map(|b| b.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                                })
+                            })
+                            .collect::<Result<_, _>>()
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        })
+    }
+
+    /// Runs `statements` in one transaction: all of them or none.
+    pub async fn execute_all(&self, statements: &[(String, Vec<Bind>)]) -> Result<(), FrontDbError> {
+        match &self.pool {
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for (sql, binds) in statements {
+                    let mut query = sqlx::query(sql);
+                    for bind in binds {
+                        query = match bind {
+                            Bind::Text(text) => query.bind(text.clone()),
+                            Bind::Int(n) => query.bind(*n),
+                        };
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+            Pool::MySql(pool) => {
+                let mut tx = pool.begin().await?;
+                for (sql, binds) in statements {
+                    let mut query = sqlx::query(sql);
+                    for bind in binds {
+                        query = match bind {
+                            Bind::Text(text) => query.bind(text.clone()),
+                            Bind::Int(n) => query.bind(*n),
+                        };
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The PostgreSQL pool, for what only PostgreSQL has (`COPY`, in the benchmark).
+    pub fn postgres(&self) -> Option<&PgPool> {
+        match &self.pool {
+            Pool::Postgres(pool) => Some(pool),
+            Pool::MySql(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_before_they_are_quoted_and_urls_described_without_passwords() {
+        assert!(check_identifier("contract_filing_out").is_ok());
+        assert!(check_identifier("qianzhi.contract_filing").is_ok());
+        for bad in ["", "a b", "a;drop table x", "a\"b", "a.b.c", "1abc", &"x".repeat(64)] {
+            assert!(check_identifier(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Dialect::Postgres.quote("select"), "\"select\"");
+        assert_eq!(Dialect::MySql.quote("select"), "`select`");
+        assert_eq!(describe("postgres://govex:s3cret@db:5432/q"), "postgres://govex@db:5432/q");
+        assert_eq!(describe("mysql://root@127.0.0.1/test"), "mysql://root@127.0.0.1/test");
+        assert!(Dialect::of("sqlite://x").is_err());
+        assert_eq!(Dialect::of("mariadb://x").unwrap(), Dialect::MySql);
+    }
+}
