@@ -25,11 +25,7 @@
 //! counted, and the watermark moves past them (fix the row and touch its timestamp, or insert
 //! it again, to send it again).
 
-use std::{
-    collections::BTreeMap,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, SecondsFormat, TimeZone as _};
 use govex_bus::{
@@ -127,7 +123,8 @@ impl SourceConfig {
     /// Checks what can be checked without the database; errors name the setting.
     pub fn validate(&self) -> Result<(), String> {
         let at = |what: &str| format!("frontdb.sources {:?}: {what}", self.name);
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
             return Err(at("name: lower-case letters, digits and -"));
         }
         Department::parse(&self.department).map_err(|e| at(&format!("department: {e}")))?;
@@ -476,7 +473,9 @@ impl Source {
                 self.db.columns(rejects).await.map_err(|e| at(e.to_string()))?.into_iter().map(|(n, _)| n).collect();
             for needed in ["source", "row_key", "version", "violations"] {
                 if !have.iter().any(|h| h == needed) {
-                    return Err(at(format!("reject table {rejects} has no column {needed} (examples/frontdb/ has its DDL)")));
+                    return Err(at(format!(
+                        "reject table {rejects} has no column {needed} (examples/frontdb/ has its DDL)"
+                    )));
                 }
             }
         }
@@ -521,7 +520,11 @@ impl Source {
             }
             (Mode::Timestamp, Some(last), _) => {
                 binds.push(Bind::Text(Some(last.clone())));
-                conditions.push(format!("{} > {}", q(ts.unwrap_or_default()), d.typed_placeholder(binds.len(), ts_type)));
+                conditions.push(format!(
+                    "{} > {}",
+                    q(ts.unwrap_or_default()),
+                    d.typed_placeholder(binds.len(), ts_type)
+                ));
             }
             (Mode::TimestampIncrementing, Some(last_ts), Some(last_inc)) => {
                 binds.push(Bind::Text(Some(last_ts.clone())));
@@ -610,9 +613,12 @@ impl Source {
             });
             let ts = ts.flatten();
             let inc_value = inc.flatten().and_then(|i| i.trim().parse::<i64>().ok());
-            let version = format!("{}|{}", ts.as_deref().unwrap_or(""), inc_value.map(|i| i.to_string()).unwrap_or_default());
+            let version =
+                format!("{}|{}", ts.as_deref().unwrap_or(""), inc_value.map(|i| i.to_string()).unwrap_or_default());
             let ms = match (&ts, plan.has_ts) {
-                (Some(ts), true) => db_instant(ts, self.zone).map_or(first_read_ms, |t| t.timestamp_millis().max(0) as u64),
+                (Some(ts), true) => {
+                    db_instant(ts, self.zone).map_or(first_read_ms, |t| t.timestamp_millis().max(0) as u64)
+                }
                 _ => first_read_ms,
             };
             let event_id = row_event_id(&c.name, &c.table, key, &version, ms);
@@ -653,15 +659,24 @@ impl Source {
         Ok(Polled { read, published, refused })
     }
 
-    async fn write_rejects(&self, rejects: Vec<(Vec<Option<String>>, String, Vec<crate::validation::Violation>)>) -> Result<(), String> {
+    async fn write_rejects(
+        &self,
+        rejects: Vec<(Vec<Option<String>>, String, Vec<crate::validation::Violation>)>,
+    ) -> Result<(), String> {
         let Some(table) = &self.config.reject_table else {
-            tracing::warn!(source = %self.config.name, rows = rejects.len(), "rows refused (no reject_table to write them to)");
+            // Pointers and rules name no value: they may be logged.
+            let first: Vec<String> = rejects
+                .first()
+                .map(|(_, _, v)| v.iter().map(|v| format!("{} {}", v.pointer, v.rule)).collect())
+                .unwrap_or_default();
+            tracing::warn!(source = %self.config.name, rows = rejects.len(), first = ?first, "rows refused (no reject_table to write them to)");
             return Ok(());
         };
         let d = self.db.dialect();
         let table = table.split('.').map(|p| d.quote(p)).collect::<Vec<_>>().join(".");
         let columns = "(source, row_key, version, violations)";
-        let values = format!("({}, {}, {}, {})", d.placeholder(1), d.placeholder(2), d.placeholder(3), d.placeholder(4));
+        let values =
+            format!("({}, {}, {}, {})", d.placeholder(1), d.placeholder(2), d.placeholder(3), d.placeholder(4));
         // The same refusal written twice (a crash before the watermark) is one row.
         let sql = match d {
             Dialect::Postgres => format!("INSERT INTO {table} {columns} VALUES {values} ON CONFLICT DO NOTHING"),
@@ -691,7 +706,11 @@ impl Source {
         if let Some(inc) = watermark.inc {
             self.metrics.watermark.get_or_create(&label).set(inc as f64);
         }
-        let ts_seconds = watermark.ts.as_deref().and_then(|t| db_instant(t, self.zone)).map(|t| t.timestamp_millis() as f64 / 1000.0);
+        let ts_seconds = watermark
+            .ts
+            .as_deref()
+            .and_then(|t| db_instant(t, self.zone))
+            .map(|t| t.timestamp_millis() as f64 / 1000.0);
         if let (Some(seconds), None) = (ts_seconds, watermark.inc) {
             self.metrics.watermark.get_or_create(&label).set(seconds);
         }
@@ -709,7 +728,9 @@ impl Source {
         if let (Some(inc), Some(last)) = (&self.config.incrementing_column, watermark.inc) {
             let sql = format!("SELECT {} FROM {table} ORDER BY {} DESC LIMIT 1", d.as_text(inc), d.quote(inc));
             if let Ok(rows) = self.db.fetch_text(&sql, &[]).await {
-                if let Some(newest) = rows.first().and_then(|r| r[0].as_deref()).and_then(|t| t.trim().parse::<i64>().ok()) {
+                if let Some(newest) =
+                    rows.first().and_then(|r| r[0].as_deref()).and_then(|t| t.trim().parse::<i64>().ok())
+                {
                     self.metrics.behind.get_or_create(&label).set((newest - last).max(0));
                 }
             }
@@ -777,7 +798,12 @@ impl DownSources {
 
     /// Each source down, with why.
     pub fn list(&self) -> Vec<(String, String)> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().map(|(a, b)| (a.clone(), b.clone())).collect()
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(a, b)| (a.clone(), b.clone()))
+            .collect()
     }
 }
 
@@ -794,7 +820,10 @@ mod tests {
         assert_eq!(typed("t".into(), Kind::Boolean, zone), json!(true));
         assert_eq!(typed("0".into(), Kind::Boolean, zone), json!(false));
         assert_eq!(typed("2026-11-19 15:00:00".into(), Kind::DateTime, zone), json!("2026-11-19T15:00:00+08:00"));
-        assert_eq!(typed("2026-11-19 07:00:00.25+00".into(), Kind::DateTime, zone), json!("2026-11-19T07:00:00.250+00:00"));
+        assert_eq!(
+            typed("2026-11-19 07:00:00.25+00".into(), Kind::DateTime, zone),
+            json!("2026-11-19T07:00:00.250+00:00")
+        );
         assert_eq!(typed("568000.00".into(), Kind::Text, zone), json!("568000.00"));
         let schema = json!({"properties": {
             "buyers": {"type": "array", "items": {"properties": {"name": {"type": "string"}}}},

@@ -161,7 +161,8 @@ impl FrontDb {
     /// It connects lazily: a database that is down now is tried again at each use.
     pub fn connect(url: &str, connections: u32, utc_offset_minutes: i32) -> Result<Self, FrontDbError> {
         let dialect = Dialect::of(url)?;
-        let (sign, minutes) = if utc_offset_minutes < 0 { ('-', -utc_offset_minutes) } else { ('+', utc_offset_minutes) };
+        let (sign, minutes) =
+            if utc_offset_minutes < 0 { ('-', -utc_offset_minutes) } else { ('+', utc_offset_minutes) };
         let offset = format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60);
         let acquire = Duration::from_secs(5);
         let pool = match dialect {
@@ -178,12 +179,13 @@ impl FrontDb {
             }
             Dialect::MySql => {
                 let set = format!("SET time_zone = '{offset}'");
-                let options = MySqlPoolOptions::new().max_connections(connections).acquire_timeout(acquire).after_connect(
-                    move |connection, _| {
+                let options = MySqlPoolOptions::new()
+                    .max_connections(connections)
+                    .acquire_timeout(acquire)
+                    .after_connect(move |connection, _| {
                         let set = set.clone();
                         Box::pin(async move { connection.execute(set.as_str()).await.map(drop) })
-                    },
-                );
+                    });
                 Pool::MySql(options.connect_lazy(url).map_err(|e| FrontDbError::Url(e.to_string()))?)
             }
         };
@@ -213,14 +215,22 @@ impl FrontDb {
             None => (None, table.to_owned()),
         };
         let sql = match (self.dialect, &schema) {
-            (Dialect::Postgres, None) => "SELECT column_name::text, data_type::text FROM information_schema.columns \
-                 WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
-            (Dialect::Postgres, Some(_)) => "SELECT column_name::text, data_type::text FROM information_schema.columns \
-                 WHERE table_schema = $2 AND table_name = $1 ORDER BY ordinal_position",
-            (Dialect::MySql, None) => "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR) FROM information_schema.columns \
-                 WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position",
-            (Dialect::MySql, Some(_)) => "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR) FROM information_schema.columns \
-                 WHERE table_name = ? AND table_schema = ? ORDER BY ordinal_position",
+            (Dialect::Postgres, None) => {
+                "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position"
+            }
+            (Dialect::Postgres, Some(_)) => {
+                "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                 WHERE table_schema = $2 AND table_name = $1 ORDER BY ordinal_position"
+            }
+            (Dialect::MySql, None) => {
+                "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR) FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position"
+            }
+            (Dialect::MySql, Some(_)) => {
+                "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR) FROM information_schema.columns \
+                 WHERE table_name = ? AND table_schema = ? ORDER BY ordinal_position"
+            }
         };
         let mut binds = vec![Bind::Text(Some(name))];
         binds.extend(schema.map(|s| Bind::Text(Some(s))));

@@ -79,7 +79,9 @@ pub fn insert_filing(table: &str, n: u32, buyer_id: Option<&str>) -> (String, Ve
     for (path, _) in FILING_COLUMNS {
         let value = match *path {
             "buyers[0].identifier_type" => record["buyers"][0]["identifier_type"].clone(),
-            "buyers[0].identifier_number" => buyer_id.map_or(record["buyers"][0]["identifier_number"].clone(), Value::from),
+            "buyers[0].identifier_number" => {
+                buyer_id.map_or(record["buyers"][0]["identifier_number"].clone(), Value::from)
+            }
             "buyers[0].name" => record["buyers"][0]["name"].clone(),
             other => record[other].clone(),
         };
@@ -181,14 +183,190 @@ async fn a_contract_filing_inserted_into_a_postgres_front_end_table_reaches_the_
     // The refused row: counted, and in the reject table with its violation, not its value.
     let refused = "govex_frontdb_source_rows_total{source=\"housing-filings\",outcome=\"refused\"}";
     assert_eq!(metric(&node, refused).await, 1.0);
-    let written = db
-        .fetch_text(&format!("SELECT source, row_key, violations FROM {rejects}"), &[])
-        .await
-        .unwrap();
+    let written = db.fetch_text(&format!("SELECT source, row_key, violations FROM {rejects}"), &[]).await.unwrap();
     assert_eq!(written.len(), 1, "{written:?}");
     let violations = written[0][2].clone().unwrap();
     assert!(violations.contains("/buyers/0/identifier_number"), "{violations}");
     assert!(!violations.contains(&bad_id), "a refused value is never written: {violations}");
     assert_eq!((written[0][0].as_deref(), written[0][1].as_deref()), (Some("housing-filings"), Some("3")));
+    node.shutdown().await.unwrap();
+}
+
+/// The deed-tax columns of a MariaDB front-end table, as tax's DBA would make them.
+const PAYMENT_COLUMNS: &[(&str, &str)] = &[
+    ("voucher_number", "voucher_no"),
+    ("taxpayer.identifier_type", "taxpayer_id_type"),
+    ("taxpayer.identifier_number", "taxpayer_id_number"),
+    ("taxpayer.name", "taxpayer_name"),
+    ("property_unit_number", "unit_number"),
+    ("taxable_base", "taxable_base"),
+    ("tax_rate", "tax_rate"),
+    ("tax_amount", "tax_amount"),
+    ("paid_at", "paid_at"),
+    ("tax_authority", "tax_authority"),
+    ("division", "division"),
+];
+
+fn insert_payment(table: &str, n: u32) -> (String, Vec<Bind>) {
+    let record = sample("tax", "deed-tax-payment", n).unwrap();
+    let values = PAYMENT_COLUMNS
+        .iter()
+        .map(|(path, _)| {
+            let value = match path.split_once('.') {
+                Some((outer, inner)) => record[outer][inner].clone(),
+                None => record[*path].clone(),
+            };
+            // A DATETIME holds the local time the department's system wrote.
+            let text = match *path {
+                "paid_at" => value.as_str().map(|t| t.replace("+08:00", "").replace('T', " ")),
+                _ => value.as_str().map(str::to_owned),
+            };
+            Bind::Text(text)
+        })
+        .collect();
+    let columns: Vec<&str> = PAYMENT_COLUMNS.iter().map(|(_, c)| *c).collect();
+    let marks = vec!["?"; columns.len()].join(", ");
+    (format!("INSERT INTO {table} ({}) VALUES ({marks})", columns.join(", ")), values)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deed_tax_payments_come_from_a_mariadb_front_end_table() {
+    let db = FrontDb::connect(MARIADB, 2, 480).unwrap();
+    let table = fresh("dtp");
+    execute(
+        &db,
+        &format!(
+            "CREATE TABLE {table} (id BIGINT AUTO_INCREMENT PRIMARY KEY, voucher_no VARCHAR(40) NOT NULL, \
+             taxpayer_id_type VARCHAR(20), taxpayer_id_number VARCHAR(18), taxpayer_name VARCHAR(50), \
+             unit_number VARCHAR(28), taxable_base DECIMAL(14,2), tax_rate DECIMAL(6,4), tax_amount DECIMAL(14,2), \
+             paid_at DATETIME, tax_authority VARCHAR(18), division VARCHAR(6)) CHARACTER SET utf8mb4"
+        ),
+    )
+    .await;
+    let rejects = fresh("dtp_rejects");
+    execute(
+        &db,
+        &format!(
+            "CREATE TABLE {rejects} (source VARCHAR(64) NOT NULL, row_key VARCHAR(255) NOT NULL, \
+             version VARCHAR(100) NOT NULL, violations TEXT NOT NULL, rejected_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, \
+             PRIMARY KEY (source, row_key, version)) CHARACTER SET utf8mb4"
+        ),
+    )
+    .await;
+    db.execute_all(&[insert_payment(&table, 11), insert_payment(&table, 12)]).await.unwrap();
+    let source = SourceConfig {
+        name: "tax-payments".into(),
+        department: "tax".into(),
+        record: "deed-tax-payment".into(),
+        url: MARIADB.into(),
+        table: table.clone(),
+        key: vec!["id".into()],
+        mode: Mode::Incrementing,
+        incrementing_column: Some("id".into()),
+        timestamp_column: None,
+        columns: PAYMENT_COLUMNS.iter().map(|(p, c)| ((*p).to_owned(), (*c).to_owned())).collect(),
+        poll_interval_ms: 100,
+        batch_size: 1,
+        commit_lag_ms: 0,
+        reject_table: Some(rejects.clone()),
+        connections: 1,
+    };
+    let (_dir, node) = node_with(vec![source]).await;
+    db.execute_all(&[insert_payment(&table, 13)]).await.unwrap();
+    let base = format!("http://{}", node.api_addr().unwrap());
+    let http = reqwest::Client::new();
+    for n in [11, 12, 13] {
+        let url = format!("{base}/v1/dossiers/{}", property_unit_number(n));
+        let payment = support::eventually_saw("the payment in the dossier", Duration::from_secs(60), || async {
+            let request = http.get(&url).query(&[("purpose", "并联审核")]).bearer_auth(token("tax"));
+            let view: Value =
+                request.send().await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
+            match view["parts"]["deed_tax_payment"]["record"].clone() {
+                Value::Null => {
+                    let ready =
+                        reqwest::get(format!("http://{}/readyz", node.ops_addr)).await.map_err(|e| e.to_string())?;
+                    let metrics =
+                        reqwest::get(format!("http://{}/metrics", node.ops_addr)).await.map_err(|e| e.to_string())?;
+                    let metrics = metrics.text().await.unwrap_or_default();
+                    let frontdb: Vec<&str> = metrics.lines().filter(|l| l.starts_with("govex_frontdb")).collect();
+                    let refused = db.fetch_text(&format!("SELECT violations FROM {rejects}"), &[]).await;
+                    Err(format!("{view} /readyz: {} {frontdb:?} {refused:?}", ready.text().await.unwrap_or_default()))
+                }
+                payment => Ok(payment),
+            }
+        })
+        .await;
+        assert_eq!(payment["tax_rate"], "0.0150");
+        assert_eq!(payment["paid_at"], "2026-11-19T15:00:00+08:00", "a DATETIME in the source's zone");
+        assert_eq!(payment["taxpayer_name"], "王小明", "utf8mb4 text as written: {payment}");
+    }
+    // One row a poll: three polls, each watermark stored after its row was acknowledged.
+    let published = "govex_frontdb_source_rows_total{source=\"tax-payments\",outcome=\"published\"}";
+    assert_eq!(metric(&node, published).await, 3.0);
+    assert_eq!(metric(&node, "govex_frontdb_source_watermark{source=\"tax-payments\"}").await, 3.0);
+    assert_eq!(metric(&node, "govex_frontdb_source_up{source=\"tax-payments\"}").await, 1.0);
+    node.shutdown().await.unwrap();
+}
+
+/// Two transactions: the first inserts a row and commits late; the second inserts a later
+/// row and commits at once. Behind the commit-delay guard the source takes neither until both
+/// are older than the lag, so the late commit is not passed by; each row is published once.
+/// A second source on the same table without the guard shows what it prevents: it loses the
+/// late row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_whose_transaction_commits_after_a_later_one_is_not_lost() {
+    let db = FrontDb::connect(POSTGRES, 4, 480).unwrap();
+    let (table, rejects) = (fresh("cf"), fresh("cf_rejects"));
+    filing_tables(&db, &table, &rejects).await;
+    let mut source = filing_source("late-commits", POSTGRES, &table, Some(&rejects));
+    source.commit_lag_ms = 3_000;
+    let mut unguarded = filing_source("unguarded", POSTGRES, &table, None);
+    unguarded.commit_lag_ms = 0;
+    let (_dir, node) = node_with(vec![source, unguarded]).await;
+    // The first transaction takes its row's id and timestamp now, and commits in 1.5 s.
+    let pool = db.postgres().unwrap().clone();
+    let (first, second) = (insert_filing(&table, 21, None), insert_filing(&table, 22, None));
+    let late = tokio::spawn(async move {
+        let mut tx = pool.begin().await.unwrap();
+        let mut query = sqlx::query(&first.0);
+        for bind in &first.1 {
+            let Bind::Text(text) = bind else { unreachable!() };
+            query = query.bind(text.clone());
+        }
+        query.execute(&mut *tx).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        tx.commit().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The second commits at once: a later timestamp and id, visible first.
+    db.execute_all(&[second]).await.unwrap();
+    late.await.unwrap();
+    let published = "govex_frontdb_source_rows_total{source=\"late-commits\",outcome=\"published\"}";
+    support::eventually("both rows published", Duration::from_secs(60), || async {
+        (metric(&node, published).await == 2.0).then_some(())
+    })
+    .await;
+    // And no more: each once.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(metric(&node, published).await, 2.0);
+    let lost = "govex_frontdb_source_rows_total{source=\"unguarded\",outcome=\"published\"}";
+    assert_eq!(metric(&node, lost).await, 1.0, "without the guard the late commit is passed by");
+    let base = format!("http://{}", node.api_addr().unwrap());
+    for n in [21, 22] {
+        support::eventually_saw("the filing in the shared view", Duration::from_secs(30), || async {
+            match reqwest::Client::new()
+                .get(format!("{base}/v1/resources/housing.contract-filing/records/{}", property_unit_number(n)))
+                .query(&[("purpose", "登记审核")])
+                .bearer_auth(token("land-registry"))
+                .send()
+                .await
+            {
+                Ok(r) if r.status() == 200 => Ok(()),
+                Ok(r) => Err(r.status().to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+    }
     node.shutdown().await.unwrap();
 }

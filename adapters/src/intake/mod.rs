@@ -581,7 +581,10 @@ impl Intake {
         let mut outcomes = Vec::with_capacity(pending.len());
         for (event_id, topic, delivery) in pending {
             outcomes.push(
-                delivery.await.map(|d| accepted(event_id, d, &topic)).map_err(|e| Rejection::Unavailable(e.to_string())),
+                delivery
+                    .await
+                    .map(|d| accepted(event_id, d, &topic))
+                    .map_err(|e| Rejection::Unavailable(e.to_string())),
             );
         }
         outcomes
