@@ -552,6 +552,10 @@ impl Source {
             Mode::TimestampIncrementing => format!("{}, {}", q(ts.unwrap_or_default()), q(inc.unwrap_or_default())),
         };
         let filter = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
+        // Each output column gets a name of its own: `CAST("id" AS TEXT)` is named `id`, and an
+        // ORDER BY "id" would then sort by the text ("10" before "9"), not by the column.
+        let select: Vec<String> =
+            select.iter().enumerate().map(|(i, s)| format!("{s} AS {}", q(&format!("govex_{i}")))).collect();
         let sql = format!(
             "SELECT {} FROM {}{filter} ORDER BY {order} LIMIT {}",
             select.join(", "),
@@ -716,7 +720,7 @@ impl Source {
         }
         let table = self.config.table.split('.').map(|p| d.quote(p)).collect::<Vec<_>>().join(".");
         if let (Some(ts), Some(seconds)) = (&self.config.timestamp_column, ts_seconds) {
-            let sql = format!("SELECT {} FROM {table} ORDER BY {} DESC LIMIT 1", d.as_text(ts), d.quote(ts));
+            let sql = format!("SELECT {} AS govex_0 FROM {table} ORDER BY {} DESC LIMIT 1", d.as_text(ts), d.quote(ts));
             if let Ok(rows) = self.db.fetch_text(&sql, &[]).await {
                 let newest = rows.first().and_then(|r| r[0].as_deref()).and_then(|t| db_instant(t, self.zone));
                 if let Some(newest) = newest {
@@ -726,7 +730,8 @@ impl Source {
             }
         }
         if let (Some(inc), Some(last)) = (&self.config.incrementing_column, watermark.inc) {
-            let sql = format!("SELECT {} FROM {table} ORDER BY {} DESC LIMIT 1", d.as_text(inc), d.quote(inc));
+            let sql =
+                format!("SELECT {} AS govex_0 FROM {table} ORDER BY {} DESC LIMIT 1", d.as_text(inc), d.quote(inc));
             if let Ok(rows) = self.db.fetch_text(&sql, &[]).await {
                 if let Some(newest) =
                     rows.first().and_then(|r| r[0].as_deref()).and_then(|t| t.trim().parse::<i64>().ok())

@@ -370,3 +370,140 @@ async fn a_row_whose_transaction_commits_after_a_later_one_is_not_lost() {
     }
     node.shutdown().await.unwrap();
 }
+
+/// The licence columns of a platform's front-end table.
+const LICENCE_COLUMNS: &[(&str, &str)] = &[
+    ("licence_id", "licence_id"),
+    ("type_code", "type_code"),
+    ("type_name", "type_name"),
+    ("licence_number", "licence_number"),
+    ("issuer_code", "issuer_code"),
+    ("issuer_name", "issuer_name"),
+    ("holder.identifier_type", "holder_id_type"),
+    ("holder.identifier_number", "holder_id_number"),
+    ("holder.name", "holder_name"),
+    ("issued_at", "issued_at"),
+    ("valid_from", "valid_from"),
+    ("status", "status"),
+    ("surface.坐落", "location"),
+    ("surface.面积", "area"),
+    ("content_hash", "content_hash"),
+    ("division", "division"),
+];
+
+/// Inserts licences `from..to` (as `samples` makes them) into `table`, in one transaction.
+async fn insert_licences(db: &FrontDb, table: &str, from: u32, to: u32) {
+    let columns: Vec<&str> = LICENCE_COLUMNS.iter().map(|(_, c)| *c).collect();
+    let marks: Vec<String> = (1..=columns.len())
+        .map(|i| match columns[i - 1] {
+            "issued_at" => format!("CAST(${i} AS TIMESTAMPTZ)"),
+            "valid_from" => format!("CAST(${i} AS DATE)"),
+            _ => format!("${i}"),
+        })
+        .collect();
+    let sql = format!("INSERT INTO {table} ({}) VALUES ({})", columns.join(", "), marks.join(", "));
+    let statements: Vec<(String, Vec<Bind>)> = (from..to)
+        .map(|n| {
+            let record = sample("platform", "licence", n).unwrap();
+            let binds = LICENCE_COLUMNS
+                .iter()
+                .map(|(path, _)| {
+                    let value = match path.split_once('.') {
+                        Some((outer, inner)) => record[outer][inner].clone(),
+                        None => record[*path].clone(),
+                    };
+                    Bind::Text(value.as_str().map(str::to_owned))
+                })
+                .collect();
+            (sql.clone(), binds)
+        })
+        .collect();
+    db.execute_all(&statements).await.unwrap();
+}
+
+/// The node is killed (SIGKILL) while a source is publishing a table of licences; started
+/// again, it reads on from its stored watermark, republishing what the kill left
+/// unacknowledged under the same event ids: every row is in the e-licence store exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_source_run_leaves_every_row_in_the_store_exactly_once() {
+    use crate::{
+        child::{child_config, ChildBroker, ChildNode},
+        faults::{event_ids, records_on},
+    };
+    const ROWS: u32 = 3_000;
+    let db = FrontDb::connect(POSTGRES, 2, 480).unwrap();
+    let table = fresh("lic");
+    execute(
+        &db,
+        &format!(
+            "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, licence_id TEXT NOT NULL, type_code TEXT, type_name TEXT, \
+             licence_number TEXT, issuer_code TEXT, issuer_name TEXT, holder_id_type TEXT, holder_id_number TEXT, \
+             holder_name TEXT, issued_at TIMESTAMPTZ, valid_from DATE, status TEXT, location TEXT, area TEXT, \
+             content_hash TEXT, division TEXT)"
+        ),
+    )
+    .await;
+    insert_licences(&db, &table, 0, ROWS).await;
+    let rejects = fresh("lic_rejects");
+    execute(
+        &db,
+        &format!(
+            "CREATE TABLE {rejects} (source TEXT NOT NULL, row_key TEXT NOT NULL, version TEXT NOT NULL, \
+             violations TEXT NOT NULL, rejected_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (source, row_key, version))"
+        ),
+    )
+    .await;
+    let broker = ChildBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = child_config(dir.path(), Some(&broker.bootstrap));
+    config.frontdb.sources = vec![SourceConfig {
+        name: "platform-licences".into(),
+        department: "platform".into(),
+        record: "licence".into(),
+        url: POSTGRES.into(),
+        table: table.clone(),
+        key: vec!["id".into()],
+        mode: Mode::Incrementing,
+        incrementing_column: Some("id".into()),
+        timestamp_column: None,
+        columns: LICENCE_COLUMNS.iter().map(|(p, c)| ((*p).to_owned(), (*c).to_owned())).collect(),
+        poll_interval_ms: 50,
+        // Small batches: many watermarks, so that the kill falls between two of them.
+        batch_size: 25,
+        commit_lag_ms: 0,
+        reject_table: Some(rejects.clone()),
+        connections: 2,
+    }];
+    let mut node = ChildNode::start(dir.path(), &config).await;
+    let topic = govex_schemas::records::topics::LICENCE;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while records_on(&broker.bootstrap, topic) < 300 {
+        assert!(std::time::Instant::now() < deadline, "the source published nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    node.process.kill9();
+    let before = records_on(&broker.bootstrap, topic);
+    assert!(before < i64::from(ROWS), "the kill came too late: {before} published");
+    eprintln!("killed with {before} of {ROWS} rows on the topic");
+    let refused = db.fetch_text(&format!("SELECT row_key, violations FROM {rejects} LIMIT 3"), &[]).await.unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    let node = ChildNode::start(dir.path(), &config).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while node.metric("govex_elicense_store_licences").await < f64::from(ROWS) {
+        if std::time::Instant::now() > deadline {
+            let text = reqwest::get(format!("{}/metrics", node.ops)).await.unwrap().text().await.unwrap();
+            let lines: Vec<&str> =
+                text.lines().filter(|l| l.starts_with("govex_frontdb") || l.starts_with("govex_elicense")).collect();
+            panic!("the store did not fill: {lines:#?}\n{}", node.process.stderr_text());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let on_topic = event_ids(&broker.bootstrap, topic);
+    let distinct: std::collections::HashSet<&String> = on_topic.iter().collect();
+    assert_eq!(distinct.len(), ROWS as usize, "one event id per row, however often it was sent");
+    eprintln!("{} records on the topic for {ROWS} rows", on_topic.len());
+    let mut node = node;
+    node.process.terminate(Duration::from_secs(60)).await;
+    let store = govex_sinks::elicense::LicenceStore::open(&config.data_dir.join("elicense")).unwrap();
+    assert_eq!(store.len(), ROWS as usize, "every row in the store exactly once");
+}
