@@ -377,6 +377,13 @@ async fn run() -> Result<()> {
             for line in govex::node::preflight(&config)?.summary(&config) {
                 println!("{line}");
             }
+            // Each front-end database is asked: it answers, and its tables fit the mapping.
+            for source in &config.frontdb.sources {
+                govex_adapters::frontdb::check_source(source, &config.time_zone)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+                println!("front-end database source {}: table {} fits", source.name, source.table);
+            }
             println!("configuration is valid");
             Ok(())
         }

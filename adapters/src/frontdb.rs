@@ -453,32 +453,12 @@ impl Source {
         self.state.flush_async().await.map(drop).map_err(|e| e.to_string())
     }
 
-    /// Checks the table against the mapping: every column named exists; the errors name them.
-    /// Returns the columns' types.
+    /// Checks the table against the mapping ([`check_table`]) and the mapping's field paths
+    /// against the record type. Returns the columns' types.
     pub async fn check_columns(&self) -> Result<BTreeMap<String, String>, String> {
         let at = |what: String| format!("frontdb.sources {:?} ({}): {what}", self.config.name, self.db.described());
-        let columns: BTreeMap<String, String> =
-            self.db.columns(&self.config.table).await.map_err(|e| at(e.to_string()))?.into_iter().collect();
-        if columns.is_empty() {
-            return Err(at(format!("table {} not found (or it has no columns this user can see)", self.config.table)));
-        }
+        let columns = check_table(&self.config, &self.db).await?;
         let c = &self.config;
-        let named = c.key.iter().chain(&c.incrementing_column).chain(&c.timestamp_column).chain(c.columns.values());
-        let missing: Vec<&String> = named.filter(|n| !columns.contains_key(n.as_str())).collect();
-        if !missing.is_empty() {
-            return Err(at(format!("table {} has no column {missing:?}", c.table)));
-        }
-        if let Some(rejects) = &c.reject_table {
-            let have: Vec<String> =
-                self.db.columns(rejects).await.map_err(|e| at(e.to_string()))?.into_iter().map(|(n, _)| n).collect();
-            for needed in ["source", "row_key", "version", "violations"] {
-                if !have.iter().any(|h| h == needed) {
-                    return Err(at(format!(
-                        "reject table {rejects} has no column {needed} (examples/frontdb/ has its DDL)"
-                    )));
-                }
-            }
-        }
         let record = self
             .intake
             .record_type(Department::parse(&c.department).map_err(|e| at(e.to_string()))?, &c.record)
@@ -785,6 +765,44 @@ impl Source {
             }
         }
     }
+}
+
+/// Connects to the source's database and checks its table: every column the source names
+/// exists, and so does the reject table with the columns it writes. Errors name the source,
+/// the database (without its password) and what is missing. Returns the columns' types.
+pub async fn check_table(config: &SourceConfig, db: &FrontDb) -> Result<BTreeMap<String, String>, String> {
+    let at = |what: String| format!("frontdb.sources {:?} ({}): {what}", config.name, db.described());
+    let columns: BTreeMap<String, String> =
+        db.columns(&config.table).await.map_err(|e| at(e.to_string()))?.into_iter().collect();
+    if columns.is_empty() {
+        return Err(at(format!("table {} not found (or it has no columns this user can see)", config.table)));
+    }
+    let c = config;
+    let named = c.key.iter().chain(&c.incrementing_column).chain(&c.timestamp_column).chain(c.columns.values());
+    let missing: Vec<&String> = named.filter(|n| !columns.contains_key(n.as_str())).collect();
+    if !missing.is_empty() {
+        return Err(at(format!("table {} has no column {missing:?}", c.table)));
+    }
+    if let Some(rejects) = &c.reject_table {
+        let have: Vec<String> =
+            db.columns(rejects).await.map_err(|e| at(e.to_string()))?.into_iter().map(|(n, _)| n).collect();
+        for needed in ["source", "row_key", "version", "violations"] {
+            if !have.iter().any(|h| h == needed) {
+                return Err(at(format!(
+                    "reject table {rejects} has no column {needed} (examples/frontdb/ has its DDL)"
+                )));
+            }
+        }
+    }
+    Ok(columns)
+}
+
+/// What `govex config check` asks of each source: its database answers and its table fits.
+pub async fn check_source(config: &SourceConfig, zone: &TimeZone) -> Result<(), String> {
+    config.validate()?;
+    let db = FrontDb::connect(&config.url, 1, zone.offset().local_minus_utc() / 60)
+        .map_err(|e| format!("frontdb.sources {:?}: {e}", config.name))?;
+    check_table(config, &db).await.map(drop)
 }
 
 /// The sources whose database does not answer now, and why: `/readyz` lists them (without

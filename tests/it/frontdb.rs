@@ -507,3 +507,37 @@ async fn a_node_killed_mid_source_run_leaves_every_row_in_the_store_exactly_once
     let store = govex_sinks::elicense::LicenceStore::open(&config.data_dir.join("elicense")).unwrap();
     assert_eq!(store.len(), ROWS as usize, "every row in the store exactly once");
 }
+
+/// `govex config check` asks each front-end database: its table fits the mapping, or the
+/// error names the source, the database (never its password) and the missing column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_connects_to_each_front_end_database_and_checks_the_columns() {
+    let db = FrontDb::connect(POSTGRES, 1, 480).unwrap();
+    let (table, rejects) = (fresh("cf"), fresh("cf_rejects"));
+    filing_tables(&db, &table, &rejects).await;
+    let dir = tempfile::tempdir().unwrap();
+    let check = |source: SourceConfig| {
+        let mut config = crate::support::test_node_config(dir.path());
+        config.frontdb.sources = vec![source];
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_govex"))
+            .args(["config", "check", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (ok, printed) = check(filing_source("housing-filings", POSTGRES, &table, Some(&rejects)));
+    assert!(ok && printed.contains(&format!("table {table} fits")), "{printed}");
+    let mut wrong = filing_source("housing-filings", POSTGRES, &table, Some(&rejects));
+    wrong.columns.insert("room".into(), "room_no".into());
+    let (ok, printed) = check(wrong);
+    assert!(!ok && printed.contains("room_no") && printed.contains("housing-filings"), "{printed}");
+    let down = filing_source("housing-filings", "postgres://govex:s3cret@127.0.0.1:1/test", &table, None);
+    let (ok, printed) = check(down);
+    assert!(!ok && printed.contains("postgres://govex@127.0.0.1:1/test"), "{printed}");
+    assert!(!printed.contains("s3cret"), "a password is never printed: {printed}");
+}
