@@ -93,12 +93,16 @@ pub struct FrontDbConfig {
     /// intake.
     #[serde(default)]
     pub sources: Vec<govex_adapters::frontdb::SourceConfig>,
+    /// `[[frontdb.tables]]`: down-tables a department's system reads what it receives from,
+    /// run by the process that runs the dossier (whose subscriptions decide what is shared).
+    #[serde(default)]
+    pub tables: Vec<govex_sinks::down_table::DownTableConfig>,
 }
 
 impl FrontDbConfig {
     /// Whether nothing is configured.
     pub fn is_empty(&self) -> bool {
-        self.sources.is_empty()
+        self.sources.is_empty() && self.tables.is_empty()
     }
 }
 

@@ -241,6 +241,13 @@ pub fn plan(config: &NodeConfig) -> Result<Plan> {
             bail!("invalid configuration: frontdb.sources: two sources are named {:?}", source.name);
         }
     }
+    let mut names = std::collections::HashSet::new();
+    for table in &config.frontdb.tables {
+        table.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        if !names.insert(&table.name) {
+            bail!("invalid configuration: frontdb.tables: two tables are named {:?}", table.name);
+        }
+    }
     check_data_dir_can_be_made(&config.data_dir)?;
     let links = match components.contains(&Component::Bridge) {
         true => govex_sinks::level_bridge::links(config.division, &config.bus, &config.bridge)?,
@@ -493,7 +500,10 @@ async fn build(
             crate::frontdb::start_sources(cx, &config.frontdb.sources)?;
         }
         Component::Elicense => govex_sinks::elicense::component::build(cx, &config.audit).await?,
-        Component::Dossier => govex_sinks::dossier::component::build(cx, &config.audit, &config.governance).await?,
+        Component::Dossier => {
+            govex_sinks::dossier::component::build(cx, &config.audit, &config.governance, &config.frontdb.tables)
+                .await?
+        }
         Component::Cases => govex_sinks::case_stats::component::build(cx)?,
         Component::Bridge => govex_sinks::level_bridge::component::build(cx, &config.bridge)?,
     }

@@ -14,6 +14,7 @@
 
 pub mod case_stats;
 pub mod dossier;
+pub mod down_table;
 pub mod elicense;
 pub mod flush;
 pub mod governance;

@@ -541,3 +541,100 @@ async fn config_check_connects_to_each_front_end_database_and_checks_the_columns
     assert!(!ok && printed.contains("postgres://govex@127.0.0.1:1/test"), "{printed}");
     assert!(!printed.contains("s3cret"), "a password is never printed: {printed}");
 }
+
+/// Down-tables: the land registry's table in PostgreSQL receives the contract filings the
+/// catalogue shares with it, names and all; provident fund's (a subscriber, not entitled to
+/// personal data) gets them with the buyers' names masked as the API masks them. An older
+/// version arriving late changes nothing, nor does the same event again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_land_registry_down_table_receives_what_the_catalogue_shares_with_it_and_no_more() {
+    use govex_sinks::down_table::DownTableConfig;
+    let db = FrontDb::connect(POSTGRES, 2, 480).unwrap();
+    let (registry_table, fund_table) = (fresh("recv_lr"), fresh("recv_pf"));
+    for table in [&registry_table, &fund_table] {
+        execute(
+            &db,
+            &format!(
+                "CREATE TABLE {table} (natural_key TEXT PRIMARY KEY, event_id TEXT NOT NULL, version BIGINT NOT NULL, \
+                 received_at TIMESTAMPTZ NOT NULL, filing_no TEXT, buyer_name TEXT, buyer_id_number TEXT, total_price TEXT)"
+            ),
+        )
+        .await;
+    }
+    let columns: BTreeMap<String, String> = [
+        ("filing_number", "filing_no"),
+        ("buyers[0].name", "buyer_name"),
+        ("buyers[0].identifier_number", "buyer_id_number"),
+        ("total_price", "total_price"),
+    ]
+    .into_iter()
+    .map(|(p, c)| (p.to_owned(), c.to_owned()))
+    .collect();
+    let table = |name: &str, department: &str, table: &str| DownTableConfig {
+        name: name.into(),
+        department: department.into(),
+        resource: "housing.contract-filing".into(),
+        purpose: "不动产登记".into(),
+        url: POSTGRES.into(),
+        table: table.into(),
+        columns: columns.clone(),
+        connections: 2,
+    };
+    let tables = vec![
+        table("land-registry-filings", "land-registry", &registry_table),
+        table("fund-filings", "provident-fund", &fund_table),
+    ];
+    let (_dir, node) =
+        crate::intake::intake_node_with(move |config: &mut NodeConfig| config.frontdb.tables = tables).await;
+    let intake = node.intake().unwrap().clone();
+    let housing = govex_schemas::Department::parse("housing").unwrap();
+    let origin = govex_schemas::Division::parse("610921").unwrap();
+    let (older, newer) = (
+        govex_bus::envelope::Envelope::new(housing, origin, "contract-filing").event_id,
+        govex_bus::envelope::Envelope::new(housing, origin, "contract-filing").event_id,
+    );
+    let filing = |price: &str, event_id| {
+        let mut record = sample("housing", "contract-filing", 31).unwrap();
+        record["total_price"] = Value::from(price);
+        let context = govex_adapters::common::CheckContext::now();
+        intake.check_parsed(housing, "contract-filing", record, &context, Some(event_id)).unwrap().outgoing
+    };
+    // The newer first, then the older arriving late, then the newer again.
+    for outgoing in [filing("600000.00", newer), filing("500000.00", older), filing("600000.00", newer)] {
+        node.bus.producer().publish(outgoing).await.unwrap();
+    }
+    let written = "govex_frontdb_table_rows_total{table=\"land-registry-filings\",outcome=\"written\"}";
+    support::eventually("the three records written", Duration::from_secs(60), || async {
+        (metric(&node, written).await >= 3.0).then_some(())
+    })
+    .await;
+    let unit = property_unit_number(31);
+    let row = |table: String| {
+        let db = db.clone();
+        async move {
+            db.fetch_text(
+                &format!("SELECT natural_key, event_id, CAST(version AS TEXT), buyer_name, buyer_id_number, total_price FROM {table}"),
+                &[],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let rows = row(registry_table.clone()).await;
+    assert_eq!(rows.len(), 1, "one row per natural key: {rows:?}");
+    assert_eq!(rows[0][0].as_deref(), Some(unit.as_str()), "the record's natural key (its property unit)");
+    assert_eq!(rows[0][1].as_deref(), Some(newer.to_string().as_str()), "the newer version stays");
+    assert_eq!(rows[0][5].as_deref(), Some("600000.00"), "an older version arriving late changes nothing");
+    assert_eq!(rows[0][3].as_deref(), Some("王小明"), "land registry may read the buyers' names");
+    assert_eq!(rows[0][4].as_deref(), Some(citizen_id(31).as_str()));
+    // Provident fund reads the filings, the buyers masked as the API masks them.
+    support::eventually("the fund's table written", Duration::from_secs(60), || async {
+        (!row(fund_table.clone()).await.is_empty()).then_some(())
+    })
+    .await;
+    let fund = row(fund_table.clone()).await;
+    let (name, id) = (fund[0][3].clone().unwrap(), fund[0][4].clone().unwrap());
+    assert!(name != "王小明" && id != citizen_id(31) && !id.contains(&citizen_id(31)[6..14]), "masked: {name} {id}");
+    assert_eq!(fund[0][5].as_deref(), Some("600000.00"), "what is not personal is as sent");
+    node.shutdown().await.unwrap();
+}

@@ -16,6 +16,7 @@ pub async fn build(
     cx: &mut Context,
     audit: &AuditConfig,
     governance: &crate::governance::GovernanceConfig,
+    down_tables: &[crate::down_table::DownTableConfig],
 ) -> Result<(), StartError> {
     let licences = crate::elicense::component::store(cx, audit).await?;
     let dir = cx.data_dir.join("dossier");
@@ -28,9 +29,12 @@ pub async fn build(
         tokens: cx.tokens.clone(),
         catalog: cx.catalog.clone(),
         use_log: licences.use_log().clone(),
-        subscriptions: Some(subscriptions),
+        subscriptions: Some(subscriptions.clone()),
         objections: Some(objections),
     });
+    // Down-tables read by the same rule as the shared view: this process holds the subscriptions.
+    crate::down_table::start(cx, down_tables, Some(subscriptions))
+        .map_err(|e| failed("a front-end database down-table")(e))?;
     cx.serve(api::router(dossier_api), api::ROUTES);
     crate::sink::start(cx, Arc::new(DossierSink::new(store, cx.registry.clone(), cx.time_zone.clone())));
     Ok(())

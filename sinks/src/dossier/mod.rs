@@ -178,22 +178,26 @@ pub fn avro_to_json(value: &Avro, schema: &Schema, zone: &TimeZone) -> Value {
 /// catalogue lists.
 pub struct DossierSink {
     store: DossierStore,
-    registry: RegistryClient,
-    decoders: std::sync::Mutex<std::collections::HashMap<String, Arc<Decoder>>>,
+    decoders: Decoders,
     /// The zone the records' times are shown in.
     zone: TimeZone,
 }
 
-impl DossierSink {
-    /// A sink writing to `store`, showing times in `zone`.
-    pub fn new(store: DossierStore, registry: RegistryClient, zone: TimeZone) -> Self {
-        Self { store, registry, decoders: Default::default(), zone }
+/// The decoders of the catalogued topics, made as their first records arrive.
+pub(crate) struct Decoders {
+    registry: RegistryClient,
+    decoders: std::sync::Mutex<std::collections::HashMap<String, Arc<Decoder>>>,
+}
+
+impl Decoders {
+    pub(crate) fn new(registry: RegistryClient) -> Self {
+        Self { registry, decoders: Default::default() }
     }
 
     /// The decoder of `topic`: records are kept as written, so the reader schema only
     /// decides which versions resolve (the bundled one, or the latest registered for a topic
     /// a steward added).
-    async fn decoder(&self, topic: &str) -> Result<Arc<Decoder>, HandlerError> {
+    pub(crate) async fn of(&self, topic: &str) -> Result<Arc<Decoder>, HandlerError> {
         if let Some(decoder) = self.decoders.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(topic) {
             return Ok(Arc::clone(decoder));
         }
@@ -213,18 +217,30 @@ impl DossierSink {
         Ok(decoder)
     }
 
+    /// A record of `message` as JSON (times in `zone`), or why not: a schema the registry
+    /// did not give yet is retried, a value that does not decode is refused.
+    pub(crate) async fn record(&self, message: &Incoming, zone: &TimeZone) -> Result<Value, HandlerError> {
+        let decoder = self.of(message.topic()).await?;
+        match decoder.decode_as_written(message.payload().unwrap_or_default()).await {
+            Ok((value, written_with)) => Ok(avro_to_json(&value, written_with, zone)),
+            Err(CodecError::Registry(e)) => Err(HandlerError::Retry(e.to_string())),
+            Err(e) => Err(HandlerError::refused(Stage::Decode, &e)),
+        }
+    }
+}
+
+impl DossierSink {
+    /// A sink writing to `store`, showing times in `zone`.
+    pub fn new(store: DossierStore, registry: RegistryClient, zone: TimeZone) -> Self {
+        Self { store, decoders: Decoders::new(registry), zone }
+    }
+
     /// Applies one record; durable after the store's next flush.
     pub async fn handle(&self, message: &Incoming) -> Result<(), HandlerError> {
         let envelope = message.envelope().map_err(|e| HandlerError::refused(Stage::Envelope, &e))?;
-        let decoder = self.decoder(message.topic()).await?;
         // As written: a field a steward added in a newer version than this node's (a remark,
         // say) is carried to the clerk, not dropped.
-        let (value, written_with) = match decoder.decode_as_written(message.payload().unwrap_or_default()).await {
-            Ok(decoded) => decoded,
-            Err(CodecError::Registry(e)) => return Err(HandlerError::Retry(e.to_string())),
-            Err(e) => return Err(HandlerError::refused(Stage::Decode, &e)),
-        };
-        let record = avro_to_json(&value, written_with, &self.zone);
+        let record = self.decoders.record(message, &self.zone).await?;
         let part = Part {
             topic: message.topic().to_owned(),
             event_id: envelope.event_id,

@@ -1,0 +1,323 @@
+//! Down-tables (回流): the records of a resource a department may read, written into a table of
+//! its front-end database, where its system reads them without calling an API.
+//!
+//! - Access is the API's: [`crate::governance::access`] for the department and the table's
+//!   purpose at the moment a record is written; a record it may not read is not written, and
+//!   every personal field it is not entitled to is masked exactly as the shared view masks it.
+//! - One row per natural key (the record's Kafka key), upserted with its event id, its version
+//!   (the event time in ms) and when it was received. An older version never overwrites a
+//!   newer one, and the same version again changes nothing: replays are harmless.
+//! - Rows are written in one transaction per flush; the consumer stores no offset before the
+//!   transaction committed, so a crash loses nothing (the records come again and are upserted
+//!   again, to the same effect).
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use govex_bus::{
+    consumer::HandlerError,
+    dlq::Stage,
+    frontdb::{check_identifier, Bind, Dialect, FrontDb},
+    Incoming, Metrics, RegistryClient,
+};
+use govex_schemas::{zone::TimeZone, Department, LiveCatalog};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{dossier::Decoders, governance::Subscriptions};
+
+/// One `[[frontdb.tables]]` entry: a resource written into a department's table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownTableConfig {
+    /// The table's name in metrics and its consumer group (`[a-z0-9-]`).
+    pub name: String,
+    /// The department the table is for: what it may read, it gets.
+    pub department: String,
+    /// The catalogued resource (`housing.contract-filing`).
+    pub resource: String,
+    /// The purpose the department reads it for (as a read over HTTP states one): a
+    /// subscription grants for a purpose.
+    pub purpose: String,
+    /// `postgres://…` or `mysql://…`; the password through `${NAME}`.
+    pub url: String,
+    /// The table (see `examples/frontdb/` for its DDL).
+    pub table: String,
+    /// Field path (`buyers[0].name`) → column. Every value is written as text.
+    pub columns: BTreeMap<String, String>,
+    /// Connections to the database at most.
+    #[serde(default = "default_connections")]
+    pub connections: u32,
+}
+
+fn default_connections() -> u32 {
+    2
+}
+
+impl DownTableConfig {
+    /// Checks what can be checked without the database; errors name the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let at = |what: &str| format!("frontdb.tables {:?}: {what}", self.name);
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(at("name: lower-case letters, digits and -"));
+        }
+        Department::parse(&self.department).map_err(|e| at(&format!("department: {e}")))?;
+        Dialect::of(&self.url).map_err(|e| at(&e.to_string()))?;
+        check_identifier(&self.table).map_err(|e| at(&format!("table: {e}")))?;
+        for column in self.columns.values() {
+            check_identifier(column).map_err(|e| at(&e))?;
+            if ["natural_key", "event_id", "version", "received_at"].contains(&column.as_str()) {
+                return Err(at(&format!("{column} is one of the columns govex keeps itself")));
+            }
+        }
+        crate::use_log::checked_purpose(Some(&self.purpose))
+            .map_err(|(_, message)| at(&format!("purpose: {message}")))?;
+        if self.connections == 0 || self.connections > 16 {
+            return Err(at("connections: 1 to 16"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RowLabels {
+    table: String,
+    outcome: String,
+}
+
+/// `govex_frontdb_table_rows_total{table,outcome}`: `written` (committed), `not_shared` (a
+/// record the department may not read), `no_key`.
+#[derive(Clone)]
+pub struct TableMetrics {
+    rows: Family<RowLabels, Counter>,
+}
+
+impl TableMetrics {
+    /// Registered once per process.
+    pub fn register(metrics: &Metrics) -> Self {
+        Self { rows: metrics.shared("frontdb_table_rows", "Records written into front-end database down-tables") }
+    }
+
+    fn count(&self, table: &str, outcome: &str, n: u64) {
+        self.rows.get_or_create(&RowLabels { table: table.to_owned(), outcome: outcome.to_owned() }).inc_by(n);
+    }
+}
+
+/// The value at `a.b[0].c` of `record`, as the text a column gets.
+fn text_at(record: &Value, path: &str) -> Option<String> {
+    let mut node = record;
+    for step in path.split('.') {
+        let (name, index) = match step.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (step, None),
+        };
+        node = node.get(name)?;
+        if let Some(index) = index {
+            node = node.get(index)?;
+        }
+    }
+    match node {
+        Value::Null => None,
+        Value::String(text) => Some(text.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// A department's down-table.
+pub struct DownTable {
+    config: DownTableConfig,
+    department: Department,
+    db: FrontDb,
+    decoders: Decoders,
+    catalog: LiveCatalog,
+    subscriptions: Option<Subscriptions>,
+    zone: TimeZone,
+    metrics: TableMetrics,
+    /// Upserts written by `apply` and not yet committed; `flush` commits them. One flush at a
+    /// time (the lock is held over the commit): a flush that answers `Ok` has seen every
+    /// upsert written before it committed, its own lane's included.
+    pending: tokio::sync::Mutex<Vec<(String, Vec<Bind>)>>,
+    upsert: String,
+}
+
+impl DownTable {
+    /// The table `config` names, its records decoded through `registry`.
+    pub fn new(
+        config: DownTableConfig,
+        registry: RegistryClient,
+        catalog: LiveCatalog,
+        subscriptions: Option<Subscriptions>,
+        zone: TimeZone,
+        metrics: TableMetrics,
+    ) -> Result<Self, String> {
+        config.validate()?;
+        let department = Department::parse(&config.department).map_err(|e| e.to_string())?;
+        let db = FrontDb::connect(&config.url, config.connections, zone.offset().local_minus_utc() / 60)
+            .map_err(|e| format!("frontdb.tables {:?}: {e}", config.name))?;
+        let upsert = upsert_statement(db.dialect(), &config);
+        Ok(Self {
+            config,
+            department,
+            db,
+            decoders: Decoders::new(registry),
+            catalog,
+            subscriptions,
+            zone,
+            metrics,
+            pending: Default::default(),
+            upsert,
+        })
+    }
+
+    /// The topic it reads (the resource's), if the catalogue has the resource.
+    pub fn topic(&self) -> Option<String> {
+        self.catalog.current().resources.iter().find(|r| r.id == self.config.resource).map(|r| r.topic.clone())
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &DownTableConfig {
+        &self.config
+    }
+
+    async fn write(&self, message: &Incoming) -> Result<(), HandlerError> {
+        let catalog = self.catalog.current();
+        let Some(resource) = catalog.resources.iter().find(|r| r.id == self.config.resource) else {
+            return Ok(());
+        };
+        let envelope = message.envelope().map_err(|e| HandlerError::refused(Stage::Envelope, &e))?;
+        let Some(key) = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).filter(|k| !k.is_empty()) else {
+            self.metrics.count(&self.config.name, "no_key", 1);
+            return Ok(());
+        };
+        let today = crate::governance::today();
+        let access = crate::governance::access(
+            resource,
+            self.department.as_str(),
+            self.subscriptions.as_ref(),
+            today,
+            Some(&self.config.purpose),
+        );
+        if !access.read {
+            self.metrics.count(&self.config.name, "not_shared", 1);
+            return Ok(());
+        }
+        let mut record = self.decoders.record(message, &self.zone).await?;
+        for path in resource.personal_fields.iter().filter(|p| !access.sees(p)) {
+            crate::dossier::api::mask_path(&mut record, path);
+        }
+        let version = envelope.event_time_millis().unwrap_or_default() as i64;
+        let mut binds =
+            vec![Bind::Text(Some(key)), Bind::Text(Some(envelope.event_id.to_string())), Bind::Int(version)];
+        binds.extend(self.config.columns.keys().map(|path| Bind::Text(text_at(&record, path))));
+        self.pending.lock().await.push((self.upsert.clone(), binds));
+        Ok(())
+    }
+
+    async fn commit(&self) -> Result<(), String> {
+        let mut pending = self.pending.lock().await;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.db.execute_all(&pending).await.map_err(|e| format!("down-table {}: {e}", self.config.name))?;
+        self.metrics.count(&self.config.name, "written", pending.len() as u64);
+        pending.clear();
+        Ok(())
+    }
+}
+
+/// The upsert of one row: newer versions replace, the same or older change nothing.
+fn upsert_statement(d: Dialect, config: &DownTableConfig) -> String {
+    let table = config.table.split('.').map(|p| d.quote(p)).collect::<Vec<_>>().join(".");
+    let mut columns = vec!["natural_key".to_owned(), "event_id".into(), "version".into(), "received_at".into()];
+    columns.extend(config.columns.values().cloned());
+    let quoted: Vec<String> = columns.iter().map(|c| d.quote(c)).collect();
+    // `received_at` is the database's clock at the commit; every other column is bound.
+    let mut bound = 0;
+    let values: Vec<String> = columns
+        .iter()
+        .map(|column| match column.as_str() {
+            "received_at" => match d {
+                Dialect::Postgres => "CURRENT_TIMESTAMP".to_owned(),
+                Dialect::MySql => "NOW(6)".to_owned(),
+            },
+            _ => {
+                bound += 1;
+                d.placeholder(bound)
+            }
+        })
+        .collect();
+    let updated = &quoted[1..];
+    match d {
+        Dialect::Postgres => format!(
+            "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT (natural_key) DO UPDATE SET {} WHERE {table}.version < EXCLUDED.version",
+            quoted.join(", "),
+            values.join(", "),
+            updated.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect::<Vec<_>>().join(", ")
+        ),
+        Dialect::MySql => {
+            // Each column takes the new value only if the row's version is older; `version`
+            // itself last, so that the others still compare with the old one.
+            let version = d.quote("version");
+            let mut sets: Vec<String> = updated
+                .iter()
+                .filter(|c| **c != version)
+                .map(|c| format!("{c} = IF(VALUES({version}) > {version}, VALUES({c}), {c})"))
+                .collect();
+            sets.push(format!("{version} = GREATEST({version}, VALUES({version}))"));
+            format!("INSERT INTO {table} ({}) VALUES ({}) ON DUPLICATE KEY UPDATE {}", quoted.join(", "), values.join(", "), sets.join(", "))
+        }
+    }
+}
+
+impl crate::sink::Sink for DownTable {
+    const NAME: &'static str = "down-table";
+    const LANES: crate::sink::Lanes = crate::sink::Lanes { lanes: 4, lane_capacity: 256 };
+    const DEAD_LETTERS: Option<&'static str> = Some("down-table");
+
+    fn topics(&self, _: &govex_schemas::Catalog) -> Vec<String> {
+        self.topic().into_iter().collect()
+    }
+
+    async fn apply(&self, record: &Incoming) -> Result<(), HandlerError> {
+        self.write(record).await
+    }
+
+    async fn flush(&self) -> Result<(), sled::Error> {
+        self.commit().await.map_err(|e| sled::Error::Io(std::io::Error::other(e)))
+    }
+}
+
+/// Starts one sink per configured down-table, each in its own consumer group
+/// (`<prefix>-<division>-down-table-<name>`).
+pub fn start(
+    cx: &govex_http::Context,
+    tables: &[DownTableConfig],
+    subscriptions: Option<Subscriptions>,
+) -> Result<(), String> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let metrics = TableMetrics::register(&cx.metrics);
+    for config in tables {
+        let table = DownTable::new(
+            config.clone(),
+            cx.registry.clone(),
+            cx.catalog.clone(),
+            subscriptions.clone(),
+            cx.time_zone.clone(),
+            metrics.clone(),
+        )?;
+        let group = cx.group(&format!("down-table-{}", config.name));
+        let (bus, node_metrics, catalog, stop) =
+            (cx.bus.clone(), cx.metrics.clone(), cx.catalog.clone(), cx.stop.clone());
+        let table = Arc::new(table);
+        cx.spawn("down-table", async move {
+            crate::sink::run(table, &bus, group, &node_metrics, catalog, stop).await.map(drop)
+        });
+    }
+    Ok(())
+}
