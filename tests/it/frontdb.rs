@@ -638,3 +638,48 @@ async fn the_land_registry_down_table_receives_what_the_catalogue_shares_with_it
     assert_eq!(fund[0][5].as_deref(), Some("600000.00"), "what is not personal is as sent");
     node.shutdown().await.unwrap();
 }
+
+/// The DDL README points a department's DBA to runs on the real servers, and the example
+/// `[frontdb]` section loads and passes the checks made before any database is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_ddl_runs_on_both_servers_and_the_example_config_loads() {
+    use sqlx::Connection as _;
+    let schema = fresh("example");
+    let mut pg = sqlx::PgConnection::connect(POSTGRES).await.unwrap();
+    let script = format!(
+        "CREATE SCHEMA {schema}; SET search_path TO {schema}; {}",
+        include_str!("../../examples/frontdb/postgres.sql")
+    );
+    sqlx::raw_sql(&script).execute(&mut pg).await.unwrap();
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = $1")
+        .bind(&schema)
+        .fetch_one(&mut pg)
+        .await
+        .unwrap();
+    assert_eq!(tables, 3);
+    sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut pg).await.unwrap();
+
+    let mut my = sqlx::MySqlConnection::connect(MARIADB).await.unwrap();
+    let script =
+        format!("CREATE DATABASE {schema}; USE {schema}; {}", include_str!("../../examples/frontdb/mysql.sql"));
+    sqlx::raw_sql(&script).execute(&mut my).await.unwrap();
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = ?")
+        .bind(&schema)
+        .fetch_one(&mut my)
+        .await
+        .unwrap();
+    assert_eq!(tables, 3);
+    sqlx::raw_sql(&format!("DROP DATABASE {schema}")).execute(&mut my).await.unwrap();
+
+    let env = ["HOUSING_DB_PASSWORD", "TAX_DB_PASSWORD", "LAND_DB_PASSWORD"].map(|n| (n.to_owned(), "pw".to_owned()));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/frontdb/node.toml");
+    let text = format!("division = \"610921\"\n{}", std::fs::read_to_string(&path).unwrap());
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    let config = NodeConfig::load(Some(file.path()), env).unwrap();
+    assert_eq!((config.frontdb.sources.len(), config.frontdb.tables.len()), (2, 1));
+    for source in &config.frontdb.sources {
+        source.validate().unwrap();
+    }
+    config.frontdb.tables[0].validate().unwrap();
+}
