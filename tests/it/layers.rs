@@ -36,28 +36,30 @@ fn no_production_file_outside_bus_names_rdkafka() {
     assert!(found.is_empty(), "rdkafka named outside bus/:\n{}", found.join("\n"));
 }
 
-/// The govex crates (and rdkafka) a crate's manifest names under `[dependencies]`.
+/// The govex crates (and rdkafka and sqlx, which only `bus` may speak) a crate's manifest
+/// names under `[dependencies]`.
 fn dependencies(manifest: &str) -> Vec<String> {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(manifest)).unwrap();
     let section = text.split("[dependencies]").nth(1).unwrap().split("\n[").next().unwrap();
     section
         .lines()
         .filter_map(|line| line.split(['.', ' ', '=']).next())
-        .filter(|name| name.starts_with("govex-") || *name == "rdkafka")
+        .filter(|name| name.starts_with("govex-") || *name == "rdkafka" || *name == "sqlx")
         .map(str::to_owned)
         .collect()
 }
 
 #[test]
 fn crates_depend_on_each_other_only_downwards() {
-    // schemas (with the domain) ← bus ← http ← adapters, sinks ← govex; only bus has rdkafka.
+    // schemas (with the domain) ← bus ← http ← adapters, sinks ← govex; only bus has rdkafka
+    // and sqlx (the front-end databases), as only bus speaks to Kafka.
     let check = |manifest: &str, expected: &[&str]| {
         let mut found = dependencies(manifest);
         found.sort();
         assert_eq!(found, expected, "{manifest}");
     };
     check("schemas/Cargo.toml", &[]);
-    check("bus/Cargo.toml", &["govex-schemas", "rdkafka"]);
+    check("bus/Cargo.toml", &["govex-schemas", "rdkafka", "sqlx"]);
     check("http/Cargo.toml", &["govex-bus", "govex-schemas"]);
     check("adapters/Cargo.toml", &["govex-bus", "govex-http", "govex-schemas"]);
     check("sinks/Cargo.toml", &["govex-bus", "govex-http", "govex-schemas"]);
