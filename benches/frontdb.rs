@@ -30,8 +30,13 @@ fn cores() -> f64 {
 }
 
 async fn metric(client: &reqwest::Client, ops: &str, series: &str) -> f64 {
-    let text = client.get(format!("{ops}/metrics")).send().await.expect("metrics").text().await.expect("text");
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+    // A kept-alive connection the node closed as idle just as it was reused is reset: ask again.
+    for _ in 0..5 {
+        let Ok(response) = client.get(format!("{ops}/metrics")).send().await else { continue };
+        let Ok(text) = response.text().await else { continue };
+        return text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0);
+    }
+    panic!("the node's /metrics does not answer");
 }
 
 async fn fill(pg: &mut sqlx::PgConnection, table: &str) {
