@@ -34,7 +34,10 @@ async fn metric(client: &reqwest::Client, ops: &str, series: &str) -> f64 {
     for _ in 0..5 {
         let Ok(response) = client.get(format!("{ops}/metrics")).send().await else { continue };
         let Ok(text) = response.text().await else { continue };
-        return text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0);
+        return text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0);
     }
     panic!("the node's /metrics does not answer");
 }
@@ -83,7 +86,8 @@ fn source_section(table: &str) -> String {
 }
 
 async fn run() {
-    let mut pg = sqlx::PgConnection::connect(POSTGRES).await.expect("PostgreSQL on 127.0.0.1:5432 (bash .ci/databases)");
+    let mut pg =
+        sqlx::PgConnection::connect(POSTGRES).await.expect("PostgreSQL on 127.0.0.1:5432 (bash .ci/databases)");
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let (staging, table) = (format!("bench_staging_{}", &suffix[..10]), format!("bench_dtp_{}", &suffix[..10]));
     fill(&mut pg, &staging).await;
@@ -162,7 +166,13 @@ async fn run() {
 
     println!("{ROWS} rows of a 14-column table, PostgreSQL on loopback, node in its own process, {} cores", cores());
     println!("{:<52} {:>12} {:>8} {:>12}", "", "rows/s", "ratio", "rows/s/core");
-    println!("{:<52} {:>12.0} {:>8} {:>12.0}", "raw COPY (SELECT *) TO STDOUT (baseline)", copy_rate, "1.00", copy_rate / cores());
+    println!(
+        "{:<52} {:>12.0} {:>8} {:>12.0}",
+        "raw COPY (SELECT *) TO STDOUT (baseline)",
+        copy_rate,
+        "1.00",
+        copy_rate / cores()
+    );
     println!(
         "{:<52} {:>12.0} {:>8.2} {:>12.0}",
         "front-end source: read, checked, published, acked",
@@ -178,7 +188,10 @@ async fn run() {
         http_rate / cores()
     );
     println!("source / HTTP intake: {:.2}", source_rate / http_rate);
-    println!("node peak memory (VmHWM) after the source run: {source_peak:.0} MiB; after the HTTP run: {:.0} MiB", node.process.peak_mib());
+    println!(
+        "node peak memory (VmHWM) after the source run: {source_peak:.0} MiB; after the HTTP run: {:.0} MiB",
+        node.process.peak_mib()
+    );
     println!("COPY moved {:.1} MiB", bytes as f64 / (1024.0 * 1024.0));
     sqlx::raw_sql(&format!("DROP TABLE {table}")).execute(&mut pg).await.expect("drop");
 }

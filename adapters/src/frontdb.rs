@@ -137,6 +137,11 @@ impl SourceConfig {
         for column in named.chain(self.columns.values()).chain(&self.reject_table) {
             check_identifier(column).map_err(|e| at(&e))?;
         }
+        if self.mode == Mode::Timestamp && self.key.len() != 1 {
+            return Err(at(
+                "mode timestamp orders rows of one timestamp by a one-column key; use timestamp+incrementing",
+            ));
+        }
         match (self.mode, &self.incrementing_column, &self.timestamp_column) {
             (Mode::Incrementing, None, _) => return Err(at("mode incrementing needs incrementing_column")),
             (Mode::Timestamp, _, None) => return Err(at("mode timestamp needs timestamp_column")),
@@ -169,6 +174,10 @@ pub struct Watermark {
     pub ts: Option<String>,
     /// The increment.
     pub inc: Option<i64>,
+    /// In `timestamp` mode, the key of the last row of the last timestamp read: rows of one
+    /// timestamp are read in key order, so that a batch may end inside a timestamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// A batch read but not yet acknowledged, kept so that its rows get the same ids when it is
@@ -500,11 +509,20 @@ impl Source {
             }
             (Mode::Timestamp, Some(last), _) => {
                 binds.push(Bind::Text(Some(last.clone())));
-                conditions.push(format!(
-                    "{} > {}",
-                    q(ts.unwrap_or_default()),
-                    d.typed_placeholder(binds.len(), ts_type)
-                ));
+                let first = d.typed_placeholder(binds.len(), ts_type);
+                let t = q(ts.unwrap_or_default());
+                match &from.key {
+                    Some(key) => {
+                        binds.push(Bind::Text(Some(last.clone())));
+                        let second = d.typed_placeholder(binds.len(), ts_type);
+                        binds.push(Bind::Text(Some(key.clone())));
+                        let key_column = &c.key[0];
+                        let key_type = types.get(key_column).map(String::as_str).unwrap_or("text");
+                        let third = d.typed_placeholder(binds.len(), key_type);
+                        conditions.push(format!("({t} > {first} OR ({t} = {second} AND {} > {third}))", q(key_column)));
+                    }
+                    None => conditions.push(format!("{t} > {first}")),
+                }
             }
             (Mode::TimestampIncrementing, Some(last_ts), Some(last_inc)) => {
                 binds.push(Bind::Text(Some(last_ts.clone())));
@@ -519,8 +537,12 @@ impl Source {
             _ => {}
         }
         if let Some(ts) = ts {
-            // The commit-delay guard.
+            // The commit-delay guard (a NULL is never older than anything: such a row is not
+            // read, and cannot move the watermark back to nothing).
             conditions.push(format!("{} < {}", q(ts), d.now_less(c.commit_lag_ms, ts_type)));
+        }
+        if let (true, Some(inc)) = (has_inc, inc) {
+            conditions.push(format!("{} IS NOT NULL", q(inc)));
         }
         let order = match c.mode {
             Mode::Incrementing => q(inc.unwrap_or_default()),
@@ -553,21 +575,9 @@ impl Source {
         let department = Department::parse(&c.department).map_err(|e| e.to_string())?;
         let record_type = self.intake.record_type(department, &c.record).map_err(|e| e.reason().to_owned())?;
         let plan = self.plan(types, &from, record_type.input_schema());
-        let mut rows = self.db.fetch_text(&plan.sql, &plan.binds).await.map_err(|e| e.to_string())?;
+        let rows = self.db.fetch_text(&plan.sql, &plan.binds).await.map_err(|e| e.to_string())?;
         if rows.is_empty() {
             return Ok(Polled::default());
-        }
-        if c.mode == Mode::Timestamp && rows.len() == c.batch_size {
-            // A batch cut inside one timestamp would move the watermark past rows of it not
-            // read yet: the last timestamp's rows wait for the next poll, unless they are all
-            // there is (then the batch is all of that timestamp, read again in full next time
-            // only if it grew, which a timestamp already past the commit lag does not).
-            let ts_at = plan.keys;
-            let last = rows.last().and_then(|r| r[ts_at].clone());
-            let kept: Vec<_> = rows.iter().filter(|r| r[ts_at] != last).cloned().collect();
-            if !kept.is_empty() {
-                rows = kept;
-            }
         }
         // The time of a batch's ids in `incrementing` mode: kept before anything is published,
         // so that the same batch read again after a crash gets the same ids.
@@ -616,11 +626,14 @@ impl Source {
                 Ok(ok) => checked.push(ok),
                 Err(rejection) => rejects.push((key.to_vec(), version.clone(), rejection.violations())),
             }
-            if plan.has_ts {
+            if plan.has_ts && ts.is_some() {
                 last.ts = ts.clone();
             }
             if plan.has_inc {
                 last.inc = inc_value.or(last.inc);
+            }
+            if c.mode == Mode::Timestamp {
+                last.key = key[0].clone();
             }
         }
         let read = rows.len();
@@ -782,6 +795,20 @@ pub async fn check_table(config: &SourceConfig, db: &FrontDb) -> Result<BTreeMap
     let missing: Vec<&String> = named.filter(|n| !columns.contains_key(n.as_str())).collect();
     if !missing.is_empty() {
         return Err(at(format!("table {} has no column {missing:?}", c.table)));
+    }
+    // The watermark compares what it stores: an increment must be an integer column, a
+    // timestamp a date or time column.
+    if let Some(inc) = &c.incrementing_column {
+        let kind = columns.get(inc).map(String::as_str).unwrap_or_default();
+        if !["smallint", "integer", "bigint", "int", "tinyint", "mediumint"].contains(&kind) {
+            return Err(at(format!("incrementing_column {inc} is {kind}, not an integer column")));
+        }
+    }
+    if let Some(ts) = &c.timestamp_column {
+        let kind = columns.get(ts).map(String::as_str).unwrap_or_default();
+        if !(kind.contains("timestamp") || kind.contains("datetime")) {
+            return Err(at(format!("timestamp_column {ts} is {kind}, not a timestamp or datetime column")));
+        }
     }
     if let Some(rejects) = &c.reject_table {
         let have: Vec<String> =

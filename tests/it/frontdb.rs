@@ -683,3 +683,36 @@ async fn the_example_ddl_runs_on_both_servers_and_the_example_config_loads() {
     }
     config.frontdb.tables[0].validate().unwrap();
 }
+
+/// `timestamp` mode: 30 rows of one timestamp, read 10 at a time, all arrive (a batch may end
+/// inside a timestamp: rows of one timestamp are read in key order), and a row whose timestamp
+/// is NULL is not read and does not send the watermark back to the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_may_end_inside_one_timestamp_and_a_null_timestamp_moves_nothing() {
+    let db = FrontDb::connect(POSTGRES, 2, 480).unwrap();
+    let (table, rejects) = (fresh("cf"), fresh("cf_rejects"));
+    filing_tables(&db, &table, &rejects).await;
+    let mut rows: Vec<(String, Vec<Bind>)> = (41..71).map(|n| insert_filing(&table, n, None)).collect();
+    rows.push((format!("UPDATE {table} SET updated_at = TIMESTAMPTZ '2026-11-30 08:00:00+08'"), Vec::new()));
+    db.execute_all(&rows).await.unwrap();
+    // A row without a timestamp (a column the DBA left nullable).
+    execute(&db, &format!("ALTER TABLE {table} ALTER COLUMN updated_at DROP NOT NULL")).await;
+    db.execute_all(&[insert_filing(&table, 71, None)]).await.unwrap();
+    execute(&db, &format!("UPDATE {table} SET updated_at = NULL WHERE filing_no LIKE '%00000071'")).await;
+    let mut source = filing_source("same-time", POSTGRES, &table, Some(&rejects));
+    source.mode = Mode::Timestamp;
+    source.incrementing_column = None;
+    source.batch_size = 10;
+    let (_dir, node) = node_with(vec![source]).await;
+    let published = "govex_frontdb_source_rows_total{source=\"same-time\",outcome=\"published\"}";
+    support::eventually("all 30 rows of one timestamp", Duration::from_secs(60), || async {
+        (metric(&node, published).await == 30.0).then_some(())
+    })
+    .await;
+    // Polls go on; nothing is read again.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(metric(&node, published).await, 30.0);
+    let read = "govex_frontdb_source_rows_total{source=\"same-time\",outcome=\"read\"}";
+    assert_eq!(metric(&node, read).await, 30.0, "the NULL-timestamp row is not read, and nothing twice");
+    node.shutdown().await.unwrap();
+}
