@@ -43,7 +43,10 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{common::CheckContext, intake::Intake};
+use crate::{
+    common::CheckContext,
+    intake::{Checked, Intake},
+};
 
 /// How a source finds new rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -386,7 +389,15 @@ pub struct Source {
     state: sled::Tree,
     metrics: SourceMetrics,
     zone: FixedOffset,
+    /// When the lag gauges were last set.
+    observed: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// A refused row: its key, its version and the rules it broke.
+type Refusal = (Vec<Option<String>>, String, Vec<crate::validation::Violation>);
+
+/// How often the lag gauges ask the table for its newest row.
+const OBSERVE_EVERY: Duration = Duration::from_secs(5);
 
 /// What one poll did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -424,7 +435,7 @@ impl Source {
         let db = FrontDb::connect(&config.url, config.connections, offset_minutes)
             .map_err(|e| format!("frontdb.sources {:?}: {e}", config.name))?;
         let state = state_db.open_tree(format!("source:{}", config.name)).map_err(|e| e.to_string())?;
-        Ok(Self { config, db, intake, state, metrics, zone: zone.offset() })
+        Ok(Self { config, db, intake, state, metrics, zone: zone.offset(), observed: Default::default() })
     }
 
     /// The source's configuration.
@@ -580,19 +591,18 @@ impl Source {
             return Ok(Polled::default());
         }
         // The time of a batch's ids in `incrementing` mode: kept before anything is published,
-        // so that the same batch read again after a crash gets the same ids.
-        let pending: Option<Pending> = self.read_state("pending")?;
-        let first_read_ms = match pending {
-            Some(p) if p.from == from => p.first_read_ms,
-            _ => {
+        // so that the same batch read again after a crash gets the same ids. (The timestamp
+        // modes take each row's own time.)
+        let first_read_ms = match (c.mode, self.read_state::<Pending>("pending")?) {
+            (Mode::Incrementing, Some(p)) if p.from == from => p.first_read_ms,
+            (Mode::Incrementing, _) => {
                 let fresh = Pending { from: from.clone(), first_read_ms: govex_schemas::zone::now_ms() };
                 self.write_state("pending", Some(&fresh)).await?;
                 fresh.first_read_ms
             }
+            _ => govex_schemas::zone::now_ms(),
         };
-        let context = CheckContext::now();
-        let mut checked = Vec::with_capacity(rows.len());
-        let mut rejects = Vec::new();
+        let mut inputs = Vec::with_capacity(rows.len());
         let mut last = from.clone();
         for row in &rows {
             let key = &row[..plan.keys];
@@ -622,10 +632,7 @@ impl Source {
                     set_path(&mut input, path, typed(text.clone(), *kind, self.zone));
                 }
             }
-            match self.intake.check_parsed(department, &c.record, input, &context, Some(event_id)) {
-                Ok(ok) => checked.push(ok),
-                Err(rejection) => rejects.push((key.to_vec(), version.clone(), rejection.violations())),
-            }
+            inputs.push((key.to_vec(), version, event_id, input));
             if plan.has_ts && ts.is_some() {
                 last.ts = ts.clone();
             }
@@ -637,7 +644,9 @@ impl Source {
             }
         }
         let read = rows.len();
+        drop(rows);
         self.metrics.count(&c.name, "read", read);
+        let (checked, rejects) = self.check(department, inputs).await?;
         let published = checked.len();
         for outcome in self.intake.publish_all(checked).await {
             // Nothing of this batch is marked read until every row of it is acknowledged: the
@@ -651,9 +660,68 @@ impl Source {
             self.metrics.count(&c.name, "refused", refused);
         }
         self.write_state("watermark", Some(&last)).await?;
-        self.write_state::<Pending>("pending", None).await?;
-        self.observe(&last).await;
+        if c.mode == Mode::Incrementing {
+            self.write_state::<Pending>("pending", None).await?;
+        }
+        // The lag gauges ask the table for its newest row: not at every batch of a backlog.
+        let due = {
+            let mut observed = self.observed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = observed.is_none_or(|at| at.elapsed() >= OBSERVE_EVERY);
+            if due {
+                *observed = Some(std::time::Instant::now());
+            }
+            due
+        };
+        self.observe(&last, due).await;
         Ok(Polled { read, published, refused })
+    }
+
+    /// Checks the rows' inputs as the intake checks a batch: in chunks, on as many threads as
+    /// the machine has cores, in order. The refused come back with their key, version and
+    /// violations.
+    async fn check(
+        &self,
+        department: Department,
+        inputs: Vec<(Vec<Option<String>>, String, Uuid, Value)>,
+    ) -> Result<(Vec<Checked>, Vec<Refusal>), String> {
+        use futures::StreamExt as _;
+        const CHUNK: usize = 256;
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let context = CheckContext::now();
+        let mut chunks = Vec::with_capacity(inputs.len() / CHUNK + 1);
+        let mut inputs = inputs.into_iter().peekable();
+        while inputs.peek().is_some() {
+            chunks.push(inputs.by_ref().take(CHUNK).collect::<Vec<_>>());
+        }
+        let record = self.config.record.clone();
+        let mut results = futures::stream::iter(chunks)
+            .map(|chunk| {
+                let (intake, record) = (self.intake.clone(), record.clone());
+                tokio::task::spawn_blocking(move || {
+                    chunk
+                        .into_iter()
+                        .map(|(key, version, event_id, input)| {
+                            intake
+                                .check_parsed(department, &record, input, &context, Some(event_id))
+                                .map_err(|rejection| (key, version, rejection.violations()))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .buffered(workers);
+        let (mut checked, mut refused) = (Vec::new(), Vec::new());
+        while let Some(chunk) = results.next().await {
+            // A chunk whose checking failed fails the batch: nothing of it is marked read, and
+            // the next poll reads it again.
+            let chunk = chunk.map_err(|e| format!("checking a chunk of rows failed: {e}"))?;
+            for result in chunk {
+                match result {
+                    Ok(ok) => checked.push(ok),
+                    Err(refusal) => refused.push(refusal),
+                }
+            }
+        }
+        Ok((checked, refused))
     }
 
     async fn write_rejects(
@@ -697,7 +765,9 @@ impl Source {
     }
 
     /// Sets the watermark, lag and behind gauges.
-    async fn observe(&self, watermark: &Watermark) {
+    /// Sets the watermark gauge; every [`OBSERVE_EVERY`] (`lag`), also the lag and behind
+    /// gauges, which ask the table for its newest row.
+    async fn observe(&self, watermark: &Watermark, lag: bool) {
         let label = SourceMetrics::label(&self.config.name);
         let d = self.db.dialect();
         if let Some(inc) = watermark.inc {
@@ -710,6 +780,9 @@ impl Source {
             .map(|t| t.timestamp_millis() as f64 / 1000.0);
         if let (Some(seconds), None) = (ts_seconds, watermark.inc) {
             self.metrics.watermark.get_or_create(&label).set(seconds);
+        }
+        if !lag {
+            return;
         }
         let table = self.config.table.split('.').map(|p| d.quote(p)).collect::<Vec<_>>().join(".");
         if let (Some(ts), Some(seconds)) = (&self.config.timestamp_column, ts_seconds) {
