@@ -235,10 +235,20 @@ pub fn plan(config: &NodeConfig) -> Result<Plan> {
     }
     check_ports(config, runs_registry && registry_url.is_none())?;
     let mut names = std::collections::HashSet::new();
+    let mut tables = std::collections::HashSet::new();
     for source in &config.frontdb.sources {
         source.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         if !names.insert(&source.name) {
             bail!("invalid configuration: frontdb.sources: two sources are named {:?}", source.name);
+        }
+        // A source's name is part of its rows' event ids: two on one table would publish every
+        // row twice under two ids.
+        let table = (govex_bus::frontdb::describe(&source.url), source.table.to_ascii_lowercase());
+        if !tables.insert(table) {
+            bail!(
+                "invalid configuration: frontdb.sources {:?} reads a table another source reads; one table, one source",
+                source.name
+            );
         }
     }
     let mut names = std::collections::HashSet::new();

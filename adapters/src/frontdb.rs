@@ -121,6 +121,13 @@ fn default_connections() -> u32 {
 
 /// The most rows one poll takes.
 pub const MAX_BATCH: usize = 10_000;
+/// The longest value a source reads from a column, in characters. A longer one is read only
+/// that far and its row refused (no record field is nearly that long): one poll holds at most
+/// `batch_size` × columns × this, whatever a table holds.
+pub const MAX_CELL_CHARS: usize = 4_096;
+/// How long one statement against a front-end database may take (a locked table, a lost
+/// connection): then the poll fails, the source shows down, and it is tried again.
+pub const STATEMENT_WITHIN: Duration = Duration::from_secs(60);
 
 impl SourceConfig {
     /// Checks what can be checked without the database; errors name the setting.
@@ -416,6 +423,8 @@ struct Plan {
     keys: usize,
     has_ts: bool,
     has_inc: bool,
+    /// A column says whether the row is still within the commit lag (`incrementing` mode).
+    has_wait: bool,
     binds: Vec<Bind>,
     /// (field path, kind) of each mapped column, after the key, ts and inc columns.
     fields: Vec<(String, Kind)>,
@@ -507,12 +516,25 @@ impl Source {
         if has_inc {
             select.push(d.as_text(inc.unwrap_or_default()));
         }
-        let fields: Vec<(String, Kind)> = c.columns.keys().map(|path| (path.clone(), kind_at(schema, path))).collect();
-        select.extend(c.columns.values().map(|column| d.as_text(column)));
-        let mut conditions = Vec::new();
-        let mut binds = Vec::new();
         let ts_type = ts.and_then(|t| types.get(t)).map(String::as_str).unwrap_or("timestamp");
         let q = |name: &str| d.quote(name);
+        // In `incrementing` mode the commit-delay guard stops the batch at the first row (in
+        // id order) that is still recent, rather than leaving it out: a later id that is older
+        // would otherwise move the watermark past it. A NULL or future time is no insert time
+        // and does not hold the source up.
+        let has_wait = c.mode == Mode::Incrementing && ts.is_some();
+        if let (true, Some(ts)) = (has_wait, ts) {
+            select.push(format!(
+                "CASE WHEN {t} >= {cutoff} AND {t} <= {now} THEN '1' ELSE '0' END",
+                t = q(ts),
+                cutoff = d.now_less(c.commit_lag_ms, ts_type),
+                now = d.now(ts_type)
+            ));
+        }
+        let fields: Vec<(String, Kind)> = c.columns.keys().map(|path| (path.clone(), kind_at(schema, path))).collect();
+        select.extend(c.columns.values().map(|column| d.as_text_at_most(column, MAX_CELL_CHARS + 1)));
+        let mut conditions = Vec::new();
+        let mut binds = Vec::new();
         match (c.mode, &from.ts, from.inc) {
             (Mode::Incrementing, _, Some(last)) => {
                 binds.push(Bind::Int(last));
@@ -547,9 +569,10 @@ impl Source {
             }
             _ => {}
         }
-        if let Some(ts) = ts {
-            // The commit-delay guard (a NULL is never older than anything: such a row is not
-            // read, and cannot move the watermark back to nothing).
+        if let (false, Some(ts)) = (has_wait, ts) {
+            // The commit-delay guard on the column the rows are read in the order of (a NULL is
+            // never older than anything: such a row is not read, and cannot move the watermark
+            // back to nothing).
             conditions.push(format!("{} < {}", q(ts), d.now_less(c.commit_lag_ms, ts_type)));
         }
         if let (true, Some(inc)) = (has_inc, inc) {
@@ -575,7 +598,7 @@ impl Source {
             self.config.table.split('.').map(|p| d.quote(p)).collect::<Vec<_>>().join("."),
             c.batch_size
         );
-        Plan { sql, keys: c.key.len(), has_ts, has_inc, binds, fields }
+        Plan { sql, keys: c.key.len(), has_ts, has_inc, has_wait, binds, fields }
     }
 
     /// One poll: reads at most a batch past the watermark, checks and publishes it, writes the
@@ -586,7 +609,15 @@ impl Source {
         let department = Department::parse(&c.department).map_err(|e| e.to_string())?;
         let record_type = self.intake.record_type(department, &c.record).map_err(|e| e.reason().to_owned())?;
         let plan = self.plan(types, &from, record_type.input_schema());
-        let rows = self.db.fetch_text(&plan.sql, &plan.binds).await.map_err(|e| e.to_string())?;
+        let fetched = tokio::time::timeout(STATEMENT_WITHIN, self.db.fetch_text(&plan.sql, &plan.binds)).await;
+        let mut rows =
+            fetched.map_err(|_| "the poll took too long (a locked table?)".to_owned())?.map_err(|e| e.to_string())?;
+        if plan.has_wait {
+            let wait_at = plan.keys + 1;
+            if let Some(first_recent) = rows.iter().position(|r| r[wait_at].as_deref() == Some("1")) {
+                rows.truncate(first_recent);
+            }
+        }
         if rows.is_empty() {
             return Ok(Polled::default());
         }
@@ -603,6 +634,7 @@ impl Source {
             _ => govex_schemas::zone::now_ms(),
         };
         let mut inputs = Vec::with_capacity(rows.len());
+        let mut early_rejects: Vec<Refusal> = Vec::new();
         let mut last = from.clone();
         for row in &rows {
             let key = &row[..plan.keys];
@@ -615,8 +647,17 @@ impl Source {
                 at += 1;
                 row[at - 1].clone()
             });
+            if plan.has_wait {
+                at += 1;
+            }
             let ts = ts.flatten();
-            let inc_value = inc.flatten().and_then(|i| i.trim().parse::<i64>().ok());
+            let inc_value = match inc.flatten() {
+                Some(text) => Some(text.trim().parse::<i64>().map_err(|_| {
+                    // The watermark could not move past it: better to stop and say so.
+                    format!("incrementing column value {text:?} is not a 64-bit integer")
+                })?),
+                None => None,
+            };
             let version =
                 format!("{}|{}", ts.as_deref().unwrap_or(""), inc_value.map(|i| i.to_string()).unwrap_or_default());
             let ms = match (&ts, plan.has_ts) {
@@ -627,12 +668,22 @@ impl Source {
             };
             let event_id = row_event_id(&c.name, &c.table, key, &version, ms);
             let mut input = Value::Object(Map::new());
+            let mut too_long = Vec::new();
             for ((path, kind), cell) in plan.fields.iter().zip(&row[at..]) {
                 if let Some(text) = cell {
+                    if text.chars().count() > MAX_CELL_CHARS {
+                        let pointer = format!("/{}", path.replace(['.', '['], "/").replace(']', ""));
+                        let message = format!("longer than {MAX_CELL_CHARS} characters in the source table");
+                        too_long.push(crate::validation::Violation::new(&pointer, "too-long-in-source", message));
+                    }
                     set_path(&mut input, path, typed(text.clone(), *kind, self.zone));
                 }
             }
-            inputs.push((key.to_vec(), version, event_id, input));
+            if too_long.is_empty() {
+                inputs.push((key.to_vec(), version, event_id, input));
+            } else {
+                early_rejects.push((key.to_vec(), version, too_long));
+            }
             if plan.has_ts && ts.is_some() {
                 last.ts = ts.clone();
             }
@@ -646,7 +697,8 @@ impl Source {
         let read = rows.len();
         drop(rows);
         self.metrics.count(&c.name, "read", read);
-        let (checked, rejects) = self.check(department, inputs).await?;
+        let (checked, mut rejects) = self.check(department, inputs).await?;
+        rejects.extend(early_rejects);
         let published = checked.len();
         for outcome in self.intake.publish_all(checked).await {
             // Nothing of this batch is marked read until every row of it is acknowledged: the
@@ -750,7 +802,11 @@ impl Source {
         let statements: Vec<(String, Vec<Bind>)> = rejects
             .into_iter()
             .map(|(key, version, violations)| {
-                let key = key.iter().map(|k| k.as_deref().unwrap_or("")).collect::<Vec<_>>().join("|");
+                // One column's value as it is; several as a JSON array, so that no two keys meet.
+                let key = match key.as_slice() {
+                    [one] => one.clone().unwrap_or_default(),
+                    many => serde_json::to_string(many).unwrap_or_default(),
+                };
                 let violations = serde_json::to_string(&violations).unwrap_or_default();
                 let binds = vec![
                     Bind::Text(Some(self.config.name.clone())),
@@ -761,7 +817,8 @@ impl Source {
                 (sql.clone(), binds)
             })
             .collect();
-        self.db.execute_all(&statements).await.map_err(|e| format!("the reject table: {e}"))
+        let written = tokio::time::timeout(STATEMENT_WITHIN, self.db.execute_all(&statements)).await;
+        written.map_err(|_| "the reject table took too long".to_owned())?.map_err(|e| format!("the reject table: {e}"))
     }
 
     /// Sets the watermark, lag and behind gauges.

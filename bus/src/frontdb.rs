@@ -66,6 +66,22 @@ impl Dialect {
         }
     }
 
+    /// The database's own clock, comparable with a column of `data_type`.
+    pub fn now(self, data_type: &str) -> &'static str {
+        let zoned = data_type.contains("with time zone") || data_type == "timestamptz";
+        match self {
+            Self::Postgres if zoned => "CURRENT_TIMESTAMP",
+            Self::Postgres => "LOCALTIMESTAMP",
+            Self::MySql => "NOW(6)",
+        }
+    }
+
+    /// `column` read as text, cut after `chars` characters (a longer value is seen to be
+    /// longer without being read whole).
+    pub fn as_text_at_most(self, column: &str, chars: usize) -> String {
+        format!("LEFT({}, {chars})", self.as_text(column))
+    }
+
     /// The database's own clock less `lag_ms`, comparable with a column of `data_type`.
     pub fn now_less(self, lag_ms: u64, data_type: &str) -> String {
         let zoned = data_type.contains("with time zone") || data_type == "timestamptz";
@@ -142,8 +158,10 @@ impl std::fmt::Debug for FrontDb {
     }
 }
 
-/// `url` without its password, for logs and errors.
+/// `url` without its password (in the authority or in the query string: the query string is
+/// left out whole), for logs and errors.
 pub fn describe(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
             Some((credentials, host)) => {
@@ -347,6 +365,7 @@ mod tests {
         assert_eq!(Dialect::MySql.quote("select"), "`select`");
         assert_eq!(describe("postgres://govex:s3cret@db:5432/q"), "postgres://govex@db:5432/q");
         assert_eq!(describe("mysql://root@127.0.0.1/test"), "mysql://root@127.0.0.1/test");
+        assert_eq!(describe("postgres://db/q?user=u&password=s3cret"), "postgres://db/q");
         assert!(Dialect::of("sqlite://x").is_err());
         assert_eq!(Dialect::of("mariadb://x").unwrap(), Dialect::MySql);
     }

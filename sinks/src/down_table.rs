@@ -11,7 +11,7 @@
 //!   transaction committed, so a crash loses nothing (the records come again and are upserted
 //!   again, to the same effect).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use govex_bus::{
     consumer::HandlerError,
@@ -140,8 +140,10 @@ pub struct DownTable {
     /// Upserts written by `apply` and not yet committed; `flush` commits them. One flush at a
     /// time (the lock is held over the commit): a flush that answers `Ok` has seen every
     /// upsert written before it committed, its own lane's included.
-    pending: tokio::sync::Mutex<Vec<(String, Vec<Bind>)>>,
-    upsert: String,
+    pending: tokio::sync::Mutex<Vec<Vec<Bind>>>,
+    /// The upsert, made at the first commit from the table's column types (PostgreSQL takes
+    /// a text bind into a NUMERIC or DATE column only through a cast).
+    upsert: tokio::sync::Mutex<Option<String>>,
 }
 
 impl DownTable {
@@ -158,7 +160,6 @@ impl DownTable {
         let department = Department::parse(&config.department).map_err(|e| e.to_string())?;
         let db = FrontDb::connect(&config.url, config.connections, zone.offset().local_minus_utc() / 60)
             .map_err(|e| format!("frontdb.tables {:?}: {e}", config.name))?;
-        let upsert = upsert_statement(db.dialect(), &config);
         Ok(Self {
             config,
             department,
@@ -169,7 +170,7 @@ impl DownTable {
             zone,
             metrics,
             pending: Default::default(),
-            upsert,
+            upsert: Default::default(),
         })
     }
 
@@ -213,7 +214,7 @@ impl DownTable {
         let mut binds =
             vec![Bind::Text(Some(key)), Bind::Text(Some(envelope.event_id.to_string())), Bind::Int(version)];
         binds.extend(self.config.columns.keys().map(|path| Bind::Text(text_at(&record, path))));
-        self.pending.lock().await.push((self.upsert.clone(), binds));
+        self.pending.lock().await.push(binds);
         Ok(())
     }
 
@@ -222,7 +223,25 @@ impl DownTable {
         if pending.is_empty() {
             return Ok(());
         }
-        self.db.execute_all(&pending).await.map_err(|e| format!("down-table {}: {e}", self.config.name))?;
+        let at = |e: String| format!("down-table {} ({}): {e}", self.config.name, self.db.described());
+        let upsert = {
+            let mut upsert = self.upsert.lock().await;
+            match &*upsert {
+                Some(statement) => statement.clone(),
+                None => {
+                    let types: BTreeMap<String, String> =
+                        self.db.columns(&self.config.table).await.map_err(|e| at(e.to_string()))?.into_iter().collect();
+                    if types.is_empty() {
+                        return Err(at(format!("table {} not found", self.config.table)));
+                    }
+                    upsert.insert(upsert_statement(self.db.dialect(), &self.config, &types)).clone()
+                }
+            }
+        };
+        let statements: Vec<(String, Vec<Bind>)> =
+            pending.iter().map(|binds| (upsert.clone(), binds.clone())).collect();
+        let written = tokio::time::timeout(Duration::from_secs(60), self.db.execute_all(&statements)).await;
+        written.map_err(|_| at("the commit took too long".into()))?.map_err(|e| at(e.to_string()))?;
         self.metrics.count(&self.config.name, "written", pending.len() as u64);
         pending.clear();
         Ok(())
@@ -230,7 +249,7 @@ impl DownTable {
 }
 
 /// The upsert of one row: newer versions replace, the same or older change nothing.
-fn upsert_statement(d: Dialect, config: &DownTableConfig) -> String {
+fn upsert_statement(d: Dialect, config: &DownTableConfig, types: &BTreeMap<String, String>) -> String {
     let table = config.table.split('.').map(|p| d.quote(p)).collect::<Vec<_>>().join(".");
     let mut columns = vec!["natural_key".to_owned(), "event_id".into(), "version".into(), "received_at".into()];
     columns.extend(config.columns.values().cloned());
@@ -244,9 +263,14 @@ fn upsert_statement(d: Dialect, config: &DownTableConfig) -> String {
                 Dialect::Postgres => "CURRENT_TIMESTAMP".to_owned(),
                 Dialect::MySql => "NOW(6)".to_owned(),
             },
-            _ => {
+            other => {
                 bound += 1;
-                d.placeholder(bound)
+                match (d, types.get(other)) {
+                    (Dialect::Postgres, Some(data_type)) if !matches!(data_type.as_str(), "user-defined" | "array") => {
+                        d.typed_placeholder(bound, data_type)
+                    }
+                    _ => d.placeholder(bound),
+                }
             }
         })
         .collect();

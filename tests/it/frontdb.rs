@@ -320,7 +320,9 @@ async fn a_row_whose_transaction_commits_after_a_later_one_is_not_lost() {
     filing_tables(&db, &table, &rejects).await;
     let mut source = filing_source("late-commits", POSTGRES, &table, Some(&rejects));
     source.commit_lag_ms = 3_000;
-    let mut unguarded = filing_source("unguarded", POSTGRES, &table, None);
+    // The control reads the same rows through a view (one table, one source).
+    execute(&db, &format!("CREATE VIEW {table}_v AS SELECT * FROM {table}")).await;
+    let mut unguarded = filing_source("unguarded", POSTGRES, &format!("{table}_v"), None);
     unguarded.commit_lag_ms = 0;
     let (_dir, node) = node_with(vec![source, unguarded]).await;
     // The first transaction takes its row's id and timestamp now, and commits in 1.5 s.
@@ -430,7 +432,7 @@ async fn a_node_killed_mid_source_run_leaves_every_row_in_the_store_exactly_once
         child::{child_config, ChildBroker, ChildNode},
         faults::{event_ids, records_on},
     };
-    const ROWS: u32 = 3_000;
+    const ROWS: u32 = 6_000;
     let db = FrontDb::connect(POSTGRES, 2, 480).unwrap();
     let table = fresh("lic");
     execute(
@@ -469,7 +471,7 @@ async fn a_node_killed_mid_source_run_leaves_every_row_in_the_store_exactly_once
         columns: LICENCE_COLUMNS.iter().map(|(p, c)| ((*p).to_owned(), (*c).to_owned())).collect(),
         poll_interval_ms: 50,
         // Small batches: many watermarks, so that the kill falls between two of them.
-        batch_size: 25,
+        batch_size: 20,
         commit_lag_ms: 0,
         reject_table: Some(rejects.clone()),
         connections: 2,
@@ -556,7 +558,8 @@ async fn the_land_registry_down_table_receives_what_the_catalogue_shares_with_it
             &db,
             &format!(
                 "CREATE TABLE {table} (natural_key TEXT PRIMARY KEY, event_id TEXT NOT NULL, version BIGINT NOT NULL, \
-                 received_at TIMESTAMPTZ NOT NULL, filing_no TEXT, buyer_name TEXT, buyer_id_number TEXT, total_price TEXT)"
+                 received_at TIMESTAMPTZ NOT NULL, filing_no VARCHAR(40), buyer_name TEXT, buyer_id_number TEXT, \
+                 total_price NUMERIC(14, 2))"
             ),
         )
         .await;
@@ -613,7 +616,10 @@ async fn the_land_registry_down_table_receives_what_the_catalogue_shares_with_it
         let db = db.clone();
         async move {
             db.fetch_text(
-                &format!("SELECT natural_key, event_id, CAST(version AS TEXT), buyer_name, buyer_id_number, total_price FROM {table}"),
+                &format!(
+                    "SELECT natural_key, event_id, CAST(version AS TEXT), buyer_name, buyer_id_number, \
+                     CAST(total_price AS TEXT) FROM {table}"
+                ),
                 &[],
             )
             .await
@@ -714,5 +720,49 @@ async fn a_batch_may_end_inside_one_timestamp_and_a_null_timestamp_moves_nothing
     assert_eq!(metric(&node, published).await, 30.0);
     let read = "govex_frontdb_source_rows_total{source=\"same-time\",outcome=\"read\"}";
     assert_eq!(metric(&node, read).await, 30.0, "the NULL-timestamp row is not read, and nothing twice");
+    node.shutdown().await.unwrap();
+}
+
+/// `incrementing` mode with the commit-delay guard on a timestamp column: a transaction takes
+/// its time at its start (PostgreSQL's `now()`) and its id later, so a higher id can be older
+/// than a lower one. The guard stops the batch at the first recent row in id order instead of
+/// leaving that row out, so the lower id is not passed by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_incrementing_mode_a_higher_id_that_is_older_does_not_pass_a_lower_one_by() {
+    let db = FrontDb::connect(POSTGRES, 4, 480).unwrap();
+    let (table, rejects) = (fresh("cf"), fresh("cf_rejects"));
+    filing_tables(&db, &table, &rejects).await;
+    let mut source = filing_source("incrementing-guard", POSTGRES, &table, Some(&rejects));
+    source.mode = Mode::Incrementing;
+    source.commit_lag_ms = 1_000;
+    let (_dir, node) = node_with(vec![source]).await;
+    let published = "govex_frontdb_source_rows_total{source=\"incrementing-guard\",outcome=\"published\"}";
+    for round in 0..3u32 {
+        // A: its time now, its id after B's.
+        let pool = db.postgres().unwrap().clone();
+        let (a, b) = (insert_filing(&table, 80 + 2 * round, None), insert_filing(&table, 81 + 2 * round, None));
+        let late = tokio::spawn(async move {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("SELECT now()").execute(&mut *tx).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let mut query = sqlx::query(&a.0);
+            for bind in &a.1 {
+                let Bind::Text(text) = bind else { unreachable!() };
+                query = query.bind(text.clone());
+            }
+            query.execute(&mut *tx).await.unwrap();
+            tx.commit().await.unwrap();
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        db.execute_all(&[b]).await.unwrap();
+        late.await.unwrap();
+        let expected = f64::from(2 * (round + 1));
+        support::eventually("both rows of the round published", Duration::from_secs(30), || async {
+            (metric(&node, published).await == expected).then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(metric(&node, published).await, 6.0, "each row once, none passed by");
     node.shutdown().await.unwrap();
 }
