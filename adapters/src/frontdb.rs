@@ -403,6 +403,51 @@ pub struct Source {
 /// A refused row: its key, its version and the rules it broke.
 type Refusal = (Vec<Option<String>>, String, Vec<crate::validation::Violation>);
 
+/// A row read, to be made into its record and checked.
+struct Input {
+    key: Vec<Option<String>>,
+    version: String,
+    /// Its own time (the timestamp modes); the batch's first read otherwise.
+    ms: Option<u64>,
+    event_id: Uuid,
+    /// The mapped columns' text, in the order of the plan's fields.
+    cells: Vec<Option<String>>,
+}
+
+/// The record input of a row's mapped `cells`, or the values too long to have been read whole.
+fn row_input(
+    fields: &[(String, Kind)],
+    cells: Vec<Option<String>>,
+    zone: FixedOffset,
+) -> Result<Value, Vec<crate::validation::Violation>> {
+    let mut input = Value::Object(Map::new());
+    let mut too_long = Vec::new();
+    for ((path, kind), cell) in fields.iter().zip(cells) {
+        let Some(text) = cell else { continue };
+        if text.chars().count() > MAX_CELL_CHARS {
+            let pointer = format!("/{}", path.replace(['.', '['], "/").replace(']', ""));
+            let message = format!("longer than {MAX_CELL_CHARS} characters in the source table");
+            too_long.push(crate::validation::Violation::new(&pointer, "too-long-in-source", message));
+            continue;
+        }
+        set_path(&mut input, path, typed(text, *kind, zone));
+    }
+    if too_long.is_empty() {
+        Ok(input)
+    } else {
+        Err(too_long)
+    }
+}
+
+/// A batch read past `from`, up to `last`.
+struct Batch {
+    from: Watermark,
+    last: Watermark,
+    inputs: Vec<Input>,
+    department: Department,
+    fields: Arc<Vec<(String, Kind)>>,
+}
+
 /// How often the lag gauges ask the table for its newest row.
 const OBSERVE_EVERY: Duration = Duration::from_secs(5);
 
@@ -604,11 +649,17 @@ impl Source {
     /// One poll: reads at most a batch past the watermark, checks and publishes it, writes the
     /// refused rows to the reject table, and only then stores the new watermark.
     pub async fn poll(&self, types: &BTreeMap<String, String>) -> Result<Polled, String> {
+        let batch = self.read_batch(types, &self.watermark()?).await?;
+        self.deliver(batch).await
+    }
+
+    /// Reads at most a batch past `from`, as rows to check and the watermark after them.
+    /// Reads only: it may run while the batch before it is being delivered.
+    async fn read_batch(&self, types: &BTreeMap<String, String>, from: &Watermark) -> Result<Batch, String> {
         let c = &self.config;
-        let from = self.watermark()?;
         let department = Department::parse(&c.department).map_err(|e| e.to_string())?;
         let record_type = self.intake.record_type(department, &c.record).map_err(|e| e.reason().to_owned())?;
-        let plan = self.plan(types, &from, record_type.input_schema());
+        let plan = self.plan(types, from, record_type.input_schema());
         let fetched = tokio::time::timeout(STATEMENT_WITHIN, self.db.fetch_text(&plan.sql, &plan.binds)).await;
         let mut rows =
             fetched.map_err(|_| "the poll took too long (a locked table?)".to_owned())?.map_err(|e| e.to_string())?;
@@ -618,25 +669,9 @@ impl Source {
                 rows.truncate(first_recent);
             }
         }
-        if rows.is_empty() {
-            return Ok(Polled::default());
-        }
-        // The time of a batch's ids in `incrementing` mode: kept before anything is published,
-        // so that the same batch read again after a crash gets the same ids. (The timestamp
-        // modes take each row's own time.)
-        let first_read_ms = match (c.mode, self.read_state::<Pending>("pending")?) {
-            (Mode::Incrementing, Some(p)) if p.from == from => p.first_read_ms,
-            (Mode::Incrementing, _) => {
-                let fresh = Pending { from: from.clone(), first_read_ms: govex_schemas::zone::now_ms() };
-                self.write_state("pending", Some(&fresh)).await?;
-                fresh.first_read_ms
-            }
-            _ => govex_schemas::zone::now_ms(),
-        };
         let mut inputs = Vec::with_capacity(rows.len());
-        let mut early_rejects: Vec<Refusal> = Vec::new();
         let mut last = from.clone();
-        for row in &rows {
+        for mut row in rows {
             let key = &row[..plan.keys];
             let mut at = plan.keys;
             let ts = plan.has_ts.then(|| {
@@ -661,44 +696,52 @@ impl Source {
             let version =
                 format!("{}|{}", ts.as_deref().unwrap_or(""), inc_value.map(|i| i.to_string()).unwrap_or_default());
             let ms = match (&ts, plan.has_ts) {
-                (Some(ts), true) => {
-                    db_instant(ts, self.zone).map_or(first_read_ms, |t| t.timestamp_millis().max(0) as u64)
-                }
-                _ => first_read_ms,
+                (Some(ts), true) => db_instant(ts, self.zone).map(|t| t.timestamp_millis().max(0) as u64),
+                _ => None,
             };
-            let event_id = row_event_id(&c.name, &c.table, key, &version, ms);
-            let mut input = Value::Object(Map::new());
-            let mut too_long = Vec::new();
-            for ((path, kind), cell) in plan.fields.iter().zip(&row[at..]) {
-                if let Some(text) = cell {
-                    if text.chars().count() > MAX_CELL_CHARS {
-                        let pointer = format!("/{}", path.replace(['.', '['], "/").replace(']', ""));
-                        let message = format!("longer than {MAX_CELL_CHARS} characters in the source table");
-                        too_long.push(crate::validation::Violation::new(&pointer, "too-long-in-source", message));
-                    }
-                    set_path(&mut input, path, typed(text.clone(), *kind, self.zone));
-                }
+            if c.mode == Mode::Timestamp {
+                last.key = key[0].clone();
             }
-            if too_long.is_empty() {
-                inputs.push((key.to_vec(), version, event_id, input));
-            } else {
-                early_rejects.push((key.to_vec(), version, too_long));
-            }
+            let cells = row.split_off(at);
+            row.truncate(plan.keys);
+            inputs.push(Input { key: row, version, ms, event_id: Uuid::nil(), cells });
             if plan.has_ts && ts.is_some() {
                 last.ts = ts.clone();
             }
             if plan.has_inc {
                 last.inc = inc_value.or(last.inc);
             }
-            if c.mode == Mode::Timestamp {
-                last.key = key[0].clone();
-            }
         }
-        let read = rows.len();
-        drop(rows);
+        Ok(Batch { from: from.clone(), last, inputs, department, fields: Arc::new(plan.fields) })
+    }
+
+    /// Checks and publishes `batch`, writes its refused rows, and stores the watermark after
+    /// it once every row is acknowledged.
+    async fn deliver(&self, batch: Batch) -> Result<Polled, String> {
+        let c = &self.config;
+        let Batch { from, last, mut inputs, department, fields } = batch;
+        if inputs.is_empty() {
+            return Ok(Polled::default());
+        }
+        // The time of a batch's ids in `incrementing` mode: kept before anything is published,
+        // so that the same batch read again after a crash gets the same ids. (The timestamp
+        // modes take each row's own time.)
+        let first_read_ms = match (c.mode, self.read_state::<Pending>("pending")?) {
+            (Mode::Incrementing, Some(p)) if p.from == from => p.first_read_ms,
+            (Mode::Incrementing, _) => {
+                let fresh = Pending { from: from.clone(), first_read_ms: govex_schemas::zone::now_ms() };
+                self.write_state("pending", Some(&fresh)).await?;
+                fresh.first_read_ms
+            }
+            _ => govex_schemas::zone::now_ms(),
+        };
+        for input in &mut inputs {
+            input.event_id =
+                row_event_id(&c.name, &c.table, &input.key, &input.version, input.ms.unwrap_or(first_read_ms));
+        }
+        let read = inputs.len();
         self.metrics.count(&c.name, "read", read);
-        let (checked, mut rejects) = self.check(department, inputs).await?;
-        rejects.extend(early_rejects);
+        let (checked, rejects) = self.check(department, fields, inputs).await?;
         let published = checked.len();
         for outcome in self.intake.publish_all(checked).await {
             // Nothing of this batch is marked read until every row of it is acknowledged: the
@@ -734,7 +777,8 @@ impl Source {
     async fn check(
         &self,
         department: Department,
-        inputs: Vec<(Vec<Option<String>>, String, Uuid, Value)>,
+        fields: Arc<Vec<(String, Kind)>>,
+        inputs: Vec<Input>,
     ) -> Result<(Vec<Checked>, Vec<Refusal>), String> {
         use futures::StreamExt as _;
         const CHUNK: usize = 256;
@@ -745,14 +789,18 @@ impl Source {
         while inputs.peek().is_some() {
             chunks.push(inputs.by_ref().take(CHUNK).collect::<Vec<_>>());
         }
-        let record = self.config.record.clone();
+        let (record, zone) = (self.config.record.clone(), self.zone);
         let mut results = futures::stream::iter(chunks)
             .map(|chunk| {
-                let (intake, record) = (self.intake.clone(), record.clone());
+                let (intake, record, fields) = (self.intake.clone(), record.clone(), fields.clone());
                 tokio::task::spawn_blocking(move || {
                     chunk
                         .into_iter()
-                        .map(|(key, version, event_id, input)| {
+                        .map(|Input { key, version, event_id, cells, ms: _ }| {
+                            let input = match row_input(&fields, cells, zone) {
+                                Ok(input) => input,
+                                Err(too_long) => return Err((key, version, too_long)),
+                            };
                             intake
                                 .check_parsed(department, &record, input, &context, Some(event_id))
                                 .map_err(|rejection| (key, version, rejection.violations()))
@@ -872,13 +920,29 @@ impl Source {
         let label = SourceMetrics::label(&self.config.name);
         let mut backoff = Duration::from_secs(1);
         let mut types = None;
+        // The next batch, read while the one before it was delivered: a backlog is read from
+        // the database and published side by side.
+        let mut next: Option<Batch> = None;
         loop {
             let result = async {
                 let types = match &types {
                     Some(types) => types,
                     None => types.insert(self.check_columns().await?),
                 };
-                self.poll(types).await
+                let batch = match next.take() {
+                    Some(batch) => batch,
+                    None => self.read_batch(types, &self.watermark()?).await?,
+                };
+                if batch.inputs.len() < self.config.batch_size {
+                    return self.deliver(batch).await;
+                }
+                let after = batch.last.clone();
+                let (delivered, read) = tokio::join!(self.deliver(batch), self.read_batch(types, &after));
+                let delivered = delivered?;
+                // What was read ahead is used only if the batch before it was delivered: else the
+                // next poll reads again from the stored watermark.
+                next = read.ok();
+                Ok(delivered)
             }
             .await;
             let wait = match result {
@@ -893,6 +957,7 @@ impl Source {
                     }
                 }
                 Err(error) => {
+                    next = None;
                     self.metrics.up.get_or_create(&label).set(0);
                     down.set(&self.config.name, &error);
                     tracing::warn!(source = %self.config.name, db = %self.db.described(), %error, retry_in_ms = backoff.as_millis() as u64, "a front-end database source could not be read; trying again");

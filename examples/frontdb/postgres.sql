@@ -5,9 +5,12 @@
 -- 1. A source table: housing's system writes its contract filings here. `id` and `updated_at`
 --    are what govex finds new rows by (mode "timestamp+incrementing"); a row changed in place
 --    must get a new updated_at. The index keeps each poll cheap.
+--    clock_timestamp(), not now(): now() is the time the *transaction* began, so a long
+--    transaction would write a time older than rows committed before it, and govex's
+--    commit-delay guard (commit_lag_ms) protects only rows whose time is when they were written.
 CREATE TABLE contract_filing_out (
     id                 BIGSERIAL PRIMARY KEY,
-    updated_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at         TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
     filing_no          TEXT NOT NULL,
     contract_no        TEXT,
     project_name       TEXT,
@@ -28,7 +31,7 @@ CREATE TABLE contract_filing_out (
 CREATE INDEX contract_filing_out_poll ON contract_filing_out (updated_at, id);
 -- A trigger keeps updated_at honest when the system updates a row in place.
 CREATE OR REPLACE FUNCTION touch_updated_at() RETURNS trigger AS $$
-BEGIN NEW.updated_at := now(); RETURN NEW; END $$ LANGUAGE plpgsql;
+BEGIN NEW.updated_at := clock_timestamp(); RETURN NEW; END $$ LANGUAGE plpgsql;
 CREATE TRIGGER contract_filing_out_touch BEFORE UPDATE ON contract_filing_out
     FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
 
