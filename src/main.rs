@@ -384,6 +384,12 @@ async fn run() -> Result<()> {
                     .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
                 println!("front-end database source {}: table {} fits", source.name, source.table);
             }
+            for table in &config.frontdb.tables {
+                govex_sinks::down_table::check_table(table, &config.time_zone)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+                println!("front-end database down-table {}: table {} fits", table.name, table.table);
+            }
             println!("configuration is valid");
             Ok(())
         }

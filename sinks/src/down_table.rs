@@ -315,6 +315,29 @@ impl crate::sink::Sink for DownTable {
     }
 }
 
+/// What `govex config check` asks of each down-table: its database answers, the table has
+/// the columns govex keeps (`natural_key` its primary key, `event_id`, `version`,
+/// `received_at`) and every mapped column; errors name the table, the database (without its
+/// password) and what is missing.
+pub async fn check_table(config: &DownTableConfig, zone: &TimeZone) -> Result<(), String> {
+    config.validate()?;
+    let db = FrontDb::connect(&config.url, 1, zone.offset().local_minus_utc() / 60)
+        .map_err(|e| format!("frontdb.tables {:?}: {e}", config.name))?;
+    let at = |what: String| format!("frontdb.tables {:?} ({}): {what}", config.name, db.described());
+    let columns: BTreeMap<String, String> =
+        db.columns(&config.table).await.map_err(|e| at(e.to_string()))?.into_iter().collect();
+    if columns.is_empty() {
+        return Err(at(format!("table {} not found (examples/frontdb/ has its DDL)", config.table)));
+    }
+    let kept = ["natural_key", "event_id", "version", "received_at"].into_iter().map(str::to_owned);
+    let missing: Vec<String> =
+        kept.chain(config.columns.values().cloned()).filter(|c| !columns.contains_key(c)).collect();
+    if !missing.is_empty() {
+        return Err(at(format!("table {} has no column {missing:?}", config.table)));
+    }
+    Ok(())
+}
+
 /// Starts one sink per configured down-table, each in its own consumer group
 /// (`<prefix>-<division>-down-table-<name>`).
 pub fn start(

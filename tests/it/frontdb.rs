@@ -538,6 +538,28 @@ async fn config_check_connects_to_each_front_end_database_and_checks_the_columns
     wrong.columns.insert("room".into(), "room_no".into());
     let (ok, printed) = check(wrong);
     assert!(!ok && printed.contains("room_no") && printed.contains("housing-filings"), "{printed}");
+    // A down-table is asked too: its table must have the columns govex keeps.
+    let down_table = govex_sinks::down_table::DownTableConfig {
+        name: "land-registry-filings".into(),
+        department: "land-registry".into(),
+        resource: "housing.contract-filing".into(),
+        purpose: "不动产登记".into(),
+        url: POSTGRES.into(),
+        table: table.clone(),
+        columns: [("filing_number".to_owned(), "filing_no".to_owned())].into(),
+        connections: 1,
+    };
+    let mut config = crate::support::test_node_config(dir.path());
+    config.frontdb.sources = vec![filing_source("housing-filings", POSTGRES, &table, Some(&rejects))];
+    config.frontdb.tables = vec![down_table];
+    let path = dir.path().join("with-table.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_govex"))
+        .args(["config", "check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && printed.contains("natural_key"), "a source table is no down-table: {printed}");
     let down = filing_source("housing-filings", "postgres://govex:s3cret@127.0.0.1:1/test", &table, None);
     let (ok, printed) = check(down);
     assert!(!ok && printed.contains("postgres://govex@127.0.0.1:1/test"), "{printed}");
@@ -764,5 +786,61 @@ async fn in_incrementing_mode_a_higher_id_that_is_older_does_not_pass_a_lower_on
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(metric(&node, published).await, 6.0, "each row once, none passed by");
+    node.shutdown().await.unwrap();
+}
+
+/// A county's down-table in MariaDB: a licence and then its revocation, arriving on the
+/// county's licence topic as the bridge brings them down from the city, end as one row,
+/// revoked (MySQL's upsert path: the newer version replaces every column).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_licence_revoked_upstream_reaches_a_county_down_table_in_mariadb() {
+    use govex_sinks::{down_table::DownTableConfig, elicense::Status};
+    let db = FrontDb::connect(MARIADB, 2, 480).unwrap();
+    let table = fresh("licence_in");
+    execute(
+        &db,
+        &format!(
+            "CREATE TABLE {table} (natural_key VARCHAR(120) PRIMARY KEY, event_id VARCHAR(36) NOT NULL, \
+             version BIGINT NOT NULL, received_at DATETIME(6) NOT NULL, licence_no VARCHAR(100), status VARCHAR(20), \
+             holder_name VARCHAR(200)) CHARACTER SET utf8mb4"
+        ),
+    )
+    .await;
+    let down = DownTableConfig {
+        name: "county-licences".into(),
+        department: "land-registry".into(),
+        resource: "elicense.licence".into(),
+        purpose: "不动产登记".into(),
+        url: MARIADB.into(),
+        table: table.clone(),
+        columns: [("licence_number", "licence_no"), ("status", "status"), ("holder_name", "holder_name")]
+            .into_iter()
+            .map(|(p, c)| (p.to_owned(), c.to_owned()))
+            .collect(),
+        connections: 2,
+    };
+    let (_dir, node) =
+        crate::intake::intake_node_with(move |config: &mut NodeConfig| config.frontdb.tables = vec![down]).await;
+    let holder = "11010519491231002X";
+    let records = [
+        crate::elicense::licence("SN7001", Status::Valid, holder),
+        crate::elicense::licence("SN7001", Status::Revoked, holder),
+    ];
+    crate::elicense::publish_from(&node.bus, &node.registry, &records, "610900").await;
+    let id = crate::elicense::licence_id("SN7001", 1);
+    let rows = support::eventually_saw("the revocation in the county's table", Duration::from_secs(60), || async {
+        let rows = db
+            .fetch_text(&format!("SELECT natural_key, status, holder_name, CAST(version AS CHAR) FROM {table}"), &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        match rows.first().and_then(|r| r[1].as_deref()) {
+            Some("REVOKED") => Ok(rows),
+            _ => Err(format!("{rows:?}")),
+        }
+    })
+    .await;
+    assert_eq!(rows.len(), 1, "one row per licence: {rows:?}");
+    assert_eq!(rows[0][0].as_deref(), Some(id.as_str()));
+    assert_eq!(rows[0][2].as_deref(), Some("王小明"), "land registry may read the holder");
     node.shutdown().await.unwrap();
 }
