@@ -1065,10 +1065,7 @@ mod tests {
         assert_eq!(typed("t".into(), Kind::Boolean, zone), json!(true));
         assert_eq!(typed("0".into(), Kind::Boolean, zone), json!(false));
         assert_eq!(typed("2026-11-19 15:00:00".into(), Kind::DateTime, zone), json!("2026-11-19T15:00:00+08:00"));
-        assert_eq!(
-            typed("2026-11-19 07:00:00.25+00".into(), Kind::DateTime, zone),
-            json!("2026-11-19T07:00:00.250Z")
-        );
+        assert_eq!(typed("2026-11-19 07:00:00.25+00".into(), Kind::DateTime, zone), json!("2026-11-19T07:00:00.250Z"));
         assert_eq!(typed("568000.00".into(), Kind::Text, zone), json!("568000.00"));
         let schema = json!({"properties": {
             "buyers": {"type": "array", "items": {"properties": {"name": {"type": "string"}}}},
