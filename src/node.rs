@@ -569,8 +569,20 @@ impl RunningNode {
             };
             std::sync::Arc::new(lines) as govex_http::ops::Degraded
         });
-        let readiness =
-            Readiness { bus: plan.uses_bus().then(|| cx.bus.clone()), registry: cx.registry.clone(), degraded };
+        // A down-table waits for its department's database without taking the node out of
+        // service: its consumer group is degraded when behind, not a reason to be unready.
+        let optional_groups = match plan.components.contains(&Component::Dossier) {
+            true => {
+                config.frontdb.tables.iter().map(|t| cx.group(&govex_sinks::down_table::group_name(&t.name))).collect()
+            }
+            false => Vec::new(),
+        };
+        let readiness = Readiness {
+            bus: plan.uses_bus().then(|| cx.bus.clone()),
+            registry: cx.registry.clone(),
+            degraded,
+            optional_groups,
+        };
         let ops_router = ops::router(cx.metrics.clone(), readiness.watch(cx.stop.clone()))
             .route("/openapi.json", openapi::route(openapi::OPS));
         let ops_router = with_route_list(ops_router, openapi::routes(openapi::OPS));

@@ -26,6 +26,9 @@ pub struct Readiness {
     /// Parts that may be down without taking the node out of service (a department's
     /// front-end database): listed by `/readyz`, which still answers ready.
     pub degraded: Option<Degraded>,
+    /// Consumer groups that may fall behind without taking the node out of service (a
+    /// down-table whose department database is down): listed as degraded, not as a problem.
+    pub optional_groups: Vec<String>,
 }
 
 /// What a part that may be down says about itself: one line per thing down.
@@ -61,15 +64,17 @@ impl Readiness {
                     _ = stop.cancelled() => break,
                     _ = ticks.tick() => {}
                 }
-                let problems = self.problems(&mut fatal_logged).await;
+                let (problems, mut degraded) = self.problems(&mut fatal_logged).await;
                 *shared.problems.lock() = problems;
-                *shared.degraded.lock() = self.degraded.as_ref().map(|d| d()).unwrap_or_default();
+                degraded.extend(self.degraded.as_ref().map(|d| d()).unwrap_or_default());
+                *shared.degraded.lock() = degraded;
             }
         });
         state
     }
 
-    async fn problems(&self, fatal_logged: &mut bool) -> Vec<String> {
+    /// What keeps the node from being ready, and what is degraded without that.
+    async fn problems(&self, fatal_logged: &mut bool) -> (Vec<String>, Vec<String>) {
         let bus_check = async {
             match &self.bus {
                 Some(bus) => bus.check_producer_reachable(Duration::from_secs(2)).await,
@@ -78,6 +83,7 @@ impl Readiness {
         };
         let (bus, registry) = tokio::join!(bus_check, self.registry.check_reachable());
         let mut problems = Vec::new();
+        let mut degraded = Vec::new();
         if let Err(e) = bus {
             problems.push(format!("bus: {e}"));
         }
@@ -90,13 +96,17 @@ impl Readiness {
                 problems.push(format!("producer: fatal error {fatal}; restart the process"));
             }
             for group in bus.catch_up().behind() {
-                problems.push(format!("consumer group {group}: not caught up with its partitions' end offsets yet"));
+                let line = format!("consumer group {group}: not caught up with its partitions' end offsets yet");
+                match self.optional_groups.contains(&group) {
+                    true => degraded.push(line),
+                    false => problems.push(line),
+                }
             }
         }
         if let Err(e) = registry {
             problems.push(format!("registry: {e}"));
         }
-        problems
+        (problems, degraded)
     }
 }
 

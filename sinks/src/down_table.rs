@@ -315,6 +315,11 @@ impl crate::sink::Sink for DownTable {
     }
 }
 
+/// The consumer group of down-table `name`, after the node's prefix and division.
+pub fn group_name(name: &str) -> String {
+    format!("down-table-{name}")
+}
+
 /// What `govex config check` asks of each down-table: its database answers, the table has
 /// the columns govex keeps (`natural_key` its primary key, `event_id`, `version`,
 /// `received_at`) and every mapped column; errors name the table, the database (without its
@@ -358,7 +363,7 @@ pub fn start(
             cx.time_zone.clone(),
             metrics.clone(),
         )?;
-        let group = cx.group(&format!("down-table-{}", config.name));
+        let group = cx.group(&group_name(&config.name));
         let (bus, node_metrics, catalog, stop) =
             (cx.bus.clone(), cx.metrics.clone(), cx.catalog.clone(), cx.stop.clone());
         let table = Arc::new(table);

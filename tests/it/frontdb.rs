@@ -844,3 +844,52 @@ async fn a_licence_revoked_upstream_reaches_a_county_down_table_in_mariadb() {
     assert_eq!(rows[0][2].as_deref(), Some("王小明"), "land registry may read the holder");
     node.shutdown().await.unwrap();
 }
+
+/// A down-table whose database is down holds back only itself: started again with records
+/// waiting for it, the node answers `/readyz` ready, with the down-table's group degraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_table_whose_database_is_down_leaves_the_node_ready_and_says_so() {
+    use govex_sinks::down_table::DownTableConfig;
+    let broker = crate::child::ChildBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let down = DownTableConfig {
+        name: "unreachable".into(),
+        department: "land-registry".into(),
+        resource: "housing.contract-filing".into(),
+        purpose: "不动产登记".into(),
+        url: "postgres://postgres@127.0.0.1:1/test".into(),
+        table: "nowhere".into(),
+        columns: [("filing_number".to_owned(), "filing_no".to_owned())].into(),
+        connections: 1,
+    };
+    let configure = |config: &mut NodeConfig| {
+        config.bus.brokers = Some(broker.bootstrap.clone());
+        config.frontdb.tables = vec![down.clone()];
+    };
+    let mut config = crate::intake::intake_config(dir.path());
+    configure(&mut config);
+    let node = govex::node::start(config.clone()).await.unwrap();
+    let base = format!("http://{}", node.api_addr().unwrap());
+    let sent = support::post(
+        &format!("{base}/v1/housing/contract-filing"),
+        "housing",
+        &sample("housing", "contract-filing", 91).unwrap(),
+    )
+    .await;
+    assert_eq!(sent.status(), 202);
+    node.shutdown().await.unwrap();
+
+    let node = govex::node::start(config).await.unwrap();
+    let ready = support::eventually_saw("ready, the down-table degraded", Duration::from_secs(60), || async {
+        let response = reqwest::get(format!("http://{}/readyz", node.ops_addr)).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        match (status.as_u16(), text.contains("degraded: consumer group") && text.contains("down-table-unreachable")) {
+            (200, true) => Ok(text),
+            other => Err(format!("{other:?} {text}")),
+        }
+    })
+    .await;
+    assert!(!ready.contains("postgres@"), "no database URL in /readyz: {ready}");
+    node.shutdown().await.unwrap();
+}
