@@ -45,6 +45,7 @@ use uuid::Uuid;
 
 use crate::{
     common::CheckContext,
+    import::set_path,
     intake::{Checked, Intake},
 };
 
@@ -325,47 +326,6 @@ fn typed(text: String, kind: Kind, zone: FixedOffset) -> Value {
             Some(instant) => Value::String(instant.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
             None => Value::String(text),
         },
-    }
-}
-
-/// Sets `a.b[0].c` in `root` (the CSV import's field paths).
-fn set_path(root: &mut Value, path: &str, value: Value) {
-    let mut node = root;
-    let steps: Vec<&str> = path.split('.').collect();
-    for (i, step) in steps.iter().enumerate() {
-        let last = i == steps.len() - 1;
-        let (name, index) = match step.split_once('[') {
-            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
-            None => (*step, None),
-        };
-        let Value::Object(map) = node else { return };
-        let entry = map.entry(name.to_owned()).or_insert(Value::Null);
-        node = match index {
-            None if last => {
-                *entry = value;
-                return;
-            }
-            None => {
-                if !entry.is_object() {
-                    *entry = Value::Object(Map::new());
-                }
-                entry
-            }
-            Some(index) => {
-                if !entry.is_array() {
-                    *entry = Value::Array(Vec::new());
-                }
-                let Value::Array(items) = entry else { return };
-                while items.len() <= index {
-                    items.push(Value::Object(Map::new()));
-                }
-                if last {
-                    items[index] = value;
-                    return;
-                }
-                &mut items[index]
-            }
-        };
     }
 }
 

@@ -375,7 +375,7 @@ fn csv_records(text: &str) -> Result<FileRecords, String> {
 }
 
 /// Sets `a.b[0].c` in `root`, creating objects and arrays on the way.
-fn set_path(root: &mut Value, path: &str, value: Value) {
+pub(crate) fn set_path(root: &mut Value, path: &str, value: Value) {
     let mut node = root;
     let steps: Vec<&str> = path.split('.').collect();
     for (i, step) in steps.iter().enumerate() {

@@ -100,7 +100,8 @@ pub fn router(api: Arc<GovernanceApi>) -> Router {
         .with_state(api)
 }
 
-fn invalid(pointer: &str, rule: &str, message: impl Into<String>) -> Refused {
+/// The 422 answer naming the member and the rule a request breaks.
+pub(super) fn invalid(pointer: &str, rule: &str, message: impl Into<String>) -> Refused {
     problem(
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid",

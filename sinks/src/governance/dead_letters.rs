@@ -40,7 +40,10 @@ use govex_schemas::{identifiers::mask, Catalog, Division, LiveCatalog};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::view::{outgoing, Governed, View};
+use super::{
+    api::invalid,
+    view::{outgoing, Governed, View},
+};
 use crate::use_log::{Use, UseAction, UseLog};
 
 pub use govex_schemas::catalog::REPLAY_TOPIC as TOPIC;
@@ -173,17 +176,6 @@ pub struct Selection {
     pub component: Option<String>,
     /// `open` (never put back), `replayed`, or every one (absent).
     pub state: Option<String>,
-}
-
-fn invalid(pointer: &str, rule: &str, message: impl Into<String>) -> Refused {
-    problem(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid",
-        "Invalid request",
-        "the request breaks a rule",
-        json!([{ "pointer": pointer, "rule": rule, "message": message.into() }]),
-    )
-    .into()
 }
 
 fn unavailable(what: &str, error: impl std::fmt::Display) -> Refused {
