@@ -10,12 +10,12 @@ use govex_http::{failed, Context, StartError};
 
 /// Starts one task per configured source, each polling its table into this process's intake
 /// until the node stops. A database that is down is tried again in the background; nothing
-/// here waits for one. Returns what `/readyz` shows of them.
-pub fn start_sources(cx: &mut Context, sources: &[SourceConfig]) -> Result<DownSources, StartError> {
-    let down = DownSources::default();
+/// here waits for one. What `/readyz` shows of them is shared on `cx` (`DownSources`).
+pub fn start_sources(cx: &mut Context, sources: &[SourceConfig]) -> Result<(), StartError> {
     if sources.is_empty() {
-        return Ok(down);
+        return Ok(());
     }
+    let down = DownSources::default();
     let Some(intake) = cx.shared::<Arc<Intake>>() else {
         return Err(failed("front-end database sources")("they run with the intake component"));
     };
@@ -29,6 +29,6 @@ pub fn start_sources(cx: &mut Context, sources: &[SourceConfig]) -> Result<DownS
         let (stop, down) = (cx.stop.clone(), down.clone());
         cx.tasks.spawn(source.run(stop, down));
     }
-    cx.share(down.clone());
-    Ok(down)
+    cx.share(down);
+    Ok(())
 }

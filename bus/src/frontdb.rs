@@ -138,6 +138,20 @@ pub enum Bind {
     Int(i64),
 }
 
+/// `sql` with `binds` bound, for either database (their query types differ, the binding does not).
+macro_rules! bound {
+    ($sql:expr, $binds:expr) => {{
+        let mut query = sqlx::query($sql);
+        for bind in $binds {
+            query = match bind {
+                Bind::Text(text) => query.bind(text.clone()),
+                Bind::Int(n) => query.bind(*n),
+            };
+        }
+        query
+    }};
+}
+
 #[derive(Clone)]
 enum Pool {
     Postgres(PgPool),
@@ -267,27 +281,13 @@ impl FrontDb {
     pub async fn fetch_text(&self, sql: &str, binds: &[Bind]) -> Result<Vec<Vec<Option<String>>>, FrontDbError> {
         Ok(match &self.pool {
             Pool::Postgres(pool) => {
-                let mut query = sqlx::query(sql);
-                for bind in binds {
-                    query = match bind {
-                        Bind::Text(text) => query.bind(text.clone()),
-                        Bind::Int(n) => query.bind(*n),
-                    };
-                }
-                let rows = query.fetch_all(pool).await?;
+                let rows = bound!(sql, binds).fetch_all(pool).await?;
                 rows.iter()
                     .map(|row| (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect::<Result<_, _>>())
                     .collect::<Result<_, _>>()?
             }
             Pool::MySql(pool) => {
-                let mut query = sqlx::query(sql);
-                for bind in binds {
-                    query = match bind {
-                        Bind::Text(text) => query.bind(text.clone()),
-                        Bind::Int(n) => query.bind(*n),
-                    };
-                }
-                let rows = query.fetch_all(pool).await?;
+                let rows = bound!(sql, binds).fetch_all(pool).await?;
                 rows.iter()
                     .map(|row| {
                         (0..row.len())
@@ -312,28 +312,14 @@ impl FrontDb {
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 for (sql, binds) in statements {
-                    let mut query = sqlx::query(sql);
-                    for bind in binds {
-                        query = match bind {
-                            Bind::Text(text) => query.bind(text.clone()),
-                            Bind::Int(n) => query.bind(*n),
-                        };
-                    }
-                    query.execute(&mut *tx).await?;
+                    bound!(sql, binds).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
             }
             Pool::MySql(pool) => {
                 let mut tx = pool.begin().await?;
                 for (sql, binds) in statements {
-                    let mut query = sqlx::query(sql);
-                    for bind in binds {
-                        query = match bind {
-                            Bind::Text(text) => query.bind(text.clone()),
-                            Bind::Int(n) => query.bind(*n),
-                        };
-                    }
-                    query.execute(&mut *tx).await?;
+                    bound!(sql, binds).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
             }
