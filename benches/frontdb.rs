@@ -114,6 +114,7 @@ async fn run() {
     sqlx::raw_sql(&format!("ALTER TABLE {staging} RENAME TO {table}")).execute(&mut pg).await.expect("rename");
     let published = "govex_frontdb_source_rows_total{source=\"bench\",outcome=\"published\"}";
     let refused = "govex_frontdb_source_rows_total{source=\"bench\",outcome=\"refused\"}";
+    let node_pid = node.process.0.id();
     let (first_at, first) = loop {
         let n = metric(&client, &node.ops, published).await;
         if n > 0.0 {
@@ -121,6 +122,10 @@ async fn run() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    // CPU time from the first published row on: the node's (its embedded brokers included)
+    // and PostgreSQL's backends'.
+    let (node_cpu_at_first, pg_cpu_at_first) =
+        (support::memory::cpu_seconds(node_pid), support::memory::cpu_seconds_of("postgres"));
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let n = metric(&client, &node.ops, published).await;
@@ -133,6 +138,8 @@ async fn run() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let source_rate = (ROWS as f64 - first) / first_at.elapsed().as_secs_f64();
+    let node_cpu = support::memory::cpu_seconds(node_pid) - node_cpu_at_first;
+    let pg_cpu = support::memory::cpu_seconds_of("postgres") - pg_cpu_at_first;
     let source_peak = node.process.peak_mib();
 
     // 3. The same records over the HTTP intake, NDJSON batches of 2,000, four at once.
@@ -188,6 +195,15 @@ async fn run() {
         http_rate / cores()
     );
     println!("source / HTTP intake: {:.2}", source_rate / http_rate);
+    // Per core as a capture tool is measured: rows over the CPU time the exchange itself spent
+    // (Debezium's ~30,000 msg/s per core is Kafka Connect's CPU, the database's not counted).
+    let source_rows = ROWS as f64 - first;
+    println!(
+        "front-end source CPU: node {node_cpu:.1} s ({:.2} cores busy) = {:.0} rows per node CPU-second; PostgreSQL {pg_cpu:.1} s; both: {:.0} rows per CPU-second",
+        node_cpu / (source_rows / source_rate),
+        source_rows / node_cpu.max(0.01),
+        source_rows / (node_cpu + pg_cpu).max(0.01)
+    );
     println!(
         "node peak memory (VmHWM) after the source run: {source_peak:.0} MiB; after the HTTP run: {:.0} MiB",
         node.process.peak_mib()

@@ -382,7 +382,14 @@ async fn run() -> Result<()> {
                 govex_adapters::frontdb::check_source(source, &config.time_zone)
                     .await
                     .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-                println!("front-end database source {}: table {} fits", source.name, source.table);
+                println!(
+                    "front-end database source {}: {} fits",
+                    source.name,
+                    match source.query {
+                        Some(_) => "its query".to_owned(),
+                        None => format!("table {}", source.table),
+                    }
+                );
             }
             for table in &config.frontdb.tables {
                 govex_sinks::down_table::check_table(table, &config.time_zone)

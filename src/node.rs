@@ -243,7 +243,12 @@ pub fn plan(config: &NodeConfig) -> Result<Plan> {
         }
         // A source's name is part of its rows' event ids: two on one table would publish every
         // row twice under two ids.
-        let table = (govex_bus::frontdb::describe(&source.url), source.table.to_ascii_lowercase());
+        // (A query is its source's own: two queries may read one table, each its own rows.)
+        let relation = match &source.query {
+            Some(_) => format!("query of {}", source.name),
+            None => source.table.to_ascii_lowercase(),
+        };
+        let table = (govex_bus::frontdb::describe(&source.url), relation);
         if !tables.insert(table) {
             bail!(
                 "invalid configuration: frontdb.sources {:?} reads a table another source reads; one table, one source",

@@ -75,8 +75,13 @@ pub struct SourceConfig {
     pub record: String,
     /// `postgres://user:${PASSWORD}@host/db` or `mysql://...`; the password through `${NAME}`.
     pub url: String,
-    /// The table (or `schema.table`).
+    /// The table (or `schema.table`), or nothing when `query` is given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub table: String,
+    /// Instead of a table, one `SELECT` (a join, a filter) whose rows are read as a table's:
+    /// the source adds its own conditions and order around it, as a subquery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     /// The columns of its primary key.
     pub key: Vec<String>,
     /// How new rows are found.
@@ -131,6 +136,23 @@ pub const MAX_CELL_CHARS: usize = 4_096;
 pub const STATEMENT_WITHIN: Duration = Duration::from_secs(60);
 
 impl SourceConfig {
+    /// What the source reads, as its event ids and messages name it: the table, or `query`.
+    pub fn relation(&self) -> &str {
+        if self.query.is_some() {
+            "query"
+        } else {
+            &self.table
+        }
+    }
+
+    /// What follows `FROM`: the quoted table, or the query as a subquery.
+    fn read_from(&self, d: Dialect) -> String {
+        match &self.query {
+            Some(query) => format!("({query}) AS {}", d.quote("govex_source")),
+            None => self.table.split('.').map(|p| d.quote(p)).collect::<Vec<_>>().join("."),
+        }
+    }
+
     /// Checks what can be checked without the database; errors name the setting.
     pub fn validate(&self) -> Result<(), String> {
         let at = |what: &str| format!("frontdb.sources {:?}: {what}", self.name);
@@ -140,7 +162,19 @@ impl SourceConfig {
         }
         Department::parse(&self.department).map_err(|e| at(&format!("department: {e}")))?;
         Dialect::of(&self.url).map_err(|e| at(&e.to_string()))?;
-        check_identifier(&self.table).map_err(|e| at(&format!("table: {e}")))?;
+        match (self.table.is_empty(), &self.query) {
+            (false, None) => check_identifier(&self.table).map_err(|e| at(&format!("table: {e}")))?,
+            (true, Some(query)) => {
+                let head = query.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+                if !matches!(head.as_str(), "select" | "with") || query.contains(';') {
+                    return Err(at("query: one SELECT (or WITH … SELECT), without ;"));
+                }
+                if query.len() > 16_384 {
+                    return Err(at("query: at most 16,384 characters"));
+                }
+            }
+            _ => return Err(at("name a table or a query, not both")),
+        }
         if self.key.is_empty() {
             return Err(at("key: name the primary key's columns"));
         }
@@ -210,7 +244,8 @@ struct SourceLabel {
     source: String,
 }
 
-/// `govex_frontdb_source_rows_total{source,outcome}` (read, published, refused),
+/// `govex_frontdb_source_rows_total{source,outcome}` (read, published, refused, and
+/// reject_unwritten: refused rows the reject table would not take),
 /// `govex_frontdb_source_watermark{source}` (the increment, or the timestamp in seconds since
 /// the epoch), `govex_frontdb_source_lag_seconds{source}` (the newest row's timestamp less the
 /// watermark's), `govex_frontdb_source_behind_rows{source}` (increments not read yet) and
@@ -600,7 +635,7 @@ impl Source {
         let sql = format!(
             "SELECT {} FROM {}{filter} ORDER BY {order} LIMIT {}",
             select.join(", "),
-            self.config.table.split('.').map(|p| d.quote(p)).collect::<Vec<_>>().join("."),
+            self.config.read_from(d),
             c.batch_size
         );
         Plan { sql, keys: c.key.len(), has_ts, has_inc, has_wait, binds, fields }
@@ -697,7 +732,7 @@ impl Source {
         };
         for input in &mut inputs {
             input.event_id =
-                row_event_id(&c.name, &c.table, &input.key, &input.version, input.ms.unwrap_or(first_read_ms));
+                row_event_id(&c.name, c.relation(), &input.key, &input.version, input.ms.unwrap_or(first_read_ms));
         }
         let read = inputs.len();
         self.metrics.count(&c.name, "read", read);
@@ -825,8 +860,21 @@ impl Source {
                 (sql.clone(), binds)
             })
             .collect();
+        let rows = statements.len();
         let written = tokio::time::timeout(STATEMENT_WITHIN, self.db.execute_all(&statements)).await;
-        written.map_err(|_| "the reject table took too long".to_owned())?.map_err(|e| format!("the reject table: {e}"))
+        match written.map_err(|_| "the reject table took too long".to_owned())? {
+            Ok(()) => Ok(()),
+            // A reject table whose columns refuse what is written to them (a row key longer
+            // than its column) would refuse it at every retry and hold the whole source: the
+            // rows stay refused and counted, the loss of their record is logged and counted,
+            // and the source goes on. A reject table that does not answer is retried.
+            Err(error @ govex_bus::frontdb::FrontDbError::Refused { .. }) => {
+                tracing::error!(source = %self.config.name, rows, %error, "the reject table refused the record of refused rows; fix its columns (examples/frontdb/ has its DDL)");
+                self.metrics.count(&self.config.name, "reject_unwritten", rows);
+                Ok(())
+            }
+            Err(error) => Err(format!("the reject table: {error}")),
+        }
     }
 
     /// Sets the watermark, lag and behind gauges.
@@ -849,9 +897,16 @@ impl Source {
         if !lag {
             return;
         }
-        let table = self.config.table.split('.').map(|p| d.quote(p)).collect::<Vec<_>>().join(".");
+        let table = self.config.read_from(d);
         if let (Some(ts), Some(seconds)) = (&self.config.timestamp_column, ts_seconds) {
-            let sql = format!("SELECT {} AS govex_0 FROM {table} ORDER BY {} DESC LIMIT 1", d.as_text(ts), d.quote(ts));
+            // The newest row that is not in the future: one dated 2099 by mistake would show a
+            // lag of decades for ever.
+            let sql = format!(
+                "SELECT {} AS govex_0 FROM {table} WHERE {t} <= {now} ORDER BY {t} DESC LIMIT 1",
+                d.as_text(ts),
+                t = d.quote(ts),
+                now = d.now("timestamp with time zone")
+            );
             if let Ok(rows) = self.db.fetch_text(&sql, &[]).await {
                 let newest = rows.first().and_then(|r| r[0].as_deref()).and_then(|t| db_instant(t, self.zone));
                 if let Some(newest) = newest {
@@ -940,8 +995,15 @@ impl Source {
 /// the database (without its password) and what is missing. Returns the columns' types.
 pub async fn check_table(config: &SourceConfig, db: &FrontDb) -> Result<BTreeMap<String, String>, String> {
     let at = |what: String| format!("frontdb.sources {:?} ({}): {what}", config.name, db.described());
-    let columns: BTreeMap<String, String> =
-        db.columns(&config.table).await.map_err(|e| at(e.to_string()))?.into_iter().collect();
+    let columns: BTreeMap<String, String> = match &config.query {
+        Some(query) => db
+            .query_columns(query)
+            .await
+            .map_err(|e| at(format!("the query does not prepare: {e}")))?
+            .into_iter()
+            .collect(),
+        None => db.columns(&config.table).await.map_err(|e| at(e.to_string()))?.into_iter().collect(),
+    };
     if columns.is_empty() {
         return Err(at(format!("table {} not found (or it has no columns this user can see)", config.table)));
     }
@@ -949,7 +1011,8 @@ pub async fn check_table(config: &SourceConfig, db: &FrontDb) -> Result<BTreeMap
     let named = c.key.iter().chain(&c.incrementing_column).chain(&c.timestamp_column).chain(c.columns.values());
     let missing: Vec<&String> = named.filter(|n| !columns.contains_key(n.as_str())).collect();
     if !missing.is_empty() {
-        return Err(at(format!("table {} has no column {missing:?}", c.table)));
+        let what = if c.query.is_some() { "the query".to_owned() } else { format!("table {}", c.table) };
+        return Err(at(format!("{what} has no column {missing:?}")));
     }
     // The watermark compares what it stores: an increment must be an integer column, a
     // timestamp a date or time column.
@@ -1059,6 +1122,7 @@ mod tests {
             record: "deed-tax-payment".into(),
             url: "mysql://root@127.0.0.1/test".into(),
             table: "deed_tax_out".into(),
+            query: None,
             key: vec!["id".into()],
             mode: Mode::TimestampIncrementing,
             incrementing_column: Some("id".into()),

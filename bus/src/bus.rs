@@ -95,6 +95,8 @@ pub struct Bus {
     producer: Producer,
     lag: crate::consumer::LagGauges,
     catch_up: crate::consumer::CatchUp,
+    /// One client for watermark questions, made at the first (see `high_watermarks`).
+    watermarks: Arc<std::sync::Mutex<Option<Arc<BaseConsumer<LogContext>>>>>,
 }
 
 impl Bus {
@@ -138,7 +140,15 @@ impl Bus {
                 lag.clone(),
             )
         });
-        Ok(Self { config, bootstrap, embedded, producer, lag, catch_up: Default::default() })
+        Ok(Self {
+            config,
+            bootstrap,
+            embedded,
+            producer,
+            lag,
+            catch_up: Default::default(),
+            watermarks: Default::default(),
+        })
     }
 
     /// The bootstrap servers clients connect to.
@@ -254,13 +264,25 @@ impl Bus {
     }
 
     /// The high watermark (next offset to be written) of every partition of `topic`.
+    ///
+    /// Asked on one client kept for it: governance views ask every 2 s in every process, and
+    /// a client made per question would start and stop librdkafka's threads and connections
+    /// each time. It is an admin-role consumer, not the producer, so that asking about a topic
+    /// that does not exist never creates it.
     pub async fn high_watermarks(&self, topic: &str) -> Result<std::collections::BTreeMap<i32, i64>, BusError> {
         let config = self.config.client_config(&self.bootstrap, ClientRole::Admin);
+        let kept = self.watermarks.clone();
         let topic = topic.to_owned();
         let bootstrap = self.bootstrap.clone();
         let unreachable = move |error: String| BusError::Unreachable { bootstrap: bootstrap.clone(), error };
         tokio::task::spawn_blocking(move || {
-            let client: BaseConsumer<LogContext> = config.create_with_context(LogContext)?;
+            let client = {
+                let mut kept = kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match &*kept {
+                    Some(client) => client.clone(),
+                    None => kept.insert(Arc::new(config.create_with_context(LogContext)?)).clone(),
+                }
+            };
             let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
             let partitions: Vec<i32> =
                 metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();

@@ -120,10 +120,45 @@ pub enum FrontDbError {
     /// The database did not answer or refused.
     #[error("{0}")]
     Database(String),
+    /// The database refused a value of the statement (too long for its column, not of its
+    /// type, a constraint): the same statement will be refused again. Its message is not
+    /// kept, since both servers quote the refused value in it.
+    #[error("the database refused a value: SQLSTATE {sqlstate}{}", column.as_ref().map(|c| format!(", column {c}")).unwrap_or_default())]
+    Refused {
+        /// The SQLSTATE (class 22, data exception, or 23, integrity constraint violation).
+        sqlstate: String,
+        /// The column, where the server names one.
+        column: Option<String>,
+    },
 }
+
+/// MySQL's errors of a refused value whose SQLSTATE is the general `HY000`: 1292 incorrect
+/// datetime value, 1366 incorrect value for a column, 1411 incorrect value for a function.
+const MYSQL_REFUSED_VALUE: [u16; 3] = [1292, 1366, 1411];
 
 impl From<sqlx::Error> for FrontDbError {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            let sqlstate = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let mysql_number = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().map(|m| m.number());
+            let refused = sqlstate.starts_with("22")
+                || sqlstate.starts_with("23")
+                || mysql_number.is_some_and(|n| MYSQL_REFUSED_VALUE.contains(&n));
+            if refused {
+                let column = match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    Some(pg) => pg.column().map(str::to_owned),
+                    // MySQL names the column as `... for column 'name' at row 1`; a column
+                    // name is configuration, the value is never part of that stretch.
+                    None => db
+                        .message()
+                        .split_once("column '")
+                        .and_then(|(_, rest)| rest.split_once('\''))
+                        .map(|(name, _)| name.to_owned())
+                        .filter(|name| check_identifier(name).is_ok()),
+                };
+                return Self::Refused { sqlstate, column };
+            }
+        }
         // sqlx's messages carry no bound values; a URL is never part of them.
         Self::Database(e.to_string())
     }
@@ -210,7 +245,11 @@ impl FrontDb {
                 Pool::Postgres(options.connect_lazy(url).map_err(|e| FrontDbError::Url(e.to_string()))?)
             }
             Dialect::MySql => {
-                let set = format!("SET time_zone = '{offset}'");
+                // Strict in every session, whatever the server's default: a value too long for
+                // its column is then refused (and dead-lettered), never cut short in silence.
+                let set = format!(
+                    "SET time_zone = '{offset}', sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')"
+                );
                 let options = MySqlPoolOptions::new()
                     .max_connections(connections)
                     .acquire_timeout(acquire)
@@ -275,6 +314,37 @@ impl FrontDb {
                 Some((name, data_type.to_ascii_lowercase()))
             })
             .collect())
+    }
+
+    /// The columns `query` returns, each with its type named as `information_schema` names a
+    /// table column's (`bigint`, `timestamp with time zone`, `datetime`), so that a query is
+    /// checked as a table is. The database prepares the query and runs nothing.
+    pub async fn query_columns(&self, query: &str) -> Result<Vec<(String, String)>, FrontDbError> {
+        use sqlx::{Column, Statement, TypeInfo};
+        let named = |name: &str, type_name: &str| {
+            let type_name = type_name.to_ascii_lowercase();
+            let type_name = match type_name.as_str() {
+                "int2" => "smallint".to_owned(),
+                "int4" => "integer".to_owned(),
+                "int8" => "bigint".to_owned(),
+                "timestamptz" => "timestamp with time zone".to_owned(),
+                "timestamp" if self.dialect == Dialect::Postgres => "timestamp without time zone".to_owned(),
+                "varchar" if self.dialect == Dialect::Postgres => "character varying".to_owned(),
+                "bool" => "boolean".to_owned(),
+                other => other.trim_end_matches(" unsigned").to_owned(),
+            };
+            (name.to_owned(), type_name)
+        };
+        Ok(match &self.pool {
+            Pool::Postgres(pool) => {
+                let statement = pool.prepare(query).await?;
+                statement.columns().iter().map(|c| named(c.name(), c.type_info().name())).collect()
+            }
+            Pool::MySql(pool) => {
+                let statement = pool.prepare(query).await?;
+                statement.columns().iter().map(|c| named(c.name(), c.type_info().name())).collect()
+            }
+        })
     }
 
     /// Runs a query whose every column is text (or NULL) and returns its rows.

@@ -10,13 +10,18 @@
 //! - Rows are written in one transaction per flush; the consumer stores no offset before the
 //!   transaction committed, so a crash loses nothing (the records come again and are upserted
 //!   again, to the same effect).
+//! - A value the database refuses (too long for its column, say) would be refused for ever:
+//!   the batch is then written row by row, and each refused record goes to its topic's
+//!   dead-letter topic as the table's own component (`down-table-<name>`), where a steward
+//!   finds it and, once the column is fixed, replays it to this table alone. Its offset is
+//!   stored only after the dead letter is on the broker.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use govex_bus::{
     consumer::HandlerError,
-    dlq::Stage,
-    frontdb::{check_identifier, Bind, Dialect, FrontDb},
+    dlq::{DeadLetter, DeadLetterQueue, Stage},
+    frontdb::{check_identifier, Bind, Dialect, FrontDb, FrontDbError},
     Incoming, Metrics, RegistryClient,
 };
 use govex_schemas::{zone::TimeZone, Department, LiveCatalog};
@@ -89,8 +94,9 @@ struct RowLabels {
     outcome: String,
 }
 
-/// `govex_frontdb_table_rows_total{table,outcome}`: `written` (committed), `not_shared` (a
-/// record the department may not read), `no_key`.
+/// `govex_frontdb_table_rows_total{table,outcome}`: `written` (committed), `refused` (the
+/// database refused a value; dead-lettered), `not_shared` (a record the department may not
+/// read), `no_key`.
 #[derive(Clone)]
 pub struct TableMetrics {
     rows: Family<RowLabels, Counter>,
@@ -140,7 +146,9 @@ pub struct DownTable {
     /// Upserts written by `apply` and not yet committed; `flush` commits them. One flush at a
     /// time (the lock is held over the commit): a flush that answers `Ok` has seen every
     /// upsert written before it committed, its own lane's included.
-    pending: tokio::sync::Mutex<Vec<Vec<Bind>>>,
+    pending: tokio::sync::Mutex<Vec<(Incoming, Vec<Bind>)>>,
+    /// Where a record whose values the database refuses goes.
+    dead_letters: DeadLetterQueue,
     /// The upsert, made at the first commit from the table's column types (PostgreSQL takes
     /// a text bind into a NUMERIC or DATE column only through a cast).
     upsert: tokio::sync::Mutex<Option<String>>,
@@ -155,13 +163,13 @@ impl DownTable {
         subscriptions: Option<Subscriptions>,
         zone: TimeZone,
         metrics: TableMetrics,
+        dead_letters: &dyn Fn(String) -> DeadLetterQueue,
     ) -> Result<Self, String> {
         config.validate()?;
         let department = Department::parse(&config.department).map_err(|e| e.to_string())?;
         let db = FrontDb::connect(&config.url, config.connections, zone.offset().local_minus_utc() / 60)
             .map_err(|e| format!("frontdb.tables {:?}: {e}", config.name))?;
         Ok(Self {
-            config,
             department,
             db,
             decoders: Decoders::new(registry),
@@ -170,7 +178,9 @@ impl DownTable {
             zone,
             metrics,
             pending: Default::default(),
+            dead_letters: dead_letters(group_name(&config.name)),
             upsert: Default::default(),
+            config,
         })
     }
 
@@ -214,7 +224,7 @@ impl DownTable {
         let mut binds =
             vec![Bind::Text(Some(key)), Bind::Text(Some(envelope.event_id.to_string())), Bind::Int(version)];
         binds.extend(self.config.columns.keys().map(|path| Bind::Text(text_at(&record, path))));
-        self.pending.lock().await.push(binds);
+        self.pending.lock().await.push((message.clone(), binds));
         Ok(())
     }
 
@@ -239,12 +249,63 @@ impl DownTable {
             }
         };
         let statements: Vec<(String, Vec<Bind>)> =
-            pending.iter().map(|binds| (upsert.clone(), binds.clone())).collect();
-        let written = tokio::time::timeout(Duration::from_secs(60), self.db.execute_all(&statements)).await;
-        written.map_err(|_| at("the commit took too long".into()))?.map_err(|e| at(e.to_string()))?;
-        self.metrics.count(&self.config.name, "written", pending.len() as u64);
+            pending.iter().map(|(_, binds)| (upsert.clone(), binds.clone())).collect();
+        let within = |statements: &[(String, Vec<Bind>)]| {
+            let statements = statements.to_vec();
+            let db = self.db.clone();
+            async move {
+                match tokio::time::timeout(Duration::from_secs(60), db.execute_all(&statements)).await {
+                    Ok(written) => written,
+                    Err(_) => Err(FrontDbError::Database("the commit took too long".into())),
+                }
+            }
+        };
+        match within(&statements).await {
+            Ok(()) => self.metrics.count(&self.config.name, "written", pending.len() as u64),
+            // One value refused fails the whole transaction: each row alone, then, and the
+            // refused ones to the dead-letter topic.
+            Err(FrontDbError::Refused { .. }) => {
+                let (mut written, mut refused) = (0, 0);
+                for (statement, (message, _)) in statements.chunks(1).zip(pending.iter()) {
+                    match within(statement).await {
+                        Ok(()) => written += 1,
+                        Err(error @ FrontDbError::Refused { .. }) => {
+                            let letter = DeadLetter::new(Stage::Apply, &RefusedByDatabase(error.to_string()));
+                            self.dead_letters.send(message, &letter).await.map_err(|e| at(e.to_string()))?;
+                            refused += 1;
+                        }
+                        Err(other) => {
+                            // What is written stays written; the batch comes again whole and
+                            // its upserts change nothing twice.
+                            self.metrics.count(&self.config.name, "written", written);
+                            self.metrics.count(&self.config.name, "refused", refused);
+                            return Err(at(other.to_string()));
+                        }
+                    }
+                }
+                self.metrics.count(&self.config.name, "written", written);
+                self.metrics.count(&self.config.name, "refused", refused);
+            }
+            Err(other) => return Err(at(other.to_string())),
+        }
         pending.clear();
         Ok(())
+    }
+}
+
+/// A value of a record the down-table's database refused (its message names the SQLSTATE and
+/// the column, never the value).
+struct RefusedByDatabase(String);
+
+impl std::fmt::Display for RefusedByDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl govex_bus::dlq::Refusal for RefusedByDatabase {
+    fn class(&self) -> &'static str {
+        "refused_by_database"
     }
 }
 
@@ -301,6 +362,10 @@ impl crate::sink::Sink for DownTable {
     const NAME: &'static str = "down-table";
     const LANES: crate::sink::Lanes = crate::sink::Lanes { lanes: 4, lane_capacity: 256 };
     const DEAD_LETTERS: Option<&'static str> = Some("down-table");
+
+    fn dead_letter_component(&self) -> Option<String> {
+        Some(self.dead_letters.component().to_owned())
+    }
 
     fn topics(&self, _: &govex_schemas::Catalog) -> Vec<String> {
         self.topic().into_iter().collect()
@@ -362,6 +427,7 @@ pub fn start(
             subscriptions.clone(),
             cx.time_zone.clone(),
             metrics.clone(),
+            &|component| DeadLetterQueue::new(cx.bus.producer().clone(), component, &cx.metrics),
         )?;
         let group = cx.group(&group_name(&config.name));
         let (bus, node_metrics, catalog, stop) =

@@ -40,6 +40,12 @@ pub trait Sink: Send + Sync + 'static {
     /// skipped and counted by the sink, with no dead-letter topic (derived statistics).
     const DEAD_LETTERS: Option<&'static str>;
 
+    /// The component its dead letters are labelled with, and replays addressed to: the
+    /// constant, unless instances of one sink need a name each (a down-table per table).
+    fn dead_letter_component(&self) -> Option<String> {
+        Self::DEAD_LETTERS.map(str::to_owned)
+    }
+
     /// The topics it reads under `catalog`; read again when the catalogue changes.
     fn topics(&self, catalog: &Catalog) -> Vec<String>;
 
@@ -73,7 +79,9 @@ pub async fn run<S: Sink>(
         async move {
             let Lanes { lanes, lane_capacity } = S::LANES;
             let consumer = bus.consumer(ConsumerSettings { group_id, topics, lanes, lane_capacity })?;
-            let dlq = S::DEAD_LETTERS.map(|component| DeadLetterQueue::new(bus.producer().clone(), component, metrics));
+            let dlq = sink
+                .dead_letter_component()
+                .map(|component| DeadLetterQueue::new(bus.producer().clone(), component, metrics));
             let apply = {
                 let sink = sink.clone();
                 move |record: Incoming| {

@@ -62,6 +62,23 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_exposed_by_a_node() 
     let mut config = test_node_config(dir.path());
     config.division = Division::parse("610921").unwrap();
     config.bridge.parent = Some(LinkConfig::new(city.bootstrap_servers(), "http://127.0.0.1:9"));
+    // And a front-end database source and down-table (the real PostgreSQL on loopback), so
+    // that the frontdb families exist.
+    let db = govex_bus::frontdb::FrontDb::connect(crate::frontdb::POSTGRES, 1, 480).unwrap();
+    let (table, rejects) = (crate::frontdb::fresh("cf_deploy"), crate::frontdb::fresh("cf_deploy_rejects"));
+    crate::frontdb::filing_tables(&db, &table, &rejects).await;
+    config.frontdb.sources =
+        vec![crate::frontdb::filing_source("deploy-filings", crate::frontdb::POSTGRES, &table, Some(&rejects))];
+    config.frontdb.tables = vec![govex_sinks::down_table::DownTableConfig {
+        name: "deploy-filings".into(),
+        department: "land-registry".into(),
+        resource: "housing.contract-filing".into(),
+        purpose: "不动产登记".into(),
+        url: crate::frontdb::POSTGRES.into(),
+        table: table.clone(),
+        columns: [("filing_number".to_owned(), "filing_no".to_owned())].into(),
+        connections: 1,
+    }];
     let node = govex::node::start(config).await.unwrap();
 
     let exposition = reqwest::get(format!("http://{}/metrics", node.ops_addr)).await.unwrap().text().await.unwrap();

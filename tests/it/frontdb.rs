@@ -106,6 +106,7 @@ pub fn filing_source(name: &str, url: &str, table: &str, rejects: Option<&str>) 
         record: "contract-filing".into(),
         url: url.into(),
         table: table.into(),
+        query: None,
         key: vec!["id".into()],
         mode: Mode::TimestampIncrementing,
         incrementing_column: Some("id".into()),
@@ -260,6 +261,7 @@ async fn deed_tax_payments_come_from_a_mariadb_front_end_table() {
         record: "deed-tax-payment".into(),
         url: MARIADB.into(),
         table: table.clone(),
+        query: None,
         key: vec!["id".into()],
         mode: Mode::Incrementing,
         incrementing_column: Some("id".into()),
@@ -464,6 +466,7 @@ async fn a_node_killed_mid_source_run_leaves_every_row_in_the_store_exactly_once
         record: "licence".into(),
         url: POSTGRES.into(),
         table: table.clone(),
+        query: None,
         key: vec!["id".into()],
         mode: Mode::Incrementing,
         incrementing_column: Some("id".into()),
@@ -891,5 +894,195 @@ async fn a_down_table_whose_database_is_down_leaves_the_node_ready_and_says_so()
     })
     .await;
     assert!(!ready.contains("postgres@"), "no database URL in /readyz: {ready}");
+    node.shutdown().await.unwrap();
+}
+
+/// A value the down-table's database refuses (a revocation's status too long for a strict
+/// MariaDB column) goes to the dead-letter topic as that table's, with the SQLSTATE and the
+/// column and never the value; the table is not held back (a later licence is written); once
+/// the DBA widens the column, a replay writes it, to that table alone, and a second replay
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_the_database_refuses_is_dead_lettered_and_replayed_once_the_column_is_fixed() {
+    use govex_sinks::{down_table::DownTableConfig, elicense::Status};
+    let db = FrontDb::connect(MARIADB, 2, 480).unwrap();
+    let table = fresh("licence_narrow");
+    execute(
+        &db,
+        &format!(
+            "CREATE TABLE {table} (natural_key VARCHAR(120) PRIMARY KEY, event_id VARCHAR(36) NOT NULL, \
+             version BIGINT NOT NULL, received_at DATETIME(6) NOT NULL, licence_no VARCHAR(100), status VARCHAR(5), \
+             holder_name VARCHAR(200)) CHARACTER SET utf8mb4"
+        ),
+    )
+    .await;
+    let down = DownTableConfig {
+        name: "narrow".into(),
+        department: "land-registry".into(),
+        resource: "elicense.licence".into(),
+        purpose: "不动产登记".into(),
+        url: MARIADB.into(),
+        table: table.clone(),
+        columns: [("licence_number", "licence_no"), ("status", "status"), ("holder_name", "holder_name")]
+            .into_iter()
+            .map(|(p, c)| (p.to_owned(), c.to_owned()))
+            .collect(),
+        connections: 2,
+    };
+    let (_dir, node) =
+        crate::intake::intake_node_with(move |config: &mut NodeConfig| config.frontdb.tables = vec![down]).await;
+    let holder = "11010519491231002X";
+    let revoked = [
+        crate::elicense::licence("SN7101", Status::Valid, holder),
+        crate::elicense::licence("SN7101", Status::Revoked, holder),
+    ];
+    crate::elicense::publish_from(&node.bus, &node.registry, &revoked, "610900").await;
+    let later = [crate::elicense::licence("SN7102", Status::Valid, holder)];
+    crate::elicense::publish_from(&node.bus, &node.registry, &later, "610900").await;
+    let statuses = || async {
+        let rows = db
+            .fetch_text(&format!("SELECT licence_no, status FROM {table} ORDER BY licence_no"), &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        // The licence number's serial (`…不动产权第SN7101号`) and the status.
+        let serial = |n: &str| n.find("SN").map(|i| n[i..i + 6].to_owned()).unwrap_or_else(|| n.to_owned());
+        Ok::<_, String>(
+            rows.into_iter()
+                .map(|r| {
+                    format!("{}={}", serial(r[0].as_deref().unwrap_or_default()), r[1].clone().unwrap_or_default())
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    support::eventually_saw("the later licence written past the refused one", Duration::from_secs(60), || async {
+        let rows = statuses().await?;
+        (rows.len() == 2
+            && metric(&node, "govex_frontdb_table_rows_total{table=\"narrow\",outcome=\"refused\"}").await == 1.0)
+            .then_some(())
+            .ok_or(format!("{rows:?}"))
+    })
+    .await;
+    assert_eq!(statuses().await.unwrap(), ["SN7101=VALID", "SN7102=VALID"]);
+
+    // The steward sees it: the table's component, the SQLSTATE, the column, no value.
+    let api = format!("http://{}", node.api_addr().unwrap());
+    let http = reqwest::Client::new();
+    let listed: Value = http
+        .get(format!("{api}/v1/dead-letters?state=open"))
+        .bearer_auth(token("steward"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let letters = listed["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{listed}");
+    let letter = &letters[0];
+    assert_eq!(letter["component"], "down-table-narrow", "{letter}");
+    let message = letter["message"].as_str().unwrap();
+    assert!(message.contains("SQLSTATE 22001") && message.contains("column status"), "{message}");
+    assert!(!message.contains("REVOKED") && !message.contains(holder), "no value in the reason: {message}");
+
+    // Widened, replayed: written once; replayed again: the same row, nothing new.
+    execute(&db, &format!("ALTER TABLE {table} MODIFY status VARCHAR(20)")).await;
+    let replay = |again: bool| {
+        let (http, api) = (http.clone(), api.clone());
+        async move {
+            let response = http
+                .post(format!("{api}/v1/dead-letters/replay"))
+                .bearer_auth(token("steward"))
+                .json(&serde_json::json!({"all": true, "again": again}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let answer = replay(false).await;
+    assert_eq!(answer["replayed"].as_array().map(Vec::len), Some(1), "{answer}");
+    support::eventually_saw("the replay written", Duration::from_secs(60), || async {
+        let rows = statuses().await?;
+        (rows == ["SN7101=REVOKED", "SN7102=VALID"]).then_some(()).ok_or(format!("{rows:?}"))
+    })
+    .await;
+    let written = metric(&node, "govex_frontdb_table_rows_total{table=\"narrow\",outcome=\"written\"}").await;
+    assert_eq!(written, 3.0, "VALID, the later licence, the replayed revocation");
+    replay(true).await;
+    support::eventually_saw("the second replay written over itself", Duration::from_secs(60), || async {
+        let now = metric(&node, "govex_frontdb_table_rows_total{table=\"narrow\",outcome=\"written\"}").await;
+        (now == 4.0).then_some(()).ok_or(format!("{now}"))
+    })
+    .await;
+    let version = db
+        .fetch_text(&format!("SELECT CAST(version AS CHAR), event_id FROM {table} WHERE licence_no LIKE '%SN7101%'"), &[])
+        .await
+        .unwrap();
+    assert_eq!(version.len(), 1, "one row per licence");
+    assert_eq!(statuses().await.unwrap(), ["SN7101=REVOKED", "SN7102=VALID"]);
+    assert_eq!(metric(&node, "govex_frontdb_table_rows_total{table=\"narrow\",outcome=\"refused\"}").await, 1.0);
+    node.shutdown().await.unwrap();
+}
+
+/// A source may read a query instead of a table (Kafka Connect's `query` form): here the
+/// filings housing has not withdrawn, a join its DBA writes once. The query is checked as a
+/// table is (prepared, its columns and their types), and its rows reach the shared view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_reads_a_query_as_it_reads_a_table() {
+    let db = FrontDb::connect(POSTGRES, 2, 480).unwrap();
+    let (table, rejects, withdrawn) = (fresh("cfq"), fresh("cfq_rejects"), fresh("cfq_withdrawn"));
+    filing_tables(&db, &table, &rejects).await;
+    execute(&db, &format!("CREATE TABLE {withdrawn} (filing_no TEXT PRIMARY KEY)")).await;
+    db.execute_all(&[insert_filing(&table, 1, None), insert_filing(&table, 2, None), insert_filing(&table, 3, None)])
+        .await
+        .unwrap();
+    let second = sample("housing", "contract-filing", 2).unwrap()["filing_number"].as_str().unwrap().to_owned();
+    db.execute_all(&[(format!("INSERT INTO {withdrawn} VALUES ($1)"), vec![Bind::Text(Some(second))])]).await.unwrap();
+    let mut source = filing_source("housing-current", POSTGRES, "", Some(&rejects));
+    source.query = Some(format!(
+        "SELECT f.* FROM {table} f WHERE NOT EXISTS (SELECT 1 FROM {withdrawn} w WHERE w.filing_no = f.filing_no)"
+    ));
+    let zone = govex_schemas::zone::TimeZone::default();
+    govex_adapters::frontdb::check_source(&source, &zone).await.expect("the query fits its mapping");
+    let mut wrong = source.clone();
+    wrong.columns.insert("room".into(), "room_no".into());
+    let error = govex_adapters::frontdb::check_source(&wrong, &zone).await.unwrap_err();
+    assert!(error.contains("the query has no column") && error.contains("room_no"), "{error}");
+    let mut both = source.clone();
+    both.table = table.clone();
+    assert!(both.validate().unwrap_err().contains("not both"));
+    let mut two = source.clone();
+    two.query = Some(format!("SELECT * FROM {table}; DROP TABLE {table}"));
+    assert!(two.validate().unwrap_err().contains("without ;"));
+
+    let (_dir, node) = node_with(vec![source]).await;
+    let published = "govex_frontdb_source_rows_total{source=\"housing-current\",outcome=\"published\"}";
+    support::eventually("the two current filings published", Duration::from_secs(60), || async {
+        (metric(&node, published).await == 2.0).then_some(())
+    })
+    .await;
+    let base = format!("http://{}", node.api_addr().unwrap());
+    let http = reqwest::Client::new();
+    for (n, status) in [(1, 200), (2, 404), (3, 200)] {
+        let url = format!("{base}/v1/resources/housing.contract-filing/records/{}", property_unit_number(n));
+        let got = support::eventually_saw("the shared view", Duration::from_secs(30), || async {
+            let response = http.get(&url).query(&[("purpose", "登记审核")]).bearer_auth(token("land-registry"));
+            let got = response.send().await.map_err(|e| e.to_string())?.status().as_u16();
+            if got == status {
+                Ok(got)
+            } else {
+                Err(format!("{got}"))
+            }
+        })
+        .await;
+        assert_eq!(got, status, "filing {n}");
+    }
+    // A row inserted while the node runs is read through the query too.
+    db.execute_all(&[insert_filing(&table, 4, None)]).await.unwrap();
+    support::eventually("the fourth row published", Duration::from_secs(60), || async {
+        (metric(&node, published).await == 3.0).then_some(())
+    })
+    .await;
     node.shutdown().await.unwrap();
 }

@@ -127,8 +127,13 @@ pub fn marker_id(letter: &Incoming) -> String {
 /// The components that dead-letter records of this cluster's own topics, whose replays go back
 /// to them. A bridge reads its neighbour's cluster: its dead letters are fixed and sent again at
 /// their source, not put back here, where the neighbours' bridges would forward what this one
-/// refused.
+/// refused. Each down-table (`down-table-<name>`) reads this cluster's topics too.
 pub const REPLAYABLE: [&str; 2] = ["elicense-store", "dossier"];
+
+/// Whether the dead letters of `component` can be put back here (see [`REPLAYABLE`]).
+pub fn replayable(component: &str) -> bool {
+    REPLAYABLE.contains(&component) || component.starts_with("down-table-")
+}
 
 /// The dead-letter topics of `catalog`'s resources, in name order.
 pub fn dead_letter_topics(catalog: &Catalog) -> Vec<String> {
@@ -599,7 +604,7 @@ async fn replay_one(
     before: Option<Replay>,
 ) -> Result<Result<Replay, String>, Refused> {
     let component = Context::of(letter).component.unwrap_or_default();
-    if !REPLAYABLE.contains(&component.as_str()) {
+    if !replayable(&component) {
         return Ok(Err(format!(
             "refused by {component:?}, which does not read this cluster's topic: fix it and send it again at its source"
         )));
