@@ -5,7 +5,10 @@ For every workload: the node config it would run (the rendered ConfigMap with th
 GOVEX_* environment) passes `govex config check`, and every file it names is on a mounted
 volume; the container runs non-root on a
 read-only root filesystem with resource limits and probes on /healthz and /readyz; sled
-components have a volume claim; a PodDisruptionBudget covers the pods.
+components have a volume claim; a PodDisruptionBudget covers the pods; a NetworkPolicy
+selects every pod and opens each port only to the pods of the node and the peers it names;
+an example for production (one with Kafka brokers) serves the API over TLS and labels its
+ServiceMonitor and PrometheusRule for kube-prometheus-stack.
 
 usage: check_rendered.py RENDERED.yaml GOVEX_BINARY
 """
@@ -22,6 +25,15 @@ import yaml
 WORKLOADS = ("Deployment", "StatefulSet")
 # Components that keep sled stores and so need a volume claim.
 STATEFUL = {"registry", "elicense", "dossier", "cases"}
+
+
+def memory_mib(quantity):
+    """A Kubernetes memory quantity (512Mi, 1Gi, 1G, 1048576) in MiB."""
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024, "K": 1e3 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]i?)?", str(quantity))
+    if not match:
+        fail(f"memory quantity {quantity!r} not understood")
+    return float(match.group(1)) * units.get(match.group(2), 1 / 2**20)
 
 
 def fail(message):
@@ -45,6 +57,28 @@ def main(rendered, govex):
     workloads = [d for kind in WORKLOADS for d in by_kind.get(kind, [])]
     if not workloads:
         fail(f"{rendered}: no workloads")
+    policies = by_kind.get("NetworkPolicy", [])
+    if len(policies) != 1:
+        fail(f"{rendered}: expected one NetworkPolicy (deny by default), found {len(policies)}")
+    policy = policies[0]["spec"]
+    if policy.get("policyTypes") != ["Ingress"]:
+        fail(f"{rendered}: the NetworkPolicy does not govern ingress")
+    for rule in policy.get("ingress", []):
+        if not rule.get("from"):
+            fail(f"{rendered}: a NetworkPolicy rule admits every source: {rule}")
+        if not rule.get("ports") and any("podSelector" not in peer or "namespaceSelector" in peer for peer in rule["from"]):
+            fail(f"{rendered}: only the node's own pods may reach every port: {rule}")
+    production = "brokers = " in config_data.get("node.toml", "")
+    # The examples are what operators copy: those for production must be fit for it.
+    if production and os.environ.get("GOVEX_EXAMPLE") == "1":
+        api_pods = [w for w in workloads if "GOVEX_LISTEN__TLS__CERT_PATH" not in {e["name"] for e in w["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+                    and any(p.get("name") == "api" for p in w["spec"]["template"]["spec"]["containers"][0].get("ports", []))]
+        if api_pods:
+            fail(f"{rendered}: {[w['metadata']['name'] for w in api_pods]} serve the API without TLS")
+        for kind in ("ServiceMonitor", "PrometheusRule"):
+            for doc in by_kind.get(kind, []):
+                if "release" not in doc["metadata"].get("labels", {}):
+                    fail(f"{rendered}: {kind} has no release label; kube-prometheus-stack would not select it")
     for workload in workloads:
         name = f'{workload["kind"]}/{workload["metadata"]["name"]}'
         pod = workload["spec"]["template"]["spec"]
@@ -64,6 +98,15 @@ def main(rendered, govex):
 
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         components = set(env["GOVEX_COMPONENTS"].split(","))
+        # sled caches up to storage.cache_mib per database: the databases a pod opens must fit
+        # in half its memory limit. A store component opens its own and, with the dossier, the
+        # use log and the governance views too.
+        cache = re.search(r"^cache_mib = (\d+)", config_data.get("node.toml", ""), re.M)
+        if cache:
+            databases = len(components & STATEFUL) + (2 if "dossier" in components else 0) + ("intake" in components)
+            limit = memory_mib(container["resources"]["limits"].get("memory", "0"))
+            if databases and int(cache.group(1)) * databases > limit / 2:
+                fail(f"{name}: {databases} sled databases × {cache.group(1)} MiB of cache exceed half its {limit:.0f} MiB limit")
         claims = [c["metadata"]["name"] for c in workload["spec"].get("volumeClaimTemplates", [])]
         # A registry read replica keeps its view in memory: the topic is its data.
         stateful = components & STATEFUL - ({"registry"} if "GOVEX_REGISTRY__WRITER_URL" in env else set())

@@ -275,6 +275,9 @@ containers:
       {{- if and (not (include "govex.trial" $root)) $v.kafka.tls.clientSecret }}
       - {name: kafka-client, mountPath: /etc/govex/kafka-client, readOnly: true}
       {{- end }}
+      {{- with $v.extraVolumeMounts }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
 volumes:
   - name: config
     configMap: {name: {{ include "govex.fullname" $root }}}
@@ -318,6 +321,19 @@ volumes:
   - name: kafka-client
     secret: {secretName: {{ $v.kafka.tls.clientSecret }}}
   {{- end }}
+{{- with $v.extraVolumes }}
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- with $v.topologySpreadConstraints }}
+{{- /* The component's own pods: labelSelector may be left out and is filled in. */}}
+topologySpreadConstraints:
+  {{- range . }}
+  - {{- toYaml (merge (dict) . (dict "labelSelector" (dict "matchLabels" (fromYaml (include "govex.selectorLabels" (dict "root" $root "component" $.component)))))) | nindent 4 }}
+  {{- end }}
+{{- end }}
 {{- with $v.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
