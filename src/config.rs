@@ -73,6 +73,9 @@ pub struct NodeConfig {
     /// Front-end databases (前置库): department tables polled into the intake.
     #[serde(default, skip_serializing_if = "FrontDbConfig::is_empty")]
     pub frontdb: FrontDbConfig,
+    /// The sled stores under `data_dir`.
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// The time zone times are shown to people in (API answers, the command line):
     /// `Asia/Shanghai` (the default), another of China's zones, `UTC`, or `+HH:MM`.
     #[serde(default)]
@@ -83,6 +86,27 @@ pub struct NodeConfig {
     /// bridges apart.
     #[serde(default)]
     pub components: Vec<Component>,
+}
+
+/// `[storage]`: the sled databases a process opens (the e-licence pod opens several: the
+/// store, the dossier, the case statistics, the use log, the governance views).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The page cache of each database, in MiB (sled's own default is 1 GiB each). A pod's
+    /// memory limit must hold this times the databases it opens, with room for the rest.
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u64,
+}
+
+fn default_cache_mib() -> u64 {
+    64
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { cache_mib: default_cache_mib() }
+    }
 }
 
 /// `[frontdb]`: the front-end databases this node reads department records from.
@@ -248,6 +272,7 @@ impl NodeConfig {
             audit: AuditConfig::default(),
             governance: Default::default(),
             frontdb: Default::default(),
+            storage: Default::default(),
             time_zone: Default::default(),
             components: Vec::new(),
         }

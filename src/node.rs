@@ -134,6 +134,52 @@ async fn follow_catalog(
     }
 }
 
+/// How often a tokens file is read again: a revoked token is refused within this.
+const TOKENS_EVERY: Duration = Duration::from_secs(2);
+
+/// Follows `intake.tokens_file` (a Kubernetes Secret, whose mounted file the kubelet
+/// replaces when the Secret changes): a changed file that parses replaces the tokens of every
+/// API in this process at once; one that does not is reported and the tokens before it stay
+/// (a half-written file must not lock every department out). Compared by content, not by
+/// time stamp: a Secret swapped within one second has the same one.
+async fn follow_tokens(config: NodeConfig, tokens: Tokens, metrics: Metrics, stop: CancellationToken) {
+    let Some(path) = config.intake.tokens_file.clone() else { return };
+    let reloads = govex_http::auth::ReloadCounter::register(&metrics);
+    let read = |path: &std::path::Path| std::fs::read(path).ok();
+    let mut taken = read(&path);
+    let mut reported = None;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(TOKENS_EVERY) => {}
+        }
+        let now = read(&path);
+        if now.is_none() || now == taken {
+            continue;
+        }
+        let in_file = config.intake.tokens.len();
+        let name = |i: usize| match i < in_file {
+            true => format!("intake.tokens[{i}]"),
+            false => format!("tokens[{}] of intake.tokens_file {}", i - in_file, path.display()),
+        };
+        let reloaded = config.intake.all_tokens().map_err(|e| e.to_string()).and_then(|all| tokens.reload(&all, name));
+        match reloaded {
+            Ok(count) => {
+                taken = now;
+                reported = None;
+                reloads.count(true);
+                tracing::info!(file = %path.display(), tokens = count, "tokens reloaded");
+            }
+            Err(error) if reported != now => {
+                reported = now;
+                reloads.count(false);
+                tracing::error!(file = %path.display(), %error, "the changed tokens file is refused; the tokens before it stay");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// What a configuration asks of this process, worked out and checked before anything
 /// starts: the components and the registry agree, the tokens (including
 /// `intake.tokens_file`) parse, the bridge links resolve. `start` runs on it, and
@@ -152,6 +198,9 @@ pub struct Plan {
 
 /// Works out and checks the [`Plan`] of `config`.
 pub fn plan(config: &NodeConfig) -> Result<Plan> {
+    if config.storage.cache_mib == 0 || config.storage.cache_mib > 65_536 {
+        bail!("invalid configuration: storage.cache_mib: 1 to 65536 (MiB per database)");
+    }
     let components = config.components();
     let runs_registry = components.contains(&Component::Registry);
     let registry_url = match (&config.registry.url, runs_registry) {
@@ -447,6 +496,7 @@ impl Listeners {
 /// fails to start stops every one started before it, so nothing is left running on failure.
 pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let plan = plan(&config)?;
+    govex_schemas::store::set_cache_bytes(config.storage.cache_mib << 20);
     check_data_dir(&config.data_dir)?;
     let mut listeners = Listeners::bind(&config, &plan).await?;
     if config.serves_api() && plan.tokens.is_empty() {
@@ -484,6 +534,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         // restart, once it parses and matches the registry's schemas.
         let (registry, live, every, stop) = (cx.registry.clone(), cx.catalog.clone(), cx.refresh, cx.stop.clone());
         cx.tasks.spawn(follow_catalog(path, registry, live, every, stop));
+    }
+    if config.serves_api() || plan.components.contains(&Component::Registry) {
+        let (tokens, metrics, stop) = (cx.tokens.clone(), cx.metrics.clone(), cx.stop.clone());
+        cx.tasks.spawn(follow_tokens(config.clone(), tokens, metrics, stop));
     }
     if plan.components.contains(&Component::Bridge) && plan.links.is_empty() && !config.components.is_empty() {
         tracing::warn!("the bridge component runs, but [bridge] configures no parent or children: nothing to forward");

@@ -296,6 +296,67 @@ impl Bus {
         .map_err(|e| unreachable(e.to_string()))
     }
 
+    /// Commits, for consumer group `group_id`, the start of every partition of `topics`: the
+    /// group then reads them again from their beginning. For a store made anew under an old
+    /// group (a volume lost and replaced), whose committed offsets belong to the store that
+    /// was lost. A broker takes a commit only from a member of the group, so this joins it
+    /// (the store's own consumer has not yet), commits once every partition is assigned to
+    /// it, and leaves. A member of the group still registered (a process killed a moment ago)
+    /// shares the partitions until its session times out; this waits up to 30 s for all of
+    /// them. Returns how many partitions were rewound.
+    pub async fn rewind_group(&self, group_id: &str, topics: &[String]) -> Result<usize, BusError> {
+        use rdkafka::consumer::CommitMode;
+        let config = self.config.client_config(&self.bootstrap, ClientRole::Consumer { group_id });
+        let topics = topics.to_vec();
+        let bootstrap = self.bootstrap.clone();
+        let failed = move |error: String| BusError::Unreachable { bootstrap: bootstrap.clone(), error };
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer<LogContext> =
+                config.create_with_context(LogContext).map_err(|e| e.to_string())?;
+            let mut starts = rdkafka::TopicPartitionList::new();
+            for topic in &topics {
+                let metadata =
+                    consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|e| e.to_string())?;
+                for partition in metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
+                    let (low, _) = consumer
+                        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                        .map_err(|e| e.to_string())?;
+                    starts
+                        .add_partition_offset(topic, partition, rdkafka::Offset::Offset(low))
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            if starts.count() == 0 {
+                return Ok(0);
+            }
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            consumer.subscribe(&names).map_err(|e| e.to_string())?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let result = loop {
+                // Polling serves the group protocol; what it fetches is not this reader's.
+                let _ = consumer.poll(Duration::from_millis(100));
+                let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+                if assigned >= starts.count() {
+                    break consumer
+                        .commit(&starts, CommitMode::Sync)
+                        .map(|()| starts.count())
+                        .map_err(|e| e.to_string());
+                }
+                if std::time::Instant::now() > deadline {
+                    break Err(format!(
+                        "the group was given {assigned} of {} partitions in 30 s (another member still in it?)",
+                        starts.count()
+                    ));
+                }
+            };
+            consumer.unsubscribe();
+            result.map_err(|e| format!("the group's offsets could not be rewound: {e}"))
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(failed)
+    }
+
     /// The values of header `name` on every record of `topic` from `from` (per partition)
     /// up to the high watermarks at the time of the call. Reads without a consumer group.
     pub async fn scan_header(

@@ -59,35 +59,45 @@ impl AuthError {
 }
 
 /// Who a request comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller<'a> {
     /// The token's department.
     pub department: Department,
     /// What the token may do.
     pub role: Role,
     /// The token's label, for logs.
-    pub label: Option<&'a str>,
-    /// The token's position in the configuration: the key of its read budget.
-    index: usize,
+    pub label: Option<Arc<str>>,
+    /// The token's hash: the key of its read budget.
+    hash: Arc<str>,
+    at: std::marker::PhantomData<&'a Tokens>,
 }
 
 struct Entry {
     department: Department,
     role: Role,
-    label: Option<String>,
+    label: Option<Arc<str>>,
+    hash: Arc<str>,
 }
 
-/// The configured tokens, and the read limiter they share. Cheap to clone.
+/// One set of tokens, as configured at one time.
+#[derive(Default)]
+struct Table {
+    by_hash: HashMap<String, usize>,
+    entries: Vec<Entry>,
+}
+
+/// The configured tokens, and the read limiter they share. Cheap to clone; every clone sees
+/// a [`reload`](Self::reload) at once, so a revoked token is refused by every API of the
+/// process from the next request on.
 #[derive(Clone, Default)]
 pub struct Tokens {
-    by_hash: HashMap<String, usize>,
-    entries: Arc<Vec<Entry>>,
+    table: Arc<parking_lot::RwLock<Arc<Table>>>,
     limiter: Option<Arc<ReadLimiter>>,
 }
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokens").field("count", &self.entries.len()).finish_non_exhaustive()
+        f.debug_struct("Tokens").field("count", &self.len()).finish_non_exhaustive()
     }
 }
 
@@ -102,6 +112,30 @@ impl Tokens {
     /// As [`Tokens::from_config`], with `name` saying where entry `i` came from (the config
     /// file's `intake.tokens`, or `intake.tokens_file`).
     pub fn from_config_named(tokens: &[TokenConfig], name: impl Fn(usize) -> String) -> Result<Self, String> {
+        let table = Table::of(tokens, name)?;
+        Ok(Self { table: Arc::new(parking_lot::RwLock::new(Arc::new(table))), limiter: None })
+    }
+
+    /// Replaces the tokens with `tokens` (checked as [`from_config_named`](Self::from_config_named)
+    /// checks them; on an error nothing changes). Every clone sees the new set at once; read
+    /// budgets of tokens that remain are kept. Returns how many tokens there are now.
+    pub fn reload(&self, tokens: &[TokenConfig], name: impl Fn(usize) -> String) -> Result<usize, String> {
+        let table = Table::of(tokens, name)?;
+        let count = table.entries.len();
+        if let Some(limiter) = &self.limiter {
+            limiter.keep_only(&table.by_hash);
+        }
+        *self.table.write() = Arc::new(table);
+        Ok(count)
+    }
+
+    fn current(&self) -> Arc<Table> {
+        self.table.read().clone()
+    }
+}
+
+impl Table {
+    fn of(tokens: &[TokenConfig], name: impl Fn(usize) -> String) -> Result<Self, String> {
         let mut by_hash: HashMap<String, usize> = HashMap::new();
         let mut entries = Vec::with_capacity(tokens.len());
         for (i, token) in tokens.iter().enumerate() {
@@ -126,14 +160,21 @@ impl Tokens {
                     describe(token)
                 ));
             }
-            entries.push(Entry { department, role: token.role, label: token.label.clone() });
+            entries.push(Entry {
+                department,
+                role: token.role,
+                label: token.label.as_deref().map(Arc::from),
+                hash: Arc::from(token.sha256.as_str()),
+            });
         }
-        Ok(Self { by_hash, entries: Arc::new(entries), limiter: None })
+        Ok(Self { by_hash, entries })
     }
+}
 
+impl Tokens {
     /// The same tokens, with every read limited as `config` says (and counted in `metrics`).
     pub fn with_read_limit(mut self, config: &ApiConfig, metrics: &Metrics) -> Self {
-        self.limiter = Some(Arc::new(ReadLimiter::new(config, self.entries.len(), metrics)));
+        self.limiter = Some(Arc::new(ReadLimiter::new(config, metrics)));
         self
     }
 
@@ -153,9 +194,16 @@ impl Tokens {
     /// Basic's password).
     pub fn authenticate_token(&self, token: &str) -> Result<Caller<'_>, AuthError> {
         // Hashing first makes the lookup's timing independent of how much of a guess matches.
-        let index = *self.by_hash.get(&hash_token(token)).ok_or(AuthError::Unknown)?;
-        let entry = &self.entries[index];
-        Ok(Caller { department: entry.department, role: entry.role, label: entry.label.as_deref(), index })
+        let table = self.current();
+        let index = *table.by_hash.get(&hash_token(token)).ok_or(AuthError::Unknown)?;
+        let entry = &table.entries[index];
+        Ok(Caller {
+            department: entry.department,
+            role: entry.role,
+            label: entry.label.clone(),
+            hash: entry.hash.clone(),
+            at: std::marker::PhantomData,
+        })
     }
 
     /// Authenticates a read by a department system (licences, holders, verify, dossiers,
@@ -178,19 +226,19 @@ impl Tokens {
             )));
         }
         if let Some(limiter) = &self.limiter {
-            limiter.take(caller.index, api).map_err(|wait| Box::new(too_many_requests(wait)))?;
+            limiter.take(&caller.hash, api).map_err(|wait| Box::new(too_many_requests(wait)))?;
         }
         Ok(caller)
     }
 
     /// Whether any token is configured.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.current().entries.is_empty()
     }
 
     /// How many distinct tokens are configured.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.current().entries.len()
     }
 }
 
@@ -297,21 +345,44 @@ impl govex_schemas::http::Access for RegistryAccess {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+/// `govex_tokens_reloads_total{result}`: changes of the tokens file taken (`ok`) or refused
+/// (`refused`, the tokens before it staying).
+#[derive(Clone)]
+pub struct ReloadCounter(Family<ReloadLabels, Counter>);
+
+impl ReloadCounter {
+    /// Registered once per process.
+    pub fn register(metrics: &Metrics) -> Self {
+        Self(metrics.shared("tokens_reloads", "Changes of the tokens file taken (ok) or refused (refused)"))
+    }
+
+    /// Counts one change, taken or refused.
+    pub fn count(&self, taken: bool) {
+        self.0.get_or_create(&ReloadLabels { result: if taken { "ok" } else { "refused" } }).inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabels {
     api: &'static str,
 }
 
-/// A token bucket per configured token: memory is bounded by the configuration, not by
-/// what callers send.
+/// A token bucket per configured token (by its hash, made at its first read): memory is
+/// bounded by the configuration, not by what callers send, since only a token that
+/// authenticated gets a bucket, and a reload drops the buckets of tokens no longer there.
 struct ReadLimiter {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<Vec<(f64, Instant)>>,
+    buckets: Mutex<HashMap<Arc<str>, (f64, Instant)>>,
     limited: Family<ApiLabels, Counter>,
 }
 
 impl ReadLimiter {
-    fn new(config: &ApiConfig, tokens: usize, metrics: &Metrics) -> Self {
+    fn new(config: &ApiConfig, metrics: &Metrics) -> Self {
         let burst = f64::from(config.read_burst.max(1));
         let limit: Gauge = Gauge::default();
         limit.set(i64::from(config.reads_per_second));
@@ -328,22 +399,23 @@ impl ReadLimiter {
                 limit,
             );
         });
-        Self {
-            per_second: f64::from(config.reads_per_second),
-            burst,
-            buckets: Mutex::new(vec![(burst, Instant::now()); tokens]),
-            limited,
-        }
+        Self { per_second: f64::from(config.reads_per_second), burst, buckets: Mutex::new(HashMap::new()), limited }
     }
 
-    /// Takes one read from token `index`'s bucket, or says how long until one is there.
-    fn take(&self, index: usize, api: &'static str) -> Result<(), Duration> {
+    /// Drops the buckets of tokens not in `current`.
+    fn keep_only(&self, current: &HashMap<String, usize>) {
+        self.buckets.lock().retain(|hash, _| current.contains_key(&**hash));
+    }
+
+    /// Takes one read from the bucket of the token hashed `hash`, or says how long until one
+    /// is there.
+    fn take(&self, hash: &Arc<str>, api: &'static str) -> Result<(), Duration> {
         if self.per_second <= 0.0 {
             return Ok(());
         }
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
-        let Some((level, last)) = buckets.get_mut(index) else { return Ok(()) };
+        let (level, last) = buckets.entry(hash.clone()).or_insert((self.burst, now));
         *level = (*level + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
         *last = now;
         if *level >= 1.0 {
@@ -373,7 +445,7 @@ mod tests {
         let tokens = Tokens::from_config(&config).unwrap();
         let caller = tokens.authenticate(Some(&format!("Bearer {token}"))).unwrap();
         assert_eq!(
-            (caller.department, caller.role, caller.label),
+            (caller.department, caller.role, caller.label.as_deref()),
             (Department::TAX, Role::Department, Some("tax-core"))
         );
         assert_eq!(tokens.authenticate(Some("Bearer nope")), Err(AuthError::Unknown));

@@ -127,22 +127,77 @@ pub enum RegistryError {
     Corrupt(String),
 }
 
-/// Opens (or creates) a sled database in `dir`, the one way every govex store opens one.
+/// The on-disk format of govex's stores this build writes and reads. Raised when a store's
+/// layout changes in a way an older build would misread; each store keeps the version it was
+/// written with, and a build refuses a store newer than itself (a `helm rollback` onto an
+/// older image, a backup restored into an older node) instead of reading it wrong.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// The page cache of each sled database a process opens, in bytes (sled's own default is
+/// 1 GiB per database, and it sizes itself from cgroup v1 only). Set once at start from
+/// `storage.cache_mib`, before any store opens.
+static CACHE_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(64 << 20);
+
+/// Sets the page cache of every sled database this process opens from now on.
+pub fn set_cache_bytes(bytes: u64) {
+    CACHE_BYTES.store(bytes.max(1 << 20), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Opens (or creates) a sled database in `dir`, the one way every govex store opens one:
+/// with the configured cache, and with its format version checked (and written, when it has
+/// none: a new store, or one from before versions were kept, which is version 1).
 ///
 /// sled releases its file lock from a background thread after the last handle is dropped,
 /// so a store reopened within one process (a node restarted in tests, `govex demo`,
 /// `govex sink --rebuild`) may briefly find the lock held; the open is retried for up to 2 s.
 pub fn open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
     let mut attempts = 0;
-    loop {
-        match sled::open(dir) {
+    let cache = CACHE_BYTES.load(std::sync::atomic::Ordering::Relaxed);
+    let db = loop {
+        match sled::Config::new().path(dir).cache_capacity(cache).open() {
             Err(sled::Error::Io(e)) if attempts < 100 && e.to_string().contains("could not acquire lock") => {
                 attempts += 1;
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            other => return other,
+            other => break other?,
+        }
+    };
+    check_format(&db, dir)?;
+    Ok(db)
+}
+
+/// Checks (and, on a store without one, writes) the format version of `db`.
+fn check_format(db: &sled::Db, dir: &Path) -> Result<(), sled::Error> {
+    let meta = db.open_tree("__govex")?;
+    match meta.get("format")? {
+        Some(bytes) => {
+            let found = <[u8; 8]>::try_from(bytes.as_ref()).map(u64::from_be_bytes).map_err(|_| {
+                sled::Error::Unsupported(format!("the store in {} has an unreadable format version", dir.display()))
+            })?;
+            if found > FORMAT_VERSION {
+                return Err(sled::Error::Unsupported(format!(
+                    "the store in {} has format version {found}, and this govex reads up to version {FORMAT_VERSION}: \
+                     it was written by a newer govex. Run that version (or newer), or restore a backup this version made",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        None => {
+            meta.insert("format", &FORMAT_VERSION.to_be_bytes())?;
+            meta.flush().map(drop)
         }
     }
+}
+
+/// The format version of the store in `dir` (for `govex backup` and the tests), without
+/// opening it for a node.
+pub fn format_of(db: &sled::Db) -> Result<Option<u64>, sled::Error> {
+    Ok(db
+        .open_tree("__govex")?
+        .get("format")?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+        .map(u64::from_be_bytes))
 }
 
 /// Which version of a subject to read.
@@ -1174,6 +1229,30 @@ mod tests {
     const V2: &str = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"},{"name":"b","type":"string","default":""}]}"#;
     const V3_BREAKS: &str =
         r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"},{"name":"c","type":"string"}]}"#;
+
+    #[test]
+    fn a_store_keeps_its_format_version_and_a_newer_one_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = open_sled(dir.path()).unwrap();
+            assert_eq!(format_of(&db).unwrap(), Some(FORMAT_VERSION), "a new store is stamped");
+            db.insert("data", "kept").unwrap();
+            // As a newer govex would leave it.
+            db.open_tree("__govex").unwrap().insert("format", &(FORMAT_VERSION + 1).to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let error = open_sled(dir.path()).unwrap_err().to_string();
+        assert!(error.contains(&format!("format version {}", FORMAT_VERSION + 1)), "{error}");
+        assert!(error.contains(&dir.path().display().to_string()) && error.contains("newer govex"), "{error}");
+        {
+            // Put back, it opens, its data untouched.
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("__govex").unwrap().insert("format", &FORMAT_VERSION.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let db = open_sled(dir.path()).unwrap();
+        assert_eq!(db.get("data").unwrap().as_deref(), Some(&b"kept"[..]));
+    }
 
     fn open() -> (tempfile::TempDir, Registry) {
         let dir = tempfile::tempdir().unwrap();

@@ -46,6 +46,14 @@ pub trait Sink: Send + Sync + 'static {
         Self::DEAD_LETTERS.map(str::to_owned)
     }
 
+    /// Whether its store was made by this process (a new volume, or one lost and replaced):
+    /// its consumer group is then rewound to the start of its topics before it subscribes,
+    /// since the group's committed offsets belong to the store that was lost. The topics are
+    /// the backup of every store; a store refills from them as it was first filled.
+    fn fresh(&self) -> bool {
+        false
+    }
+
     /// The topics it reads under `catalog`; read again when the catalogue changes.
     fn topics(&self, catalog: &Catalog) -> Vec<String>;
 
@@ -70,6 +78,11 @@ pub async fn run<S: Sink>(
     catalog: LiveCatalog,
     shutdown: CancellationToken,
 ) -> Result<RunStats, BusError> {
+    if sink.fresh() {
+        let topics = sink.topics(&catalog.current());
+        let rewound = bus.rewind_group(&group_id, &topics).await?;
+        tracing::warn!(group = %group_id, partitions = rewound, "a new store: its consumer group reads its topics again from their start");
+    }
     let topics_of = {
         let sink = sink.clone();
         move |catalog: &Catalog| sink.topics(catalog)

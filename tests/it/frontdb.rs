@@ -1016,7 +1016,10 @@ async fn a_value_the_database_refuses_is_dead_lettered_and_replayed_once_the_col
     })
     .await;
     let version = db
-        .fetch_text(&format!("SELECT CAST(version AS CHAR), event_id FROM {table} WHERE licence_no LIKE '%SN7101%'"), &[])
+        .fetch_text(
+            &format!("SELECT CAST(version AS CHAR), event_id FROM {table} WHERE licence_no LIKE '%SN7101%'"),
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(version.len(), 1, "one row per licence");

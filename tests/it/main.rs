@@ -33,3 +33,4 @@ mod registry_topic;
 mod steward;
 mod support;
 mod tls;
+mod tokens;

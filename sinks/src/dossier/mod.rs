@@ -50,6 +50,8 @@ pub struct DossierStore {
     parts: sled::Tree,
     records: sled::Tree,
     group_flush: Arc<crate::flush::GroupFlush>,
+    /// Made by this process (see [`crate::sink::Sink::fresh`]).
+    fresh: bool,
 }
 
 impl DossierStore {
@@ -59,8 +61,14 @@ impl DossierStore {
         Ok(Self {
             parts: db.open_tree("parts")?,
             records: db.open_tree("records")?,
+            fresh: !db.was_recovered(),
             group_flush: Arc::new(crate::flush::GroupFlush::new(db)),
         })
+    }
+
+    /// Whether this process made the store (it found no files to recover).
+    pub fn fresh(&self) -> bool {
+        self.fresh
     }
 
     /// Keeps `part` as the `kind` of `unit` unless a newer one is there; whether it changed
@@ -300,6 +308,10 @@ impl crate::sink::Sink for DossierSink {
     const NAME: &'static str = "dossier";
     const LANES: crate::sink::Lanes = crate::sink::Lanes { lanes: 16, lane_capacity: 256 };
     const DEAD_LETTERS: Option<&'static str> = Some("dossier");
+
+    fn fresh(&self) -> bool {
+        self.store.fresh()
+    }
 
     /// The dossier's own topics and every catalogued resource's: a steward's new resource is
     /// subscribed to within seconds.

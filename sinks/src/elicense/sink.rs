@@ -201,6 +201,10 @@ impl crate::sink::Sink for LicenceSink {
     const LANES: crate::sink::Lanes = crate::sink::Lanes { lanes: 16, lane_capacity: 64 };
     const DEAD_LETTERS: Option<&'static str> = Some("elicense-store");
 
+    fn fresh(&self) -> bool {
+        self.store.fresh()
+    }
+
     fn topics(&self, _: &govex_schemas::Catalog) -> Vec<String> {
         vec![TOPIC.into()]
     }

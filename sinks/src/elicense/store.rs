@@ -144,6 +144,8 @@ pub struct LicenceStore {
     use_log: UseLog,
     /// Concurrent lanes share fsyncs.
     group_flush: std::sync::Arc<crate::flush::GroupFlush>,
+    /// Made by this process: a new volume, or a lost one (see [`crate::sink::Sink::fresh`]).
+    fresh: bool,
 }
 
 pub(crate) fn sled_error(e: sled::transaction::TransactionError<()>) -> sled::Error {
@@ -166,7 +168,13 @@ impl LicenceStore {
             writer: Default::default(),
             group_flush: group_flush.clone(),
             use_log: UseLog::open(&db, group_flush)?,
+            fresh: !db.was_recovered(),
         })
+    }
+
+    /// Whether this process made the store (it found no files to recover).
+    pub fn fresh(&self) -> bool {
+        self.fresh
     }
 
     /// Makes every write so far durable.
