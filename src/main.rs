@@ -84,6 +84,17 @@ enum Command {
         #[arg(long, short, env = "GOVEX_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// The sled stores under data_dir: `govex store check` opens each one (run it with the
+    /// node stopped) with the configured cache (storage.cache_mib), checks its format
+    /// version, reads every entry, and prints what it holds and the peak memory it took.
+    /// Exit status 1 when a store cannot be opened or read.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+        /// The node's TOML config (for data_dir and storage.cache_mib).
+        #[arg(long, short, env = "GOVEX_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Sink maintenance: `govex sink elicense --rebuild` rebuilds the e-licence store from its
     /// topic (run it with the node stopped; the old store is kept beside the new one).
     Sink {
@@ -210,6 +221,16 @@ enum DlqCommand {
 enum AuditCommand {
     /// Check the use log's hash chain.
     Verify,
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Open and read every store.
+    Check,
+    /// Have the e-licence store and the dossier refill themselves from the start of their
+    /// topics at the next start (after a volume snapshot is restored: they are older than
+    /// their consumer groups' offsets). Idempotent: a refill applies nothing twice.
+    Refill,
 }
 
 #[derive(Subcommand)]
@@ -421,6 +442,18 @@ async fn run() -> Result<()> {
             let config = NodeConfig::load(config.as_deref(), std::env::vars())?;
             telemetry::init(if cli.log_json { LogFormat::Json } else { config.log.format });
             if !govex::maintenance::audit_verify(&config).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Store { command, config } => {
+            let config = NodeConfig::load(config.as_deref(), std::env::vars())?;
+            telemetry::init(if cli.log_json { LogFormat::Json } else { config.log.format });
+            let done = match command {
+                StoreCommand::Check => govex::maintenance::store_check(&config)?,
+                StoreCommand::Refill => govex::maintenance::store_refill(&config)?,
+            };
+            if !done {
                 std::process::exit(1);
             }
             Ok(())

@@ -196,3 +196,110 @@ pub async fn rebuild_elicense(config: &NodeConfig) -> Result<()> {
     }
     Ok(())
 }
+
+/// `govex store check`: opens every sled store under `data_dir` (a folder with sled's `conf`
+/// and `db` files, at any depth) with the configured cache, reads every entry of every tree,
+/// and prints per store its format version, trees, entries and bytes, then the process's
+/// peak resident memory. Whether every store opened and read.
+pub fn store_check(config: &NodeConfig) -> Result<bool> {
+    let cache_mib = config.storage.cache_mib;
+    if cache_mib == 0 || cache_mib > 65_536 {
+        bail!("invalid configuration: storage.cache_mib: 1 to 65536 (MiB per database)");
+    }
+    govex_schemas::store::set_cache_bytes(cache_mib << 20);
+    if !config.data_dir.is_dir() {
+        bail!("no data directory at {} (is data_dir right?)", config.data_dir.display());
+    }
+    let mut stores = Vec::new();
+    let mut folders = vec![config.data_dir.clone()];
+    while let Some(folder) = folders.pop() {
+        if folder.join("conf").is_file() && folder.join("db").is_file() {
+            stores.push(folder);
+            continue;
+        }
+        let entries = std::fs::read_dir(&folder).with_context(|| format!("{} cannot be listed", folder.display()))?;
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                folders.push(entry.path());
+            }
+        }
+    }
+    stores.sort();
+    let mut all_read = true;
+    for dir in &stores {
+        match check_one(dir) {
+            Ok((format, trees, entries, bytes)) => println!(
+                "{}: format {format}, {trees} trees, {entries} entries, {:.1} MiB",
+                dir.display(),
+                bytes as f64 / f64::from(1 << 20)
+            ),
+            Err(e) if is_locked(&e) => {
+                all_read = false;
+                println!("{}: in use by a running node; stop it first", dir.display());
+            }
+            Err(e) => {
+                all_read = false;
+                println!("{}: CANNOT BE READ: {e}", dir.display());
+            }
+        }
+    }
+    println!(
+        "{} stores; peak memory {:.0} MiB with storage.cache_mib = {cache_mib} per database",
+        stores.len(),
+        peak_mib()
+    );
+    Ok(all_read)
+}
+
+/// The format version, trees, entries and bytes of the store in `dir`, every entry read.
+fn check_one(dir: &std::path::Path) -> Result<(u64, usize, u64, u64), sled::Error> {
+    let db = govex_schemas::store::open_sled(dir)?;
+    let format = govex_schemas::store::format_of(&db)?.unwrap_or(0);
+    let names = db.tree_names();
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    for name in &names {
+        for entry in db.open_tree(name)?.iter() {
+            let (key, value) = entry?;
+            entries += 1;
+            bytes += (key.len() + value.len()) as u64;
+        }
+    }
+    Ok((format, names.len(), entries, bytes))
+}
+
+/// This process's peak resident memory (`VmHWM`), in MiB; 0 where /proc has none.
+fn peak_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// `govex store refill`: marks the stores a consumer group fills (the e-licence store, the
+/// dossier) to be refilled from the start of their topics at the node's next start. Run it
+/// with the node stopped, after restoring a volume snapshot. Whether every store was marked.
+pub fn store_refill(config: &NodeConfig) -> Result<bool> {
+    let mut all = true;
+    for name in ["elicense", "dossier"] {
+        let dir = config.data_dir.join(name);
+        if !dir.join("db").exists() {
+            println!("{}: no store", dir.display());
+            continue;
+        }
+        match govex_schemas::store::open_sled(&dir).and_then(|db| govex_schemas::store::clear_refilled(&db)) {
+            Ok(_) => println!("{}: refills from the start of its topics at the next start", dir.display()),
+            Err(e) if is_locked(&e) => {
+                all = false;
+                println!("{}: in use by a running node; stop it first", dir.display());
+            }
+            Err(e) => {
+                all = false;
+                println!("{}: CANNOT BE MARKED: {e}", dir.display());
+            }
+        }
+    }
+    Ok(all)
+}

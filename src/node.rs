@@ -146,15 +146,29 @@ async fn follow_tokens(config: NodeConfig, tokens: Tokens, metrics: Metrics, sto
     let Some(path) = config.intake.tokens_file.clone() else { return };
     let reloads = govex_http::auth::ReloadCounter::register(&metrics);
     let read = |path: &std::path::Path| std::fs::read(path).ok();
-    let mut taken = read(&path);
+    // Nothing counts as taken at first: the file may have changed between the start's read
+    // and this task's, and the first round reads it again (a reload to the same set is
+    // harmless).
+    let mut taken: Option<Vec<u8>> = None;
     let mut reported = None;
+    let mut missing_reported = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(TOKENS_EVERY) => {}
         }
         let now = read(&path);
-        if now.is_none() || now == taken {
+        if now.is_none() {
+            // Kept as they are (a Secret being swapped, a volume gone): said once, counted.
+            if !missing_reported {
+                missing_reported = true;
+                reloads.count(false);
+                tracing::error!(file = %path.display(), "the tokens file cannot be read; the tokens before it stay");
+            }
+            continue;
+        }
+        missing_reported = false;
+        if now == taken {
             continue;
         }
         let in_file = config.intake.tokens.len();
@@ -162,7 +176,14 @@ async fn follow_tokens(config: NodeConfig, tokens: Tokens, metrics: Metrics, sto
             true => format!("intake.tokens[{i}]"),
             false => format!("tokens[{}] of intake.tokens_file {}", i - in_file, path.display()),
         };
-        let reloaded = config.intake.all_tokens().map_err(|e| e.to_string()).and_then(|all| tokens.reload(&all, name));
+        let reloaded = config.intake.all_tokens().map_err(|e| e.to_string()).and_then(|all| {
+            // A file with no token at all (emptied, cut short before its first entry) would
+            // lock every department out: refused, as a broken file is.
+            if all.len() == in_file {
+                return Err("the tokens file holds no token; refusing to lock every department out".to_owned());
+            }
+            tokens.reload(&all, name)
+        });
         match reloaded {
             Ok(count) => {
                 taken = now;
@@ -491,6 +512,18 @@ impl Listeners {
     }
 }
 
+/// The certificates this process's TLS listeners serve, for their expiry gauge.
+fn certificate_gauges(config: &NodeConfig, listeners: &Listeners, metrics: &Metrics) {
+    let served: Vec<(&'static str, &std::path::Path)> = [
+        ("api", listeners.api.as_ref().and(config.listen.tls.as_ref())),
+        ("registry", listeners.registry.as_ref().and(config.listen.registry_tls.as_ref())),
+    ]
+    .into_iter()
+    .filter_map(|(listener, tls)| Some((listener, tls?.cert_path.as_path())))
+    .collect();
+    govex_http::server::certificate_expiry_gauges(metrics, &served);
+}
+
 /// Starts a node, or the components of one that `config.components` names. Fails fast,
 /// naming the cause, when a port is taken or the data directory is unusable; a component that
 /// fails to start stops every one started before it, so nothing is left running on failure.
@@ -503,6 +536,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         tracing::warn!("no department tokens configured: the APIs refuse every request; add [[intake.tokens]] (govex token new <department>)");
     }
     let metrics = Metrics::new();
+    certificate_gauges(&config, &listeners, &metrics);
     let bus = Bus::start(&config.bus, &metrics)?;
     let (registry, schema_log) = registry::view(&config, &plan, &bus).await?;
     let topics = registry::seed(&plan, &registry, &bus).await?;

@@ -304,7 +304,13 @@ impl Bus {
     /// it, and leaves. A member of the group still registered (a process killed a moment ago)
     /// shares the partitions until its session times out; this waits up to 30 s for all of
     /// them. Returns how many partitions were rewound.
-    pub async fn rewind_group(&self, group_id: &str, topics: &[String]) -> Result<usize, BusError> {
+    pub async fn rewind_group(
+        &self,
+        group_id: &str,
+        topics: &[String],
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<usize, BusError> {
+        let stop = stop.clone();
         use rdkafka::consumer::CommitMode;
         let config = self.config.client_config(&self.bootstrap, ClientRole::Consumer { group_id });
         let topics = topics.to_vec();
@@ -342,7 +348,7 @@ impl Bus {
                         .map(|()| starts.count())
                         .map_err(|e| e.to_string());
                 }
-                if std::time::Instant::now() > deadline {
+                if std::time::Instant::now() > deadline || stop.is_cancelled() {
                     break Err(format!(
                         "the group was given {assigned} of {} partitions in 30 s (another member still in it?)",
                         starts.count()

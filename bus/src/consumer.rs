@@ -159,7 +159,9 @@ pub struct CatchUp {
 }
 
 impl CatchUp {
-    fn register(&self, group: &str) {
+    /// Counts `group` as not caught up until its consumer says it is (a store refilling
+    /// before its consumer starts is behind too).
+    pub fn register(&self, group: &str) {
         self.groups.lock().insert(group.to_owned(), false);
     }
 

@@ -132,9 +132,10 @@ pub enum FrontDbError {
     },
 }
 
-/// MySQL's errors of a refused value whose SQLSTATE is the general `HY000`: 1292 incorrect
+/// MySQL's errors of a refused value whose SQLSTATE is not of class 22 or 23: 1265 data
+/// truncated (`01000`: an ENUM, an integer or decimal that does not parse), 1292 incorrect
 /// datetime value, 1366 incorrect value for a column, 1411 incorrect value for a function.
-const MYSQL_REFUSED_VALUE: [u16; 3] = [1292, 1366, 1411];
+const MYSQL_REFUSED_VALUE: [u16; 4] = [1265, 1292, 1366, 1411];
 
 impl From<sqlx::Error> for FrontDbError {
     fn from(e: sqlx::Error) -> Self {
@@ -147,14 +148,14 @@ impl From<sqlx::Error> for FrontDbError {
             if refused {
                 let column = match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
                     Some(pg) => pg.column().map(str::to_owned),
-                    // MySQL names the column as `... for column 'name' at row 1`; a column
-                    // name is configuration, the value is never part of that stretch.
-                    None => db
-                        .message()
-                        .split_once("column '")
-                        .and_then(|(_, rest)| rest.split_once('\''))
-                        .map(|(name, _)| name.to_owned())
-                        .filter(|name| check_identifier(name).is_ok()),
+                    // MySQL names the column last, `... for column 'name' at row 1`, MariaDB as
+                    // `` `db`.`table`.`name` ``: the last "column " of the message is after any
+                    // quoted value, and only its last quoted part is taken.
+                    None => db.message().rsplit_once("column ").and_then(|(_, rest)| {
+                        let quoted = rest.split(" at row").next()?.trim();
+                        let name = quoted.rsplit('.').next()?.trim_matches(|c| c == '\'' || c == '`');
+                        check_identifier(name).is_ok().then(|| name.to_owned())
+                    }),
                 };
                 return Self::Refused { sqlstate, column };
             }

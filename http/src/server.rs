@@ -50,6 +50,93 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// When the first certificate in the PEM file `path` (the one a listener serves) stops being
+/// valid: its `notAfter`, in seconds since the epoch. For the expiry gauge and its alert.
+pub fn certificate_expiry(path: &Path) -> Result<i64, String> {
+    let certs = read_certs(path).map_err(|e| e.message)?;
+    not_after(certs[0].as_ref()).ok_or_else(|| format!("{}: the certificate's validity does not read", path.display()))
+}
+
+/// `govex_tls_certificate_expiry_timestamp_seconds{listener}`: when the certificate each TLS
+/// listener serves (`served`: listener, certificate file) expires, read once at start as the
+/// listener reads it; for the chart's alert. Registered on every node, a series per TLS
+/// listener.
+pub fn certificate_expiry_gauges(metrics: &govex_bus::Metrics, served: &[(&'static str, &Path)]) {
+    use prometheus_client::{
+        encoding::EncodeLabelSet,
+        metrics::{family::Family, gauge::Gauge},
+    };
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct Listener {
+        listener: &'static str,
+    }
+    let expiry: Family<Listener, Gauge> = metrics.add(
+        "tls_certificate_expiry_timestamp_seconds",
+        "When the certificate a TLS listener serves expires, in seconds since the epoch",
+        Family::default(),
+    );
+    for (listener, path) in served {
+        match certificate_expiry(path) {
+            Ok(at) => {
+                expiry.get_or_create(&Listener { listener }).set(at);
+            }
+            Err(error) => tracing::warn!(listener, %error, "the certificate's expiry cannot be read"),
+        }
+    }
+}
+
+/// The `notAfter` of a DER certificate: Certificate → tbsCertificate → (version), serial,
+/// signature, issuer, validity → notAfter (UTCTime or GeneralizedTime, in UTC).
+fn not_after(der: &[u8]) -> Option<i64> {
+    /// One DER element at the start of `input`: its tag, its content, and what follows it.
+    fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (length, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let octets = usize::from(first & 0x7f);
+            if octets == 0 || octets > 4 || rest.len() < octets {
+                return None;
+            }
+            let length = rest[..octets].iter().fold(0usize, |n, b| (n << 8) | usize::from(*b));
+            (length, &rest[octets..])
+        };
+        (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
+    }
+    let (_, certificate, _) = element(der)?;
+    let (_, mut tbs, _) = element(certificate)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = element(tbs)?.2; // the explicit version
+    }
+    for _ in 0..3 {
+        tbs = element(tbs)?.2; // serial, signature algorithm, issuer
+    }
+    let (_, validity, _) = element(tbs)?;
+    let (_, _, rest) = element(validity)?; // notBefore
+    let (tag, time, _) = element(rest)?;
+    let text = std::str::from_utf8(time).ok()?.strip_suffix('Z')?;
+    let digits = |s: &str| s.parse::<i64>().ok();
+    let (year, rest) = match tag {
+        0x17 => {
+            let yy = digits(text.get(..2)?)?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..)?)
+        }
+        0x18 => (digits(text.get(..4)?)?, text.get(4..)?),
+        _ => return None,
+    };
+    let field = |at: usize| digits(rest.get(at..at + 2)?);
+    let (month, day, hour, minute, second) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    // Days from the civil date (Howard Hinnant's algorithm), then seconds.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3_600 + minute * 60 + second)
+}
+
 /// Builds the acceptor from the configured files; errors name `key`, the setting they came
 /// from (`listen.tls`, `listen.registry_tls`).
 pub fn acceptor(config: &TlsConfig, key: &'static str) -> Result<TlsAcceptor, TlsError> {

@@ -151,6 +151,12 @@ pub fn set_cache_bytes(bytes: u64) {
 /// so a store reopened within one process (a node restarted in tests, `govex demo`,
 /// `govex sink --rebuild`) may briefly find the lock held; the open is retried for up to 2 s.
 pub fn open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
+    let db = open_sled_unchecked(dir)?;
+    check_format(&db, dir)?;
+    Ok(db)
+}
+
+fn open_sled_unchecked(dir: &Path) -> Result<sled::Db, sled::Error> {
     let mut attempts = 0;
     let cache = CACHE_BYTES.load(std::sync::atomic::Ordering::Relaxed);
     let db = loop {
@@ -162,8 +168,47 @@ pub fn open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
             other => break other?,
         }
     };
-    check_format(&db, dir)?;
     Ok(db)
+}
+
+/// As [`open_sled`], for a store a consumer group fills: also whether the store must be
+/// refilled from the start of its topics, because the group's committed offsets are not its
+/// own. That is so for a store this process made (a new or lost volume), and for one made
+/// before whose refill never finished (the process died first); a store is marked refilled
+/// ([`mark_refilled`]) once its group was rewound. A store from before format versions was
+/// filled by its group: it is marked at once.
+pub fn open_sled_refillable(dir: &Path) -> Result<(sled::Db, bool), sled::Error> {
+    let db = open_sled_unchecked(dir)?;
+    // Whether the store had a format version before this open stamps one.
+    let stamped = format_of(&db)?.is_some();
+    check_format(&db, dir)?;
+    let meta = db.open_tree("__govex")?;
+    let refill = match (db.was_recovered(), stamped, meta.get("refilled")?.is_some()) {
+        (false, _, _) => true,
+        (true, false, _) => {
+            meta.insert("refilled", &[1u8])?;
+            meta.flush()?;
+            false
+        }
+        (true, true, refilled) => !refilled,
+    };
+    Ok((db, refill))
+}
+
+/// Marks the store in `db` refilled: its consumer group's offsets are its own from now on.
+pub fn mark_refilled(db: &sled::Db) -> Result<(), sled::Error> {
+    let meta = db.open_tree("__govex")?;
+    meta.insert("refilled", &[1u8])?;
+    meta.flush().map(drop)
+}
+
+/// Marks the store in `db` as needing a refill (`govex store refill`: after a volume snapshot
+/// is restored, its stores are older than their groups' offsets). Whether it was marked.
+pub fn clear_refilled(db: &sled::Db) -> Result<bool, sled::Error> {
+    let meta = db.open_tree("__govex")?;
+    let had = meta.remove("refilled")?.is_some();
+    meta.flush()?;
+    Ok(had)
 }
 
 /// Checks (and, on a store without one, writes) the format version of `db`.
@@ -1252,6 +1297,41 @@ mod tests {
         }
         let db = open_sled(dir.path()).unwrap();
         assert_eq!(db.get("data").unwrap().as_deref(), Some(&b"kept"[..]));
+    }
+
+    #[test]
+    fn a_store_refills_until_its_refill_is_marked_and_an_old_store_never() {
+        let reopen = |dir: &Path| {
+            // sled lets go of its lock from a thread of its own: open_sled waits for it.
+            open_sled_refillable(dir).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (db, refill) = reopen(dir.path());
+        assert!(refill, "a new store refills");
+        drop(db);
+        // The process died before its group was rewound: the next start refills still.
+        let (db, refill) = reopen(dir.path());
+        assert!(refill, "a refill that never finished is done again");
+        mark_refilled(&db).unwrap();
+        drop(db);
+        let (db, refill) = reopen(dir.path());
+        assert!(!refill, "a refilled store resumes from its group's offsets");
+        // `govex store refill` (a snapshot restored): the next start refills.
+        assert!(clear_refilled(&db).unwrap());
+        drop(db);
+        assert!(reopen(dir.path()).1);
+
+        // A store from before format versions was filled by its group: never refilled.
+        let old = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(old.path()).unwrap();
+            db.insert("data", "kept").unwrap();
+            db.flush().unwrap();
+        }
+        let (db, refill) = reopen(old.path());
+        assert!(!refill, "an old store's offsets are its own");
+        drop(db);
+        assert!(!reopen(old.path()).1, "and stay so");
     }
 
     fn open() -> (tempfile::TempDir, Registry) {

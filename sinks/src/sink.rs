@@ -46,12 +46,18 @@ pub trait Sink: Send + Sync + 'static {
         Self::DEAD_LETTERS.map(str::to_owned)
     }
 
-    /// Whether its store was made by this process (a new volume, or one lost and replaced):
-    /// its consumer group is then rewound to the start of its topics before it subscribes,
-    /// since the group's committed offsets belong to the store that was lost. The topics are
-    /// the backup of every store; a store refills from them as it was first filled.
+    /// Whether its store is to be refilled (made by this process on a new or lost volume, or
+    /// made before and its refill never finished): its consumer group is then rewound to the
+    /// start of its topics before it subscribes, since the group's committed offsets belong
+    /// to the store that was lost. The topics are the backup of every store; a store refills
+    /// from them as it was first filled.
     fn fresh(&self) -> bool {
         false
+    }
+
+    /// Records that the group was rewound: the store is not fresh at its next start.
+    fn refilled(&self) -> Result<(), sled::Error> {
+        Ok(())
     }
 
     /// The topics it reads under `catalog`; read again when the catalogue changes.
@@ -79,9 +85,30 @@ pub async fn run<S: Sink>(
     shutdown: CancellationToken,
 ) -> Result<RunStats, BusError> {
     if sink.fresh() {
+        // Not ready while it refills: its group counts as behind until its consumer caught up.
+        bus.catch_up().register(&group_id);
         let topics = sink.topics(&catalog.current());
-        let rewound = bus.rewind_group(&group_id, &topics).await?;
-        tracing::warn!(group = %group_id, partitions = rewound, "a new store: its consumer group reads its topics again from their start");
+        loop {
+            match bus.rewind_group(&group_id, &topics, &shutdown).await {
+                Ok(rewound) => {
+                    sink.refilled().map_err(|e| BusError::Unreachable {
+                        bootstrap: bus.bootstrap_servers().to_owned(),
+                        error: format!("the store could not be marked refilled: {e}"),
+                    })?;
+                    tracing::warn!(group = %group_id, partitions = rewound, "a new store: its consumer group reads its topics again from their start");
+                    break;
+                }
+                // Asked again until it works: a store that started filling from the lost
+                // store's offsets would lack what came before them, for good.
+                Err(error) => {
+                    tracing::error!(group = %group_id, %error, "a new store's consumer group could not be rewound; asking again in 5 s");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(RunStats::default()),
+                        () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    }
+                }
+            }
+        }
     }
     let topics_of = {
         let sink = sink.clone();

@@ -397,28 +397,30 @@ async fn ready_means_the_sinks_have_caught_up_and_asking_costs_no_client() {
     let applied = node.metric("govex_elicense_store_licences").await;
     assert_eq!(applied, f64::from(LICENCES_SENT), "ready before the store caught up (first answer: {early:?})");
 
-    // Asking is free: 300 questions make no Kafka client. A client shows as librdkafka's own
-    // threads (named "rdk:…"), so those are counted exactly; every other thread of the node may
-    // come and go with its blocking pool (the governance followers read on it every 2 s), so
-    // those are held only to a bound far below one per question.
+    // Asking is free: 300 questions make no Kafka client. Each librdkafka client has one
+    // thread named "rdk:main" (its broker threads come and go with connections), so clients
+    // are counted exactly by those; every other thread of the node may come and go with its
+    // blocking pool, and is held only to a bound far below one per question. The node's own
+    // clients are made first: one governance round (2 s) after ready, nothing is left to make.
     let threads = |pid: u32| -> (usize, usize) {
-        let mut kafka = 0;
+        let mut clients = 0;
         let mut all = 0;
         for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
             let Ok(name) = std::fs::read_to_string(task.path().join("comm")) else { continue };
             all += 1;
-            kafka += usize::from(name.starts_with("rdk:"));
+            clients += usize::from(name.trim() == "rdk:main");
         }
-        (kafka, all)
+        (clients, all)
     };
-    let (kafka_before, all_before) = threads(node.process.child.id());
-    assert!(kafka_before > 0, "the node's own clients show as rdk: threads");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (clients_before, all_before) = threads(node.process.child.id());
+    assert!(clients_before > 0, "the node's own clients show as rdk:main threads");
     let http = reqwest::Client::new();
     for _ in 0..300 {
         assert_eq!(http.get(&readyz).send().await.unwrap().status(), 200);
     }
-    let (kafka_after, all_after) = threads(node.process.child.id());
-    assert_eq!(kafka_after, kafka_before, "asking /readyz made a Kafka client");
+    let (clients_after, all_after) = threads(node.process.child.id());
+    assert_eq!(clients_after, clients_before, "asking /readyz made a Kafka client");
     assert!(all_after <= all_before + 32, "threads grew from {all_before} to {all_after} over 300 questions");
 }
 

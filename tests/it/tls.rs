@@ -158,3 +158,40 @@ async fn the_registry_over_mutual_tls_serves_known_clients_only() {
     intake.shutdown().await.unwrap();
     registry.shutdown().await.unwrap();
 }
+
+/// The expiry gauge reads each served certificate's notAfter, as UTCTime (before 2050) and as
+/// GeneralizedTime (from 2050), so that the chart's alert warns before a certificate lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tls_listener_reports_when_its_certificate_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("govex test CA");
+    let leaf = |(year, month, day): (i32, u8, u8)| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(year, month, day);
+        let cert = params.signed_by(&key, &pki.ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (api_cert, api_key) = leaf((2031, 6, 15));
+    let (registry_cert, registry_key) = leaf((2051, 1, 2));
+    let mut config = intake_config(dir.path());
+    config.listen.tls = Some(TlsConfig {
+        cert_path: write(dir.path(), "api.pem", &api_cert),
+        key_path: write(dir.path(), "api.key", &api_key),
+        client_ca_path: None,
+    });
+    config.listen.registry_tls = Some(TlsConfig {
+        cert_path: write(dir.path(), "registry.pem", &registry_cert),
+        key_path: write(dir.path(), "registry.key", &registry_key),
+        client_ca_path: None,
+    });
+    let node = govex::node::start(config).await.unwrap();
+    let text = reqwest::get(format!("http://{}/metrics", node.ops_addr)).await.unwrap().text().await.unwrap();
+    let value = |listener: &str| {
+        let series = format!("govex_tls_certificate_expiry_timestamp_seconds{{listener=\"{listener}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&series)).map(|v| v.trim().to_owned())
+    };
+    assert_eq!(value("api").as_deref(), Some("1939248000"), "{text}");
+    assert_eq!(value("registry").as_deref(), Some("2556230400"), "{text}");
+    node.shutdown().await.unwrap();
+}

@@ -122,9 +122,31 @@ The pod spec of a workload: (dict "root" $ "component" "intake" "components" "in
 "groupPerPod" false).
 dataVolume is the name of a volume claim template, or empty for an emptyDir.
 */}}
+{{/* A memory quantity in MiB (Mi, Gi, M, G, or bytes); 0 when it is none of those. */}}
+{{- define "govex.mib" -}}
+{{- $q := toString . -}}
+{{- if hasSuffix "Gi" $q }}{{ mul (trimSuffix "Gi" $q | int) 1024 }}
+{{- else if hasSuffix "Mi" $q }}{{ trimSuffix "Mi" $q | int }}
+{{- else if hasSuffix "G" $q }}{{ div (mul (trimSuffix "G" $q | int) 1000000000) 1048576 }}
+{{- else if hasSuffix "M" $q }}{{ div (mul (trimSuffix "M" $q | int) 1000000) 1048576 }}
+{{- else if regexMatch "^[0-9]+$" $q }}{{ div ($q | int64) 1048576 }}
+{{- else }}0{{ end -}}
+{{- end -}}
+
 {{- define "govex.podSpec" -}}
 {{- $root := .root -}}
 {{- $v := $root.Values -}}
+{{- /* sled caches up to storage.cacheMiB per database: what a pod opens must fit in half its
+memory limit (a store component its own; the dossier also the use log and governance views;
+the intake its idempotency keys). */}}
+{{- $components := splitList "," .components -}}
+{{- $databases := 0 -}}
+{{- range $components }}{{ if has . (list "registry" "elicense" "dossier" "cases" "intake") }}{{ $databases = add1 $databases }}{{ end }}{{ end -}}
+{{- if has "dossier" $components }}{{ $databases = add $databases 2 }}{{ end -}}
+{{- $limit := include "govex.mib" (dig "limits" "memory" "0" .resources) | int -}}
+{{- if and (gt $databases 0) (gt $limit 0) (gt (mul $v.storage.cacheMiB $databases 2) $limit) }}
+{{- fail (printf "storage.cacheMiB %d × %d sled databases of the %s pods is over half their %d MiB memory limit: lower storage.cacheMiB or raise the limit" (int $v.storage.cacheMiB) $databases .component $limit) }}
+{{- end }}
 {{- with $v.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}

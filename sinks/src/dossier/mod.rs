@@ -50,25 +50,32 @@ pub struct DossierStore {
     parts: sled::Tree,
     records: sled::Tree,
     group_flush: Arc<crate::flush::GroupFlush>,
-    /// Made by this process (see [`crate::sink::Sink::fresh`]).
+    /// To be refilled from the start of its topics (see [`crate::sink::Sink::fresh`]).
     fresh: bool,
+    db: sled::Db,
 }
 
 impl DossierStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, sled::Error> {
-        let db = govex_schemas::store::open_sled(dir)?;
+        let (db, fresh) = govex_schemas::store::open_sled_refillable(dir)?;
         Ok(Self {
             parts: db.open_tree("parts")?,
             records: db.open_tree("records")?,
-            fresh: !db.was_recovered(),
-            group_flush: Arc::new(crate::flush::GroupFlush::new(db)),
+            fresh,
+            group_flush: Arc::new(crate::flush::GroupFlush::new(db.clone())),
+            db,
         })
     }
 
-    /// Whether this process made the store (it found no files to recover).
+    /// Whether the store is to be refilled from the start of its topics.
     pub fn fresh(&self) -> bool {
         self.fresh
+    }
+
+    /// Marks the store refilled (its group rewound).
+    pub fn mark_refilled(&self) -> Result<(), sled::Error> {
+        govex_schemas::store::mark_refilled(&self.db)
     }
 
     /// Keeps `part` as the `kind` of `unit` unless a newer one is there; whether it changed
@@ -311,6 +318,10 @@ impl crate::sink::Sink for DossierSink {
 
     fn fresh(&self) -> bool {
         self.store.fresh()
+    }
+
+    fn refilled(&self) -> Result<(), sled::Error> {
+        self.store.mark_refilled()
     }
 
     /// The dossier's own topics and every catalogued resource's: a steward's new resource is

@@ -205,6 +205,10 @@ impl crate::sink::Sink for LicenceSink {
         self.store.fresh()
     }
 
+    fn refilled(&self) -> Result<(), sled::Error> {
+        self.store.mark_refilled()
+    }
+
     fn topics(&self, _: &govex_schemas::Catalog) -> Vec<String> {
         vec![TOPIC.into()]
     }

@@ -144,8 +144,9 @@ pub struct LicenceStore {
     use_log: UseLog,
     /// Concurrent lanes share fsyncs.
     group_flush: std::sync::Arc<crate::flush::GroupFlush>,
-    /// Made by this process: a new volume, or a lost one (see [`crate::sink::Sink::fresh`]).
+    /// To be refilled from the start of its topics (see [`crate::sink::Sink::fresh`]).
     fresh: bool,
+    db: sled::Db,
 }
 
 pub(crate) fn sled_error(e: sled::transaction::TransactionError<()>) -> sled::Error {
@@ -158,7 +159,7 @@ pub(crate) fn sled_error(e: sled::transaction::TransactionError<()>) -> sled::Er
 impl LicenceStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, sled::Error> {
-        let db = govex_schemas::store::open_sled(dir)?;
+        let (db, fresh) = govex_schemas::store::open_sled_refillable(dir)?;
         let group_flush = std::sync::Arc::new(crate::flush::GroupFlush::new(db.clone()));
         Ok(Self {
             licences: db.open_tree("licences")?,
@@ -168,13 +169,19 @@ impl LicenceStore {
             writer: Default::default(),
             group_flush: group_flush.clone(),
             use_log: UseLog::open(&db, group_flush)?,
-            fresh: !db.was_recovered(),
+            fresh,
+            db,
         })
     }
 
-    /// Whether this process made the store (it found no files to recover).
+    /// Whether the store is to be refilled from the start of its topics.
     pub fn fresh(&self) -> bool {
         self.fresh
+    }
+
+    /// Marks the store refilled (its group rewound).
+    pub fn mark_refilled(&self) -> Result<(), sled::Error> {
+        govex_schemas::store::mark_refilled(&self.db)
     }
 
     /// Makes every write so far durable.
