@@ -169,6 +169,25 @@ impl SourceConfig {
                 if !matches!(head.as_str(), "select" | "with") || query.contains(';') {
                     return Err(at("query: one SELECT (or WITH … SELECT), without ;"));
                 }
+                // It is wrapped as a subquery: a comment or an unbalanced parenthesis would
+                // reach past the wrapper (it is also read in a read-only transaction).
+                if query.contains("--") || query.contains("/*") || query.contains('#') {
+                    return Err(at("query: no comments (--, /* */, #)"));
+                }
+                let mut depth = 0i32;
+                for c in query.chars() {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    if depth < 0 {
+                        break;
+                    }
+                }
+                if depth != 0 {
+                    return Err(at("query: unbalanced parentheses"));
+                }
                 if query.len() > 16_384 {
                     return Err(at("query: at most 16,384 characters"));
                 }
@@ -655,7 +674,8 @@ impl Source {
         let department = Department::parse(&c.department).map_err(|e| e.to_string())?;
         let record_type = self.intake.record_type(department, &c.record).map_err(|e| e.reason().to_owned())?;
         let plan = self.plan(types, from, record_type.input_schema());
-        let fetched = tokio::time::timeout(STATEMENT_WITHIN, self.db.fetch_text(&plan.sql, &plan.binds)).await;
+        let fetched =
+            tokio::time::timeout(STATEMENT_WITHIN, self.db.fetch_text_read_only(&plan.sql, &plan.binds)).await;
         let mut rows =
             fetched.map_err(|_| "the poll took too long (a locked table?)".to_owned())?.map_err(|e| e.to_string())?;
         if plan.has_wait {
@@ -907,7 +927,7 @@ impl Source {
                 t = d.quote(ts),
                 now = d.now("timestamp with time zone")
             );
-            if let Ok(rows) = self.db.fetch_text(&sql, &[]).await {
+            if let Ok(rows) = self.db.fetch_text_read_only(&sql, &[]).await {
                 let newest = rows.first().and_then(|r| r[0].as_deref()).and_then(|t| db_instant(t, self.zone));
                 if let Some(newest) = newest {
                     let lag = (newest.timestamp_millis() as f64 / 1000.0 - seconds).max(0.0);
@@ -918,7 +938,7 @@ impl Source {
         if let (Some(inc), Some(last)) = (&self.config.incrementing_column, watermark.inc) {
             let sql =
                 format!("SELECT {} AS govex_0 FROM {table} ORDER BY {} DESC LIMIT 1", d.as_text(inc), d.quote(inc));
-            if let Ok(rows) = self.db.fetch_text(&sql, &[]).await {
+            if let Ok(rows) = self.db.fetch_text_read_only(&sql, &[]).await {
                 if let Some(newest) =
                     rows.first().and_then(|r| r[0].as_deref()).and_then(|t| t.trim().parse::<i64>().ok())
                 {

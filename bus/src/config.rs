@@ -246,12 +246,44 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = redacted(&self.message);
         if self.key.is_empty() {
-            write!(f, "{}: {}", self.origin, self.message)
+            write!(f, "{}: {message}", self.origin)
         } else {
-            write!(f, "{}: key `{}`: {}", self.origin, self.key, self.message)
+            write!(f, "{}: key `{}`: {message}", self.origin, self.key)
         }
     }
+}
+
+/// `message` with every quoted stretch (in `` ` `` or `"`) of 16 characters or more and no
+/// space shown by its length only: a parser quotes the value it refused (``unknown variant
+/// `…` ``), and a value in the wrong key may be a secret (a token pasted as a role, a password
+/// as a number). Errors are printed and logged; secrets must not be.
+pub fn redacted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(['`', '"']) {
+        let quote = rest[at..].chars().next().unwrap_or('"');
+        out.push_str(&rest[..=at]);
+        let after = &rest[at + 1..];
+        match after.find(quote) {
+            Some(end) => {
+                let inner = &after[..end];
+                if inner.chars().count() >= 16 && !inner.contains(char::is_whitespace) {
+                    out.push_str(&format!("<{} characters, not shown>", inner.chars().count()));
+                } else {
+                    out.push_str(inner);
+                }
+                out.push(quote);
+                rest = &after[end + 1..];
+            }
+            None => {
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 impl std::error::Error for ConfigError {}
@@ -421,6 +453,23 @@ impl BusConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_value_that_may_be_a_secret_is_not_shown() {
+        let token = "942e05adfaf12a2c412004e9129da000";
+        let error = ConfigError {
+            origin: "tokens file /etc/govex/tokens/tokens.toml".into(),
+            key: "tokens".into(),
+            message: format!("unknown variant `{token}`, expected one of `department`, `steward`"),
+        };
+        let shown = error.to_string();
+        assert!(!shown.contains(token), "{shown}");
+        assert!(shown.contains("<32 characters, not shown>") && shown.contains("`steward`"), "{shown}");
+        assert_eq!(
+            redacted(r#"invalid type: string "ab", expected u64"#),
+            r#"invalid type: string "ab", expected u64"#
+        );
+    }
 
     #[test]
     fn a_roles_own_settings_outrank_the_operators_properties_and_the_profiles_do_not() {

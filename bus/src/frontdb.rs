@@ -351,28 +351,37 @@ impl FrontDb {
     /// Runs a query whose every column is text (or NULL) and returns its rows.
     pub async fn fetch_text(&self, sql: &str, binds: &[Bind]) -> Result<Vec<Vec<Option<String>>>, FrontDbError> {
         Ok(match &self.pool {
+            Pool::Postgres(pool) => pg_text(&bound!(sql, binds).fetch_all(pool).await?)?,
+            Pool::MySql(pool) => mysql_text(&bound!(sql, binds).fetch_all(pool).await?)?,
+        })
+    }
+
+    /// As [`fetch_text`](Self::fetch_text), in a read-only transaction: what a source reads
+    /// (a table, or an operator's query) can change nothing, whatever the query calls. The
+    /// transaction is rolled back, also when the read is given up half-way.
+    pub async fn fetch_text_read_only(
+        &self,
+        sql: &str,
+        binds: &[Bind],
+    ) -> Result<Vec<Vec<Option<String>>>, FrontDbError> {
+        use sqlx::Connection;
+        Ok(match &self.pool {
             Pool::Postgres(pool) => {
-                let rows = bound!(sql, binds).fetch_all(pool).await?;
-                rows.iter()
-                    .map(|row| (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect::<Result<_, _>>())
-                    .collect::<Result<_, _>>()?
+                let mut connection = pool.acquire().await?;
+                let mut tx = connection.begin().await?;
+                (&mut *tx).execute("SET TRANSACTION READ ONLY").await?;
+                let rows = bound!(sql, binds).fetch_all(&mut *tx).await?;
+                tx.rollback().await?;
+                pg_text(&rows)?
             }
             Pool::MySql(pool) => {
-                let rows = bound!(sql, binds).fetch_all(pool).await?;
-                rows.iter()
-                    .map(|row| {
-                        (0..row.len())
-                            .map(|i| {
-                                // MySQL answers a CAST(... AS CHAR) as text, or as bytes with a
-                                // binary collation: both are read.
-                                row.try_get::<Option<String>, _>(i).or_else(|_| {
-                                    row.try_get::<Option<Vec<u8>>, _>(i)
-                                        .map(|b| b.map(|b| String::from_utf8_lossy(&b).into_owned()))
-                                })
-                            })
-                            .collect::<Result<_, _>>()
-                    })
-                    .collect::<Result<_, _>>()?
+                // MySQL sets a transaction's access mode before it starts.
+                let mut connection = pool.acquire().await?;
+                (&mut *connection).execute("SET TRANSACTION READ ONLY").await?;
+                let mut tx = connection.begin().await?;
+                let rows = bound!(sql, binds).fetch_all(&mut *tx).await?;
+                tx.rollback().await?;
+                mysql_text(&rows)?
             }
         })
     }
@@ -405,6 +414,28 @@ impl FrontDb {
             Pool::MySql(_) => None,
         }
     }
+}
+
+/// PostgreSQL rows whose every column is text (or NULL).
+fn pg_text(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Vec<Option<String>>>, sqlx::Error> {
+    rows.iter().map(|row| (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect()).collect()
+}
+
+/// MySQL rows whose every column is text (or NULL): MySQL answers a CAST(... AS CHAR) as
+/// text, or as bytes with a binary collation; both are read.
+fn mysql_text(rows: &[sqlx::mysql::MySqlRow]) -> Result<Vec<Vec<Option<String>>>, sqlx::Error> {
+    rows.iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| {
+                    row.try_get::<Option<String>, _>(i).or_else(|_| {
+                        row.try_get::<Option<Vec<u8>>, _>(i)
+                            .map(|b| b.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                    })
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]

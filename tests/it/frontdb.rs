@@ -1058,6 +1058,15 @@ async fn a_source_reads_a_query_as_it_reads_a_table() {
     let mut two = source.clone();
     two.query = Some(format!("SELECT * FROM {table}; DROP TABLE {table}"));
     assert!(two.validate().unwrap_err().contains("without ;"));
+    for escape in [format!("SELECT * FROM {table} --"), format!("SELECT * FROM {table}) x, (SELECT 1")] {
+        let mut wrapped = source.clone();
+        wrapped.query = Some(escape.clone());
+        let error = wrapped.validate().unwrap_err();
+        assert!(error.contains("comments") || error.contains("parentheses"), "{escape}: {error}");
+    }
+    // Read in a read-only transaction: a query that would write is refused by the database.
+    let db_error = db.fetch_text_read_only(&format!("SELECT CAST(nextval('{table}_id_seq') AS TEXT)"), &[]).await;
+    assert!(db_error.is_err(), "nextval is a write: {db_error:?}");
 
     let (_dir, node) = node_with(vec![source]).await;
     let published = "govex_frontdb_source_rows_total{source=\"housing-current\",outcome=\"published\"}";

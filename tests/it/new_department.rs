@@ -201,7 +201,11 @@ async fn a_fifth_department_is_added_to_a_running_node_as_data_alone() {
     // one would drop the new entry if it were taken.
     let bundled = std::fs::read_to_string(repo.join("schemas/catalog.toml")).unwrap();
     let padding = "# padding\n".repeat(500_000);
-    std::fs::write(&catalog_file, format!("{bundled}{padding}")).unwrap();
+    // Swapped in whole, as the kubelet swaps a ConfigMap's files: a file written in place
+    // could be read half-written (the bundled text alone, valid and without the new entry).
+    let swapped = catalog_file.with_extension("toml.new");
+    std::fs::write(&swapped, format!("{bundled}{padding}")).unwrap();
+    std::fs::rename(&swapped, &catalog_file).unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(catalogue_ids(&api).await.contains(&"market-regulation.business-licence".to_owned()));
     node.shutdown().await.unwrap();

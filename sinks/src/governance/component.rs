@@ -152,6 +152,25 @@ pub async fn build(
     let api_use_log = use_log.clone();
     let metrics = GovernanceMetrics::register(&cx.metrics);
     metrics.observe(&view, &objections, super::today());
+    // When the calendar runs out (the start of the year after its last): due days past it
+    // cannot be counted, and the chart's alert warns while there is time to add the next
+    // year from the State Council's notice.
+    if let Some(last) = calendar.years().max() {
+        let end = NaiveDate::from_ymd_opt(last + 1, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc().timestamp() - i64::from(cx.time_zone.offset().local_minus_utc()));
+        if let Some(end) = end {
+            let gauge: Gauge = Gauge::default();
+            gauge.set(end);
+            cx.metrics.register(|r| {
+                r.register(
+                    "working_calendar_end_timestamp_seconds",
+                    "When the working-day calendar's last known year ends (the start of the next), in seconds since the epoch",
+                    gauge,
+                )
+            });
+        }
+    }
     let api = Arc::new(GovernanceApi {
         view: view.clone(),
         objections: objections.clone(),
