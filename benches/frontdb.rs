@@ -1,16 +1,19 @@
 //! `cargo bench --bench frontdb`
 //!
 //! 200,000 rows of a 14-column deed-tax table in PostgreSQL through a front-end database
-//! source on a `govex node` in its own process: read, checked, encoded, published and
-//! acknowledged, the watermark stored after each batch. Against, in the same run:
+//! source on a `govex node` in its own process, its brokers (`govex broker`) in another: read,
+//! checked, encoded, published and acknowledged, the watermark stored after each batch.
+//! Against, in the same run:
 //!
 //! - a raw `COPY (SELECT …) TO STDOUT` of the same table (how fast the rows can leave the
 //!   database at all);
 //! - the node's plain HTTP intake taking the same records as NDJSON batches (what a
 //!   department system calling the API gets).
 //!
-//! Prints rows/s, the ratios, rows/s per core of this machine, and the node's peak memory
-//! (`VmHWM`). For scale: Debezium's PostgreSQL capture through Kafka Connect is reported at
+//! Prints rows/s, the ratios, rows/s per core of this machine, the CPU time the node, the
+//! brokers and PostgreSQL spent on the source's rows (rows per node CPU-second is the
+//! per-core figure a capture tool is measured by), and the node's peak memory (`VmHWM`). For
+//! scale: Debezium's PostgreSQL capture through Kafka Connect is reported at
 //! about 30,000 msg/s per core using about 7 GB.
 
 mod support;
@@ -107,8 +110,16 @@ async fn run() {
 
     // 2. The source, on a node in its own process; the table appears under its name once the
     //    node is ready, so the time is the source's alone.
+    // The brokers in a process of their own (`govex broker`), as a Kafka cluster would be:
+    // the node's CPU is then the exchange's own work, as Kafka Connect's is measured apart
+    // from its brokers.
+    let (broker, bootstrap) = support::broker();
     let data = tempfile::tempdir().expect("temp dir");
-    let sections = format!("{}\n{}", support::token_section("tax", TOKEN), source_section(&table));
+    let sections = format!(
+        "{}\n{}\n[bus]\nbrokers = \"{bootstrap}\"\n",
+        support::token_section("tax", TOKEN),
+        source_section(&table)
+    );
     let node = support::node(data.path(), &sections).await;
     let client = reqwest::Client::new();
     sqlx::raw_sql(&format!("ALTER TABLE {staging} RENAME TO {table}")).execute(&mut pg).await.expect("rename");
@@ -124,8 +135,12 @@ async fn run() {
     };
     // CPU time from the first published row on: the node's (its embedded brokers included)
     // and PostgreSQL's backends'.
-    let (node_cpu_at_first, pg_cpu_at_first) =
-        (support::memory::cpu_seconds(node_pid), support::memory::cpu_seconds_of("postgres"));
+    let broker_pid = broker.0.id();
+    let (node_cpu_at_first, pg_cpu_at_first, broker_cpu_at_first) = (
+        support::memory::cpu_seconds(node_pid),
+        support::memory::cpu_seconds_of("postgres"),
+        support::memory::cpu_seconds(broker_pid),
+    );
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let n = metric(&client, &node.ops, published).await;
@@ -140,6 +155,7 @@ async fn run() {
     let source_rate = (ROWS as f64 - first) / first_at.elapsed().as_secs_f64();
     let node_cpu = support::memory::cpu_seconds(node_pid) - node_cpu_at_first;
     let pg_cpu = support::memory::cpu_seconds_of("postgres") - pg_cpu_at_first;
+    let broker_cpu = support::memory::cpu_seconds(broker_pid) - broker_cpu_at_first;
     let source_peak = node.process.peak_mib();
 
     // 3. The same records over the HTTP intake, NDJSON batches of 2,000, four at once.
@@ -171,7 +187,7 @@ async fn run() {
     let http_rate = sent as f64 / started.elapsed().as_secs_f64();
     assert_eq!(sent, ROWS as u64, "every record accepted over HTTP");
 
-    println!("{ROWS} rows of a 14-column table, PostgreSQL on loopback, node in its own process, {} cores", cores());
+    println!("{ROWS} rows of a 14-column table, PostgreSQL on loopback, node and brokers each in a process of their own, {} cores", cores());
     println!("{:<52} {:>12} {:>8} {:>12}", "", "rows/s", "ratio", "rows/s/core");
     println!(
         "{:<52} {:>12.0} {:>8} {:>12.0}",
@@ -199,10 +215,11 @@ async fn run() {
     // (Debezium's ~30,000 msg/s per core is Kafka Connect's CPU, the database's not counted).
     let source_rows = ROWS as f64 - first;
     println!(
-        "front-end source CPU: node {node_cpu:.1} s ({:.2} cores busy) = {:.0} rows per node CPU-second; PostgreSQL {pg_cpu:.1} s; both: {:.0} rows per CPU-second",
+        "front-end source CPU: node {node_cpu:.1} s ({:.2} cores busy) = {:.0} rows per node CPU-second; \
+         brokers {broker_cpu:.1} s; PostgreSQL {pg_cpu:.1} s; all three: {:.0} rows per CPU-second",
         node_cpu / (source_rows / source_rate),
         source_rows / node_cpu.max(0.01),
-        source_rows / (node_cpu + pg_cpu).max(0.01)
+        source_rows / (node_cpu + pg_cpu + broker_cpu).max(0.01)
     );
     println!(
         "node peak memory (VmHWM) after the source run: {source_peak:.0} MiB; after the HTTP run: {:.0} MiB",
@@ -210,6 +227,9 @@ async fn run() {
     );
     println!("COPY moved {:.1} MiB", bytes as f64 / (1024.0 * 1024.0));
     sqlx::raw_sql(&format!("DROP TABLE {table}")).execute(&mut pg).await.expect("drop");
+    // The node before its brokers: else it reports them gone.
+    drop(node);
+    drop(broker);
 }
 
 fn main() {
