@@ -143,8 +143,9 @@ const TOKENS_EVERY: Duration = Duration::from_secs(2);
 /// (a half-written file must not lock every department out). Compared by content, not by
 /// time stamp: a Secret swapped within one second has the same one.
 async fn follow_tokens(config: NodeConfig, tokens: Tokens, metrics: Metrics, stop: CancellationToken) {
-    let Some(path) = config.intake.tokens_file.clone() else { return };
+    // Registered on every process that serves an API, for the alert on refused reloads.
     let reloads = govex_http::auth::ReloadCounter::register(&metrics);
+    let Some(path) = config.intake.tokens_file.clone() else { return };
     let read = |path: &std::path::Path| std::fs::read(path).ok();
     // Nothing counts as taken at first: the file may have changed between the start's read
     // and this task's, and the first round reads it again (a reload to the same set is
@@ -177,10 +178,11 @@ async fn follow_tokens(config: NodeConfig, tokens: Tokens, metrics: Metrics, sto
             false => format!("tokens[{}] of intake.tokens_file {}", i - in_file, path.display()),
         };
         let reloaded = config.intake.all_tokens().map_err(|e| e.to_string()).and_then(|all| {
-            // A file with no token at all (emptied, cut short before its first entry) would
-            // lock every department out: refused, as a broken file is.
-            if all.len() == in_file {
-                return Err("the tokens file holds no token; refusing to lock every department out".to_owned());
+            // No token at all (a file emptied or cut short, and none in the config file) would
+            // lock every department out: refused, as a broken file is. Revoking a division's
+            // last token is a restart's business.
+            if all.is_empty() {
+                return Err("no token left; refusing to lock every department out".to_owned());
             }
             tokens.reload(&all, name)
         });

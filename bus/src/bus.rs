@@ -321,9 +321,22 @@ impl Bus {
                 config.create_with_context(LogContext).map_err(|e| e.to_string())?;
             let mut starts = rdkafka::TopicPartitionList::new();
             for topic in &topics {
+                if stop.is_cancelled() {
+                    return Err("stopped".to_owned());
+                }
                 let metadata =
                     consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|e| e.to_string())?;
-                for partition in metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
+                // A topic the brokers do not report (yet) is not rewound: an error, asked
+                // again, never a store marked refilled with that topic left at the lost
+                // store's offsets.
+                let partitions: Vec<i32> = match metadata.topics().iter().find(|t| t.name() == topic.as_str()) {
+                    Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                        t.partitions().iter().map(|p| p.id()).collect()
+                    }
+                    Some(t) => return Err(format!("topic {topic} has no partitions to rewind ({:?})", t.error())),
+                    None => return Err(format!("topic {topic} is not in the brokers' metadata")),
+                };
+                for partition in partitions {
                     let (low, _) = consumer
                         .fetch_watermarks(topic, partition, Duration::from_secs(10))
                         .map_err(|e| e.to_string())?;

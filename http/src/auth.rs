@@ -142,7 +142,13 @@ impl Table {
             let department: Department = token
                 .department
                 .parse()
-                .map_err(|_| format!("{}.department: '{}' is not a department", name(i), token.department))?;
+                // The value is not shown: a token pasted into the wrong field would be logged.
+                .map_err(|_| {
+                    format!(
+                        "{}.department: not a department name (lower-case letters, digits and single hyphens)",
+                        name(i)
+                    )
+                })?;
             let hex_ok = token.sha256.len() == 64
                 && token.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
             if !hex_ok {
@@ -459,7 +465,8 @@ mod tests {
         let new = vec![entry("market-regulation", hash_token("x"), None, Role::Department)];
         assert!(Tokens::from_config(&new).is_ok());
         let malformed = vec![entry("Police Dept", hash_token("x"), None, Role::Department)];
-        assert!(Tokens::from_config(&malformed).unwrap_err().contains("'Police Dept' is not a department"));
+        let error = Tokens::from_config(&malformed).unwrap_err();
+        assert!(error.contains("not a department name") && !error.contains("Police"), "never echoed: {error}");
     }
 
     #[test]

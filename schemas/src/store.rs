@@ -183,8 +183,19 @@ pub fn open_sled_refillable(dir: &Path) -> Result<(sled::Db, bool), sled::Error>
     let stamped = format_of(&db)?.is_some();
     check_format(&db, dir)?;
     let meta = db.open_tree("__govex")?;
+    // An unstamped store with data is from before format versions; one without data was made
+    // by a process that died before stamping it, and is refilled like a new one.
+    let has_data = || -> Result<bool, sled::Error> {
+        for name in db.tree_names() {
+            if name.as_ref() != b"__govex" && !db.open_tree(&name)?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
     let refill = match (db.was_recovered(), stamped, meta.get("refilled")?.is_some()) {
         (false, _, _) => true,
+        (true, false, _) if !has_data()? => true,
         (true, false, _) => {
             meta.insert("refilled", &[1u8])?;
             meta.flush()?;
@@ -1332,6 +1343,15 @@ mod tests {
         assert!(!refill, "an old store's offsets are its own");
         drop(db);
         assert!(!reopen(old.path()).1, "and stay so");
+
+        // Unstamped and empty: a process died between sled's first flush and the stamp.
+        let cut = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(cut.path()).unwrap();
+            db.open_tree("licences").unwrap();
+            db.flush().unwrap();
+        }
+        assert!(reopen(cut.path()).1, "a store that never held data refills");
     }
 
     fn open() -> (tempfile::TempDir, Registry) {

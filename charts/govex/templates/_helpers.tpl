@@ -122,15 +122,17 @@ The pod spec of a workload: (dict "root" $ "component" "intake" "components" "in
 "groupPerPod" false).
 dataVolume is the name of a volume claim template, or empty for an emptyDir.
 */}}
-{{/* A memory quantity in MiB (Mi, Gi, M, G, or bytes); 0 when it is none of those. */}}
+{{/* A memory quantity (512Mi, 1.5Gi, 2G, 1073741824) in whole MiB; a quantity it cannot
+read fails the render rather than skipping the checks that use it. */}}
 {{- define "govex.mib" -}}
 {{- $q := toString . -}}
-{{- if hasSuffix "Gi" $q }}{{ mul (trimSuffix "Gi" $q | int) 1024 }}
-{{- else if hasSuffix "Mi" $q }}{{ trimSuffix "Mi" $q | int }}
-{{- else if hasSuffix "G" $q }}{{ div (mul (trimSuffix "G" $q | int) 1000000000) 1048576 }}
-{{- else if hasSuffix "M" $q }}{{ div (mul (trimSuffix "M" $q | int) 1000000) 1048576 }}
-{{- else if regexMatch "^[0-9]+$" $q }}{{ div ($q | int64) 1048576 }}
-{{- else }}0{{ end -}}
+{{- $units := dict "Ki" (divf 1 1024) "Mi" 1.0 "Gi" 1024.0 "Ti" 1048576.0 "K" (divf 1000 1048576) "M" (divf 1000000 1048576) "G" (divf 1000000000 1048576) "T" (divf 1000000000000 1048576) -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $q -}}
+{{- $unit := trimPrefix $number $q -}}
+{{- if and $number (eq $unit "") }}{{ divf ($number | float64) 1048576 | int }}
+{{- else if and $number (hasKey $units $unit) }}{{ mulf ($number | float64) (get $units $unit) | int }}
+{{- else }}{{ fail (printf "memory quantity %q: not one this chart reads (a number with Ki, Mi, Gi, Ti, K, M, G, T, or bytes)" $q) }}
+{{- end -}}
 {{- end -}}
 
 {{- define "govex.podSpec" -}}
