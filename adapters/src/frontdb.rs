@@ -29,7 +29,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, SecondsFormat, TimeZone as _};
 use govex_bus::{
-    frontdb::{check_identifier, Bind, Dialect, FrontDb},
+    frontdb::{check_identifier, check_name, Bind, Dialect, FrontDb},
     Metrics,
 };
 use govex_schemas::{zone::TimeZone, Department};
@@ -149,17 +149,14 @@ impl SourceConfig {
     fn read_from(&self, d: Dialect) -> String {
         match &self.query {
             Some(query) => format!("({query}) AS {}", d.quote("govex_source")),
-            None => self.table.split('.').map(|p| d.quote(p)).collect::<Vec<_>>().join("."),
+            None => d.quote_table(&self.table),
         }
     }
 
     /// Checks what can be checked without the database; errors name the setting.
     pub fn validate(&self) -> Result<(), String> {
         let at = |what: &str| format!("frontdb.sources {:?}: {what}", self.name);
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(at("name: lower-case letters, digits and -"));
-        }
+        check_name(&self.name).map_err(at)?;
         Department::parse(&self.department).map_err(|e| at(&format!("department: {e}")))?;
         Dialect::of(&self.url).map_err(|e| at(&e.to_string()))?;
         match (self.table.is_empty(), &self.query) {
@@ -853,7 +850,7 @@ impl Source {
             return Ok(());
         };
         let d = self.db.dialect();
-        let table = table.split('.').map(|p| d.quote(p)).collect::<Vec<_>>().join(".");
+        let table = d.quote_table(table);
         let columns = "(source, row_key, version, violations)";
         let values =
             format!("({}, {}, {}, {})", d.placeholder(1), d.placeholder(2), d.placeholder(3), d.placeholder(4));

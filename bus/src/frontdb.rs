@@ -41,6 +41,11 @@ impl Dialect {
         }
     }
 
+    /// `table` (or `schema.table`) quoted part by part.
+    pub fn quote_table(self, table: &str) -> String {
+        table.split('.').map(|part| self.quote(part)).collect::<Vec<_>>().join(".")
+    }
+
     /// The `n`th (1-based) bind placeholder.
     pub fn placeholder(self, n: usize) -> String {
         match self {
@@ -109,6 +114,13 @@ pub fn check_identifier(name: &str) -> Result<(), String> {
     } else {
         Err(format!("{name:?} is not a table or column name (letters, digits and _, at most 63; one schema. prefix)"))
     }
+}
+
+/// Whether `name` may name a source or a down-table: it is part of metrics, consumer groups
+/// and event ids, so lower-case letters, digits and `-` only.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    ok.then_some(()).ok_or("name: lower-case letters, digits and -")
 }
 
 /// A front-end database could not be used.

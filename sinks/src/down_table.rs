@@ -21,7 +21,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use govex_bus::{
     consumer::HandlerError,
     dlq::{DeadLetter, DeadLetterQueue, Stage},
-    frontdb::{check_identifier, Bind, Dialect, FrontDb, FrontDbError},
+    frontdb::{check_identifier, check_name, Bind, Dialect, FrontDb, FrontDbError},
     Incoming, Metrics, RegistryClient,
 };
 use govex_schemas::{zone::TimeZone, Department, LiveCatalog};
@@ -66,10 +66,7 @@ impl DownTableConfig {
     /// Checks what can be checked without the database; errors name the setting.
     pub fn validate(&self) -> Result<(), String> {
         let at = |what: &str| format!("frontdb.tables {:?}: {what}", self.name);
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(at("name: lower-case letters, digits and -"));
-        }
+        check_name(&self.name).map_err(at)?;
         Department::parse(&self.department).map_err(|e| at(&format!("department: {e}")))?;
         Dialect::of(&self.url).map_err(|e| at(&e.to_string()))?;
         check_identifier(&self.table).map_err(|e| at(&format!("table: {e}")))?;
@@ -228,6 +225,15 @@ impl DownTable {
         Ok(())
     }
 
+    /// Runs `statements` in one transaction, given at most 60 s (a locked table, a lost
+    /// connection).
+    async fn execute_within(&self, statements: &[(String, Vec<Bind>)]) -> Result<(), FrontDbError> {
+        match tokio::time::timeout(Duration::from_secs(60), self.db.execute_all(statements)).await {
+            Ok(written) => written,
+            Err(_) => Err(FrontDbError::Database("the commit took too long".into())),
+        }
+    }
+
     async fn commit(&self) -> Result<(), String> {
         let mut pending = self.pending.lock().await;
         if pending.is_empty() {
@@ -250,24 +256,14 @@ impl DownTable {
         };
         let statements: Vec<(String, Vec<Bind>)> =
             pending.iter().map(|(_, binds)| (upsert.clone(), binds.clone())).collect();
-        let within = |statements: &[(String, Vec<Bind>)]| {
-            let statements = statements.to_vec();
-            let db = self.db.clone();
-            async move {
-                match tokio::time::timeout(Duration::from_secs(60), db.execute_all(&statements)).await {
-                    Ok(written) => written,
-                    Err(_) => Err(FrontDbError::Database("the commit took too long".into())),
-                }
-            }
-        };
-        match within(&statements).await {
+        match self.execute_within(&statements).await {
             Ok(()) => self.metrics.count(&self.config.name, "written", pending.len() as u64),
             // One value refused fails the whole transaction: each row alone, then, and the
             // refused ones to the dead-letter topic.
             Err(FrontDbError::Refused { .. }) => {
                 let (mut written, mut refused) = (0, 0);
                 for (statement, (message, _)) in statements.chunks(1).zip(pending.iter()) {
-                    match within(statement).await {
+                    match self.execute_within(statement).await {
                         Ok(()) => written += 1,
                         Err(error @ FrontDbError::Refused { .. }) => {
                             let letter = DeadLetter::new(Stage::Apply, &RefusedByDatabase(error.to_string()));
@@ -311,7 +307,7 @@ impl govex_bus::dlq::Refusal for RefusedByDatabase {
 
 /// The upsert of one row: newer versions replace, the same or older change nothing.
 fn upsert_statement(d: Dialect, config: &DownTableConfig, types: &BTreeMap<String, String>) -> String {
-    let table = config.table.split('.').map(|p| d.quote(p)).collect::<Vec<_>>().join(".");
+    let table = d.quote_table(&config.table);
     let mut columns = vec!["natural_key".to_owned(), "event_id".into(), "version".into(), "received_at".into()];
     columns.extend(config.columns.values().cloned());
     let quoted: Vec<String> = columns.iter().map(|c| d.quote(c)).collect();

@@ -792,25 +792,25 @@ async fn in_incrementing_mode_a_higher_id_that_is_older_does_not_pass_a_lower_on
     node.shutdown().await.unwrap();
 }
 
-/// A county's down-table in MariaDB: a licence and then its revocation, arriving on the
-/// county's licence topic as the bridge brings them down from the city, end as one row,
-/// revoked (MySQL's upsert path: the newer version replaces every column).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_licence_revoked_upstream_reaches_a_county_down_table_in_mariadb() {
-    use govex_sinks::{down_table::DownTableConfig, elicense::Status};
+/// A land-registry down-table of licences in MariaDB, its status column `status_width`
+/// characters wide: the database, the table's name and its configuration.
+async fn licence_down_table(
+    name: &str,
+    status_width: u32,
+) -> (FrontDb, String, govex_sinks::down_table::DownTableConfig) {
     let db = FrontDb::connect(MARIADB, 2, 480).unwrap();
-    let table = fresh("licence_in");
+    let table = fresh(&format!("licence_{}", name.replace('-', "_")));
     execute(
         &db,
         &format!(
             "CREATE TABLE {table} (natural_key VARCHAR(120) PRIMARY KEY, event_id VARCHAR(36) NOT NULL, \
-             version BIGINT NOT NULL, received_at DATETIME(6) NOT NULL, licence_no VARCHAR(100), status VARCHAR(20), \
-             holder_name VARCHAR(200)) CHARACTER SET utf8mb4"
+             version BIGINT NOT NULL, received_at DATETIME(6) NOT NULL, licence_no VARCHAR(100), \
+             status VARCHAR({status_width}), holder_name VARCHAR(200)) CHARACTER SET utf8mb4"
         ),
     )
     .await;
-    let down = DownTableConfig {
-        name: "county-licences".into(),
+    let down = govex_sinks::down_table::DownTableConfig {
+        name: name.into(),
         department: "land-registry".into(),
         resource: "elicense.licence".into(),
         purpose: "不动产登记".into(),
@@ -822,6 +822,16 @@ async fn a_licence_revoked_upstream_reaches_a_county_down_table_in_mariadb() {
             .collect(),
         connections: 2,
     };
+    (db, table, down)
+}
+
+/// A county's down-table in MariaDB: a licence and then its revocation, arriving on the
+/// county's licence topic as the bridge brings them down from the city, end as one row,
+/// revoked (MySQL's upsert path: the newer version replaces every column).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_licence_revoked_upstream_reaches_a_county_down_table_in_mariadb() {
+    use govex_sinks::elicense::Status;
+    let (db, table, down) = licence_down_table("county-licences", 20).await;
     let (_dir, node) =
         crate::intake::intake_node_with(move |config: &mut NodeConfig| config.frontdb.tables = vec![down]).await;
     let holder = "11010519491231002X";
@@ -904,31 +914,8 @@ async fn a_down_table_whose_database_is_down_leaves_the_node_ready_and_says_so()
 /// changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_the_database_refuses_is_dead_lettered_and_replayed_once_the_column_is_fixed() {
-    use govex_sinks::{down_table::DownTableConfig, elicense::Status};
-    let db = FrontDb::connect(MARIADB, 2, 480).unwrap();
-    let table = fresh("licence_narrow");
-    execute(
-        &db,
-        &format!(
-            "CREATE TABLE {table} (natural_key VARCHAR(120) PRIMARY KEY, event_id VARCHAR(36) NOT NULL, \
-             version BIGINT NOT NULL, received_at DATETIME(6) NOT NULL, licence_no VARCHAR(100), status VARCHAR(5), \
-             holder_name VARCHAR(200)) CHARACTER SET utf8mb4"
-        ),
-    )
-    .await;
-    let down = DownTableConfig {
-        name: "narrow".into(),
-        department: "land-registry".into(),
-        resource: "elicense.licence".into(),
-        purpose: "不动产登记".into(),
-        url: MARIADB.into(),
-        table: table.clone(),
-        columns: [("licence_number", "licence_no"), ("status", "status"), ("holder_name", "holder_name")]
-            .into_iter()
-            .map(|(p, c)| (p.to_owned(), c.to_owned()))
-            .collect(),
-        connections: 2,
-    };
+    use govex_sinks::elicense::Status;
+    let (db, table, down) = licence_down_table("narrow", 5).await;
     let (_dir, node) =
         crate::intake::intake_node_with(move |config: &mut NodeConfig| config.frontdb.tables = vec![down]).await;
     let holder = "11010519491231002X";
@@ -967,15 +954,8 @@ async fn a_value_the_database_refuses_is_dead_lettered_and_replayed_once_the_col
     // The steward sees it: the table's component, the SQLSTATE, the column, no value.
     let api = format!("http://{}", node.api_addr().unwrap());
     let http = reqwest::Client::new();
-    let listed: Value = http
-        .get(format!("{api}/v1/dead-letters?state=open"))
-        .bearer_auth(token("steward"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed =
+        support::json(http.get(format!("{api}/v1/dead-letters?state=open")).bearer_auth(token("steward"))).await;
     let letters = listed["dead_letters"].as_array().unwrap();
     assert_eq!(letters.len(), 1, "{listed}");
     let letter = &letters[0];

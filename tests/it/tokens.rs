@@ -57,13 +57,9 @@ async fn a_token_taken_out_of_the_tokens_file_is_refused_within_seconds_without_
     // A file that does not parse (half-written, a typo) is refused whole: the tokens before it
     // stay, and the refusal is counted.
     std::fs::write(&path, "[[tokens]]\ndepartment = \"tax\"\nsha256 = \"not-a-hash\"\n").unwrap();
-    let metrics = format!("http://{}/metrics", node.ops_addr);
-    support::eventually_saw("the broken file refused", Duration::from_secs(15), || async {
-        let text = reqwest::get(&metrics).await.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
-        match text.lines().any(|l| l.starts_with("govex_tokens_reloads_total{result=\"refused\"} 1")) {
-            true => Ok(()),
-            false => Err(text.lines().filter(|l| l.contains("tokens_reloads")).collect::<Vec<_>>().join("\n")),
-        }
+    let refused = "govex_tokens_reloads_total{result=\"refused\"}";
+    support::eventually("the broken file refused", Duration::from_secs(15), || async {
+        (crate::frontdb::metric(&node, refused).await == 1.0).then_some(())
     })
     .await;
     assert_eq!(status(&api, &new).await, 200, "the tokens before the broken file stay");
@@ -79,16 +75,8 @@ async fn a_token_taken_out_of_the_tokens_file_is_refused_within_seconds_without_
         }
     })
     .await;
-    let problem: Value = reqwest::Client::new()
-        .post(format!("{api}/v1/tax/deed-tax-payment:validate"))
-        .bearer_auth(&old)
-        .json(&Value::Null)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let request = reqwest::Client::new().post(format!("{api}/v1/tax/deed-tax-payment:validate"));
+    let problem = support::json(request.bearer_auth(&old).json(&Value::Null)).await;
     assert_eq!(problem["title"], "Authentication failed", "{problem}");
     node.shutdown().await.unwrap();
 }
