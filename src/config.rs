@@ -131,7 +131,9 @@ impl FrontDbConfig {
 }
 
 /// `GOVEX_*` variables that belong to a command's own options, not to the node's settings.
-const COMMAND_VARIABLES: [&str; 2] = ["CONFIG", "REGISTRY_URL"];
+/// An operator with `GOVEX_TOKEN` set for `govex dlq` or `govex backup` must still be able to
+/// run `govex restore` or a node from the same shell.
+const COMMAND_VARIABLES: [&str; 4] = ["CONFIG", "REGISTRY_URL", "TOKEN", "API_URL"];
 
 /// A part of a node, run by any process whose `components` list names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -312,7 +314,8 @@ impl NodeConfig {
         for (name, value) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
             // The commands' own variables, read by the command line, not here: GOVEX_CONFIG
-            // names the file itself, GOVEX_REGISTRY_URL the registry `govex schema` talks to.
+            // names the file itself, GOVEX_REGISTRY_URL the registry `govex schema` talks to,
+            // GOVEX_TOKEN and GOVEX_API_URL the token and node of `govex dlq` and `govex backup`.
             // A node's settings always have a double underscore between sections.
             if COMMAND_VARIABLES.contains(&rest) || rest.is_empty() {
                 continue;

@@ -390,6 +390,16 @@ async fn login(State(console): State<Arc<Console>>, body: Bytes) -> Response {
             return (StatusCode::UNAUTHORIZED, page).into_response();
         }
     };
+    if role == Role::Operator {
+        // An operator's token takes backups; it reads nothing a console shows.
+        let page = console.page(
+            None,
+            "govex console",
+            Some("An operator's token has no console: it takes backups (govex backup)."),
+            r#"<p><a href="/console/">Back</a></p>"#,
+        );
+        return (StatusCode::FORBIDDEN, page).into_response();
+    }
     let id = new_token();
     let now = Instant::now();
     {

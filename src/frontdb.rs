@@ -22,6 +22,7 @@ pub fn start_sources(cx: &mut Context, sources: &[SourceConfig]) -> Result<(), S
     let dir = cx.data_dir.join("frontdb");
     let db = govex_schemas::store::open_sled(&dir)
         .map_err(failed(format!("the sources' state {} cannot be opened", dir.display())))?;
+    cx.stores.add("frontdb", &db);
     let metrics = SourceMetrics::register(&cx.metrics);
     for config in sources {
         let source = Source::new(config.clone(), intake.clone(), &db, metrics.clone(), &cx.time_zone)

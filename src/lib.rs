@@ -4,9 +4,10 @@
 //! its loader. [`node::start`] brings a node up from it in a fixed order (plan, listeners,
 //! bus, [`registry`] view and seeding, catalogue, then each component's builder) and returns a
 //! [`node::RunningNode`] that knows its bound addresses; [`node::RunningNode::shutdown`] takes
-//! it down in the order the brief prescribes. The `*_cmd` modules, [`maintenance`] and
-//! [`demo`] are the other commands. `main.rs` only parses the command line.
+//! it down in the order the brief prescribes. The `*_cmd` modules, [`backup`], [`maintenance`]
+//! and [`demo`] are the other commands. `main.rs` only parses the command line.
 
+pub mod backup;
 pub mod broker_cmd;
 pub mod config;
 pub mod console;

@@ -158,6 +158,35 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Take a backup of a running node's stores (`GET /v1/backup`, with an operator's
+    /// token): every store the process at --api keeps, checked whole before it is kept at
+    /// --out. In a chart, back up each pod that has a volume. The backup holds personal data:
+    /// keep it as you keep the volumes.
+    Backup {
+        /// The node's API (one pod's: each backs up the stores it keeps).
+        #[arg(long, default_value = govex::dlq_cmd::DEFAULT_API, env = "GOVEX_API_URL")]
+        api: String,
+        /// An operator's token.
+        #[arg(long, env = "GOVEX_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Why it is taken: the use log records it with the backup.
+        #[arg(long, default_value = "scheduled backup")]
+        purpose: String,
+        /// Where to keep it (never overwritten; written beside it as .partial until whole).
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Restore a backup into the node's data_dir, with the node stopped and its stores gone
+    /// (a lost or new volume): refuses a damaged file or a data_dir that holds a store. The
+    /// stores consumer groups fill then refill from the start of their topics at the next
+    /// start, which brings back what came after the backup.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The node's TOML config (for data_dir).
+        #[arg(long, short, env = "GOVEX_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Run a standalone embedded broker and print its bootstrap address, so several govex
     /// processes on one machine can share one bus (in memory, for trial use).
     Broker {
@@ -227,7 +256,7 @@ enum AuditCommand {
 enum StoreCommand {
     /// Open and read every store.
     Check,
-    /// Have the e-licence store and the dossier refill themselves from the start of their
+    /// Have the e-licence store, the dossier and the case statistics refill themselves from the start of their
     /// topics at the next start (after a volume snapshot is restored: they are older than
     /// their consumer groups' offsets). Idempotent: a refill applies nothing twice.
     Refill,
@@ -445,6 +474,22 @@ async fn run() -> Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+        Command::Backup { api, token, purpose, out } => {
+            let Some(token) = token else { anyhow::bail!("an operator's token: --token or GOVEX_TOKEN") };
+            let summary = govex::backup::save(&api, &token, &purpose, &out).await?;
+            println!(
+                "{}: {} entries ({:.1} MiB) from {:?}",
+                out.display(),
+                summary.entries,
+                summary.bytes as f64 / f64::from(1 << 20),
+                summary.stores
+            );
+            Ok(())
+        }
+        Command::Restore { file, config } => {
+            let config = NodeConfig::load(config.as_deref(), std::env::vars())?;
+            govex::backup::restore(&file, &config.data_dir)
         }
         Command::Store { command, config } => {
             let config = NodeConfig::load(config.as_deref(), std::env::vars())?;

@@ -279,11 +279,11 @@ fn peak_mib() -> f64 {
 }
 
 /// `govex store refill`: marks the stores a consumer group fills (the e-licence store, the
-/// dossier) to be refilled from the start of their topics at the node's next start. Run it
+/// dossier, the case statistics) to be refilled from the start of their topics at the node's next start. Run it
 /// with the node stopped, after restoring a volume snapshot. Whether every store was marked.
 pub fn store_refill(config: &NodeConfig) -> Result<bool> {
     let mut all = true;
-    for name in ["elicense", "dossier"] {
+    for name in ["elicense", "dossier", "cases"] {
         let dir = config.data_dir.join(name);
         if !dir.join("db").exists() {
             println!("{}: no store", dir.display());

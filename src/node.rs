@@ -565,6 +565,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         catalog: LiveCatalog::new(catalog),
         refresh: Duration::from_millis(config.intake.schema_refresh_ms.max(100)),
     });
+    if let Some(store) = cx.registry.local_store().filter(|_| registry::keeps_store(&config, &plan)) {
+        cx.stores.add("registry", store.db());
+    }
     if let Some(path) = config.catalog_file.clone() {
         // A steward's change to the catalogue file (a ConfigMap, say) is taken without a
         // restart, once it parses and matches the registry's schemas.
@@ -644,9 +647,12 @@ impl RunningNode {
                 let console =
                     crate::console::router(router.clone(), cx.tokens.clone(), cx.registry.clone(), tls.is_some());
                 let router = router.merge(console);
+                let use_log = cx.shared::<govex_sinks::elicense::LicenceStore>().map(|s| s.use_log().clone());
+                let router = router.merge(crate::backup::router(&cx, use_log));
                 let routes = ["GET /", "GET /openapi.json"]
                     .into_iter()
                     .chain(crate::console::ROUTES.iter().copied())
+                    .chain(crate::backup::ROUTES.iter().copied())
                     .map(String::from)
                     .chain(component_routes);
                 let router = with_route_list(router, routes.collect());
@@ -826,6 +832,7 @@ impl RunningNode {
         tracing::info!("draining consumers");
         self.context.stop.cancel();
         cut_at_deadline(self.context.tasks.clone(), "consumers, ops and registry").await;
+        self.context.stores.clear();
 
         tracing::info!(in_flight = self.bus.producer().in_flight(), "flushing the producer");
         self.bus

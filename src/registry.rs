@@ -22,6 +22,14 @@ use crate::{
     node::{openapi, Listener, Plan},
 };
 
+/// Whether this process keeps the registry on its volume (it is the registry's writer); a
+/// read replica or a process with `registry.url` keeps none.
+pub fn keeps_store(config: &NodeConfig, plan: &Plan) -> bool {
+    plan.registry_url.is_none()
+        && plan.components.contains(&Component::Registry)
+        && config.registry.writer_url.is_none()
+}
+
 /// This process's registry: the external one `registry.url` names, or a view of the
 /// registry's topic, kept by the [`SchemaLog`] returned with it. The registry component writes
 /// the topic (or, as a read replica, follows it into memory); every other process without a
@@ -30,8 +38,7 @@ pub async fn view(config: &NodeConfig, plan: &Plan, bus: &Bus) -> Result<(Regist
     if let Some(url) = &plan.registry_url {
         return Ok((client(url, config)?, None));
     }
-    let writes = plan.components.contains(&Component::Registry) && config.registry.writer_url.is_none();
-    let (store, role) = match writes {
+    let (store, role) = match keeps_store(config, plan) {
         true => (open_store(config.data_dir.join("registry"))?, SchemaLogRole::Writer),
         // A read replica keeps its view in memory: the topic is its data, the writer's volume
         // the only one.

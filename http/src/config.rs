@@ -42,6 +42,10 @@ pub enum Role {
     Steward,
     /// An auditor: reads every entry of the use log; sends and reads no records.
     Auditor,
+    /// An operator: takes backups of the node's stores (`GET /v1/backup`). A backup holds
+    /// every record the node keeps, personal data included, so this token is as sensitive as
+    /// the volume; it sends and reads no records through the APIs.
+    Operator,
 }
 
 impl Role {
@@ -51,6 +55,7 @@ impl Role {
             Role::Department => "department",
             Role::Steward => "steward",
             Role::Auditor => "auditor",
+            Role::Operator => "operator",
         }
     }
 }

@@ -93,6 +93,8 @@ pub struct Context {
     /// Work an API request starts that must finish even if its connection is cut (a publish
     /// the broker has not yet acknowledged); shutdown waits for it before flushing.
     pub requests: TaskTracker,
+    /// The sled stores this process's components opened: what `GET /v1/backup` reads.
+    pub stores: govex_schemas::backup::OpenStores,
     api: Router,
     routes: Vec<String>,
     shared: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
@@ -107,6 +109,7 @@ impl Context {
             cut: CancellationToken::new(),
             tasks: TaskTracker::new(),
             requests: TaskTracker::new(),
+            stores: Default::default(),
             api: Router::new(),
             routes: Vec::new(),
             shared: HashMap::new(),

@@ -16,6 +16,7 @@
 //!
 //! This crate knows nothing of Kafka; `bus` builds on it.
 
+pub mod backup;
 pub mod bundled;
 pub mod catalog;
 pub mod compat;

@@ -143,6 +143,11 @@ pub fn set_cache_bytes(bytes: u64) {
     CACHE_BYTES.store(bytes.max(1 << 20), std::sync::atomic::Ordering::Relaxed);
 }
 
+/// The page cache each sled database gets (see [`set_cache_bytes`]).
+pub fn cache_bytes() -> u64 {
+    CACHE_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Opens (or creates) a sled database in `dir`, the one way every govex store opens one:
 /// with the configured cache, and with its format version checked (and written, when it has
 /// none: a new store, or one from before versions were kept, which is version 1).
@@ -158,7 +163,7 @@ pub fn open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
 
 fn open_sled_unchecked(dir: &Path) -> Result<sled::Db, sled::Error> {
     let mut attempts = 0;
-    let cache = CACHE_BYTES.load(std::sync::atomic::Ordering::Relaxed);
+    let cache = cache_bytes();
     let db = loop {
         match sled::Config::new().path(dir).cache_capacity(cache).open() {
             Err(sled::Error::Io(e)) if attempts < 100 && e.to_string().contains("could not acquire lock") => {
@@ -404,6 +409,11 @@ const LOG_LAST: &[u8] = b"meta/log_last";
 const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Registry {
+    /// Its sled database (for backups).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Opens (or creates) the registry under `dir`.
     pub fn open(dir: &Path) -> Result<Self, RegistryError> {
         Self::with_db(open_sled(dir)?)

@@ -17,6 +17,9 @@ pub fn child_token(department: &str) -> String {
     format!("child-token-of-{department}")
 }
 
+/// The token of a child node's operator (backups).
+pub const CHILD_OPERATOR_TOKEN: &str = "child-token-of-the-operator";
+
 /// Reads a pipe into a shared buffer until it closes.
 pub fn drain(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
     let buffer = Arc::new(Mutex::new(Vec::new()));
@@ -159,6 +162,7 @@ pub fn child_config(dir: &Path, brokers: Option<&str>) -> NodeConfig {
     config.intake.tokens = ["land-registry", "housing", "tax", "provident-fund", "platform"]
         .into_iter()
         .map(|department| govex_http::config::TokenConfig::of(department, &child_token(department), Role::Department))
+        .chain([govex_http::config::TokenConfig::of("platform", CHILD_OPERATOR_TOKEN, Role::Operator)])
         .collect();
     config
 }

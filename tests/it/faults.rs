@@ -13,12 +13,13 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    child::{child_config, child_token, ChildBroker, ChildNode},
+    child::{child_config, child_token, ChildBroker, ChildNode, CHILD_OPERATOR_TOKEN},
     support::{records_in_topic, until},
 };
 
 const CASES: &str = "gov.case.event.v1";
 const LICENCES: &str = "gov.elicense.licence.v1";
+const LICENCES_TOPIC: &str = LICENCES;
 
 /// NDJSON of `n` samples of `record` starting at `first`.
 fn batch(record: &str, first: u32, n: u32) -> String {
@@ -865,4 +866,125 @@ async fn a_lost_data_volume_is_restored_from_the_topics_with_every_licence_recor
     // Every use before the loss, and the reads of the shared view since.
     assert_eq!(entries(&text), Some(before_entries + reads_since), "the use log restored whole: {text}");
     assert!(text.contains("agrees with its replicated copy and its anchor"), "{text}");
+}
+
+/// Runs `govex` with `args` (and the operator's token), returning success and what it printed.
+fn govex(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_govex"))
+        .args(args)
+        .env("GOVEX_TOKEN", CHILD_OPERATOR_TOKEN)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// A backup taken from a running node (`govex backup`, with an operator's token and a
+/// purpose) brings every store back on its own: the node is killed (SIGKILL), its volume and
+/// its whole cluster are lost, the backup is restored into an empty data directory
+/// (`govex restore`), and the node started on new, empty brokers holds every licence, the
+/// shared view's record and the use log's whole chain (the backup itself one of its entries),
+/// which it writes back to the new topic. Only an operator takes one; a client that goes
+/// away part way leaves the node able to take the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_every_store_after_the_volume_and_the_cluster_are_lost() {
+    const LICENCES: u32 = 200;
+    let broker = ChildBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = child_config(dir.path(), Some(&broker.bootstrap));
+    config.audit.writer = Some("610900-elicense-0".into());
+    let mut node = ChildNode::start(dir.path(), &config).await;
+    let (status, answer) = post_batch(&node.api, "licence", None, batch("licence", 0, LICENCES)).await;
+    assert_eq!((status, answer["accepted"].as_u64()), (200, Some(u64::from(LICENCES))));
+    wait_metric(&node, "govex_elicense_store_licences", f64::from(LICENCES), "licences applied").await;
+    let filing = sample("housing", "contract-filing", 11).unwrap();
+    let http = reqwest::Client::new();
+    let sent = http
+        .post(format!("{}/v1/housing/contract-filing", node.api))
+        .bearer_auth(child_token("housing"))
+        .json(&filing)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    let unit = filing["property_unit_number"].as_str().unwrap().to_owned();
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let shared = |api: String| {
+        let (unit, reads) = (unit.clone(), reads.clone());
+        async move {
+            crate::support::eventually_saw("the filing in the shared view", Duration::from_secs(60), || async {
+                reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let response = reqwest::Client::new()
+                    .get(format!("{api}/v1/resources/housing.contract-filing/records/{unit}"))
+                    .query(&[("purpose", "登记审核")])
+                    .bearer_auth(child_token("land-registry"))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match response.status().as_u16() {
+                    200 => response.json::<Value>().await.map_err(|e| e.to_string()),
+                    other => Err(other.to_string()),
+                }
+            })
+            .await
+        }
+    };
+    let before = shared(node.api.clone()).await;
+    uses(&node, 5, 0).await;
+
+    // Only an operator's token takes a backup, and it states why.
+    let ask = |token: &str, purpose: Option<&str>| {
+        let mut request = http.get(format!("{}/v1/backup", node.api)).bearer_auth(token);
+        if let Some(purpose) = purpose {
+            request = request.query(&[("purpose", purpose)]);
+        }
+        request.send()
+    };
+    assert_eq!(ask(&child_token("tax"), Some("备份")).await.unwrap().status(), 403);
+    assert_eq!(ask("not-a-token", Some("备份")).await.unwrap().status(), 401);
+    assert_eq!(ask(CHILD_OPERATOR_TOKEN, None).await.unwrap().status(), 400);
+    // A client that goes away after the first bytes: the next backup is taken all the same.
+    let mut cut = ask(CHILD_OPERATOR_TOKEN, Some("演练")).await.unwrap();
+    assert_eq!(cut.status(), 200);
+    assert!(cut.chunk().await.unwrap().is_some_and(|c| c.starts_with(b"GOVEXBAK")));
+    drop(cut);
+
+    let file = dir.path().join("node.govexbak");
+    let (ok, text) = crate::support::eventually_saw("a second backup", Duration::from_secs(30), || async {
+        match govex(&["backup".as_ref(), "--api".as_ref(), node.api.as_ref(), "--out".as_ref(), file.as_os_str()]) {
+            (true, text) => Ok((true, text)),
+            (false, text) if text.contains("409") => Err(text),
+            (false, text) => Ok((false, text)),
+        }
+    })
+    .await;
+    assert!(ok, "{text}");
+    assert!(file.exists() && !file.with_extension("partial").exists(), "{text}");
+
+    // The node dies, and its volume and its cluster with it.
+    node.process.kill9();
+    drop(broker);
+    std::fs::remove_dir_all(&config.data_dir).unwrap();
+    let node_toml = dir.path().join("node.toml");
+    let (ok, text) = govex(&["restore".as_ref(), file.as_os_str(), "--config".as_ref(), node_toml.as_os_str()]);
+    assert!(ok, "{text}");
+    assert!(text.contains("elicense: ") && text.contains("refills from the start of its topics"), "{text}");
+    let (ok, text) = govex(&["restore".as_ref(), file.as_os_str(), "--config".as_ref(), node_toml.as_os_str()]);
+    assert!(!ok && text.contains("already holds a store"), "a restore never writes over a store: {text}");
+
+    let broker = ChildBroker::start().await;
+    config.bus.brokers = Some(broker.bootstrap.clone());
+    let mut node = ChildNode::start(dir.path(), &config).await;
+    wait_metric(&node, "govex_elicense_store_licences", f64::from(LICENCES), "licences restored").await;
+    let after = shared(node.api.clone()).await;
+    assert_eq!(after["record"], before["record"], "the shared view as it was");
+    assert_eq!(records_on(&broker.bootstrap, LICENCES_TOPIC), 0, "nothing came from the new cluster's topics");
+    node.process.terminate(Duration::from_secs(60)).await;
+    let (ok, text) = audit_verify(dir.path(), &[]);
+    assert!(ok, "{text}");
+    // Every read of the shared view, the five verifications and the two backups taken.
+    let reads = reads.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(text.contains(&format!("use log: {} entries", reads + 5 + 2)), "{text}");
+    assert!(text.contains("agrees with its replicated copy and its anchor"), "written back to the new topic: {text}");
 }

@@ -60,6 +60,7 @@ fn every_route_is_documented_with_its_methods() {
         include_str!("../../sinks/src/dossier/api.rs"),
         include_str!("../../sinks/src/governance/api.rs"),
         include_str!("../../sinks/src/governance/dead_letters.rs"),
+        include_str!("../../src/backup.rs"),
     ];
     for (name, text, sources) in [
         ("api", openapi::API, api_sources.as_slice()),

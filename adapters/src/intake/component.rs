@@ -18,6 +18,7 @@ pub async fn build(cx: &mut Context, config: &IntakeConfig) -> Result<(), StartE
     let dir = cx.data_dir.join("intake");
     let idempotency = IdempotencyStore::open(&dir, Duration::from_secs(config.idempotency_window_secs))
         .map_err(failed(format!("intake store {} cannot be opened", dir.display())))?;
+    cx.stores.add("intake", idempotency.db());
     let intake = Intake::new(&cx.registry, &cx.bus, cx.division, &cx.metrics)
         .await
         .map_err(failed("the intake cannot read its record types"))?;

@@ -68,6 +68,11 @@ fn time_key(first_seen_ms: u64, key: &str) -> Vec<u8> {
 }
 
 impl IdempotencyStore {
+    /// Its sled database (for backups).
+    pub fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
     /// Opens the store under `dir` and drops keys older than the window.
     pub fn open(dir: &Path, window: Duration) -> Result<Self, sled::Error> {
         let db = govex_schemas::store::open_sled(dir)?;

@@ -12,6 +12,7 @@ pub fn build(cx: &mut Context) -> Result<(), StartError> {
     let dir = cx.data_dir.join("cases");
     let stats = CaseStats::open(&dir, cx.registry.clone(), &cx.metrics)
         .map_err(failed(format!("case statistics store {} cannot be opened", dir.display())))?;
+    cx.stores.add("cases", stats.db());
     crate::sink::start(cx, Arc::new(stats));
     Ok(())
 }

@@ -58,15 +58,23 @@ pub struct CaseStats {
     completed_cases: sled::Tree,
     events: sled::Tree,
     db: sled::Db,
+    /// To be refilled from the start of its topic (see [`crate::sink::Sink::fresh`]): counted
+    /// once per case by its stored state, so a refill counts nothing twice.
+    fresh: bool,
     decoder: Decoder,
     completed: Family<CompletedLabels, Counter>,
     without_acceptance: Family<DivisionLabels, Counter>,
 }
 
 impl CaseStats {
+    /// Its sled database (for backups).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Opens the state (acceptance times) under `dir` and registers the counter.
     pub fn open(dir: &Path, registry: RegistryClient, metrics: &Metrics) -> Result<Self, sled::Error> {
-        let db = govex_schemas::store::open_sled(dir)?;
+        let (db, fresh) = govex_schemas::store::open_sled_refillable(dir)?;
         let text = govex_schemas::bundled_schemas().find(|s| s.topic == TOPIC).map(|s| s.text).unwrap_or_default();
         let schema =
             Schema::parse_str(text).unwrap_or_else(|e| unreachable!("the bundled case schema parses (tested): {e}"));
@@ -86,6 +94,7 @@ impl CaseStats {
             without_acceptance,
             events: db.open_tree("events")?,
             db,
+            fresh,
             decoder: Decoder::new(registry, &schema),
             completed,
         })
@@ -148,6 +157,14 @@ impl crate::sink::Sink for CaseStats {
     const LANES: crate::sink::Lanes = crate::sink::Lanes { lanes: 1, lane_capacity: 256 };
     // Statistics are derived: a record they cannot count is counted as skipped, not kept.
     const DEAD_LETTERS: Option<&'static str> = None;
+
+    fn fresh(&self) -> bool {
+        self.fresh
+    }
+
+    fn refilled(&self) -> Result<(), sled::Error> {
+        govex_schemas::store::mark_refilled(&self.db)
+    }
 
     fn topics(&self, _: &govex_schemas::Catalog) -> Vec<String> {
         vec![TOPIC.into()]

@@ -22,6 +22,7 @@ pub async fn build(
     let dir = cx.data_dir.join("dossier");
     let store =
         DossierStore::open(&dir).map_err(failed(format!("dossier store {} cannot be opened", dir.display())))?;
+    cx.stores.add("dossier", store.db());
     let (subscriptions, objections) =
         crate::governance::component::build(cx, governance, licences.use_log().clone(), store.clone()).await?;
     let dossier_api = Arc::new(DossierApi {

@@ -73,6 +73,11 @@ impl DossierStore {
         self.fresh
     }
 
+    /// Its sled database (for backups).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Marks the store refilled (its group rewound).
     pub fn mark_refilled(&self) -> Result<(), sled::Error> {
         govex_schemas::store::mark_refilled(&self.db)

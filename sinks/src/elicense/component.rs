@@ -47,6 +47,7 @@ pub async fn store(cx: &mut Context, audit: &AuditConfig) -> Result<LicenceStore
     let dir = cx.data_dir.join("elicense");
     let store =
         LicenceStore::open(&dir).map_err(failed(format!("e-licence store {} cannot be opened", dir.display())))?;
+    cx.stores.add("elicense", store.db());
     let writer = audit.writer(cx.division);
     let use_log = store.use_log().clone();
     use_log.usage().register(&cx.metrics);
@@ -69,6 +70,8 @@ pub async fn store(cx: &mut Context, audit: &AuditConfig) -> Result<LicenceStore
         .await
         .map_err(failed("the use log cannot be replicated"))?;
     use_log.replicate(Arc::new(replication));
+    // Entries the topic lacks (see `UseLog::restore`) go back now, not with the next use.
+    use_log.flush().await.map_err(failed("the use log cannot be written back to its topic"))?;
     let (stop, every) = (cx.stop.clone(), Duration::from_secs(audit.anchor_interval_secs.max(1)));
     cx.tasks.spawn(async move {
         let mut ticks = tokio::time::interval(every);

@@ -338,6 +338,11 @@ impl LicenceStore {
     pub fn use_log(&self) -> &UseLog {
         &self.use_log
     }
+
+    /// Its sled database (for backups).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
 }
 
 #[cfg(test)]

@@ -143,6 +143,7 @@ pub async fn build(
     let dir = cx.data_dir.join("governance");
     let db = govex_schemas::store::open_sled(&dir)
         .map_err(failed(format!("governance views {} cannot be opened", dir.display())))?;
+    cx.stores.add("governance", &db);
     let view = Subscriptions::open(&db).map_err(failed("the subscription view cannot be read"))?;
     follow_from_start(cx, &view).await?;
     let objections = Objections::open(&db).map_err(failed("the objection view cannot be read"))?;

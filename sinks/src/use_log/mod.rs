@@ -93,6 +93,9 @@ pub enum UseAction {
     Objection,
     /// A dead letter shown to a steward or put back (`shown`, `replayed`).
     DeadLetter,
+    /// A backup of the node's stores taken by an operator (`GET /v1/backup`): every record
+    /// the process keeps, read at once.
+    Backup,
 }
 
 impl UseAction {
@@ -108,6 +111,7 @@ impl UseAction {
             Self::Subscription => "subscription",
             Self::Objection => "objection",
             Self::DeadLetter => "dead-letter",
+            Self::Backup => "backup",
         }
     }
 }
@@ -287,7 +291,8 @@ impl UseLog {
     /// Brings the chain on disk up to `replicated` (this log's entries from the topic, in
     /// order): entries the disk lacks (a lost or rolled-back volume) are written back. An
     /// entry the disk holds with another hash, or a gap, is refused: the log was rewritten
-    /// and `govex audit verify` must look at it. Returns how many entries were restored.
+    /// and `govex audit verify` must look at it. Entries the topic lacks are written back to it
+    /// by the next flush. Returns how many entries were restored.
     pub fn restore(&self, replicated: &[AuditEntry]) -> Result<u64, RestoreError> {
         let _guard = self.audit_lock.lock();
         let mut head = self.head()?;
@@ -319,10 +324,16 @@ impl UseLog {
                 }
             }
         }
-        if let Some(last) = replicated.last() {
-            if last.seq > self.published()? {
-                self.meta.insert("published", &last.seq.to_be_bytes())?;
+        let on_topic = replicated.last().map_or(0, |last| last.seq);
+        let published = self.published()?;
+        if on_topic != published {
+            // More on the topic: the disk is older (a lost volume, a backup restored). Less: the
+            // topic lost entries it had taken (a cluster lost, a backup restored onto a new
+            // one); the next flush writes them back (the topic keeps each sequence number once).
+            if on_topic < published {
+                tracing::warn!(published, on_topic, "the use-log topic lacks entries it took; writing them back");
             }
+            self.meta.insert("published", &on_topic.to_be_bytes())?;
         }
         self.db.flush()?;
         Ok(restored)

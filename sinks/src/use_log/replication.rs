@@ -118,8 +118,6 @@ pub enum ReplicationError {
     Client(#[from] govex_bus::BusError),
 }
 
-/// The key of entry `seq` of `writer` on [`USE_LOG_TOPIC`]: one per entry, so that
-/// compaction keeps every one.
 /// This use log's entries on [`USE_LOG_TOPIC`], in order (each sequence number once), and
 /// its latest anchor on [`ANCHOR_TOPIC`], read from the beginning to the end offsets.
 pub async fn replicated(
