@@ -258,7 +258,7 @@ fn check_one(dir: &std::path::Path) -> Result<(u64, usize, u64, u64), sled::Erro
     let names = db.tree_names();
     let (mut entries, mut bytes) = (0u64, 0u64);
     for name in &names {
-        for entry in db.open_tree(name)?.iter() {
+        for entry in govex_schemas::store::scan(&db.open_tree(name)?) {
             let (key, value) = entry?;
             entries += 1;
             bytes += (key.len() + value.len()) as u64;

@@ -162,7 +162,7 @@ pub fn write<W: Write>(
             let tree = db.open_tree(&tree_name).map_err(io::Error::other)?;
             out.write_all(b"T")?;
             write_bytes(&mut out, &tree_name)?;
-            for entry in tree.iter() {
+            for entry in crate::store::scan(&tree) {
                 if stopped() {
                     return Err(io::Error::new(io::ErrorKind::Interrupted, "the node is stopping"));
                 }

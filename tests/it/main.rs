@@ -31,6 +31,7 @@ mod python_client;
 mod registry;
 mod registry_topic;
 mod steward;
+mod stores;
 mod support;
 mod tls;
 mod tokens;

@@ -225,9 +225,9 @@ impl LicenceStore {
         Ok(out)
     }
 
-    /// Number of licences.
+    /// Number of licences (read through, at start: see [`govex_schemas::store::Scan`]).
     pub fn len(&self) -> usize {
-        self.licences.len()
+        govex_schemas::store::count(&self.licences).unwrap_or(0)
     }
 
     /// Whether the store holds no licence.

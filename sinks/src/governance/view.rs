@@ -52,7 +52,7 @@ impl<T: Governed> View<T> {
     pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
         let tree = db.open_tree(T::TREE)?;
         let mut all = BTreeMap::new();
-        for item in tree.iter() {
+        for item in govex_schemas::store::scan(&tree) {
             let (_, bytes) = item?;
             let record: T = serde_json::from_slice(&bytes)
                 .map_err(|e| sled::Error::Unsupported(format!("a stored {} record does not read: {e}", T::TREE)))?;

@@ -187,7 +187,7 @@ impl UseLog {
     /// Counts the entries that were in the log when it was opened, one at a time (the chain
     /// may be long); the counts are complete when this returns.
     pub fn count_past_usage(&self) -> Result<(), sled::Error> {
-        for item in self.audit.range(..=self.usage.past().to_be_bytes()) {
+        for item in govex_schemas::store::scan_range(&self.audit, ..=self.usage.past().to_be_bytes()) {
             let (_, bytes) = item?;
             let entry: AuditEntry = serde_json::from_slice(&bytes).map_err(|e| io_error(e.to_string()))?;
             self.usage.count(&entry);
@@ -407,7 +407,7 @@ impl UseLog {
     /// Walks the whole chain on disk: how many entries hold, and the first whose hash or link
     /// does not.
     pub fn verify_chain(&self) -> Result<(u64, Option<BrokenLink>), sled::Error> {
-        chain::walk(self.audit.iter().map(|item| {
+        chain::walk(govex_schemas::store::scan(&self.audit).map(|item| {
             let (key, bytes) = item?;
             let seq = u64::from_be_bytes(key.as_ref().try_into().unwrap_or([0; 8]));
             Ok((seq, serde_json::from_slice::<AuditEntry>(&bytes).ok()))
@@ -427,7 +427,7 @@ impl UseLog {
     /// not in the topic, so it cannot be rebuilt).
     pub fn copy_use_log_from(&self, other: &UseLog) -> Result<u64, sled::Error> {
         let mut copied = 0;
-        for entry in other.audit.iter() {
+        for entry in govex_schemas::store::scan(&other.audit) {
             let (key, value) = entry?;
             self.audit.insert(key, value)?;
             copied += 1;
