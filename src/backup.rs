@@ -204,11 +204,27 @@ impl Write for ChunkWriter {
 /// `govex backup`: takes a backup from the node at `url` with an operator's `token`, and
 /// keeps it at `out` once it is whole (checked as it comes: a backup cut off on the way is
 /// never left where a restore would take it).
-pub async fn save(url: &str, token: &str, purpose: &str, out: &Path) -> Result<backup::Summary> {
+/// `ca_cert` is the PEM of the CA that signed the node's API certificate (its API over TLS).
+pub async fn save(
+    url: &str,
+    token: &str,
+    purpose: &str,
+    out: &Path,
+    ca_cert: Option<&Path>,
+) -> Result<backup::Summary> {
     if out.exists() {
         bail!("{} exists: a backup never overwrites a file", out.display());
     }
-    let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
+    let mut client = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+    if let Some(path) = ca_cert {
+        let pem = std::fs::read(path).with_context(|| format!("--ca-cert {} cannot be read", path.display()))?;
+        for certificate in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--ca-cert {} holds no PEM certificate", path.display()))?
+        {
+            client = client.add_root_certificate(certificate);
+        }
+    }
+    let client = client.build()?;
     let url = format!("{}/v1/backup", url.trim_end_matches('/'));
     let mut response = client
         .get(&url)

@@ -175,6 +175,9 @@ enum Command {
         /// Where to keep it (never overwritten; written beside it as .partial until whole).
         #[arg(long, short)]
         out: PathBuf,
+        /// The CA (PEM) that signed the node's API certificate, when the API is served over TLS.
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
     },
     /// Restore a backup into the node's data_dir, with the node stopped and its stores gone
     /// (a lost or new volume): refuses a damaged file or a data_dir that holds a store. The
@@ -272,7 +275,8 @@ enum TokenCommand {
         #[arg(long)]
         label: Option<String>,
         /// department (a department system: sends and reads records), steward (writes the
-        /// schema registry) or auditor (reads every entry of the use log).
+        /// schema registry), auditor (reads every entry of the use log) or operator (takes
+        /// backups).
         #[arg(long, default_value = "department")]
         role: String,
     },
@@ -475,9 +479,9 @@ async fn run() -> Result<()> {
             }
             Ok(())
         }
-        Command::Backup { api, token, purpose, out } => {
+        Command::Backup { api, token, purpose, out, ca_cert } => {
             let Some(token) = token else { anyhow::bail!("an operator's token: --token or GOVEX_TOKEN") };
-            let summary = govex::backup::save(&api, &token, &purpose, &out).await?;
+            let summary = govex::backup::save(&api, &token, &purpose, &out, ca_cert.as_deref()).await?;
             println!(
                 "{}: {} entries ({:.1} MiB) from {:?}",
                 out.display(),

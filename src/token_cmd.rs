@@ -8,8 +8,8 @@ pub fn new_token(department: &str, label: Option<&str>, role: &str) -> Result<St
     let Ok(department) = govex_schemas::Department::parse(department) else {
         bail!("'{department}' is not a department: a department is a name such as tax or market-regulation (lower-case letters, digits and single hyphens)")
     };
-    if !["department", "steward", "auditor"].contains(&role) {
-        bail!("'{role}' is not a role: expected department, steward or auditor");
+    if !["department", "steward", "auditor", "operator"].contains(&role) {
+        bail!("'{role}' is not a role: expected department, steward, auditor or operator");
     }
     let token = govex_http::auth::new_token();
     let hash = govex_http::auth::hash_token(&token);

@@ -8,7 +8,9 @@ read-only root filesystem with resource limits and probes on /healthz and /ready
 components have a volume claim; a PodDisruptionBudget covers the pods; a NetworkPolicy
 selects every pod and opens each port only to the pods of the node and the peers it names;
 an example for production (one with Kafka brokers) serves the API over TLS and labels its
-ServiceMonitor and PrometheusRule for kube-prometheus-stack.
+ServiceMonitor and PrometheusRule for kube-prometheus-stack. A backup CronJob backs up every
+pod that keeps stores, over TLS where the API has it, and its script, run here with a
+stand-in govex, keeps the newest backups of each pod and prunes nothing after a failure.
 
 usage: check_rendered.py RENDERED.yaml GOVEX_BINARY
 """
@@ -161,6 +163,7 @@ def main(rendered, govex):
             summary = result.stdout.splitlines()
             print(f"  {name}: " + "; ".join(line.split(None, 1)[1] if " " in line else line
                                            for line in summary if line.startswith(("components", "registry", "bridge"))))
+    check_backups(by_kind, workloads)
 
 
 def stand_in_files(scratch):
@@ -169,6 +172,68 @@ def stand_in_files(scratch):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=stand-in",
                     "-days", "1", "-keyout", key, "-out", cert], check=True, capture_output=True)
     return {"cert": cert, "key": key}
+
+
+def check_backups(by_kind, workloads):
+    jobs = [j for j in by_kind.get("CronJob", []) if j["metadata"]["labels"].get("app.kubernetes.io/component") == "backup"]
+    for job in jobs:
+        name = f'CronJob/{job["metadata"]["name"]}'
+        pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        if not pod.get("securityContext", {}).get("runAsNonRoot"):
+            fail(f"{name}: pod does not set runAsNonRoot")
+        security = container.get("securityContext", {})
+        if not security.get("readOnlyRootFilesystem") or security.get("allowPrivilegeEscalation") is not False:
+            fail(f"{name}: container root filesystem is writable or privilege escalation is allowed")
+        if not container.get("resources", {}).get("limits"):
+            fail(f"{name}: container has no resource limits")
+        script = container["args"][0]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        for workload in workloads:
+            spec = workload["spec"]["template"]["spec"]
+            wenv = {e["name"]: e.get("value") for e in spec["containers"][0].get("env", [])}
+            if workload["kind"] != "StatefulSet" or not {"elicense", "dossier"} & set(wenv["GOVEX_COMPONENTS"].split(",")):
+                continue
+            tls = "GOVEX_LISTEN__TLS__CERT_PATH" in wenv
+            for i in range(workload["spec"].get("replicas", 1)):
+                if f'{workload["metadata"]["name"]}-{i}' not in script.split("for pod in ", 1)[1].split(";", 1)[0].split():
+                    fail(f"{name}: {workload['metadata']['name']}-{i} keeps stores and is not backed up")
+            if tls and ("https://" not in script or "--ca-cert" not in script):
+                fail(f"{name}: the API is served over TLS, and the backup does not use it")
+        # The script itself, with a stand-in govex: 9 old backups per pod, KEEP kept.
+        with tempfile.TemporaryDirectory() as scratch:
+            backups = os.path.join(scratch, "backups")
+            os.makedirs(backups)
+            pods = script.split("for pod in ", 1)[1].split(";", 1)[0].split()
+            for p in pods:
+                for day in range(1, 10):
+                    path = os.path.join(backups, f"{p}-2026010{day}T023000Z.govexbak")
+                    open(path, "w").close()
+                    os.utime(path, (day * 86400, day * 86400))
+            fake = os.path.join(scratch, "bin")
+            os.makedirs(fake)
+            with open(os.path.join(fake, "govex"), "w", encoding="utf-8") as f:
+                f.write('#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = --out ] && out="$2"; shift; done\n'
+                        'case "$out" in *"$FAIL_POD"-2*) exit 1;; esac\n: > "$out"\n')
+            os.chmod(os.path.join(fake, "govex"), 0o755)
+            local = script.replace("/backups", backups)
+            run_env = dict(os.environ, PATH=fake + ":" + os.environ["PATH"], PURPOSE=env["PURPOSE"], KEEP=env["KEEP"])
+            keep = int(env["KEEP"])
+            # A night where the first pod fails: the job fails, that pod keeps all it had.
+            result = subprocess.run(["/bin/sh", "-c", local], env=dict(run_env, FAIL_POD=pods[0]), capture_output=True, text=True)
+            if result.returncode == 0:
+                fail(f"{name}: the job succeeds although {pods[0]} was not backed up")
+            left = lambda p: sorted(f for f in os.listdir(backups) if f.startswith(p + "-2"))
+            if len(left(pods[0])) != 9:
+                fail(f"{name}: a failed backup pruned {pods[0]}'s older ones: {left(pods[0])}")
+            result = subprocess.run(["/bin/sh", "-c", local], env=dict(run_env, FAIL_POD="none"), capture_output=True, text=True)
+            if result.returncode != 0:
+                fail(f"{name}: the backup script failed: {result.stderr}")
+            for p in pods:
+                kept = left(p)
+                if len(kept) != keep or "20260109T023000Z" not in " ".join(kept):
+                    fail(f"{name}: {p} keeps {kept}, expected the newest {keep}")
+        print(f"  {name}: backs up {' '.join(pods)}, keeps {keep} each")
 
 
 if __name__ == "__main__":
