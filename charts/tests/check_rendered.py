@@ -164,6 +164,24 @@ def main(rendered, govex):
             print(f"  {name}: " + "; ".join(line.split(None, 1)[1] if " " in line else line
                                            for line in summary if line.startswith(("components", "registry", "bridge"))))
     check_backups(by_kind, workloads)
+    check_rules_bound(by_kind, workloads, config_data)
+
+
+def check_rules_bound(by_kind, workloads, config_data):
+    """The alerts on the kubelet's and kube-state-metrics' series (no pod labels there) name
+    this release's workloads and claims, in its namespace, and carry its division."""
+    division = re.search(r'^division = "(\d+)"', config_data.get("node.toml", ""), re.M)
+    for rule in by_kind.get("PrometheusRule", []):
+        text = "\n".join(r["expr"] for group in rule["spec"]["groups"] for r in group["rules"])
+        if ".*govex.*" in text:
+            fail(f"PrometheusRule/{rule['metadata']['name']}: a matcher is not bound to the release")
+        if division and re.findall(r'"govex_division", "(\d+)"', text) != [division.group(1)] * 2:
+            fail(f"PrometheusRule/{rule['metadata']['name']}: its kubelet alerts do not carry division {division.group(1)}")
+        for workload in workloads:
+            name = workload["metadata"]["name"]
+            for pattern in re.findall(r'statefulset=~"([^"]+)",namespace="([^"]+)"', text):
+                if not re.fullmatch(pattern[0], name) or pattern[1] != workload["metadata"].get("namespace", pattern[1]):
+                    fail(f"PrometheusRule/{rule['metadata']['name']}: {pattern} does not match workload {name}")
 
 
 def stand_in_files(scratch):
