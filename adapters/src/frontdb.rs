@@ -131,6 +131,8 @@ pub const MAX_BATCH: usize = 10_000;
 /// that far and its row refused (no record field is nearly that long): one poll holds at most
 /// `batch_size` × columns × this, whatever a table holds.
 pub const MAX_CELL_CHARS: usize = 4_096;
+/// The longest `query` a source may name (it is sent with every read).
+pub const MAX_QUERY_CHARS: usize = 16_384;
 /// How long one statement against a front-end database may take (a locked table, a lost
 /// connection): then the poll fails, the source shows down, and it is tried again.
 pub const STATEMENT_WITHIN: Duration = Duration::from_secs(60);
@@ -162,6 +164,9 @@ impl SourceConfig {
         match (self.table.is_empty(), &self.query) {
             (false, None) => check_identifier(&self.table).map_err(|e| at(&format!("table: {e}")))?,
             (true, Some(query)) => {
+                if query.chars().count() > MAX_QUERY_CHARS {
+                    return Err(at("query: at most 16,384 characters"));
+                }
                 let head = query.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
                 if !matches!(head.as_str(), "select" | "with") || query.contains(';') {
                     return Err(at("query: one SELECT (or WITH … SELECT), without ;"));
@@ -184,9 +189,6 @@ impl SourceConfig {
                 }
                 if depth != 0 {
                     return Err(at("query: unbalanced parentheses"));
-                }
-                if query.len() > 16_384 {
-                    return Err(at("query: at most 16,384 characters"));
                 }
             }
             _ => return Err(at("name a table or a query, not both")),
@@ -1157,5 +1159,30 @@ mod tests {
         config.columns.remove("taxpayer.name");
         config.timestamp_column = None;
         assert!(config.validate().unwrap_err().contains("timestamp+incrementing needs"));
+        config.timestamp_column = Some("updated_at".into());
+
+        // A query instead of a table: bounded in length (counted in characters, not bytes).
+        config.table = String::new();
+        let at_most = |chars: usize| format!("SELECT id FROM t WHERE note = '{}'", "登".repeat(chars - 32));
+        config.query = Some(at_most(MAX_QUERY_CHARS));
+        assert_eq!(config.query.as_ref().unwrap().chars().count(), MAX_QUERY_CHARS);
+        assert!(config.validate().is_ok(), "{:?}", config.validate());
+        config.query = Some(at_most(MAX_QUERY_CHARS + 1));
+        assert!(config.validate().unwrap_err().contains("at most 16,384 characters"));
+    }
+
+    #[test]
+    fn a_cell_longer_than_the_bound_is_refused_by_its_field_and_one_at_the_bound_is_read() {
+        let fields = vec![("voucher_number".to_owned(), Kind::Text), ("taxpayer.name".to_owned(), Kind::Text)];
+        let zone = FixedOffset::east_opt(8 * 3600).unwrap();
+        let at_bound = "票".repeat(MAX_CELL_CHARS);
+        let input = row_input(&fields, vec![Some(at_bound.clone()), Some("张三".into())], zone).unwrap();
+        assert_eq!(input["voucher_number"], json!(at_bound));
+        let over = "票".repeat(MAX_CELL_CHARS + 1);
+        let refused = row_input(&fields, vec![Some("V1".into()), Some(over)], zone).unwrap_err();
+        assert_eq!(refused.len(), 1);
+        let text = format!("{:?}", refused[0]);
+        assert!(text.contains("/taxpayer/name") && text.contains("too-long-in-source"), "{text}");
+        assert!(!text.contains("票票"), "the value is not echoed: {text}");
     }
 }

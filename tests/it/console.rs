@@ -324,3 +324,47 @@ async fn in_a_browser_tax_asks_housing_narrows_and_approves_tax_reads_masked_and
     browser.screenshot("dead-letters").await;
     node.shutdown().await.unwrap();
 }
+
+/// One token signing in again and again keeps at most 16 console sessions: its oldest is
+/// signed out, its 16 newest stay, and another department's session is not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_signing_in_again_and_again_keeps_sixteen_sessions_and_pushes_out_only_its_own() {
+    use crate::child::{child_config, child_token, ChildNode};
+    let dir = tempfile::tempdir().unwrap();
+    let node = ChildNode::start(dir.path(), &child_config(dir.path(), None)).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let sign_in = |token: String| {
+        let http = http.clone();
+        let url = format!("{}/console/login", node.api);
+        async move {
+            let answer = http
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 303, "signed in");
+            let cookie = answer.headers()["set-cookie"].to_str().unwrap();
+            cookie.split(';').next().unwrap().to_owned()
+        }
+    };
+    let signed_in = |cookie: String| {
+        let http = http.clone();
+        let url = format!("{}/console/", node.api);
+        async move {
+            let page = http.get(url).header("cookie", cookie).send().await.unwrap().text().await.unwrap();
+            page.contains("Signed in as")
+        }
+    };
+    let housing = sign_in(child_token("housing")).await;
+    let mut tax = Vec::new();
+    for _ in 0..17 {
+        tax.push(sign_in(child_token("tax")).await);
+    }
+    assert!(!signed_in(tax[0].clone()).await, "the oldest of the 17 was signed out");
+    for cookie in &tax[1..] {
+        assert!(signed_in(cookie.clone()).await, "the 16 newest stay");
+    }
+    assert!(signed_in(housing).await, "another token's session stays");
+}
