@@ -110,6 +110,15 @@ pub struct SourceConfig {
     /// Connections to the database at most.
     #[serde(default = "default_connections")]
     pub connections: u32,
+    /// How long one poll's query may run, in ms (Debezium's `database.query.timeout.ms`):
+    /// the database cancels it after this (`statement_timeout`, `max_statement_time` or
+    /// `max_execution_time`), and the source counts as down until a poll answers in time.
+    #[serde(default = "default_query_timeout_ms")]
+    pub query_timeout_ms: u64,
+}
+
+fn default_query_timeout_ms() -> u64 {
+    STATEMENT_WITHIN.as_millis() as u64
 }
 
 fn default_poll_interval_ms() -> u64 {
@@ -218,6 +227,9 @@ impl SourceConfig {
         }
         if self.batch_size == 0 || self.batch_size > MAX_BATCH {
             return Err(at(&format!("batch_size: 1 to {MAX_BATCH}")));
+        }
+        if !(100..=3_600_000).contains(&self.query_timeout_ms) {
+            return Err(at("query_timeout_ms: 100 to 3,600,000"));
         }
         if self.poll_interval_ms < 50 {
             return Err(at("poll_interval_ms: at least 50"));
@@ -673,10 +685,25 @@ impl Source {
         let department = Department::parse(&c.department).map_err(|e| e.to_string())?;
         let record_type = self.intake.record_type(department, &c.record).map_err(|e| e.reason().to_owned())?;
         let plan = self.plan(types, from, record_type.input_schema());
-        let fetched =
-            tokio::time::timeout(STATEMENT_WITHIN, self.db.fetch_text_read_only(&plan.sql, &plan.binds)).await;
-        let mut rows =
-            fetched.map_err(|_| "the poll took too long (a locked table?)".to_owned())?.map_err(|e| e.to_string())?;
+        // The database cancels the query when its bound runs out; the wait here, a little
+        // longer, covers a database that does not answer at all.
+        let within = Duration::from_millis(c.query_timeout_ms);
+        let too_long = || {
+            format!(
+                "the poll took longer than query_timeout_ms ({} ms): a locked table, or a query too slow",
+                c.query_timeout_ms
+            )
+        };
+        let fetched = tokio::time::timeout(
+            within + Duration::from_secs(5),
+            self.db.fetch_text_read_only(&plan.sql, &plan.binds, within),
+        )
+        .await;
+        let mut rows = match fetched.map_err(|_| too_long())? {
+            Ok(rows) => rows,
+            Err(error) if error.is_timeout() => return Err(too_long()),
+            Err(error) => return Err(error.to_string()),
+        };
         if plan.has_wait {
             let wait_at = plan.keys + 1;
             if let Some(first_recent) = rows.iter().position(|r| r[wait_at].as_deref() == Some("1")) {
@@ -917,6 +944,7 @@ impl Source {
             return;
         }
         let table = self.config.read_from(d);
+        let within = Duration::from_millis(self.config.query_timeout_ms);
         if let (Some(ts), Some(seconds)) = (&self.config.timestamp_column, ts_seconds) {
             // The newest row that is not in the future: one dated 2099 by mistake would show a
             // lag of decades for ever.
@@ -926,7 +954,7 @@ impl Source {
                 t = d.quote(ts),
                 now = d.now("timestamp with time zone")
             );
-            if let Ok(rows) = self.db.fetch_text_read_only(&sql, &[]).await {
+            if let Ok(rows) = self.db.fetch_text_read_only(&sql, &[], within).await {
                 let newest = rows.first().and_then(|r| r[0].as_deref()).and_then(|t| db_instant(t, self.zone));
                 if let Some(newest) = newest {
                     let lag = (newest.timestamp_millis() as f64 / 1000.0 - seconds).max(0.0);
@@ -937,7 +965,7 @@ impl Source {
         if let (Some(inc), Some(last)) = (&self.config.incrementing_column, watermark.inc) {
             let sql =
                 format!("SELECT {} AS govex_0 FROM {table} ORDER BY {} DESC LIMIT 1", d.as_text(inc), d.quote(inc));
-            if let Ok(rows) = self.db.fetch_text_read_only(&sql, &[]).await {
+            if let Ok(rows) = self.db.fetch_text_read_only(&sql, &[], within).await {
                 if let Some(newest) =
                     rows.first().and_then(|r| r[0].as_deref()).and_then(|t| t.trim().parse::<i64>().ok())
                 {
@@ -1152,6 +1180,7 @@ mod tests {
             commit_lag_ms: 2000,
             reject_table: Some("deed_tax_rejects".into()),
             connections: 2,
+            query_timeout_ms: 60_000,
         };
         assert!(config.validate().is_ok());
         config.columns.insert("taxpayer.name".into(), "name; DROP TABLE x".into());

@@ -132,6 +132,9 @@ pub enum FrontDbError {
     /// The database did not answer or refused.
     #[error("{0}")]
     Database(String),
+    /// The database cancelled the statement when its time bound ran out.
+    #[error("the database cancelled the statement: it ran past its time bound")]
+    TimedOut,
     /// The database refused a value of the statement (too long for its column, not of its
     /// type, a constraint): the same statement will be refused again. Its message is not
     /// kept, since both servers quote the refused value in it.
@@ -148,12 +151,25 @@ pub enum FrontDbError {
 /// truncated (`01000`: an ENUM, an integer or decimal that does not parse), 1292 incorrect
 /// datetime value, 1366 incorrect value for a column, 1411 incorrect value for a function.
 const MYSQL_REFUSED_VALUE: [u16; 4] = [1265, 1292, 1366, 1411];
+/// A statement cancelled at its time bound: MariaDB's 1969 (`max_statement_time`), MySQL's
+/// 3024 (`max_execution_time`); PostgreSQL's is SQLSTATE 57014 (`statement_timeout`).
+const MYSQL_TIMED_OUT: [u16; 2] = [1969, 3024];
+
+impl FrontDbError {
+    /// Whether the database cancelled the statement at its time bound.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::TimedOut)
+    }
+}
 
 impl From<sqlx::Error> for FrontDbError {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e {
             let sqlstate = db.code().map(|c| c.into_owned()).unwrap_or_default();
             let mysql_number = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().map(|m| m.number());
+            if sqlstate == "57014" || mysql_number.is_some_and(|n| MYSQL_TIMED_OUT.contains(&n)) {
+                return Self::TimedOut;
+            }
             let refused = sqlstate.starts_with("22")
                 || sqlstate.starts_with("23")
                 || mysql_number.is_some_and(|n| MYSQL_REFUSED_VALUE.contains(&n));
@@ -370,18 +386,23 @@ impl FrontDb {
 
     /// As [`fetch_text`](Self::fetch_text), in a read-only transaction: what a source reads
     /// (a table, or an operator's query) can change nothing, whatever the query calls. The
-    /// transaction is rolled back, also when the read is given up half-way.
+    /// transaction is rolled back, also when the read is given up half-way. The database
+    /// cancels the query once it ran for `within` ([`FrontDbError::TimedOut`]): giving up
+    /// here alone would leave it running there, holding its locks and a connection.
     pub async fn fetch_text_read_only(
         &self,
         sql: &str,
         binds: &[Bind],
+        within: std::time::Duration,
     ) -> Result<Vec<Vec<Option<String>>>, FrontDbError> {
         use sqlx::Connection;
+        let ms = within.as_millis().max(1);
         Ok(match &self.pool {
             Pool::Postgres(pool) => {
                 let mut connection = pool.acquire().await?;
                 let mut tx = connection.begin().await?;
                 (&mut *tx).execute("SET TRANSACTION READ ONLY").await?;
+                (&mut *tx).execute(format!("SET LOCAL statement_timeout = {ms}").as_str()).await?;
                 let rows = bound!(sql, binds).fetch_all(&mut *tx).await?;
                 tx.rollback().await?;
                 pg_text(&rows)?
@@ -389,6 +410,12 @@ impl FrontDb {
             Pool::MySql(pool) => {
                 // MySQL sets a transaction's access mode before it starts.
                 let mut connection = pool.acquire().await?;
+                // MariaDB bounds a statement by `max_statement_time` (seconds), MySQL a SELECT
+                // by `max_execution_time` (ms); each refuses the other's variable.
+                let mariadb = format!("SET SESSION max_statement_time = {:.3}", ms as f64 / 1000.0);
+                if (&mut *connection).execute(mariadb.as_str()).await.is_err() {
+                    (&mut *connection).execute(format!("SET SESSION max_execution_time = {ms}").as_str()).await?;
+                }
                 (&mut *connection).execute("SET TRANSACTION READ ONLY").await?;
                 let mut tx = connection.begin().await?;
                 let rows = bound!(sql, binds).fetch_all(&mut *tx).await?;

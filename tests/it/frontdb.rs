@@ -117,6 +117,7 @@ pub fn filing_source(name: &str, url: &str, table: &str, rejects: Option<&str>) 
         commit_lag_ms: 300,
         reject_table: rejects.map(str::to_owned),
         connections: 2,
+        query_timeout_ms: 60_000,
     }
 }
 
@@ -272,6 +273,7 @@ async fn deed_tax_payments_come_from_a_mariadb_front_end_table() {
         commit_lag_ms: 0,
         reject_table: Some(rejects.clone()),
         connections: 1,
+        query_timeout_ms: 60_000,
     };
     let (_dir, node) = node_with(vec![source]).await;
     db.execute_all(&[insert_payment(&table, 13)]).await.unwrap();
@@ -478,6 +480,7 @@ async fn a_node_killed_mid_source_run_leaves_every_row_in_the_store_exactly_once
         commit_lag_ms: 0,
         reject_table: Some(rejects.clone()),
         connections: 2,
+        query_timeout_ms: 60_000,
     }];
     let mut node = ChildNode::start(dir.path(), &config).await;
     let topic = govex_schemas::records::topics::LICENCE;
@@ -1045,7 +1048,9 @@ async fn a_source_reads_a_query_as_it_reads_a_table() {
         assert!(error.contains("comments") || error.contains("parentheses"), "{escape}: {error}");
     }
     // Read in a read-only transaction: a query that would write is refused by the database.
-    let db_error = db.fetch_text_read_only(&format!("SELECT CAST(nextval('{table}_id_seq') AS TEXT)"), &[]).await;
+    let db_error = db
+        .fetch_text_read_only(&format!("SELECT CAST(nextval('{table}_id_seq') AS TEXT)"), &[], Duration::from_secs(10))
+        .await;
     assert!(db_error.is_err(), "nextval is a write: {db_error:?}");
 
     let (_dir, node) = node_with(vec![source]).await;
@@ -1077,4 +1082,70 @@ async fn a_source_reads_a_query_as_it_reads_a_table() {
     })
     .await;
     node.shutdown().await.unwrap();
+}
+
+/// A poll's query that runs past `query_timeout_ms` is cancelled by the database itself, not
+/// only given up here (where it would go on running there, holding its locks and a
+/// connection): on PostgreSQL and on MariaDB, a query that sleeps 30 s under a 500 ms bound
+/// shows its source down, naming the bound, and is no longer running on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_past_its_time_bound_is_cancelled_in_the_database_and_shows_its_source_down() {
+    for (url, sleep, running) in [
+        (
+            POSTGRES,
+            "CROSS JOIN (SELECT pg_sleep(30)) AS z",
+            "SELECT CAST(COUNT(*) AS TEXT) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() AND query LIKE '%{table}%'",
+        ),
+        (
+            MARIADB,
+            "CROSS JOIN (SELECT SLEEP(30) AS z) AS z",
+            "SELECT CAST(COUNT(*) AS CHAR) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Query' AND ID <> CONNECTION_ID() AND INFO LIKE '%{table}%'",
+        ),
+    ] {
+        let db = FrontDb::connect(url, 2, 480).unwrap();
+        let (table, rejects) = (fresh("slow"), fresh("slow_rejects"));
+        if url == POSTGRES {
+            filing_tables(&db, &table, &rejects).await;
+            db.execute_all(&[insert_filing(&table, 1, None)]).await.unwrap();
+        } else {
+            // The row is never read in time: its columns only have to be there.
+            let columns: Vec<String> = FILING_COLUMNS.iter().map(|(_, c)| format!("{c} VARCHAR(100)")).collect();
+            let ddl = format!(
+                "CREATE TABLE {table} (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
+                 updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), {})",
+                columns.join(", ")
+            );
+            execute(&db, &ddl).await;
+            execute(&db, &format!("INSERT INTO {table} (filing_no) VALUES ('F1')")).await;
+        }
+        let mut source = filing_source("housing-slow", url, "", None);
+        source.query = Some(format!("SELECT f.* FROM {table} f {sleep}"));
+        source.query_timeout_ms = 500;
+        let (_dir, node) = node_with(vec![source]).await;
+        let ready = format!("http://{}/readyz", node.ops_addr);
+        let why = support::eventually_saw("the source down", Duration::from_secs(30), || async {
+            let text = reqwest::get(&ready).await.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
+            match text.contains("housing-slow") {
+                true => Ok(text),
+                false => Err(text),
+            }
+        })
+        .await;
+        assert!(why.contains("query_timeout_ms (500 ms)"), "{url}: {why}");
+        assert_eq!(metric(&node, "govex_frontdb_source_up{source=\"housing-slow\"}").await, 0.0);
+        // On the server, no poll is left sleeping (each was cancelled at 500 ms; the next
+        // poll may be starting, so it is asked a few times).
+        let count = running.replace("{table}", &table);
+        let mut idle = false;
+        for _ in 0..20 {
+            let rows = db.fetch_text(&count, &[]).await.unwrap();
+            if rows[0][0].as_deref() == Some("0") {
+                idle = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(idle, "{url}: a poll past its bound still runs on the server");
+        node.shutdown().await.unwrap();
+    }
 }
