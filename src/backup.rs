@@ -18,8 +18,8 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use axum::{
     body::{Body, Bytes},
-    extract::{Query, State},
-    http::{header, HeaderMap, StatusCode},
+    extract::{RawQuery, State},
+    http::{header, HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Router,
@@ -78,9 +78,14 @@ struct BackupQuery {
 /// `GET /v1/backup?purpose=`: the stores of this process, as one backup file.
 async fn take(
     State(api): State<Arc<BackupApi>>,
+    method: Method,
     headers: HeaderMap,
-    Query(query): Query<BackupQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, Refused> {
+    // axum answers HEAD with the GET route: that would log (and take) a backup no one reads.
+    if method != Method::GET {
+        return Err(Refused::from(StatusCode::METHOD_NOT_ALLOWED.into_response()));
+    }
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let api = &api;
     let caller = api.tokens.authorize_read(authorization, &[Role::Operator], "backup")?;
@@ -88,6 +93,16 @@ async fn take(
         Some(label) => format!("{} · {label} (operator)", caller.department),
         None => format!("{} (operator)", caller.department),
     };
+    // The query is read only once the caller is known: a stranger learns nothing from it.
+    let query: BackupQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).map_err(|_| {
+        Refused::from(problem(
+            StatusCode::BAD_REQUEST,
+            "query",
+            "The query string cannot be read",
+            "give purpose once, and nothing else",
+            serde_json::Value::Null,
+        ))
+    })?;
     let purpose = stated_purpose(query.purpose.as_deref())?;
     let Ok(permit) = api.one_at_a_time.clone().try_acquire_owned() else {
         return Err(Refused::from(problem(
@@ -123,13 +138,20 @@ async fn take(
         taken_at_ms,
         stores: names,
     };
-    let (sender, receiver) = mpsc::channel::<Result<Bytes, io::Error>>(4);
+    let (sender, receiver) = mpsc::channel::<Bytes>(4);
     let stop = api.stop.clone();
     let runtime = tokio::runtime::Handle::current();
+    // Set before the writer lets go of the channel when the backup did not end whole: the
+    // body then ends in an error (the connection is cut), never as a short file that a
+    // client could take for a whole one.
+    let cut_off = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cut = cut_off.clone();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let mut out = ChunkWriter { buffer: Vec::with_capacity(CHUNK), sender: sender.clone(), runtime };
-        let stopped = || stop.is_cancelled() || out_closed(&sender);
+        let mut out = ChunkWriter { buffer: Vec::with_capacity(CHUNK), sender, runtime, stop };
+        // Asked between entries: a client gone, or the node stopping, ends the read of the stores.
+        let (watched, stopping) = (out.sender.clone(), out.stop.clone());
+        let stopped = move || stopping.is_cancelled() || watched.is_closed();
         let written = backup::write(&mut out, &header, &stores, &stopped).and_then(|summary| {
             out.flush()?;
             Ok(summary)
@@ -138,13 +160,18 @@ async fn take(
             Ok(summary) => tracing::info!(entries = summary.entries, bytes = summary.bytes, "the backup was sent"),
             Err(e) => {
                 tracing::warn!(error = %e, "a backup was cut off");
-                // The client sees the response end in an error, never a short file that looks whole.
-                let _ = out.runtime.block_on(out.sender.send_timeout(Err(e), Duration::from_secs(1)));
+                cut.store(true, std::sync::atomic::Ordering::SeqCst);
             }
         }
     });
-    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|chunk| (chunk, receiver))
+    let stream = futures::stream::unfold((receiver, cut_off), |(mut receiver, cut_off)| async move {
+        match receiver.recv().await {
+            Some(chunk) => Some((Ok(chunk), (receiver, cut_off))),
+            None if cut_off.swap(false, std::sync::atomic::Ordering::SeqCst) => {
+                Some((Err(io::Error::other("the backup was cut off")), (receiver, cut_off)))
+            }
+            None => None,
+        }
     });
     let name = format!("attachment; filename=\"govex-{}-{taken_at_ms}.govexbak\"", api.division);
     Ok((
@@ -159,15 +186,13 @@ async fn take(
         .into_response())
 }
 
-fn out_closed(sender: &mpsc::Sender<Result<Bytes, io::Error>>) -> bool {
-    sender.is_closed()
-}
-
-/// Sends what is written in chunks, waiting at most [`STALL`] for the client to take each.
+/// Sends what is written in chunks, waiting at most [`STALL`] for the client to take each,
+/// and not past the node's shutdown.
 struct ChunkWriter {
     buffer: Vec<u8>,
-    sender: mpsc::Sender<Result<Bytes, io::Error>>,
+    sender: mpsc::Sender<Bytes>,
     runtime: tokio::runtime::Handle,
+    stop: CancellationToken,
 }
 
 impl ChunkWriter {
@@ -176,12 +201,18 @@ impl ChunkWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK)));
-        self.runtime.block_on(self.sender.send_timeout(Ok(chunk), STALL)).map_err(|e| match e {
-            mpsc::error::SendTimeoutError::Timeout(_) => {
-                io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading the backup")
-            }
-            mpsc::error::SendTimeoutError::Closed(_) => {
-                io::Error::new(io::ErrorKind::BrokenPipe, "the client went away")
+        let (sender, stop) = (&self.sender, &self.stop);
+        self.runtime.block_on(async {
+            tokio::select! {
+                sent = sender.send_timeout(chunk, STALL) => sent.map_err(|e| match e {
+                    mpsc::error::SendTimeoutError::Timeout(_) => {
+                        io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading the backup")
+                    }
+                    mpsc::error::SendTimeoutError::Closed(_) => {
+                        io::Error::new(io::ErrorKind::BrokenPipe, "the client went away")
+                    }
+                }),
+                () = stop.cancelled() => Err(io::Error::new(io::ErrorKind::Interrupted, "the node is stopping")),
             }
         })
     }
@@ -212,8 +243,17 @@ pub async fn save(
     out: &Path,
     ca_cert: Option<&Path>,
 ) -> Result<backup::Summary> {
+    // Checked before anything is asked of the node: a backup is a read of every record it
+    // keeps, logged, and must not be taken to be thrown away.
     if out.exists() {
         bail!("{} exists: a backup never overwrites a file", out.display());
+    }
+    if out.as_os_str().to_string_lossy().ends_with('/') || out.file_name().is_none() {
+        bail!("--out {}: name a file, not a folder", out.display());
+    }
+    let folder = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        bail!("--out {}: the folder {} does not exist", out.display(), folder.display());
     }
     let mut client = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
     if let Some(path) = ca_cert {
@@ -238,10 +278,16 @@ pub async fn save(
         let body = response.text().await.unwrap_or_default();
         bail!("{url} answered {status}: {}", body.chars().take(500).collect::<String>());
     }
-    let partial = out.with_extension("partial");
-    let mut file = std::io::BufWriter::new(
-        std::fs::File::create(&partial).with_context(|| format!("{} cannot be written", partial.display()))?,
-    );
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    // Read and written by its owner only: it holds every record the pod keeps.
+    let created = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&partial)
+    };
+    let mut file =
+        std::io::BufWriter::new(created.with_context(|| format!("{} cannot be written", partial.display()))?);
     let received = async {
         while let Some(chunk) =
             tokio::time::timeout(STALL, response.chunk()).await.context("the node stopped sending")??
@@ -258,11 +304,12 @@ pub async fn save(
         let (_, summary) = backup::read(input, |_| Ok(()))?;
         anyhow::Ok(summary)
     });
-    match checked {
-        Ok(summary) => {
-            std::fs::rename(&partial, out)?;
-            Ok(summary)
-        }
+    let kept = checked.and_then(|summary| {
+        std::fs::rename(&partial, out).with_context(|| format!("{} cannot be kept", out.display()))?;
+        Ok(summary)
+    });
+    match kept {
+        Ok(summary) => Ok(summary),
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
             Err(e.context("the backup did not arrive whole; nothing was kept"))
@@ -270,12 +317,11 @@ pub async fn save(
     }
 }
 
-/// `govex restore`: writes the backup at `file` into `data_dir` (the node stopped, its stores
-/// gone). Prints what it wrote.
-pub fn restore(file: &Path, data_dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("{} cannot be made", data_dir.display()))?;
-    let (header, summary) =
-        backup::restore(file, data_dir).with_context(|| format!("{} cannot be restored", file.display()))?;
+/// `govex restore`: writes the backup at `file` into `data_dir` for the node of `division`
+/// (the node stopped, its stores gone). Prints what it wrote.
+pub fn restore(file: &Path, data_dir: &Path, division: &str) -> Result<()> {
+    let (header, summary) = backup::restore(file, data_dir, division)
+        .map_err(|e| anyhow::anyhow!("{} cannot be restored: {e}", file.display()))?;
     println!(
         "restored a backup of division {} taken at {} (ms since the epoch) into {}",
         header.division,

@@ -493,7 +493,7 @@ async fn run() -> Result<()> {
         }
         Command::Restore { file, config } => {
             let config = NodeConfig::load(config.as_deref(), std::env::vars())?;
-            govex::backup::restore(&file, &config.data_dir)
+            govex::backup::restore(&file, &config.data_dir, &config.division.to_string())
         }
         Command::Store { command, config } => {
             let config = NodeConfig::load(config.as_deref(), std::env::vars())?;

@@ -67,6 +67,7 @@ pub struct RunningNode {
 
 /// Makes sure `dir` exists and can be written, before anything is started.
 fn check_data_dir(dir: &Path) -> Result<()> {
+    govex_schemas::backup::check_no_restore_cut_short(dir).map_err(|e| anyhow::anyhow!(e))?;
     std::fs::create_dir_all(dir).with_context(|| format!("data directory {} cannot be created", dir.display()))?;
     let probe = dir.join(".govex-write-probe");
     std::fs::write(&probe, b"ok").with_context(|| format!("data directory {} is not writable", dir.display()))?;

@@ -227,7 +227,7 @@ impl Tokens {
                 StatusCode::FORBIDDEN,
                 "role",
                 "Not allowed for this token's role",
-                format!("a {} token cannot call this API", caller.role.as_str()),
+                format!("{} token cannot call this API", caller.role.with_article()),
                 Value::Null,
             )));
         }
@@ -343,8 +343,8 @@ impl govex_schemas::http::Access for RegistryAccess {
         match caller.role {
             Role::Steward => Ok(()),
             other => Err(Refusal::forbidden(format!(
-                "only a steward's token may change the registry; this is a {} token",
-                other.as_str()
+                "only a steward's token may change the registry; this is {} token",
+                other.with_article()
             ))),
         }
     }

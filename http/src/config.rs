@@ -49,6 +49,14 @@ pub enum Role {
 }
 
 impl Role {
+    /// Its name after "a" or "an" (`an auditor`, `an operator`).
+    pub fn with_article(self) -> String {
+        match self {
+            Role::Auditor | Role::Operator => format!("an {}", self.as_str()),
+            Role::Department | Role::Steward => format!("a {}", self.as_str()),
+        }
+    }
+
     /// The name used in configuration.
     pub fn as_str(self) -> &'static str {
         match self {

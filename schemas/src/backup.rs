@@ -333,40 +333,111 @@ pub fn read<R: Read>(
     }
 }
 
-/// Restores the backup at `path` into `data_dir`, which must hold none of its stores: reads
-/// the whole file first (nothing is written from a damaged one), then writes each store,
-/// marks the stores a consumer group fills to be refilled from their topics, and flushes.
-pub fn restore(path: &Path, data_dir: &Path) -> Result<(Header, Summary), BackupError> {
+/// The file a restore leaves in the data directory while it runs: a node refuses to start
+/// beside it (see [`check_no_restore_cut_short`]), and the next restore takes up where it was.
+pub const RESTORING: &str = "RESTORING";
+/// Where a restore writes the stores before it moves them into place.
+const STAGING: &str = ".restore-staging";
+
+/// Refuses a data directory where a restore was cut short (killed, the disk full): its stores
+/// are partly written, and a node started on them would take them for whole ones.
+pub fn check_no_restore_cut_short(data_dir: &Path) -> Result<(), String> {
+    let marker = data_dir.join(RESTORING);
+    match std::fs::read_to_string(&marker) {
+        Ok(from) => Err(format!(
+            "a restore into {} was cut short (of {}): run govex restore again, which starts it over, before the node starts",
+            data_dir.display(),
+            from.lines().next().unwrap_or("a backup")
+        )),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Restores the backup at `path` into `data_dir`, for the node of `division`, which must hold
+/// none of its stores.
+///
+/// Nothing is written from a file that does not read whole, was taken by a newer govex or on
+/// another division's node, or whose stores are not the ones its header names. The stores
+/// are written into a staging folder and moved into place at the end, with [`RESTORING`]
+/// naming the backup meanwhile: a restore cut short (killed, the disk full) leaves no store
+/// that looks whole, a node refuses to start beside it, and running the restore again
+/// starts it over. The stores a consumer group fills are restored to be refilled from the
+/// start of their topics (their `refilled` mark is never written).
+pub fn restore(path: &Path, data_dir: &Path, division: &str) -> Result<(Header, Summary), BackupError> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(BackupError::Damaged(format!(
+            "{} is not a file (a restore reads it twice: first whole, then to write it); copy it to a file first",
+            path.display()
+        )));
+    }
     let open = || std::fs::File::open(path).map(io::BufReader::new);
-    let (header, _) = read(open()?, |_| Ok(()))?;
+    let mut framed = Vec::new();
+    let (header, _) = read(open()?, |item| {
+        if let Item::Store(name) = item {
+            framed.push(name.to_owned());
+        }
+        Ok(())
+    })?;
+    if framed != header.stores {
+        return Err(BackupError::Damaged(format!(
+            "its header names the stores {:?} and it holds {framed:?}",
+            header.stores
+        )));
+    }
+    if header.division != division {
+        return Err(BackupError::Damaged(format!(
+            "it was taken on the node of division {}, and this node is division {division}: restore it on its own node",
+            header.division
+        )));
+    }
+    // A restore cut short before: its marker names the stores it may have moved into place,
+    // which are its own and are taken away, with its staging folder, before starting over.
+    let marker = data_dir.join(RESTORING);
+    if let Ok(text) = std::fs::read_to_string(&marker) {
+        for name in text.lines().skip(1).filter(|name| STORES.contains(name)) {
+            let dir = data_dir.join(name);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+        }
+    }
     for name in &header.stores {
         let dir = data_dir.join(name);
         if dir.join("db").exists() || dir.join("conf").exists() {
             return Err(BackupError::Occupied(dir.display().to_string()));
         }
     }
+    std::fs::create_dir_all(data_dir)?;
+    let staging = data_dir.join(STAGING);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    std::fs::create_dir_all(&staging)?;
+    let marker_text =
+        std::iter::once(path.display().to_string()).chain(header.stores.iter().cloned()).collect::<Vec<_>>();
+    std::fs::write(&marker, marker_text.join("\n") + "\n")?;
+    sync_dir(data_dir)?;
+
     let failed = |store: &str| {
         let store = store.to_owned();
         move |source| BackupError::Store { store, source }
     };
-    let mut current: Option<(String, sled::Db, Option<sled::Tree>, sled::Batch, usize)> = None;
-    let finish =
-        |current: Option<(String, sled::Db, Option<sled::Tree>, sled::Batch, usize)>| -> Result<(), BackupError> {
-            let Some((name, db, tree, batch, _)) = current else { return Ok(()) };
-            if let Some(tree) = tree {
-                tree.apply_batch(batch).map_err(failed(&name))?;
-            }
-            if REFILLED.contains(&name.as_str()) {
-                crate::store::clear_refilled(&db).map_err(failed(&name))?;
-            }
-            db.flush().map_err(failed(&name))?;
-            Ok(())
-        };
+    type Current = (String, sled::Db, Option<sled::Tree>, sled::Batch, usize);
+    let finish = |current: Option<Current>| -> Result<(), BackupError> {
+        let Some((name, db, tree, batch, _)) = current else { return Ok(()) };
+        if let Some(tree) = tree {
+            tree.apply_batch(batch).map_err(failed(&name))?;
+        }
+        db.flush().map_err(failed(&name))?;
+        Ok(())
+    };
+    let mut current: Option<Current> = None;
     let (_, summary) = read(open()?, |item| {
         match item {
             Item::Store(name) => {
                 finish(current.take())?;
-                let dir = data_dir.join(name);
+                let dir = staging.join(name);
                 std::fs::create_dir_all(&dir)?;
                 // Opened without the format check: the backup's own format entry is written
                 // below, and [`read`] refused a newer one.
@@ -386,7 +457,15 @@ pub fn restore(path: &Path, data_dir: &Path) -> Result<(Header, Summary), Backup
                 *pending = 0;
             }
             Item::Entry(key, value) => {
-                let Some((name, _, Some(tree), batch, pending)) = current.as_mut() else { unreachable!("read checks") };
+                let Some((name, db, Some(tree), batch, pending)) = current.as_mut() else {
+                    unreachable!("read checks")
+                };
+                // A store a consumer group fills is refilled on top of the backup: the mark
+                // that its group's offsets are its own is not restored.
+                if REFILLED.contains(&name.as_str()) && tree.name() == b"__govex" && key == b"refilled" {
+                    let _ = db;
+                    return Ok(());
+                }
                 batch.insert(key, value);
                 *pending += key.len() + value.len();
                 // Batches of a few MiB: memory stays bounded whatever the store's size.
@@ -399,7 +478,22 @@ pub fn restore(path: &Path, data_dir: &Path) -> Result<(Header, Summary), Backup
         Ok(())
     })?;
     finish(current.take())?;
+    // sled releases a database's files from a background thread once its last handle went:
+    // wait for them before moving the folders.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    for name in &header.stores {
+        std::fs::rename(staging.join(name), data_dir.join(name))?;
+    }
+    sync_dir(data_dir)?;
+    std::fs::remove_dir_all(&staging)?;
+    std::fs::remove_file(&marker)?;
+    sync_dir(data_dir)?;
     Ok((header, summary))
+}
+
+/// Makes the names in `dir` durable (a rename, a new file).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -435,7 +529,7 @@ mod tests {
         drop(stores);
 
         let to = tempfile::tempdir().unwrap();
-        let (read_header, summary) = restore(&file, to.path()).unwrap();
+        let (read_header, summary) = restore(&file, to.path(), "320102").unwrap();
         assert_eq!((read_header, summary.entries), (header, written.entries));
         let (dossier, refill) = crate::store::open_sled_refillable(&to.path().join("dossier")).unwrap();
         assert!(refill, "a group-filled store is refilled from its topics after a restore");
@@ -448,7 +542,62 @@ mod tests {
 
         // A second restore into the same directory overwrites nothing.
         drop((dossier, intake));
-        assert!(matches!(restore(&file, to.path()), Err(BackupError::Occupied(_))));
+        assert!(matches!(restore(&file, to.path(), "320102"), Err(BackupError::Occupied(_))));
+        // Nor does one into another division's node.
+        let other = tempfile::tempdir().unwrap();
+        let error = restore(&file, other.path(), "610900").unwrap_err();
+        assert!(error.to_string().contains("division 320102"), "{error}");
+        assert!(!other.path().join(RESTORING).exists() && !other.path().join("dossier").exists());
+    }
+
+    #[test]
+    fn a_restore_cut_short_is_refused_by_a_node_and_started_over_by_the_next_restore() {
+        let from = tempfile::tempdir().unwrap();
+        let stores = vec![
+            ("dossier", store(&from.path().join("dossier"), 300)),
+            ("intake", store(&from.path().join("intake"), 3)),
+        ];
+        let mut header = header();
+        header.stores = stores.iter().map(|(n, _)| n.to_string()).collect();
+        let file = from.path().join("backup");
+        write(std::fs::File::create(&file).unwrap(), &header, &stores, &|| false).unwrap();
+        drop(stores);
+        // What a restore killed while it moved its stores into place leaves: its marker, one
+        // store moved (whole, but without the other), the other still staged.
+        let to = tempfile::tempdir().unwrap();
+        restore(&file, to.path(), "320102").unwrap();
+        std::fs::create_dir_all(to.path().join(STAGING)).unwrap();
+        std::fs::rename(to.path().join("intake"), to.path().join(STAGING).join("intake")).unwrap();
+        std::fs::write(to.path().join(RESTORING), format!("{}\ndossier\nintake\n", file.display())).unwrap();
+        let refused = check_no_restore_cut_short(to.path()).unwrap_err();
+        assert!(refused.contains("cut short") && refused.contains("govex restore again"), "{refused}");
+        // The next restore takes away what the first one moved, and starts over.
+        let (_, summary) = restore(&file, to.path(), "320102").unwrap();
+        assert_eq!(summary.stores["dossier"], 302);
+        assert!(check_no_restore_cut_short(to.path()).is_ok());
+        assert!(!to.path().join(STAGING).exists());
+        let (dossier, refill) = crate::store::open_sled_refillable(&to.path().join("dossier")).unwrap();
+        assert!(refill && dossier.open_tree("records").unwrap().len() == 300);
+        // A store a restore did not write is not taken away by the next one.
+        drop(dossier);
+        std::fs::write(to.path().join(RESTORING), format!("{}\n", file.display())).unwrap();
+        assert!(matches!(restore(&file, to.path(), "320102"), Err(BackupError::Occupied(_))));
+    }
+
+    #[test]
+    fn a_backup_whose_stores_are_not_the_ones_its_header_names_is_refused() {
+        let from = tempfile::tempdir().unwrap();
+        let stores = vec![("elicense", store(&from.path().join("elicense"), 3))];
+        // A header naming no store, over a frame that writes one: a data directory that holds
+        // that store would be written into, were only the header checked.
+        let mut bytes = Vec::new();
+        write(&mut bytes, &header(), &stores, &|| false).unwrap();
+        let to = tempfile::tempdir().unwrap();
+        let file = to.path().join("backup");
+        std::fs::write(&file, &bytes).unwrap();
+        let error = restore(&file, to.path(), "320102").unwrap_err();
+        assert!(error.to_string().contains("its header names the stores []"), "{error}");
+        assert!(!to.path().join("elicense").exists());
     }
 
     #[test]
@@ -474,7 +623,7 @@ mod tests {
             let to = tempfile::tempdir().unwrap();
             let file = to.path().join("backup");
             std::fs::write(&file, &damaged).unwrap();
-            let error = restore(&file, to.path()).unwrap_err();
+            let error = restore(&file, to.path(), "320102").unwrap_err();
             assert!(matches!(error, BackupError::Damaged(_)), "{case}: {error}");
             assert!(!to.path().join("dossier").exists(), "{case}: nothing written");
         }

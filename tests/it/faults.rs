@@ -944,6 +944,15 @@ async fn a_backup_restores_every_store_after_the_volume_and_the_cluster_are_lost
     assert_eq!(ask(&child_token("tax"), Some("备份")).await.unwrap().status(), 403);
     assert_eq!(ask("not-a-token", Some("备份")).await.unwrap().status(), 401);
     assert_eq!(ask(CHILD_OPERATOR_TOKEN, None).await.unwrap().status(), 400);
+    let head =
+        http.head(format!("{}/v1/backup", node.api)).bearer_auth(CHILD_OPERATOR_TOKEN).query(&[("purpose", "备份")]);
+    assert_eq!(head.send().await.unwrap().status(), 405, "a HEAD takes (and logs) no backup");
+    // A place the backup could not be kept is refused before the node is asked (and logged).
+    for out in [dir.path().join("no-such-folder").join("b.govexbak"), dir.path().join("folder/")] {
+        let (ok, text) =
+            govex(&["backup".as_ref(), "--api".as_ref(), node.api.as_ref(), "--out".as_ref(), out.as_os_str()]);
+        assert!(!ok && text.contains("--out"), "{text}");
+    }
     // A client that goes away after the first bytes: the next backup is taken all the same.
     let mut cut = ask(CHILD_OPERATOR_TOKEN, Some("演练")).await.unwrap();
     assert_eq!(cut.status(), 200);
@@ -960,7 +969,9 @@ async fn a_backup_restores_every_store_after_the_volume_and_the_cluster_are_lost
     })
     .await;
     assert!(ok, "{text}");
-    assert!(file.exists() && !file.with_extension("partial").exists(), "{text}");
+    assert!(file.exists() && !dir.path().join("node.govexbak.partial").exists(), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600, "for its owner only");
 
     // The node dies, and its volume and its cluster with it.
     node.process.kill9();
