@@ -254,16 +254,26 @@ impl Iterator for Scan {
             self.read += key.len() + value.len();
             if self.read >= Self::EVERY {
                 self.read = 0;
-                for _ in 0..Self::QUEUE {
-                    if self.tree.get(key).is_err() {
-                        break;
-                    }
-                }
+                weigh(&self.tree, key);
             }
         }
         Some(item)
     }
 }
+
+/// Has sled weigh the cache shard that holds `key`'s page now (see [`Scan`]): after a long
+/// read or write, whose pages would otherwise stay in memory until their shards had queued
+/// 64 reads each.
+pub fn weigh(tree: &sled::Tree, key: &[u8]) {
+    for _ in 0..Scan::QUEUE {
+        if tree.get(key).is_err() {
+            break;
+        }
+    }
+}
+
+/// Bytes a long read or write goes between two [`weigh`]s.
+pub const WEIGH_EVERY: usize = Scan::EVERY;
 
 /// Entries in `tree`, counted by a [`scan`] (sled's own `len` reads every page into the cache).
 pub fn count(tree: &sled::Tree) -> Result<usize, sled::Error> {
