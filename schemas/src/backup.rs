@@ -592,6 +592,80 @@ mod tests {
     }
 
     #[test]
+    fn a_backup_holds_each_store_in_order_with_its_format_first_and_counts_its_bytes() {
+        let from = tempfile::tempdir().unwrap();
+        let open = OpenStores::default();
+        // Added out of order: listed in `STORES` order, and gone once cleared.
+        open.add("intake", &store(&from.path().join("intake"), 2));
+        open.add("dossier", &store(&from.path().join("dossier"), 5));
+        let stores = open.list();
+        assert_eq!(stores.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["dossier", "intake"]);
+        let mut header = header();
+        header.stores = vec!["dossier".into(), "intake".into()];
+        let mut bytes = Vec::new();
+        let written = write(&mut bytes, &header, &stores, &|| false).unwrap();
+        let mut items = Vec::new();
+        let (_, read_back) = read(bytes.as_slice(), |item| {
+            items.push(match item {
+                Item::Store(name) => format!("S {name}"),
+                Item::Tree(name) => format!("T {}", String::from_utf8_lossy(name)),
+                Item::Entry(..) => "E".to_owned(),
+            });
+            Ok(())
+        })
+        .unwrap();
+        // The format version is met before any data of its store.
+        let first_trees: Vec<&String> = items
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i > 0 && items[i - 1].starts_with("S "))
+            .map(|(_, t)| t)
+            .collect();
+        assert_eq!(first_trees, ["T __govex", "T __govex"], "{items:?}");
+        // Keys are 4 bytes, values "record N"; each store's format (8) and refill mark (1).
+        let expected: u64 = (0..5u32).chain(0..2).map(|i| 4 + format!("record {i}").len() as u64).sum::<u64>()
+            + 2 * ("format".len() + 8 + "refilled".len() + 1) as u64;
+        assert_eq!((written.bytes, read_back.bytes), (expected, expected));
+        open.clear();
+        assert!(open.list().is_empty());
+    }
+
+    #[test]
+    fn a_key_of_the_longest_length_reads_and_one_byte_more_is_refused() {
+        let from = tempfile::tempdir().unwrap();
+        let db = crate::store::open_sled(&from.path().join("dossier")).unwrap();
+        let tree = db.open_tree("records").unwrap();
+        tree.insert(vec![7u8; MAX_KEY as usize], b"v").unwrap();
+        let mut header = header();
+        header.stores = vec!["dossier".into()];
+        let mut bytes = Vec::new();
+        write(&mut bytes, &header, &[("dossier", db.clone())], &|| false).unwrap();
+        assert!(read(bytes.as_slice(), |_| Ok(())).is_ok());
+        tree.clear().unwrap();
+        tree.insert(vec![7u8; MAX_KEY as usize + 1], b"v").unwrap();
+        let mut bytes = Vec::new();
+        write(&mut bytes, &header, &[("dossier", db)], &|| false).unwrap();
+        let error = read(bytes.as_slice(), |_| Ok(())).map(drop).unwrap_err();
+        assert!(error.to_string().contains("more than any store holds"), "{error}");
+    }
+
+    #[test]
+    fn a_data_directory_with_any_part_of_a_store_is_not_written_into() {
+        let from = tempfile::tempdir().unwrap();
+        let stores = vec![("dossier", store(&from.path().join("dossier"), 3))];
+        let mut header = header();
+        header.stores = vec!["dossier".into()];
+        let file = from.path().join("backup");
+        write(std::fs::File::create(&file).unwrap(), &header, &stores, &|| false).unwrap();
+        for part in ["db", "conf"] {
+            let to = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(to.path().join("dossier")).unwrap();
+            std::fs::write(to.path().join("dossier").join(part), b"x").unwrap();
+            assert!(matches!(restore(&file, to.path(), "320102"), Err(BackupError::Occupied(_))), "{part}");
+        }
+    }
+
+    #[test]
     fn a_backup_whose_stores_are_not_the_ones_its_header_names_is_refused() {
         let from = tempfile::tempdir().unwrap();
         let stores = vec![("elicense", store(&from.path().join("elicense"), 3))];
