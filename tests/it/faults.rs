@@ -619,6 +619,40 @@ async fn uses(node: &ChildNode, n: u32, first: u32) {
     }
 }
 
+/// Sends housing's sample contract filing `n` to `node`; its property unit number.
+async fn send_filing(node: &ChildNode, n: u32) -> String {
+    let filing = sample("housing", "contract-filing", n).unwrap();
+    let sent = reqwest::Client::new()
+        .post(format!("{}/v1/housing/contract-filing", node.api))
+        .bearer_auth(child_token("housing"))
+        .json(&filing)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    filing["property_unit_number"].as_str().unwrap().to_owned()
+}
+
+/// The filing of `unit` in the shared view of the node at `api`, read by land registry until
+/// it is there; every read is a use in the log, found or not, and is counted in `reads`.
+async fn read_shared_filing(api: String, unit: &str, reads: &std::sync::atomic::AtomicU64) -> Value {
+    crate::support::eventually_saw("the filing in the shared view", Duration::from_secs(60), || async {
+        reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let response = reqwest::Client::new()
+            .get(format!("{api}/v1/resources/housing.contract-filing/records/{unit}"))
+            .query(&[("purpose", "登记审核")])
+            .bearer_auth(child_token("land-registry"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        match response.status().as_u16() {
+            200 => response.json::<Value>().await.map_err(|e| e.to_string()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await
+}
+
 /// Runs `govex audit verify` on the node configured in `dir/node.toml`.
 fn audit_verify(dir: &std::path::Path, env: &[(&str, &str)]) -> (bool, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_govex"))
@@ -800,38 +834,10 @@ async fn a_lost_data_volume_is_restored_from_the_topics_with_every_licence_recor
     assert_eq!((status, answer["accepted"].as_u64()), (200, Some(u64::from(LICENCES))));
     wait_metric(&node, "govex_elicense_store_licences", f64::from(LICENCES), "licences applied").await;
     // A housing filing in the shared view, and uses in the log.
-    let filing = sample("housing", "contract-filing", 7).unwrap();
-    let sent = reqwest::Client::new()
-        .post(format!("{}/v1/housing/contract-filing", node.api))
-        .bearer_auth(child_token("housing"))
-        .json(&filing)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 202);
-    let unit = filing["property_unit_number"].as_str().unwrap().to_owned();
+    let unit = send_filing(&node, 7).await;
     // Every read of the shared view is a use in the log, found or not: they are counted.
-    let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let shared = |api: String| {
-        let (unit, reads) = (unit.clone(), reads.clone());
-        async move {
-            crate::support::eventually_saw("the filing in the shared view", Duration::from_secs(60), || async {
-                reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let response = reqwest::Client::new()
-                    .get(format!("{api}/v1/resources/housing.contract-filing/records/{unit}"))
-                    .query(&[("purpose", "登记审核")])
-                    .bearer_auth(child_token("land-registry"))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match response.status().as_u16() {
-                    200 => response.json::<Value>().await.map_err(|e| e.to_string()),
-                    other => Err(other.to_string()),
-                }
-            })
-            .await
-        }
-    };
+    let reads = std::sync::atomic::AtomicU64::new(0);
+    let shared = |api: String| read_shared_filing(api, &unit, &reads);
     let before = shared(node.api.clone()).await;
     uses(&node, 5, 0).await;
     node.process.terminate(Duration::from_secs(60)).await;
@@ -898,38 +904,10 @@ async fn a_backup_restores_every_store_after_the_volume_and_the_cluster_are_lost
     let (status, answer) = post_batch(&node.api, "licence", None, batch("licence", 0, LICENCES)).await;
     assert_eq!((status, answer["accepted"].as_u64()), (200, Some(u64::from(LICENCES))));
     wait_metric(&node, "govex_elicense_store_licences", f64::from(LICENCES), "licences applied").await;
-    let filing = sample("housing", "contract-filing", 11).unwrap();
+    let unit = send_filing(&node, 11).await;
     let http = reqwest::Client::new();
-    let sent = http
-        .post(format!("{}/v1/housing/contract-filing", node.api))
-        .bearer_auth(child_token("housing"))
-        .json(&filing)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 202);
-    let unit = filing["property_unit_number"].as_str().unwrap().to_owned();
-    let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let shared = |api: String| {
-        let (unit, reads) = (unit.clone(), reads.clone());
-        async move {
-            crate::support::eventually_saw("the filing in the shared view", Duration::from_secs(60), || async {
-                reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let response = reqwest::Client::new()
-                    .get(format!("{api}/v1/resources/housing.contract-filing/records/{unit}"))
-                    .query(&[("purpose", "登记审核")])
-                    .bearer_auth(child_token("land-registry"))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match response.status().as_u16() {
-                    200 => response.json::<Value>().await.map_err(|e| e.to_string()),
-                    other => Err(other.to_string()),
-                }
-            })
-            .await
-        }
-    };
+    let reads = std::sync::atomic::AtomicU64::new(0);
+    let shared = |api: String| read_shared_filing(api, &unit, &reads);
     let before = shared(node.api.clone()).await;
     uses(&node, 5, 0).await;
 
