@@ -89,6 +89,9 @@ pub enum BackupError {
     /// The file is not a backup, is damaged or was cut short.
     #[error("not a whole govex backup: {0}")]
     Damaged(String),
+    /// A whole backup this node does not take (another division's, one read from a pipe).
+    #[error("{0}")]
+    Refused(String),
     /// Taken by a newer govex.
     #[error("the backup holds stores of format version {found}, and this govex reads up to version {ours}: restore it with that version (or newer)")]
     Newer {
@@ -157,7 +160,7 @@ pub fn write<W: Write>(
         let mut entries = 0u64;
         let mut names = db.tree_names();
         // The format version first, so a reader meets it before any data.
-        names.sort_by_key(|n| n.as_ref() != b"__govex");
+        names.sort_by_key(|n| n.as_ref() != crate::store::META_TREE.as_bytes());
         for tree_name in names {
             let tree = db.open_tree(&tree_name).map_err(io::Error::other)?;
             out.write_all(b"T")?;
@@ -167,6 +170,17 @@ pub fn write<W: Write>(
                     return Err(io::Error::new(io::ErrorKind::Interrupted, "the node is stopping"));
                 }
                 let (key, value) = entry.map_err(io::Error::other)?;
+                // A backup a restore would refuse is not taken at all.
+                if key.len() > MAX_KEY as usize || value.len() > MAX_VALUE as usize {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "an entry of {name} ({} bytes of key, {} of value) is larger than a backup holds",
+                            key.len(),
+                            value.len()
+                        ),
+                    ));
+                }
                 out.write_all(b"E")?;
                 write_bytes(&mut out, &key)?;
                 write_bytes(&mut out, &value)?;
@@ -181,7 +195,7 @@ pub fn write<W: Write>(
     out.write_all(&summary.entries.to_be_bytes())?;
     let digest = out.hasher.finalize_reset();
     out.out.write_all(&digest)?;
-    out.out.flush()?;
+    out.flush()?;
     Ok(summary)
 }
 
@@ -366,7 +380,7 @@ pub fn check_no_restore_cut_short(data_dir: &Path) -> Result<(), String> {
 pub fn restore(path: &Path, data_dir: &Path, division: &str) -> Result<(Header, Summary), BackupError> {
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
-        return Err(BackupError::Damaged(format!(
+        return Err(BackupError::Refused(format!(
             "{} is not a file (a restore reads it twice: first whole, then to write it); copy it to a file first",
             path.display()
         )));
@@ -386,7 +400,7 @@ pub fn restore(path: &Path, data_dir: &Path, division: &str) -> Result<(Header, 
         )));
     }
     if header.division != division {
-        return Err(BackupError::Damaged(format!(
+        return Err(BackupError::Refused(format!(
             "it was taken on the node of division {}, and this node is division {division}: restore it on its own node",
             header.division
         )));
@@ -419,72 +433,25 @@ pub fn restore(path: &Path, data_dir: &Path, division: &str) -> Result<(Header, 
     std::fs::write(&marker, marker_text.join("\n") + "\n")?;
     sync_dir(data_dir)?;
 
-    let failed = |store: &str| {
-        let store = store.to_owned();
-        move |source| BackupError::Store { store, source }
-    };
-    type Current = (String, sled::Db, Option<sled::Tree>, sled::Batch, usize, u64);
-    let finish = |current: Option<Current>| -> Result<(), BackupError> {
-        let Some((name, db, tree, batch, _, _)) = current else { return Ok(()) };
-        if let Some(tree) = tree {
-            tree.apply_batch(batch).map_err(failed(&name))?;
-        }
-        db.flush().map_err(failed(&name))?;
-        Ok(())
-    };
-    let mut current: Option<Current> = None;
+    let mut current: Option<Restoring> = None;
     let (_, summary) = read(open()?, |item| {
         match item {
             Item::Store(name) => {
-                finish(current.take())?;
-                let dir = staging.join(name);
-                std::fs::create_dir_all(&dir)?;
-                // Opened without the format check: the backup's own format entry is written
-                // below, and [`read`] refused a newer one.
-                let db = sled::Config::new()
-                    .path(&dir)
-                    .cache_capacity(crate::store::cache_bytes())
-                    .open()
-                    .map_err(failed(name))?;
-                current = Some((name.to_owned(), db, None, sled::Batch::default(), 0, 0));
-            }
-            Item::Tree(tree_name) => {
-                let Some((name, db, tree, batch, pending, _)) = current.as_mut() else { unreachable!("read checks") };
-                if let Some(tree) = tree.take() {
-                    tree.apply_batch(std::mem::take(batch)).map_err(failed(name))?;
+                if let Some(done) = current.take() {
+                    done.finish()?;
                 }
-                *tree = Some(db.open_tree(tree_name).map_err(failed(name))?);
-                *pending = 0;
+                current = Some(Restoring::open(&staging, name)?);
             }
+            Item::Tree(name) => current.as_mut().unwrap_or_else(|| unreachable!("read checks")).tree(name)?,
             Item::Entry(key, value) => {
-                let Some((name, db, Some(tree), batch, pending, written)) = current.as_mut() else {
-                    unreachable!("read checks")
-                };
-                // A store a consumer group fills is refilled on top of the backup: the mark
-                // that its group's offsets are its own is not restored.
-                if REFILLED.contains(&name.as_str()) && tree.name() == b"__govex" && key == b"refilled" {
-                    let _ = db;
-                    return Ok(());
-                }
-                batch.insert(key, value);
-                *pending += key.len() + value.len();
-                // Small batches, each followed by a weighing of the cache: sled keeps what it
-                // writes as it keeps what it reads (see `store::Scan`), and a restore of a
-                // 157 MiB store peaked at 283 MiB with 4 MiB batches and no weighing.
-                if *pending >= crate::store::WEIGH_EVERY {
-                    tree.apply_batch(std::mem::take(batch)).map_err(failed(name))?;
-                    crate::store::weigh(tree, key);
-                    *pending = 0;
-                    *written += 1;
-                    if *written % 128 == 0 {
-                        db.flush().map_err(failed(name))?;
-                    }
-                }
+                current.as_mut().unwrap_or_else(|| unreachable!("read checks")).insert(key, value)?
             }
         }
         Ok(())
     })?;
-    finish(current.take())?;
+    if let Some(done) = current.take() {
+        done.finish()?;
+    }
     // sled releases a database's files from a background thread once its last handle went:
     // wait for them before moving the folders.
     std::thread::sleep(std::time::Duration::from_millis(100));
@@ -496,6 +463,79 @@ pub fn restore(path: &Path, data_dir: &Path, division: &str) -> Result<(Header, 
     std::fs::remove_file(&marker)?;
     sync_dir(data_dir)?;
     Ok((header, summary))
+}
+
+/// One store of a restore being written (into the staging folder).
+struct Restoring {
+    name: String,
+    db: sled::Db,
+    tree: Option<sled::Tree>,
+    batch: sled::Batch,
+    /// Bytes in `batch`.
+    pending: usize,
+    /// Batches applied.
+    applied: u64,
+}
+
+impl Restoring {
+    fn open(staging: &Path, name: &str) -> Result<Self, BackupError> {
+        let dir = staging.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let db = crate::store::open_sled_unchecked(&dir)
+            .map_err(|source| BackupError::Store { store: name.to_owned(), source })?;
+        Ok(Self { name: name.to_owned(), db, tree: None, batch: sled::Batch::default(), pending: 0, applied: 0 })
+    }
+
+    fn failed(&self) -> impl FnOnce(sled::Error) -> BackupError + '_ {
+        |source| BackupError::Store { store: self.name.clone(), source }
+    }
+
+    /// Applies what the batch holds to the tree being written.
+    fn apply(&mut self) -> Result<(), BackupError> {
+        if let Some(tree) = &self.tree {
+            tree.apply_batch(std::mem::take(&mut self.batch)).map_err(self.failed())?;
+        }
+        self.pending = 0;
+        Ok(())
+    }
+
+    fn tree(&mut self, name: &[u8]) -> Result<(), BackupError> {
+        self.apply()?;
+        self.tree = Some(self.db.open_tree(name).map_err(self.failed())?);
+        Ok(())
+    }
+
+    fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<(), BackupError> {
+        // A store a consumer group fills is refilled on top of the backup: the mark that its
+        // group's offsets are its own is not restored.
+        let meta = self.tree.as_ref().is_some_and(|t| t.name() == crate::store::META_TREE.as_bytes());
+        if meta && key == crate::store::REFILLED.as_bytes() && REFILLED.contains(&self.name.as_str()) {
+            return Ok(());
+        }
+        self.batch.insert(key, value);
+        self.pending += key.len() + value.len();
+        // Small batches, each followed by a weighing of the cache: sled keeps what it writes
+        // as it keeps what it reads (see `store::Scan`), and a restore of a 157 MiB store
+        // peaked at 283 MiB with 4 MiB batches and no weighing.
+        if self.pending >= crate::store::WEIGH_EVERY {
+            self.apply()?;
+            if let Some(tree) = &self.tree {
+                crate::store::weigh(tree, key);
+            }
+            self.applied += 1;
+            if self.applied.is_multiple_of(128) {
+                self.db.flush().map_err(self.failed())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and makes the store durable.
+    fn finish(mut self) -> Result<(), BackupError> {
+        self.apply()?;
+        self.db.flush().map_err(self.failed())?;
+        Ok(())
+    }
 }
 
 /// Makes the names in `dir` durable (a rename, a new file).
@@ -641,12 +681,25 @@ mod tests {
         let mut bytes = Vec::new();
         write(&mut bytes, &header, &[("dossier", db.clone())], &|| false).unwrap();
         assert!(read(bytes.as_slice(), |_| Ok(())).is_ok());
+        // The same file with the key one byte longer (its digest made again): refused.
+        let frame = [b"E".as_slice(), &MAX_KEY.to_be_bytes(), &[7u8]].concat();
+        let at = bytes.windows(frame.len()).position(|w| w == frame).unwrap();
+        let longer = [
+            &bytes[..at],
+            b"E",
+            &(MAX_KEY + 1).to_be_bytes(),
+            &vec![7u8; MAX_KEY as usize + 1],
+            &bytes[at + 5 + MAX_KEY as usize..bytes.len() - 32],
+        ]
+        .concat();
+        let longer = [longer.clone(), Sha256::digest(&longer).to_vec()].concat();
+        let error = read(longer.as_slice(), |_| Ok(())).map(drop).unwrap_err();
+        assert!(error.to_string().contains("more than any store holds"), "{error}");
+        // And a store holding such a key gives no backup at all, rather than one no restore takes.
         tree.clear().unwrap();
         tree.insert(vec![7u8; MAX_KEY as usize + 1], b"v").unwrap();
-        let mut bytes = Vec::new();
-        write(&mut bytes, &header, &[("dossier", db)], &|| false).unwrap();
-        let error = read(bytes.as_slice(), |_| Ok(())).map(drop).unwrap_err();
-        assert!(error.to_string().contains("more than any store holds"), "{error}");
+        let error = write(&mut Vec::new(), &header, &[("dossier", db)], &|| false).unwrap_err();
+        assert!(error.to_string().contains("larger than a backup holds"), "{error}");
     }
 
     #[test]

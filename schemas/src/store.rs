@@ -133,6 +133,14 @@ pub enum RegistryError {
 /// older image, a backup restored into an older node) instead of reading it wrong.
 pub const FORMAT_VERSION: u64 = 1;
 
+/// The tree of every store that holds govex's own marks: its format version ([`FORMAT`]) and,
+/// for a store a consumer group fills, that it was refilled ([`REFILLED`]).
+pub const META_TREE: &str = "__govex";
+/// The key of a store's format version in [`META_TREE`].
+pub const FORMAT: &str = "format";
+/// The key of the mark that a store's consumer group's offsets are its own, in [`META_TREE`].
+pub const REFILLED: &str = "refilled";
+
 /// The page cache of each sled database a process opens, in bytes (sled's own default is
 /// 1 GiB per database, and it sizes itself from cgroup v1 only). Set once at start from
 /// `storage.cache_mib`, before any store opens.
@@ -161,7 +169,9 @@ pub fn open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
     Ok(db)
 }
 
-fn open_sled_unchecked(dir: &Path) -> Result<sled::Db, sled::Error> {
+/// As [`open_sled`], without the format check (a restore writes the backup's own format
+/// entry, and refused a newer one before).
+pub(crate) fn open_sled_unchecked(dir: &Path) -> Result<sled::Db, sled::Error> {
     let mut attempts = 0;
     let cache = cache_bytes();
     let db = loop {
@@ -187,22 +197,22 @@ pub fn open_sled_refillable(dir: &Path) -> Result<(sled::Db, bool), sled::Error>
     // Whether the store had a format version before this open stamps one.
     let stamped = format_of(&db)?.is_some();
     check_format(&db, dir)?;
-    let meta = db.open_tree("__govex")?;
+    let meta = db.open_tree(META_TREE)?;
     // An unstamped store with data is from before format versions; one without data was made
     // by a process that died before stamping it, and is refilled like a new one.
     let has_data = || -> Result<bool, sled::Error> {
         for name in db.tree_names() {
-            if name.as_ref() != b"__govex" && !db.open_tree(&name)?.is_empty() {
+            if name.as_ref() != META_TREE.as_bytes() && !db.open_tree(&name)?.is_empty() {
                 return Ok(true);
             }
         }
         Ok(false)
     };
-    let refill = match (db.was_recovered(), stamped, meta.get("refilled")?.is_some()) {
+    let refill = match (db.was_recovered(), stamped, meta.get(REFILLED)?.is_some()) {
         (false, _, _) => true,
         (true, false, _) if !has_data()? => true,
         (true, false, _) => {
-            meta.insert("refilled", &[1u8])?;
+            meta.insert(REFILLED, &[1u8])?;
             meta.flush()?;
             false
         }
@@ -287,24 +297,24 @@ pub fn count(tree: &sled::Tree) -> Result<usize, sled::Error> {
 
 /// Marks the store in `db` refilled: its consumer group's offsets are its own from now on.
 pub fn mark_refilled(db: &sled::Db) -> Result<(), sled::Error> {
-    let meta = db.open_tree("__govex")?;
-    meta.insert("refilled", &[1u8])?;
+    let meta = db.open_tree(META_TREE)?;
+    meta.insert(REFILLED, &[1u8])?;
     meta.flush().map(drop)
 }
 
 /// Marks the store in `db` as needing a refill (`govex store refill`: after a volume snapshot
 /// is restored, its stores are older than their groups' offsets). Whether it was marked.
 pub fn clear_refilled(db: &sled::Db) -> Result<bool, sled::Error> {
-    let meta = db.open_tree("__govex")?;
-    let had = meta.remove("refilled")?.is_some();
+    let meta = db.open_tree(META_TREE)?;
+    let had = meta.remove(REFILLED)?.is_some();
     meta.flush()?;
     Ok(had)
 }
 
 /// Checks (and, on a store without one, writes) the format version of `db`.
 fn check_format(db: &sled::Db, dir: &Path) -> Result<(), sled::Error> {
-    let meta = db.open_tree("__govex")?;
-    match meta.get("format")? {
+    let meta = db.open_tree(META_TREE)?;
+    match meta.get(FORMAT)? {
         Some(bytes) => {
             let found = <[u8; 8]>::try_from(bytes.as_ref()).map(u64::from_be_bytes).map_err(|_| {
                 sled::Error::Unsupported(format!("the store in {} has an unreadable format version", dir.display()))
@@ -319,20 +329,15 @@ fn check_format(db: &sled::Db, dir: &Path) -> Result<(), sled::Error> {
             Ok(())
         }
         None => {
-            meta.insert("format", &FORMAT_VERSION.to_be_bytes())?;
+            meta.insert(FORMAT, &FORMAT_VERSION.to_be_bytes())?;
             meta.flush().map(drop)
         }
     }
 }
 
-/// The format version of the store in `dir` (for `govex backup` and the tests), without
-/// opening it for a node.
+/// The format version of the store in `db`, as written (`govex store check`).
 pub fn format_of(db: &sled::Db) -> Result<Option<u64>, sled::Error> {
-    Ok(db
-        .open_tree("__govex")?
-        .get("format")?
-        .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-        .map(u64::from_be_bytes))
+    Ok(db.open_tree(META_TREE)?.get(FORMAT)?.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok()).map(u64::from_be_bytes))
 }
 
 /// Which version of a subject to read.
