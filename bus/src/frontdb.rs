@@ -8,7 +8,7 @@
 //! a value unreadable. Sessions run in the source's time zone, so that a `timestamp` without a
 //! zone means what the department's system meant by it.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use sqlx::{mysql::MySqlPoolOptions, postgres::PgPoolOptions, Executor, MySqlPool, PgPool, Row};
 
@@ -228,6 +228,24 @@ pub struct FrontDb {
     pool: Pool,
     dialect: Dialect,
     described: String,
+    /// Which MySQL-family server bounds a statement how, once a read found out: MariaDB
+    /// (`max_statement_time`) or MySQL (`max_execution_time`). Each refuses the other's.
+    statement_bound: Arc<std::sync::OnceLock<MySqlBound>>,
+}
+
+#[derive(Clone, Copy)]
+enum MySqlBound {
+    MariaDb,
+    MySql,
+}
+
+impl MySqlBound {
+    fn statement(self, ms: u128) -> String {
+        match self {
+            Self::MariaDb => format!("SET SESSION max_statement_time = {:.3}", ms as f64 / 1000.0),
+            Self::MySql => format!("SET SESSION max_execution_time = {ms}"),
+        }
+    }
 }
 
 impl std::fmt::Debug for FrontDb {
@@ -289,7 +307,7 @@ impl FrontDb {
                 Pool::MySql(options.connect_lazy(url).map_err(|e| FrontDbError::Url(e.to_string()))?)
             }
         };
-        Ok(Self { pool, dialect, described: describe(url) })
+        Ok(Self { pool, dialect, described: describe(url), statement_bound: Arc::default() })
     }
 
     /// Its dialect.
@@ -410,11 +428,21 @@ impl FrontDb {
             Pool::MySql(pool) => {
                 // MySQL sets a transaction's access mode before it starts.
                 let mut connection = pool.acquire().await?;
-                // MariaDB bounds a statement by `max_statement_time` (seconds), MySQL a SELECT
-                // by `max_execution_time` (ms); each refuses the other's variable.
-                let mariadb = format!("SET SESSION max_statement_time = {:.3}", ms as f64 / 1000.0);
-                if (&mut *connection).execute(mariadb.as_str()).await.is_err() {
-                    (&mut *connection).execute(format!("SET SESSION max_execution_time = {ms}").as_str()).await?;
+                match self.statement_bound.get() {
+                    Some(bound) => {
+                        (&mut *connection).execute(bound.statement(ms).as_str()).await?;
+                    }
+                    // The first read asks which server this is by what it takes.
+                    None => {
+                        let bound = match (&mut *connection).execute(MySqlBound::MariaDb.statement(ms).as_str()).await {
+                            Ok(_) => MySqlBound::MariaDb,
+                            Err(_) => {
+                                (&mut *connection).execute(MySqlBound::MySql.statement(ms).as_str()).await?;
+                                MySqlBound::MySql
+                            }
+                        };
+                        let _ = self.statement_bound.set(bound);
+                    }
                 }
                 (&mut *connection).execute("SET TRANSACTION READ ONLY").await?;
                 let mut tx = connection.begin().await?;
