@@ -264,15 +264,19 @@ async fn every_acknowledged_push_survives_a_kill_of_the_registry() {
     let push = |n: usize, url: String| {
         let (http, schema) = (http.clone(), schema(n));
         async move {
+            // Why a push was not acknowledged, said in full: a failure before the kill is a
+            // bug to read, not a number to guess from.
             let response = http
                 .post(format!("{url}/subjects/crash-{n}/versions"))
                 .bearer_auth(crate::support::STEWARD_TOKEN)
                 .json(&serde_json::json!({ "schema": schema }))
                 .send()
                 .await
-                .ok()?;
-            let body: serde_json::Value = response.json().await.ok()?;
-            body["id"].as_u64()
+                .map_err(|e| format!("not answered: {e:?}"))?;
+            let status = response.status();
+            let text = response.text().await.map_err(|e| format!("{status}, body cut: {e:?}"))?;
+            let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            body["id"].as_u64().ok_or_else(|| format!("{status}: {text}"))
         }
     };
     let mut acknowledged = Vec::new();
@@ -288,9 +292,9 @@ async fn every_acknowledged_push_survives_a_kill_of_the_registry() {
             });
         }
         match push(n, url.clone()).await {
-            Some(id) => acknowledged.push((n, id)),
-            None if n >= 15 => break,
-            None => panic!("push {n} failed before the kill"),
+            Ok(id) => acknowledged.push((n, id)),
+            Err(_) if n >= 15 => break,
+            Err(why) => panic!("push {n} failed before the kill: {why}"),
         }
     }
     node.wait().unwrap();
